@@ -11,8 +11,8 @@
  * Selection for a query at position p and kv group g:
  *   lse_n  = log sum_{c: s2*c+k2-1 <= p} exp(scale * q_n.K2_c)
  *   P_i    = sum_{n in g} exp(scale * q_n.K1_i - lse_n)  for s1*i+k1-1 <= p, else 0
- *   score_b = max over i in [r*b - 1, r*b + (k1/s1)*... ] -- for the real and golden configs
- *            (block 64, stride 16, kernel 32): i in [4b-1, 4b+3] ∩ [0, n1)  (r = block/s1)
+ *   score_b = max of P_i over i in [r*b - 1, r*b + r - 1] ∩ [0, n1), r = block/s1
+ *            (max-pool kernel r+1, stride r, padding 1: [4b-1, 4b+3] for block 64, stride 16)
  *   score_b = +inf for b < init_blocks and for qb - window/block <= b <= qb  (qb = p / block)
  *   the K = topk + window/block best causal blocks (b <= qb), equal scores: lower id wins.
  * Attention: exact softmax over the keys j <= p of the selected blocks, per q head of g. */
