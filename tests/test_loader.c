@@ -273,11 +273,20 @@ static void put_hostile(const char *dir, const char *file)
  * Each mk_<id> builds one directory; BAD_CASES lists its expected status and the substrings its
  * message must contain (the file, then the tensor or field, then what is wrong). */
 
-#define NORM_HDR(offs) "{\"model.norm.weight\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":" offs "}}"
+#define NORM_ENTRY "\"model.norm.weight\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":"
+#define NORM_HDR(offs) "{" NORM_ENTRY offs "}}"
 
 /* safetensors framing */
-static void mk_zero_length(const char *d) { put_small_config(d); put_bytes(d, "model.safetensors", "", 0); }
-static void mk_short_file(const char *d) { put_small_config(d); put_bytes(d, "model.safetensors", "\x02\0\0\0\0", 5); }
+static void mk_zero_length(const char *d)
+{
+    put_small_config(d);
+    put_bytes(d, "model.safetensors", "", 0);
+}
+static void mk_short_file(const char *d)
+{
+    put_small_config(d);
+    put_bytes(d, "model.safetensors", "\x02\0\0\0\0", 5);
+}
 static void mk_hlen_past_file(const char *d) { put_small_config(d); put_st_len(d, 1000, "{}", 2, 0); }
 static void mk_truncated_header(const char *d)
 {
@@ -285,16 +294,26 @@ static void mk_truncated_header(const char *d)
     put_small_config(d);
     put_st_len(d, strlen(h), h, strlen(h) / 2, 0);
 }
-static void mk_hlen_over_limit(const char *d) { put_small_config(d); put_st_len(d, 100000001, "{}", 2, 0); }
+static void mk_hlen_over_limit(const char *d)
+{
+    put_small_config(d);
+    put_st_len(d, 100000001, "{}", 2, 0);
+}
 static void mk_hlen_max(const char *d) { put_small_config(d); put_st_len(d, UINT64_MAX, "{}", 2, 0); }
-static void mk_hlen_at_limit(const char *d) { put_small_config(d); put_st_len(d, 100000000, "{}", 2, 0); }
+static void mk_hlen_at_limit(const char *d)
+{
+    put_small_config(d);
+    put_st_len(d, 100000000, "{}", 2, 0);
+}
 static void mk_bad_utf8(const char *d)
 {
-    put_st(d, "{\"model.norm\xff.weight\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[0,32]}}", 32);
+    put_st(d, "{\"model.norm\xff.weight\":{\"dtype\":\"BF16\",\"shape\":[16],"
+              "\"data_offsets\":[0,32]}}", 32);
 }
 static void mk_overlong_utf8(const char *d)
 {
-    put_st(d, "{\"model.norm\xc0\xae" "weight\":{\"dtype\":\"BF16\",\"shape\":[16],\"data_offsets\":[0,32]}}", 32);
+    put_st(d, "{\"model.norm\xc0\xae" "weight\":{\"dtype\":\"BF16\",\"shape\":[16],"
+              "\"data_offsets\":[0,32]}}", 32);
 }
 static void mk_header_not_json(const char *d) { put_st(d, "{\"model.norm.weight\":{\"dtype\":", 0); }
 static void mk_header_deep_nesting(const char *d)
@@ -662,11 +681,15 @@ static void mk_no_config(const char *d) { copy_into(base_dir(), "model.safetenso
     X(mixer_length, SALA_EINVAL, CFG, "mixer_types has 3 entries", "num_hidden_layers is 2") \
     X(mixer_unknown, SALA_EINVAL, CFG, "mixer_types[1] = 'mamba2'", "not a known mixer") \
     X(heads_mismatch, SALA_EINVAL, CFG, "num_attention_heads 2 * head_dim 4", "!= hidden_size 16") \
-    X(kv_not_dividing, SALA_EINVAL, CFG, "num_key_value_heads 3", "does not divide num_attention_heads 2") \
+    X(kv_not_dividing, SALA_EINVAL, CFG, "num_key_value_heads 3", \
+      "does not divide num_attention_heads 2") \
     X(gelu, SALA_EUNSUP, CFG, "'hidden_act'", "'gelu'") \
-    X(stride_not_dividing, SALA_EINVAL, CFG, "sparse_config", "kernel_stride 12 does not divide kernel_size 32") \
-    X(block_not_multiple, SALA_EINVAL, CFG, "sparse_config", "block_size 40 is not a multiple of kernel_stride 16") \
-    X(window_not_multiple, SALA_EINVAL, CFG, "sparse_config", "window_size 100 is not a multiple of block_size") \
+    X(stride_not_dividing, SALA_EINVAL, CFG, "sparse_config", \
+      "kernel_stride 12 does not divide kernel_size 32") \
+    X(block_not_multiple, SALA_EINVAL, CFG, "sparse_config", \
+      "block_size 40 is not a multiple of kernel_stride 16") \
+    X(window_not_multiple, SALA_EINVAL, CFG, "sparse_config", \
+      "window_size 100 is not a multiple of block_size") \
     X(sparse_missing, SALA_EFORMAT, CFG, "missing field", "'sparse_config'") \
     X(vocab_zero, SALA_ERANGE, CFG, "'vocab_size' = 0", "out of range") \
     X(vocab_negative, SALA_ERANGE, CFG, "'vocab_size' = -64", "out of range") \
@@ -675,9 +698,12 @@ static void mk_no_config(const char *d) { copy_into(base_dir(), "model.safetenso
     X(eos_past_vocab, SALA_ERANGE, CFG, "eos_token_id 64", "vocab_size 64") \
     X(rope_on_sparse, SALA_EUNSUP, CFG, "'attn_use_rope'", "not supported") \
     X(wrong_model_type, SALA_EUNSUP, CFG, "'model_type'", "'llama'") \
-    X(index_parent, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = '../x.safetensors'", "not a plain file name") \
-    X(index_absolute, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = '/etc/passwd'", "not a plain file name") \
-    X(index_subdir, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = 'sub/x.safetensors'", "not a plain file name") \
+    X(index_parent, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = '../x.safetensors'", \
+      "not a plain file name") \
+    X(index_absolute, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = '/etc/passwd'", \
+      "not a plain file name") \
+    X(index_subdir, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = 'sub/x.safetensors'", \
+      "not a plain file name") \
     X(index_empty_name, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = ''", "not a plain file name") \
     X(index_dotdot, SALA_EINVAL, IDX, "weight_map['lm_head.weight'] = '..'", "not a plain file name") \
     X(index_backslash, SALA_EINVAL, IDX, "weight_map['lm_head.weight']", "not a plain file name") \
