@@ -15,7 +15,8 @@ typedef struct {
     const char *name;
     const st_tensor *t;
     int file;
-    bool used;
+    bool used;      /* bound to a SALA-SPEC §2.2 slot */
+    bool listed;    /* named by the index's weight_map */
 } entry;
 
 static int cmp_entry(const void *a, const void *b)
@@ -109,11 +110,12 @@ fail:
     return rc;
 }
 
-static int want(entry *ents, size_t n, const eng_model *m, const char *name, int64_t d0, int64_t d1,
-                const st_tensor **out, sala_err *e)
+/* `src` names where tensors are looked up (model.safetensors or the index) for messages. */
+static int want(entry *ents, size_t n, const eng_model *m, const char *src, const char *name,
+                int64_t d0, int64_t d1, const st_tensor **out, sala_err *e)
 {
     entry *en = find_entry(ents, n, name);
-    if (!en) return sala_errf(e, SALA_ENOTFOUND, "%s: missing tensor '%s'", m->dir, name);
+    if (!en) return sala_errf(e, SALA_ENOTFOUND, "%s: missing tensor '%s'", src, name);
     const st_tensor *t = en->t;
     const char *file = st_path(m->files[en->file]);
     if (t->dtype != ST_BF16 && t->dtype != ST_F16 && t->dtype != ST_F32)
@@ -135,21 +137,21 @@ static int want(entry *ents, size_t n, const eng_model *m, const char *name, int
     return SALA_OK;
 }
 
-static int bind(eng_model *m, entry *ents, size_t n, sala_err *e)
+static int bind(eng_model *m, entry *ents, size_t n, const char *src, sala_err *e)
 {
     const eng_config *c = &m->cfg;
     int64_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     int rc;
-    if ((rc = want(ents, n, m, "model.embed_tokens.weight", V, D, &m->embed, e)) ||
-        (rc = want(ents, n, m, "model.norm.weight", D, 0, &m->final_norm, e)) ||
-        (rc = want(ents, n, m, "lm_head.weight", V, D, &m->lm_head, e)))
+    if ((rc = want(ents, n, m, src, "model.embed_tokens.weight", V, D, &m->embed, e)) ||
+        (rc = want(ents, n, m, src, "model.norm.weight", D, 0, &m->final_norm, e)) ||
+        (rc = want(ents, n, m, src, "lm_head.weight", V, D, &m->lm_head, e)))
         return rc;
     m->layers = calloc((size_t)c->num_hidden_layers, sizeof(*m->layers));
     if (!m->layers) return sala_errf(e, SALA_ENOMEM, "out of memory");
     char nm[256];
 #define W(field, suffix, d0, d1) \
     (snprintf(nm, sizeof(nm), "model.layers.%lld.%s", (long long)l, suffix), \
-     want(ents, n, m, nm, d0, d1, &L->field, e))
+     want(ents, n, m, src, nm, d0, d1, &L->field, e))
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         eng_layer_weights *L = &m->layers[l];
         if ((rc = W(in_norm, "input_layernorm.weight", D, 0)) ||
@@ -198,9 +200,12 @@ int eng_model_open(const char *dir, eng_model **out, sala_err *e)
         goto fail;
     }
     struct stat st;
-    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode)) {
-        rc = sala_errf(e, SALA_ENOTFOUND, "%s: not a model directory (%s)", dir,
-                       errno ? strerror(errno) : "not a directory");
+    if (stat(dir, &st) != 0) {
+        rc = sala_errf(e, SALA_ENOTFOUND, "%s: not a model directory (%s)", dir, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        rc = sala_errf(e, SALA_ENOTFOUND, "%s: not a model directory (not a directory)", dir);
         goto fail;
     }
     cpath = path_join(dir, "config.json");
@@ -211,6 +216,10 @@ int eng_model_open(const char *dir, eng_model **out, sala_err *e)
         goto fail;
     }
     size_t clen;
+    if (access(cpath, F_OK) != 0 && errno == ENOENT) {
+        rc = sala_errf(e, SALA_ENOTFOUND, "%s: missing (a model directory needs config.json)", cpath);
+        goto fail;
+    }
     if ((rc = sala_file_read(cpath, ENG_MAX_JSON_BYTES, &cbuf, &clen, e))) goto fail;
     if ((rc = eng_config_parse(cbuf, clen, cpath, &m->cfg, e))) goto fail;
     XXH3_state_t *hs = XXH3_createState();
@@ -305,19 +314,19 @@ int eng_model_open(const char *dir, eng_model **out, sala_err *e)
                                "hold it", dir, it->string, it->valuestring);
                 goto fail;
             }
+            en->listed = true;
         }
-        if ((size_t)cJSON_GetArraySize(wm) != n) {
-            for (size_t i = 0; i < n; i++)
-                if (!cJSON_GetObjectItemCaseSensitive(wm, ents[i].name)) {
-                    rc = sala_errf(e, SALA_EFORMAT, "%s: tensor '%s' is not listed in "
-                                   "model.safetensors.index.json", st_path(m->files[ents[i].file]),
-                                   ents[i].name);
-                    goto fail;
-                }
-        }
+        /* Marks, not a count comparison: weight_map may list a name twice. */
+        for (size_t i = 0; i < n; i++)
+            if (!ents[i].listed) {
+                rc = sala_errf(e, SALA_EFORMAT, "%s: tensor '%s' is not listed in "
+                               "model.safetensors.index.json", st_path(m->files[ents[i].file]),
+                               ents[i].name);
+                goto fail;
+            }
     }
     m->n_tensors = n;
-    if ((rc = bind(m, ents, n, e))) goto fail;
+    if ((rc = bind(m, ents, n, index ? ipath : spath, e))) goto fail;
     char extra[512] = "";
     size_t k = 0;
     for (size_t i = 0; i < n; i++) {

@@ -312,6 +312,20 @@ int st_parse(const void *buf, size_t size, const char *label, st_file **out, sal
         f->n++;
     }
     qsort(f->t, f->n, sizeof(*f->t), cmp_offset);
+    /* Duplicates first: a repeated entry would otherwise be reported as overlapping itself. */
+    f->by_name = malloc((f->n ? f->n : 1) * sizeof(*f->by_name));
+    if (!f->by_name) {
+        rc = sala_errf(e, SALA_ENOMEM, "%s: out of memory", label);
+        goto fail;
+    }
+    for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->t[i];
+    qsort(f->by_name, f->n, sizeof(*f->by_name), cmp_name);
+    for (size_t i = 1; i < f->n; i++)
+        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
+            rc = sala_errf(e, SALA_EFORMAT, "%s: tensor '%s' appears twice in the header", label,
+                           f->by_name[i]->name);
+            goto fail;
+        }
     size_t pos = 0;
     for (size_t i = 0; i < f->n; i++) {
         st_tensor *t = &f->t[i];
@@ -340,19 +354,6 @@ int st_parse(const void *buf, size_t size, const char *label, st_file **out, sal
                        data_size - pos);
         goto fail;
     }
-    f->by_name = malloc((f->n ? f->n : 1) * sizeof(*f->by_name));
-    if (!f->by_name) {
-        rc = sala_errf(e, SALA_ENOMEM, "%s: out of memory", label);
-        goto fail;
-    }
-    for (size_t i = 0; i < f->n; i++) f->by_name[i] = &f->t[i];
-    qsort(f->by_name, f->n, sizeof(*f->by_name), cmp_name);
-    for (size_t i = 1; i < f->n; i++)
-        if (strcmp(f->by_name[i - 1]->name, f->by_name[i]->name) == 0) {
-            rc = sala_errf(e, SALA_EFORMAT, "%s: tensor '%s' appears twice in the header", label,
-                           f->by_name[i]->name);
-            goto fail;
-        }
     f->size = size;
     f->path = strdup(label);
     if (!f->path) {
@@ -372,7 +373,9 @@ int st_open(const char *path, st_file **out, sala_err *e)
 {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return sala_errf(e, SALA_EIO, "%s: cannot open: %s", path, strerror(errno));
+    if (fd < 0)
+        return sala_errf(e, errno == ENOENT ? SALA_ENOTFOUND : SALA_EIO, "%s: cannot open: %s",
+                         path, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
