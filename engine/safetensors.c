@@ -251,7 +251,7 @@ int st_parse(const void *buf, size_t size, const char *label, st_file **out, sal
         goto fail;
     }
     for (const char *q = end; q && q < hdr + hlen; q++)
-        if (*q != ' ' && *q != '\n' && *q != '\t' && *q != '\r' && *q != 0) {
+        if (*q != ' ' && *q != '\n' && *q != '\t' && *q != '\r') {
             rc = sala_errf(e, SALA_EFORMAT, "%s: header has bytes after the JSON object", label);
             goto fail;
         }
