@@ -36,6 +36,11 @@
 
 enum { ID_MODEL = 1, ID_ADDED = 2, ID_SPECIAL = 4, ID_MERGES = 8 };
 
+/* Char classes for the chunk cut of step 3 (file comment): ASCII as itself, U+2581 "▁", and one
+ * class for every other char, which is assumed to pair with anything. */
+#define N_CLS 130
+static inline uint8_t char_cls(uint32_t cp) { return cp < 128 ? (uint8_t)cp : cp == 0x2581 ? 128 : 129; }
+
 typedef struct {
     uint32_t off, len;
 } str_ref;
@@ -77,6 +82,8 @@ struct tok_tokenizer {
     merge_slot *merges;
     size_t merge_mask;
     int32_t *bmp_id;        /* 65536: id of a one-char token by code point, -1 none */
+    uint8_t *first_cls, *last_cls;   /* n_ids: class (see char_cls) of a token's first/last char */
+    uint8_t bigram[N_CLS][N_CLS];    /* 1: some vocabulary token has char class a then b */
     int32_t byte_id[256];   /* <0xNN> ids, -1 absent */
     bool byte_fallback, all_bytes, fuse_unk, ignore_merges;
     int32_t unk_id;         /* -1 none */
@@ -198,7 +205,11 @@ static int32_t vocab_get(const tok_tokenizer *t, const char *s, size_t n)
 }
 
 static inline uint64_t pair_key(int32_t a, int32_t b) { return ((uint64_t)(uint32_t)a << 32) | (uint32_t)b; }
-static inline size_t pair_hash(uint64_t k) { return (size_t)((k * 0x9E3779B97F4A7C15ull) >> 20); }
+static inline size_t pair_hash(uint64_t k)
+{
+    k *= 0x9E3779B97F4A7C15ull;   /* both ids must reach the low bits that index the table */
+    return (size_t)(k ^ (k >> 29) ^ (k >> 41));
+}
 
 static inline const merge_slot *merge_get(const tok_tokenizer *t, int32_t a, int32_t b)
 {
@@ -474,11 +485,24 @@ static int load_model(loader *L, const cJSON *root, const cJSON *added)
         t->byte_id[b] = vocab_get(t, name, 6);
         if (t->byte_id[b] < 0) t->all_bytes = false;
     }
+    t->first_cls = calloc((size_t)t->n_ids, 1);
+    t->last_cls = calloc((size_t)t->n_ids, 1);
+    if (!t->first_cls || !t->last_cls) return bad(L, SALA_ENOMEM, "out of memory");
+    for (int c = 0; c < N_CLS; c++) t->bigram[c][129] = t->bigram[129][c] = 1;
     for (int32_t id = 0; id < t->n_ids; id++) {
         if (!(t->id_flags[id] & ID_MODEL)) continue;
         const unsigned char *s = (const unsigned char *)S(t, t->id_str[id]);
-        size_t bad_len, k = tok_utf8_len(s, t->id_str[id].len, &bad_len);
-        if (k == t->id_str[id].len && k < 4) t->bmp_id[utf8_cp(s, k)] = id;
+        size_t n = t->id_str[id].len, bad_len, k = tok_utf8_len(s, n, &bad_len);
+        if (k == n && k < 4) t->bmp_id[utf8_cp(s, k)] = id;
+        uint8_t prev = 0;
+        for (size_t i = 0; i < n; i += k) {   /* vocabulary texts are valid UTF-8 */
+            k = tok_utf8_len(s + i, n - i, &bad_len);
+            uint8_t c = char_cls(utf8_cp(s + i, k));
+            if (i) t->bigram[prev][c] = 1;
+            else t->first_cls[id] = c;
+            prev = c;
+        }
+        t->last_cls[id] = prev;
     }
     return load_merges(L, model);
 }
@@ -899,6 +923,8 @@ void tok_free(tok_tokenizer *t)
     free(t->vocab_slots);
     free(t->merges);
     free(t->bmp_id);
+    free(t->first_cls);
+    free(t->last_cls);
     free(t->maps);
     free(t->added);
     free(t->post_pre);
@@ -975,10 +1001,21 @@ void tok_ids_free(tok_ids *ids)
 
 typedef struct {
     uint64_t key;   /* rank << 32 | position */
+    int32_t a, b;   /* the pair when pushed */
     int32_t new_id;
 } heap_ent;
 
-/* Per-call scratch: symbols of the current chunk and the merge heap. */
+/* Per-call cache of chunk results (tokenizers keeps a word cache too): key = the chunk's initial
+ * symbol ids, value = the merged ids, each with how many initial symbols it covers, so that
+ * spans can be rebuilt. Chunks of 2..CACHE_MAX_SYMS symbols only; stops filling when full. */
+#define CACHE_MAX_SYMS 48
+typedef struct {
+    uint64_t hash;
+    uint32_t off;            /* into data: n_in ids, then n_out (id, count) pairs */
+    uint16_t n_in, n_out;
+} cache_ent;
+
+/* Per-call scratch: symbols of the current chunk, the merge heap and the chunk cache. */
 typedef struct {
     const tok_tokenizer *t;
     tok_ids *out;
@@ -990,6 +1027,11 @@ typedef struct {
     size_t n, cap;
     heap_ent *heap;
     size_t hn, hcap;
+    cache_ent *cache;
+    size_t cache_mask, cache_used;
+    int32_t *cdata;
+    size_t cdata_n, cdata_cap;
+    size_t text_len;
     bool unk_pending;
     uint32_t unk_start, unk_end;
 } bpe_ctx;
@@ -1022,9 +1064,81 @@ static void ctx_free(bpe_ctx *c)
     free(c->prev);
     free(c->next);
     free(c->heap);
+    free(c->cache);
+    free(c->cdata);
 }
 
-static int heap_push(bpe_ctx *c, uint64_t key, int32_t new_id)
+static int emit(bpe_ctx *c, int32_t id, uint32_t s, uint32_t e)
+{
+    tok_ids *o = c->out;
+    if (c->flags & TOK_SPANS) o->spans[o->n] = (tok_span){s, e};
+    o->ids[o->n++] = id;
+    return SALA_OK;
+}
+
+/* Look the chunk up; on a hit append its tokens and return true. *slot gets where to insert. */
+static bool cache_get(bpe_ctx *c, uint64_t h, size_t *slot)
+{
+    if (!c->cache) {
+        size_t slots = 64;
+        while (slots < c->text_len / 8 && slots < (1u << 16)) slots *= 2;
+        c->cache = calloc(slots, sizeof(cache_ent));
+        if (!c->cache) return false;   /* no cache: still correct, only slower */
+        c->cache_mask = slots - 1;
+    }
+    size_t n = c->n;
+    for (size_t i = (size_t)h & c->cache_mask;; i = (i + 1) & c->cache_mask) {
+        cache_ent *ce = &c->cache[i];
+        if (!ce->n_in) {
+            *slot = i;
+            return false;
+        }
+        if (ce->hash != h || ce->n_in != n || memcmp(c->cdata + ce->off, c->id, n * 4) != 0)
+            continue;
+        const int32_t *out = c->cdata + ce->off + n;
+        size_t k = 0;
+        for (size_t j = 0; j < ce->n_out; j++) {
+            size_t cnt = (size_t)out[2 * j + 1];
+            emit(c, out[2 * j], c->start[k], c->end[k + cnt - 1]);
+            k += cnt;
+        }
+        return true;
+    }
+}
+
+/* Remember the chunk just merged: c->id[] holds the merged ids at their first symbol, -1 else;
+ * in[] the initial ids. */
+static void cache_put(bpe_ctx *c, size_t slot, uint64_t h, const int32_t *in, size_t n_out)
+{
+    size_t n = c->n, need = n + 2 * n_out;
+    if (!c->cache || c->cache_used * 2 >= c->cache_mask) return;
+    if (c->cdata_n + need > c->cdata_cap) {
+        size_t cap = c->cdata_cap ? c->cdata_cap * 2 : 4096;
+        while (cap < c->cdata_n + need) cap *= 2;
+        if (cap > ((size_t)1 << 24)) return;
+        int32_t *d = realloc(c->cdata, cap * sizeof(int32_t));
+        if (!d) return;
+        c->cdata = d;
+        c->cdata_cap = cap;
+    }
+    int32_t *d = c->cdata + c->cdata_n;
+    memcpy(d, in, n * 4);
+    int32_t *o = d + n;
+    size_t j = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (c->id[i] < 0) continue;
+        size_t k = i + 1;
+        while (k < n && c->id[k] < 0) k++;
+        o[2 * j] = c->id[i];
+        o[2 * j + 1] = (int32_t)(k - i);
+        j++;
+    }
+    c->cache[slot] = (cache_ent){h, (uint32_t)c->cdata_n, (uint16_t)n, (uint16_t)n_out};
+    c->cdata_n += need;
+    c->cache_used++;
+}
+
+static int heap_push(bpe_ctx *c, uint64_t key, int32_t a, int32_t b, int32_t new_id)
 {
     if (c->hn == c->hcap) {
         size_t cap = c->hcap ? c->hcap * 2 : 1024;
@@ -1041,7 +1155,7 @@ static int heap_push(bpe_ctx *c, uint64_t key, int32_t new_id)
         h[i] = h[p];
         i = p;
     }
-    h[i] = (heap_ent){key, new_id};
+    h[i] = (heap_ent){key, a, b, new_id};
     return SALA_OK;
 }
 
@@ -1064,9 +1178,10 @@ static heap_ent heap_pop(bpe_ctx *c)
 
 static inline int try_push(bpe_ctx *c, int32_t pos)
 {
-    const merge_slot *m = merge_get(c->t, c->id[pos], c->id[c->next[pos]]);
+    int32_t a = c->id[pos], b = c->id[c->next[pos]];
+    const merge_slot *m = merge_get(c->t, a, b);
     if (!m) return SALA_OK;
-    return heap_push(c, ((uint64_t)m->rank << 32) | (uint32_t)pos, m->new_id);
+    return heap_push(c, ((uint64_t)m->rank << 32) | (uint32_t)pos, a, b, m->new_id);
 }
 
 /* BPE over the buffered symbols (tokenizers Word::merge_all), then append them to out. */
@@ -1075,6 +1190,19 @@ static int ctx_flush(bpe_ctx *c)
     size_t n = c->n;
     if (!n) return SALA_OK;
     int rc;
+    if ((rc = tok_ids_reserve(c->out, n, c->flags, c->e))) return rc;
+    bool cacheable = n > 1 && n <= CACHE_MAX_SYMS;
+    uint64_t h = 0;
+    size_t slot = SIZE_MAX;
+    int32_t in[CACHE_MAX_SYMS];
+    if (cacheable) {
+        h = XXH3_64bits(c->id, n * sizeof(int32_t));
+        if (cache_get(c, h, &slot)) {
+            c->n = 0;
+            return SALA_OK;
+        }
+        memcpy(in, c->id, n * sizeof(int32_t));
+    }
     if (n > 1) {
         for (size_t i = 0; i < n; i++) {
             c->prev[i] = (int32_t)i - 1;
@@ -1086,11 +1214,14 @@ static int ctx_flush(bpe_ctx *c)
         while (c->hn) {
             heap_ent top = heap_pop(c);
             int32_t pos = (int32_t)(uint32_t)top.key;
-            if (c->id[pos] < 0) continue;        /* merged into its left neighbour */
+            /* Stale entries: HF re-looks-up the pair at pos and skips the entry unless it
+             * merges to the same id. Symbols only grow by absorbing their right neighbour and
+             * a merged token's text is the concatenation of its parts, so a changed pair has a
+             * longer text and cannot merge to the same id: comparing the pair is the same
+             * test without a hash lookup. */
+            if (c->id[pos] != top.a) continue;   /* merged, or merged into its left */
             int32_t nx = c->next[pos];
-            if (nx < 0) continue;
-            const merge_slot *m = merge_get(c->t, c->id[pos], c->id[nx]);
-            if (!m || m->new_id != top.new_id) continue;   /* stale entry (as HF checks) */
+            if (nx < 0 || c->id[nx] != top.b) continue;
             c->id[pos] = top.new_id;
             c->end[pos] = c->end[nx];
             c->id[nx] = -1;
@@ -1100,23 +1231,29 @@ static int ctx_flush(bpe_ctx *c)
             if (c->next[pos] >= 0 && (rc = try_push(c, pos))) return rc;
         }
     }
-    if ((rc = tok_ids_reserve(c->out, n, c->flags, c->e))) return rc;
-    tok_ids *o = c->out;
+    size_t n_out = 0;
     for (size_t i = 0; i < n; i++) {
         if (c->id[i] < 0) continue;
-        if (c->flags & TOK_SPANS) o->spans[o->n] = (tok_span){c->start[i], c->end[i]};
-        o->ids[o->n++] = c->id[i];
+        emit(c, c->id[i], c->start[i], c->end[i]);
+        n_out++;
     }
+    if (cacheable && slot != SIZE_MAX) cache_put(c, slot, h, in, n_out);
     c->n = 0;
     return SALA_OK;
 }
 
-/* Append one symbol; a symbol that takes part in no merge ends the current chunk. */
+/* Append one symbol. A symbol that takes part in no merge is a chunk by itself, and a chunk
+ * also ends between two symbols when no vocabulary token contains the last char of the first
+ * followed by the first char of the second: no merge can ever join them (a merged token's text
+ * is the concatenation of its parts), so the chunks are encoded independently. */
 static inline int ctx_sym(bpe_ctx *c, int32_t id, uint32_t s, uint32_t e)
 {
     int rc;
-    bool barrier = !(c->t->id_flags[id] & ID_MERGES);
-    if (barrier && (rc = ctx_flush(c))) return rc;
+    const tok_tokenizer *t = c->t;
+    bool barrier = !(t->id_flags[id] & ID_MERGES);
+    if (c->n && (barrier || !t->bigram[t->last_cls[c->id[c->n - 1]]][t->first_cls[id]]) &&
+        (rc = ctx_flush(c)))
+        return rc;
     if (c->n == c->cap && (rc = ctx_grow(c))) return rc;
     c->id[c->n] = id;
     c->start[c->n] = s;
@@ -1307,7 +1444,7 @@ int tok_encode_ranges(const tok_tokenizer *t, const char *text, size_t len, unsi
     if (!text && len) return sala_errf(e, SALA_EINVAL, "tok_encode: NULL text");
     size_t n0 = out->n;
     int rc = SALA_OK;
-    bpe_ctx c = {.t = t, .out = out, .flags = flags, .e = e};
+    bpe_ctx c = {.t = t, .out = out, .flags = flags, .e = e, .text_len = len};
     if (flags & TOK_BOS)
         for (size_t i = 0; i < t->n_post_pre && !rc; i++)
             rc = push_id(out, t->post_pre[i], 0, 0, flags, e);
