@@ -76,7 +76,16 @@ $(BUILD)/gen/suites.inc: $(TEST_SRC)
 	@mkdir -p $(dir $@)
 	@grep -h '^SALA_SUITE(' $(TEST_SRC) | sed 's/^SALA_SUITE(/X(/; s/;[[:space:]]*$$//' | sort > $@.tmp && mv $@.tmp $@
 
+# Schema migrations schema/NNNN_*.sql, embedded as {name, bytes} pairs in file-name order so
+# that the binary works from any directory (ingest/db.c includes the table).
+SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
+$(BUILD)/gen/schema.inc: $(SCHEMA_SQL) Makefile
+	@mkdir -p $(dir $@)
+	@for f in $(SCHEMA_SQL); do printf '{"%s", (const unsigned char[]){\n' "$$(basename $$f)"; \
+	    xxd -i < $$f; printf ', 0x00}},\n'; done > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/obj/app/main.o: $(BUILD)/gen/commands.inc
+$(BUILD)/obj/ingest/db.o: $(BUILD)/gen/schema.inc
 $(BUILD)/obj/tests/main.o: $(BUILD)/gen/suites.inc
 
 $(BUILD)/obj/%.o: %.c | $(SETUP_STAMP)
