@@ -571,7 +571,7 @@ int db_search(db *d, int64_t corpus_id, const char *query, int limit, db_hit_fn 
     if (rc == SALA_OK && s != SQLITE_DONE) {
         /* A malformed MATCH expression is the user's error, not an I/O failure. */
         const char *m = sqlite3_errmsg(d->h);
-        rc = strstr(m, "fts5") || strstr(m, "syntax") || strstr(m, "no such column")
+        rc = sqlite3_errcode(d->h) == SQLITE_ERROR
                  ? sala_errf(e, SALA_EINVAL, "bad search query '%s': %s", query, m)
                  : dberr(d, e, "search");
     }
