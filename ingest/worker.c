@@ -238,7 +238,9 @@ static void child_main(int fd, const char *name, const char *buf, size_t len, wk
         dup2(null, 2);
     }
     close_range(4, ~0u, 0);
-    signal(SIGPIPE, SIG_DFL);
+    /* A crash is reported as a crash: no handler (a sanitizer's, say) may turn it into exit 1. */
+    static const int fatal[] = {SIGPIPE, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < SALA_ARRAY_LEN(fatal); i++) signal(fatal[i], SIG_DFL);
     prctl(PR_SET_NAME, "sala-worker", 0, 0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     child_limits(lim);
