@@ -76,7 +76,16 @@ $(BUILD)/gen/suites.inc: $(TEST_SRC)
 	@mkdir -p $(dir $@)
 	@grep -h '^SALA_SUITE(' $(TEST_SRC) | sed 's/^SALA_SUITE(/X(/; s/;[[:space:]]*$$//' | sort > $@.tmp && mv $@.tmp $@
 
+# Schema migrations schema/NNNN_*.sql, embedded as {name, bytes} pairs in file-name order so
+# that the binary works from any directory (ingest/db.c includes the table).
+SCHEMA_SQL := $(sort $(wildcard schema/*.sql))
+$(BUILD)/gen/schema.inc: $(SCHEMA_SQL) Makefile
+	@mkdir -p $(dir $@)
+	@for f in $(SCHEMA_SQL); do printf '{"%s", (const unsigned char[]){\n' "$$(basename $$f)"; \
+	    xxd -i < $$f; printf ', 0x00}},\n'; done > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/obj/app/main.o: $(BUILD)/gen/commands.inc
+$(BUILD)/obj/ingest/db.o: $(BUILD)/gen/schema.inc
 $(BUILD)/obj/tests/main.o: $(BUILD)/gen/suites.inc
 
 $(BUILD)/obj/%.o: %.c | $(SETUP_STAMP)
@@ -106,10 +115,16 @@ SHARED ?= ../shared
 export SALA_BIN := $(abspath $(SALA))
 export SALA_SHARED := $(abspath $(SHARED))
 
-test: all
+# Real documents for the ingestion tests (Debian packages, npm), fetched once into testdata/.
+TESTDATA_STAMP := testdata/.dl/ok
+$(TESTDATA_STAMP): scripts/fetch-testdata
+	./scripts/fetch-testdata testdata
+	@touch $@
+
+test: all $(TESTDATA_STAMP)
 	$(SALA_TEST)
 
-check:
+check: $(TESTDATA_STAMP)
 	$(MAKE) BUILD=build-san SAN=1 CUDA=0 OPT=-O1 all
 	ASAN_OPTIONS=detect_leaks=1 SALA_BIN=$(abspath build-san/sala) build-san/sala-test
 

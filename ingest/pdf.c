@@ -1,0 +1,64 @@
+/* pdf.c: PDF pages to segments with poppler-glib (see pdf.h). The bytes come from memory (the
+ * parent read them); Poppler is never given a file name or a URI. Page text is made valid UTF-8
+ * and form feeds are dropped; an empty page still gets its (empty) segment so that page numbers
+ * and ordinals stay aligned. */
+#include "pdf.h"
+
+#include <poppler.h>
+#include <stdio.h>
+#include <string.h>
+
+int pdf_extract(const char *name, const char *buf, size_t len, int shard, int nshards,
+                ing_doc *doc, sala_err *e)
+{
+    GError *err = NULL;
+    PopplerDocument *pd = NULL;
+    GBytes *bytes = g_bytes_new_static(buf, len);
+    int rc = SALA_OK;
+    pd = poppler_document_new_from_bytes(bytes, NULL, &err);
+    if (!pd) {
+        if (err && g_error_matches(err, POPPLER_ERROR, POPPLER_ERROR_ENCRYPTED))
+            rc = sala_errf(e, SALA_EUNSUP, "encrypted, and no password is known");
+        else
+            rc = sala_errf(e, SALA_EFORMAT, "cannot open: %s",
+                           err && err->message ? err->message : "unknown Poppler error");
+        goto fail;
+    }
+    int n = poppler_document_get_n_pages(pd);
+    if (n <= 0) {
+        rc = sala_errf(e, SALA_EFORMAT, "no pages (corrupt or empty PDF)");
+        goto fail;
+    }
+    if (shard == 0) {
+        doc->pages = n;
+        char *t = poppler_document_get_title(pd), *a = poppler_document_get_author(pd);
+        rc = ing_doc_meta_set(doc, "title", t, e);
+        if (rc == SALA_OK) rc = ing_doc_meta_set(doc, "author", a, e);
+        g_free(t);
+        g_free(a);
+        if (rc) goto fail;
+    }
+    int first = (int)((int64_t)n * shard / nshards), last = (int)((int64_t)n * (shard + 1) / nshards);
+    for (int i = first; i < last; i++) {
+        PopplerPage *pg = poppler_document_get_page(pd, i);
+        char *txt = pg ? poppler_page_get_text(pg) : NULL;
+        if (pg) g_object_unref(pg);
+        char loc[32];
+        snprintf(loc, sizeof(loc), "p. %d", i + 1);
+        char *valid = g_utf8_make_valid(txt ? txt : "", -1);
+        g_free(txt);
+        size_t k = 0;
+        for (size_t j = 0; valid[j]; j++)
+            if (valid[j] != '\f') valid[k++] = valid[j];
+        valid[k] = 0;
+        rc = ing_doc_seg_add(doc, loc, i + 1, -1, -1, valid, k, e);
+        g_free(valid);
+        if (rc) goto fail;
+    }
+fail:
+    if (pd) g_object_unref(pd);
+    g_bytes_unref(bytes);
+    if (err) g_error_free(err);
+    (void)name;
+    return rc;
+}
