@@ -1,0 +1,43 @@
+/* matmul.c: projections y = x·Wᵀ with W read from the mmap'ed checkpoint and converted to fp32
+ * one tile of rows at a time (no fp32 copy of the model is ever kept), then OpenBLAS sgemm. */
+#include <cblas.h>
+#include <string.h>
+
+#include "engine/cpu/cpu_int.h"
+
+void cpu_convert(const st_tensor *W, size_t first, size_t n, float *dst)
+{
+    if (W->dtype == ST_BF16) {
+        const unsigned char *p = (const unsigned char *)W->data + 2 * first;
+        /* bf16 is the top half of an fp32: widen by a shift */
+        #pragma omp parallel for if (n >= (1 << 16)) schedule(static)
+        for (size_t i = 0; i < n; i++) {
+            uint16_t hbits;
+            memcpy(&hbits, p + 2 * i, 2);
+            uint32_t u = (uint32_t)hbits << 16;
+            memcpy(&dst[i], &u, 4);
+        }
+        return;
+    }
+    int rc = st_to_f32(W, first, n, dst);
+    SALA_ASSERT(rc == SALA_OK);   /* dtype and range were validated when the model was opened */
+}
+
+void cpu_matmul(const st_tensor *W, const float *x, int64_t T, float *y, float *tile,
+                int64_t tile_floats)
+{
+    const int64_t out = W->shape[0], in = W->shape[1];
+    int64_t R = tile_floats / in;
+    SALA_ASSERT(R >= 1);
+    if (R > out) R = out;
+    for (int64_t r0 = 0; r0 < out; r0 += R) {
+        const int64_t rn = SALA_MIN(R, out - r0);
+        cpu_convert(W, (size_t)(r0 * in), (size_t)(rn * in), tile);   /* tile (rn, in) */
+        if (T == 1)
+            cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)rn, (int)in, 1.0f, tile, (int)in, x, 1,
+                        0.0f, y + r0, 1);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)T, (int)rn, (int)in, 1.0f,
+                        x, (int)in, tile, (int)in, 0.0f, y + r0, (int)out);
+    }
+}
