@@ -26,7 +26,7 @@
 /* Number of complete compressed windows for L keys (kernel k, stride s). */
 int64_t infllm_n_windows(int64_t L, int64_t k, int64_t s);
 
-/* Extend K1/K2 from *n1/*n2 entries to all complete windows of K[0..L). K1/K2 must have room
+/* Extend K1/K2 from *n1 and *n2 entries to all complete windows of K[0..L). K1/K2 must have room
  * for infllm_n_windows(L, ...) entries. Incremental: calling it after every appended token
  * gives the same buffers as one call at the end. */
 void infllm_compress(const eng_sparse_config *sc, int64_t nkv, int64_t d, const float *K, int64_t L,
