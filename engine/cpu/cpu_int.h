@@ -25,8 +25,8 @@
  * st_to_f32). The range is valid by construction (model.c checked every shape). */
 void cpu_convert(const st_tensor *W, size_t first, size_t n, float *dst);
 
-/* y[T, out] = x[T, in] · Wᵀ for W [out, in] in the checkpoint's dtype, converting
- * tile_floats/in rows of W at a time into tile. */
+/* y[T, out] = x[T, in] · Wᵀ for W [out, in] in the checkpoint's dtype, converting at most
+ * tile_floats/in rows of W at a time; tile holds tile_floats floats per OpenMP thread. */
 void cpu_matmul(const st_tensor *W, const float *x, int64_t T, float *y, float *tile,
                 int64_t tile_floats);
 
@@ -96,7 +96,7 @@ typedef struct {
     float *q, *o, *z;                  /* [CPU_CHUNK, max(nh*hd, lnh*lhd)] */
     float *k, *v;                      /* [CPU_CHUNK, max(nkv*hd, lnh*lhd)] */
     float *g, *u;                      /* [CPU_CHUNK, I] */
-    float *tile;                       /* [tile_floats] */
+    float *tile;                       /* [nthr, tile_floats] */
     float *la_scratch;                 /* cpu_lightning_scratch */
     int32_t *sel;                      /* [CPU_CHUNK, nkv, topk blocks] */
     int nthr;
