@@ -52,7 +52,9 @@ void cpu_lightning(int64_t T, int64_t nh, int64_t d, const float *dec, float sca
 
 /* Dense causal attention of the G = nh/nkv q heads of kv group g for one query over keys
  * 0..nkeys-1: q [G, d] (contiguous), K/V [nkeys, nkv, d], out [G, d]. Online softmax over
- * tiles of 64 keys; scratch: 64 floats. */
+ * tiles of CPU_ATT_TILE keys; scratch: cpu_attn_dense_scratch(G, d) floats. */
+#define CPU_ATT_TILE 256
+int64_t cpu_attn_dense_scratch(int64_t G, int64_t d);
 void cpu_attn_dense(const float *q, int64_t G, int64_t nkv, int64_t d, int g, const float *K,
                     const float *V, int64_t nkeys, float scale, float *scratch, float *out);
 
@@ -102,6 +104,7 @@ typedef struct {
     int nthr;
     float **thr;                       /* per thread: [thr_floats] */
     int64_t thr_floats;                /* grows (doubling) with the InfLLM-V2 selection scratch */
+    int64_t thr_sel_off;               /* where the selection scratch starts in a thread's slice */
 } cpu_seq;
 
 int cpu_forward(cpu_seq *s, const eng_forward_args *a, sala_err *e);

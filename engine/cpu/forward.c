@@ -55,13 +55,18 @@ oom:
     return sala_errf(e, SALA_ENOMEM, "out of memory for a %lld-token sequence", (long long)cap);
 }
 
-/* Per-thread scratch for one query: the dense tile, the InfLLM-V2 selection scratch for
- * positions up to pmax, and the block-sparse attention scratch. Grows by doubling. */
+/* Per-thread scratch for one query: the dense attention scratch or the block-sparse attention
+ * scratch (one or the other), followed by the InfLLM-V2 selection scratch for positions up to
+ * pmax. Grows by doubling, O(log length) times. */
 static int ensure_thr(cpu_seq *s, int64_t pmax, sala_err *e)
 {
     const eng_config *c = s->cm->c;
     const eng_sparse_config *sc = &c->sparse;
-    int64_t need = 64 + eng_config_topk_blocks(c) * sc->block_size;
+    const int64_t dense = cpu_attn_dense_scratch(c->num_attention_heads / c->num_key_value_heads,
+                                                 c->head_dim);
+    const int64_t attend = eng_config_topk_blocks(c) * sc->block_size;
+    int64_t need = SALA_MAX(dense, attend);
+    s->thr_sel_off = need;
     if (pmax + 1 >= sc->dense_len)
         need += infllm_select_scratch(sc, c->num_attention_heads, pmax);
     if (need <= s->thr_floats) return SALA_OK;
@@ -107,7 +112,7 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
             const int64_t n1 = infllm_n_windows(p + 1, sc->kernel_size, sc->kernel_stride);
             const int64_t n2 = infllm_n_windows(p + 1, 4 * sc->kernel_size, 4 * sc->kernel_stride);
             int nb = infllm_select(sc, nh, nkv, hd, scale, qt, g, p, s->K1[li], n1, s->K2[li], n2,
-                                   scr + 64 + Kb * sc->block_size, blocks, NULL);
+                                   scr + s->thr_sel_off, blocks, NULL);
             infllm_attend(sc, nh, nkv, hd, scale, qt, g, p, K, V, blocks, nb, scr, ot);
         } else {
             cpu_attn_dense(qt + g * G * hd, G, nkv, hd, g, K, V, p + 1, scale, scr, ot);
