@@ -16,6 +16,8 @@
  * not depend on the split). Lightning prefill runs its chunked form in chunks of CPU_LA_CHUNK. */
 #define CPU_CHUNK 256
 #define CPU_LA_CHUNK 64
+/* Smallest amount of work (multiply-adds) a parallel region is opened for. */
+#define CPU_PAR_MIN ((int64_t)1 << 24)
 /* Floats of the fp32 weight tile (at least one row of the widest weight). */
 #define CPU_TILE_FLOATS (1 << 20)
 

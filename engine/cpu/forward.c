@@ -100,7 +100,7 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
     memcpy(V + p0 * nkv * hd, s->v, (size_t)(T * nkv * hd) * sizeof(float));
     infllm_compress(sc, nkv, hd, K, p0 + T, s->K1[li], &s->n1[li], s->K2[li], &s->n2[li]);
 
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) if (T * (p0 + T) * nh * hd >= CPU_PAR_MIN)
     for (int64_t it = 0; it < T * nkv; it++) {
         const int64_t t = it / nkv, p = p0 + t;
         const int g = (int)(it % nkv);
@@ -164,7 +164,7 @@ static void mlp(cpu_seq *s, int layer, int64_t T)
     const int64_t I = cm->c->intermediate_size;
     cpu_matmul(W->mlp_gate, s->h, T, s->g, s->tile, cm->tile_floats);   /* (T, I) */
     cpu_matmul(W->mlp_up, s->h, T, s->u, s->tile, cm->tile_floats);
-    #pragma omp parallel for if (T * I >= (1 << 16)) schedule(static)
+    #pragma omp parallel for if (T * I * 64 >= CPU_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < T * I; i++) s->g[i] = s->g[i] * sigmoidf(s->g[i]) * s->u[i];
     cpu_matmul(W->mlp_down, s->g, T, s->a, s->tile, cm->tile_floats);   /* (T, D) */
 }

@@ -35,7 +35,9 @@ void cpu_matmul(const st_tensor *W, const float *x, int64_t T, float *y, float *
     int64_t R = SALA_MIN(tile_floats / in, (out + nthr - 1) / nthr);
     SALA_ASSERT(R >= 1);
     const int64_t ntiles = (out + R - 1) / R;
-    #pragma omp parallel for schedule(dynamic, 1)
+    /* threads only for work worth a fork/join: on a loaded 2-core machine a barrier after a
+     * tiny region costs more than the region */
+    #pragma omp parallel for schedule(dynamic, 1) if (T * out * in >= CPU_PAR_MIN)
     for (int64_t ti = 0; ti < ntiles; ti++) {
         const int64_t r0 = ti * R, rn = SALA_MIN(R, out - r0);
         float *tl = tile + (int64_t)omp_get_thread_num() * tile_floats;   /* (rn, in) */
