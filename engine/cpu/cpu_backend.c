@@ -206,8 +206,8 @@ static int cpu_seq_fork(void *bs, void **out, sala_err *e)
     if (rc) return rc;
     const eng_config *c = src->cm->c;
     const eng_sparse_config *sc = &c->sparse;
-    if ((rc = 0, src->len > 0)) {
-        /* ensure_cap lives in forward.c; a fork sizes its caches exactly to the source's */
+    if (src->cap > 0) {
+        /* the fork gets caches of the source's capacity; only the used prefix is copied */
         const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * sizeof(float);
         const int64_t cap = src->cap;
         const int64_t nw1 = infllm_n_windows(cap, sc->kernel_size, sc->kernel_stride) + 1;
