@@ -18,8 +18,16 @@ typedef struct {
     const char *name;
     eng_sparse_config sc;
     int64_t nh, nkv, d, L;
-    int64_t pstep;        // query positions 0, pstep, 2*pstep, ... and L-1
+    int64_t pstep;        // query positions: multiples of pstep, L-1 and every p at which a K1
+                          // or K2 window completes
 } tcfg;
+
+static bool visit(const tcfg *c, int64_t p)
+{
+    int64_t k1 = c->sc.kernel_size, s1 = c->sc.kernel_stride;
+    return p % c->pstep == 0 || p == c->L - 1 || (p >= k1 - 1 && (p - k1 + 1) % s1 == 0) ||
+           (p >= 4 * k1 - 1 && (p - 4 * k1 + 1) % (4 * s1) == 0);
+}
 
 static eng_sparse_config mkcfg(int64_t block, int64_t kernel, int64_t stride, int64_t init,
                                int64_t topk, int64_t window)
@@ -416,7 +424,8 @@ static void t_select_sweep(void)
         int64_t rows = 0, ambiguous = 0, compared = 0, bad_sel = 0, bad_props = 0, bad_decode = 0;
         int64_t bad_margin = 0, bad_attend = 0, competing = 0;
         double worst_attend = 0;
-        for (int64_t p = 0; p < c.L; p += (p + c.pstep < c.L || p == c.L - 1) ? c.pstep : c.L - 1 - p) {
+        for (int64_t p = 0; p < c.L; p++) {
+            if (!visit(&c, p)) continue;
             const float *q = s.Q + p * c.nh * c.d;
             for (int g = 0; g < c.nkv; g++) {
                 rows++;
