@@ -4,12 +4,13 @@
  * the command that produced them. */
 #include "app.h"
 #include "ingest/tokenizer.h"
+#include "bench.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-SALA_COMMAND(bench, "run a benchmark (tokenize)");
+SALA_COMMAND(bench, "run a benchmark (tokenize, cpu)");
 
 const char cmd_bench_usage[] =
     "usage: sala bench WHAT [ARGS...]\n"
@@ -19,7 +20,11 @@ const char cmd_bench_usage[] =
     "      encode FILE as one document text (one call, special tokens literal, one thread)\n"
     "      N times (default 3) and print the best and median throughput in MB/s (10^6 bytes).\n"
     "      The tokenizer defaults to $SALA_SHARED/tokenizer/tokenizer.json, else\n"
-    "      ../shared/tokenizer/tokenizer.json. --spans also fills byte spans.\n";
+    "      ../shared/tokenizer/tokenizer.json. --spans also fills byte spans.\n"
+    "  cpu --model DIR [--prefill N] [--decode N] [--layers]\n"
+    "      CPU engine prefill and decode tokens/s on a model directory.\n"
+    "  cpu --real-layers DIR [--prefill N]\n"
+    "      time of one real-width layer of each kind (random bf16 weights written to DIR).\n";
 
 static int cmp_double(const void *a, const void *b)
 {
@@ -107,6 +112,7 @@ typedef struct {
 
 static const bench_entry benches[] = {
     {"tokenize", bench_tokenize},
+    {"cpu", bench_cpu},
 };
 
 int cmd_bench(int argc, char **argv)
@@ -117,6 +123,6 @@ int cmd_bench(int argc, char **argv)
     }
     for (size_t i = 0; i < SALA_ARRAY_LEN(benches); i++)
         if (!strcmp(benches[i].name, argv[1])) return benches[i].fn(argc - 1, argv + 1);
-    app_errorf("unknown bench '%s' (known: tokenize; see 'sala bench --help')", argv[1]);
+    app_errorf("unknown bench '%s' (known: tokenize, cpu; see 'sala bench --help')", argv[1]);
     return EXIT_USER;
 }

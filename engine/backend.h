@@ -1,0 +1,59 @@
+/* backend.h: the interface every compute backend implements (ggml-style table of function
+ * pointers), and the registry that finds one by name. engine.c is the only user; nothing outside
+ * engine/backend.c knows which backends exist (the CPU one is linked in, the CUDA one is a
+ * shared object loaded on demand).
+ *
+ * A backend sees the opened model (engine/model.h: config + mmap'ed tensor views) and keeps its
+ * own private state behind void pointers:
+ *   model state  from model_load, freed by model_free (the eng_model outlives it);
+ *   seq state    from seq_new/seq_fork, freed by seq_free (the model state outlives it).
+ * Every entry returns SALA_OK or a negative status with the reason in *e, never prints. */
+#ifndef SALA_BACKEND_H
+#define SALA_BACKEND_H
+
+#include <stdint.h>
+
+#include "engine/engine.h"
+#include "engine/model.h"
+
+/* eng_select_fn is called once for every InfLLM-V2 block selection the forward pass makes
+ * (layer = absolute layer index, group = kv group, pos = absolute query position, blocks[0..n)
+ * ascending block ids, padded with -1 up to n = topk + window/block). Backends call it from one
+ * thread, per layer in order of position, then group. */
+/* One forward call: the tokens at positions len .. len+n-1 of the sequence. */
+typedef struct {
+    const int32_t *tokens;      /* [n], already checked to lie in [0, vocab) */
+    int64_t n;
+    const int64_t *rows;        /* [nrows] ascending indices into tokens whose logits are wanted */
+    int64_t nrows;
+    float *logits;              /* [nrows, vocab] out, or NULL when nrows == 0 */
+    eng_select_fn select_fn;    /* optional */
+    void *select_ud;
+    double *layer_seconds;      /* optional [num_hidden_layers]: time spent per layer is added */
+} eng_forward_args;
+
+typedef struct eng_backend {
+    const char *name;
+    int (*model_load)(const eng_model *m, void **bm, sala_err *e);
+    void (*model_free)(void *bm);
+    int (*seq_new)(void *bm, void **bs, sala_err *e);
+    void (*seq_free)(void *bs);
+    /* A new sequence with the same state (length, caches, checkpoints) as bs. */
+    int (*seq_fork)(void *bs, void **out, sala_err *e);
+    int64_t (*seq_len)(const void *bs);
+    /* Save the recurrent (lightning) states at the current length. */
+    int (*seq_checkpoint)(void *bs, sala_err *e);
+    /* Go back to the latest checkpoint at or below len (length 0 always qualifies); *reached
+     * receives the length actually restored. */
+    int (*seq_truncate)(void *bs, int64_t len, int64_t *reached, sala_err *e);
+    int (*forward)(void *bs, const eng_forward_args *a, sala_err *e);
+} eng_backend;
+
+/* Find a backend by name ("cpu", "cuda"). NULL name means "cpu". On failure returns NULL with
+ * the reason in *e (unknown name; "CUDA backend not available: <reason>"). */
+const eng_backend *eng_backend_get(const char *name, sala_err *e);
+
+/* The CPU backend's table (engine/cpu/cpu_backend.c); only the registry refers to it. */
+extern const eng_backend eng_cpu_backend;
+
+#endif

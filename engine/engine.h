@@ -1,0 +1,63 @@
+/* engine.h: the sala inference engine's public API (opaque handles).
+ *
+ *   eng_engine  a model directory loaded on one backend ("cpu" now, "cuda" later);
+ *   eng_seq     one token sequence on an engine: its caches (sparse-layer K/V and compressed
+ *               keys, lightning recurrent states) and scratch, sized once per sequence.
+ *
+ * Positions are implicit: a sequence of length L feeds its next token at position L.
+ * prefill may be called repeatedly with any number of tokens; results do not depend on how a
+ * prompt is split across calls (up to fp32 rounding in the lightning chunked form).
+ *
+ * Ownership: eng_engine_open returns an engine the caller frees with eng_engine_close after
+ * every sequence on it is freed; eng_seq_new/eng_seq_fork return sequences freed with
+ * eng_seq_free. Both free functions accept NULL. Every function returns SALA_OK or a negative
+ * SALA_E* status with the reason in *e (which may be NULL); nothing prints. */
+#ifndef SALA_ENGINE_H
+#define SALA_ENGINE_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "engine/config.h"
+
+typedef struct eng_engine eng_engine;
+typedef struct eng_seq eng_seq;
+
+/* Open model directory dir on backend (NULL = "cpu"). */
+int eng_engine_open(const char *dir, const char *backend, eng_engine **out, sala_err *e);
+void eng_engine_close(eng_engine *en);
+const eng_config *eng_engine_config(const eng_engine *en);
+const char *eng_engine_backend(const eng_engine *en);
+/* DIR/tokenizer.json when the model directory has one, else NULL. */
+const char *eng_engine_tokenizer_path(const eng_engine *en);
+
+int eng_seq_new(eng_engine *en, eng_seq **out, sala_err *e);
+void eng_seq_free(eng_seq *s);
+int64_t eng_seq_len(const eng_seq *s);
+
+/* Feed tokens[0..n). When nrows > 0, logits receives [nrows, vocab] floats: row r holds the
+ * next-token logits after tokens[rows[r]] (rows ascending, each in [0, n)). Token ids outside
+ * [0, vocab) are refused before anything changes. */
+int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t *rows,
+                    int64_t nrows, float *logits, sala_err *e);
+/* Feed one token; logits receives [vocab] floats (NULL: not wanted). */
+int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e);
+
+/* A copy of s (caches and lightning states copied), independent from then on. */
+int eng_seq_fork(eng_seq *s, eng_seq **out, sala_err *e);
+/* Save a checkpoint of the lightning states at the current length. */
+int eng_seq_checkpoint(eng_seq *s, sala_err *e);
+/* Rewind to the latest checkpoint at or below len (0 always qualifies) and return the length
+ * reached in *reached; the caller prefills the rest again. Linear states cannot be rewound
+ * otherwise. len > current length is refused. */
+int eng_seq_truncate(eng_seq *s, int64_t len, int64_t *reached, sala_err *e);
+
+/* Optional observers of later forward calls (NULL fn: off).
+ * select: every InfLLM-V2 block selection (see engine/backend.h eng_select_fn).
+ * layer_seconds: [num_hidden_layers] accumulators of time spent per layer. */
+typedef void (*eng_select_fn)(void *ud, int layer, int group, int64_t pos, const int32_t *blocks,
+                              int n);
+void eng_seq_set_select_hook(eng_seq *s, eng_select_fn fn, void *ud);
+void eng_seq_set_layer_timer(eng_seq *s, double *layer_seconds);
+
+#endif
