@@ -115,10 +115,16 @@ SHARED ?= ../shared
 export SALA_BIN := $(abspath $(SALA))
 export SALA_SHARED := $(abspath $(SHARED))
 
-test: all
+# Real documents for the ingestion tests (Debian packages, npm), fetched once into testdata/.
+TESTDATA_STAMP := testdata/.dl/ok
+$(TESTDATA_STAMP): scripts/fetch-testdata
+	./scripts/fetch-testdata testdata
+	@touch $@
+
+test: all $(TESTDATA_STAMP)
 	$(SALA_TEST)
 
-check:
+check: $(TESTDATA_STAMP)
 	$(MAKE) BUILD=build-san SAN=1 CUDA=0 OPT=-O1 all
 	ASAN_OPTIONS=detect_leaks=1 SALA_BIN=$(abspath build-san/sala) build-san/sala-test
 

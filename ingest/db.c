@@ -1,7 +1,7 @@
-/* db.c: the SQLite store (see db.h). Migrations come from schema/NNNN_*.sql files, embedded by the Makefile
- * into build/gen/schema.inc as {name, bytes} pairs in file-name order; migration i brings
- * user_version from i to i+1 inside one transaction. Prepared statements of the hot path (one
- * document's insert) are cached in the handle. */
+/* db.c: the SQLite store (see db.h). Migrations come from the schema/NNNN_*.sql files,
+ * embedded by the Makefile into build/gen/schema.inc as {name, bytes} pairs in file-name
+ * order; migration i brings user_version from i to i+1 inside one transaction.
+ * Prepared statements of the hot path (one document's insert) are cached in the handle. */
 #include "db.h"
 
 #include <errno.h>
@@ -181,6 +181,14 @@ int db_open(const char *path, db **out, sala_err *e)
 fail:
     db_close(d);
     return rc;
+}
+
+int db_open_resolved(const char *opt, db **out, sala_err *e)
+{
+    char path[4096];
+    *out = NULL;
+    int rc = db_path_resolve(opt, path, sizeof(path), e);
+    return rc ? rc : db_open(path, out, e);
 }
 
 void db_close(db *d)
@@ -563,7 +571,7 @@ int db_search(db *d, int64_t corpus_id, const char *query, int limit, db_hit_fn 
     if (rc == SALA_OK && s != SQLITE_DONE) {
         /* A malformed MATCH expression is the user's error, not an I/O failure. */
         const char *m = sqlite3_errmsg(d->h);
-        rc = strstr(m, "fts5") || strstr(m, "syntax") || strstr(m, "no such column")
+        rc = sqlite3_errcode(d->h) == SQLITE_ERROR
                  ? sala_errf(e, SALA_EINVAL, "bad search query '%s': %s", query, m)
                  : dberr(d, e, "search");
     }
@@ -597,7 +605,7 @@ static uint32_t get_u32le(const unsigned char *p)
 }
 
 int db_tokens_insert(db *d, int64_t seg_id, int64_t tokenizer_id, const int32_t *ids,
-                     const uint32_t *starts, const uint32_t *ends, size_t n, sala_err *e)
+                     const uint32_t *offs, size_t n, sala_err *e)
 {
     size_t cap = SALA_MIN(n, (size_t)DB_TOKEN_CHUNK);
     unsigned char *bi = malloc(4 * cap + 1), *bo = malloc(8 * cap + 1);
@@ -612,8 +620,8 @@ int db_tokens_insert(db *d, int64_t seg_id, int64_t tokenizer_id, const int32_t 
         size_t k = SALA_MIN(n - at, (size_t)DB_TOKEN_CHUNK);
         for (size_t i = 0; i < k; i++) {
             put_u32le(bi + 4 * i, (uint32_t)ids[at + i]);
-            put_u32le(bo + 8 * i, starts[at + i]);
-            put_u32le(bo + 8 * i + 4, ends[at + i]);
+            put_u32le(bo + 8 * i, offs[2 * (at + i)]);
+            put_u32le(bo + 8 * i + 4, offs[2 * (at + i) + 1]);
         }
         sqlite3_reset(st);
         sqlite3_bind_int64(st, 1, seg_id);

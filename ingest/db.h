@@ -25,6 +25,8 @@ void db_close(db *d);
 /* The default store path: $SALA_HOME/sala.db, else $XDG_DATA_HOME/sala/sala.db, else
  * $HOME/.local/share/sala/sala.db; opt (a --db argument) wins when non-NULL. */
 int db_path_resolve(const char *opt, char *buf, size_t cap, sala_err *e);
+/* db_path_resolve + db_open. */
+int db_open_resolved(const char *opt, db **out, sala_err *e);
 /* Schema version after migration (PRAGMA user_version) and the number of migrations built in. */
 int db_schema_version(db *d);
 int db_schema_count(void);
@@ -99,8 +101,9 @@ int db_search(db *d, int64_t corpus_id, const char *query, int limit, db_hit_fn 
 int db_tokenizer_intern(db *d, const char *sha256, const char *path, int64_t *id, sala_err *e);
 /* Store a segment's token stream, cut into chunks of at most DB_TOKEN_CHUNK tokens. */
 #define DB_TOKEN_CHUNK 65536
+/* offs holds 2 * n values: (start, end) byte offsets of each token into the segment text. */
 int db_tokens_insert(db *d, int64_t seg_id, int64_t tokenizer_id, const int32_t *ids,
-                     const uint32_t *starts, const uint32_t *ends, size_t n, sala_err *e);
+                     const uint32_t *offs, size_t n, sala_err *e);
 /* Read a segment's token stream back (all chunks, in order): *ids and *offs (2 per token) are
  * malloc'ed, the caller frees them. */
 int db_tokens_get(db *d, int64_t seg_id, int64_t tokenizer_id, int32_t **ids, uint32_t **offs,

@@ -13,13 +13,15 @@
  *  - resources: RLIMIT_AS (memory bombs fail their malloc; GLib then aborts, which we report),
  *    RLIMIT_CPU (SIGXCPU, then SIGKILL at the hard limit), a wall timeout enforced by the parent
  *    with SIGKILL, and the output cap; RLIMIT_CORE=0 so that crashes leave no core files.
- *  - no network and no programs: a seccomp-BPF filter makes socket, socketpair, execve, execveat
- *    and ptrace fail with EPERM (x86-64 and aarch64; on other architectures the filter is not
- *    installed, which is logged once at debug level). Every inherited descriptor is closed, so
- *    the child holds no socket and no database handle.
- *  - no file writes: RLIMIT_FSIZE=0 (a write past 0 bytes raises SIGXFSZ). Reading files is
- *    still possible (fontconfig needs it); the parsers are configured never to load anything
- *    (xml.c: no DTD, entities or XInclude; the PDF comes from memory).
+ *  - no network, no programs, no changes to files: a seccomp-BPF filter makes socket,
+ *    socketpair, execve, execveat, ptrace, open/openat with any writing or creating flag,
+ *    openat2, creat, unlink, rename, mkdir, rmdir, link, symlink, chmod, chown and truncate fail
+ *    with EPERM (x86-64 and aarch64 little-endian; on other architectures the child refuses to
+ *    run and the file is rejected with that reason). Every inherited descriptor is closed, so
+ *    the child holds no socket and no database handle; RLIMIT_FSIZE=0 backs the filter up.
+ *    Reading files stays possible (fontconfig needs it), so this is not a confinement against
+ *    reading: the parsers are configured never to load anything (xml.c: no DTD, entities or
+ *    XInclude; the PDF comes from memory), and the child's only channel out is the pipe.
  * Under AddressSanitizer RLIMIT_AS is not set: the sanitizer reserves terabytes of shadow. */
 #include "worker.h"
 
@@ -69,6 +71,8 @@ void wk_limits_default(wk_limits *l)
 static int child_seccomp(void)
 {
 #ifdef WK_AUDIT_ARCH
+#define ARG_LO(i) (offsetof(struct seccomp_data, args) + 8 * (i)) /* little-endian low word */
+#define WRITE_FLAGS (O_WRONLY | O_RDWR | O_CREAT | O_TRUNC | O_APPEND)
 #define DENY(nr) BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (nr), 0, 1), \
                  BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA))
     struct sock_filter f[] = {
@@ -81,14 +85,50 @@ static int child_seccomp(void)
         BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000u, 0, 1),
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
 #endif
+        /* openat(dir, path, flags): refuse any flag that writes or creates. */
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_openat, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(2)),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, WRITE_FLAGS, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+#ifdef __NR_open
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_open, 0, 4),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, ARG_LO(1)),
+        BPF_JUMP(BPF_JMP | BPF_JSET | BPF_K, WRITE_FLAGS, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EPERM & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+#endif
         DENY(__NR_socket),
         DENY(__NR_socketpair),
         DENY(__NR_execve),
         DENY(__NR_execveat),
         DENY(__NR_ptrace),
+        DENY(__NR_openat2),
+        DENY(__NR_unlinkat),
+        DENY(__NR_renameat),
+        DENY(__NR_renameat2),
+        DENY(__NR_mkdirat),
+        DENY(__NR_linkat),
+        DENY(__NR_symlinkat),
+        DENY(__NR_fchmodat),
+        DENY(__NR_fchownat),
+        DENY(__NR_truncate),
+#ifdef __NR_creat
+        DENY(__NR_creat),
+        DENY(__NR_unlink),
+        DENY(__NR_rename),
+        DENY(__NR_rmdir),
+        DENY(__NR_mkdir),
+        DENY(__NR_link),
+        DENY(__NR_symlink),
+        DENY(__NR_chmod),
+        DENY(__NR_chown),
+#endif
         BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
     };
 #undef DENY
+#undef ARG_LO
+#undef WRITE_FLAGS
     struct sock_fprog prog = {(unsigned short)SALA_ARRAY_LEN(f), f};
     if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return -1;
     if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) != 0) return -1;
@@ -198,7 +238,9 @@ static void child_main(int fd, const char *name, const char *buf, size_t len, wk
         dup2(null, 2);
     }
     close_range(4, ~0u, 0);
-    signal(SIGPIPE, SIG_DFL);
+    /* A crash is reported as a crash: no handler (a sanitizer's, say) may turn it into exit 1. */
+    static const int fatal[] = {SIGPIPE, SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+    for (size_t i = 0; i < SALA_ARRAY_LEN(fatal); i++) signal(fatal[i], SIG_DFL);
     prctl(PR_SET_NAME, "sala-worker", 0, 0, 0);
     prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0);
     child_limits(lim);

@@ -8,8 +8,8 @@
  *
  * Isolation in the child (see worker.c for the details): RLIMIT_AS, RLIMIT_CPU, RLIMIT_FSIZE=0,
  * RLIMIT_CORE=0, stdio on /dev/null, every other descriptor closed, PR_SET_NO_NEW_PRIVS and a
- * seccomp filter under which socket(2), socketpair(2), execve(2), execveat(2) and ptrace(2)
- * fail with EPERM: no network, no programs. */
+ * seccomp filter under which sockets, exec, ptrace and every call that creates, writes, renames
+ * or removes files fail with EPERM: no network, no programs, no changes to the file system. */
 #ifndef SALA_WORKER_H
 #define SALA_WORKER_H
 

@@ -63,6 +63,19 @@ static bool blank(const xmlChar *s)
     return true;
 }
 
+static bool is_block(xmlNodePtr n)
+{
+    static const char *const blocks[] = {
+        "p", "div", "note", "head", "item", "list", "l", "lg", "para", "sec", "title", "table",
+        "row", "cell", "td", "th", "tr", "li", "ul", "ol", "section", "simpara", "entry",
+        "listitem", "fig", "caption", "quote", "q", "sp", "speaker", "ab", "label", "byline",
+        "dateline", "opener", "closer", "address", "bibl", "abstract",
+    };
+    for (size_t i = 0; i < SALA_ARRAY_LEN(blocks); i++)
+        if (!strcmp((const char *)n->name, blocks[i])) return true;
+    return false;
+}
+
 /* Append the text under n to out (entity references: their value when it is plain text). */
 static void collect(xmlNodePtr n, GString *out)
 {
@@ -79,12 +92,15 @@ static void collect(xmlNodePtr n, GString *out)
                 g_string_append(out, (const char *)ent->content);
             break;
         }
-        case XML_ELEMENT_NODE:
-            /* Separate block-ish children (<lb/>, <p> inside <note>) from their neighbours. */
-            g_string_append_c(out, ' ');
+        case XML_ELEMENT_NODE: {
+            /* Inline elements (<hi>, <emph>) join their neighbours as they stand; empty ones
+             * (<lb/>) and block ones (a <p> inside a <note>) are set apart by a space. */
+            bool apart = !c->children || is_block(c);
+            if (apart) g_string_append_c(out, ' ');
             collect(c, out);
-            g_string_append_c(out, ' ');
+            if (apart) g_string_append_c(out, ' ');
             break;
+        }
         default:
             break;
         }

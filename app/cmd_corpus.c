@@ -1,0 +1,75 @@
+/* cmd_corpus.c: `sala corpus new|list|rm`: named document collections in the store. */
+#include "app.h"
+
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "ingest/db.h"
+
+SALA_COMMAND(corpus, "create, list or remove corpora");
+
+const char cmd_corpus_usage[] =
+    "usage: sala corpus new NAME [--db FILE]\n"
+    "       sala corpus list [--db FILE]\n"
+    "       sala corpus rm NAME [--db FILE]\n\n"
+    "A corpus is a named collection of documents ('sala add' fills it).\n"
+    "'rm' removes the corpus with all its documents.\n\n"
+    "options:\n"
+    "  --db FILE   the store (default $SALA_HOME/sala.db, else $XDG_DATA_HOME/sala/sala.db)\n";
+
+static int print_corpus(const db_corpus_info *c, void *ud)
+{
+    (void)ud;
+    char when[32] = "?";
+    time_t t = (time_t)c->created;
+    struct tm tm;
+    if (localtime_r(&t, &tm)) strftime(when, sizeof(when), "%Y-%m-%d %H:%M", &tm);
+    printf("%-20s %6lld docs %6lld rejected %8lld segments  created %s\n", c->name,
+           (long long)c->docs_ok, (long long)c->docs_rejected, (long long)c->segments, when);
+    return 0;
+}
+
+int cmd_corpus(int argc, char **argv)
+{
+    static const struct option longopts[] = {{"db", required_argument, NULL, 'd'}, {0}};
+    const char *dbopt = NULL;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'd') dbopt = optarg;
+        else {
+            fputs(cmd_corpus_usage, c == 'h' ? stdout : stderr);
+            return c == 'h' ? EXIT_OK : EXIT_USER;
+        }
+    }
+    int nargs = argc - optind;
+    char **args = argv + optind;
+    if (nargs < 1 || (strcmp(args[0], "list") && nargs != 2) ||
+        (!strcmp(args[0], "list") && nargs != 1)) {
+        fputs(cmd_corpus_usage, stderr);
+        return EXIT_USER;
+    }
+    sala_err e = {0, ""};
+    db *d = NULL;
+    int rc = db_open_resolved(dbopt, &d, &e);
+    if (rc) goto fail;
+    if (!strcmp(args[0], "new")) {
+        rc = db_corpus_create(d, args[1], NULL, &e);
+        if (rc == SALA_OK) printf("created corpus %s\n", args[1]);
+    } else if (!strcmp(args[0], "rm")) {
+        rc = db_corpus_delete(d, args[1], &e);
+        if (rc == SALA_OK) printf("removed corpus %s\n", args[1]);
+    } else if (!strcmp(args[0], "list")) {
+        rc = db_corpus_list(d, print_corpus, NULL, &e);
+    } else {
+        app_errorf("corpus: unknown subcommand '%s' (new, list, rm)", args[0]);
+        db_close(d);
+        return EXIT_USER;
+    }
+fail:
+    if (rc) app_errorf("%s", e.msg);
+    db_close(d);
+    return app_exit_code(rc);
+}
