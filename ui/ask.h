@@ -50,7 +50,7 @@ ask_backend *ask_retrieval_new(db *d, int64_t corpus_id, int max_passages);
 void ask_backend_free(ask_backend *b);
 
 /* The FTS5 query retrieval mode runs for a free-text question: its words (letters and digits,
- * 2+ bytes), each quoted, joined by OR, at most 32 of them. Writes "" when there is no word.
+ * 2+ bytes, common English words left out), each quoted, joined by OR, at most 32 of them. Writes "" when there is no word.
  * Exposed for tests. */
 void ask_fts_query(const char *question, char *out, size_t cap);
 

@@ -5,9 +5,11 @@
 #include "ask.h"
 
 #include <ctype.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #define EXCERPT_MAX 480
 
@@ -27,6 +29,21 @@ typedef struct {
     char query[2048];
 } retr;
 
+/* Words that match nearly every passage; left out of the query (English only for now). */
+static bool stopword(const char *w, size_t n)
+{
+    static const char *const stop[] = {
+        "the", "and", "for", "are", "but", "not", "you", "all", "any", "can", "had", "her", "was",
+        "one", "our", "out", "has", "his", "how", "its", "may", "who", "why", "what", "when",
+        "where", "which", "does", "did", "this", "that", "these", "those", "with", "from", "into",
+        "have", "there", "their", "they", "them", "then", "than", "will", "would", "should",
+        "could", "about", "use", "is", "of", "to", "in", "it", "be", "as", "at", "by", "or",
+        "an", "on", "if", "do", "so", "we", "me", "my", "no", "us", "am", "i"};
+    for (size_t i = 0; i < sizeof(stop) / sizeof(stop[0]); i++)
+        if (strlen(stop[i]) == n && !strncasecmp(stop[i], w, n)) return true;
+    return false;
+}
+
 void ask_fts_query(const char *q, char *out, size_t cap)
 {
     size_t o = 0;
@@ -41,7 +58,7 @@ void ask_fts_query(const char *q, char *out, size_t cap)
         const char *w = s;
         while (*s && (isalnum((unsigned char)*s) || ((unsigned char)*s & 0x80) || *s == '_')) s++;
         size_t n = (size_t)(s - w);
-        if (n < 2) continue;
+        if (n < 2 || stopword(w, n)) continue;
         if (o + n + 8 >= cap) break;
         if (words) memcpy(out + o, " OR ", 4), o += 4;
         out[o++] = '"';

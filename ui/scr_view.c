@@ -47,6 +47,15 @@ typedef struct {
 
 /* ---- rows ---- */
 
+/* The wrap width of segment k in a w-column pane: a 7-column line-number gutter for segments
+ * with line numbers when the pane is 30+ columns wide. */
+static int gutter_of(const scr_view *s, int k, int w)
+{
+    return w >= 30 && s->segs[k].line_first >= 0 ? 7 : 0;
+}
+
+static int seg_w(const scr_view *s, int k, int w) { return SALA_MAX(1, w - gutter_of(s, k, w)); }
+
 static bool row_next(const scr_view *s, vpos *p, int w)
 {
     const vseg *g = &s->segs[p->seg];
@@ -56,7 +65,7 @@ static bool row_next(const scr_view *s, vpos *p, int w)
     }
     if (!p->head) {
         size_t nx;
-        ui_wrap_row(g->text, g->len, p->off, w, &nx);
+        ui_wrap_row(g->text, g->len, p->off, seg_w(s, p->seg, w), &nx);
         if (nx < g->len) {
             p->off = nx;
             return true;
@@ -73,7 +82,7 @@ static bool row_prev(const scr_view *s, vpos *p, int w)
         if (p->seg == 0) return false;
         const vseg *g = &s->segs[p->seg - 1];
         if (!g->len) *p = (vpos){p->seg - 1, 0, true};
-        else *p = (vpos){p->seg - 1, ui_wrap_row_start(g->text, g->len, g->len - 1, w), false};
+        else *p = (vpos){p->seg - 1, ui_wrap_row_start(g->text, g->len, g->len - 1, seg_w(s, p->seg - 1, w)), false};
         return true;
     }
     if (p->off == 0) {
@@ -81,7 +90,7 @@ static bool row_prev(const scr_view *s, vpos *p, int w)
         return true;
     }
     const vseg *g = &s->segs[p->seg];
-    p->off = ui_wrap_row_start(g->text, g->len, p->off - 1, w);
+    p->off = ui_wrap_row_start(g->text, g->len, p->off - 1, seg_w(s, p->seg, w));
     return true;
 }
 
@@ -141,12 +150,6 @@ static size_t hl_find(const scr_view *s, const char *t, size_t from, size_t to, 
 
 /* ---- drawing ---- */
 
-static int gutter_of(const scr_view *s, int w)
-{
-    (void)s;
-    return w >= 30 ? 7 : 0;
-}
-
 static void draw_text_row(scr_view *s, vseg *g, size_t at, size_t end, int y, int x, int w)
 {
     /* Matches overlapping the row, as byte intervals. */
@@ -195,7 +198,7 @@ static void apply_pending(scr_view *s, int tw)
         return;
     }
     if (off >= g->len) off = g->len ? g->len - 1 : 0;
-    s->top = (vpos){s->pending.seg, g->len ? ui_wrap_row_start(g->text, g->len, off, tw) : 0, !g->len};
+    s->top = (vpos){s->pending.seg, g->len ? ui_wrap_row_start(g->text, g->len, off, seg_w(s, s->pending.seg, tw)) : 0, !g->len};
     /* Two rows of context above the target. */
     for (int i = 0; i < 2 && row_prev(s, &s->top, tw); i++) {}
 }
@@ -212,14 +215,14 @@ static void scr_view_draw(ui_screen *base, ui_app *a, int y, int h, int w)
         if (!s->nsegs && h >= 1) ui_puts(y, 1, w - 1, "This document has no text.", A_DIM);
         return;
     }
-    int gut = gutter_of(s, w), tw = SALA_MAX(1, w - gut);
+    int tw = w;
     bool info = h >= 4;
     int rows = info ? h - 1 : h;
     s->page = rows;
     apply_pending(s, tw);
     if (s->width != tw && !s->top.head) {
         vseg *g = &s->segs[s->top.seg];
-        s->top.off = g->len ? ui_wrap_row_start(g->text, g->len, s->top.off, tw) : 0;
+        s->top.off = g->len ? ui_wrap_row_start(g->text, g->len, s->top.off, seg_w(s, s->top.seg, tw)) : 0;
     }
     s->width = tw;
     vpos p = s->top;
@@ -232,11 +235,12 @@ static void scr_view_draw(ui_screen *base, ui_app *a, int y, int h, int w)
             x += ui_puts(yy, x, w - x, " ", UI_NORMAL);
             for (; x < w; x++) ui_puts(yy, x, 1, "\xe2\x94\x80", ui_attr(UI_A_DIM));
         } else {
-            size_t nx, end = ui_wrap_row(g->text, g->len, p.off, tw, &nx);
+            int gut = gutter_of(s, p.seg, w), sw = seg_w(s, p.seg, w);
+            size_t nx, end = ui_wrap_row(g->text, g->len, p.off, sw, &nx);
             if (gut && g->line_first >= 0 && (p.off == 0 || g->text[p.off - 1] == '\n'))
                 ui_printf(yy, 0, gut, ui_attr(UI_A_DIM), "%*lld ", gut - 1,
                           (long long)line_of(g, p.off));
-            draw_text_row(s, g, p.off, end, yy, gut, tw);
+            draw_text_row(s, g, p.off, end, yy, gut, sw);
         }
         if (!row_next(s, &p, tw)) break;
     }
@@ -269,7 +273,7 @@ static void jump_match(scr_view *s, ui_app *a, bool forward)
         vpos q = s->top;
         for (int i = 0; i < 3 && !q.head && q.seg == s->top.seg; i++) {
             size_t nx;
-            ui_wrap_row(s->segs[q.seg].text, s->segs[q.seg].len, q.off, tw, &nx);
+            ui_wrap_row(s->segs[q.seg].text, s->segs[q.seg].len, q.off, seg_w(s, q.seg, tw), &nx);
             from = nx;
             if (!row_next(s, &q, tw) || q.head) break;
         }
@@ -302,7 +306,7 @@ static void jump_match(scr_view *s, ui_app *a, bool forward)
 static int scr_view_key(ui_screen *base, ui_app *a, int key)
 {
     scr_view *s = (scr_view *)base;
-    int tw = s->width ? s->width : SALA_MAX(1, a->cols - gutter_of(s, a->cols));
+    int tw = s->width ? s->width : SALA_MAX(1, a->cols);
     int page = SALA_MAX(1, s->page - 1);
     if (s->finding) {
         if (key == '\r' || key == '\n' || key == UI_FKEY(KEY_ENTER)) {
@@ -331,7 +335,7 @@ static int scr_view_key(ui_screen *base, ui_app *a, int key)
     case UI_FKEY(KEY_HOME): case 'g': s->top = (vpos){0, 0, true}; break;
     case UI_FKEY(KEY_END): case 'G': {
         const vseg *g = &s->segs[s->nsegs - 1];
-        s->top = g->len ? (vpos){s->nsegs - 1, ui_wrap_row_start(g->text, g->len, g->len - 1, tw), false}
+        s->top = g->len ? (vpos){s->nsegs - 1, ui_wrap_row_start(g->text, g->len, g->len - 1, seg_w(s, s->nsegs - 1, tw)), false}
                         : (vpos){s->nsegs - 1, 0, true};
         for (int i = 0; i < page && row_prev(s, &s->top, tw); i++) {}
         break;
