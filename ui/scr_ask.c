@@ -34,7 +34,7 @@ typedef struct {
     cite *cites;
     ui_list cl;
     ui_list ql;              /* over this corpus's questions, newest first */
-    char err[512];
+    char err[SALA_ERR_MAX];
     double t_start;
 } scr_ask;
 

@@ -17,7 +17,7 @@ typedef struct {
     ui_screen base;
     corpus_row *rows;
     ui_list list;
-    char err[256];
+    char err[SALA_ERR_MAX];
 } scr_corpora;
 
 static int on_corpus(const db_corpus_info *c, void *ud)

@@ -18,7 +18,7 @@ typedef struct {
     char corpus[256], title[300];
     doc_row *rows;
     ui_list list;
-    char err[256];
+    char err[SALA_ERR_MAX];
     bool adding;             /* the path prompt is open */
     ui_line path;
 } scr_docs;

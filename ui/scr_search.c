@@ -24,7 +24,7 @@ typedef struct {
     char ran[UI_LINE_MAX + 1];  /* the query the results are for */
     result *res;
     ui_list list;
-    char err[512];
+    char err[SALA_ERR_MAX];
 } scr_search;
 
 static void res_clear(scr_search *s)

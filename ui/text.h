@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define UI_ANCHOR 65536
+#define UI_ANCHOR 8192   /* bytes; a long line gets a forced row break this often */
 #define UI_TAB_WIDTH 4
 
 typedef struct {
