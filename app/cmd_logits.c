@@ -126,8 +126,7 @@ int cmd_logits(int argc, char **argv)
     if (sidx) {
         rec.idx = sidx;
         rec.E = E;
-        rec.K = c->num_key_value_heads ? (int64_t)(c->sparse.topk + c->sparse.window_size /
-                                                   c->sparse.block_size) : 0;
+        rec.K = eng_config_topk_blocks(c);
         rec.blocks = malloc((size_t)(E * rec.K + 1) * sizeof(int32_t));
         rec.seen = calloc((size_t)E + 1, 1);
         if (!rec.blocks || !rec.seen) { rc = sala_errf(&e, SALA_ENOMEM, "out of memory"); goto fail; }

@@ -252,7 +252,7 @@ static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, ui
     CU_ASSERT_EQUAL_FATAL(O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e), SALA_OK);
     const int G = nh / nkv;
     const float scale = (float)(1.0 / sqrt((double)d));
-    float *scr = malloc((size_t)(64 + K * 64) * 4);
+    float *scr = malloc((size_t)(cpu_attn_dense_scratch(G, d) + 64 + K * 64) * 4);
     eng_sparse_config sc = {.block_size = 64, .kernel_size = 32, .kernel_stride = 16,
                             .topk = K, .window_size = 0};
     for (int t = 0; t < T; t++)

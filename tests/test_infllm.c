@@ -18,8 +18,16 @@ typedef struct {
     const char *name;
     eng_sparse_config sc;
     int64_t nh, nkv, d, L;
-    int64_t pstep;        // query positions 0, pstep, 2*pstep, ... and L-1
+    int64_t pstep;        // query positions: multiples of pstep, L-1 and every p at which a K1
+                          // or K2 window completes
 } tcfg;
+
+static bool visit(const tcfg *c, int64_t p)
+{
+    int64_t k1 = c->sc.kernel_size, s1 = c->sc.kernel_stride;
+    return p % c->pstep == 0 || p == c->L - 1 || (p >= k1 - 1 && (p - k1 + 1) % s1 == 0) ||
+           (p >= 4 * k1 - 1 && (p - 4 * k1 + 1) % (4 * s1) == 0);
+}
 
 static eng_sparse_config mkcfg(int64_t block, int64_t kernel, int64_t stride, int64_t init,
                                int64_t topk, int64_t window)
@@ -416,7 +424,8 @@ static void t_select_sweep(void)
         int64_t rows = 0, ambiguous = 0, compared = 0, bad_sel = 0, bad_props = 0, bad_decode = 0;
         int64_t bad_margin = 0, bad_attend = 0, competing = 0;
         double worst_attend = 0;
-        for (int64_t p = 0; p < c.L; p += (p + c.pstep < c.L || p == c.L - 1) ? c.pstep : c.L - 1 - p) {
+        for (int64_t p = 0; p < c.L; p++) {
+            if (!visit(&c, p)) continue;
             const float *q = s.Q + p * c.nh * c.d;
             for (int g = 0; g < c.nkv; g++) {
                 rows++;
@@ -677,6 +686,37 @@ static void t_real_heads(void)
     seq_free(&s);
 }
 
+/* A NaN key poisons every K2 window over it, so lse and every P become NaN: the kernel's rule
+ * turns them into 0, and the selection is the forced blocks plus the lowest ids, with no NaN
+ * margin. Attention over no block gives zeros. */
+static void t_nan_and_empty(void)
+{
+    tcfg c = configs(1);   // K = 6: block 0, qb-2..qb forced, 2 by score
+    seq s = seq_new(&c, 17);
+    s.K[5 * c.nkv * c.d + 3] = NAN;
+    s.K[5 * c.nkv * c.d + c.d + 3] = NAN;
+    op_cache oc = op_cache_new(&c, s.K, c.L);
+    int32_t sel[6];
+    int64_t p = 300, qb = p / 16;
+    for (int g = 0; g < c.nkv; g++) {
+        float m = 1;
+        int n = op_select(&c, s.Q + p * c.nh * c.d, g, p, &oc, oc.n1, oc.n2, sel, &m);
+        CU_ASSERT_TRUE(n == 6 && sel[0] == 0 && sel[1] == 1 && sel[2] == 2 && sel[3] == qb - 2 &&
+                       sel[4] == qb - 1 && sel[5] == qb);
+        CU_ASSERT_EQUAL(m, 0.0f);
+    }
+    float out[2 * 8], scratch[1];
+    for (int i = 0; i < 16; i++) out[i] = 1;
+    int32_t none[2] = {-1, -1};
+    infllm_attend(&c.sc, c.nh, c.nkv, c.d, 0.3f, s.Q, 0, p, s.K, s.V, none, 2, scratch, out);
+    bool zero = true;
+    for (int i = 0; i < 16; i++) zero &= out[i] == 0.0f;
+    CU_ASSERT_TRUE(zero);
+    free(oc.K1);
+    free(oc.K2);
+    seq_free(&s);
+}
+
 /* Bad arguments give an empty result, never a crash. */
 static void t_bad_args(void)
 {
@@ -699,5 +739,6 @@ void suite_infllm(void)
              {"selection and attention vs brute force, all configs", t_select_sweep},
              {"all causal blocks fit: dense attention", t_dense_equivalence},
              {"no K2 window yet", t_no_k2_yet}, {"exact ties: lower id wins", t_ties},
-             {"16 heads per group, d 128", t_real_heads}, {"bad arguments", t_bad_args});
+             {"16 heads per group, d 128", t_real_heads},
+             {"NaN keys, no blocks", t_nan_and_empty}, {"bad arguments", t_bad_args});
 }

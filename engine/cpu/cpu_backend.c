@@ -2,6 +2,7 @@
  * norm weights, RoPE and decay tables; the big weights stay in the mmap), sequences (caches,
  * lightning states, checkpoints, scratch sized once), fork and truncate. The forward pass is in
  * forward.c. */
+#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdlib.h>
@@ -98,6 +99,8 @@ static int cpu_model_load(const eng_model *m, void **out, sala_err *e)
             cm->dec[n * (CPU_LA_CHUNK + 1) + ex] = (float)exp(-(double)slope[n] * ex);
     free(slope);
     cm->tile_floats = SALA_MAX((int64_t)CPU_TILE_FLOATS, widest);
+    /* the engine parallelises with OpenMP around single-threaded BLAS calls (matmul.c) */
+    openblas_set_num_threads(1);
     *out = cm;
     return SALA_OK;
 oom:
@@ -156,7 +159,7 @@ static int cpu_seq_new(void *bm, void **out, sala_err *e)
     if (!s) return sala_errf(e, SALA_ENOMEM, "out of memory");
     s->cm = cm;
     const int ns = c->n_sparse;
-    const int64_t D = c->hidden_size, I = c->intermediate_size;
+    const int64_t D = c->hidden_size, inter = c->intermediate_size;
     const int64_t lw = c->lightning_nh * c->lightning_head_dim;
     const int64_t qw = SALA_MAX(c->num_attention_heads * c->head_dim, lw);
     const int64_t kw = SALA_MAX(c->num_key_value_heads * c->head_dim, lw);
@@ -176,13 +179,13 @@ static int cpu_seq_new(void *bm, void **out, sala_err *e)
     s->z = falloc(CPU_CHUNK, qw);
     s->k = falloc(CPU_CHUNK, kw);
     s->v = falloc(CPU_CHUNK, kw);
-    s->g = falloc(CPU_CHUNK, I);
-    s->u = falloc(CPU_CHUNK, I);
-    s->tile = falloc(1, cm->tile_floats);
+    s->g = falloc(CPU_CHUNK, inter);
+    s->u = falloc(CPU_CHUNK, inter);
     s->la_scratch = falloc(1, cpu_lightning_scratch(c->lightning_head_dim));
     s->sel = malloc((size_t)CPU_CHUNK * (size_t)(c->num_key_value_heads *
                     eng_config_topk_blocks(c)) * sizeof(int32_t));
     s->nthr = omp_get_max_threads();
+    s->tile = falloc(s->nthr, cm->tile_floats);
     s->thr = calloc((size_t)s->nthr, sizeof(float *));
     if (!s->K || !s->V || !s->K1 || !s->K2 || !s->n1 || !s->n2 || !s->S || !s->x || !s->h ||
         !s->a || !s->q || !s->o || !s->z || !s->k || !s->v || !s->g || !s->u || !s->tile ||
@@ -203,8 +206,8 @@ static int cpu_seq_fork(void *bs, void **out, sala_err *e)
     if (rc) return rc;
     const eng_config *c = src->cm->c;
     const eng_sparse_config *sc = &c->sparse;
-    if ((rc = 0, src->len > 0)) {
-        /* ensure_cap lives in forward.c; a fork sizes its caches exactly to the source's */
+    if (src->cap > 0) {
+        /* the fork gets caches of the source's capacity; only the used prefix is copied */
         const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * sizeof(float);
         const int64_t cap = src->cap;
         const int64_t nw1 = infllm_n_windows(cap, sc->kernel_size, sc->kernel_stride) + 1;

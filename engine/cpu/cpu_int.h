@@ -16,6 +16,8 @@
  * not depend on the split). Lightning prefill runs its chunked form in chunks of CPU_LA_CHUNK. */
 #define CPU_CHUNK 256
 #define CPU_LA_CHUNK 64
+/* Smallest amount of work (multiply-adds) a parallel region is opened for. */
+#define CPU_PAR_MIN ((int64_t)1 << 24)
 /* Floats of the fp32 weight tile (at least one row of the widest weight). */
 #define CPU_TILE_FLOATS (1 << 20)
 
@@ -25,8 +27,8 @@
  * st_to_f32). The range is valid by construction (model.c checked every shape). */
 void cpu_convert(const st_tensor *W, size_t first, size_t n, float *dst);
 
-/* y[T, out] = x[T, in] · Wᵀ for W [out, in] in the checkpoint's dtype, converting
- * tile_floats/in rows of W at a time into tile. */
+/* y[T, out] = x[T, in] · Wᵀ for W [out, in] in the checkpoint's dtype, converting at most
+ * tile_floats/in rows of W at a time; tile holds tile_floats floats per OpenMP thread. */
 void cpu_matmul(const st_tensor *W, const float *x, int64_t T, float *y, float *tile,
                 int64_t tile_floats);
 
@@ -52,7 +54,9 @@ void cpu_lightning(int64_t T, int64_t nh, int64_t d, const float *dec, float sca
 
 /* Dense causal attention of the G = nh/nkv q heads of kv group g for one query over keys
  * 0..nkeys-1: q [G, d] (contiguous), K/V [nkeys, nkv, d], out [G, d]. Online softmax over
- * tiles of 64 keys; scratch: 64 floats. */
+ * tiles of CPU_ATT_TILE keys; scratch: cpu_attn_dense_scratch(G, d) floats. */
+#define CPU_ATT_TILE 256
+int64_t cpu_attn_dense_scratch(int64_t G, int64_t d);
 void cpu_attn_dense(const float *q, int64_t G, int64_t nkv, int64_t d, int g, const float *K,
                     const float *V, int64_t nkeys, float scale, float *scratch, float *out);
 
@@ -96,12 +100,13 @@ typedef struct {
     float *q, *o, *z;                  /* [CPU_CHUNK, max(nh*hd, lnh*lhd)] */
     float *k, *v;                      /* [CPU_CHUNK, max(nkv*hd, lnh*lhd)] */
     float *g, *u;                      /* [CPU_CHUNK, I] */
-    float *tile;                       /* [tile_floats] */
+    float *tile;                       /* [nthr, tile_floats] */
     float *la_scratch;                 /* cpu_lightning_scratch */
     int32_t *sel;                      /* [CPU_CHUNK, nkv, topk blocks] */
     int nthr;
     float **thr;                       /* per thread: [thr_floats] */
     int64_t thr_floats;                /* grows (doubling) with the InfLLM-V2 selection scratch */
+    int64_t thr_sel_off;               /* where the selection scratch starts in a thread's slice */
 } cpu_seq;
 
 int cpu_forward(cpu_seq *s, const eng_forward_args *a, sala_err *e);

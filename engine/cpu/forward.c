@@ -55,13 +55,18 @@ oom:
     return sala_errf(e, SALA_ENOMEM, "out of memory for a %lld-token sequence", (long long)cap);
 }
 
-/* Per-thread scratch for one query: the dense tile, the InfLLM-V2 selection scratch for
- * positions up to pmax, and the block-sparse attention scratch. Grows by doubling. */
+/* Per-thread scratch for one query: the dense attention scratch or the block-sparse attention
+ * scratch (one or the other), followed by the InfLLM-V2 selection scratch for positions up to
+ * pmax. Grows by doubling, O(log length) times. */
 static int ensure_thr(cpu_seq *s, int64_t pmax, sala_err *e)
 {
     const eng_config *c = s->cm->c;
     const eng_sparse_config *sc = &c->sparse;
-    int64_t need = 64 + eng_config_topk_blocks(c) * sc->block_size;
+    const int64_t dense = cpu_attn_dense_scratch(c->num_attention_heads / c->num_key_value_heads,
+                                                 c->head_dim);
+    const int64_t attend = eng_config_topk_blocks(c) * sc->block_size;
+    int64_t need = SALA_MAX(dense, attend);
+    s->thr_sel_off = need;
     if (pmax + 1 >= sc->dense_len)
         need += infllm_select_scratch(sc, c->num_attention_heads, pmax);
     if (need <= s->thr_floats) return SALA_OK;
@@ -95,7 +100,7 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
     memcpy(V + p0 * nkv * hd, s->v, (size_t)(T * nkv * hd) * sizeof(float));
     infllm_compress(sc, nkv, hd, K, p0 + T, s->K1[li], &s->n1[li], s->K2[li], &s->n2[li]);
 
-    #pragma omp parallel for schedule(dynamic, 1)
+    #pragma omp parallel for schedule(dynamic, 1) if (T * (p0 + T) * nh * hd >= CPU_PAR_MIN)
     for (int64_t it = 0; it < T * nkv; it++) {
         const int64_t t = it / nkv, p = p0 + t;
         const int g = (int)(it % nkv);
@@ -107,7 +112,7 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
             const int64_t n1 = infllm_n_windows(p + 1, sc->kernel_size, sc->kernel_stride);
             const int64_t n2 = infllm_n_windows(p + 1, 4 * sc->kernel_size, 4 * sc->kernel_stride);
             int nb = infllm_select(sc, nh, nkv, hd, scale, qt, g, p, s->K1[li], n1, s->K2[li], n2,
-                                   scr + 64 + Kb * sc->block_size, blocks, NULL);
+                                   scr + s->thr_sel_off, blocks, NULL);
             infllm_attend(sc, nh, nkv, hd, scale, qt, g, p, K, V, blocks, nb, scr, ot);
         } else {
             cpu_attn_dense(qt + g * G * hd, G, nkv, hd, g, K, V, p + 1, scale, scr, ot);
@@ -159,7 +164,7 @@ static void mlp(cpu_seq *s, int layer, int64_t T)
     const int64_t I = cm->c->intermediate_size;
     cpu_matmul(W->mlp_gate, s->h, T, s->g, s->tile, cm->tile_floats);   /* (T, I) */
     cpu_matmul(W->mlp_up, s->h, T, s->u, s->tile, cm->tile_floats);
-    #pragma omp parallel for if (T * I >= (1 << 16)) schedule(static)
+    #pragma omp parallel for if (T * I * 64 >= CPU_PAR_MIN) schedule(static)
     for (int64_t i = 0; i < T * I; i++) s->g[i] = s->g[i] * sigmoidf(s->g[i]) * s->u[i];
     cpu_matmul(W->mlp_down, s->g, T, s->a, s->tile, cm->tile_floats);   /* (T, D) */
 }

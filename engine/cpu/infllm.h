@@ -39,7 +39,11 @@ int64_t infllm_select_scratch(const eng_sparse_config *sc, int64_t nh, int64_t p
  * least the windows complete at p. Writes the selected block ids in ascending order into
  * out[0..K) (K = topk + window/block), padded with -1, and returns the number selected.
  * If margin is not NULL it receives (s_K - s_{K+1}) / s_K over the non-forced scores (+inf when
- * every causal block fits). */
+ * every causal block fits). s_K, s_{K+1}: the K-th and (K+1)-th scores in the ranking of the
+ * causal blocks; 0 on an exact tie (the lower id decided), +inf when a forced (+inf) score is
+ * s_K and s_{K+1} is finite. Before the first K2 window is complete (p < 4*kernel_size - 1) the
+ * normalizer is empty and every P_i is taken as 0: forced blocks first, then the lowest ids.
+ * Bad arguments (p < 0, g out of range, nh not a multiple of nkv) select nothing. */
 int infllm_select(const eng_sparse_config *sc, int64_t nh, int64_t nkv, int64_t d, float scale,
                   const float *q, int g, int64_t p, const float *K1, int64_t n1, const float *K2,
                   int64_t n2, float *scratch, int32_t *out, float *margin);

@@ -43,7 +43,7 @@ int64_t cpu_lightning_scratch(int64_t d)
 static void recurrent_step(int64_t nh, int64_t d, const float *dec, float scale, const float *q,
                            const float *k, const float *v, float *S, float *o)
 {
-    #pragma omp parallel for schedule(static)
+    #pragma omp parallel for schedule(static) if (nh * d * d * 4 >= CPU_PAR_MIN)
     for (int64_t n = 0; n < nh; n++) {
         const float lam = dec[n * (CPU_LA_CHUNK + 1) + 1];
         const float *qn = q + n * d, *kn = k + n * d, *vn = v + n * d;

@@ -6,7 +6,7 @@
 
 void cpu_rmsnorm(float *out, const float *x, const float *w, int64_t rows, int64_t dim, float eps)
 {
-    #pragma omp parallel for if (rows * dim >= (1 << 15)) schedule(static)
+    #pragma omp parallel for if (rows * dim * 64 >= CPU_PAR_MIN) schedule(static)
     for (int64_t r = 0; r < rows; r++) {
         const float *xr = x + r * dim;
         float *yr = out + r * dim;

@@ -16,7 +16,7 @@ void cpu_rope_init(float *inv_freq, int64_t d, double theta)
 void cpu_rope(float *x, int64_t T, int64_t nh, int64_t d, int64_t p0, const float *inv_freq)
 {
     const int64_t half = d / 2;
-    #pragma omp parallel for if (T * nh * d >= (1 << 15)) schedule(static)
+    #pragma omp parallel for if (T * nh * d * 64 >= CPU_PAR_MIN) schedule(static)
     for (int64_t t = 0; t < T; t++) {
         const float pos = (float)(p0 + t);
         for (int64_t i = 0; i < half; i++) {

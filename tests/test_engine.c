@@ -1,0 +1,389 @@
+/* test_engine.c: invariants of the CPU engine on the golden tiny model (4 layers, 256 wide,
+ * dense_len 1024) and variants of its config.json: chunked prefill == one-shot, prefill+decode
+ * == prefill, InfLLM-V2 with every block selected == dense, forks == independent sequences,
+ * truncate-then-prefill == fresh prefill; the sampler; argument checks and the backend
+ * registry. */
+#include "test.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/engine.h"
+#include "engine/random_model.h"
+#include "engine/sampler.h"
+
+SALA_SUITE(engine);
+
+#define NTOK 1100   /* crosses dense_len (1024): both attention regimes and the switch */
+
+static int32_t *tokens(int64_t n, uint64_t seed)
+{
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    int32_t *t = malloc((size_t)n * sizeof(int32_t));
+    t[0] = 1;
+    for (int64_t i = 1; i < n; i++) t[i] = 3 + (int32_t)(eng_rng_next(&r) % 4093);
+    return t;
+}
+
+static eng_engine *open_model(const char *dir)
+{
+    eng_engine *en = NULL;
+    sala_err e;
+    int rc = eng_engine_open(dir, "cpu", &en, &e);
+    if (rc) fprintf(stderr, "%s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, SALA_OK);
+    return en;
+}
+
+static eng_engine *open_tiny(void) { return open_model(test_shared("golden/models/tiny-a")); }
+
+/* Largest per-row relative L2 difference of two [rows, V] logits arrays. */
+static double row_rel(const float *a, const float *b, int64_t rows, int64_t V)
+{
+    double worst = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double n = 0, d = 0;
+        for (int64_t j = 0; j < V; j++) {
+            double x = (double)a[r * V + j] - b[r * V + j];
+            n += x * x;
+            d += (double)a[r * V + j] * a[r * V + j];
+        }
+        if (sqrt(n / d) > worst) worst = sqrt(n / d);
+    }
+    return worst;
+}
+
+/* Prefill ids[0..n) in calls of `chunk` tokens; logits for the absolute rows[0..nrows). */
+static void prefill_chunked(eng_seq *s, const int32_t *ids, int64_t n, int64_t chunk,
+                            const int64_t *rows, int64_t nrows, float *logits, int64_t V)
+{
+    int64_t r = 0, local[64];
+    for (int64_t s0 = 0; s0 < n; s0 += chunk) {
+        const int64_t m = SALA_MIN(chunk, n - s0);
+        int64_t k = 0;
+        while (r + k < nrows && rows[r + k] < s0 + m) {
+            local[k] = rows[r + k] - s0;
+            k++;
+        }
+        sala_err e;
+        int rc = eng_seq_prefill(s, ids + s0, m, local, k, logits + r * V, &e);
+        if (rc) fprintf(stderr, "%s\n", e.msg);
+        CU_ASSERT_EQUAL_FATAL(rc, SALA_OK);
+        r += k;
+    }
+}
+
+static const int64_t rows_chk[] = {0, 63, 64, 500, 1022, 1023, 1024, 1099};
+#define NROWS ((int64_t)SALA_ARRAY_LEN(rows_chk))
+
+static void t_chunked(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t V = eng_engine_config(en)->vocab_size;
+    int32_t *ids = tokens(NTOK, 7);
+    float *ref = malloc((size_t)(NROWS * V) * sizeof(float));
+    float *got = malloc((size_t)(NROWS * V) * sizeof(float));
+    const int64_t chunks[] = {NTOK, 1, 7, 64, 1000};
+    for (size_t c = 0; c < SALA_ARRAY_LEN(chunks); c++) {
+        eng_seq *s;
+        CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s, NULL), SALA_OK);
+        prefill_chunked(s, ids, NTOK, chunks[c], rows_chk, NROWS, c ? got : ref, V);
+        CU_ASSERT_EQUAL(eng_seq_len(s), NTOK);
+        if (c) {
+            double d = row_rel(ref, got, NROWS, V);
+            if (d > 1e-5) fprintf(stderr, "\nchunk %lld: row_rel %.3g\n", (long long)chunks[c], d);
+            CU_ASSERT(d <= 1e-5);
+        }
+        eng_seq_free(s);
+    }
+    free(ids);
+    free(ref);
+    free(got);
+    eng_engine_close(en);
+}
+
+/* prefill(N) then decode(t) == prefill(N+1), on both sides of dense_len */
+static void t_decode_matches_prefill(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t V = eng_engine_config(en)->vocab_size;
+    int32_t *ids = tokens(NTOK, 8);
+    float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
+    const int64_t Ns[] = {100, 1022, 1023, 1060};
+    for (size_t i = 0; i < SALA_ARRAY_LEN(Ns); i++) {
+        const int64_t N = Ns[i], last = N;
+        eng_seq *s1, *s2;
+        CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s1, NULL), SALA_OK);
+        CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s2, NULL), SALA_OK);
+        CU_ASSERT_EQUAL(eng_seq_prefill(s1, ids, N, NULL, 0, NULL, NULL), SALA_OK);
+        CU_ASSERT_EQUAL(eng_seq_decode(s1, ids[N], a, NULL), SALA_OK);
+        CU_ASSERT_EQUAL(eng_seq_prefill(s2, ids, N + 1, &last, 1, b, NULL), SALA_OK);
+        double d = row_rel(b, a, 1, V);
+        if (d > 1e-5) fprintf(stderr, "\nN=%lld: row_rel %.3g\n", (long long)N, d);
+        CU_ASSERT(d <= 1e-5);
+        eng_seq_free(s1);
+        eng_seq_free(s2);
+    }
+    free(ids);
+    free(a);
+    free(b);
+    eng_engine_close(en);
+}
+
+/* A copy of the tiny model directory whose config.json has sparse_config.dense_len = dl
+ * (model.safetensors copied). Returns the directory. */
+static const char *tiny_variant(const char *name, int dl)
+{
+    static char dir[3][4200];
+    static int slot;
+    char *d = dir[slot++ % 3], path[4400], cmd[13000];
+    snprintf(d, sizeof(dir[0]), "%s/%s", test_tmpdir(), name);
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp %s/model.safetensors %s/ && "
+             "sed 's/\"dense_len\": *[0-9]*/\"dense_len\": %d/' %s/config.json > %s/config.json",
+             d, test_shared("golden/models/tiny-a"), d, dl, test_shared("golden/models/tiny-a"), d);
+    CU_ASSERT_EQUAL(test_run(cmd, NULL, 0), 0);
+    snprintf(path, sizeof(path), "%s/config.json", d);
+    CU_ASSERT_EQUAL(access(path, R_OK), 0);
+    return d;
+}
+
+/* With dense_len 1 every query takes the InfLLM-V2 path; below topk+window/block blocks
+ * (1024 tokens) every causal block is selected, so the result must equal dense attention. */
+static void t_sparse_all_blocks_is_dense(void)
+{
+    eng_engine *sp = open_model(tiny_variant("all-sparse", 1));
+    eng_engine *de = open_model(tiny_variant("all-dense", 4096));
+    const int64_t V = eng_engine_config(sp)->vocab_size, N = 1000;
+    const int64_t rows[] = {0, 31, 127, 128, 500, 999};
+    const int64_t nr = (int64_t)SALA_ARRAY_LEN(rows);
+    int32_t *ids = tokens(N, 9);
+    float *a = malloc((size_t)(nr * V) * sizeof(float)), *b = malloc((size_t)(nr * V) * sizeof(float));
+    eng_seq *s1, *s2;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(sp, &s1, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(de, &s2, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s1, ids, N, rows, nr, a, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s2, ids, N, rows, nr, b, NULL), SALA_OK);
+    double d = row_rel(b, a, nr, V);
+    if (d > 1e-5) fprintf(stderr, "\nall-sparse vs dense: row_rel %.3g\n", d);
+    CU_ASSERT(d <= 1e-5);
+    /* and past 1024 tokens the sparse path must really drop blocks: results differ */
+    int32_t *more = tokens(2200, 10);
+    int64_t last = 2199;
+    eng_seq_free(s1);
+    eng_seq_free(s2);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(sp, &s1, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(de, &s2, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s1, more, 2200, &last, 1, a, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s2, more, 2200, &last, 1, b, NULL), SALA_OK);
+    CU_ASSERT(row_rel(b, a, 1, V) > 1e-4);
+    eng_seq_free(s1);
+    eng_seq_free(s2);
+    free(more);
+    free(ids);
+    free(a);
+    free(b);
+    eng_engine_close(sp);
+    eng_engine_close(de);
+}
+
+/* Two forks decoding different tokens == two sequences built independently (bitwise: same
+ * operations on the same state). */
+static void t_fork(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t V = eng_engine_config(en)->vocab_size, N = 1030;
+    int32_t *ids = tokens(N, 11);
+    float *fa = malloc((size_t)V * sizeof(float)), *fb = malloc((size_t)V * sizeof(float));
+    float *ia = malloc((size_t)V * sizeof(float)), *ib = malloc((size_t)V * sizeof(float));
+    eng_seq *a, *b, *x, *y;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &a, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(a, ids, N, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_fork(a, &b, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_len(b), N);
+    for (int step = 0; step < 3; step++) {
+        CU_ASSERT_EQUAL(eng_seq_decode(a, 100 + step, fa, NULL), SALA_OK);
+        CU_ASSERT_EQUAL(eng_seq_decode(b, 2000 + step, fb, NULL), SALA_OK);
+    }
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &x, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &y, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(x, ids, N, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(y, ids, N, NULL, 0, NULL, NULL), SALA_OK);
+    for (int step = 0; step < 3; step++) {
+        CU_ASSERT_EQUAL(eng_seq_decode(x, 100 + step, ia, NULL), SALA_OK);
+        CU_ASSERT_EQUAL(eng_seq_decode(y, 2000 + step, ib, NULL), SALA_OK);
+    }
+    CU_ASSERT(memcmp(fa, ia, (size_t)V * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(fb, ib, (size_t)V * sizeof(float)) == 0);
+    CU_ASSERT(memcmp(fa, fb, (size_t)V * sizeof(float)) != 0);
+    eng_seq_free(a);
+    eng_seq_free(b);
+    eng_seq_free(x);
+    eng_seq_free(y);
+    free(ids);
+    free(fa);
+    free(fb);
+    free(ia);
+    free(ib);
+    eng_engine_close(en);
+}
+
+/* truncate to a checkpoint, then prefill == fresh prefill with the same calls (bitwise). */
+static void t_truncate(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t V = eng_engine_config(en)->vocab_size;
+    int32_t *ids = tokens(NTOK, 12), *other = tokens(NTOK, 13);
+    float *a = malloc((size_t)V * sizeof(float)), *b = malloc((size_t)V * sizeof(float));
+    int64_t reached = -1, last = 59;
+    sala_err e;
+    eng_seq *s, *f;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, ids, 300, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_checkpoint(s, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, ids + 300, 700, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_checkpoint(s, NULL), SALA_OK);                  /* at 1000 */
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, other, 90, NULL, 0, NULL, NULL), SALA_OK);   /* 1090 */
+    CU_ASSERT_EQUAL(eng_seq_truncate(s, 1050, &reached, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(reached, 1000);
+    CU_ASSERT_EQUAL(eng_seq_len(s), 1000);
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, ids + 1000, 60, &last, 1, a, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &f, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(f, ids, 300, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(f, ids + 300, 700, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(f, ids + 1000, 60, &last, 1, b, NULL), SALA_OK);
+    CU_ASSERT(memcmp(a, b, (size_t)V * sizeof(float)) == 0);
+    /* back below the first checkpoint's successor: lands on 300 */
+    CU_ASSERT_EQUAL(eng_seq_truncate(s, 999, &reached, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(reached, 300);
+    last = 699;
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, ids + 300, 700, &last, 1, a, NULL), SALA_OK);
+    eng_seq_free(f);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &f, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(f, ids, 300, NULL, 0, NULL, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_prefill(f, ids + 300, 700, &last, 1, b, NULL), SALA_OK);
+    CU_ASSERT(memcmp(a, b, (size_t)V * sizeof(float)) == 0);
+    /* no checkpoint below: back to 0; past the end: refused */
+    CU_ASSERT_EQUAL(eng_seq_truncate(s, 200, &reached, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(reached, 0);
+    CU_ASSERT_EQUAL(eng_seq_truncate(s, 5, &reached, &e), SALA_EINVAL);
+    eng_seq_free(s);
+    eng_seq_free(f);
+    free(ids);
+    free(other);
+    free(a);
+    free(b);
+    eng_engine_close(en);
+}
+
+static void t_bad_input(void)
+{
+    eng_engine *en = open_tiny();
+    eng_seq *s;
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s, NULL), SALA_OK);
+    int32_t bad[] = {1, 4096};
+    float lg[4096];
+    int64_t rows[] = {1, 0};
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, bad, 2, NULL, 0, NULL, &e), SALA_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "4096"));
+    bad[1] = -3;
+    CU_ASSERT_EQUAL(eng_seq_decode(s, bad[1], lg, &e), SALA_EINVAL);
+    bad[1] = 5;
+    CU_ASSERT_EQUAL(eng_seq_prefill(s, bad, 2, rows, 2, lg, &e), SALA_EINVAL);   /* not ascending */
+    CU_ASSERT_EQUAL(eng_seq_len(s), 0);   /* nothing changed */
+    eng_seq_free(s);
+    eng_engine_close(en);
+    eng_engine *x = NULL;
+    CU_ASSERT_EQUAL(eng_engine_open(test_shared("golden/models/tiny-a"), "tpu", &x, &e), SALA_EINVAL);
+    CU_ASSERT_NOT_EQUAL(eng_engine_open(test_shared("golden/models/tiny-a"), "cuda", &x, &e),
+                        SALA_OK);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "CUDA backend not available"));
+    CU_ASSERT_PTR_NULL(x);
+    eng_engine_close(NULL);
+    eng_seq_free(NULL);
+}
+
+static void t_sampler(void)
+{
+    enum { V = 50 };
+    float lg[V];
+    for (int i = 0; i < V; i++) lg[i] = (float)((i * 7) % 13) * 0.3f;
+    lg[17] = 10.0f;
+    lg[3] = 9.9f;
+    eng_sampler *s;
+    eng_sampler_params p = {.temperature = 0, .top_p = 1, .repetition_penalty = 1, .seed = 1};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_sampler_sample(s, lg, NULL, 0), 17);
+    int32_t hist[] = {17, 17};
+    eng_sampler_free(s);
+    p.repetition_penalty = 1.5f;   /* 10/1.5 < 9.9: the seen token loses */
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+    CU_ASSERT_EQUAL(eng_sampler_sample(s, lg, hist, 2), 3);
+    eng_sampler_free(s);
+    /* top-k 1 and a tiny top-p are greedy whatever the temperature */
+    p = (eng_sampler_params){.temperature = 5, .top_k = 1, .top_p = 1, .repetition_penalty = 1};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+    for (int i = 0; i < 20; i++) CU_ASSERT_EQUAL(eng_sampler_sample(s, lg, NULL, 0), 17);
+    eng_sampler_free(s);
+    p = (eng_sampler_params){.temperature = 5, .top_p = 1e-6f, .repetition_penalty = 1};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+    for (int i = 0; i < 20; i++) CU_ASSERT_EQUAL(eng_sampler_sample(s, lg, NULL, 0), 17);
+    eng_sampler_free(s);
+    /* same seed, same draws; top-k 2 only ever yields the two best; temperature 1 over two
+     * near-equal logits gives both */
+    int32_t d1[200], d2[200];
+    int seen17 = 0, seen3 = 0;
+    for (int run = 0; run < 2; run++) {
+        p = (eng_sampler_params){.temperature = 1, .top_k = 2, .top_p = 1,
+                                 .repetition_penalty = 1, .seed = 42};
+        CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+        for (int i = 0; i < 200; i++) (run ? d2 : d1)[i] = eng_sampler_sample(s, lg, NULL, 0);
+        eng_sampler_free(s);
+    }
+    CU_ASSERT(memcmp(d1, d2, sizeof(d1)) == 0);
+    for (int i = 0; i < 200; i++) {
+        CU_ASSERT(d1[i] == 17 || d1[i] == 3);
+        seen17 += d1[i] == 17;
+        seen3 += d1[i] == 3;
+    }
+    CU_ASSERT(seen17 > 60 && seen3 > 60);   /* p = 0.525 / 0.475 */
+    p.repetition_penalty = 0;
+    CU_ASSERT_EQUAL(eng_sampler_new(&p, V, &s, NULL), SALA_EINVAL);
+}
+
+static void t_commands(void)
+{
+    char cmd[9000], out[4096];
+    const char *m = test_shared("golden/models/tiny-a");
+    snprintf(cmd, sizeof(cmd), "%s generate --model %s --prompt-ids 1,5,6,7 -n 5 --temp 0.8 "
+             "--top-p 0.9 --seed 4", test_bin(), m);
+    char out2[4096];
+    CU_ASSERT_EQUAL(test_run(cmd, out, sizeof(out)), 0);
+    CU_ASSERT_EQUAL(test_run(cmd, out2, sizeof(out2)), 0);
+    CU_ASSERT_STRING_EQUAL(out, out2);
+    int lines = 0;
+    for (char *p = out; *p; p++) lines += *p == '\n';
+    CU_ASSERT_EQUAL(lines, 5);
+    snprintf(cmd, sizeof(cmd), "%s logits --model %s --case %s --out %s/x.st --backend cuda",
+             test_bin(), m, test_shared("golden/cases/tiny-a/dense_prefill.f64.safetensors"),
+             test_tmpdir());
+    CU_ASSERT_NOT_EQUAL(test_run(cmd, out, sizeof(out)), 0);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, "CUDA backend not available"));
+    snprintf(cmd, sizeof(cmd), "%s generate --model %s --prompt-ids 1,99999", test_bin(), m);
+    CU_ASSERT_EQUAL(test_run(cmd, out, sizeof(out)), 1);
+}
+
+void suite_engine(void)
+{
+    SALA_ADD("engine", {"chunked prefill (1, 7, 64, 1000) == one-shot", t_chunked},
+             {"prefill(N) + decode == prefill(N+1)", t_decode_matches_prefill},
+             {"InfLLM-V2 with every block selected == dense", t_sparse_all_blocks_is_dense},
+             {"forks == independent sequences", t_fork},
+             {"truncate to checkpoint + prefill == fresh prefill", t_truncate},
+             {"bad input refused, backend registry", t_bad_input}, {"sampler", t_sampler},
+             {"generate and logits commands", t_commands});
+}
