@@ -169,7 +169,7 @@ int bench_gpu(int argc, char **argv)
     bench b = {0};
     int rc = SALA_OK;
     int32_t *tok = NULL;
-    double ttft[32] = {0}, tps[32] = {0}, peak[32] = {0};
+    double ttft[32] = {0}, tps[32] = {0}, peak[32] = {0}, pt[32] = {0};
     b.be = eng_backend_get("cuda", &e);
     if (!b.be) {
         app_errorf("%s", e.msg);
@@ -178,6 +178,29 @@ int bench_gpu(int argc, char **argv)
     if (!b.be->model_random || !b.be->profile) {
         app_errorf("the cuda backend has no benchmark support");
         return EXIT_INTERNAL;
+    }
+    if (peer) {   /* the peer in the same run, first, before our weights take the memory */
+        char cmd[4096], line[4096];
+        snprintf(cmd, sizeof(cmd), "python3 '%s' --lengths ", peer);
+        for (int i = 0; i < npl; i++)
+            snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), "%s%lld", i ? "," : "",
+                     (long long)PL[i]);
+        FILE *p = popen(cmd, "r");
+        if (!p) {
+            app_errorf("cannot run %s", cmd);
+        } else {
+            while (fgets(line, sizeof(line), p)) {
+                fputs(line, stdout);
+                long long tk;
+                double s;
+                const char *q = strstr(line, "\"tokens\": ");
+                const char *u = strstr(line, "\"ttft_s\": ");
+                if (q && u && sscanf(q + 10, "%lld", &tk) == 1 && sscanf(u + 10, "%lf", &s) == 1)
+                    for (int i = 0; i < npl; i++)
+                        if (PL[i] == tk) pt[i] = s;
+            }
+            pclose(p);
+        }
     }
     double t0 = sala_now();
     if ((rc = b.be->model_random(&cfg, 1, &b.bm, &e))) goto fail;
@@ -238,38 +261,15 @@ int bench_gpu(int argc, char **argv)
     }
     b.be->model_free(b.bm);
     b.bm = NULL;
-    double pt[32] = {0};
-    if (peer) {   /* the peer in the same run, after our memory is given back */
-        char cmd[4096], line[4096];
-        snprintf(cmd, sizeof(cmd), "python3 '%s' --lengths ", peer);
-        for (int i = 0; i < npl; i++)
-            snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), "%s%lld", i ? "," : "",
-                     (long long)PL[i]);
-        FILE *p = popen(cmd, "r");
-        if (!p) {
-            app_errorf("cannot run %s", cmd);
-        } else {
-            while (fgets(line, sizeof(line), p)) {
-                fputs(line, stdout);
-                long long tk;
-                double s;
-                const char *q = strstr(line, "\"tokens\": ");
-                const char *u = strstr(line, "\"ttft_s\": ");
-                if (q && u && sscanf(q + 10, "%lld", &tk) == 1 && sscanf(u + 10, "%lf", &s) == 1)
-                    for (int i = 0; i < npl; i++)
-                        if (PL[i] == tk) pt[i] = s;
-            }
-            pclose(p);
-        }
-    }
     printf("\n| tokens | sala TTFT s | peak GiB | decode tok/s | peer dense-8B TTFT s | peer/sala |\n"
            "|---|---|---|---|---|---|\n");
     for (int i = 0; i < nl; i++) {
         double ps = 0;
         for (int k = 0; k < npl; k++)
             if (PL[k] == L[i]) ps = pt[k];
-        printf("| %lld | %.3f | %.1f | %s%.1f | ", (long long)L[i], ttft[i], peak[i],
-               tps[i] > 0 ? "" : "-", tps[i] > 0 ? tps[i] : 0.0);
+        printf("| %lld | %.3f | %.1f | ", (long long)L[i], ttft[i], peak[i]);
+        if (tps[i] > 0) printf("%.1f | ", tps[i]);
+        else printf("- | ");
         if (ps > 0) printf("%.3f | %.2fx |\n", ps, ps / ttft[i]);
         else printf("- | - |\n");
     }
