@@ -6,4 +6,7 @@
 int bench_cpu(int argc, char **argv);
 extern const char bench_cpu_usage[];
 
+/* `sala bench gpu ...`: argv[0] is "gpu" (app/bench_gpu.c). Returns an exit code. */
+int bench_gpu(int argc, char **argv);
+
 #endif

@@ -10,7 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-SALA_COMMAND(bench, "run a benchmark (tokenize, cpu)");
+SALA_COMMAND(bench, "run a benchmark (tokenize, cpu, gpu)");
 
 const char cmd_bench_usage[] =
     "usage: sala bench WHAT [ARGS...]\n"
@@ -113,6 +113,7 @@ typedef struct {
 static const bench_entry benches[] = {
     {"tokenize", bench_tokenize},
     {"cpu", bench_cpu},
+    {"gpu", bench_gpu},
 };
 
 int cmd_bench(int argc, char **argv)
@@ -123,6 +124,6 @@ int cmd_bench(int argc, char **argv)
     }
     for (size_t i = 0; i < SALA_ARRAY_LEN(benches); i++)
         if (!strcmp(benches[i].name, argv[1])) return benches[i].fn(argc - 1, argv + 1);
-    app_errorf("unknown bench '%s' (known: tokenize, cpu; see 'sala bench --help')", argv[1]);
+    app_errorf("unknown bench '%s' (known: tokenize, cpu, gpu; see 'sala bench --help')", argv[1]);
     return EXIT_USER;
 }

@@ -32,6 +32,15 @@ typedef struct {
     double *layer_seconds;      /* optional [num_hidden_layers]: time spent per layer is added */
 } eng_forward_args;
 
+/* Benchmark profile of a backend (optional entry `profile`): accumulated device seconds per op
+ * category and memory high-water mark (bytes in use on the device). */
+typedef struct {
+    int nops;
+    const char *op_name[8];
+    double op_seconds[8];
+    uint64_t mem_peak, mem_total, weight_bytes;
+} eng_profile;
+
 typedef struct eng_backend {
     const char *name;
     int (*model_load)(const eng_model *m, void **bm, sala_err *e);
@@ -47,6 +56,12 @@ typedef struct eng_backend {
      * receives the length actually restored. */
     int (*seq_truncate)(void *bs, int64_t len, int64_t *reached, sala_err *e);
     int (*forward)(void *bs, const eng_forward_args *a, sala_err *e);
+    /* Optional (NULL where absent; benchmarks only). model_random: a model of configuration *c
+     * with random weights made by the backend itself, freed by model_free. profile: when out is
+     * not NULL, read the profile; then enable >= 0 resets it and turns per-op timing on (1) or
+     * off (0). */
+    int (*model_random)(const eng_config *c, uint64_t seed, void **bm, sala_err *e);
+    int (*profile)(void *bm, int enable, eng_profile *out);
 } eng_backend;
 
 /* Find a backend by name ("cpu", "cuda"). NULL name means "cpu". On failure returns NULL with

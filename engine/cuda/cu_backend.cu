@@ -1,0 +1,753 @@
+/* cu_backend.cu: the CUDA backend's table (engine/backend.h): weights uploaded once in bf16 (the
+ * projections of a mixer fused into one matrix q|k|v|gate, the MLP's gate|up into another), norm
+ * weights and the RoPE / decay tables in fp32, random full-size weights made on the GPU for the
+ * benchmark, sequences (bf16 K/V and compressed-key caches that grow by doubling, fp32 lightning
+ * states, checkpoints, scratch for one step), fork and truncate, and the per-op profile.
+ * The forward pass is in cu_forward.cu. Exported: sala_cuda_backend, sala_cuda_probe. */
+#include "engine/cuda/cu_int.h"
+
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int cu_errf(sala_err *e, int code, const char *fmt, ...)
+{
+    if (e) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
+        va_end(ap);
+        e->code = code;
+    }
+    return code;
+}
+
+static int64_t nwin(int64_t L, int64_t k, int64_t s) { return L < k ? 0 : (L - k) / s + 1; }
+
+/* SALA-SPEC §3.5 _build_slope_tensor (as engine/cpu/lightning.c). */
+static void slopes_pow2(double *out, int64_t n)
+{
+    const double start = pow(2.0, -pow(2.0, -(log2((double)n) - 3.0)));
+    for (int64_t i = 0; i < n; i++) out[i] = start * pow(start, (double)i);
+}
+
+void cu_alibi_slopes(float *slope, int64_t nh)
+{
+    double *buf = (double *)malloc(sizeof(double) * 2 * (size_t)(nh + 1));
+    if (!buf) return;
+    int64_t p2 = 1;
+    while (p2 * 2 <= nh) p2 *= 2;
+    slopes_pow2(buf, p2);
+    for (int64_t i = 0; i < p2; i++) slope[i] = (float)buf[i];
+    if (p2 < nh) {
+        slopes_pow2(buf, 2 * p2);
+        for (int64_t i = 0; i < nh - p2; i++) slope[p2 + i] = (float)buf[2 * i];
+    }
+    free(buf);
+}
+
+/* ---- host conversion (the .so links nothing of libsala) ---- */
+static float h_bf16_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static uint16_t h_f32_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, 4);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40);   /* NaN */
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+static float h_f16_f32(uint16_t h)
+{
+    const uint32_t s = (uint32_t)(h >> 15) << 31, ex = (h >> 10) & 31, m = h & 0x3ff;
+    float f;
+    if (ex == 0) {
+        f = ldexpf((float)m, -24);
+        return s ? -f : f;
+    }
+    uint32_t u = ex == 31 ? (s | 0x7f800000u | (m << 13)) : (s | ((ex + 112) << 23) | (m << 13));
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+static float h_elem(const st_tensor *t, size_t i)
+{
+    const unsigned char *p = (const unsigned char *)t->data;
+    uint16_t h;
+    float f;
+    switch (t->dtype) {
+    case ST_BF16: memcpy(&h, p + 2 * i, 2); return h_bf16_f32(h);
+    case ST_F16: memcpy(&h, p + 2 * i, 2); return h_f16_f32(h);
+    default: memcpy(&f, p + 4 * i, 4); return f;   /* ST_F32 (model.c admits only these) */
+    }
+}
+
+/* Upload tensor t as bf16 to dst (t->numel elements). */
+static int up_bf16(cu_model *m, const st_tensor *t, bf16 *dst, sala_err *e)
+{
+    if (t->dtype == ST_BF16) {
+        CUDA_CHECK(cudaMemcpy(dst, t->data, t->nbytes, cudaMemcpyHostToDevice));
+        return SALA_OK;
+    }
+    const size_t step = (size_t)1 << 24;
+    uint16_t *buf = (uint16_t *)malloc(step * 2);
+    if (!buf) return cu_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
+    for (size_t i0 = 0; i0 < (size_t)t->numel; i0 += step) {
+        const size_t n = (size_t)t->numel - i0 < step ? (size_t)t->numel - i0 : step;
+        for (size_t i = 0; i < n; i++) buf[i] = h_f32_bf16(h_elem(t, i0 + i));
+        cudaError_t err = cudaMemcpy(dst + i0, buf, n * 2, cudaMemcpyHostToDevice);
+        if (err != cudaSuccess) {
+            free(buf);
+            CUDA_CHECK(err);
+        }
+    }
+    free(buf);
+    (void)m;
+    return SALA_OK;
+}
+
+static int up_f32(const st_tensor *t, float **dst, sala_err *e)
+{
+    float *h = (float *)malloc((size_t)t->numel * sizeof(float) + 4);
+    if (!h) return cu_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
+    for (int64_t i = 0; i < t->numel; i++) h[i] = h_elem(t, (size_t)i);
+    cudaError_t err = cudaMalloc((void **)dst, (size_t)t->numel * sizeof(float));
+    if (err == cudaSuccess)
+        err = cudaMemcpy(*dst, h, (size_t)t->numel * sizeof(float), cudaMemcpyHostToDevice);
+    free(h);
+    CUDA_CHECK(err);
+    return SALA_OK;
+}
+
+static int dalloc(void **p, size_t bytes, size_t *acc, sala_err *e)
+{
+    CUDA_CHECK(cudaMalloc(p, bytes ? bytes : 16));
+    if (acc) *acc += bytes;
+    return SALA_OK;
+}
+
+static void cu_model_free(void *bm)
+{
+    cu_model *m = (cu_model *)bm;
+    if (!m) return;
+    if (m->L)
+        for (int64_t l = 0; l < m->c.num_hidden_layers; l++) {
+            cu_layer *L = &m->L[l];
+            void *ps[] = {L->w_in, L->w_o, L->w_gu, L->w_down, L->in_norm, L->post_norm,
+                          L->q_norm, L->k_norm, L->o_norm};
+            for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
+        }
+    free(m->L);
+    cudaFree(m->embed);
+    cudaFree(m->lm_head);
+    cudaFree(m->final_norm);
+    cudaFree(m->inv_freq);
+    cudaFree(m->dec);
+    cudaFree(m->blas_ws);
+    for (int i = 0; i < 1024; i++)
+        if (m->prof.ev[i]) cudaEventDestroy(m->prof.ev[i]);
+    if (m->blas) cublasDestroy(m->blas);
+    if (m->st) cudaStreamDestroy(m->st);
+    free(m);
+}
+
+/* Shapes the kernels support; *c is a checked config. */
+static int check_config(const eng_config *c, sala_err *e)
+{
+    const int64_t G = c->num_key_value_heads ? c->num_attention_heads / c->num_key_value_heads : 0;
+    const eng_sparse_config *sc = &c->sparse;
+    if (c->lightning_nkv != c->lightning_nh)
+        return cu_errf(e, SALA_EUNSUP, "config.json: lightning_nkv %lld != lightning_nh %lld",
+                       (long long)c->lightning_nkv, (long long)c->lightning_nh);
+    if (!G || c->num_attention_heads % c->num_key_value_heads || G > 16 || 16 % G)
+        return cu_errf(e, SALA_EUNSUP, "CUDA backend: q heads per kv group %lld (needs a divisor "
+                       "of 16)", (long long)G);
+    if (c->head_dim % 16 || c->head_dim > 256 || c->lightning_head_dim % 32 ||
+        c->lightning_head_dim > 1024)
+        return cu_errf(e, SALA_EUNSUP, "CUDA backend: head_dim %lld / lightning_head_dim %lld "
+                       "(needs multiples of 16 up to 256 / of 32 up to 1024)",
+                       (long long)c->head_dim, (long long)c->lightning_head_dim);
+    if (sc->block_size != CU_KT || sc->kernel_stride <= 0 || CU_KT % sc->kernel_stride ||
+        sc->kernel_size <= 0)
+        return cu_errf(e, SALA_EUNSUP, "CUDA backend: sparse block_size %lld / kernel_stride "
+                       "%lld (needs block 64, stride dividing 64)", (long long)sc->block_size,
+                       (long long)sc->kernel_stride);
+    if (c->hidden_size > INT32_MAX / 4 || c->intermediate_size > INT32_MAX / 4 ||
+        c->vocab_size > INT32_MAX)
+        return cu_errf(e, SALA_EUNSUP, "CUDA backend: dimensions too large");
+    return SALA_OK;
+}
+
+/* Allocate the model's buffers (weights left unset) and the stream, handle and tables. */
+static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
+{
+    *out = NULL;
+    CU_TRY(check_config(c, e));
+    int ndev = 0;
+    if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1)
+        return cu_errf(e, SALA_EUNSUP, "CUDA backend not available: no GPU");
+    cu_model *m = (cu_model *)calloc(1, sizeof(*m));
+    if (!m) return cu_errf(e, SALA_ENOMEM, "out of memory");
+    m->c = *c;
+    m->la_compute = CUBLAS_COMPUTE_32F;
+    int rc = SALA_ENOMEM;
+    const int64_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    size_t *wb = &m->weight_bytes;
+    cudaError_t err;
+    if ((err = cu_kernels_init()) != cudaSuccess) {
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: kernel setup: %s", cudaGetErrorString(err));
+        goto fail;
+    }
+    if ((err = cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking)) != cudaSuccess) {
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: stream: %s", cudaGetErrorString(err));
+        goto fail;
+    }
+    if (cublasCreate(&m->blas) != CUBLAS_STATUS_SUCCESS) {
+        m->blas = NULL;
+        rc = cu_errf(e, SALA_EINTERNAL, "cuBLAS: cublasCreate failed");
+        goto fail;
+    }
+    if ((rc = dalloc(&m->blas_ws, (size_t)64 << 20, NULL, e))) goto fail;
+    cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
+    cublasSetStream(m->blas, m->st);
+    if (!(m->L = (cu_layer *)calloc((size_t)c->num_hidden_layers, sizeof(cu_layer)))) {
+        rc = cu_errf(e, SALA_ENOMEM, "out of memory");
+        goto fail;
+    }
+    {
+        int ns = 0, nl = 0;
+        for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+            cu_layer *L = &m->L[l];
+            if (c->mixer[l] == ENG_MIXER_SPARSE) {
+                L->kind_index = ns++;
+                L->nq = L->ng = (int)(c->num_attention_heads * c->head_dim);
+                L->nk = L->nv = (int)(c->num_key_value_heads * c->head_dim);
+            } else {
+                L->kind_index = nl++;
+                L->nq = L->nk = L->nv = L->ng = (int)(c->lightning_nh * c->lightning_head_dim);
+                const int64_t lhd = c->lightning_head_dim;
+                if ((rc = dalloc((void **)&L->q_norm, lhd * 4, wb, e)) ||
+                    (rc = dalloc((void **)&L->k_norm, lhd * 4, wb, e)) ||
+                    (rc = dalloc((void **)&L->o_norm, (size_t)L->nq * 4, wb, e)))
+                    goto fail;
+            }
+            L->nin = L->nq + L->nk + L->nv + L->ng;
+            if ((rc = dalloc((void **)&L->w_in, (size_t)L->nin * D * 2, wb, e)) ||
+                (rc = dalloc((void **)&L->w_o, (size_t)D * L->nq * 2, wb, e)) ||
+                (rc = dalloc((void **)&L->w_gu, (size_t)2 * I * D * 2, wb, e)) ||
+                (rc = dalloc((void **)&L->w_down, (size_t)D * I * 2, wb, e)) ||
+                (rc = dalloc((void **)&L->in_norm, D * 4, wb, e)) ||
+                (rc = dalloc((void **)&L->post_norm, D * 4, wb, e)))
+                goto fail;
+        }
+    }
+    if ((rc = dalloc((void **)&m->embed, (size_t)V * D * 2, wb, e)) ||
+        (rc = dalloc((void **)&m->lm_head, (size_t)V * D * 2, wb, e)) ||
+        (rc = dalloc((void **)&m->final_norm, D * 4, wb, e)))
+        goto fail;
+    {
+        const int64_t lnh = c->lightning_nh, lhd = c->lightning_head_dim;
+        float *inv = (float *)malloc((size_t)(lhd / 2 + 1) * 4);
+        float *dec = (float *)malloc((size_t)(lnh * (CU_LA_C + 1)) * 4);
+        float *slope = (float *)malloc((size_t)(lnh + 1) * 4);
+        if (!inv || !dec || !slope) {
+            free(inv), free(dec), free(slope);
+            rc = cu_errf(e, SALA_ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (int64_t i = 0; i < lhd / 2; i++)   /* as torch: 1 / theta^(2i/d) in fp32 */
+            inv[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)lhd);
+        cu_alibi_slopes(slope, lnh);
+        for (int64_t n = 0; n < lnh; n++)
+            for (int x = 0; x <= CU_LA_C; x++)
+                dec[n * (CU_LA_C + 1) + x] = (float)exp(-(double)slope[n] * x);
+        rc = dalloc((void **)&m->inv_freq, (size_t)(lhd / 2) * 4, NULL, e);
+        if (!rc) rc = dalloc((void **)&m->dec, (size_t)(lnh * (CU_LA_C + 1)) * 4, NULL, e);
+        if (!rc && (cudaMemcpy(m->inv_freq, inv, (size_t)(lhd / 2) * 4, cudaMemcpyHostToDevice) ||
+                    cudaMemcpy(m->dec, dec, (size_t)(lnh * (CU_LA_C + 1)) * 4,
+                               cudaMemcpyHostToDevice)))
+            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: table upload failed");
+        free(inv), free(dec), free(slope);
+        if (rc) goto fail;
+    }
+    for (int i = 0; i < 1024; i++)
+        if (cudaEventCreate(&m->prof.ev[i]) != cudaSuccess) {
+            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: cudaEventCreate failed");
+            goto fail;
+        }
+    *out = m;
+    return SALA_OK;
+fail:
+    cu_model_free(m);
+    return rc;
+}
+
+static int cu_model_load(const eng_model *em, void **out, sala_err *e)
+{
+    cu_model *m;
+    *out = NULL;
+    CU_TRY(model_alloc(&em->cfg, &m, e));
+    const eng_config *c = &m->c;
+    const int64_t D = c->hidden_size;
+    int rc = SALA_OK;
+    for (int64_t l = 0; l < c->num_hidden_layers && !rc; l++) {
+        const eng_layer_weights *W = &em->layers[l];
+        cu_layer *L = &m->L[l];
+        if ((rc = up_bf16(m, W->q, L->w_in, e)) ||
+            (rc = up_bf16(m, W->k, L->w_in + (size_t)L->nq * D, e)) ||
+            (rc = up_bf16(m, W->v, L->w_in + (size_t)(L->nq + L->nk) * D, e)) ||
+            (rc = up_bf16(m, W->gate, L->w_in + (size_t)(L->nq + L->nk + L->nv) * D, e)) ||
+            (rc = up_bf16(m, W->o, L->w_o, e)) ||
+            (rc = up_bf16(m, W->mlp_gate, L->w_gu, e)) ||
+            (rc = up_bf16(m, W->mlp_up, L->w_gu + (size_t)c->intermediate_size * D, e)) ||
+            (rc = up_bf16(m, W->mlp_down, L->w_down, e)))
+            break;
+        float *tmp = NULL;
+        if ((rc = up_f32(W->in_norm, &tmp, e))) break;
+        cudaFree(L->in_norm), L->in_norm = tmp;
+        if ((rc = up_f32(W->post_norm, &tmp, e))) break;
+        cudaFree(L->post_norm), L->post_norm = tmp;
+        if (c->mixer[l] == ENG_MIXER_LIGHTNING) {
+            if ((rc = up_f32(W->q_norm, &tmp, e))) break;
+            cudaFree(L->q_norm), L->q_norm = tmp;
+            if ((rc = up_f32(W->k_norm, &tmp, e))) break;
+            cudaFree(L->k_norm), L->k_norm = tmp;
+            if ((rc = up_f32(W->o_norm, &tmp, e))) break;
+            cudaFree(L->o_norm), L->o_norm = tmp;
+        }
+    }
+    float *fn = NULL;
+    if (!rc && !(rc = up_bf16(m, em->embed, m->embed, e)) &&
+        !(rc = up_bf16(m, em->lm_head, m->lm_head, e)) && !(rc = up_f32(em->final_norm, &fn, e))) {
+        cudaFree(m->final_norm);
+        m->final_norm = fn;
+    }
+    if (rc) {
+        cu_model_free(m);
+        return rc;
+    }
+    cu_mem_sample(m);
+    *out = m;
+    return SALA_OK;
+}
+
+/* Benchmark model: the weight recipe of engine/random_model.h, drawn on the GPU. */
+static int cu_model_random(const eng_config *cfg, uint64_t seed, void **out, sala_err *e)
+{
+    cu_model *m;
+    *out = NULL;
+    CU_TRY(model_alloc(cfg, &m, e));
+    const eng_config *c = &m->c;
+    const int64_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    const float sd = 1.0f / sqrtf((float)D), si = 1.0f / sqrtf((float)I);
+    uint64_t k = seed * 1000003ull;
+    cudaStream_t st = m->st;
+    int rc = SALA_OK;
+#define FILLB(p, n, mean, std) do { cudaError_t er_ = k_fill_normal_bf16(st, p, n, ++k, mean, std); \
+        if (er_ != cudaSuccess) { rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
+                                               cudaGetErrorString(er_)); goto done; } } while (0)
+#define FILLF(p, n, mean, std) do { cudaError_t er_ = k_fill_normal_f32(st, p, n, ++k, mean, std); \
+        if (er_ != cudaSuccess) { rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
+                                               cudaGetErrorString(er_)); goto done; } } while (0)
+    for (int64_t l = 0; l < c->num_hidden_layers; l++) {
+        cu_layer *L = &m->L[l];
+        const bool sp = c->mixer[l] == ENG_MIXER_SPARSE;
+        FILLB(L->w_in, (size_t)L->nq * D, 0.0f, sp ? 1.5f * sd : sd);
+        FILLB(L->w_in + (size_t)L->nq * D, (size_t)L->nk * D, 0.0f, sp ? 1.5f * sd : sd);
+        FILLB(L->w_in + (size_t)(L->nq + L->nk) * D, (size_t)(L->nv + L->ng) * D, 0.0f, sd);
+        FILLB(L->w_o, (size_t)D * L->nq, 0.0f, 1.0f / sqrtf((float)L->nq));
+        FILLB(L->w_gu, (size_t)2 * I * D, 0.0f, sd);
+        FILLB(L->w_down, (size_t)D * I, 0.0f, si);
+        FILLF(L->in_norm, (size_t)D, 1.0f, 0.1f);
+        FILLF(L->post_norm, (size_t)D, 1.0f, 0.1f);
+        if (!sp) {
+            FILLF(L->q_norm, (size_t)c->lightning_head_dim, 1.0f, 0.1f);
+            FILLF(L->k_norm, (size_t)c->lightning_head_dim, 1.0f, 0.1f);
+            FILLF(L->o_norm, (size_t)L->nq, 1.0f, 0.1f);
+        }
+    }
+    FILLB(m->embed, (size_t)V * D, 0.0f, 0.01f);
+    FILLB(m->lm_head, (size_t)V * D, 0.0f,
+          (float)(4.0 * (D / c->dim_model_base) / sqrt((double)D)));
+    FILLF(m->final_norm, (size_t)D, 1.0f, 0.1f);
+#undef FILLB
+#undef FILLF
+    if (cudaStreamSynchronize(st) != cudaSuccess)
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: random weights: %s",
+                     cudaGetErrorString(cudaGetLastError()));
+done:
+    if (rc) {
+        cu_model_free(m);
+        return rc;
+    }
+    cu_mem_sample(m);
+    *out = m;
+    return SALA_OK;
+}
+
+/* ---- profile ---- */
+void cu_mem_sample(cu_model *m)
+{
+    size_t fr = 0, tot = 0;
+    if (cudaMemGetInfo(&fr, &tot) == cudaSuccess && tot - fr > m->mem_peak) m->mem_peak = tot - fr;
+}
+
+void cu_prof_flush(cu_model *m)
+{
+    cu_prof *p = &m->prof;
+    if (p->nev >= 1) cudaEventSynchronize(p->ev[p->nev - 1]);
+    for (int i = 0; i + 1 < p->nev; i++) {
+        float ms = 0;
+        if (cudaEventElapsedTime(&ms, p->ev[i], p->ev[i + 1]) == cudaSuccess)
+            p->sec[p->cat[i]] += ms * 1e-3;
+    }
+    if (p->nev >= 1) {   /* the last mark starts the next interval */
+        cudaEvent_t t = p->ev[0];
+        p->ev[0] = p->ev[p->nev - 1];
+        p->ev[p->nev - 1] = t;
+        p->cat[0] = p->cat[p->nev - 1];
+        p->nev = 1;
+    }
+}
+
+void cu_prof_mark(cu_model *m, int cat)
+{
+    cu_prof *p = &m->prof;
+    if (!p->on) return;
+    if (p->nev == 1024) cu_prof_flush(m);
+    cudaEventRecord(p->ev[p->nev], m->st);
+    p->cat[p->nev++] = cat;
+}
+
+static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
+                                           "sparse_attn", "dense_attn", "other"};
+
+static int cu_profile(void *bm, int enable, eng_profile *out)
+{
+    cu_model *m = (cu_model *)bm;
+    if (out) {
+        memset(out, 0, sizeof(*out));
+        out->nops = OP_N;
+        for (int i = 0; i < OP_N; i++) {
+            out->op_name[i] = op_names[i];
+            out->op_seconds[i] = m->prof.sec[i];
+        }
+        cu_mem_sample(m);
+        size_t fr = 0, tot = 0;
+        cudaMemGetInfo(&fr, &tot);
+        out->mem_peak = m->mem_peak;
+        out->mem_total = tot;
+        out->weight_bytes = m->weight_bytes;
+    }
+    if (enable >= 0) {
+        m->prof.on = enable > 0;
+        m->prof.nev = 0;
+        memset(m->prof.sec, 0, sizeof(m->prof.sec));
+        m->mem_peak = 0;
+        cu_mem_sample(m);
+    }
+    return SALA_OK;
+}
+
+/* ---- sequences ---- */
+static void seq_scratch_free(cu_seq *s)
+{
+    void *ps[] = {s->tok, s->rows, s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act,
+                  s->hf, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh, s->Sb, s->Ab, s->logits,
+                  s->sel, s->score};
+    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
+    cudaFreeHost(s->sel_host);
+    s->tok = s->rows = s->sel = s->sel_host = NULL;
+    s->x = s->a = s->proj = s->o = s->gu = s->Qh = s->Qd = s->Kh = s->Kw = s->Vh = s->Oh = NULL;
+    s->Sb = s->Ab = s->logits = s->score = NULL;
+    s->h = s->ob = s->Qb = s->act = s->hf = NULL;
+    s->tmax = 0;
+    s->score_nbs = 0;
+}
+
+static void ckpt_clear(cu_seq *s, int keep)
+{
+    for (int i = keep; i < s->nckpt; i++) cudaFree(s->ckpt[i].S);
+    if (keep < s->nckpt) s->nckpt = keep;
+}
+
+static void cu_seq_free(void *bs)
+{
+    cu_seq *s = (cu_seq *)bs;
+    if (!s) return;
+    const int ns = s->m->c.n_sparse;
+    for (int i = 0; i < ns; i++) {
+        if (s->K) cudaFree(s->K[i]);
+        if (s->V) cudaFree(s->V[i]);
+        if (s->K1) cudaFree(s->K1[i]);
+        if (s->K2) cudaFree(s->K2[i]);
+    }
+    free(s->K), free(s->V), free(s->K1), free(s->K2), free(s->n1), free(s->n2);
+    cudaFree(s->S);
+    ckpt_clear(s, 0);
+    free(s->ckpt);
+    seq_scratch_free(s);
+    free(s);
+}
+
+/* Scratch for steps of up to T tokens (grows; contents are per step). */
+int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
+{
+    if (T <= s->tmax) return SALA_OK;
+    const int64_t keep_nbs = s->score_nbs;
+    seq_scratch_free(s);
+    const eng_config *c = &s->m->c;
+    const size_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
+    const size_t lnh = c->lightning_nh, lhd = c->lightning_head_dim;
+    const size_t nq = c->num_attention_heads * c->head_dim, lw = lnh * lhd;
+    size_t nin = 0;
+    for (int64_t l = 0; l < c->num_hidden_layers; l++)
+        if ((size_t)s->m->L[l].nin > nin) nin = s->m->L[l].nin;
+    const size_t t = (size_t)T, Tp = (t + CU_LA_C - 1) / CU_LA_C * CU_LA_C, nch = Tp / CU_LA_C;
+    const size_t wq = nq > lw ? nq : lw;
+    const size_t K = (size_t)(c->sparse.topk + c->sparse.window_size / c->sparse.block_size);
+    const size_t nkv = c->num_key_value_heads;
+    int rc;
+    if ((rc = dalloc((void **)&s->tok, t * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->rows, CU_LOGIT_ROWS * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->x, t * D * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->a, t * D * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->h, t * D * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->proj, t * nin * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->o, t * nq * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->ob, t * wq * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->Qb, t * nq * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->gu, t * 2 * I * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->act, t * I * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->hf, (size_t)CU_LOGIT_ROWS * D * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->logits, (size_t)CU_LOGIT_ROWS * V * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->sel, t * nkv * K * 4, NULL, e)))
+        goto fail;
+    {
+        float **la[] = {&s->Qh, &s->Qd, &s->Kh, &s->Kw, &s->Vh, &s->Oh};
+        for (size_t i = 0; i < 6; i++)
+            if ((rc = dalloc((void **)la[i], lnh * Tp * lhd * 4, NULL, e))) goto fail;
+    }
+    if ((rc = dalloc((void **)&s->Sb, lnh * nch * lhd * lhd * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->Ab, lnh * nch * CU_LA_C * CU_LA_C * 4, NULL, e)))
+        goto fail;
+    if (cudaMallocHost((void **)&s->sel_host, t * nkv * K * 4) != cudaSuccess) {
+        s->sel_host = NULL;
+        rc = cu_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the selections");
+        goto fail;
+    }
+    s->tmax = T;
+    (void)keep_nbs;
+    return SALA_OK;
+fail:
+    seq_scratch_free(s);
+    return rc;
+}
+
+/* Grow one device buffer from old_bytes (content kept) to new_bytes. */
+static int regrow(void **p, size_t keep, size_t bytes, sala_err *e)
+{
+    void *n = NULL;
+    CUDA_CHECK(cudaMalloc(&n, bytes));
+    if (*p && keep) {
+        cudaError_t err = cudaMemcpy(n, *p, keep, cudaMemcpyDeviceToDevice);
+        if (err != cudaSuccess) {
+            cudaFree(n);
+            CUDA_CHECK(err);
+        }
+    }
+    cudaFree(*p);
+    *p = n;
+    return SALA_OK;
+}
+
+int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e)
+{
+    if (need <= s->cap) return SALA_OK;
+    const eng_config *c = &s->m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    int64_t cap = need > 2 * s->cap ? need : 2 * s->cap;
+    if (cap < 4096) cap = 4096;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
+    const int64_t nw1 = nwin(cap, sc->kernel_size, sc->kernel_stride) + 1;
+    const int64_t nw2 = nwin(cap, 4 * sc->kernel_size, 4 * sc->kernel_stride) + 1;
+    for (int i = 0; i < c->n_sparse; i++) {
+        CU_TRY(regrow((void **)&s->K[i], (size_t)s->len * row, (size_t)cap * row, e));
+        CU_TRY(regrow((void **)&s->V[i], (size_t)s->len * row, (size_t)cap * row, e));
+        CU_TRY(regrow((void **)&s->K1[i], (size_t)s->n1[i] * row, (size_t)nw1 * row, e));
+        CU_TRY(regrow((void **)&s->K2[i], (size_t)s->n2[i] * row, (size_t)nw2 * row, e));
+    }
+    s->cap = cap;
+    return SALA_OK;
+}
+
+static int cu_seq_new(void *bm, void **out, sala_err *e)
+{
+    cu_model *m = (cu_model *)bm;
+    const eng_config *c = &m->c;
+    *out = NULL;
+    cu_seq *s = (cu_seq *)calloc(1, sizeof(*s));
+    if (!s) return cu_errf(e, SALA_ENOMEM, "out of memory");
+    s->m = m;
+    const size_t ns = (size_t)c->n_sparse + 1;
+    s->K = (bf16 **)calloc(ns, sizeof(bf16 *));
+    s->V = (bf16 **)calloc(ns, sizeof(bf16 *));
+    s->K1 = (bf16 **)calloc(ns, sizeof(bf16 *));
+    s->K2 = (bf16 **)calloc(ns, sizeof(bf16 *));
+    s->n1 = (int64_t *)calloc(ns, sizeof(int64_t));
+    s->n2 = (int64_t *)calloc(ns, sizeof(int64_t));
+    if (!s->K || !s->V || !s->K1 || !s->K2 || !s->n1 || !s->n2) {
+        cu_seq_free(s);
+        return cu_errf(e, SALA_ENOMEM, "out of memory");
+    }
+    s->S_floats = (size_t)c->n_lightning * c->lightning_nh * c->lightning_head_dim *
+                  c->lightning_head_dim;
+    int rc = dalloc((void **)&s->S, s->S_floats * 4, NULL, e);
+    if (!rc && cudaMemset(s->S, 0, s->S_floats * 4) != cudaSuccess)
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: cudaMemset failed");
+    if (rc) {
+        cu_seq_free(s);
+        return rc;
+    }
+    *out = s;
+    return SALA_OK;
+}
+
+static int64_t cu_seq_len(const void *bs) { return ((const cu_seq *)bs)->len; }
+
+static int ckpt_push(cu_seq *s, int64_t len, const float *src, sala_err *e)
+{
+    if (s->nckpt == s->ckpt_cap) {
+        int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
+        cu_ckpt *p = (cu_ckpt *)realloc(s->ckpt, (size_t)ncap * sizeof(*p));
+        if (!p) return cu_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
+        s->ckpt = p;
+        s->ckpt_cap = ncap;
+    }
+    float *S = NULL;
+    CU_TRY(dalloc((void **)&S, s->S_floats * 4, NULL, e));
+    if (cudaMemcpy(S, src, s->S_floats * 4, cudaMemcpyDeviceToDevice) != cudaSuccess) {
+        cudaFree(S);
+        return cu_errf(e, SALA_EINTERNAL, "CUDA: checkpoint copy failed");
+    }
+    s->ckpt[s->nckpt++] = (cu_ckpt){len, S};
+    return SALA_OK;
+}
+
+static int cu_seq_fork(void *bs, void **out, sala_err *e)
+{
+    cu_seq *src = (cu_seq *)bs, *s;
+    CU_TRY(cu_seq_new(src->m, (void **)&s, e));
+    int rc = cu_seq_cap(s, src->cap, e);
+    const eng_config *c = &src->m->c;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
+    for (int i = 0; i < c->n_sparse && !rc && src->len > 0; i++) {
+        if (cudaMemcpy(s->K[i], src->K[i], (size_t)src->len * row, cudaMemcpyDeviceToDevice) ||
+            cudaMemcpy(s->V[i], src->V[i], (size_t)src->len * row, cudaMemcpyDeviceToDevice) ||
+            cudaMemcpy(s->K1[i], src->K1[i], (size_t)src->n1[i] * row, cudaMemcpyDeviceToDevice) ||
+            cudaMemcpy(s->K2[i], src->K2[i], (size_t)src->n2[i] * row, cudaMemcpyDeviceToDevice))
+            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+        s->n1[i] = src->n1[i];
+        s->n2[i] = src->n2[i];
+    }
+    if (!rc && cudaMemcpy(s->S, src->S, s->S_floats * 4, cudaMemcpyDeviceToDevice))
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+    for (int i = 0; i < src->nckpt && !rc; i++) rc = ckpt_push(s, src->ckpt[i].len, src->ckpt[i].S, e);
+    if (rc) {
+        cu_seq_free(s);
+        return rc;
+    }
+    s->len = src->len;
+    *out = s;
+    return SALA_OK;
+}
+
+static int cu_seq_checkpoint(void *bs, sala_err *e)
+{
+    cu_seq *s = (cu_seq *)bs;
+    if (s->nckpt && s->ckpt[s->nckpt - 1].len == s->len) {
+        CUDA_CHECK(cudaMemcpy(s->ckpt[s->nckpt - 1].S, s->S, s->S_floats * 4,
+                              cudaMemcpyDeviceToDevice));
+        return SALA_OK;
+    }
+    return ckpt_push(s, s->len, s->S, e);
+}
+
+static int cu_seq_truncate(void *bs, int64_t len, int64_t *reached, sala_err *e)
+{
+    cu_seq *s = (cu_seq *)bs;
+    const eng_sparse_config *sc = &s->m->c.sparse;
+    int k = s->nckpt - 1;
+    while (k >= 0 && s->ckpt[k].len > len) k--;
+    const int64_t to = k >= 0 ? s->ckpt[k].len : 0;
+    if (k >= 0)
+        CUDA_CHECK(cudaMemcpy(s->S, s->ckpt[k].S, s->S_floats * 4, cudaMemcpyDeviceToDevice));
+    else
+        CUDA_CHECK(cudaMemset(s->S, 0, s->S_floats * 4));
+    ckpt_clear(s, k + 1);
+    for (int i = 0; i < s->m->c.n_sparse; i++) {
+        const int64_t w1 = nwin(to, sc->kernel_size, sc->kernel_stride);
+        const int64_t w2 = nwin(to, 4 * sc->kernel_size, 4 * sc->kernel_stride);
+        if (s->n1[i] > w1) s->n1[i] = w1;
+        if (s->n2[i] > w2) s->n2[i] = w2;
+    }
+    s->len = to;
+    *reached = to;
+    return SALA_OK;
+}
+
+static int cu_forward_entry(void *bs, const eng_forward_args *a, sala_err *e)
+{
+    return cu_forward((cu_seq *)bs, a, e);
+}
+
+static const eng_backend cu_backend = {
+    /* .name = */ "cuda",
+    /* .model_load = */ cu_model_load,
+    /* .model_free = */ cu_model_free,
+    /* .seq_new = */ cu_seq_new,
+    /* .seq_free = */ cu_seq_free,
+    /* .seq_fork = */ cu_seq_fork,
+    /* .seq_len = */ cu_seq_len,
+    /* .seq_checkpoint = */ cu_seq_checkpoint,
+    /* .seq_truncate = */ cu_seq_truncate,
+    /* .forward = */ cu_forward_entry,
+    /* .model_random = */ cu_model_random,
+    /* .profile = */ cu_profile,
+};
+
+extern "C" __attribute__((visibility("default"))) const eng_backend *sala_cuda_backend(void)
+{
+    return &cu_backend;
+}
+
+/* 0 when a usable GPU is present, else -1 with the reason in why. */
+extern "C" __attribute__((visibility("default"))) int sala_cuda_probe(char *why, size_t cap)
+{
+    int n = 0;
+    cudaError_t err = cudaGetDeviceCount(&n);
+    if (err != cudaSuccess) {
+        snprintf(why, cap, "%s", cudaGetErrorString(err));
+        return -1;
+    }
+    if (n < 1) {
+        snprintf(why, cap, "no GPU found");
+        return -1;
+    }
+    cudaDeviceProp p;
+    if (cudaGetDeviceProperties(&p, 0) == cudaSuccess && p.major < 9) {
+        snprintf(why, cap, "GPU 0 (%s) is compute capability %d.%d; this build needs 9.0",
+                 p.name, p.major, p.minor);
+        return -1;
+    }
+    return 0;
+}

@@ -1,0 +1,253 @@
+/* cu_infllm.cu: InfLLM-V2 block selection on the GPU (SALA-SPEC §3.6 steps 2-4; twin:
+ * engine/cpu/infllm.c infllm_select). Compression (step 1) is in cu_kernels.cu, the block-sparse
+ * attention (step 5) in cu_attn.cu.
+ *
+ * k_score: a CTA takes 64 rows = (64/G queries) x (the G q heads of kv group g).
+ *   pass 1: lse_n = log Σ_c exp(scale q_n·K2_c) over the K2 windows wholly at or before p
+ *           (online max/sum over tiles of 64 windows, scores on the tensor cores);
+ *   pass 2: per query and K1 window i (wholly at or before p): P_i = Σ_{n in g} exp(scale q_n·K1_i
+ *           - lse_n) (0 when no K2 window exists yet, NaN -> 0), then the max-pool of windows
+ *           [r b - 1, r b + r - 1] onto block b (the window before a tile is carried), written for
+ *           blocks b <= qb. Windows not complete at p are left out of the pool.
+ * k_topk: a CTA per (query, group): forced +inf for b < init_blocks and qb - local <= b <= qb,
+ *   the K-th largest score by a radix select on order-preserving keys, then every block above it
+ *   plus the lowest ids equal to it (lower block id wins ties), written ascending, -1 padded.
+ * fp32 sums (the CPU twin sums in double), so exact ties and near-ties may order differently. */
+#include "engine/cuda/cu_wmma.cuh"
+
+#include <math.h>
+
+static __device__ __forceinline__ int64_t nwin(int64_t L, int k, int s)
+{
+    return L < k ? 0 : (L - k) / s + 1;
+}
+
+static size_t score_smem(int d)
+{
+    const int R = 64;
+    return (size_t)R * d * 2 + (size_t)CU_KT * d * 2 + (size_t)R * CU_KT * 4 + (size_t)2 * R * 4 +
+           (size_t)R * (CU_KT + 1) * 4;
+}
+
+static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
+{
+    extern __shared__ __align__(128) unsigned char smraw[];
+    const int R = 64, d = a.d, G = a.nh / a.nkv, g = blockIdx.y;
+    bf16 *Qs = (bf16 *)smraw, *Ks = Qs + R * d;
+    float *S = (float *)(Ks + CU_KT * d);
+    float *mrow = S + R * CU_KT, *lrow = mrow + R;
+    float *Pw = lrow + R;                                   /* (qt, 65): carry | 64 windows */
+    const int k2 = 4 * a.k1, s2 = 4 * a.s1, r = a.block / a.s1;
+    const int tq0 = a.t0 + blockIdx.x * qt, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < qt ? tend - tq0 : qt;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+    const size_t krow = (size_t)a.nkv * d;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+
+    for (int idx = threadIdx.x; idx < R * d; idx += blockDim.x) {
+        const int rr = idx / d, i = idx % d, qi = rr / G, h = rr % G;
+        bf16 v = __float2bfloat16(0.0f);
+        if (qi < nq) v = a.Q[((size_t)(tq0 + qi) * a.nh + g * G + h) * d + i];
+        Qs[idx] = v;
+    }
+    for (int rr = threadIdx.x; rr < R; rr += blockDim.x) {
+        mrow[rr] = -INFINITY;
+        lrow[rr] = 0.0f;
+    }
+    /* pass 1: lse over K2 */
+    int64_t v2max = nwin(pmax + 1, k2, s2);
+    if (v2max > a.n2) v2max = a.n2;
+    for (int64_t c0 = 0; c0 < v2max; c0 += CU_KT) {
+        __syncthreads();
+        const int nk = (int)(v2max - c0 < CU_KT ? v2max - c0 : CU_KT);
+        load_rows(Ks, a.K2 + c0 * krow + (size_t)g * d, krow, nk, d);
+        __syncthreads();
+        tile_qk(Qs, Ks, S, 4, d);
+        __syncthreads();
+        for (int rr = w; rr < R; rr += 4) {
+            const int qi = rr / G;
+            if (qi >= nq) continue;
+            const int64_t v2 = nwin(a.p0 + tq0 + qi + 1, k2, s2);
+            float x0 = S[rr * CU_KT + lane] * a.scale, x1 = S[rr * CU_KT + lane + 32] * a.scale;
+            if (c0 + lane >= v2) x0 = -INFINITY;
+            if (c0 + lane + 32 >= v2) x1 = -INFINITY;
+            float mx = fmaxf(x0, x1);
+            for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+            const float mo = mrow[rr], mn = fmaxf(mo, mx);
+            if (mn == -INFINITY) continue;                  /* warp-uniform */
+            float sum = expf(x0 - mn) + expf(x1 - mn);
+            for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
+            if (lane == 0) {
+                lrow[rr] = lrow[rr] * expf(mo - mn) + sum;
+                mrow[rr] = mn;
+            }
+        }
+    }
+    __syncthreads();
+    for (int rr = threadIdx.x; rr < R; rr += blockDim.x)
+        mrow[rr] = lrow[rr] > 0.0f ? mrow[rr] + logf(lrow[rr]) : -INFINITY;   /* lse */
+    for (int qi = threadIdx.x; qi < qt; qi += blockDim.x) Pw[qi * (CU_KT + 1)] = -INFINITY;
+    /* pass 2: P over K1 tiles covering every block <= qb, pooled onto blocks */
+    int64_t v1max = nwin(pmax + 1, a.k1, a.s1);
+    if (v1max > a.n1) v1max = a.n1;
+    const int64_t qbmax = pmax / a.block;
+    const int64_t nwneed = (qbmax + 1) * r;
+    const int bpt = CU_KT / r;                              /* blocks per tile */
+    for (int64_t i0 = 0; i0 < nwneed; i0 += CU_KT) {
+        __syncthreads();
+        const int64_t left = v1max - i0;
+        const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
+        load_rows(Ks, a.K1 + i0 * krow + (size_t)g * d, krow, nk, d);
+        __syncthreads();
+        if (nk > 0) tile_qk(Qs, Ks, S, 4, d);
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < qt * CU_KT; idx += blockDim.x) {
+            const int qi = idx / CU_KT, c = idx % CU_KT;
+            if (qi >= nq) continue;
+            const int64_t p = a.p0 + tq0 + qi, i = i0 + c;
+            float val;
+            if (i >= nwin(p + 1, a.k1, a.s1) || i >= a.n1) {
+                val = -INFINITY;                            /* not complete at p: not pooled */
+            } else if (nwin(p + 1, k2, s2) == 0) {
+                val = 0.0f;
+            } else {
+                float s = 0.0f;
+                for (int h = 0; h < G; h++)
+                    s += expf(S[(qi * G + h) * CU_KT + c] * a.scale - mrow[qi * G + h]);
+                val = isnan(s) ? 0.0f : s;
+            }
+            Pw[qi * (CU_KT + 1) + 1 + c] = val;
+        }
+        __syncthreads();
+        for (int idx = threadIdx.x; idx < qt * bpt; idx += blockDim.x) {
+            const int qi = idx / bpt, bl = idx % bpt;
+            if (qi >= nq) continue;
+            const int64_t p = a.p0 + tq0 + qi, b = i0 / r + bl;
+            if (b > p / a.block) continue;
+            const float *pw = Pw + qi * (CU_KT + 1) + r * bl;
+            float m = -INFINITY;
+            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
+            a.score[((size_t)(tq0 + qi) * a.nkv + g) * a.nbs + b] = m;
+        }
+        __syncthreads();
+        for (int qi = threadIdx.x; qi < qt; qi += blockDim.x)
+            Pw[qi * (CU_KT + 1)] = Pw[qi * (CU_KT + 1) + CU_KT];
+    }
+}
+
+cudaError_t k_score(cudaStream_t st, const score_args *a)
+{
+    if (a->n <= 0) return cudaSuccess;
+    const int G = a->nh / a->nkv, qt = 64 / G;
+    const dim3 grid((a->n + qt - 1) / qt, a->nkv);
+    score_kernel<<<grid, 128, score_smem(a->d), st>>>(*a, qt);
+    return cudaGetLastError();
+}
+
+/* ---- top-K ---- */
+static __device__ __forceinline__ uint32_t fkey(float f)
+{
+    const uint32_t u = __float_as_uint(f);
+    return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+#define TOPK_THREADS 256
+
+static __device__ int block_sum_int(int v, int *red)
+{
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    __syncthreads();
+    if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
+    __syncthreads();
+    int s = 0;
+    for (int i = 0; i < TOPK_THREADS / 32; i++) s += red[i];
+    return s;
+}
+
+/* Exclusive prefix sum of v over the block's threads (in thread order). */
+static __device__ int block_excl_scan(int v, int *buf)
+{
+    __syncthreads();
+    buf[threadIdx.x] = v;
+    __syncthreads();
+    for (int o = 1; o < TOPK_THREADS; o <<= 1) {
+        const int add = threadIdx.x >= (unsigned)o ? buf[threadIdx.x - o] : 0;
+        __syncthreads();
+        buf[threadIdx.x] += add;
+        __syncthreads();
+    }
+    return buf[threadIdx.x] - v;
+}
+
+static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
+{
+    extern __shared__ uint32_t keys[];
+    __shared__ int red[TOPK_THREADS / 32];
+    __shared__ int scan[TOPK_THREADS];
+    const int t = a.t0 + blockIdx.x, g = blockIdx.y;
+    const int64_t p = a.p0 + t, qb = p / a.block, nb = qb + 1;
+    int32_t *out = a.sel + ((size_t)t * a.nkv + g) * a.K;
+    if (nb <= a.K) {                                        /* every causal block fits */
+        for (int k = threadIdx.x; k < a.K; k += blockDim.x) out[k] = k < nb ? k : -1;
+        return;
+    }
+    const float *sc = a.score + ((size_t)t * a.nkv + g) * a.nbs;
+    const int64_t local0 = qb - a.local;
+    for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) {
+        const float s = (b < a.init_blocks || b >= local0) ? INFINITY : sc[b];
+        keys[b] = fkey(s);
+    }
+    __syncthreads();
+    uint32_t res = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        const uint32_t cand = res | (1u << bit);
+        int cnt = 0;
+        for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) cnt += keys[b] >= cand;
+        if (block_sum_int(cnt, red) >= a.K) res = cand;
+    }
+    /* res = K-th largest key. Per-thread contiguous segments keep block-id order. */
+    const int64_t seg = (nb + TOPK_THREADS - 1) / TOPK_THREADS;
+    const int64_t b0 = threadIdx.x * seg, b1 = b0 + seg < nb ? b0 + seg : nb;
+    int above = 0, ties = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        above += keys[b] > res;
+        ties += keys[b] == res;
+    }
+    const int above_all = block_sum_int(above, red);
+    int tie_rank = block_excl_scan(ties, scan);
+    const int ties_in = a.K - above_all;
+    int nsel = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const uint32_t k = keys[b];
+        nsel += k > res || (k == res && tie_rank++ < ties_in);
+    }
+    int pos = block_excl_scan(nsel, scan);
+    tie_rank -= ties;                                       /* restart the segment's tie rank */
+    for (int64_t b = b0; b < b1; b++) {
+        const uint32_t k = keys[b];
+        if (k > res || (k == res && tie_rank++ < ties_in)) out[pos++] = (int32_t)b;
+    }
+    const int total = block_sum_int(nsel, red);
+    for (int k = total + threadIdx.x; k < a.K; k += blockDim.x) out[k] = -1;
+}
+
+cudaError_t k_topk(cudaStream_t st, const topk_args *a)
+{
+    if (a->n <= 0) return cudaSuccess;
+    const dim3 grid(a->n, a->nkv);
+    topk_kernel<<<grid, TOPK_THREADS, (size_t)a->nbs * 4, st>>>(*a);
+    return cudaGetLastError();
+}
+
+cudaError_t cu_attn_init(void);
+
+cudaError_t cu_kernels_init(void)
+{
+    cudaError_t err = cu_attn_init();
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)score_smem(256));
+    if (err != cudaSuccess) return err;
+    return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                200 * 1024);
+}

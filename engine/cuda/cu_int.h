@@ -1,0 +1,216 @@
+/* cu_int.h: internals of the CUDA backend (engine/backend.h table, built into libsala_cuda.so).
+ * Device pointers never leave engine/cuda: the engine sees only the backend table, the tests only
+ * the host-pointer op table of cuda_ops.h.
+ *
+ * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
+ * bf16 inputs and fp32 accumulation and output; lightning q/k/v, state and the chunked products
+ * fp32; attention scores/softmax fp32 with bf16 Q/K/V and bf16 probabilities on the tensor cores
+ * (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
+ *
+ * Every function that calls CUDA returns SALA_OK or a negative status; CUDA_CHECK/CUBLAS_CHECK
+ * turn a failure into SALA_EINTERNAL with the statement, file and line (needs `sala_err *e`). */
+#ifndef SALA_CU_INT_H
+#define SALA_CU_INT_H
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdint.h>
+
+extern "C" {
+#include "engine/backend.h"
+}
+
+typedef __nv_bfloat16 bf16;
+
+int cu_errf(sala_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+#define CUDA_CHECK(stmt) do { \
+        cudaError_t err_ = (stmt); \
+        if (err_ != cudaSuccess) \
+            return cu_errf(e, SALA_EINTERNAL, "CUDA: %s: %s (%s:%d)", #stmt, \
+                           cudaGetErrorString(err_), __FILE__, __LINE__); \
+    } while (0)
+#define CUBLAS_CHECK(stmt) do { \
+        cublasStatus_t st_ = (stmt); \
+        if (st_ != CUBLAS_STATUS_SUCCESS) \
+            return cu_errf(e, SALA_EINTERNAL, "cuBLAS: %s: %s (%s:%d)", #stmt, \
+                           cublasGetStatusString(st_), __FILE__, __LINE__); \
+    } while (0)
+#define CU_TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
+
+/* Tokens one forward step processes (activations exist for one step); lightning chunk. */
+#define CU_CHUNK 8192
+#define CU_LA_C 64
+/* Key tile of the attention and stage-1 kernels (== the InfLLM-V2 block of 64 in the model). */
+#define CU_KT 64
+
+/* ---- op categories of the profile (bench) ---- */
+enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_N };
+
+/* ---- kernels (cu_kernels.cu, cu_attn.cu, cu_infllm.cu, cu_lightning.cu) ----
+ * Launchers enqueue on st and return cudaGetLastError(). Shapes in the comments. */
+cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits once */
+
+cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
+                    float *x);                                   /* x (T, D) = E[tok] * scale */
+/* x (T, D) += rs * a (a may be NULL); then h = bf16(rmsnorm(x) * w) when h != NULL. */
+cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
+                       float eps, int T, int D, bf16 *h);
+/* out (n, D) = bf16(rmsnorm(x[rows[r]]) * w * scale) */
+cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
+                        const float *w, float eps, float scale, bf16 *out);
+/* out (T, I) = bf16(silu(gu[:, :I]) * gu[:, I:]) for gu (T, 2I) */
+cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out);
+/* out (T, W) = bf16(o * sigmoid(z)) with z = proj[:, zoff : zoff+W] (row stride ld) */
+cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
+                   int W, bf16 *out);
+/* Sparse layer: q -> Qb (T, nh, d) bf16; k, v -> Kc/Vc rows p0.. (cap, nkv, d) bf16. */
+cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0);
+/* K1/K2 windows [from, to) of kernel k, stride s over the cache Kc (L, row): C (nw, row). */
+cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, int64_t to,
+                       int k, int s, bf16 *C);
+
+/* Lightning (SALA-SPEC §3.5). dec (nh, CU_LA_C + 1): dec[n, e] = λ_n^e. */
+typedef struct {
+    const float *proj; int ld;            /* (T, ld): q at 0, k at nh*d, v at 2nh*d, z at 3nh*d */
+    int T, Tp, nh, d;                     /* Tp = T rounded up to CU_LA_C */
+    int64_t p0;
+    const float *qn, *kn, *on;            /* q_norm, k_norm (d), o_norm (nh*d) */
+    const float *inv_freq, *dec;
+    float eps, scale;
+    float *Qh, *Qd, *Kh, *Kw, *Vh, *Oh;   /* (nh, Tp, d) */
+    float *Sb;                            /* (nh, Tp/C, d, d) */
+    float *Ab;                            /* (nh, Tp/C, C, C) */
+    float *S;                             /* (nh, d, d) the layer's state */
+} la_args;
+cudaError_t k_la_prep(cudaStream_t st, const la_args *a);
+cudaError_t k_la_mask(cudaStream_t st, const la_args *a);
+cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
+cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh */
+/* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
+cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
+/* The chunked products (cuBLAS strided-batched fp32); compute is CUBLAS_COMPUTE_32F or _TF32. */
+int cu_lightning_chunked(cublasHandle_t h, cudaStream_t st, const la_args *a,
+                         cublasComputeType_t ct, sala_err *e);
+
+/* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),
+ * out O (T, nh, d) fp32 rows t. Dense: keys 0..p. Sparse: keys j <= p of the blocks of
+ * sel (T, nkv, K) (ascending, -1 padded). */
+typedef struct {
+    const bf16 *Q, *K, *V;
+    float *O;
+    const int32_t *sel; int K_sel;
+    int64_t p0; int t0, n;
+    int nh, nkv, d, block;
+    float scale;
+} attn_args;
+cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a);
+cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a);
+
+/* InfLLM-V2 stage 1 (SALA-SPEC §3.6 steps 2-3): block scores score (T, nkv, nbs) for queries
+ * [t0, t0+n), blocks b <= qb. */
+typedef struct {
+    const bf16 *Q, *K1, *K2;
+    int64_t n1, n2;                      /* windows present */
+    float *score; int nbs;
+    int64_t p0; int t0, n;
+    int nh, nkv, d;
+    int k1, s1, block;                   /* k2 = 4 k1, s2 = 4 s1 */
+    float scale;
+} score_args;
+cudaError_t k_score(cudaStream_t st, const score_args *a);
+/* Step 4: top-K blocks per (query, group) -> sel (T, nkv, K) ascending, -1 padded. */
+typedef struct {
+    const float *score; int nbs;
+    int32_t *sel; int K;
+    int64_t p0; int t0, n, nkv;
+    int block, init_blocks, local;       /* local = window / block */
+} topk_args;
+cudaError_t k_topk(cudaStream_t st, const topk_args *a);
+
+/* Random bf16 N(mean, std) fill (benchmark weights), deterministic in (seed, index). */
+cudaError_t k_fill_normal_bf16(cudaStream_t st, bf16 *p, size_t n, uint64_t seed, float mean,
+                               float std);
+cudaError_t k_fill_normal_f32(cudaStream_t st, float *p, size_t n, uint64_t seed, float mean,
+                              float std);
+
+/* ---- model and sequence state (cu_backend.cu, cu_forward.cu) ---- */
+typedef struct {
+    int kind_index;
+    int nin;                          /* rows of w_in: q | k | v | gate (z) */
+    int nq, nk, nv, ng;
+    bf16 *w_in;                       /* (nin, D) */
+    bf16 *w_o;                        /* (D, nq) */
+    bf16 *w_gu;                       /* (2I, D): mlp gate | up */
+    bf16 *w_down;                     /* (D, I) */
+    float *in_norm, *post_norm;       /* (D) */
+    float *q_norm, *k_norm, *o_norm;  /* lightning: (d), (d), (nh*d) */
+} cu_layer;
+
+typedef struct {
+    bool on;
+    cudaEvent_t ev[1024];
+    int cat[1024];
+    int nev;
+    double sec[OP_N];
+} cu_prof;
+
+typedef struct {
+    eng_config c;
+    cu_layer *L;
+    bf16 *embed, *lm_head;            /* (V, D) */
+    float *final_norm;                /* (D) */
+    float *inv_freq;                  /* (lhd/2) */
+    float *dec;                       /* (lnh, CU_LA_C + 1) */
+    cublasHandle_t blas;
+    cudaStream_t st;
+    void *blas_ws;
+    size_t weight_bytes;
+    cublasComputeType_t la_compute;
+    cu_prof prof;
+    size_t mem_peak;                  /* device bytes in use, high-water mark (cudaMemGetInfo) */
+} cu_model;
+
+typedef struct {
+    int64_t len;
+    float *S;                         /* device (n_lightning, lnh, lhd, lhd) */
+} cu_ckpt;
+
+typedef struct {
+    cu_model *m;
+    int64_t len, cap;
+    bf16 **K, **V, **K1, **K2;        /* per sparse layer: (cap, nkv, hd), (nw(cap)+1, nkv, hd) */
+    int64_t *n1, *n2;
+    float *S;                         /* (n_lightning, lnh, lhd, lhd) */
+    size_t S_floats;
+    cu_ckpt *ckpt;
+    int nckpt, ckpt_cap;
+    /* step scratch, sized for tmax tokens */
+    int tmax;
+    int32_t *tok, *rows;
+    float *x, *a, *proj, *o, *gu;
+    bf16 *h, *ob, *Qb, *act, *hf;
+    float *Qh, *Qd, *Kh, *Kw, *Vh, *Oh, *Sb, *Ab;
+    float *logits;                    /* (CU_LOGIT_ROWS, V) */
+    int32_t *sel;                     /* (tmax, nkv, K) */
+    int32_t *sel_host;                /* pinned copy */
+    float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
+} cu_seq;
+
+#define CU_LOGIT_ROWS 256
+
+int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e);
+int cu_seq_scratch(cu_seq *s, int T, sala_err *e);
+int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e);
+void cu_prof_mark(cu_model *m, int cat);
+void cu_prof_flush(cu_model *m);
+void cu_mem_sample(cu_model *m);
+/* GEMM y (T, out) fp32 (row stride ldy) = x (T, in) bf16 · W (out, in)ᵀ bf16. */
+int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float *y, int ldy,
+            sala_err *e);
+/* ALiBi slopes of SALA-SPEC §3.5 (_build_slope_tensor), fp32 values. */
+void cu_alibi_slopes(float *slope, int64_t nh);
+
+#endif

@@ -1,0 +1,368 @@
+/* cu_kernels.cu: the element-wise and row-wise kernels of the CUDA backend, each the twin of a
+ * CPU op (engine/cpu): embedding scale, residual add + RMSNorm (fused), final norm + logit scale,
+ * SwiGLU, output gates, sparse-layer q/k/v split into the bf16 cache, InfLLM-V2 compression, the
+ * lightning q/k norm + RoPE + decay prep, chunk mask, state scan, decode step and output norm +
+ * gate, and the random weight fill of the benchmark. fp32 arithmetic throughout. */
+#include "engine/cuda/cu_int.h"
+
+#include <math.h>
+
+static __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
+
+/* Sum over the block (blockDim.x a multiple of 32, <= 1024); every thread gets the result. */
+static __device__ float block_sum(float v)
+{
+    __shared__ float red[32];
+    __shared__ float tot;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    const int w = threadIdx.x >> 5, l = threadIdx.x & 31;
+    __syncthreads();
+    if (l == 0) red[w] = v;
+    __syncthreads();
+    if (w == 0) {
+        float s = l < (int)(blockDim.x >> 5) ? red[l] : 0.0f;
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        if (l == 0) tot = s;
+    }
+    __syncthreads();
+    return tot;
+}
+
+static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, float scale, float *x)
+{
+    const int t = blockIdx.x;
+    const bf16 *er = E + (size_t)tok[t] * D;
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        x[(size_t)t * D + i] = __bfloat162float(er[i]) * scale;
+}
+
+cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
+                    float *x)
+{
+    embed_kernel<<<T, 256, 0, st>>>(E, tok, D, scale, x);
+    return cudaGetLastError();
+}
+
+static __global__ void add_norm_kernel(float *x, const float *a, float rs, const float *w,
+                                       float eps, int D, bf16 *h)
+{
+    float *xr = x + (size_t)blockIdx.x * D;
+    const float *ar = a ? a + (size_t)blockIdx.x * D : nullptr;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) {
+        float v = xr[i];
+        if (ar) xr[i] = v = v + ar[i] * rs;
+        ss += v * v;
+    }
+    if (!h) return;
+    ss = block_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        h[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i]);
+}
+
+cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
+                       float eps, int T, int D, bf16 *h)
+{
+    add_norm_kernel<<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
+    return cudaGetLastError();
+}
+
+static __global__ void norm_rows_kernel(const float *x, const int32_t *rows, int D, const float *w,
+                                        float eps, float scale, bf16 *out)
+{
+    const float *xr = x + (size_t)rows[blockIdx.x] * D;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    ss = block_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    for (int i = threadIdx.x; i < D; i += blockDim.x)
+        out[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i] * scale);
+}
+
+cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
+                        const float *w, float eps, float scale, bf16 *out)
+{
+    if (n > 0) norm_rows_kernel<<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
+    return cudaGetLastError();
+}
+
+static __global__ void swiglu_kernel(const float *gu, int T, int I, bf16 *out)
+{
+    const size_t n = (size_t)T * I;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / I, j = i % I;
+        const float g = gu[t * 2 * I + j], u = gu[t * 2 * I + I + j];
+        out[i] = __float2bfloat16(g * sigm(g) * u);
+    }
+}
+
+static int grid_for(size_t n)
+{
+    size_t b = (n + 255) / 256;
+    return (int)(b > 65536 ? 65536 : (b ? b : 1));
+}
+
+cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out)
+{
+    swiglu_kernel<<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
+    return cudaGetLastError();
+}
+
+static __global__ void gate_kernel(const float *o, const float *proj, int ld, int zoff, int T,
+                                   int W, bf16 *out)
+{
+    const size_t n = (size_t)T * W;
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        const size_t t = i / W, j = i % W;
+        out[i] = __float2bfloat16(o[i] * sigm(proj[t * ld + zoff + j]));
+    }
+}
+
+cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
+                   int W, bf16 *out)
+{
+    gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
+    return cudaGetLastError();
+}
+
+static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int nkv, int d,
+                                          bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0)
+{
+    const int t = blockIdx.x;
+    const float *r = proj + (size_t)t * ld;
+    const int nq = nh * d, nk = nkv * d;
+    for (int i = threadIdx.x; i < nq; i += blockDim.x)
+        Qb[(size_t)t * nq + i] = __float2bfloat16(r[i]);
+    for (int i = threadIdx.x; i < nk; i += blockDim.x) {
+        Kc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(r[nq + i]);
+        Vc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(r[nq + nk + i]);
+    }
+}
+
+cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0)
+{
+    sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0);
+    return cudaGetLastError();
+}
+
+/* SALA-SPEC §3.6 step 1: C_i = mean(K[s*i .. s*i+k-1]) per element, fp32 sum, bf16 result. */
+static __global__ void compress_kernel(const bf16 *Kc, int row, int64_t from, int64_t to, int k,
+                                       int s, bf16 *C)
+{
+    const size_t n = (size_t)(to - from) * row;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < n;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        const int64_t i = from + (int64_t)(idx / row);
+        const int e = (int)(idx % row);
+        const bf16 *src = Kc + (size_t)(s * i) * row + e;
+        float acc = 0.0f;
+        for (int t = 0; t < k; t++) acc += __bfloat162float(src[(size_t)t * row]);
+        C[(size_t)i * row + e] = __float2bfloat16(acc / (float)k);
+    }
+}
+
+cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, int64_t to,
+                       int k, int s, bf16 *C)
+{
+    if (to > from)
+        compress_kernel<<<grid_for((size_t)(to - from) * row), 256, 0, st>>>(Kc, row, from, to, k,
+                                                                              s, C);
+    return cudaGetLastError();
+}
+
+/* ---- lightning ---- */
+
+/* One (token, head) per block, d threads: per-head RMSNorm of q and k, RoPE at p0+t
+ * (rotate-half, fp32 angle), then the chunk-decay variants: Qd = q λ^{τ+1},
+ * Kw = k λ^{len_c-1-τ} (τ: index in the chunk, len_c its real length); padding rows are 0. */
+static __global__ void la_prep_kernel(la_args a)
+{
+    extern __shared__ float sm[];             /* q (d), k (d) */
+    const int t = blockIdx.x, n = blockIdx.y, d = a.d, i = threadIdx.x, half = d / 2;
+    float *qs = sm, *ks = sm + d;
+    const size_t o = ((size_t)n * a.Tp + t) * d + i;
+    if (t >= a.T) {
+        a.Qh[o] = a.Qd[o] = a.Kh[o] = a.Kw[o] = a.Vh[o] = 0.0f;
+        return;
+    }
+    const float *r = a.proj + (size_t)t * a.ld;
+    const int nd = a.nh * d;
+    float q = r[n * d + i], k = r[nd + n * d + i];
+    const float v = r[2 * nd + n * d + i];
+    const float sq = block_sum(q * q), sk = block_sum(k * k);
+    q = q * (1.0f / sqrtf(sq / (float)d + a.eps)) * a.qn[i];
+    k = k * (1.0f / sqrtf(sk / (float)d + a.eps)) * a.kn[i];
+    qs[i] = q;
+    ks[i] = k;
+    __syncthreads();
+    const int j = i < half ? i : i - half;
+    const float ang = (float)(a.p0 + t) * a.inv_freq[j];
+    const float c = cosf(ang), s = sinf(ang);
+    if (i < half) {
+        q = qs[i] * c - qs[i + half] * s;
+        k = ks[i] * c - ks[i + half] * s;
+    } else {
+        q = qs[i] * c + qs[i - half] * s;
+        k = ks[i] * c + ks[i - half] * s;
+    }
+    const int tau = t % CU_LA_C, c0 = t - tau;
+    const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    a.Qh[o] = q;
+    a.Qd[o] = q * dn[tau + 1];
+    a.Kh[o] = k;
+    a.Kw[o] = k * dn[len - 1 - tau];
+    a.Vh[o] = v;
+}
+
+cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
+{
+    la_prep_kernel<<<dim3(a->Tp, a->nh), a->d, 2 * a->d * sizeof(float), st>>>(*a);
+    return cudaGetLastError();
+}
+
+/* A (C, C) per (head, chunk): A[τ][σ] *= λ^{τ-σ} for σ <= τ, else 0. */
+static __global__ void la_mask_kernel(la_args a)
+{
+    const int bc = blockIdx.x, n = bc / (a.Tp / CU_LA_C);
+    float *A = a.Ab + (size_t)bc * CU_LA_C * CU_LA_C;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    for (int idx = threadIdx.x; idx < CU_LA_C * CU_LA_C; idx += blockDim.x) {
+        const int tau = idx / CU_LA_C, sg = idx % CU_LA_C;
+        A[idx] = sg <= tau ? A[idx] * dn[tau - sg] : 0.0f;
+    }
+}
+
+cudaError_t k_la_mask(cudaStream_t st, const la_args *a)
+{
+    la_mask_kernel<<<a->nh * (a->Tp / CU_LA_C), 256, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
+/* In place over Sb (nh, nch, d, d) holding ΔS_c: Sb[c] <- S_in(c); S <- S_in(nch).
+ * S_in(c+1) = λ^{len_c} S_in(c) + ΔS_c. */
+static __global__ void la_scan_kernel(la_args a)
+{
+    const int dd = a.d * a.d, nch = a.Tp / CU_LA_C;
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= a.nh * dd) return;
+    const int n = idx / dd, e = idx % dd;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    float s = a.S[idx];
+    for (int c = 0; c < nch; c++) {
+        float *p = a.Sb + ((size_t)n * nch + c) * dd + e;
+        const float ds = *p;
+        *p = s;
+        const int len = a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C;
+        s = dn[len] * s + ds;
+    }
+    a.S[idx] = s;
+}
+
+cudaError_t k_la_scan(cudaStream_t st, const la_args *a)
+{
+    const int n = a->nh * a->d * a->d;
+    la_scan_kernel<<<(n + 255) / 256, 256, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
+/* Decode: S = λS + k vᵀ, o = Sᵀq (unscaled; la_out applies the scale). Block per head, thread
+ * per value column j. */
+static __global__ void la_step_kernel(la_args a)
+{
+    const int n = blockIdx.x, d = a.d;
+    const float lam = a.dec[n * (CU_LA_C + 1) + 1];
+    const float *q = a.Qh + (size_t)n * a.Tp * d, *k = a.Kh + (size_t)n * a.Tp * d;
+    const float *v = a.Vh + (size_t)n * a.Tp * d;
+    float *S = a.S + (size_t)n * d * d;
+    for (int j = threadIdx.x; j < d; j += blockDim.x) {
+        const float vj = v[j];
+        float o = 0.0f;
+        for (int i = 0; i < d; i++) {
+            const float s = lam * S[i * d + j] + k[i] * vj;
+            S[i * d + j] = s;
+            o += s * q[i];
+        }
+        a.Oh[(size_t)n * a.Tp * d + j] = o;
+    }
+}
+
+cudaError_t k_la_step(cudaStream_t st, const la_args *a)
+{
+    la_step_kernel<<<a->nh, a->d < 1024 ? a->d : 1024, 0, st>>>(*a);
+    return cudaGetLastError();
+}
+
+static __global__ void la_out_kernel(la_args a, bf16 *out)
+{
+    const int t = blockIdx.x, nd = a.nh * a.d;
+    float ss = 0.0f;
+    for (int i = threadIdx.x; i < nd; i += blockDim.x) {
+        const int n = i / a.d, j = i % a.d;
+        const float v = a.scale * a.Oh[((size_t)n * a.Tp + t) * a.d + j];
+        ss += v * v;
+    }
+    ss = block_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)nd + a.eps);
+    const float *z = a.proj + (size_t)t * a.ld + 3 * nd;
+    for (int i = threadIdx.x; i < nd; i += blockDim.x) {
+        const int n = i / a.d, j = i % a.d;
+        const float v = a.scale * a.Oh[((size_t)n * a.Tp + t) * a.d + j];
+        out[(size_t)t * nd + i] = __float2bfloat16(v * inv * a.on[i] * sigm(z[i]));
+    }
+}
+
+cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
+{
+    la_out_kernel<<<a->T, 256, 0, st>>>(*a, out);
+    return cudaGetLastError();
+}
+
+/* ---- random weights (benchmark): counter-based normal numbers ---- */
+static __device__ __forceinline__ uint64_t mix64(uint64_t z)
+{
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+static __device__ __forceinline__ float normal_at(uint64_t seed, size_t i)
+{
+    const uint64_t r = mix64(seed ^ mix64(i));
+    const float u1 = ((float)(r >> 40) + 0.5f) * (1.0f / 16777216.0f);
+    const float u2 = (float)((r >> 16) & 0xffffff) * (1.0f / 16777216.0f);
+    return sqrtf(-2.0f * logf(u1)) * cospif(2.0f * u2);
+}
+
+static __global__ void fill_bf16_kernel(bf16 *p, size_t n, uint64_t seed, float mean, float std)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        p[i] = __float2bfloat16(mean + std * normal_at(seed, i));
+}
+
+static __global__ void fill_f32_kernel(float *p, size_t n, uint64_t seed, float mean, float std)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        p[i] = mean + std * normal_at(seed, i);
+}
+
+cudaError_t k_fill_normal_bf16(cudaStream_t st, bf16 *p, size_t n, uint64_t seed, float mean,
+                               float std)
+{
+    fill_bf16_kernel<<<grid_for(n), 256, 0, st>>>(p, n, seed, mean, std);
+    return cudaGetLastError();
+}
+
+cudaError_t k_fill_normal_f32(cudaStream_t st, float *p, size_t n, uint64_t seed, float mean,
+                              float std)
+{
+    fill_f32_kernel<<<grid_for(n), 256, 0, st>>>(p, n, seed, mean, std);
+    return cudaGetLastError();
+}

@@ -1,0 +1,275 @@
+/* cu_testops.cu: the host-pointer op table of cuda_ops.h (parity tests). Each op runs exactly
+ * the kernels of the forward pass on uploaded copies of its inputs. */
+#include "engine/cuda/cu_int.h"
+
+extern "C" {
+#include "engine/cuda/cuda_ops.h"
+}
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+namespace {
+
+/* A list of device allocations freed together. */
+struct Pool {
+    void *p[32];
+    int n = 0;
+    ~Pool() { for (int i = 0; i < n; i++) cudaFree(p[i]); }
+    template <class T> T *get(size_t count, cudaError_t *err)
+    {
+        void *q = nullptr;
+        if (*err == cudaSuccess) *err = cudaMalloc(&q, count * sizeof(T) + 16);
+        if (*err == cudaSuccess) {
+            p[n++] = q;
+            cudaMemset(q, 0, count * sizeof(T) + 16);
+        }
+        return (T *)q;
+    }
+};
+
+__global__ void f2b_kernel(const float *x, size_t n, bf16 *y)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __float2bfloat16(x[i]);
+}
+__global__ void b2f_kernel(const bf16 *x, size_t n, float *y)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x)
+        y[i] = __bfloat162float(x[i]);
+}
+
+/* Upload n floats as bf16. */
+int up_b(Pool &P, const float *h, size_t n, bf16 **out, sala_err *e)
+{
+    cudaError_t err = cudaSuccess;
+    float *tmp = P.get<float>(n, &err);
+    bf16 *d = P.get<bf16>(n, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(tmp, h, n * 4, cudaMemcpyHostToDevice));
+    f2b_kernel<<<256, 256>>>(tmp, n, d);
+    CUDA_CHECK(cudaGetLastError());
+    *out = d;
+    return SALA_OK;
+}
+
+int up_f(Pool &P, const float *h, size_t n, float **out, sala_err *e)
+{
+    cudaError_t err = cudaSuccess;
+    float *d = P.get<float>(n, &err);
+    CUDA_CHECK(err);
+    if (h) CUDA_CHECK(cudaMemcpy(d, h, n * 4, cudaMemcpyHostToDevice));
+    *out = d;
+    return SALA_OK;
+}
+
+int down_b(Pool &P, const bf16 *d, size_t n, float *h, sala_err *e)
+{
+    cudaError_t err = cudaSuccess;
+    float *tmp = P.get<float>(n, &err);
+    CUDA_CHECK(err);
+    b2f_kernel<<<256, 256>>>(d, n, tmp);
+    CUDA_CHECK(cudaGetLastError());
+    CUDA_CHECK(cudaMemcpy(h, tmp, n * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+int op_add_norm(const float *x, const float *a, float rs, const float *w, int T, int D, float eps,
+                float *x_out, float *h_out, sala_err *e)
+{
+    Pool P;
+    float *dx, *da = nullptr, *dw;
+    bf16 *dh;
+    cudaError_t err = cudaSuccess;
+    CU_TRY(up_f(P, x, (size_t)T * D, &dx, e));
+    if (a) CU_TRY(up_f(P, a, (size_t)T * D, &da, e));
+    CU_TRY(up_f(P, w, D, &dw, e));
+    dh = P.get<bf16>((size_t)T * D, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(k_add_norm(0, dx, da, rs, dw, eps, T, D, dh));
+    CUDA_CHECK(cudaMemcpy(x_out, dx, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    return down_b(P, dh, (size_t)T * D, h_out, e);
+}
+
+int op_gemm(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e)
+{
+    Pool P;
+    bf16 *dW, *dx;
+    float *dy;
+    CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
+    CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
+    CU_TRY(up_f(P, nullptr, (size_t)T * out, &dy, e));
+    cu_model m;
+    memset(&m, 0, sizeof(m));
+    CUBLAS_CHECK(cublasCreate(&m.blas));
+    int rc = cu_gemm(&m, dW, out, in, dx, T, dy, out, e);
+    cudaError_t err = cudaDeviceSynchronize();
+    cublasDestroy(m.blas);
+    if (rc) return rc;
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(y, dy, (size_t)T * out * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+int op_swiglu(const float *gu, int T, int I, float *out, sala_err *e)
+{
+    Pool P;
+    float *dg;
+    cudaError_t err = cudaSuccess;
+    CU_TRY(up_f(P, gu, (size_t)T * 2 * I, &dg, e));
+    bf16 *dout = P.get<bf16>((size_t)T * I, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(k_swiglu(0, dg, T, I, dout));
+    return down_b(P, dout, (size_t)T * I, out, e);
+}
+
+int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, const float *proj,
+                 const float *qn, const float *kn, const float *on, float *S, float *out,
+                 sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    la_args a;
+    memset(&a, 0, sizeof(a));
+    const int nd = nh * d;
+    const int Tp = T == 1 ? 1 : (T + CU_LA_C - 1) / CU_LA_C * CU_LA_C, nch = (Tp + CU_LA_C - 1) / CU_LA_C;
+    float *dproj, *dqn, *dkn, *don, *dS, *dinv, *ddec;
+    CU_TRY(up_f(P, proj, (size_t)T * 4 * nd, &dproj, e));
+    CU_TRY(up_f(P, qn, d, &dqn, e));
+    CU_TRY(up_f(P, kn, d, &dkn, e));
+    CU_TRY(up_f(P, on, nd, &don, e));
+    CU_TRY(up_f(P, S, (size_t)nh * d * d, &dS, e));
+    float inv[1024], slope[1024];
+    float *dec = (float *)malloc((size_t)nh * (CU_LA_C + 1) * 4);
+    if (!dec || nh > 1024 || d > 2048) {
+        free(dec);
+        return cu_errf(e, SALA_EINVAL, "lightning op: nh %d / d %d too large", nh, d);
+    }
+    for (int i = 0; i < d / 2; i++) inv[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)d);
+    cu_alibi_slopes(slope, nh);
+    for (int n = 0; n < nh; n++)
+        for (int x = 0; x <= CU_LA_C; x++)
+            dec[n * (CU_LA_C + 1) + x] = (float)exp(-(double)slope[n] * x);
+    int rc = up_f(P, inv, d / 2, &dinv, e);
+    if (!rc) rc = up_f(P, dec, (size_t)nh * (CU_LA_C + 1), &ddec, e);
+    free(dec);
+    if (rc) return rc;
+    a.proj = dproj;
+    a.ld = 4 * nd;
+    a.T = T;
+    a.Tp = Tp;
+    a.nh = nh;
+    a.d = d;
+    a.p0 = p0;
+    a.qn = dqn, a.kn = dkn, a.on = don, a.inv_freq = dinv, a.dec = ddec;
+    a.eps = eps;
+    a.scale = (float)(1.0 / sqrt((double)d));
+    float **bufs[] = {&a.Qh, &a.Qd, &a.Kh, &a.Kw, &a.Vh, &a.Oh};
+    for (int i = 0; i < 6; i++) *bufs[i] = P.get<float>((size_t)nh * Tp * d, &err);
+    a.Sb = P.get<float>((size_t)nh * nch * d * d, &err);
+    a.Ab = P.get<float>((size_t)nh * nch * CU_LA_C * CU_LA_C, &err);
+    bf16 *dout = P.get<bf16>((size_t)T * nd, &err);
+    CUDA_CHECK(err);
+    a.S = dS;
+    CUDA_CHECK(k_la_prep(0, &a));
+    if (T == 1) {
+        CUDA_CHECK(k_la_step(0, &a));
+    } else {
+        cublasHandle_t h;
+        CUBLAS_CHECK(cublasCreate(&h));
+        rc = cu_lightning_chunked(h, 0, &a, CUBLAS_COMPUTE_32F, e);
+        cudaDeviceSynchronize();
+        cublasDestroy(h);
+        if (rc) return rc;
+    }
+    CUDA_CHECK(k_la_out(0, &a, dout));
+    CUDA_CHECK(cudaMemcpy(S, dS, (size_t)nh * d * d * 4, cudaMemcpyDeviceToHost));
+    return down_b(P, dout, (size_t)T * nd, out, e);
+}
+
+int op_attention(const float *Q, const float *K, const float *V, int64_t L, int64_t p0, int T,
+                 int nh, int nkv, int d, const int32_t *sel, int Ksel, float *out, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dQ, *dK, *dV;
+    float *dO;
+    int32_t *dsel = nullptr;
+    CU_TRY(up_b(P, Q, (size_t)T * nh * d, &dQ, e));
+    CU_TRY(up_b(P, K, (size_t)L * nkv * d, &dK, e));
+    CU_TRY(up_b(P, V, (size_t)L * nkv * d, &dV, e));
+    CU_TRY(up_f(P, nullptr, (size_t)T * nh * d, &dO, e));
+    if (sel) {
+        dsel = P.get<int32_t>((size_t)T * nkv * Ksel, &err);
+        CUDA_CHECK(err);
+        CUDA_CHECK(cudaMemcpy(dsel, sel, (size_t)T * nkv * Ksel * 4, cudaMemcpyHostToDevice));
+    }
+    CUDA_CHECK(cu_kernels_init());
+    attn_args a = {dQ, dK, dV, dO, dsel, Ksel, p0, 0, T, nh, nkv, d, CU_KT,
+                   (float)(1.0 / sqrt((double)d))};
+    CUDA_CHECK(sel ? k_attn_sparse(0, &a) : k_attn_dense(0, &a));
+    CUDA_CHECK(cudaMemcpy(out, dO, (size_t)T * nh * d * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+int64_t nw(int64_t L, int64_t k, int64_t s) { return L < k ? 0 : (L - k) / s + 1; }
+
+int op_compress(const float *K, int64_t L, int nkv, int d, int k1, int s1, float *K1, float *K2,
+                sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dK;
+    const int row = nkv * d;
+    const int64_t n1 = nw(L, k1, s1), n2 = nw(L, 4 * k1, 4 * s1);
+    CU_TRY(up_b(P, K, (size_t)L * row, &dK, e));
+    bf16 *d1 = P.get<bf16>((size_t)(n1 + 1) * row, &err), *d2 = P.get<bf16>((size_t)(n2 + 1) * row, &err);
+    CUDA_CHECK(err);
+    const int64_t La = L / 3, a1 = nw(La, k1, s1), a2 = nw(La, 4 * k1, 4 * s1);
+    CUDA_CHECK(k_compress(0, dK, row, 0, a1, k1, s1, d1));
+    CUDA_CHECK(k_compress(0, dK, row, 0, a2, 4 * k1, 4 * s1, d2));
+    CUDA_CHECK(k_compress(0, dK, row, a1, n1, k1, s1, d1));
+    CUDA_CHECK(k_compress(0, dK, row, a2, n2, 4 * k1, 4 * s1, d2));
+    CU_TRY(down_b(P, d1, (size_t)n1 * row, K1, e));
+    return down_b(P, d2, (size_t)n2 * row, K2, e);
+}
+
+int op_select(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const float *K1,
+              int64_t n1, const float *K2, int64_t n2, const eng_sparse_config *sc, int32_t *sel,
+              sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dQ, *d1, *d2;
+    const int Kq = (int)(sc->topk + sc->window_size / sc->block_size);
+    const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
+    CU_TRY(up_b(P, Q, (size_t)T * nh * d, &dQ, e));
+    CU_TRY(up_b(P, K1, (size_t)(n1 + 1) * nkv * d, &d1, e));
+    CU_TRY(up_b(P, K2, (size_t)(n2 + 1) * nkv * d, &d2, e));
+    float *score = P.get<float>((size_t)T * nkv * nbs, &err);
+    int32_t *dsel = P.get<int32_t>((size_t)T * nkv * Kq, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cu_kernels_init());
+    const float scale = (float)(1.0 / sqrt((double)d));
+    score_args sa = {dQ, d1, d2, n1, n2, score, (int)nbs, p0, 0, T, nh, nkv, d,
+                     (int)sc->kernel_size, (int)sc->kernel_stride, (int)sc->block_size, scale};
+    CUDA_CHECK(k_score(0, &sa));
+    topk_args ta = {score, (int)nbs, dsel, Kq, p0, 0, T, nkv, (int)sc->block_size,
+                    (int)sc->init_blocks, (int)(sc->window_size / sc->block_size)};
+    CUDA_CHECK(k_topk(0, &ta));
+    CUDA_CHECK(cudaMemcpy(sel, dsel, (size_t)T * nkv * Kq * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+const sala_cuda_ops ops = {op_add_norm, op_gemm, op_swiglu, op_lightning, op_attention,
+                           op_compress, op_select};
+
+}   // namespace
+
+extern "C" __attribute__((visibility("default"))) const sala_cuda_ops *sala_cuda_ops_get(void)
+{
+    return &ops;
+}

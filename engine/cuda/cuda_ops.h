@@ -1,0 +1,47 @@
+/* cuda_ops.h: host-pointer entry points to the CUDA backend's kernels, for the parity tests
+ * (tests/test_cuda.c) only. libsala_cuda.so exports `const sala_cuda_ops *sala_cuda_ops_get(void)`.
+ * Every op uploads its inputs, runs the same kernel the forward pass runs, downloads the result
+ * and frees its device memory; device pointers never cross this interface. fp32 inputs that the
+ * kernel reads as bf16 (weights, the K/V cache, sparse-layer queries) are rounded to bf16
+ * (nearest even) on the device side; the caller's CPU twin should round them the same way.
+ * Every op returns SALA_OK or a negative status with the reason in *e. */
+#ifndef SALA_CUDA_OPS_H
+#define SALA_CUDA_OPS_H
+
+#include <stdint.h>
+
+#include "common.h"
+#include "engine/config.h"
+
+typedef struct {
+    /* x (T, D) += rs * a (a may be NULL) -> x_out; h_out = rmsnorm(x_out) * w as bf16 values */
+    int (*add_norm)(const float *x, const float *a, float rs, const float *w, int T, int D,
+                    float eps, float *x_out, float *h_out, sala_err *e);
+    /* y (T, out) = bf16(x) (T, in) · bf16(W) (out, in)ᵀ, fp32 accumulation */
+    int (*gemm)(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e);
+    /* out (T, I) = bf16(silu(gu[:, :I]) * gu[:, I:]) */
+    int (*swiglu)(const float *gu, int T, int I, float *out, sala_err *e);
+    /* Lightning core of one layer at positions p0..p0+T-1: proj (T, 4 nh d) = q|k|v|z; q/k
+     * per-head RMSNorm (qn, kn), RoPE (theta), Simple-GLA with the ALiBi decays of nh heads and
+     * state S (nh, d, d) in/out, then RMSNorm (on) and · sigmoid(z): out (T, nh d) bf16 values.
+     * T == 1 runs the decode step, T > 1 the chunked prefill. */
+    int (*lightning)(int T, int nh, int d, int64_t p0, double theta, float eps, const float *proj,
+                     const float *qn, const float *kn, const float *on, float *S, float *out,
+                     sala_err *e);
+    /* Attention of queries Q (T, nh, d) at positions p0.. over K/V (L, nkv, d) (L >= p0 + T):
+     * dense (sel NULL): keys 0..p; sparse: keys j <= p of the blocks sel (T, nkv, Ksel) of 64. */
+    int (*attention)(const float *Q, const float *K, const float *V, int64_t L, int64_t p0, int T,
+                     int nh, int nkv, int d, const int32_t *sel, int Ksel, float *out,
+                     sala_err *e);
+    /* K1 (n1, nkv, d), K2 (n2, nkv, d) of K (L, nkv, d) as bf16 values, built incrementally in
+     * two calls (first L/3 tokens, then the rest). */
+    int (*compress)(const float *K, int64_t L, int nkv, int d, int k1, int s1, float *K1,
+                    float *K2, sala_err *e);
+    /* Block selection of queries Q (T, nh, d) at positions p0.. from K1 (n1), K2 (n2) (all
+     * windows of the first p0+T keys): sel (T, nkv, K) ascending, -1 padded. */
+    int (*select)(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const float *K1,
+                  int64_t n1, const float *K2, int64_t n2, const eng_sparse_config *sc,
+                  int32_t *sel, sala_err *e);
+} sala_cuda_ops;
+
+#endif
