@@ -24,7 +24,11 @@ const char cmd_bench_usage[] =
     "  cpu --model DIR [--prefill N] [--decode N] [--layers]\n"
     "      CPU engine prefill and decode tokens/s on a model directory.\n"
     "  cpu --real-layers DIR [--prefill N]\n"
-    "      time of one real-width layer of each kind (random bf16 weights written to DIR).\n";
+    "      time of one real-width layer of each kind (random bf16 weights written to DIR).\n"
+    "  gpu --random-weights full|tiny [--lengths 8K,32K,128K,256K,1M] [--decode N]\n"
+    "      [--peer bench/peer_dense8b.py] [--peer-lengths 8K,32K,64K,128K]\n"
+    "      CUDA engine: TTFT per length, decode tokens/s, peak GPU memory, per-op time, and\n"
+    "      the dense-8B PyTorch peer in the same run (needs a GPU).\n";
 
 static int cmp_double(const void *a, const void *b)
 {
