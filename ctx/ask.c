@@ -61,6 +61,9 @@ int ctx_open(db *d, const char *corpus, ctx_model *m, ctx_ctx **out, sala_err *e
     *out = c;
     return SALA_OK;
 fail:
+    if (rc && rc != SALA_ENOMEM && e && !strstr(e->msg, "sala prefill"))
+        sala_err_prefix(e, "cached context of '%s' cannot be used (run 'sala prefill %s' again)",
+                        corpus, corpus);
     sf_close(r);
     ctx_row_free(&row);
     ctx_close(c);

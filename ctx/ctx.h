@@ -49,6 +49,10 @@ int ctx_state_dir(const char *dbopt, char *buf, size_t cap, sala_err *e);
 int ctx_corpus_model_set(db *d, const char *corpus, const char *dir, sala_err *e);
 int ctx_corpus_model_get(db *d, const char *corpus, char **dir, sala_err *e);
 
+/* The model for corpus: opt when given, else the corpus's configured model, else $SALA_MODEL;
+ * *dir is malloc'ed (caller frees), NULL when none is configured (not an error). */
+int ctx_model_resolve(db *d, const char *corpus, const char *opt, char **dir, sala_err *e);
+
 /* ---- prefill ---- */
 typedef struct {
     int64_t done, total;        /* tokens of this run */

@@ -68,3 +68,16 @@ int ctx_state_path(const char *state_dir, int64_t corpus_id, const char *fp_hex,
     if (n < 0 || (size_t)n >= cap) return sala_errf(e, SALA_ERANGE, "state file path too long");
     return SALA_OK;
 }
+
+int ctx_model_resolve(db *d, const char *corpus, const char *opt, char **dir, sala_err *e)
+{
+    *dir = NULL;
+    if (!opt) {
+        int rc = ctx_corpus_model_get(d, corpus, dir, e);
+        if (rc != SALA_ENOTFOUND) return rc;
+        const char *env = getenv("SALA_MODEL");
+        if (!env || !*env) return SALA_OK;
+        opt = env;
+    }
+    return (*dir = strdup(opt)) ? SALA_OK : sala_errf(e, SALA_ENOMEM, "out of memory");
+}

@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #define PREFILL_CHUNK 1024
@@ -87,13 +88,13 @@ static int reuse_state(const char *path, const ctx_model *m, const ctx_prefix *p
     sf_reader *r = NULL;
     int32_t *old = NULL;
     int64_t nold = 0;
+    if (access(path, F_OK)) return SALA_ENOTFOUND;   /* first prefill */
     int rc = ctx_state_open(path, m, NULL, &r, &e);
     if (!rc) rc = ctx_state_ids(r, &old, &nold, &e);
     if (!rc) rc = ctx_state_load(r, m, seq, &e);
     sf_close(r);
     if (rc) {
-        if (rc != SALA_EIO || ctx_file_size(path))
-            sala_log(SALA_LOG_INFO, "previous state not reused: %s", e.msg);
+        sala_log(SALA_LOG_WARN, "previous state not reused (prefilling everything): %s", e.msg);
         free(old);
         return SALA_ENOTFOUND;
     }
