@@ -25,6 +25,7 @@ const char cmd_ask_usage[] =
     "options:\n"
     "  --think      let the model think before answering, and show the thinking\n"
     "  --json       print one JSON object (answer, token ids, citations, timings) instead\n"
+    "  --time-fork  also time one fork of the opened state (benchmarks)\n"
     "  -n N         at most N answer tokens (512); --temp 0 (default) is greedy\n";
 
 static int print_text(void *ud, const char *t, size_t n)
@@ -87,17 +88,19 @@ static void print_citations(const ctx_answer *a)
 
 int cmd_ask(int argc, char **argv)
 {
-    enum { O_DB = 256, O_MODEL, O_BACKEND, O_TEMP, O_TOPK, O_TOPP, O_REP, O_SEED, O_THINK, O_JSON };
+    enum { O_DB = 256, O_MODEL, O_BACKEND, O_TEMP, O_TOPK, O_TOPP, O_REP, O_SEED, O_THINK, O_JSON,
+           O_FORK };
     static const struct option opts[] = {
         {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
         {"backend", required_argument, 0, O_BACKEND}, {"temp", required_argument, 0, O_TEMP},
         {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
         {"rep-penalty", required_argument, 0, O_REP}, {"seed", required_argument, 0, O_SEED},
         {"think", no_argument, 0, O_THINK}, {"json", no_argument, 0, O_JSON},
+        {"time-fork", no_argument, 0, O_FORK},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *dbopt = NULL, *model = NULL, *backend = NULL;
-    bool json = false;
+    bool json = false, time_fork = false;
     ctx_ask_opts o = {.sampler = {.temperature = 0, .top_k = 0, .top_p = 1.0f,
                                   .repetition_penalty = 1.0f, .seed = 0},
                       .max_tokens = 512};
@@ -111,6 +114,7 @@ int cmd_ask(int argc, char **argv)
         case O_BACKEND: backend = optarg; break;
         case O_THINK: o.think = true; break;
         case O_JSON: json = true; break;
+        case O_FORK: time_fork = true; break;
         case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
         case O_TEMP: o.sampler.temperature = strtof(optarg, &end); if (*end) goto usage; break;
         case O_TOPK: o.sampler.top_k = (int)strtol(optarg, &end, 10); if (*end) goto usage; break;
@@ -141,6 +145,15 @@ int cmd_ask(int argc, char **argv)
     }
     if ((rc = ctx_model_open(dir, backend, &m, &e))) goto fail;
     if ((rc = ctx_open(d, corpus, m, &c, &e))) goto fail;
+    if (time_fork) {   /* benchmark: one fork of the opened prefix state */
+        eng_seq *f = NULL;
+        const double t0 = sala_now();
+        rc = ctx_fork(c, &f, &e);
+        const double dt = sala_now() - t0;
+        eng_seq_free(f);
+        if (rc) goto fail;
+        fprintf(stderr, "fork of the %lld-token state: %.4fs\n", (long long)ctx_length(c), dt);
+    }
     rc = ctx_ask(c, question, &o, json ? NULL : print_text, NULL, &a, &e);
     if (rc) goto fail;
     if ((rc = ctx_answer_store(d, c, question, &a, &e))) goto fail;
