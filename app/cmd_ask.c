@@ -176,11 +176,12 @@ int cmd_ask(int argc, char **argv)
         cJSON_Delete(o2);
     } else {
         printf("\n");
-        print_citations(&a);
+        fflush(stdout);   /* the answer ends before the timing line on stderr */
         fprintf(stderr, "open %.3fs, question prefill %.3fs (%lld tokens), first token %.3fs, "
                 "%.1f tok/s, %lld tokens%s\n", a.t_open, a.t_question,
                 (long long)a.question_tokens, a.t_first, a.tok_per_s, (long long)a.ntokens,
                 a.stopped ? "" : " (stopped at -n)");
+        print_citations(&a);
     }
 fail:
     if (rc) app_errorf("%s", e.msg);
