@@ -37,17 +37,9 @@ static int print_corpus(const db_corpus_info *c, void *ud)
 
 int cmd_corpus(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"db", required_argument, NULL, 'd'}, {0}};
     const char *dbopt = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'd') dbopt = optarg;
-        else {
-            fputs(cmd_corpus_usage, c == 'h' ? stdout : stderr);
-            return c == 'h' ? EXIT_OK : EXIT_USER;
-        }
-    }
+    int opt_rc = app_parse_db_only(argc, argv, cmd_corpus_usage, &dbopt);
+    if (opt_rc >= 0) return opt_rc;
     int nargs = argc - optind;
     char **args = argv + optind;
     bool is_model = nargs >= 1 && !strcmp(args[0], "model");
