@@ -360,7 +360,7 @@ static void draw_cites(scr_ask *s, int y, int x, int h, int w)
         cx += ui_puts(y + r, cx, x + w - cx, c->name, at | A_BOLD);
         cx += ui_puts(y + r, cx, x + w - cx, ", ", at);
         cx += ui_puts(y + r, cx, x + w - cx, c->locator, sel ? at : ui_attr(UI_A_LABEL));
-        if (c->kind == ASK_CITE_EVIDENCE) ui_printf(y + r, cx + 2, x + w - cx - 2, at | A_DIM, "%.2f", c->score);
+        if (c->kind == ASK_CITE_EVIDENCE) ui_printf(y + r, cx + 2, x + w - cx - 2, at | A_DIM, "score %.2f", c->score);
         else ui_puts(y + r, cx + 2, x + w - cx - 2, c->excerpt, at | A_DIM);
     }
 }
