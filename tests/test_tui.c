@@ -308,6 +308,27 @@ static void test_job_prefill_parse(void)
     ui_job_line(&j, 0, "context c: 1200 tokens, 3 documents (0 reused, ...)");
     CU_ASSERT(!strncmp(j.summary, "context c: 1200 tokens", 22));
     CU_ASSERT_EQUAL(j.done, 0);
+    /* Its cancel is SIGINT (sala prefill stops between chunks and saves nothing), not SIGTERM:
+     * a child that exits 3 on SIGINT only. */
+    char *argv[] = {"/bin/sh", "-c", "trap 'exit 3' INT; echo ready; while :; do sleep 0.05; done",
+                    NULL};
+    sala_err e = {0, ""};
+    CU_ASSERT_FATAL(ui_job_start(&j, "prefill", argv, &e) == SALA_OK);
+    CU_ASSERT(j.prefill);
+    double t0 = sala_now();
+    while (strcmp(j.last, "ready") != 0 && sala_now() - t0 < 5) {
+        ui_job_poll(&j);
+        usleep(10000);
+    }
+    CU_ASSERT_STRING_EQUAL(j.last, "ready"); /* stderr is a pty, stdout a pipe: both are read */
+    ui_job_cancel(&j);
+    while (j.running && sala_now() - t0 < 10) {
+        ui_job_poll(&j);
+        usleep(10000);
+    }
+    CU_ASSERT(!j.running && j.cancelled);
+    CU_ASSERT_EQUAL(j.exit_code, 3);
+    ui_job_free(&j);
 }
 
 /* ---- tmux ---- */

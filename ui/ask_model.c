@@ -7,7 +7,9 @@
  * appends each complete UTF-8 piece to `pending` (under mu) and returns the cancel flag, so a
  * cancel stops generation at the next token. poll() (main thread) takes the pending text, and
  * once finished joins the worker and hands over the quotes and evidence. Nothing here prints or
- * touches curses. */
+ * touches curses. A new start() or free() cancels and joins a running worker: quick while it
+ * generates (the next token), but ctx_open cannot be interrupted, so leaving the screen while
+ * the context opens waits for the open to end. */
 #include "ask.h"
 
 #include <pthread.h>

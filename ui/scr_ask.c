@@ -284,8 +284,10 @@ static void pane_head(int y, int x, int w, const char *text, bool focused)
 static void draw_answer(scr_ask *s, int y, int x, int h, int w)
 {
     char head[256];
+    bool opening = s->running && s->be->status && !strncmp(s->be->status, "opening", 7);
     snprintf(head, sizeof(head), "Answer \xe2\x80\x94 %s%s%s", s->be->label,
-             s->cancelling ? "  (stopping)" : s->running ? "  (streaming)" : "",
+             s->cancelling ? "  (stopping)" : opening ? "  (opening context\xe2\x80\xa6)"
+             : s->running ? "  (streaming)" : "",
              s->thinking.len ? (s->show_thinking ? "  [thinking shown]" : "  [thinking hidden]") : "");
     pane_head(y, x, w, head, s->focus == P_ANSWER);
     y++, h--;
