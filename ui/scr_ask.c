@@ -40,7 +40,7 @@ typedef struct {
     char corpus[256], title[320];
     ask_backend *be;
     char *model_dir;         /* NULL: retrieval mode */
-    char notice[512];        /* model mode: the state of the cached context, "" when valid */
+    char notice[SALA_ERR_MAX + 64]; /* model mode: the state of the cached context, "" when valid */
     bool ctx_ok;
     char **hist;             /* the questions table of this corpus, newest first */
     int nhist;
