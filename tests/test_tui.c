@@ -2,8 +2,12 @@
  * wrapping, the line editor, the retrieval backend, the background job), then the real binary
  * driven through tmux on a corpus the test builds with `sala corpus new` + `sala add`:
  * navigation, viewer, search, ask (retrieval mode) with a jump to a citation, hostile bytes,
- * background ingest, a resize matrix, and the refusals without a terminal. The tmux server
- * runs on a private socket and is killed at the end; captures are polled with a bounded wait. */
+ * background ingest, a resize matrix, and the refusals without a terminal; then model mode on a
+ * tiny random model with the real tokenizer: the corpora screen's tokens and context column
+ * (none, valid after the `p` prefill job, STALE after `sala add`), a streamed answer with
+ * evidence opening the viewer, the stored question after a restart, a cancel mid-stream with
+ * resizes. The tmux server runs on a private socket and is killed at the end; captures are
+ * polled with a bounded wait. */
 #include "test.h"
 
 #include <signal.h>
@@ -14,6 +18,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
+#include "engine/random_model.h"
 #include "ingest/db.h"
 #include "ui/ask.h"
 #include "ui/job.h"
@@ -286,6 +293,41 @@ static void test_job_parse_and_cancel(void)
     }
     CU_ASSERT(!j.running && j.cancelled);
     CU_ASSERT_EQUAL(j.exit_code, 128 + SIGTERM);
+    ui_job_free(&j);
+}
+
+static void test_job_prefill_parse(void)
+{
+    ui_job j;
+    ui_job_init(&j);
+    j.prefill = true;
+    ui_job_line(&j, 1, "prefill [#####                         ] 200/1200 tokens  812 tok/s  ETA 1s");
+    CU_ASSERT(j.tok_done == 200 && j.tok_total == 1200 && j.tok_per_s == 812 && j.eta == 1);
+    ui_job_line(&j, 1, "sala: no model: give --model DIR");
+    CU_ASSERT_STRING_EQUAL(j.last, "sala: no model: give --model DIR");
+    ui_job_line(&j, 0, "context c: 1200 tokens, 3 documents (0 reused, ...)");
+    CU_ASSERT(!strncmp(j.summary, "context c: 1200 tokens", 22));
+    CU_ASSERT_EQUAL(j.done, 0);
+    /* Its cancel is SIGINT (sala prefill stops between chunks and saves nothing), not SIGTERM:
+     * a child that exits 3 on SIGINT only. */
+    char *argv[] = {"/bin/sh", "-c", "trap 'exit 3' INT; echo ready; while :; do sleep 0.05; done",
+                    NULL};
+    sala_err e = {0, ""};
+    CU_ASSERT_FATAL(ui_job_start(&j, "prefill", argv, &e) == SALA_OK);
+    CU_ASSERT(j.prefill);
+    double t0 = sala_now();
+    while (strcmp(j.last, "ready") != 0 && sala_now() - t0 < 5) {
+        ui_job_poll(&j);
+        usleep(10000);
+    }
+    CU_ASSERT_STRING_EQUAL(j.last, "ready"); /* stderr is a pty, stdout a pipe: both are read */
+    ui_job_cancel(&j);
+    while (j.running && sala_now() - t0 < 10) {
+        ui_job_poll(&j);
+        usleep(10000);
+    }
+    CU_ASSERT(!j.running && j.cancelled);
+    CU_ASSERT_EQUAL(j.exit_code, 3);
     ui_job_free(&j);
 }
 
@@ -567,6 +609,176 @@ static void test_tui_no_terminal(void)
     }
 }
 
+/* ---- tmux: model mode ---- */
+
+/* test_ctx.c's tiny model: 4 layers (2 sparse), dense_len 256, so a corpus of ~1400 tokens goes
+ * through the sparse path and has evidence. */
+static const char model_cfg[] =
+    "{\"architectures\": [\"MiniCPMSALAForCausalLM\"], \"attn_use_output_gate\": true,"
+    " \"attn_use_rope\": false, \"bos_token_id\": 1, \"dim_model_base\": 32,"
+    " \"eos_token_id\": [2, 73440], \"head_dim\": 32, \"hidden_act\": \"silu\","
+    " \"hidden_size\": 128, \"intermediate_size\": 256, \"lightning_head_dim\": 32,"
+    " \"lightning_nh\": 4, \"lightning_nkv\": 4, \"lightning_scale\": \"1/sqrt(d)\","
+    " \"lightning_use_rope\": true, \"max_position_embeddings\": 32768,"
+    " \"mixer_types\": [\"minicpm4\", \"lightning-attn\", \"lightning-attn\", \"minicpm4\"],"
+    " \"model_type\": \"minicpm_sala\", \"num_attention_heads\": 4, \"num_hidden_layers\": 4,"
+    " \"num_key_value_heads\": 2, \"pad_token_id\": 2, \"qk_norm\": true, \"rms_norm_eps\": 1e-06,"
+    " \"rope_scaling\": null, \"rope_theta\": 10000.0, \"scale_depth\": 1.4, \"scale_emb\": 12,"
+    " \"tie_word_embeddings\": false, \"use_output_gate\": true, \"use_output_norm\": true,"
+    " \"vocab_size\": 73448, \"sparse_config\": {\"block_size\": 64, \"dense_len\": 256,"
+    " \"init_blocks\": 1, \"kernel_size\": 32, \"kernel_stride\": 16, \"topk\": 4,"
+    " \"use_nope\": false, \"window_size\": 128}}";
+
+static bool write_words(const char *path, unsigned seed, int n)
+{
+    static const char *const w[] = {"contract", "licence", "party", "shall", "warranty", "zebra",
+                                    "giraffe", "keeper", "river", "the", "of", "and", "notice",
+                                    "penguin", "habitat", "clause", "visitor", "enclosure"};
+    FILE *f = fopen(path, "w");
+    if (!f) return false;
+    for (int i = 0; i < n; i++) {
+        seed = seed * 1103515245u + 12345u;
+        fprintf(f, "%s%s", w[(seed >> 16) % SALA_ARRAY_LEN(w)], i % 12 == 11 ? ".\n" : " ");
+    }
+    return fclose(f) == 0;
+}
+
+/* The row of the pane that holds s, or "" (into t->cap's own storage: a copy). */
+static void pane_row(const tmx *t, const char *s, char *out, size_t cap)
+{
+    const char *p = strstr(t->cap, s);
+    out[0] = 0;
+    if (!p) return;
+    const char *b = p;
+    while (b > t->cap && b[-1] != '\n') b--;
+    const char *e = strchr(p, '\n');
+    size_t n = e ? (size_t)(e - b) : strlen(b);
+    snprintf(out, cap, "%.*s", (int)SALA_MIN(n, cap - 1), b);
+}
+
+static bool model_corpus_build(tmx *t, char *model, size_t cap, long long *tokens)
+{
+    snprintf(t->dir, sizeof(t->dir), "%s", test_tmpdir());
+    snprintf(t->db, sizeof(t->db), "%s/store.db", t->dir);
+    char p[4400], cfg[4400], a[20000];
+    snprintf(model, cap, "%s/tiny-model", t->dir);
+    snprintf(cfg, sizeof(cfg), "%s/tiny.json", t->dir);
+    if (test_write_file(cfg, model_cfg, sizeof(model_cfg) - 1)) return false;
+    sala_err e;
+    if (eng_random_model_write(cfg, model, 3, test_shared("tokenizer/tokenizer.json"), &e)) {
+        fprintf(stderr, "%s\n", e.msg);
+        return false;
+    }
+    for (int i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "%s/zoo%d.txt", t->dir, i);
+        if (!write_words(p, (unsigned)i + 11, 300)) return false;
+    }
+    snprintf(p, sizeof(p), "%s/late.txt", t->dir);
+    if (!write_words(p, 99, 80)) return false;
+    if (!sala_cmd(t, "corpus new zoo")) return false;
+    snprintf(a, sizeof(a), "SALA_TOKENIZER='%s' '%s' add --db '%s' zoo '%s/zoo0.txt' "
+             "'%s/zoo1.txt' '%s/zoo2.txt' >/dev/null 2>&1", test_shared("tokenizer/tokenizer.json"),
+             test_bin(), t->db, t->dir, t->dir, t->dir);
+    if (sh("%s", a)) return false;
+    snprintf(a, sizeof(a), "corpus model zoo '%s'", model);
+    if (!sala_cmd(t, a)) return false;
+    /* The token count the corpora screen must show, straight from the table. */
+    sqlite3 *h;
+    sqlite3_stmt *st;
+    *tokens = -1;
+    if (sqlite3_open(t->db, &h) != SQLITE_OK) return false;
+    if (sqlite3_prepare_v2(h, "SELECT SUM(n) FROM tokens", -1, &st, NULL) == SQLITE_OK) {
+        if (sqlite3_step(st) == SQLITE_ROW) *tokens = sqlite3_column_int64(st, 0);
+        sqlite3_finalize(st);
+    }
+    sqlite3_close(h);
+    return *tokens > 0;
+}
+
+static void test_tui_model(void)
+{
+    static tmx t;
+    char model[4400], row[1024], num[32];
+    long long tokens;
+    CU_ASSERT_FATAL(have_tmux());
+    CU_ASSERT_FATAL(model_corpus_build(&t, model, sizeof(model), &tokens));
+    CU_ASSERT_FATAL(tmx_start(&t, 100, 30, "--max-tokens 40"));
+    /* Corpora: real token count, no context yet. */
+    CU_ASSERT(WAIT(&t, "CONTEXT", "zoo"));
+    pane_row(&t, " zoo ", row, sizeof(row));
+    snprintf(num, sizeof(num), " %lld ", tokens);
+    CU_ASSERT(strstr(row, num) != NULL && strstr(row, "none") != NULL);
+    /* Ask before any prefill: model mode says there is no context and offers p. */
+    keys(&t, "a");
+    CU_ASSERT(WAIT(&t, "Ask \xe2\x80\xba zoo", "model tiny-model", "No cached context", "press p"));
+    /* p: the prefill job; when it ends the ask screen has a valid context. */
+    keys(&t, "p");
+    CU_ASSERT(WAIT(&t, "prefill finished: context zoo"));
+    CU_ASSERT(WAIT(&t, "Type a question"));
+    keys(&t, "i");
+    text(&t, "Who feeds the penguin?");
+    keys(&t, "Enter");
+    /* The answer: streamed text under the question, then evidence; stored (earlier questions). */
+    CU_ASSERT(WAIT(&t, "Earlier questions (1)", "Evidence (", "zoo", ".txt:1-"));
+    CU_ASSERT(strstr(t.cap, "Evidence (0)") == NULL);
+    CU_ASSERT(strstr(t.cap, "(streaming)") == NULL);
+    {   /* the row two below the question holds generated text */
+        const char *q = strstr(t.cap, "Who feeds the penguin?");
+        const char *r2 = q ? strchr(q, '\n') : NULL;
+        r2 = r2 ? strchr(r2 + 1, '\n') : NULL;
+        int nonblank = 0;
+        for (int i = 1; r2 && r2[i] && r2[i] != '\n' && i < 40; i++) nonblank += r2[i] != ' ';
+        CU_ASSERT(nonblank > 5);
+    }
+    /* Enter on the first evidence row opens the viewer at its locator. */
+    keys(&t, "Tab Tab Enter");
+    CU_ASSERT(WAIT(&t, "Viewer \xe2\x80\xba zoo", ".txt:1-"));
+    keys(&t, "q Escape");
+    /* Corpora: the context is valid now. */
+    CU_ASSERT(WAIT(&t, "sala \xe2\x80\xba Corpora", "valid"));
+    keys(&t, "q");
+    CU_ASSERT_EQUAL(tmx_exit(&t), 0);
+    char *err = read_err(&t);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    free(err);
+    tmx_kill(&t);
+
+    /* Restart with long answers: the question is in the stored history; cancel mid-stream,
+     * resizing while it streams. */
+    CU_ASSERT_FATAL(tmx_start(&t, 100, 30, "zoo --max-tokens 4000"));
+    CU_ASSERT(WAIT(&t, "Documents \xe2\x80\xba zoo"));
+    keys(&t, "a");
+    CU_ASSERT(WAIT(&t, "Earlier questions (1)", "Who feeds the penguin?"));
+    text(&t, "Where is the river habitat?");
+    keys(&t, "Enter");
+    CU_ASSERT(WAIT(&t, "(streaming)"));
+    static const int sizes[][2] = {{30, 8}, {1, 1}, {160, 50}, {60, 12}, {100, 30}};
+    for (size_t i = 0; i < SALA_ARRAY_LEN(sizes); i++) {
+        sh("tmux -L %s resize-window -t tui -x %d -y %d", t.sock, sizes[i][0], sizes[i][1]);
+        usleep(100000);
+    }
+    CU_ASSERT(WAIT(&t, "(streaming)", "Where is the river habitat?"));
+    keys(&t, "C-g");
+    CU_ASSERT(WAIT(&t, "[stopped]"));
+    CU_ASSERT(strstr(t.cap, "(streaming)") == NULL);
+    CU_ASSERT(strstr(t.cap, "Earlier questions (1)") != NULL); /* a cancelled answer is not stored */
+    /* A new file: the context is stale. */
+    char a[9000];
+    snprintf(a, sizeof(a), "add zoo '%s/late.txt'", t.dir);
+    CU_ASSERT(sala_cmd(&t, a));
+    keys(&t, "Escape Escape");
+    CU_ASSERT(WAIT(&t, "sala \xe2\x80\xba Corpora"));
+    keys(&t, "r");
+    CU_ASSERT(WAIT(&t, "STALE"));
+    keys(&t, "q");
+    CU_ASSERT_EQUAL(tmx_exit(&t), 0);
+    err = read_err(&t);
+    CU_ASSERT_STRING_EQUAL(err, "");
+    if (*err) fprintf(stderr, "tui stderr:\n%s\n", err);
+    free(err);
+    tmx_kill(&t);
+}
+
 void suite_tui(void)
 {
     SALA_ADD("tui", {"glyph sanitize and widths", test_glyph_sanitize},
@@ -576,7 +788,9 @@ void suite_tui(void)
              {"retrieval query words", test_fts_query},
              {"retrieval backend on a real store", test_retrieval_backend},
              {"background job: parse, cancel", test_job_parse_and_cancel},
+             {"prefill job progress lines", test_job_prefill_parse},
              {"tmux: full session", test_tui_session},
              {"tmux: corpus argument, 1x1, 20x5", test_tui_open_corpus_and_small},
-             {"no terminal, TERM unset or dumb", test_tui_no_terminal});
+             {"no terminal, TERM unset or dumb", test_tui_no_terminal},
+             {"tmux: model mode (prefill, stream, evidence, history, cancel, stale)", test_tui_model});
 }

@@ -151,7 +151,7 @@ static int retr_poll(ask_backend *b, const ask_sink *k, sala_err *e)
         emit(k, p->excerpt);
         emit(k, "\n");
         if (k && k->cite) {
-            ask_cite c = {p->doc_id, p->name, p->locator, p->excerpt};
+            ask_cite c = {p->doc_id, p->name, p->locator, p->excerpt, ASK_CITE_PASSAGE, 0};
             k->cite(k->ud, &c);
         }
         if (++r->next == r->n) r->state = 3;
@@ -180,8 +180,9 @@ ask_backend *ask_retrieval_new(db *d, int64_t corpus_id, int max_passages)
 {
     retr *r = calloc(1, sizeof(*r));
     if (!r) return NULL;
-    r->base = (ask_backend){"retrieval mode \xe2\x80\x94 no model configured", retr_start, retr_poll,
-                            retr_cancel, retr_free};
+    r->base = (ask_backend){.label = "retrieval mode \xe2\x80\x94 no model configured",
+                            .start = retr_start, .poll = retr_poll, .cancel = retr_cancel,
+                            .free = retr_free};
     r->d = d;
     r->corpus = corpus_id;
     r->max = max_passages > 0 ? max_passages : 8;

@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <termios.h>
 #include <unistd.h>
 
 void ui_job_init(ui_job *j)
@@ -21,9 +22,30 @@ static void copy(char *dst, size_t cap, const char *s)
     snprintf(dst, cap, "%s", s);
 }
 
+/* A prefill progress line, "prefill [###   ] 100/2000 tokens  500 tok/s  ETA 3s". */
+static bool prefill_line(ui_job *j, const char *line)
+{
+    const char *p = strstr(line, "prefill [");
+    if (!p || !(p = strchr(p, ']'))) return false;
+    long long d, t;
+    double r, eta;
+    if (sscanf(p + 1, " %lld/%lld tokens %lf tok/s ETA %lfs", &d, &t, &r, &eta) != 4) return false;
+    j->tok_done = d;
+    j->tok_total = t;
+    j->tok_per_s = r;
+    j->eta = eta;
+    return true;
+}
+
 void ui_job_line(ui_job *j, int stream, const char *line)
 {
     if (!*line) return;
+    if (j->prefill) {
+        if (prefill_line(j, line)) return;
+        if (stream == 0 && !strncmp(line, "context ", 8)) copy(j->summary, sizeof(j->summary), line);
+        else copy(j->last, sizeof(j->last), line);
+        return;
+    }
     if (stream == 1) {
         /* Rejections are "path: component: reason"; anything else on stderr is a message. */
         if (strstr(line, ": ") && strncmp(line, "sala: ", 6) != 0) j->rejected++;
@@ -40,16 +62,43 @@ void ui_job_line(ui_job *j, int stream, const char *line)
     if (strstr(line, " added, ") && strstr(line, " rejected")) copy(j->summary, sizeof(j->summary), line);
 }
 
+/* A pseudo-terminal pair as a pipe: p[0] the master (read), p[1] the slave (the child's). */
+static int pty_pair(int p[2])
+{
+    int m = posix_openpt(O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (m < 0) return -1;
+    const char *name;
+    if (grantpt(m) || unlockpt(m) || !(name = ptsname(m))) {
+        close(m);
+        return -1;
+    }
+    int s = open(name, O_RDWR | O_NOCTTY | O_CLOEXEC);
+    if (s < 0) {
+        close(m);
+        return -1;
+    }
+    struct termios t;
+    if (tcgetattr(s, &t) == 0) { /* no echo, no \n -> \r\n */
+        cfmakeraw(&t);
+        tcsetattr(s, TCSANOW, &t);
+    }
+    p[0] = m;
+    p[1] = s;
+    return 0;
+}
+
 int ui_job_start(ui_job *j, const char *title, char *const argv[], sala_err *e)
 {
     int po[2] = {-1, -1}, pe[2] = {-1, -1};
     if (j->running) return sala_errf(e, SALA_EINVAL, "a %s job is already running", j->title);
     ui_job_init(j);
     copy(j->title, sizeof(j->title), title);
-    if (pipe2(po, O_CLOEXEC) || pipe2(pe, O_CLOEXEC)) {
+    j->prefill = !strcmp(title, "prefill");
+    if (pipe2(po, O_CLOEXEC) || (j->prefill ? pty_pair(pe) : pipe2(pe, O_CLOEXEC))) {
         int er = errno;
         if (po[0] >= 0) close(po[0]), close(po[1]);
-        return sala_errf(e, SALA_EIO, "pipe: %s", strerror(er));
+        return sala_errf(e, SALA_EIO, "%s: %s", po[0] >= 0 && j->prefill ? "pty" : "pipe",
+                         strerror(er));
     }
     pid_t pid = fork();
     if (pid < 0) {
@@ -89,8 +138,8 @@ static bool drain(ui_job *j, int stream)
     while (*fd >= 0) {
         ssize_t r = read(*fd, buf, sizeof(buf));
         if (r < 0 && errno == EINTR) continue;
-        if (r < 0) break; /* EAGAIN: nothing more now */
-        if (r == 0) {
+        if (r < 0 && errno != EIO) break; /* EAGAIN: nothing more now */
+        if (r <= 0) { /* end of file; EIO: a pty whose slave side is closed */
             close(*fd);
             *fd = -1;
             if (j->llen[stream]) {
@@ -105,11 +154,12 @@ static bool drain(ui_job *j, int stream)
         for (ssize_t i = 0; i < r; i++) {
             char c = buf[i];
             size_t *n = &j->llen[stream];
-            if (c == '\n' || *n + 1 >= sizeof(j->lbuf[0])) {
+            bool eol = c == '\n' || c == '\r'; /* \r: a progress line redrawn in place */
+            if (eol || *n + 1 >= sizeof(j->lbuf[0])) {
                 j->lbuf[stream][*n] = 0;
                 ui_job_line(j, stream, j->lbuf[stream]);
                 *n = 0;
-                if (c == '\n') continue;
+                if (eol) continue;
             }
             j->lbuf[stream][(*n)++] = c;
         }
@@ -142,7 +192,7 @@ void ui_job_cancel(ui_job *j)
 {
     if (!j->pid || !j->running) return;
     j->cancelled = true;
-    kill(-j->pid, SIGTERM);
+    kill(-j->pid, j->prefill ? SIGINT : SIGTERM);
 }
 
 void ui_job_free(ui_job *j)

@@ -1,16 +1,23 @@
-/* scr_corpora.c: the corpus list: documents, rejected files, segments, tokens and the cached
- * context of each corpus. Enter opens its documents. Cached contexts do not exist yet (issue 7):
- * the column says "none" until they do, and token counts are not in the store's API ("-"). */
+/* scr_corpora.c: the corpus list: documents, rejected files, segments, tokens (of the token
+ * streams `sala add` stored; "-" without a tokenizer) and the cached context of each corpus:
+ * its size, age and "valid" or "STALE" (the cheap check of store.h against the model the
+ * corpus resolves to), "none" without one. Enter opens its documents; p prefills it in the
+ * background. */
 #include "ui.h"
+#include "ui/store.h"
 
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ctx/ctx.h"
+
 typedef struct {
     int64_t id;
     char *name;
     int64_t docs, rejected, segments, created;
+    int64_t tokens;          /* -1: no token streams */
+    ui_ctx_info ctx;
 } corpus_row;
 
 typedef struct {
@@ -28,7 +35,8 @@ static int on_corpus(const db_corpus_info *c, void *ud)
     s->rows = n;
     char *name = strdup(c->name ? c->name : "");
     if (!name) return SALA_ENOMEM;
-    n[s->list.n++] = (corpus_row){c->id, name, c->docs_ok, c->docs_rejected, c->segments, c->created};
+    n[s->list.n++] = (corpus_row){c->id, name, c->docs_ok, c->docs_rejected, c->segments,
+                                   c->created, -1, {0}};
     return 0;
 }
 
@@ -46,7 +54,19 @@ void scr_corpora_reload(ui_screen *base, ui_app *a)
     sala_err e = {0, ""};
     rows_free(s);
     s->err[0] = 0;
-    if (db_corpus_list(a->d, on_corpus, s, &e)) snprintf(s->err, sizeof(s->err), "%s", e.msg);
+    if (db_corpus_list(a->d, on_corpus, s, &e)) {
+        snprintf(s->err, sizeof(s->err), "%s", e.msg);
+        return;
+    }
+    for (int i = 0; i < s->list.n; i++) {
+        corpus_row *c = &s->rows[i];
+        char *model = NULL;
+        if (ui_corpus_tokens(a->d, c->id, &c->tokens, &e) ||
+            ctx_model_resolve(a->d, c->name, a->model_opt, &model, &e) ||
+            ui_ctx_info_get(a->d, c->id, model, &c->ctx, &e))
+            ui_msg(a, SALA_LOG_WARN, "%s: %s", c->name, e.msg);
+        free(model);
+    }
 }
 
 static void fmt_age(int64_t t, char *buf, size_t cap)
@@ -74,7 +94,7 @@ static void scr_corpora_draw(ui_screen *base, ui_app *a, int y, int h, int w)
     }
     /* Columns from the right are dropped when the terminal is narrow. */
     static const struct { const char *head; int w; } cols[] = {
-        {"DOCS", 6}, {"REJECTED", 9}, {"SEGMENTS", 9}, {"TOKENS", 7}, {"CONTEXT", 8}, {"CREATED", 10}};
+        {"DOCS", 6}, {"REJECTED", 9}, {"SEGMENTS", 9}, {"TOKENS", 9}, {"CONTEXT", 22}, {"CREATED", 10}};
     int ncol = (int)SALA_ARRAY_LEN(cols), need = 0;
     for (int i = 0; i < ncol; i++) need += cols[i].w + 1;
     while (ncol > 0 && w - need < 12) need -= cols[--ncol].w + 1;
@@ -91,14 +111,22 @@ static void scr_corpora_draw(ui_screen *base, ui_app *a, int y, int h, int w)
         int at = i == s->list.sel ? ui_attr(UI_A_SEL) : UI_NORMAL;
         if (at != UI_NORMAL) ui_fill(yy, 0, w, at);
         ui_puts(yy, 1, namew, c->name, at);
-        char v[6][32], age[24];
+        char v[6][64], age[24];
         fmt_age(c->created, age, sizeof(age));
-        snprintf(v[0], 32, "%lld", (long long)c->docs);
-        snprintf(v[1], 32, "%lld", (long long)c->rejected);
-        snprintf(v[2], 32, "%lld", (long long)c->segments);
-        snprintf(v[3], 32, "-");
-        snprintf(v[4], 32, "none");
-        snprintf(v[5], 32, "%s", age);
+        snprintf(v[0], 64, "%lld", (long long)c->docs);
+        snprintf(v[1], 64, "%lld", (long long)c->rejected);
+        snprintf(v[2], 64, "%lld", (long long)c->segments);
+        if (c->tokens >= 0) snprintf(v[3], 64, "%lld", (long long)c->tokens);
+        else snprintf(v[3], 64, "-");
+        if (c->ctx.have) {
+            char sz[16], cage[24];
+            ui_fmt_bytes(c->ctx.bytes, sz, sizeof(sz));
+            fmt_age(c->ctx.created, cage, sizeof(cage));
+            snprintf(v[4], 64, "%s %s %s", sz, cage, c->ctx.stale ? "STALE" : "valid");
+        } else {
+            snprintf(v[4], 64, "none");
+        }
+        snprintf(v[5], 64, "%s", age);
         for (int k = 0, x = 1 + namew; k < ncol; x += cols[k].w + 1, k++)
             ui_printf(yy, x, cols[k].w + 1, at, "%*s", cols[k].w, v[k]);
     }
@@ -117,6 +145,7 @@ static int scr_corpora_key(ui_screen *base, ui_app *a, int key)
     case '/': ui_push(a, scr_search_new(a, c->id, c->name)); return UI_KEY_HANDLED;
     case 'a': ui_push(a, scr_ask_new(a, c->id, c->name)); return UI_KEY_HANDLED;
     case 'r': scr_corpora_reload(base, a); return UI_KEY_HANDLED;
+    case 'p': ui_prefill_start(a, c->name); return UI_KEY_HANDLED;
     default: return UI_KEY_UNHANDLED;
     }
 }
@@ -137,12 +166,15 @@ ui_screen *scr_corpora_new(ui_app *a)
         .draw = scr_corpora_draw,
         .key = scr_corpora_key,
         .free = scr_corpora_free,
-        .hints = "Enter documents  / search  a ask  r reload  ? help  q quit",
+        .hints = "Enter documents  / search  a ask  p prefill  r reload  ? help  q quit",
         .help = "Corpora\n"
                 "  Enter, l         the corpus's documents\n"
                 "  /  a             search it, ask it\n"
+                "  p                prefill its cached context in the background (^X cancels)\n"
                 "  r                reload\n"
-                "  CONTEXT: the cached prefill of the corpus (none until 'sala ask' has a model)",
+                "  TOKENS: of the stored token streams ('-': added without a tokenizer)\n"
+                "  CONTEXT: the cached context: size, age, valid or STALE (the corpus or its\n"
+                "  model changed since the prefill: p prefills again); none: never prefilled",
     };
     scr_corpora_reload(&s->base, a);
     return &s->base;

@@ -151,6 +151,7 @@ static int scr_docs_key(ui_screen *base, ui_app *a, int key)
     case '/': ui_push(a, scr_search_new(a, s->corpus_id, s->corpus)); return UI_KEY_HANDLED;
     case 'a': ui_push(a, scr_ask_new(a, s->corpus_id, s->corpus)); return UI_KEY_HANDLED;
     case 'r': scr_docs_reload(base, a); return UI_KEY_HANDLED;
+    case 'p': ui_prefill_start(a, s->corpus); return UI_KEY_HANDLED;
     case '\r': case '\n': case UI_FKEY(KEY_ENTER): case UI_FKEY(KEY_RIGHT): case 'l':
         if (!s->list.n) return UI_KEY_HANDLED;
         if (!s->rows[s->list.sel].ok) {
@@ -185,12 +186,13 @@ ui_screen *scr_docs_new(ui_app *a, int64_t corpus_id, const char *corpus)
         .draw = scr_docs_draw,
         .key = scr_docs_key,
         .free = scr_docs_free,
-        .hints = "Enter open  / search  a ask  i add files  r reload  ? help  q back",
+        .hints = "Enter open  / search  a ask  i add  p prefill  r reload  ? help  q back",
         .help = "Documents\n"
                 "  Enter, l         open the document (a rejected one: its reason)\n"
                 "  i                add files or directories (space-separated paths), in the\n"
                 "                   background; ^X cancels\n"
                 "  /  a             search the corpus, ask it\n"
+                "  p                prefill its cached context in the background; ^X cancels\n"
                 "  r                reload",
     };
     scr_docs_reload(&s->base, a);

@@ -8,6 +8,7 @@
 #include <errno.h>
 #include <langinfo.h>
 #include <locale.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -214,10 +215,37 @@ void ui_msg(ui_app *a, int level, const char *fmt, ...)
     a->msg_time = sala_now();
 }
 
+/* Log messages from other threads (the ask worker's libraries) wait here until the loop's
+ * next idle tick: only the main thread touches the app. */
+static pthread_t main_thread;
+static pthread_mutex_t log_mu = PTHREAD_MUTEX_INITIALIZER;
+static char log_pending[512];
+static int log_pending_level = -1;
+
 static void on_log(sala_log_level lvl, const char *msg, void *ud)
 {
     if (lvl == SALA_LOG_DEBUG) return;
-    ui_msg(ud, (int)lvl, "%s", msg);
+    if (pthread_equal(pthread_self(), main_thread)) {
+        ui_msg(ud, (int)lvl, "%s", msg);
+        return;
+    }
+    pthread_mutex_lock(&log_mu);
+    snprintf(log_pending, sizeof(log_pending), "%s", msg);
+    log_pending_level = (int)lvl;
+    pthread_mutex_unlock(&log_mu);
+}
+
+static bool log_take(ui_app *a)
+{
+    bool got = false;
+    pthread_mutex_lock(&log_mu);
+    if (log_pending_level >= 0) {
+        ui_msg(a, log_pending_level, "%s", log_pending);
+        log_pending_level = -1;
+        got = true;
+    }
+    pthread_mutex_unlock(&log_mu);
+    return got;
 }
 
 void ui_question_add(ui_app *a, int64_t corpus_id, const char *q)
@@ -256,6 +284,27 @@ int ui_ingest_start(ui_app *a, const char *corpus, const char *paths)
     return rc;
 }
 
+int ui_prefill_start(ui_app *a, const char *corpus)
+{
+    char *argv[10];
+    int n = 0;
+    argv[n++] = a->self;
+    argv[n++] = "prefill";
+    argv[n++] = "--db";
+    argv[n++] = a->dbpath;
+    if (a->model_opt) {
+        argv[n++] = "--model";
+        argv[n++] = (char *)a->model_opt;
+    }
+    argv[n++] = (char *)corpus;
+    argv[n] = NULL;
+    sala_err e = {0, ""};
+    int rc = ui_job_start(&a->job, "prefill", argv, &e);
+    if (rc) ui_msg(a, SALA_LOG_ERROR, "%s", e.msg);
+    else ui_msg(a, SALA_LOG_INFO, "prefilling %s in the background (^X cancels)", corpus);
+    return rc;
+}
+
 /* ---- the frame: title bar, status bar, help ---- */
 
 static const char help_global[] =
@@ -264,7 +313,7 @@ static const char help_global[] =
     "  Enter            open          Tab              next pane\n"
     "  /                search        a                ask (in a corpus)\n"
     "  q, Esc           back / quit   ^C               quit\n"
-    "  ^X               cancel the background job (ingest)\n"
+    "  ^X               cancel the background job (ingest, prefill)\n"
     "  ?                this help (any key closes it)";
 
 static void draw_help(ui_app *a, int rows, int cols)
@@ -303,12 +352,18 @@ static void draw_help(ui_app *a, int rows, int cols)
 static void job_text(const ui_job *j, char *buf, size_t cap)
 {
     buf[0] = 0;
-    if (j->running)
+    if (j->running && j->prefill && j->tok_total > 0)
+        snprintf(buf, cap, "prefill %lld/%lld tok, %.0f tok/s, ETA %.0fs  ^X cancel",
+                 j->tok_done, j->tok_total, j->tok_per_s, j->eta);
+    else if (j->running && j->prefill)
+        snprintf(buf, cap, "prefill: opening the model, %.0fs  ^X cancel", sala_now() - j->started);
+    else if (j->running)
         snprintf(buf, cap, "%s: %zu done, %zu rejected, %.0fs  ^X cancel", j->title, j->done,
                  j->rejected, sala_now() - j->started);
     else if (j->finished > 0 && sala_now() - j->finished < 30)
         snprintf(buf, cap, "%s %s: %s", j->title,
-                 j->cancelled ? "cancelled" : j->exit_code <= 2 ? "finished" : "failed",
+                 j->cancelled ? "cancelled"
+                 : j->exit_code == 0 || (!j->prefill && j->exit_code <= 2) ? "finished" : "failed",
                  j->summary[0] ? j->summary : j->last);
 }
 
@@ -427,6 +482,7 @@ static void job_finished(ui_app *a)
         ui_screen *s = a->stack[i];
         if (s->title && !strncmp(s->title, "Documents", 9)) scr_docs_reload(s, a);
         if (s->title && !strcmp(s->title, "Corpora")) scr_corpora_reload(s, a);
+        if (s->title && !strncmp(s->title, "Ask", 3)) scr_ask_reload(s, a);
     }
 }
 
@@ -452,6 +508,9 @@ int ui_tui_run(const ui_opts *o, sala_err *e)
     ui_app a;
     memset(&a, 0, sizeof(a));
     ui_job_init(&a.job);
+    a.model_opt = o->model;
+    a.max_tokens = o->max_tokens;
+    main_thread = pthread_self();
     FILE *trace = NULL;
     SCREEN *scr = NULL;
     int rc;
@@ -511,6 +570,7 @@ int ui_tui_run(const ui_opts *o, sala_err *e)
                 dirty = true; /* the elapsed seconds and the fading summary */
             ui_screen *s = a.stack[a.nstack - 1];
             if (s->tick && s->tick(s, &a)) dirty = true;
+            if (log_take(&a)) dirty = true;
             if (a.msg[0] && sala_now() - a.msg_time > 8 && sala_now() - a.msg_time < 8.2) dirty = true;
             continue;
         }

@@ -13,6 +13,9 @@ typedef struct {
     const char *dbopt;       /* --db FILE, or NULL for the default store */
     const char *corpus;      /* open this corpus's documents first; NULL: the corpus list */
     const char *trace_path;  /* when set, one line per key with its key-to-redraw time (ms) */
+    const char *model;       /* the model directory for every corpus (NULL: each corpus's own,
+                                else $SALA_MODEL; none: retrieval mode) */
+    int64_t max_tokens;      /* of a model answer (<= 0: 512) */
 } ui_opts;
 
 int ui_tui_run(const ui_opts *o, sala_err *e);

@@ -60,7 +60,9 @@ struct ui_app {
     int msg_level;
     double msg_time;
     bool help, quit;
-    ui_question *qs;         /* questions asked this session, oldest first */
+    const char *model_opt;   /* --model of sala tui, or NULL */
+    int64_t max_tokens;      /* of a model answer (<= 0: 512) */
+    ui_question *qs;         /* unstored questions asked this session, oldest first */
     size_t nqs;
     int rows, cols;
 };
@@ -97,6 +99,8 @@ void ui_msg(ui_app *a, int level, const char *fmt, ...) __attribute__((format(pr
 /* Start `sala add` of paths into the corpus as the background job. */
 int ui_ingest_start(ui_app *a, const char *corpus, const char *paths);
 void ui_question_add(ui_app *a, int64_t corpus_id, const char *q);
+/* Start `sala prefill` of the corpus as the background job. */
+int ui_prefill_start(ui_app *a, const char *corpus);
 
 /* Screens. Each returns NULL (after ui_msg) on failure. */
 ui_screen *scr_corpora_new(ui_app *a);
@@ -111,5 +115,7 @@ ui_screen *scr_ask_new(ui_app *a, int64_t corpus_id, const char *corpus);
 /* Re-read the store (after an ingest): screens that list things reload. */
 void scr_docs_reload(ui_screen *s, ui_app *a);
 void scr_corpora_reload(ui_screen *s, ui_app *a);
+/* Make the ask screen's backend again (after a prefill), unless it is answering. */
+void scr_ask_reload(ui_screen *s, ui_app *a);
 
 #endif
