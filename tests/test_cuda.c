@@ -229,22 +229,23 @@ static int32_t *rand_sel(eng_rng *r, int64_t p0, int T, int nkv, int K)
         for (int g = 0; g < nkv; g++) {
             int32_t *s = sel + ((size_t)t * nkv + g) * K;
             const int64_t qb = (p0 + t) / 64;
+            const double pk = fmin(0.3, 0.9 * K / (double)(qb + 1));   /* spread over 0..qb */
             int n = 0;
             for (int64_t b = 0; b <= qb && n < K; b++)
-                if (b == 0 || b == qb || eng_rng_uniform(r) < 0.3) s[n++] = (int32_t)b;
+                if (b == 0 || b == qb || eng_rng_uniform(r) < pk) s[n++] = (int32_t)b;
             if (s[n - 1] != qb) s[n - 1] = (int32_t)qb;
             for (int i = n; i < K; i++) s[i] = -1;
         }
     return sel;
 }
 
-static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, uint64_t seed)
+static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K,
+                        uint64_t seed)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
     const int64_t L = p0 + T;
-    const int K = 16;
     float *Q = randv(&r, (size_t)T * nh * d, 1.0, true), *Kc = randv(&r, (size_t)L * nkv * d, 1.0, true),
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = sparse ? rand_sel(&r, p0, T, nkv, K) : NULL;
@@ -274,16 +275,27 @@ static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, ui
     free(Q), free(Kc), free(Vc), free(sel), free(og), free(o), free(scr);
 }
 
+static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, uint64_t seed)
+{
+    attn_case_k(sparse, nh, nkv, d, p0, T, 16, seed);
+}
+
 static void t_attn_dense(void)
 {
     attn_case(false, 4, 2, 64, 100, 200, 7);
     attn_case(false, 32, 2, 128, 500, 300, 8);
+    /* register (mma.sync) kernel: a partial last CTA, a prefix from 0, G = 8 */
+    attn_case(false, 32, 2, 128, 0, 777, 21);
+    attn_case(false, 16, 2, 128, 64, 131, 22);
 }
 
 static void t_attn_sparse(void)
 {
     attn_case(true, 4, 2, 64, 1500, 100, 9);
     attn_case(true, 32, 2, 128, 3000, 64, 10);
+    /* real shape: K = 96 blocks at long positions, a partial last CTA, G = 4 */
+    attn_case_k(true, 32, 2, 128, 40000, 37, 96, 23);
+    attn_case_k(true, 8, 2, 64, 9000, 50, 96, 24);
 }
 
 static void t_compress(void)
@@ -365,6 +377,10 @@ static void t_select(void)
 {
     select_case(4, 2, 64, 8, 512, 2000, 100, 12);
     select_case(32, 2, 128, 64, 2048, 12000, 48, 13);
+    /* the real 16-heads-per-group shape at long positions: many K1/K2 tiles, a CTA of 8
+     * queries crossing a block boundary, a partial last CTA */
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(16, 2, 128, 64, 2048, 30000, 40, 15);
 }
 
 void suite_cuda_ops(void)

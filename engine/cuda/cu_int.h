@@ -119,6 +119,9 @@ typedef struct {
     int nh, nkv, d;
     int k1, s1, block;                   /* k2 = 4 k1, s2 = 4 s1 */
     float scale;
+    /* Blocks the top-K forces are not scored when local >= 0 (only b < qb_max - local of the
+     * CTA's queries, and nothing when every query has qb + 1 <= Ksel); -1: score every block. */
+    int local, Ksel;
 } score_args;
 cudaError_t k_score(cudaStream_t st, const score_args *a);
 /* Step 4: top-K blocks per (query, group) -> sel (T, nkv, K) ascending, -1 padded. */
