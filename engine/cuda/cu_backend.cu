@@ -429,7 +429,7 @@ void cu_prof_mark(cu_model *m, int cat)
 }
 
 static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
-                                           "sparse_attn", "dense_attn", "other"};
+                                           "sparse_attn", "dense_attn", "other", "topk"};
 
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {

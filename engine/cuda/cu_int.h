@@ -46,7 +46,7 @@ int cu_errf(sala_err *e, int code, const char *fmt, ...) __attribute__((format(p
 #define CU_KT 64
 
 /* ---- op categories of the profile (bench) ---- */
-enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_N };
+enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_N };
 
 /* ---- kernels (cu_kernels.cu, cu_attn.cu, cu_infllm.cu, cu_lightning.cu) ----
  * Launchers enqueue on st and return cudaGetLastError(). Shapes in the comments. */
