@@ -30,7 +30,7 @@ CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 LDFLAGS += -fsanitize=address,undefined
 endif
 
-LIB_SRC  := $(wildcard common/*.c engine/*.c engine/cpu/*.c ingest/*.c ui/*.c)
+LIB_SRC  := $(wildcard common/*.c engine/*.c engine/cpu/*.c ingest/*.c ui/*.c ctx/*.c)
 APP_SRC  := $(wildcard app/*.c)
 TEST_SRC := $(wildcard tests/*.c)
 CU_SRC   := $(wildcard engine/cuda/*.cu)

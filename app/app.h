@@ -27,6 +27,11 @@ int app_exit_code(int status);
 /* Print "sala: <msg>" on stderr (commands only; library code uses sala_log). */
 void app_errorf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
+/* Parse the options of a command whose only option is --db FILE (and -h). On success returns
+ * -1 with *dbopt set (or left NULL) and optind at the first operand; otherwise the exit code to
+ * return (usage printed: on stdout for -h, on stderr for an unknown option). */
+int app_parse_db_only(int argc, char **argv, const char *usage, const char **dbopt);
+
 /* True when argv contains -h or --help (commands use it for nested subcommands). */
 bool app_wants_help(int argc, char **argv);
 

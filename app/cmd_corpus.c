@@ -3,9 +3,11 @@
 
 #include <getopt.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "ctx/ctx.h"
 #include "ingest/db.h"
 
 SALA_COMMAND(corpus, "create, list or remove corpora");
@@ -13,9 +15,11 @@ SALA_COMMAND(corpus, "create, list or remove corpora");
 const char cmd_corpus_usage[] =
     "usage: sala corpus new NAME [--db FILE]\n"
     "       sala corpus list [--db FILE]\n"
-    "       sala corpus rm NAME [--db FILE]\n\n"
+    "       sala corpus rm NAME [--db FILE]\n"
+    "       sala corpus model NAME [DIR] [--db FILE]\n\n"
     "A corpus is a named collection of documents ('sala add' fills it).\n"
-    "'rm' removes the corpus with all its documents.\n\n"
+    "'rm' removes the corpus with all its documents.\n"
+    "'model' shows or sets the model directory 'sala prefill' and 'sala ask' use for it.\n\n"
     "options:\n"
     "  --db FILE   the store (default $SALA_HOME/sala.db, else $XDG_DATA_HOME/sala/sala.db)\n";
 
@@ -33,21 +37,14 @@ static int print_corpus(const db_corpus_info *c, void *ud)
 
 int cmd_corpus(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"db", required_argument, NULL, 'd'}, {0}};
     const char *dbopt = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'd') dbopt = optarg;
-        else {
-            fputs(cmd_corpus_usage, c == 'h' ? stdout : stderr);
-            return c == 'h' ? EXIT_OK : EXIT_USER;
-        }
-    }
+    int opt_rc = app_parse_db_only(argc, argv, cmd_corpus_usage, &dbopt);
+    if (opt_rc >= 0) return opt_rc;
     int nargs = argc - optind;
     char **args = argv + optind;
-    if (nargs < 1 || (strcmp(args[0], "list") && nargs != 2) ||
-        (!strcmp(args[0], "list") && nargs != 1)) {
+    bool is_model = nargs >= 1 && !strcmp(args[0], "model");
+    if (nargs < 1 || (strcmp(args[0], "list") && !is_model && nargs != 2) ||
+        (is_model && nargs != 2 && nargs != 3) || (!strcmp(args[0], "list") && nargs != 1)) {
         fputs(cmd_corpus_usage, stderr);
         return EXIT_USER;
     }
@@ -61,6 +58,14 @@ int cmd_corpus(int argc, char **argv)
     } else if (!strcmp(args[0], "rm")) {
         rc = db_corpus_delete(d, args[1], &e);
         if (rc == SALA_OK) printf("removed corpus %s\n", args[1]);
+    } else if (is_model && nargs == 3) {
+        rc = ctx_corpus_model_set(d, args[1], args[2], &e);
+        if (rc == SALA_OK) printf("corpus %s answers with the model %s\n", args[1], args[2]);
+    } else if (is_model) {
+        char *dir = NULL;
+        rc = ctx_corpus_model_get(d, args[1], &dir, &e);
+        if (rc == SALA_OK) printf("%s\n", dir);
+        free(dir);
     } else if (!strcmp(args[0], "list")) {
         rc = db_corpus_list(d, print_corpus, NULL, &e);
     } else {

@@ -28,17 +28,9 @@ static int print_doc(const db_doc *d, void *ud)
 
 int cmd_docs(int argc, char **argv)
 {
-    static const struct option longopts[] = {{"db", required_argument, NULL, 'd'}, {0}};
     const char *dbopt = NULL;
-    int c;
-    optind = 1;
-    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
-        if (c == 'd') dbopt = optarg;
-        else {
-            fputs(cmd_docs_usage, c == 'h' ? stdout : stderr);
-            return c == 'h' ? EXIT_OK : EXIT_USER;
-        }
-    }
+    int opt_rc = app_parse_db_only(argc, argv, cmd_docs_usage, &dbopt);
+    if (opt_rc >= 0) return opt_rc;
     if (argc - optind != 1) {
         fputs(cmd_docs_usage, stderr);
         return EXIT_USER;

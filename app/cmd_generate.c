@@ -8,6 +8,7 @@
 
 #include "engine/engine.h"
 #include "engine/sampler.h"
+#include "ingest/tokenizer.h"
 
 SALA_COMMAND(generate, "generate tokens from a prompt");
 
@@ -15,7 +16,8 @@ const char cmd_generate_usage[] =
     "usage: sala generate --model DIR (--prompt TEXT | --prompt-ids 1,2,3) [-n N] [--temp T]\n"
     "                     [--top-k K] [--top-p P] [--rep-penalty R] [--seed S] [--backend B]\n\n"
     "Prefills the prompt, then samples N tokens (default 32; stops early at an eos id) and\n"
-    "prints each as it is produced: its id, one per line (text needs the tokenizer).\n"
+    "prints them as they are produced: as text when the model directory has tokenizer.json\n"
+    "(--prompt TEXT is encoded with it, BOS first, as plain text), else one id per line.\n"
     "--temp 0 (the default) is greedy. Runs are reproducible for a given --seed.\n";
 
 /* Parse "1,2,3" into a malloc'ed array. */
@@ -94,13 +96,34 @@ int cmd_generate(int argc, char **argv)
     int32_t *hist = NULL;
     float *logits = NULL;
     int64_t n = 0;
-    if (prompt) {
-        rc = sala_errf(&e, SALA_EUNSUP, "--prompt needs the tokenizer, which this build does not "
-                       "include yet; use --prompt-ids");
+    tok_tokenizer *tok = NULL;
+    tok_stream *ts = NULL;
+    if (prompt_ids && (rc = parse_ids(prompt_ids, &hist, &n, &e))) goto fail;
+    if ((rc = eng_engine_open(model, backend, &en, &e))) goto fail;
+    const char *tp = eng_engine_tokenizer_path(en);
+    if (prompt && !tp) {
+        rc = sala_errf(&e, SALA_EINVAL, "%s: no tokenizer.json: --prompt needs one; use "
+                       "--prompt-ids", model);
         goto fail;
     }
-    if ((rc = parse_ids(prompt_ids, &hist, &n, &e))) goto fail;
-    if ((rc = eng_engine_open(model, backend, &en, &e))) goto fail;
+    if (tp) {
+        if ((rc = tok_load(tp, &tok, &e)) || (rc = tok_stream_new(tok, 0, &ts, &e))) goto fail;
+    }
+    if (prompt) {
+        tok_ids ids = {0};
+        if ((rc = tok_encode(tok, prompt, strlen(prompt), TOK_BOS, &ids, &e))) {
+            tok_ids_free(&ids);
+            goto fail;
+        }
+        hist = ids.ids;
+        n = (int64_t)ids.n;
+        if (!n) {
+            free(hist);
+            hist = NULL;
+            rc = sala_errf(&e, SALA_EINVAL, "--prompt: no tokens");
+            goto fail;
+        }
+    }
     const eng_config *c = eng_engine_config(en);
     int32_t *h2 = realloc(hist, (size_t)(n + ntok + 1) * sizeof(int32_t));
     logits = malloc((size_t)c->vocab_size * sizeof(float));
@@ -116,15 +139,31 @@ int cmd_generate(int argc, char **argv)
     for (long long i = 0; i < ntok; i++) {
         int32_t t = eng_sampler_sample(smp, logits, hist, n);
         hist[n++] = t;
-        printf("%d\n", t);
-        fflush(stdout);
         bool eos = false;
         for (int j = 0; j < c->n_eos; j++) eos |= t == c->eos_token_ids[j];
+        if (ts) {
+            const char *txt;
+            size_t tl;
+            if (!eos && (rc = tok_stream_feed(ts, t, &txt, &tl, &e))) goto fail;
+            if (!eos) fwrite(txt, 1, tl, stdout);
+        } else {
+            printf("%d\n", t);
+        }
+        fflush(stdout);
         if (eos || i + 1 == ntok) break;
         if ((rc = eng_seq_decode(seq, t, logits, &e))) goto fail;
     }
+    if (ts) {
+        const char *txt;
+        size_t tl;
+        if ((rc = tok_stream_finish(ts, &txt, &tl, &e))) goto fail;
+        fwrite(txt, 1, tl, stdout);
+        putchar('\n');
+    }
 fail:
     if (rc) app_errorf("%s", e.msg);
+    tok_stream_free(ts);
+    tok_free(tok);
     eng_sampler_free(smp);
     eng_seq_free(seq);
     eng_engine_close(en);

@@ -3,6 +3,7 @@
  * 2 partial failure in a batch, 3 internal error. */
 #include "app.h"
 
+#include <getopt.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -44,6 +45,22 @@ void app_errorf(const char *fmt, ...)
     vfprintf(stderr, fmt, ap);
     fputc('\n', stderr);
     va_end(ap);
+}
+
+int app_parse_db_only(int argc, char **argv, const char *usage, const char **dbopt)
+{
+    static const struct option longopts[] = {{"db", required_argument, NULL, 'd'}, {0, 0, 0, 0}};
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "h", longopts, NULL)) != -1) {
+        if (c == 'd') {
+            *dbopt = optarg;
+            continue;
+        }
+        fputs(usage, c == 'h' ? stdout : stderr);
+        return c == 'h' ? EXIT_OK : EXIT_USER;
+    }
+    return -1;
 }
 
 bool app_wants_help(int argc, char **argv)

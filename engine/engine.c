@@ -149,10 +149,187 @@ int eng_seq_fork(eng_seq *s, eng_seq **out, sala_err *e)
 
 int eng_seq_checkpoint(eng_seq *s, sala_err *e) { return s->en->be->seq_checkpoint(s->bs, e); }
 
+int64_t eng_seq_checkpoint_count(const eng_seq *s)
+{
+    return s->en->be->seq_ckpt_lens ? s->en->be->seq_ckpt_lens(s->bs, NULL, 0) : 0;
+}
+
 int eng_seq_truncate(eng_seq *s, int64_t len, int64_t *reached, sala_err *e)
 {
     if (len < 0 || len > eng_seq_len(s))
         return sala_errf(e, SALA_EINVAL, "truncate: length %lld outside [0, %lld]", (long long)len,
                          (long long)eng_seq_len(s));
     return s->en->be->seq_truncate(s->bs, len, reached, e);
+}
+
+/* ---- persisted state ---- */
+
+uint64_t eng_engine_fingerprint(const eng_engine *en) { return en->model->fingerprint; }
+
+static int64_t n_windows(int64_t L, int64_t k, int64_t s)
+{
+    return (k <= 0 || s <= 0 || L < k) ? 0 : (L - k) / s + 1;
+}
+
+/* Expected sizes of the sections for len tokens and nckpt checkpoints; false on overflow. */
+typedef struct { uint64_t lin, ckpt, kv, k1, k2; } state_sizes;
+
+static bool sizes_for(const eng_config *c, int64_t len, int64_t nckpt, state_sizes *z)
+{
+    const uint64_t lin = (uint64_t)c->n_lightning * (uint64_t)c->lightning_nh *
+                         (uint64_t)c->lightning_head_dim * (uint64_t)c->lightning_head_dim * 4;
+    const uint64_t row = (uint64_t)c->num_key_value_heads * (uint64_t)c->head_dim * 4;
+    const eng_sparse_config *sc = &c->sparse;
+    const int64_t w1 = n_windows(len, sc->kernel_size, sc->kernel_stride);
+    const int64_t w2 = n_windows(len, 4 * sc->kernel_size, 4 * sc->kernel_stride);
+    uint64_t ns = (uint64_t)c->n_sparse;
+    if (len < 0 || nckpt < 0) return false;
+    return !__builtin_mul_overflow(lin, (uint64_t)nckpt, &z->ckpt) &&
+           !__builtin_mul_overflow(row, (uint64_t)len, &z->kv) &&
+           !__builtin_mul_overflow(z->kv, ns, &z->kv) &&
+           !__builtin_mul_overflow(row, (uint64_t)w1, &z->k1) &&
+           !__builtin_mul_overflow(z->k1, ns, &z->k1) &&
+           !__builtin_mul_overflow(row, (uint64_t)w2, &z->k2) &&
+           !__builtin_mul_overflow(z->k2, ns, &z->k2) && ((z->lin = lin), true);
+}
+
+uint64_t eng_state_ckpt_bytes(const eng_config *c)
+{
+    state_sizes z;
+    return sizes_for(c, 0, 1, &z) ? z.ckpt : 0;
+}
+
+uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt)
+{
+    state_sizes z;
+    uint64_t t = 24 + 8 * (uint64_t)SALA_MAX(nckpt, 0);
+    if (!sizes_for(c, len, nckpt, &z) || __builtin_add_overflow(t, z.lin, &t) ||
+        __builtin_add_overflow(t, z.ckpt, &t) || __builtin_add_overflow(t, z.kv, &t) ||
+        __builtin_add_overflow(t, z.kv, &t) || __builtin_add_overflow(t, z.k1, &t) ||
+        __builtin_add_overflow(t, z.k2, &t))
+        return 0;
+    return t;
+}
+
+static void put_le(unsigned char *p, uint64_t v, int n)
+{
+    for (int i = 0; i < n; i++) p[i] = (unsigned char)(v >> (8 * i));
+}
+
+static uint64_t get_le(const unsigned char *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < n; i++) v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+int eng_seq_save(eng_seq *s, eng_state_write_fn fn, void *ud, sala_err *e)
+{
+    const eng_backend *be = s->en->be;
+    if (!be->seq_save || !be->seq_ckpt_lens)
+        return sala_errf(e, SALA_EUNSUP, "the %s backend cannot save sequences yet", be->name);
+    const int64_t nckpt = be->seq_ckpt_lens(s->bs, NULL, 0);
+    const size_t hn = 32 + 8 * (size_t)nckpt;
+    unsigned char *h = malloc(hn);
+    int64_t *cl = malloc(8 * (size_t)nckpt + 8);
+    int rc;
+    if (!h || !cl) {
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+        goto done;
+    }
+    be->seq_ckpt_lens(s->bs, cl, nckpt);
+    memcpy(h, ENG_STATE_MAGIC, 8);
+    put_le(h + 8, ENG_STATE_VERSION, 4);
+    put_le(h + 12, 0, 4);                      /* dtype 0: f32 */
+    put_le(h + 16, (uint64_t)eng_seq_len(s), 8);
+    put_le(h + 24, (uint64_t)nckpt, 8);
+    for (int64_t i = 0; i < nckpt; i++) put_le(h + 32 + 8 * i, (uint64_t)cl[i], 8);
+    rc = fn(ud, "eng.header", h, hn, e);
+    if (!rc) rc = be->seq_save(s->bs, fn, ud, e);
+done:
+    free(h);
+    free(cl);
+    return rc;
+}
+
+/* Check that section name has exactly want bytes. */
+static int want_size(const eng_state_reader *r, const char *name, uint64_t want, sala_err *e)
+{
+    size_t have;
+    int rc = r->size(r->ud, name, &have, e);
+    if (rc == SALA_ENOTFOUND)
+        return sala_errf(e, SALA_EFORMAT, "state: section '%s' is missing", name);
+    if (rc) return rc;
+    if ((uint64_t)have != want)
+        return sala_errf(e, SALA_EFORMAT, "state: section '%s': expected %llu bytes for this "
+                         "model, found %llu", name, (unsigned long long)want,
+                         (unsigned long long)have);
+    return SALA_OK;
+}
+
+int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_err *e)
+{
+    const eng_config *c = &en->model->cfg;
+    unsigned char h[32];
+    int64_t *cl = NULL;
+    void *bs = NULL;
+    int rc;
+    *out = NULL;
+    if (!en->be->seq_load)
+        return sala_errf(e, SALA_EUNSUP, "the %s backend cannot load sequences yet", en->be->name);
+    size_t hn;
+    if ((rc = r->size(r->ud, "eng.header", &hn, e)))
+        return rc == SALA_ENOTFOUND ? sala_errf(e, SALA_EFORMAT, "state: no eng.header section")
+                                    : rc;
+    if (hn < 32 || (hn - 32) % 8)
+        return sala_errf(e, SALA_EFORMAT, "state: eng.header is %zu bytes", hn);
+    if ((rc = r->read(r->ud, "eng.header", 0, h, 32, e))) return rc;
+    if (memcmp(h, ENG_STATE_MAGIC, 8))
+        return sala_errf(e, SALA_EFORMAT, "state: eng.header: bad magic");
+    const uint64_t ver = get_le(h + 8, 4), dtype = get_le(h + 12, 4);
+    const uint64_t len = get_le(h + 16, 8), nckpt = get_le(h + 24, 8);
+    if (ver != ENG_STATE_VERSION)
+        return sala_errf(e, SALA_EUNSUP, "state: engine state version %llu, expected %d",
+                         (unsigned long long)ver, ENG_STATE_VERSION);
+    if (dtype != 0)
+        return sala_errf(e, SALA_EUNSUP, "state: dtype %llu, expected 0 (f32)",
+                         (unsigned long long)dtype);
+    if (len > (uint64_t)c->max_position_embeddings)
+        return sala_errf(e, SALA_EFORMAT, "state: length %llu exceeds max_position_embeddings "
+                         "%lld", (unsigned long long)len, (long long)c->max_position_embeddings);
+    if (nckpt != (hn - 32) / 8 || nckpt > 1000000)
+        return sala_errf(e, SALA_EFORMAT, "state: eng.header: %llu checkpoints in %zu bytes",
+                         (unsigned long long)nckpt, hn);
+    state_sizes z;
+    if (!sizes_for(c, (int64_t)len, (int64_t)nckpt, &z))
+        return sala_errf(e, SALA_ERANGE, "state: sizes overflow for length %llu",
+                         (unsigned long long)len);
+    if ((rc = want_size(r, "lin.S", z.lin, e)) || (rc = want_size(r, "ckpt.S", z.ckpt, e)) ||
+        (rc = want_size(r, "sparse.K", z.kv, e)) || (rc = want_size(r, "sparse.V", z.kv, e)) ||
+        (rc = want_size(r, "sparse.K1", z.k1, e)) || (rc = want_size(r, "sparse.K2", z.k2, e)))
+        return rc;
+    cl = malloc((size_t)nckpt * 8 + 8);
+    unsigned char *raw = malloc((size_t)nckpt * 8 + 8);
+    if (!cl || !raw) {
+        free(raw);
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+        goto fail;
+    }
+    rc = nckpt ? r->read(r->ud, "eng.header", 32, raw, (size_t)nckpt * 8, e) : SALA_OK;
+    for (uint64_t i = 0; !rc && i < nckpt; i++) {
+        cl[i] = (int64_t)get_le(raw + 8 * i, 8);
+        if (cl[i] < 0 || (uint64_t)cl[i] > len || (i && cl[i] <= cl[i - 1]))
+            rc = sala_errf(e, SALA_EFORMAT, "state: checkpoint %llu at length %lld is not "
+                           "ascending within [0, %llu]", (unsigned long long)i, (long long)cl[i],
+                           (unsigned long long)len);
+    }
+    free(raw);
+    if (rc) goto fail;
+    if ((rc = en->be->seq_load(en->bm, (int64_t)len, cl, (int64_t)nckpt, r, &bs, e))) goto fail;
+    free(cl);
+    *out = seq_wrap(en, bs, e);
+    return *out ? SALA_OK : SALA_ENOMEM;
+fail:
+    free(cl);
+    return rc;
 }

@@ -15,6 +15,7 @@
 #ifndef SALA_ENGINE_H
 #define SALA_ENGINE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "common.h"
@@ -47,10 +48,54 @@ int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e);
 int eng_seq_fork(eng_seq *s, eng_seq **out, sala_err *e);
 /* Save a checkpoint of the lightning states at the current length. */
 int eng_seq_checkpoint(eng_seq *s, sala_err *e);
+/* Number of checkpoints s holds (0 when the backend cannot tell). */
+int64_t eng_seq_checkpoint_count(const eng_seq *s);
 /* Rewind to the latest checkpoint at or below len (0 always qualifies) and return the length
  * reached in *reached; the caller prefills the rest again. Linear states cannot be rewound
  * otherwise. len > current length is refused. */
 int eng_seq_truncate(eng_seq *s, int64_t len, int64_t *reached, sala_err *e);
+
+/* ---- persisted state (cached contexts; docs/CONTEXTS.md) ----
+ * A sequence is exported as named sections through a callback, so that the caller chooses the
+ * container (engine/statefile.h) and a backend can stream each piece to or from its device as
+ * it goes. Sections, all little-endian, fp32 = IEEE binary32 (dtype "f32"; the only dtype the
+ * CPU backend holds; the CUDA backend converts when it holds another):
+ *   eng.header   ENG_STATE_MAGIC (8 bytes), u32 version, u32 dtype (0 = f32), i64 len,
+ *                i64 nckpt, then nckpt x i64 checkpoint lengths (ascending)
+ *   lin.S        [n_lightning, lightning_nh, lhd, lhd]   lightning states at len
+ *   ckpt.S       [nckpt, n_lightning, lightning_nh, lhd, lhd]  the checkpoints' states
+ *   sparse.K     [n_sparse][len, nkv, hd]      keys, layer after layer
+ *   sparse.V     [n_sparse][len, nkv, hd]
+ *   sparse.K1    [n_sparse][w1(len), nkv, hd]  compressed keys (w1 = complete windows of
+ *   sparse.K2    [n_sparse][w2(len), nkv, hd]   kernel k / stride s; w2 of 4k / 4s)
+ * A section is written in one or more consecutive calls with the same name (one per layer for
+ * the sparse ones). Readers are asked for byte ranges. */
+#define ENG_STATE_MAGIC "SALASEQ1"
+#define ENG_STATE_VERSION 1
+typedef int (*eng_state_write_fn)(void *ud, const char *section, const void *data, size_t n,
+                                  sala_err *e);
+typedef struct {
+    /* Size of a section in bytes (SALA_ENOTFOUND when absent). */
+    int (*size)(void *ud, const char *section, size_t *n, sala_err *e);
+    /* Read n bytes at byte offset off of a section into dst (checksums are the reader's). */
+    int (*read)(void *ud, const char *section, size_t off, void *dst, size_t n, sala_err *e);
+    void *ud;
+} eng_state_reader;
+
+/* Write s (its length, lightning states, checkpoints and sparse caches) as the sections above.
+ * Stops at the first error of fn and returns it. s is not changed. */
+int eng_seq_save(eng_seq *s, eng_state_write_fn fn, void *ud, sala_err *e);
+/* A new sequence on en with the state r holds. The header and every section size are checked
+ * against en's config before anything is allocated (a mismatch names the section, expected and
+ * actual sizes); *out is freed with eng_seq_free. */
+int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_err *e);
+/* Bytes eng_seq_save writes for a sequence of len tokens with nckpt checkpoints (for disk
+ * budgets), or 0 on overflow. */
+uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt);
+/* Bytes of one checkpoint (the lightning states). */
+uint64_t eng_state_ckpt_bytes(const eng_config *c);
+/* xxh3-64 of config.json and every tensor header: what a persisted state must match. */
+uint64_t eng_engine_fingerprint(const eng_engine *en);
 
 /* Optional observers of later forward calls (NULL fn: off).
  * select: every InfLLM-V2 block selection (see engine/backend.h eng_select_fn).

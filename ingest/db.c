@@ -217,6 +217,8 @@ fail:
     return rc;
 }
 
+struct sqlite3 *db_sqlite(db *d) { return d->h; }
+
 int db_begin(db *d, sala_err *e) { return exec_sql(d, "BEGIN IMMEDIATE", e); }
 int db_commit(db *d, sala_err *e) { return exec_sql(d, "COMMIT", e); }
 void db_rollback(db *d)

@@ -37,6 +37,10 @@ int db_begin(db *d, sala_err *e);
 int db_commit(db *d, sala_err *e);
 void db_rollback(db *d);
 
+/* The underlying SQLite connection, for modules with tables of their own (ctx/store.c). Owned
+ * by d. */
+struct sqlite3 *db_sqlite(db *d);
+
 /* Corpora. */
 int db_corpus_create(db *d, const char *name, int64_t *id, sala_err *e);
 int db_corpus_find(db *d, const char *name, int64_t *id, sala_err *e); /* SALA_ENOTFOUND */

@@ -115,7 +115,7 @@ static void ckpt_clear(cpu_seq *s, int keep)
     if (keep < s->nckpt) s->nckpt = keep;
 }
 
-static void cpu_seq_free(void *bs)
+void cpu_seq_free(void *bs)
 {
     cpu_seq *s = bs;
     if (!s) return;
@@ -150,7 +150,7 @@ static float *falloc(int64_t rows, int64_t cols)
     return malloc((size_t)rows * (size_t)cols * sizeof(float));
 }
 
-static int cpu_seq_new(void *bm, void **out, sala_err *e)
+int cpu_seq_new(void *bm, void **out, sala_err *e)
 {
     cpu_model *cm = bm;
     const eng_config *c = cm->c;
@@ -228,17 +228,13 @@ static int cpu_seq_fork(void *bs, void **out, sala_err *e)
     memcpy(s->S, src->S, s->S_floats * sizeof(float));
     s->len = src->len;
     for (int i = 0; i < src->nckpt; i++) {
-        if (s->nckpt == s->ckpt_cap) {
-            int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
-            cpu_ckpt *p = realloc(s->ckpt, (size_t)ncap * sizeof(*p));
-            if (!p) goto oom;
-            s->ckpt = p;
-            s->ckpt_cap = ncap;
-        }
         float *S = malloc((s->S_floats + 1) * sizeof(float));
         if (!S) goto oom;
         memcpy(S, src->ckpt[i].S, s->S_floats * sizeof(float));
-        s->ckpt[s->nckpt++] = (cpu_ckpt){src->ckpt[i].len, S};
+        if (cpu_seq_ckpt_push(s, src->ckpt[i].len, S, e)) {
+            free(S);
+            goto oom;
+        }
     }
     *out = s;
     return SALA_OK;
@@ -255,6 +251,16 @@ static int cpu_seq_checkpoint(void *bs, sala_err *e)
         memcpy(s->ckpt[s->nckpt - 1].S, s->S, s->S_floats * sizeof(float));
         return SALA_OK;
     }
+    float *S = malloc((s->S_floats + 1) * sizeof(float));
+    if (!S) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
+    memcpy(S, s->S, s->S_floats * sizeof(float));
+    int rc = cpu_seq_ckpt_push(s, s->len, S, e);   /* lengths only grow between truncates */
+    if (rc) free(S);
+    return rc;
+}
+
+int cpu_seq_ckpt_push(cpu_seq *s, int64_t len, float *S, sala_err *e)
+{
     if (s->nckpt == s->ckpt_cap) {
         int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
         cpu_ckpt *p = realloc(s->ckpt, (size_t)ncap * sizeof(*p));
@@ -262,10 +268,7 @@ static int cpu_seq_checkpoint(void *bs, sala_err *e)
         s->ckpt = p;
         s->ckpt_cap = ncap;
     }
-    float *S = malloc((s->S_floats + 1) * sizeof(float));
-    if (!S) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
-    memcpy(S, s->S, s->S_floats * sizeof(float));
-    s->ckpt[s->nckpt++] = (cpu_ckpt){s->len, S};   /* lengths only grow between truncates */
+    s->ckpt[s->nckpt++] = (cpu_ckpt){len, S};
     return SALA_OK;
 }
 
@@ -309,4 +312,7 @@ const eng_backend eng_cpu_backend = {
     .seq_checkpoint = cpu_seq_checkpoint,
     .seq_truncate = cpu_seq_truncate,
     .forward = cpu_forward_entry,
+    .seq_ckpt_lens = cpu_seq_ckpt_lens,
+    .seq_save = cpu_seq_save,
+    .seq_load = cpu_seq_load,
 };

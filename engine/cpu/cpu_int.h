@@ -111,4 +111,18 @@ typedef struct {
 
 int cpu_forward(cpu_seq *s, const eng_forward_args *a, sala_err *e);
 
+/* cpu_backend.c: sequence life cycle, shared with state.c. */
+int cpu_seq_new(void *bm, void **out, sala_err *e);
+void cpu_seq_free(void *bs);
+/* Grow the sparse caches to hold need tokens (forward.c). */
+int cpu_seq_reserve(cpu_seq *s, int64_t need, sala_err *e);
+/* Append a checkpoint of length len owning S (freed with the sequence once pushed). */
+int cpu_seq_ckpt_push(cpu_seq *s, int64_t len, float *S, sala_err *e);
+
+/* state.c: save/load (engine/backend.h seq_ckpt_lens, seq_save, seq_load). */
+int64_t cpu_seq_ckpt_lens(const void *bs, int64_t *lens, int64_t cap);
+int cpu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e);
+int cpu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+                 const eng_state_reader *r, void **out, sala_err *e);
+
 #endif

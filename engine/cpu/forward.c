@@ -24,7 +24,7 @@ static inline float sigmoidf(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* Grow the K/V and compressed-key caches of every sparse layer to hold need tokens
  * (capacity doubles, so this reallocates O(log length) times, never per token). */
-static int ensure_cap(cpu_seq *s, int64_t need, sala_err *e)
+int cpu_seq_reserve(cpu_seq *s, int64_t need, sala_err *e)
 {
     if (need <= s->cap) return SALA_OK;
     const eng_config *c = s->cm->c;
@@ -183,7 +183,7 @@ static int forward_step(cpu_seq *s, const int32_t *tok, int64_t T, const int64_t
     const eng_config *c = cm->c;
     const int64_t D = c->hidden_size, V = c->vocab_size, p0 = s->len;
     const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale(c);
-    int rc = ensure_cap(s, p0 + T, e);
+    int rc = cpu_seq_reserve(s, p0 + T, e);
     if (rc) return rc;
     if ((rc = ensure_thr(s, p0 + T - 1, e))) return rc;
 

@@ -1,0 +1,213 @@
+/* cmd_batch.c: `sala batch CORPUS QUESTIONS --out answers.jsonl`: many questions against one
+ * cached context, resumable. Every question starts from the same saved prefix state (the
+ * sequence is rewound to the prefix checkpoint between questions; the corpus is never
+ * prefilled again). On the CPU questions run one after another; batched decoding needs the
+ * CUDA backend. */
+#include "app.h"
+
+#include <cjson/cJSON.h>
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ctx/ctx.h"
+
+SALA_COMMAND(batch, "answer a file of questions into JSONL (resumable)");
+
+const char cmd_batch_usage[] =
+    "usage: sala batch CORPUS QUESTIONS --out FILE.jsonl [--model DIR] [--temp T] [--seed S]\n"
+    "                  [-n MAX_TOKENS] [--think] [--db FILE] [--backend B]\n\n"
+    "QUESTIONS holds one question per line, or JSONL objects {\"id\": ..., \"question\": ...}\n"
+    "(plain lines get the ids q1, q2, ... by line number). Each answer is appended to FILE as\n"
+    "one JSON line with id, question, answer, citations and timings; ids already in FILE are\n"
+    "skipped, so an interrupted batch resumes where it stopped.\n";
+
+typedef struct {
+    char **ids;
+    size_t n, cap;
+} idset;
+
+static int idset_add(idset *s, const char *id)
+{
+    if (s->n == s->cap) {
+        size_t c = s->cap ? 2 * s->cap : 64;
+        char **p = realloc(s->ids, c * sizeof(*p));
+        if (!p) return -1;
+        s->ids = p;
+        s->cap = c;
+    }
+    return (s->ids[s->n] = strdup(id)) ? (int)++s->n * 0 : -1;
+}
+
+static bool idset_has(const idset *s, const char *id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (!strcmp(s->ids[i], id)) return true;
+    return false;
+}
+
+/* The ids already answered in out (a missing file is empty). A torn last line (a crash while
+ * writing) is not counted, so it is asked again. */
+static void done_ids(const char *out, idset *s)
+{
+    FILE *f = fopen(out, "r");
+    char *line = NULL;
+    size_t cap = 0;
+    if (!f) return;
+    while (getline(&line, &cap, f) > 0) {
+        cJSON *o = cJSON_Parse(line);
+        const cJSON *id = cJSON_GetObjectItemCaseSensitive(o, "id");
+        if (cJSON_IsString(id)) idset_add(s, id->valuestring);
+        cJSON_Delete(o);
+    }
+    free(line);
+    fclose(f);
+}
+
+int cmd_batch(int argc, char **argv)
+{
+    enum { O_DB = 256, O_MODEL, O_BACKEND, O_TEMP, O_SEED, O_THINK, O_OUT };
+    static const struct option opts[] = {
+        {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
+        {"backend", required_argument, 0, O_BACKEND}, {"temp", required_argument, 0, O_TEMP},
+        {"seed", required_argument, 0, O_SEED}, {"think", no_argument, 0, O_THINK},
+        {"out", required_argument, 0, O_OUT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
+    };
+    const char *dbopt = NULL, *model = NULL, *backend = NULL, *outp = NULL;
+    ctx_ask_opts o = {.sampler = {.temperature = 0, .top_p = 1.0f, .repetition_penalty = 1.0f},
+                      .max_tokens = 512};
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
+        char *end = NULL;
+        switch (ch) {
+        case O_DB: dbopt = optarg; break;
+        case O_MODEL: model = optarg; break;
+        case O_BACKEND: backend = optarg; break;
+        case O_OUT: outp = optarg; break;
+        case O_THINK: o.think = true; break;
+        case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
+        case O_TEMP: o.sampler.temperature = strtof(optarg, &end); if (*end) goto usage; break;
+        case O_SEED: o.sampler.seed = strtoull(optarg, &end, 10); if (*end) goto usage; break;
+        case 'h': fputs(cmd_batch_usage, stdout); return EXIT_OK;
+        default: goto usage;
+        }
+    }
+    if (optind + 2 != argc || !outp) goto usage;
+    const char *corpus = argv[optind], *qpath = argv[optind + 1];
+    sala_err e = {0};
+    db *d = NULL;
+    ctx_model *m = NULL;
+    ctx_ctx *c = NULL;
+    char *dir = NULL, *line = NULL;
+    size_t lcap = 0;
+    FILE *qf = NULL, *of = NULL;
+    idset done = {0};
+    long answered = 0, skipped = 0, failed = 0, lineno = 0;
+    int rc = db_open_resolved(dbopt, &d, &e);
+    if (rc) goto fail;
+    if ((rc = ctx_model_resolve(d, corpus, model, &dir, &e))) goto fail;
+    if (!dir) {
+        rc = sala_errf(&e, SALA_EINVAL, "batch needs a model: --model DIR, 'sala corpus model "
+                       "%s DIR' or SALA_MODEL", corpus);
+        goto fail;
+    }
+    if (!(qf = fopen(qpath, "r"))) {
+        rc = sala_errf(&e, SALA_EINVAL, "%s: cannot open", qpath);
+        goto fail;
+    }
+    done_ids(outp, &done);
+    if ((rc = ctx_model_open(dir, backend, &m, &e))) goto fail;
+    if ((rc = ctx_open(d, corpus, m, &c, &e))) goto fail;
+    if (!(of = fopen(outp, "a"))) {
+        rc = sala_errf(&e, SALA_EIO, "%s: cannot open for appending", outp);
+        goto fail;
+    }
+    ssize_t got;
+    while ((got = getline(&line, &lcap, qf)) > 0) {
+        lineno++;
+        while (got > 0 && (line[got - 1] == '\n' || line[got - 1] == '\r')) line[--got] = 0;
+        if (!got) continue;
+        char idbuf[32];
+        const char *id = idbuf, *q = line;
+        cJSON *jo = NULL;
+        snprintf(idbuf, sizeof(idbuf), "q%ld", lineno);
+        if (line[0] == '{') {
+            jo = cJSON_Parse(line);
+            const cJSON *ji = cJSON_GetObjectItemCaseSensitive(jo, "id");
+            const cJSON *jq = cJSON_GetObjectItemCaseSensitive(jo, "question");
+            if (!cJSON_IsString(jq)) {
+                app_errorf("%s:%ld: not {\"id\": ..., \"question\": \"...\"}", qpath, lineno);
+                cJSON_Delete(jo);
+                failed++;
+                continue;
+            }
+            q = jq->valuestring;
+            if (cJSON_IsString(ji)) id = ji->valuestring;
+            else if (cJSON_IsNumber(ji)) snprintf(idbuf, sizeof(idbuf), "%.0f", ji->valuedouble);
+        }
+        if (idset_has(&done, id)) {
+            skipped++;
+            cJSON_Delete(jo);
+            continue;
+        }
+        ctx_answer a;
+        rc = ctx_ask(c, q, &o, NULL, NULL, &a, &e);
+        if (!rc) rc = ctx_answer_store(d, c, q, &a, &e);
+        if (rc) {
+            app_errorf("%s: %s", id, e.msg);
+            ctx_answer_free(&a);
+            cJSON_Delete(jo);
+            failed++;
+            if (rc == SALA_ENOMEM || rc == SALA_EIO) break;
+            rc = SALA_OK;
+            continue;
+        }
+        char *cit = ctx_answer_citations_json(&a), *tim = ctx_answer_timings_json(&a);
+        cJSON *r = cJSON_CreateObject();
+        cJSON_AddStringToObject(r, "id", id);
+        cJSON_AddStringToObject(r, "question", q);
+        cJSON_AddStringToObject(r, "answer", a.text);
+        cJSON_AddItemToObject(r, "citations", cit ? cJSON_Parse(cit) : cJSON_CreateNull());
+        cJSON_AddItemToObject(r, "timings", tim ? cJSON_Parse(tim) : cJSON_CreateNull());
+        char *s = cJSON_PrintUnformatted(r);
+        if (!s || fprintf(of, "%s\n", s) < 0 || fflush(of)) {
+            rc = sala_errf(&e, SALA_EIO, "%s: write failed", outp);
+            free(s);
+        } else {
+            free(s);
+            idset_add(&done, id);
+            answered++;
+            fprintf(stderr, "%s: %lld tokens, first token %.3fs\n", id, (long long)a.ntokens,
+                    a.t_first);
+        }
+        free(cit);
+        free(tim);
+        cJSON_Delete(r);
+        cJSON_Delete(jo);
+        ctx_answer_free(&a);
+        if (rc) break;
+    }
+    if (!rc) printf("batch: %ld answered, %ld already in %s, %ld failed\n", answered, skipped,
+                    outp, failed);
+fail:
+    if (rc) app_errorf("%s", e.msg);
+    if (of && fclose(of) && !rc) {
+        app_errorf("%s: write failed", outp);
+        rc = SALA_EIO;
+    }
+    if (qf) fclose(qf);
+    free(line);
+    for (size_t i = 0; i < done.n; i++) free(done.ids[i]);
+    free(done.ids);
+    ctx_close(c);
+    ctx_model_close(m);
+    db_close(d);
+    free(dir);
+    if (!rc && failed) return EXIT_PARTIAL;
+    return app_exit_code(rc);
+usage:
+    fputs(cmd_batch_usage, stderr);
+    return EXIT_USER;
+}
