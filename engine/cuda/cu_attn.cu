@@ -6,7 +6,10 @@
  *   sparse  a CTA takes one query's G heads (16 rows, G <= 16) and walks its selected blocks.
  * Scores and the softmax are fp32, Q/K/V and the probabilities bf16 on the tensor cores (WMMA);
  * the output accumulator is fp32 in shared memory. Key j is used iff j <= p (token causal mask). */
+#include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
+
+#include <stdlib.h>
 
 #include <math.h>
 
@@ -124,9 +127,259 @@ static __global__ void __launch_bounds__(128) attn_kernel(attn_args a, int MT, i
     }
 }
 
+/* ---- flash attention on registers (mma.sync m16n8k16), D in {64, 128}, G a power of two <= 16.
+ * A CTA of 4 warps takes QC = 4 x 16/G queries; a warp owns one m16 tile (rows qi*G + h: one
+ * query when G = 16) with Q fragments, the fp32 output accumulator (16 x D) and the row max/sum
+ * in registers (FlashAttention-2 layout: the score accumulator is re-packed as the bf16 A operand
+ * of P·V without leaving registers). K/V tiles of 64 keys are double-buffered with cp.async.
+ *   dense   the CTA walks blocks 0..qb_max; a warp skips blocks past its last query;
+ *   sparse  the CTA walks the ascending union of its queries' selections (a streaming merge: each
+ *           list head is reduced to the CTA minimum per step), loading every block once for all
+ *           its queries (the init and local blocks are shared); a warp computes a block only
+ *           when one of its queries selected it, and rows of other queries are masked.
+ * Key j is used iff j <= p. */
+template <int D, bool SPARSE>
+static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
+{
+    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8, NW = 4, NONE = 0x7fffffff;
+    const int G = 1 << lg, QPT = 16 >> lg, QC = NW * QPT;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw, *Vb = Kb + 2 * CU_KT * LDS;
+    __shared__ int red[2][NW];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int g = blockIdx.y;
+    const int cta = SPARSE ? (int)blockIdx.x : (int)(gridDim.x - 1 - blockIdx.x);   /* long first */
+    const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+
+    uint32_t qa[KS][4];
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int row = rq + 8 * hf, qw = row >> lg, qc = w * QPT + qw, h = row & (G - 1);
+        rv[hf] = qc < nq;
+        qwr[hf] = qw;
+        prow[hf] = a.p0 + tq0 + qc;
+        const bf16 *qrow = a.Q + ((size_t)(tq0 + (rv[hf] ? qc : 0)) * a.nh + g * G + h) * D;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            const int col = ks * 16 + 2 * qd;
+            qa[ks][hf] = rv[hf] ? *(const uint32_t *)(qrow + col) : 0u;
+            qa[ks][2 + hf] = rv[hf] ? *(const uint32_t *)(qrow + col + 8) : 0u;
+        }
+    }
+    int nqw = nq - w * QPT;                                 /* valid queries of this warp */
+    nqw = nqw < 0 ? 0 : (nqw > QPT ? QPT : nqw);
+    const int64_t pwmax = a.p0 + tq0 + w * QPT + nqw - 1;
+
+    /* sparse: lane < QPT follows the list of query w*QPT + lane */
+    const int32_t *lst = nullptr;
+    int ptr = 0, head = NONE;
+    int64_t lqb = -1;
+    if (SPARSE && lane < nqw) {
+        lst = a.sel + ((size_t)(tq0 + w * QPT + lane) * a.nkv + g) * a.K_sel;
+        lqb = (a.p0 + tq0 + w * QPT + lane) / CU_KT;
+    }
+    auto refill = [&](int after) {                          /* head = first entry > after */
+        head = NONE;
+        if (!lst) return;
+        while (ptr < a.K_sel) {
+            const int b = lst[ptr];
+            if (b < 0 || b > lqb) {
+                ptr = a.K_sel;
+                break;
+            }
+            if (b > after) {
+                head = b;
+                break;
+            }
+            ptr++;
+        }
+    };
+    int dense_next = 0;
+    /* next block of the CTA's stream and this warp's query mask for it (bit qw) */
+    auto next = [&](int par, int *mask) -> int {
+        if (!SPARSE) {
+            const int b = dense_next++;
+            if ((int64_t)b * CU_KT > pmax) return NONE;
+            *mask = (int64_t)b * CU_KT <= pwmax ? 1 : 0;
+            return b;
+        }
+        int hm = head;
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) hm = min(hm, __shfl_xor_sync(0xffffffffu, hm, o));
+        if (lane == 0) red[par][w] = hm;
+        __syncthreads();
+        int b = red[par][0];
+#pragma unroll
+        for (int i = 1; i < NW; i++) b = min(b, red[par][i]);
+        if (b == NONE) return NONE;
+        const bool mine = head == b;
+        *mask = (int)__ballot_sync(0xffffffffu, mine);
+        if (mine) refill(b);
+        return b;
+    };
+    auto load = [&](int b, int buf) {
+        const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
+        const int nk = (int)(left < CU_KT ? left : CU_KT);
+        tile_async<D>(Kb + buf * CU_KT * LDS, a.K + j0 * krow + (size_t)g * D, krow, nk, 128);
+        tile_async<D>(Vb + buf * CU_KT * LDS, a.V + j0 * krow + (size_t)g * D, krow, nk, 128);
+        cp_async_commit();
+    };
+
+    float o[ND][4];
+#pragma unroll
+    for (int i = 0; i < ND; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
+    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+
+    if (SPARSE) refill(-1);
+    int mcur = 0;
+    int bcur = next(0, &mcur);
+    if (bcur != NONE) load(bcur, 0);
+    for (int it = 0; bcur != NONE; it++) {
+        int mnext = 0;
+        const int bnext = next((it + 1) & 1, &mnext);
+        if (bnext != NONE) {
+            load(bnext, (it + 1) & 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        if (mcur) {
+            const bf16 *Kt = Kb + (it & 1) * CU_KT * LDS, *Vt = Vb + (it & 1) * CU_KT * LDS;
+            const int64_t j0 = (int64_t)bcur * CU_KT;
+            float s[8][4];
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
+            const uint32_t kbase = smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS +
+                                            ((lane >> 3) & 1) * 8);
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+                for (int nc = 0; nc < 4; nc++) {
+                    uint32_t b[4];
+                    ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
+                    mma_bf16(s[2 * nc], qa[ks], b[0], b[1]);
+                    mma_bf16(s[2 * nc + 1], qa[ks], b[2], b[3]);
+                }
+            float corr[2];
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const bool on = rv[hf] && (!SPARSE || ((mcur >> qwr[hf]) & 1));
+                const int64_t lim = on ? prow[hf] - j0 : -1;   /* key col valid iff col <= lim */
+                float mx = -INFINITY;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const int col = j * 8 + 2 * qd + e;
+                        const float v = col <= lim ? s[j][2 * hf + e] * sl : -INFINITY;
+                        s[j][2 * hf + e] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+                const float mn = fmaxf(mrow[hf], mx), mu = mn == -INFINITY ? 0.0f : mn;
+                corr[hf] = exp2f(mrow[hf] - mu);
+                mrow[hf] = mn;
+                float sum = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++) {
+                        const float pe = exp2f(s[j][2 * hf + e] - mu);
+                        s[j][2 * hf + e] = pe;
+                        sum += pe;
+                    }
+                lrow[hf] = lrow[hf] * corr[hf] + sum;
+            }
+#pragma unroll
+            for (int i = 0; i < ND; i++) {
+                o[i][0] *= corr[0];
+                o[i][1] *= corr[0];
+                o[i][2] *= corr[1];
+                o[i][3] *= corr[1];
+            }
+            const uint32_t vbase = smem_u32(Vt + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS +
+                                            ((lane >> 4) & 1) * 8);
+#pragma unroll
+            for (int kk = 0; kk < 4; kk++) {
+                uint32_t pa[4];
+                pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+                pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+                pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+                pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+                for (int dn = 0; dn < D / 16; dn++) {
+                    uint32_t b[4];
+                    ldsm_x4_t(b, vbase + (uint32_t)((kk * 16 * LDS + dn * 16) * 2));
+                    mma_bf16(o[2 * dn], pa, b[0], b[1]);
+                    mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
+                }
+            }
+        }
+        __syncthreads();                                    /* buffer it & 1 free */
+        bcur = bnext;
+        mcur = mnext;
+    }
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float l = lrow[hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (!rv[hf]) continue;
+        const int row = rq + 8 * hf, h = row & (G - 1);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        float *orow = a.O + ((size_t)(tq0 + w * QPT + qwr[hf]) * a.nh + g * G + h) * D;
+#pragma unroll
+        for (int i = 0; i < ND; i++)
+            *(float2 *)(orow + i * 8 + 2 * qd) =
+                make_float2(o[i][2 * hf] * inv, o[i][2 * hf + 1] * inv);
+    }
+}
+
+static int attn_lg(const attn_args *a)
+{
+    if (a->block != CU_KT || (a->d != 64 && a->d != 128)) return -1;
+    const int G = a->nh / a->nkv;
+    for (int lg = 0; lg <= 4; lg++)
+        if ((1 << lg) == G) return lg;
+    return -1;
+}
+
+static size_t flash_smem(int d) { return (size_t)4 * CU_KT * (d + 8) * 2; }
+
+template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const attn_args *a, int lg)
+{
+    const int qc = 4 * (16 >> lg);
+    const dim3 grid((a->n + qc - 1) / qc, a->nkv);
+    if (a->d == 128) flash_kernel<128, SPARSE><<<grid, 128, flash_smem(128), st>>>(*a, lg);
+    else flash_kernel<64, SPARSE><<<grid, 128, flash_smem(64), st>>>(*a, lg);
+    return cudaGetLastError();
+}
+
+static bool use_wmma(void)
+{
+    static int v = -1;
+    if (v < 0) v = getenv("SALA_CUDA_WMMA") != nullptr;
+    return v;
+}
+
 cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
+    const int lg = attn_lg(a);
+    if (lg >= 0 && !use_wmma()) return flash_launch<false>(st, a, lg);
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
     const dim3 grid((a->n + qt - 1) / qt, a->nkv);
     attn_kernel<false><<<grid, 128, attn_smem(16 * MT, a->d), st>>>(*a, MT, qt);
@@ -136,6 +389,8 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
+    const int lg = attn_lg(a);
+    if (lg >= 0 && !use_wmma()) return flash_launch<true>(st, a, lg);
     const dim3 grid(a->n, a->nkv);
     attn_kernel<true><<<grid, 128, attn_smem(16, a->d), st>>>(*a, 1, 1);
     return cudaGetLastError();
@@ -146,6 +401,12 @@ cudaError_t cu_attn_init(void)
     cudaError_t err = cudaFuncSetAttribute(attn_kernel<false>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)attn_smem(64, 256));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(flash_kernel<128, false>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(flash_kernel<128, true>,
+                               cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
     return cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)attn_smem(16, 256));

@@ -429,7 +429,7 @@ void cu_prof_mark(cu_model *m, int cat)
 }
 
 static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
-                                           "sparse_attn", "dense_attn", "other"};
+                                           "sparse_attn", "dense_attn", "other", "topk"};
 
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {
@@ -705,6 +705,156 @@ static int cu_seq_truncate(void *bs, int64_t len, int64_t *reached, sala_err *e)
     return SALA_OK;
 }
 
+/* ---- persisted state (engine/engine.h "persisted state"): fp32 sections streamed through a
+ * pinned staging buffer in chunks of CU_IO_FLOATS values, so that neither side ever holds a whole
+ * cache on the host. The bf16 caches (K, V, K1, K2) are widened to fp32 on save and rounded to
+ * bf16 (nearest even) on load: a state saved by this backend loads back bit for bit; one saved by
+ * the CPU backend is rounded exactly as its forward pass would round fresh keys. */
+#define CU_IO_FLOATS ((size_t)4 << 20)
+
+namespace {
+struct io_buf {
+    float *f = nullptr;
+    bf16 *b = nullptr;
+    ~io_buf()
+    {
+        if (f) cudaFreeHost(f);
+        if (b) cudaFreeHost(b);
+    }
+    int open(sala_err *e)
+    {
+        if (cudaMallocHost((void **)&f, CU_IO_FLOATS * 4) != cudaSuccess ||
+            cudaMallocHost((void **)&b, CU_IO_FLOATS * 2) != cudaSuccess)
+            return cu_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the state transfer");
+        return SALA_OK;
+    }
+};
+}   // namespace
+
+static int save_f32(io_buf &io, eng_state_write_fn fn, void *ud, const char *name,
+                    const float *src, size_t n, sala_err *e)
+{
+    if (!n) return fn(ud, name, NULL, 0, e);
+    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
+        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
+        CUDA_CHECK(cudaMemcpy(io.f, src + o, k * 4, cudaMemcpyDeviceToHost));
+        CU_TRY(fn(ud, name, io.f, k * 4, e));
+    }
+    return SALA_OK;
+}
+
+static int save_bf16(io_buf &io, eng_state_write_fn fn, void *ud, const char *name,
+                     const bf16 *src, size_t n, sala_err *e)
+{
+    if (!n) return fn(ud, name, NULL, 0, e);
+    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
+        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
+        CUDA_CHECK(cudaMemcpy(io.b, src + o, k * 2, cudaMemcpyDeviceToHost));
+        for (size_t i = 0; i < k; i++) io.f[i] = __bfloat162float(io.b[i]);
+        CU_TRY(fn(ud, name, io.f, k * 4, e));
+    }
+    return SALA_OK;
+}
+
+static int load_f32(io_buf &io, const eng_state_reader *r, const char *name, size_t off,
+                    float *dst, size_t n, sala_err *e)
+{
+    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
+        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
+        CU_TRY(r->read(r->ud, name, off + o * 4, io.f, k * 4, e));
+        CUDA_CHECK(cudaMemcpy(dst + o, io.f, k * 4, cudaMemcpyHostToDevice));
+    }
+    return SALA_OK;
+}
+
+static int load_bf16(io_buf &io, const eng_state_reader *r, const char *name, size_t off,
+                     bf16 *dst, size_t n, sala_err *e)
+{
+    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
+        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
+        CU_TRY(r->read(r->ud, name, off + o * 4, io.f, k * 4, e));
+        for (size_t i = 0; i < k; i++) io.b[i] = __float2bfloat16_rn(io.f[i]);
+        CUDA_CHECK(cudaMemcpy(dst + o, io.b, k * 2, cudaMemcpyHostToDevice));
+    }
+    return SALA_OK;
+}
+
+static int64_t cu_seq_ckpt_lens(const void *bs, int64_t *lens, int64_t cap)
+{
+    const cu_seq *s = (const cu_seq *)bs;
+    for (int i = 0; i < s->nckpt && i < cap; i++) lens[i] = s->ckpt[i].len;
+    return s->nckpt;
+}
+
+static const char *const state_names[4] = {"sparse.K", "sparse.V", "sparse.K1", "sparse.K2"};
+
+static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
+{
+    cu_seq *s = (cu_seq *)bs;
+    const eng_config *c = &s->m->c;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim);
+    io_buf io;
+    CU_TRY(io.open(e));
+    CUDA_CHECK(cudaStreamSynchronize(s->m->st));
+    CU_TRY(save_f32(io, fn, ud, "lin.S", s->S, s->S_floats, e));
+    for (int i = 0; i < s->nckpt; i++)
+        CU_TRY(save_f32(io, fn, ud, "ckpt.S", s->ckpt[i].S, s->S_floats, e));
+    if (!s->nckpt) CU_TRY(fn(ud, "ckpt.S", NULL, 0, e));
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < c->n_sparse; i++) {
+            const bf16 *buf = k == 0 ? s->K[i] : k == 1 ? s->V[i] : k == 2 ? s->K1[i] : s->K2[i];
+            const int64_t rows = k < 2 ? s->len : k == 2 ? s->n1[i] : s->n2[i];
+            CU_TRY(save_bf16(io, fn, ud, state_names[k], buf, (size_t)rows * row, e));
+        }
+    return SALA_OK;
+}
+
+static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+                         const eng_state_reader *r, sala_err *e)
+{
+    const eng_config *c = &s->m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim);
+    io_buf io;
+    CU_TRY(io.open(e));
+    if (len > 0) CU_TRY(cu_seq_cap(s, len, e));
+    CU_TRY(load_f32(io, r, "lin.S", 0, s->S, s->S_floats, e));
+    for (int64_t i = 0; i < nckpt; i++) {
+        CU_TRY(ckpt_push(s, ckpt_len[i], s->S, e));
+        CU_TRY(load_f32(io, r, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S,
+                        s->S_floats, e));
+    }
+    const int64_t w1 = nwin(len, sc->kernel_size, sc->kernel_stride);
+    const int64_t w2 = nwin(len, 4 * sc->kernel_size, 4 * sc->kernel_stride);
+    for (int k = 0; k < 4; k++)
+        for (int i = 0; i < c->n_sparse; i++) {
+            bf16 *buf = k == 0 ? s->K[i] : k == 1 ? s->V[i] : k == 2 ? s->K1[i] : s->K2[i];
+            const size_t n = (size_t)(k < 2 ? len : k == 2 ? w1 : w2) * row;
+            if (n) CU_TRY(load_bf16(io, r, state_names[k], (size_t)i * n * 4, buf, n, e));
+        }
+    for (int i = 0; i < c->n_sparse; i++) {
+        s->n1[i] = w1;
+        s->n2[i] = w2;
+    }
+    s->len = len;
+    return SALA_OK;
+}
+
+static int cu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+                       const eng_state_reader *r, void **out, sala_err *e)
+{
+    cu_seq *s;
+    *out = NULL;
+    CU_TRY(cu_seq_new(bm, (void **)&s, e));
+    const int rc = seq_load_into(s, len, ckpt_len, nckpt, r, e);
+    if (rc) {
+        cu_seq_free(s);
+        return rc;
+    }
+    *out = s;
+    return SALA_OK;
+}
+
 static int cu_forward_entry(void *bs, const eng_forward_args *a, sala_err *e)
 {
     return cu_forward((cu_seq *)bs, a, e);
@@ -723,6 +873,9 @@ static const eng_backend cu_backend = {
     /* .forward = */ cu_forward_entry,
     /* .model_random = */ cu_model_random,
     /* .profile = */ cu_profile,
+    /* .seq_ckpt_lens = */ cu_seq_ckpt_lens,
+    /* .seq_save = */ cu_seq_save,
+    /* .seq_load = */ cu_seq_load,
 };
 
 extern "C" __attribute__((visibility("default"))) const eng_backend *sala_cuda_backend(void)

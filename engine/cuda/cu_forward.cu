@@ -73,13 +73,14 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
         const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
         score_args sa = {s->Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
                          (int)s->score_nbs, p0, ts, T - ts, nh, nkv, hd, k1, s1,
-                         (int)sc->block_size, scale};
+                         (int)sc->block_size, scale,
+                         (int)(sc->window_size / sc->block_size), Kq};
         (void)nbs;
         K(OP_SCORE, k_score(st, &sa));
         topk_args ta = {s->score, (int)s->score_nbs, s->sel, Kq, p0, ts, T - ts, nkv,
                         (int)sc->block_size, (int)sc->init_blocks,
                         (int)(sc->window_size / sc->block_size)};
-        K(OP_SCORE, k_topk(st, &ta));
+        K(OP_TOPK, k_topk(st, &ta));
         aa.t0 = ts;
         aa.n = T - ts;
         K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));

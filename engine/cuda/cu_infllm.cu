@@ -13,9 +13,11 @@
  *   the K-th largest score by a radix select on order-preserving keys, then every block above it
  *   plus the lowest ids equal to it (lower block id wins ties), written ascending, -1 padded.
  * fp32 sums (the CPU twin sums in double), so exact ties and near-ties may order differently. */
+#include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
 
 #include <math.h>
+#include <stdlib.h>
 
 static __device__ __forceinline__ int64_t nwin(int64_t L, int k, int s)
 {
@@ -135,10 +137,286 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
     }
 }
 
+/* ---- stage 1 on registers (mma.sync m16n8k16), D in {64, 128}, G a power of two <= 16 ----
+ * A CTA of 4 warps takes QC = 8 x 16/G queries; a warp owns two m16 tiles (32 rows = rows
+ * qi*G + h, one query per tile when G = 16) and keeps their Q fragments in registers. One tile
+ * stream, pass 1 (K2 tiles) then pass 2 (K1 tiles), 64 windows a tile, double-buffered with
+ * cp.async into padded shared tiles; each warp computes its 32 x 64 scores in registers.
+ *   pass 1: per-row online max/sum (thread-local, exp2 domain), quad-combined at the switch;
+ *   pass 2: exp2(s - lse) summed over the G rows of a query in registers (G = 16: a 3-step
+ *           butterfly reduce-scatter, 14 shuffles for 64 columns), masked as in score_kernel,
+ *           written to a per-warp window row and max-pooled onto blocks there.
+ * Blocks that the top-K forces anyway are skipped when a.local >= 0: only blocks
+ * b < qbmax - local are scored (top-K never reads the rest), and a CTA whose queries all have
+ * qb + 1 <= a.Ksel (top-K takes every block) does nothing. */
+#define SC_MW 2
+#define SC_NW 4
+
+template <int D>
+static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int lg)
+{
+    constexpr int LDS = D + 8, KS = D / 16, MW = SC_MW, NW = SC_NW;
+    const int G = 1 << lg, QPT = 16 >> lg, QPW = MW * QPT, QC = NW * QPW;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    float *Pw = (float *)(Kb + 2 * 64 * LDS) + w * QPW * (CU_KT + 1);
+    const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
+    if (a.Ksel > 0 && qbmax + 1 <= a.Ksel) return;          /* top-K takes every block */
+    const int k2 = 4 * a.k1, s2 = 4 * a.s1, r = a.block / a.s1;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+
+    uint32_t qa[MW][KS][4];
+    int v2r[MW][2];
+#pragma unroll
+    for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int row = rq + 8 * hf, qc = w * QPW + mt * QPT + (row >> lg), h = row & (G - 1);
+            const bool ok = qc < nq;
+            const int64_t p = a.p0 + tq0 + qc;
+            int64_t v2 = nwin(p + 1, k2, s2);
+            if (v2 > a.n2) v2 = a.n2;
+            v2r[mt][hf] = ok ? (int)v2 : 0;
+            const bf16 *qrow = a.Q + ((size_t)(tq0 + (ok ? qc : 0)) * a.nh + g * G + h) * D;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const int col = ks * 16 + 2 * qd;
+                qa[mt][ks][hf] = ok ? *(const uint32_t *)(qrow + col) : 0u;
+                qa[mt][ks][2 + hf] = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
+            }
+        }
+    int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
+    if (v2max > a.n2) v2max = a.n2;
+    if (v1max > a.n1) v1max = a.n1;
+    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
+    if (nblk < 0) nblk = 0;
+    const int nt2 = (int)((v2max + CU_KT - 1) / CU_KT);
+    const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
+    const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
+    if (nt == 0) return;
+    if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
+
+    auto load = [&](int t) {
+        bf16 *dst = Kb + (t & 1) * CU_KT * LDS;
+        if (t < nt2) {
+            const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
+            tile_async<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
+                          (int)(left < CU_KT ? left : CU_KT), 128);
+        } else {
+            const int64_t i0 = (int64_t)(t - nt2) * CU_KT, left = v1max - i0;
+            const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
+            tile_async<D>(dst, a.K1 + (nk > 0 ? i0 * krow : 0) + (size_t)g * D, krow, nk, 128);
+        }
+        cp_async_commit();
+    };
+
+    float mrow[MW][2], lrow[MW][2];
+#pragma unroll
+    for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            mrow[mt][hf] = -INFINITY;
+            lrow[mt][hf] = 0.0f;
+        }
+    load(0);
+    for (int t = 0; t < nt; t++) {
+        if (t + 1 < nt) {
+            load(t + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        const bf16 *Kt = Kb + (t & 1) * CU_KT * LDS;
+        float acc[MW][8][4];
+#pragma unroll
+        for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+            for (int j = 0; j < 8; j++)
+#pragma unroll
+                for (int e = 0; e < 4; e++) acc[mt][j][e] = 0.0f;
+        const uint32_t kbase =
+            smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8);
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int nc = 0; nc < 4; nc++) {
+                uint32_t b[4];
+                ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
+#pragma unroll
+                for (int mt = 0; mt < MW; mt++) {
+                    mma_bf16(acc[mt][2 * nc], qa[mt][ks], b[0], b[1]);
+                    mma_bf16(acc[mt][2 * nc + 1], qa[mt][ks], b[2], b[3]);
+                }
+            }
+        __syncthreads();                                    /* tile buffer free for t + 2 */
+        if (t < nt2) {                                      /* pass 1: online lse over K2 */
+            const int c0 = t * CU_KT;
+#pragma unroll
+            for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int lim = v2r[mt][hf] - c0;
+                    float x[16], mx = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            const int col = j * 8 + 2 * qd + e;
+                            const float v = col < lim ? acc[mt][j][2 * hf + e] * sl : -INFINITY;
+                            x[j * 2 + e] = v;
+                            mx = fmaxf(mx, v);
+                        }
+                    const float mo = mrow[mt][hf], mn = fmaxf(mo, mx);
+                    if (mn != -INFINITY) {
+                        float s = 0.0f;
+#pragma unroll
+                        for (int i = 0; i < 16; i++) s += exp2f(x[i] - mn);
+                        lrow[mt][hf] = lrow[mt][hf] * exp2f(mo - mn) + s;
+                        mrow[mt][hf] = mn;
+                    }
+                }
+            continue;
+        }
+        if (t == nt2) {                                     /* lse (log2 domain) per row */
+#pragma unroll
+            for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    float m = mrow[mt][hf], l = lrow[mt][hf];
+#pragma unroll
+                    for (int o = 1; o <= 2; o <<= 1) {
+                        const float mo = __shfl_xor_sync(0xffffffffu, m, o);
+                        const float lo = __shfl_xor_sync(0xffffffffu, l, o);
+                        const float mn = fmaxf(m, mo);
+                        l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
+                        m = mn;
+                    }
+                    mrow[mt][hf] = l > 0.0f ? m + log2f(l) : -INFINITY;
+                }
+        }
+        /* pass 2: group-summed P of 64 K1 windows -> Pw, then pooled onto 64 / r blocks */
+        const int64_t i0 = (int64_t)(t - nt2) * CU_KT;
+        if (lg == 4) {
+#pragma unroll
+            for (int mt = 0; mt < MW; mt++) {
+                float v[16];
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 2; e++)
+                        v[j * 2 + e] = exp2f(acc[mt][j][e] * sl - mrow[mt][0]) +
+                                       exp2f(acc[mt][j][2 + e] * sl - mrow[mt][1]);
+                {
+                    const bool hi = lane & 16;
+#pragma unroll
+                    for (int i = 0; i < 8; i++) {
+                        const float snd = hi ? v[i] : v[i + 8], kp = hi ? v[i + 8] : v[i];
+                        v[i] = kp + __shfl_xor_sync(0xffffffffu, snd, 16);
+                    }
+                }
+                {
+                    const bool hi = lane & 8;
+#pragma unroll
+                    for (int i = 0; i < 4; i++) {
+                        const float snd = hi ? v[i] : v[i + 4], kp = hi ? v[i + 4] : v[i];
+                        v[i] = kp + __shfl_xor_sync(0xffffffffu, snd, 8);
+                    }
+                }
+                {
+                    const bool hi = lane & 4;
+#pragma unroll
+                    for (int i = 0; i < 2; i++) {
+                        const float snd = hi ? v[i] : v[i + 2], kp = hi ? v[i + 2] : v[i];
+                        v[i] = kp + __shfl_xor_sync(0xffffffffu, snd, 4);
+                    }
+                }
+                const int j = ((lane >> 4) & 1) * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1);
+                const int col = j * 8 + 2 * qd, qc = w * QPW + mt;
+                const int64_t p = a.p0 + tq0 + qc;
+                int64_t v1 = nwin(p + 1, a.k1, a.s1);
+                if (v1 > a.n1) v1 = a.n1;
+                const bool nok2 = nwin(p + 1, k2, s2) == 0;
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    float val = v[e];
+                    if (i0 + col + e >= v1) val = -INFINITY;
+                    else if (nok2 || isnan(val)) val = 0.0f;
+                    Pw[mt * (CU_KT + 1) + 1 + col + e] = val;
+                }
+            }
+        } else {
+#pragma unroll
+            for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) {
+                    const int row = rq + 8 * hf, qw = mt * QPT + (row >> lg);
+                    const int64_t p = a.p0 + tq0 + w * QPW + qw;
+                    int64_t v1 = nwin(p + 1, a.k1, a.s1);
+                    if (v1 > a.n1) v1 = a.n1;
+                    const bool nok2 = nwin(p + 1, k2, s2) == 0;
+#pragma unroll
+                    for (int j = 0; j < 8; j++)
+#pragma unroll
+                        for (int e = 0; e < 2; e++) {
+                            float val = exp2f(acc[mt][j][2 * hf + e] * sl - mrow[mt][hf]);
+                            for (int o = 4; o < 4 * G; o <<= 1)
+                                val += __shfl_xor_sync(0xffffffffu, val, o);
+                            const int col = j * 8 + 2 * qd + e;
+                            if (i0 + col >= v1) val = -INFINITY;
+                            else if (nok2 || isnan(val)) val = 0.0f;
+                            if ((row & (G - 1)) == 0) Pw[qw * (CU_KT + 1) + 1 + col] = val;
+                        }
+                }
+        }
+        __syncwarp();
+        const int bpt = CU_KT / r;
+        for (int idx = lane; idx < QPW * bpt; idx += 32) {
+            const int qw = idx / bpt, bl = idx % bpt, qc = w * QPW + qw;
+            if (qc >= nq) continue;
+            const int64_t p = a.p0 + tq0 + qc, b = i0 / r + bl;
+            if (b > p / a.block) continue;
+            const float *pw = Pw + qw * (CU_KT + 1) + r * bl;
+            float m = -INFINITY;
+            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
+            a.score[((size_t)(tq0 + qc) * a.nkv + g) * a.nbs + b] = m;
+        }
+        __syncwarp();
+        if (lane < QPW) Pw[lane * (CU_KT + 1)] = Pw[lane * (CU_KT + 1) + CU_KT];
+        __syncwarp();
+    }
+}
+
+static int ilog2_16(int G)
+{
+    for (int lg = 0; lg <= 4; lg++)
+        if ((1 << lg) == G) return lg;
+    return -1;
+}
+
+static size_t score_mma_smem(int d, int lg)
+{
+    return (size_t)2 * CU_KT * (d + 8) * 2 +
+           (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4;
+}
+
 cudaError_t k_score(cudaStream_t st, const score_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
-    const int G = a->nh / a->nkv, qt = 64 / G;
+    const int G = a->nh / a->nkv, lg = ilog2_16(G);
+    if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && !getenv("SALA_CUDA_WMMA")) {
+        const int qc = SC_NW * SC_MW * (16 >> lg);
+        const dim3 grid((a->n + qc - 1) / qc, a->nkv);
+        const size_t sm = score_mma_smem(a->d, lg);
+        if (a->d == 128) score_mma_kernel<128><<<grid, 128, sm, st>>>(*a, lg);
+        else score_mma_kernel<64><<<grid, 128, sm, st>>>(*a, lg);
+        return cudaGetLastError();
+    }
+    const int qt = 64 / G;
     const dim3 grid((a->n + qt - 1) / qt, a->nkv);
     score_kernel<<<grid, 128, score_smem(a->d), st>>>(*a, qt);
     return cudaGetLastError();
@@ -247,6 +525,12 @@ cudaError_t cu_kernels_init(void)
     if (err != cudaSuccess) return err;
     err = cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                (int)score_smem(256));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(score_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)score_mma_smem(128, 0));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(score_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)score_mma_smem(64, 0));
     if (err != cudaSuccess) return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);

@@ -46,7 +46,7 @@ int cu_errf(sala_err *e, int code, const char *fmt, ...) __attribute__((format(p
 #define CU_KT 64
 
 /* ---- op categories of the profile (bench) ---- */
-enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_N };
+enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_N };
 
 /* ---- kernels (cu_kernels.cu, cu_attn.cu, cu_infllm.cu, cu_lightning.cu) ----
  * Launchers enqueue on st and return cudaGetLastError(). Shapes in the comments. */
@@ -119,6 +119,9 @@ typedef struct {
     int nh, nkv, d;
     int k1, s1, block;                   /* k2 = 4 k1, s2 = 4 s1 */
     float scale;
+    /* Blocks the top-K forces are not scored when local >= 0 (only b < qb_max - local of the
+     * CTA's queries, and nothing when every query has qb + 1 <= Ksel); -1: score every block. */
+    int local, Ksel;
 } score_args;
 cudaError_t k_score(cudaStream_t st, const score_args *a);
 /* Step 4: top-K blocks per (query, group) -> sel (T, nkv, K) ascending, -1 padded. */

@@ -255,7 +255,8 @@ int op_select(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const f
     CUDA_CHECK(cu_kernels_init());
     const float scale = (float)(1.0 / sqrt((double)d));
     score_args sa = {dQ, d1, d2, n1, n2, score, (int)nbs, p0, 0, T, nh, nkv, d,
-                     (int)sc->kernel_size, (int)sc->kernel_stride, (int)sc->block_size, scale};
+                     (int)sc->kernel_size, (int)sc->kernel_stride, (int)sc->block_size, scale,
+                     (int)(sc->window_size / sc->block_size), Kq};
     CUDA_CHECK(k_score(0, &sa));
     topk_args ta = {score, (int)nbs, dsel, Kq, p0, 0, T, nkv, (int)sc->block_size,
                     (int)sc->init_blocks, (int)(sc->window_size / sc->block_size)};

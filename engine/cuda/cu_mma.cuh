@@ -1,0 +1,80 @@
+/* cu_mma.cuh: register-level tensor-core helpers (mma.sync m16n8k16 bf16 -> fp32, ldmatrix,
+ * cp.async) shared by the stage-1 scoring and attention kernels. mma.sync runs on sm_90 and
+ * sm_90a alike (HMMA), so these need no architecture guard.
+ *
+ * Fragment layouts (PTX ISA, m16n8k16): lane l, quad position c = l % 4, row r = l / 4;
+ *   A (16x16, row-major)  a0 = (r, 2c..2c+1)  a1 = (r+8, 2c..)  a2 = (r, 8+2c..)  a3 = (r+8, 8+2c..)
+ *   B (16x8, "col")       b0 = (k 2c..2c+1, n r)  b1 = (k 8+2c.., n r)
+ *   C (16x8, fp32)        c0,c1 = (r, 2c, 2c+1)  c2,c3 = (r+8, 2c, 2c+1)
+ * Shared tiles are row-major with a row stride of D + 8 bf16 (16 bytes of padding), which makes
+ * every ldmatrix phase (8 rows x 16 bytes) conflict-free. */
+#ifndef SALA_CU_MMA_CUH
+#define SALA_CU_MMA_CUH
+
+#include "engine/cuda/cu_int.h"
+
+static __device__ __forceinline__ void mma_bf16(float c[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+static __device__ __forceinline__ uint32_t smem_u32(const void *p)
+{
+    return (uint32_t)__cvta_generic_to_shared(p);
+}
+
+static __device__ __forceinline__ void ldsm_x4(uint32_t r[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+static __device__ __forceinline__ void ldsm_x4_t(uint32_t r[4], uint32_t addr)
+{
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(addr));
+}
+
+/* 16-byte global -> shared copy; bytes past `valid` (0 or 16) are zero-filled. */
+static __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid)
+{
+    const int n = valid ? 16 : 0;
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+static __device__ __forceinline__ void cp_async_commit()
+{
+    asm volatile("cp.async.commit_group;\n" ::);
+}
+template <int N> static __device__ __forceinline__ void cp_async_wait()
+{
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
+{
+    __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+    return *(uint32_t *)&v;
+}
+
+/* Rows [0, nrows) of a (rows, D) bf16 matrix with row stride ld (elements) -> shared tile
+ * (64, D + 8) by cp.async; rows past nrows are zero. All threads of the CTA (nthr) take part.
+ * The source address of an invalid row is clamped to row 0 (never dereferenced past the end). */
+template <int D>
+static __device__ __forceinline__ void tile_async(bf16 *dst, const bf16 *src, size_t ld, int nrows,
+                                                  int nthr)
+{
+    constexpr int PER = D / 8, LDS = D + 8;
+    for (int idx = threadIdx.x; idx < 64 * PER; idx += nthr) {
+        const int r = idx / PER, c = idx % PER;
+        const bool ok = r < nrows;
+        cp_async16(smem_u32(dst + r * LDS + c * 8), src + (ok ? (size_t)r * ld : 0) + c * 8, ok);
+    }
+}
+
+#endif
