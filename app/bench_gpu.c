@@ -4,7 +4,8 @@
  * peak GPU memory and the per-op device time of each prefill; then, in the same run on the same
  * GPU, the dense-8B PyTorch peer (bench/peer_dense8b.py) and the TTFT ratio. Prints a table and
  * one JSON line per measurement. Uses the backend table directly (engine/backend.h) because the
- * model has no directory. */
+ * model has no directory. With --context, the cached-context benchmark instead (app/bench_ctx.c:
+ * prefill, save, reopen, fork, question, batch of questions). */
 #include "bench.h"
 
 #include <getopt.h>
@@ -140,11 +141,16 @@ int bench_gpu(int argc, char **argv)
 {
     const char *weights = NULL, *lens = "8K,32K,128K,256K,1M", *peer = NULL;
     const char *peer_lens = "8K,32K,64K,128K";
+    const char *ctxs = NULL, *batch_at = "256K";
     int steps = 32;
+    bench_ctx_opts co = {.questions = 32, .qtokens = 50, .answer = 32, .state_dir = "/tmp"};
     static const struct option opts[] = {
         {"random-weights", required_argument, 0, 'w'}, {"lengths", required_argument, 0, 'l'},
         {"decode", required_argument, 0, 'd'}, {"peer", required_argument, 0, 'p'},
-        {"peer-lengths", required_argument, 0, 'P'}, {0, 0, 0, 0}};
+        {"peer-lengths", required_argument, 0, 'P'}, {"context", required_argument, 0, 'c'},
+        {"questions", required_argument, 0, 'q'}, {"question-tokens", required_argument, 0, 'Q'},
+        {"answer", required_argument, 0, 'a'}, {"batch-at", required_argument, 0, 'b'},
+        {"state-dir", required_argument, 0, 's'}, {"keep", no_argument, 0, 'k'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -154,6 +160,13 @@ int bench_gpu(int argc, char **argv)
         case 'd': steps = atoi(optarg); break;
         case 'p': peer = optarg; break;
         case 'P': peer_lens = optarg; break;
+        case 'c': ctxs = optarg; break;
+        case 'q': co.questions = atoi(optarg); break;
+        case 'Q': co.qtokens = atoi(optarg); break;
+        case 'a': co.answer = atoi(optarg); break;
+        case 'b': batch_at = optarg; break;
+        case 's': co.state_dir = optarg; break;
+        case 'k': co.keep = true; break;
         default: goto usage;
         }
     }
@@ -166,6 +179,14 @@ int bench_gpu(int argc, char **argv)
     eng_config cfg;
     if (!strcmp(weights, "full")) config_full(&cfg);
     else config_tiny(&cfg);
+    if (ctxs) {
+        co.ncontext = parse_lengths(ctxs, co.context, 32);
+        co.nbatch = parse_lengths(batch_at, co.batch_at, 32);
+        if (co.ncontext <= 0 || co.nbatch <= 0 || co.questions < 0 || co.qtokens < 1 ||
+            co.answer < 1)
+            goto usage;
+        return bench_gpu_context(&cfg, &co);
+    }
     bench b = {0};
     int rc = SALA_OK;
     int32_t *tok = NULL;
@@ -285,6 +306,9 @@ fail:
 usage:
     fputs("usage: sala bench gpu --random-weights full|tiny [--lengths 8K,32K,128K,256K,1M]\n"
           "                      [--decode N] [--peer bench/peer_dense8b.py] "
-          "[--peer-lengths 8K,32K,64K,128K]\n", stderr);
+          "[--peer-lengths 8K,32K,64K,128K]\n"
+          "       sala bench gpu --random-weights full|tiny --context 1M,256K [--questions 32]\n"
+          "                      [--question-tokens 50] [--answer 32] [--batch-at 256K]\n"
+          "                      [--state-dir /tmp] [--keep]\n", stderr);
     return EXIT_USER;
 }

@@ -4,6 +4,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <xxhash.h>
 
 #include "engine/backend.h"
 #include "engine/model.h"
@@ -40,6 +41,35 @@ int eng_engine_open(const char *dir, const char *backend, eng_engine **out, sala
         sala_err_prefix(e, "%s backend", en->be->name);
         goto fail;
     }
+    *out = en;
+    return SALA_OK;
+fail:
+    eng_engine_close(en);
+    return rc;
+}
+
+int eng_engine_random(const eng_config *c, const char *backend, uint64_t seed, eng_engine **out,
+                      sala_err *e)
+{
+    *out = NULL;
+    int rc;
+    eng_engine *en = calloc(1, sizeof(*en));
+    if (!en || !(en->model = calloc(1, sizeof(*en->model)))) {
+        free(en);
+        return sala_errf(e, SALA_ENOMEM, "out of memory");
+    }
+    en->model->cfg = *c;
+    en->model->fingerprint = XXH3_64bits_withSeed(c, sizeof(*c), seed);
+    en->be = eng_backend_get(backend, e);
+    if (!en->be) {
+        rc = e ? e->code : SALA_EUNSUP;
+        goto fail;
+    }
+    if (!en->be->model_random) {
+        rc = sala_errf(e, SALA_EUNSUP, "the %s backend cannot make random weights", en->be->name);
+        goto fail;
+    }
+    if ((rc = en->be->model_random(c, seed, &en->bm, e))) goto fail;
     *out = en;
     return SALA_OK;
 fail:

@@ -26,6 +26,11 @@ typedef struct eng_seq eng_seq;
 
 /* Open model directory dir on backend (NULL = "cpu"). */
 int eng_engine_open(const char *dir, const char *backend, eng_engine **out, sala_err *e);
+/* An engine over a model of configuration *c whose random weights the backend makes itself
+ * (benchmarks: `sala bench gpu --context`); SALA_EUNSUP when the backend has no model_random.
+ * No directory and no tokenizer; the fingerprint is xxh3 of the config, seeded with seed. */
+int eng_engine_random(const eng_config *c, const char *backend, uint64_t seed, eng_engine **out,
+                      sala_err *e);
 void eng_engine_close(eng_engine *en);
 const eng_config *eng_engine_config(const eng_engine *en);
 const char *eng_engine_backend(const eng_engine *en);
@@ -77,7 +82,8 @@ typedef int (*eng_state_write_fn)(void *ud, const char *section, const void *dat
 typedef struct {
     /* Size of a section in bytes (SALA_ENOTFOUND when absent). */
     int (*size)(void *ud, const char *section, size_t *n, sala_err *e);
-    /* Read n bytes at byte offset off of a section into dst (checksums are the reader's). */
+    /* Read n bytes at byte offset off of a section into dst (checksums are the reader's).
+     * A backend may call it from several threads at once (disjoint ranges): it must allow that. */
     int (*read)(void *ud, const char *section, size_t off, void *dst, size_t n, sala_err *e);
     void *ud;
 } eng_state_reader;

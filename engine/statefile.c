@@ -9,6 +9,7 @@
 #include <inttypes.h>
 #include <libgen.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -310,7 +311,8 @@ struct sf_reader {
     cJSON *meta;
     section *sec;
     size_t nsec;
-    unsigned char *bounce;   /* one chunk, allocated on first unaligned read */
+    unsigned char *bounce;   /* one chunk, allocated at open, for reads of part of a chunk */
+    atomic_flag bounce_busy; /* taken by the sf_read using bounce; others malloc their own */
 };
 
 void sf_close(sf_reader *r)
@@ -435,6 +437,7 @@ int sf_open(const char *path, const sf_field *expect, size_t nexpect, sf_reader 
         free(r);
         return sala_errf(e, SALA_ENOMEM, "out of memory");
     }
+    atomic_flag_clear(&r->bounce_busy);
     r->fd = open(path, O_RDONLY | O_CLOEXEC);
     if (r->fd < 0) {
         rc = errno == ENOENT ? sala_errf(e, SALA_ENOTFOUND, "%s: no such state file", path)
@@ -509,6 +512,10 @@ int sf_open(const char *path, const sf_field *expect, size_t nexpect, sf_reader 
         goto fail;
     }
     if ((rc = parse_dir(r, buf, (size_t)dl, HDR_BYTES + ml, doff, e))) goto fail;
+    if (!(r->bounce = malloc(SF_CHUNK))) {
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+        goto fail;
+    }
     free(buf);
     *out = r;
     return SALA_OK;
@@ -539,6 +546,9 @@ int sf_section_size(const sf_reader *r, const char *name, size_t *size, sala_err
     return SALA_OK;
 }
 
+/* Thread-safe: chunks that land whole in dst are read and verified in place; a chunk of which
+ * only a part is wanted goes through r->bounce, or through a private buffer when another thread
+ * holds that one. pread on the shared descriptor has no file position to race on. */
 int sf_read(sf_reader *r, const char *name, size_t off, void *dst, size_t n, sala_err *e)
 {
     const section *s = find_section(r, name);
@@ -546,7 +556,9 @@ int sf_read(sf_reader *r, const char *name, size_t off, void *dst, size_t n, sal
     if (off > s->size || n > s->size - off)
         return sala_errf(e, SALA_EINVAL, "%s: section '%s': read of %zu bytes at %zu past its end (%" PRIu64 ")",
                          r->path, name, n, off, s->size);
-    unsigned char *out = dst;
+    unsigned char *out = dst, *bounce = NULL;
+    bool own = false;   /* bounce is a private malloc (else r->bounce, flag held) */
+    int rc = SALA_OK;
     size_t end = off + n;
     for (size_t c = off / SF_CHUNK; c * SF_CHUNK < end; c++) {
         size_t cb = c * SF_CHUNK, clen = (size_t)SALA_MIN((uint64_t)SF_CHUNK, s->size - cb);
@@ -555,31 +567,49 @@ int sf_read(sf_reader *r, const char *name, size_t off, void *dst, size_t n, sal
         if (lo == cb && hi == cb + clen) {
             buf = out + (cb - off);   /* the whole chunk lands in dst: read and verify in place */
         } else {
-            if (!r->bounce && !(r->bounce = malloc(SF_CHUNK))) return sala_errf(e, SALA_ENOMEM, "out of memory");
-            buf = r->bounce;
+            if (!bounce) {
+                if (!atomic_flag_test_and_set(&r->bounce_busy)) {
+                    bounce = r->bounce;
+                } else if ((bounce = malloc(SF_CHUNK))) {
+                    own = true;
+                } else {
+                    rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+                    break;
+                }
+            }
+            buf = bounce;
         }
-        if (pread_all(r->fd, buf, clen, s->offset + cb)) return io_err(e, r->path, "read");
-        if (XXH3_64bits(buf, clen) != s->sums[c])
-            return sala_errf(e, SALA_EFORMAT, "%s: section '%s': checksum mismatch in chunk %zu (bytes "
-                             "%zu..%zu); the state file is damaged: run 'sala prefill' again", r->path,
-                             name, c, cb, cb + clen);
-        if (buf == r->bounce) memcpy(out + (lo - off), buf + (lo - cb), hi - lo);
+        if (pread_all(r->fd, buf, clen, s->offset + cb)) {
+            rc = io_err(e, r->path, "read");
+            break;
+        }
+        if (XXH3_64bits(buf, clen) != s->sums[c]) {
+            rc = sala_errf(e, SALA_EFORMAT, "%s: section '%s': checksum mismatch in chunk %zu (bytes "
+                           "%zu..%zu); the state file is damaged: run 'sala prefill' again", r->path,
+                           name, c, cb, cb + clen);
+            break;
+        }
+        if (buf == bounce) memcpy(out + (lo - off), buf + (lo - cb), hi - lo);
     }
-    return SALA_OK;
+    if (own) free(bounce);
+    else if (bounce) atomic_flag_clear(&r->bounce_busy);
+    return rc;
 }
 
 int sf_verify(sf_reader *r, sala_err *e)
 {
-    if (!r->bounce && !(r->bounce = malloc(SF_CHUNK))) return sala_errf(e, SALA_ENOMEM, "out of memory");
-    for (size_t i = 0; i < r->nsec; i++) {
+    unsigned char *buf = malloc(SF_CHUNK);
+    if (!buf) return sala_errf(e, SALA_ENOMEM, "out of memory");
+    int rc = SALA_OK;
+    for (size_t i = 0; i < r->nsec && !rc; i++) {
         const section *s = &r->sec[i];
-        for (uint64_t cb = 0; cb < s->size; cb += SF_CHUNK) {
+        for (uint64_t cb = 0; cb < s->size && !rc; cb += SF_CHUNK) {
             size_t clen = (size_t)SALA_MIN((uint64_t)SF_CHUNK, s->size - cb);
-            int rc = sf_read(r, s->name, (size_t)cb, r->bounce, clen, e);
-            if (rc) return rc;
+            rc = sf_read(r, s->name, (size_t)cb, buf, clen, e);
         }
     }
-    return SALA_OK;
+    free(buf);
+    return rc;
 }
 
 int sf_cleanup(const char *dir, sala_err *e)

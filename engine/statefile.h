@@ -52,7 +52,8 @@ const char *sf_meta(const sf_reader *r, const char *key);
 /* Size of a section; SALA_ENOTFOUND when absent. */
 int sf_section_size(const sf_reader *r, const char *name, size_t *size, sala_err *e);
 /* Read n bytes of a section from byte offset off into dst, verifying the checksum of every
- * chunk touched. A checksum failure names the file, the section and the chunk. */
+ * chunk touched. A checksum failure names the file, the section and the chunk. May be called
+ * from several threads at once on one reader (a backend's parallel upload does). */
 int sf_read(sf_reader *r, const char *name, size_t off, void *dst, size_t n, sala_err *e);
 /* Verify every chunk of every section (for `--verify` and tests). */
 int sf_verify(sf_reader *r, sala_err *e);

@@ -377,6 +377,22 @@ static void t_commands(void)
     CU_ASSERT_EQUAL(test_run(cmd, out, sizeof(out)), 1);
 }
 
+/* eng_engine_random: a backend without random weights (the CPU one) is refused with a message,
+ * an unknown backend too, and nothing leaks (make check). */
+static void t_random_engine(void)
+{
+    eng_engine *en = open_tiny();
+    eng_config c = *eng_engine_config(en);
+    eng_engine_close(en);
+    sala_err e = {0, ""};
+    eng_engine *r = (eng_engine *)1;
+    CU_ASSERT_EQUAL(eng_engine_random(&c, "cpu", 1, &r, &e), SALA_EUNSUP);
+    CU_ASSERT_PTR_NULL(r);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "random weights"));
+    CU_ASSERT_NOT_EQUAL(eng_engine_random(&c, "nosuch", 1, &r, &e), SALA_OK);
+    CU_ASSERT_PTR_NULL(r);
+}
+
 void suite_engine(void)
 {
     SALA_ADD("engine", {"chunked prefill (1, 7, 64, 1000) == one-shot", t_chunked},
@@ -385,5 +401,6 @@ void suite_engine(void)
              {"forks == independent sequences", t_fork},
              {"truncate to checkpoint + prefill == fresh prefill", t_truncate},
              {"bad input refused, backend registry", t_bad_input}, {"sampler", t_sampler},
-             {"generate and logits commands", t_commands});
+             {"generate and logits commands", t_commands},
+             {"random-weight engine refused without backend support", t_random_engine});
 }

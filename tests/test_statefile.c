@@ -1,9 +1,10 @@
 /* test_statefile.c: the persisted-state container: round trip, refusal of mismatched meta,
  * every flipped bit and every truncation, crashes at each step of the save protocol, and
- * write failures leaving the old file intact. */
+ * write failures leaving the old file intact, concurrent reads from several threads. */
 #include "test.h"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -242,6 +243,59 @@ static void t_crash_points(void)
     }
 }
 
+/* Concurrent sf_read on one reader (the CUDA backend loads with several threads): every thread
+ * reads unaligned ranges (so that the shared bounce buffer is contended) and checks the bytes;
+ * a damaged chunk is still refused by a reader racing with others. */
+typedef struct {
+    sf_reader *r;
+    const unsigned char *want;
+    unsigned seed;
+    int bad;
+} rd_arg;
+
+static void *rd_thread(void *ud)
+{
+    rd_arg *a = ud;
+    unsigned char *buf = malloc(SF_CHUNK + 4096);
+    uint32_t x = a->seed * 2654435761u + 7;
+    sala_err e;
+    for (int i = 0; i < 200 && buf; i++) {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        size_t off = x % (BIG - 1), n = 1 + (x >> 7) % (SF_CHUNK + 4096);
+        if (n > BIG - off) n = BIG - off;
+        if (sf_read(a->r, "kv", off, buf, n, &e) != SALA_OK || memcmp(buf, a->want + off, n)) a->bad++;
+    }
+    free(buf);
+    return NULL;
+}
+
+static void t_concurrent_reads(void)
+{
+    char p[4300];
+    snprintf(p, sizeof(p), "%s/s.state", test_tmpdir());
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(write_state(p, 3, &e), SALA_OK);
+    sf_reader *r;
+    CU_ASSERT_EQUAL_FATAL(sf_open(p, NULL, 0, &r, &e), SALA_OK);
+    unsigned char *want = pattern(BIG, 3);
+    pthread_t th[6];
+    rd_arg args[6];
+    for (int i = 0; i < 6; i++) {
+        args[i] = (rd_arg){r, want, (unsigned)i + 1, 0};
+        CU_ASSERT_EQUAL_FATAL(pthread_create(&th[i], NULL, rd_thread, &args[i]), 0);
+    }
+    int bad = 0;
+    for (int i = 0; i < 6; i++) {
+        pthread_join(th[i], NULL);
+        bad += args[i].bad;
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    sf_close(r);
+    free(want);
+}
+
 /* A write that fails part-way (file size limit, as a full disk would) leaves the old state. */
 static void t_write_failure(void)
 {
@@ -269,5 +323,6 @@ void suite_statefile(void)
 {
     SALA_ADD("statefile", {"round trip", t_roundtrip}, {"meta mismatch names the field", t_mismatch},
              {"every flipped bit is refused", t_bitflips}, {"truncations are refused", t_truncation},
-             {"kill -9 at each save step", t_crash_points}, {"write failure keeps old state", t_write_failure});
+             {"kill -9 at each save step", t_crash_points}, {"write failure keeps old state", t_write_failure},
+             {"concurrent reads on one reader", t_concurrent_reads});
 }

@@ -12,6 +12,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <atomic>
+#include <mutex>
+#include <thread>
+#include <vector>
+
 int cu_errf(sala_err *e, int code, const char *fmt, ...)
 {
     if (e) {
@@ -643,25 +648,32 @@ static int ckpt_push(cu_seq *s, int64_t len, const float *src, sala_err *e)
     return SALA_OK;
 }
 
+/* The copy is complete when this returns (the model stream is synchronised before and after), so
+ * that timing a fork times the copy. */
 static int cu_seq_fork(void *bs, void **out, sala_err *e)
 {
     cu_seq *src = (cu_seq *)bs, *s;
+    CUDA_CHECK(cudaStreamSynchronize(src->m->st));
     CU_TRY(cu_seq_new(src->m, (void **)&s, e));
     int rc = cu_seq_cap(s, src->cap, e);
     const eng_config *c = &src->m->c;
+    const cudaStream_t st = src->m->st;
+    const cudaMemcpyKind d2d = cudaMemcpyDeviceToDevice;
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
     for (int i = 0; i < c->n_sparse && !rc && src->len > 0; i++) {
-        if (cudaMemcpy(s->K[i], src->K[i], (size_t)src->len * row, cudaMemcpyDeviceToDevice) ||
-            cudaMemcpy(s->V[i], src->V[i], (size_t)src->len * row, cudaMemcpyDeviceToDevice) ||
-            cudaMemcpy(s->K1[i], src->K1[i], (size_t)src->n1[i] * row, cudaMemcpyDeviceToDevice) ||
-            cudaMemcpy(s->K2[i], src->K2[i], (size_t)src->n2[i] * row, cudaMemcpyDeviceToDevice))
+        if (cudaMemcpyAsync(s->K[i], src->K[i], (size_t)src->len * row, d2d, st) ||
+            cudaMemcpyAsync(s->V[i], src->V[i], (size_t)src->len * row, d2d, st) ||
+            cudaMemcpyAsync(s->K1[i], src->K1[i], (size_t)src->n1[i] * row, d2d, st) ||
+            cudaMemcpyAsync(s->K2[i], src->K2[i], (size_t)src->n2[i] * row, d2d, st))
             rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
         s->n1[i] = src->n1[i];
         s->n2[i] = src->n2[i];
     }
-    if (!rc && cudaMemcpy(s->S, src->S, s->S_floats * 4, cudaMemcpyDeviceToDevice))
+    if (!rc && cudaMemcpyAsync(s->S, src->S, s->S_floats * 4, d2d, st))
         rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
     for (int i = 0; i < src->nckpt && !rc; i++) rc = ckpt_push(s, src->ckpt[i].len, src->ckpt[i].S, e);
+    if (!rc && (cudaStreamSynchronize(st) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess))
+        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
     if (rc) {
         cu_seq_free(s);
         return rc;
@@ -705,9 +717,9 @@ static int cu_seq_truncate(void *bs, int64_t len, int64_t *reached, sala_err *e)
     return SALA_OK;
 }
 
-/* ---- persisted state (engine/engine.h "persisted state"): fp32 sections streamed through a
- * pinned staging buffer in chunks of CU_IO_FLOATS values, so that neither side ever holds a whole
- * cache on the host. The bf16 caches (K, V, K1, K2) are widened to fp32 on save and rounded to
+/* ---- persisted state (engine/engine.h "persisted state"): fp32 sections. Save streams through a
+ * pinned staging buffer in chunks of CU_IO_FLOATS values; load runs on several threads in pieces
+ * (below); neither side ever holds a whole cache on the host. The bf16 caches (K, V, K1, K2) are widened to fp32 on save and rounded to
  * bf16 (nearest even) on load: a state saved by this backend loads back bit for bit; one saved by
  * the CPU backend is rounded exactly as its forward pass would round fresh keys. */
 #define CU_IO_FLOATS ((size_t)4 << 20)
@@ -756,29 +768,6 @@ static int save_bf16(io_buf &io, eng_state_write_fn fn, void *ud, const char *na
     return SALA_OK;
 }
 
-static int load_f32(io_buf &io, const eng_state_reader *r, const char *name, size_t off,
-                    float *dst, size_t n, sala_err *e)
-{
-    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
-        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
-        CU_TRY(r->read(r->ud, name, off + o * 4, io.f, k * 4, e));
-        CUDA_CHECK(cudaMemcpy(dst + o, io.f, k * 4, cudaMemcpyHostToDevice));
-    }
-    return SALA_OK;
-}
-
-static int load_bf16(io_buf &io, const eng_state_reader *r, const char *name, size_t off,
-                     bf16 *dst, size_t n, sala_err *e)
-{
-    for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
-        const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
-        CU_TRY(r->read(r->ud, name, off + o * 4, io.f, k * 4, e));
-        for (size_t i = 0; i < k; i++) io.b[i] = __float2bfloat16_rn(io.f[i]);
-        CUDA_CHECK(cudaMemcpy(dst + o, io.b, k * 2, cudaMemcpyHostToDevice));
-    }
-    return SALA_OK;
-}
-
 static int64_t cu_seq_ckpt_lens(const void *bs, int64_t *lens, int64_t cap)
 {
     const cu_seq *s = (const cu_seq *)bs;
@@ -809,29 +798,151 @@ static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
     return SALA_OK;
 }
 
+/* ---- parallel load: the state is cut into pieces of CU_LOAD_FLOATS values; CU_LOAD_THREADS
+ * workers each take the next piece, read it through r (checksums verified by the reader) into
+ * one of their two pinned slots, round it to bf16 for the caches, and upload it on their own
+ * stream, so that reading, hashing and rounding run on several cores and overlap the copies.
+ * The reader must allow concurrent reads (engine.h). */
+#define CU_LOAD_FLOATS ((size_t)2 << 20)
+#define CU_LOAD_THREADS 8
+/* Tokens of room a loaded sequence gets beyond its length, so that the first questions and
+ * answers on it (or its forks) do not regrow (double) the caches. */
+#define CU_LOAD_HEADROOM 8192
+
+namespace {
+struct load_job {
+    const char *name;    /* section */
+    size_t off;          /* byte offset in the section (fp32 values) */
+    void *dst;           /* device: bf16 when half, else fp32 */
+    size_t n;            /* values */
+    bool half;
+};
+
+struct load_pool {
+    const eng_state_reader *r;
+    const std::vector<load_job> *jobs;
+    std::atomic<size_t> next{0};
+    std::atomic<bool> stop{false};
+    std::mutex mu;
+    int rc = SALA_OK;
+    sala_err err{};
+    void fail(int code, const sala_err &e)
+    {
+        std::lock_guard<std::mutex> g(mu);
+        if (!rc) {
+            rc = code;
+            err = e;
+        }
+        stop = true;
+    }
+};
+}   // namespace
+
+static int load_work(load_pool *p, cudaStream_t st, cudaEvent_t *ev, float **f, bf16 **b,
+                     sala_err *e)
+{
+    const std::vector<load_job> &jobs = *p->jobs;
+    for (int k = 0; !p->stop; k ^= 1) {
+        const size_t j = p->next.fetch_add(1);
+        if (j >= jobs.size()) break;
+        const load_job &J = jobs[j];
+        CUDA_CHECK(cudaEventSynchronize(ev[k]));   /* the slot's previous upload is done */
+        CU_TRY(p->r->read(p->r->ud, J.name, J.off, f[k], J.n * 4, e));
+        if (J.half) {
+            for (size_t i = 0; i < J.n; i++) b[k][i] = __float2bfloat16_rn(f[k][i]);
+            CUDA_CHECK(cudaMemcpyAsync(J.dst, b[k], J.n * 2, cudaMemcpyHostToDevice, st));
+        } else {
+            CUDA_CHECK(cudaMemcpyAsync(J.dst, f[k], J.n * 4, cudaMemcpyHostToDevice, st));
+        }
+        CUDA_CHECK(cudaEventRecord(ev[k], st));
+    }
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    return SALA_OK;
+}
+
+static void load_worker(load_pool *p, int dev)
+{
+    sala_err e{};
+    cudaStream_t st = nullptr;
+    cudaEvent_t ev[2] = {nullptr, nullptr};
+    float *f[2] = {nullptr, nullptr};
+    bf16 *b[2] = {nullptr, nullptr};
+    int rc = SALA_OK;
+    if (cudaSetDevice(dev) != cudaSuccess ||
+        cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess)
+        rc = cu_errf(&e, SALA_EINTERNAL, "CUDA: no stream for the state load");
+    for (int k = 0; k < 2 && !rc; k++)
+        if (cudaEventCreateWithFlags(&ev[k], cudaEventDisableTiming) != cudaSuccess ||
+            cudaMallocHost((void **)&f[k], CU_LOAD_FLOATS * 4) != cudaSuccess ||
+            cudaMallocHost((void **)&b[k], CU_LOAD_FLOATS * 2) != cudaSuccess)
+            rc = cu_errf(&e, SALA_ENOMEM, "CUDA: no pinned memory for the state load");
+    if (!rc) rc = load_work(p, st, ev, f, b, &e);
+    if (st) cudaStreamSynchronize(st);   /* nothing of ours in flight before the slots go */
+    for (int k = 0; k < 2; k++) {
+        if (f[k]) cudaFreeHost(f[k]);
+        if (b[k]) cudaFreeHost(b[k]);
+        if (ev[k]) cudaEventDestroy(ev[k]);
+    }
+    if (st) cudaStreamDestroy(st);
+    if (rc) p->fail(rc, e);
+}
+
+static void jobs_add(std::vector<load_job> &jobs, const char *name, size_t off, void *dst,
+                     size_t n, bool half)
+{
+    for (size_t o = 0; o < n; o += CU_LOAD_FLOATS) {
+        const size_t k = n - o < CU_LOAD_FLOATS ? n - o : CU_LOAD_FLOATS;
+        void *d = half ? (void *)((bf16 *)dst + o) : (void *)((float *)dst + o);
+        jobs.push_back(load_job{name, off + o * 4, d, k, half});
+    }
+}
+
 static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
                          const eng_state_reader *r, sala_err *e)
 {
     const eng_config *c = &s->m->c;
     const eng_sparse_config *sc = &c->sparse;
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim);
-    io_buf io;
-    CU_TRY(io.open(e));
-    if (len > 0) CU_TRY(cu_seq_cap(s, len, e));
-    CU_TRY(load_f32(io, r, "lin.S", 0, s->S, s->S_floats, e));
-    for (int64_t i = 0; i < nckpt; i++) {
-        CU_TRY(ckpt_push(s, ckpt_len[i], s->S, e));
-        CU_TRY(load_f32(io, r, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S,
-                        s->S_floats, e));
-    }
+    if (len > 0) CU_TRY(cu_seq_cap(s, len + CU_LOAD_HEADROOM, e));
+    for (int64_t i = 0; i < nckpt; i++) CU_TRY(ckpt_push(s, ckpt_len[i], s->S, e));
+    CUDA_CHECK(cudaDeviceSynchronize());   /* allocations and copies above before the uploads */
     const int64_t w1 = nwin(len, sc->kernel_size, sc->kernel_stride);
     const int64_t w2 = nwin(len, 4 * sc->kernel_size, 4 * sc->kernel_stride);
-    for (int k = 0; k < 4; k++)
-        for (int i = 0; i < c->n_sparse; i++) {
-            bf16 *buf = k == 0 ? s->K[i] : k == 1 ? s->V[i] : k == 2 ? s->K1[i] : s->K2[i];
-            const size_t n = (size_t)(k < 2 ? len : k == 2 ? w1 : w2) * row;
-            if (n) CU_TRY(load_bf16(io, r, state_names[k], (size_t)i * n * 4, buf, n, e));
-        }
+    std::vector<load_job> jobs;
+    try {
+        jobs_add(jobs, "lin.S", 0, s->S, s->S_floats, false);
+        for (int64_t i = 0; i < nckpt; i++)
+            jobs_add(jobs, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S, s->S_floats, false);
+        for (int k = 0; k < 4; k++)
+            for (int i = 0; i < c->n_sparse; i++) {
+                bf16 *buf = k == 0 ? s->K[i] : k == 1 ? s->V[i] : k == 2 ? s->K1[i] : s->K2[i];
+                const size_t n = (size_t)(k < 2 ? len : k == 2 ? w1 : w2) * row;
+                if (n) jobs_add(jobs, state_names[k], (size_t)i * n * 4, buf, n, true);
+            }
+    } catch (...) {
+        return cu_errf(e, SALA_ENOMEM, "out of memory for the state load");
+    }
+    int dev = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    load_pool p;
+    p.r = r;
+    p.jobs = &jobs;
+    unsigned nt = std::thread::hardware_concurrency();
+    nt = nt < 1 ? 1 : nt > CU_LOAD_THREADS ? CU_LOAD_THREADS : nt;
+    if (nt > jobs.size()) nt = jobs.size() ? (unsigned)jobs.size() : 1;
+    std::vector<std::thread> th;
+    try {
+        for (unsigned t = 1; t < nt; t++) th.emplace_back(load_worker, &p, dev);
+    } catch (...) {
+        p.fail(SALA_ENOMEM, sala_err{});   /* the workers already started stop; error below */
+    }
+    load_worker(&p, dev);
+    for (auto &t : th) t.join();
+    if (p.rc) {
+        if (e) *e = p.err;
+        if (!p.err.msg[0]) return cu_errf(e, p.rc, "CUDA: could not start the state load threads");
+        return p.rc;
+    }
     for (int i = 0; i < c->n_sparse; i++) {
         s->n1[i] = w1;
         s->n2[i] = w2;
