@@ -220,6 +220,7 @@ static void t_lightning(void)
     lightning_case(1, 4, 64, 1234, 4);        /* decode step */
     lightning_case(150, 4, 64, 37, 5);        /* chunks of 64 + a partial chunk */
     lightning_case(300, 32, 128, 100000, 6);  /* real head shape, large positions */
+    lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
 }
 
 /* Random ascending block lists with block 0 and the query's block. */
@@ -382,6 +383,13 @@ static void t_select(void)
      * queries crossing a block boundary, a partial last CTA */
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     select_case(16, 2, 128, 64, 2048, 30000, 40, 15);
+    /* decode: one query far out, stage 1 split over many CTAs (pass-1 partials merged, pass 2
+     * ranges with a carried window); then the unsplit single-CTA stream at the same kind of
+     * shape */
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    setenv("SALA_CUDA_NOSPLIT", "1", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    unsetenv("SALA_CUDA_NOSPLIT");
 }
 
 void suite_cuda_ops(void)

@@ -152,8 +152,17 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
 #define SC_MW 2
 #define SC_NW 4
 
+/* Split scan (third version; decode and other launches with few CTAs): mode 1 runs pass 1 over
+ * K2 tiles [z tps, (z+1) tps) of blockIdx.z = z and writes each row's partial (max, sum) (log2
+ * domain) to sc_part; mode 2 merges the nsplit1 partials into the lse and runs pass 2 over K1
+ * tiles [z tps, (z+1) tps), starting one tile early (not written) to carry the window before its
+ * first block. Mode 0: the whole stream in one CTA. */
+#define SC_PART_CAP 131072
+static __device__ float sc_part[SC_PART_CAP];
+
 template <int D>
-static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int lg)
+static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int lg, int mode,
+                                                               int tps, int nsplit1)
 {
     constexpr int LDS = D + 8, KS = D / 16, MW = SC_MW, NW = SC_NW;
     const int G = 1 << lg, QPT = 16 >> lg, QPW = MW * QPT, QC = NW * QPW;
@@ -198,6 +207,17 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
     const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
     const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
     if (nt == 0) return;
+    int tbeg = 0, tlast = nt, twr = 0;
+    if (mode == 1) {
+        tbeg = (int)blockIdx.z * tps;
+        tlast = tbeg + tps < nt2 ? tbeg + tps : nt2;
+    } else if (mode == 2) {
+        twr = nt2 + (int)blockIdx.z * tps;
+        if (twr >= nt) return;
+        tbeg = blockIdx.z > 0 ? twr - 1 : twr;
+        tlast = twr + tps < nt ? twr + tps : nt;
+    }
+    const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32 + rq;
     if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
 
     auto load = [&](int t) {
@@ -222,9 +242,26 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
             mrow[mt][hf] = -INFINITY;
             lrow[mt][hf] = 0.0f;
         }
-    load(0);
-    for (int t = 0; t < nt; t++) {
-        if (t + 1 < nt) {
+    if (mode == 2) {                                        /* lse from the pass-1 partials */
+#pragma unroll
+        for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                const float *pp = sc_part + pbase + mt * 16 + hf * 8;
+                float m = -INFINITY, l = 0.0f;
+                for (int z = 0; z < nsplit1; z++) {
+                    const float mz = pp[(size_t)z * 256], lz = pp[(size_t)z * 256 + 128];
+                    if (mz == -INFINITY) continue;
+                    const float mn = fmaxf(m, mz);
+                    l = l * exp2f(m - mn) + lz * exp2f(mz - mn);
+                    m = mn;
+                }
+                mrow[mt][hf] = l > 0.0f ? m + log2f(l) : -INFINITY;
+            }
+    }
+    if (tbeg < tlast) load(tbeg);
+    for (int t = tbeg; t < tlast; t++) {
+        if (t + 1 < tlast) {
             load(t + 1);
             cp_async_wait<1>();
         } else {
@@ -282,7 +319,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                 }
             continue;
         }
-        if (t == nt2) {                                     /* lse (log2 domain) per row */
+        if (t == nt2 && mode == 0) {                        /* lse (log2 domain) per row */
 #pragma unroll
             for (int mt = 0; mt < MW; mt++)
 #pragma unroll
@@ -375,7 +412,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
         }
         __syncwarp();
         const int bpt = CU_KT / r;
-        for (int idx = lane; idx < QPW * bpt; idx += 32) {
+        for (int idx = t >= twr ? lane : QPW * bpt; idx < QPW * bpt; idx += 32) {
             const int qw = idx / bpt, bl = idx % bpt, qc = w * QPW + qw;
             if (qc >= nq) continue;
             const int64_t p = a.p0 + tq0 + qc, b = i0 / r + bl;
@@ -388,6 +425,27 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
         __syncwarp();
         if (lane < QPW) Pw[lane * (CU_KT + 1)] = Pw[lane * (CU_KT + 1) + CU_KT];
         __syncwarp();
+    }
+    if (mode == 1) {                                        /* this range's (max, sum) per row */
+#pragma unroll
+        for (int mt = 0; mt < MW; mt++)
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) {
+                float m = mrow[mt][hf], l = lrow[mt][hf];
+#pragma unroll
+                for (int o = 1; o <= 2; o <<= 1) {
+                    const float mo = __shfl_xor_sync(0xffffffffu, m, o);
+                    const float lo = __shfl_xor_sync(0xffffffffu, l, o);
+                    const float mn = fmaxf(m, mo);
+                    l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
+                    m = mn;
+                }
+                if (qd == 0) {
+                    float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + mt * 16 + hf * 8;
+                    pp[0] = m;
+                    pp[128] = l;
+                }
+            }
     }
 }
 
@@ -412,8 +470,35 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int qc = SC_NW * SC_MW * (16 >> lg);
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
         const size_t sm = score_mma_smem(a->d, lg);
-        if (a->d == 128) score_mma_kernel<128><<<grid, 128, sm, st>>>(*a, lg);
-        else score_mma_kernel<64><<<grid, 128, sm, st>>>(*a, lg);
+        /* few CTAs (decode): split both passes over the SMs when the stream is long */
+        const int64_t pmax = a->p0 + a->t0 + a->n - 1;
+        const int64_t k2 = 4 * a->k1, s2 = 4 * a->s1;
+        int64_t v2 = pmax + 1 < k2 ? 0 : (pmax + 1 - k2) / s2 + 1, v1 = (pmax / a->block + 1) *
+                                                                        (a->block / a->s1);
+        if (v2 > a->n2) v2 = a->n2;
+        const int nt2 = (int)((v2 + CU_KT - 1) / CU_KT), nt1 = (int)((v1 + CU_KT - 1) / CU_KT);
+        const int ctas = (int)(grid.x * grid.y), want = 264 / ctas;
+        if (ctas <= 16 && nt2 >= 4 && nt1 >= 8 && !getenv("SALA_CUDA_NOSPLIT")) {
+            int tps1 = (nt2 + want - 1) / want;
+            if (tps1 < 2) tps1 = 2;
+            const int ns1 = (nt2 + tps1 - 1) / tps1;
+            int tps2 = (nt1 + want - 1) / want;
+            if (tps2 < 4) tps2 = 4;
+            const int ns2 = (nt1 + tps2 - 1) / tps2;
+            if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
+                const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
+                if (a->d == 128) {
+                    score_mma_kernel<128><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
+                    score_mma_kernel<128><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
+                } else {
+                    score_mma_kernel<64><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
+                    score_mma_kernel<64><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
+                }
+                return cudaGetLastError();
+            }
+        }
+        if (a->d == 128) score_mma_kernel<128><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
+        else score_mma_kernel<64><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
         return cudaGetLastError();
     }
     const int qt = 64 / G;
