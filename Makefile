@@ -100,9 +100,11 @@ $(SALA): $(APP_OBJ) $(LIBSALA)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $(APP_OBJ) $(LIBSALA) $(PKG_LIBS) $(LDLIBS)
 
 $(SALA_TEST): $(TEST_OBJ) $(LIBSALA)
-	$(CC) $(LDFLAGS) -o $@ $(TEST_OBJ) $(LIBSALA) $(PKG_LIBS) -lcunit $(LDLIBS)
+	$(CC) $(LDFLAGS) -rdynamic -o $@ $(TEST_OBJ) $(LIBSALA) $(PKG_LIBS) -lcunit $(LDLIBS)
 
-# CUDA backend: a shared object the sala binary loads with dlopen (engine/backend.c).
+# CUDA backend: a shared object the sala binary loads with dlopen (engine/backend.c). It calls
+# back into the loading executable for the backend-neutral helpers (sala_errf, eng_config_*,
+# eng_alibi_slopes), which is why both executables are linked with -rdynamic.
 NVFLAGS := -O3 -std=c++17 -Xcompiler -fPIC -I. -Icommon \
            -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=[sm_90,compute_90]
 $(BUILD)/obj/%.cu.o: %.cu $(wildcard engine/cuda/*.h engine/*.h) | $(SETUP_STAMP)

@@ -296,3 +296,26 @@ void eng_config_layout(const eng_config *c, char *buf, size_t cap)
     }
     buf[k] = 0;
 }
+
+/* ALiBi slopes as in the reference's _build_slope_tensor: for a power of two n,
+ * slope_i = start^(i+1) with start = 2^(-2^-(log2 n - 3)); otherwise the slopes of the closest
+ * lower power of two followed by every other slope of twice that power. */
+static void slopes_pow2(double *out, int64_t n)
+{
+    const double start = pow(2.0, -pow(2.0, -(log2((double)n) - 3.0)));
+    for (int64_t i = 0; i < n; i++) out[i] = start * pow(start, (double)i);
+}
+
+void eng_alibi_slopes(float *slope, int64_t nh)
+{
+    double buf[2 * 4096];   /* nh is bounded by the config check (heads*dim <= hidden sizes) */
+    SALA_ASSERT(nh >= 1 && nh <= 2048);
+    int64_t p2 = 1;
+    while (p2 * 2 <= nh) p2 *= 2;
+    slopes_pow2(buf, p2);
+    for (int64_t i = 0; i < p2; i++) slope[i] = (float)buf[i];
+    if (p2 < nh) {
+        slopes_pow2(buf, 2 * p2);
+        for (int64_t i = 0; i < nh - p2; i++) slope[p2 + i] = (float)buf[2 * i];
+    }
+}

@@ -41,6 +41,9 @@ int eng_config_load(const char *path, eng_config *c, sala_err *e);
 double eng_config_residual_scale(const eng_config *c);   /* scale_depth / sqrt(layers) */
 double eng_config_logit_scale(const eng_config *c);      /* dim_model_base / hidden */
 int64_t eng_config_topk_blocks(const eng_config *c);     /* topk + window/block */
+/* The lightning layers' fixed decay slopes (λ_n = exp(-slope_n)) for nh heads: the ALiBi
+ * slopes of SALA-SPEC §3.5 (_build_slope_tensor). Shared by every backend. */
+void eng_alibi_slopes(float *slope, int64_t nh);
 /* "S L L S" style layer layout into buf. */
 void eng_config_layout(const eng_config *c, char *buf, size_t cap);
 

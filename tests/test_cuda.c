@@ -190,7 +190,7 @@ static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
     float *dec = malloc((size_t)nh * (CPU_LA_CHUNK + 1) * 4);
     float *scr = malloc((size_t)cpu_lightning_scratch(d) * 4);
     cpu_rope_init(inv, d, 10000.0);
-    cpu_alibi_slopes(slope, nh);
+    eng_alibi_slopes(slope, nh);
     for (int n = 0; n < nh; n++)
         for (int x = 0; x <= CPU_LA_CHUNK; x++)
             dec[n * (CPU_LA_CHUNK + 1) + x] = (float)exp(-(double)slope[n] * x);

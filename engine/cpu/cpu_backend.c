@@ -92,7 +92,7 @@ static int cpu_model_load(const eng_model *m, void **out, sala_err *e)
         goto oom;
     }
     cpu_rope_init(cm->inv_freq, lhd, c->rope_theta);
-    cpu_alibi_slopes(slope, lnh);
+    eng_alibi_slopes(slope, lnh);
     /* λ_n^e = exp(-slope_n * e), slope as the fp32 value the reference builds (SALA-SPEC §3.5) */
     for (int64_t n = 0; n < lnh; n++)
         for (int ex = 0; ex <= CPU_LA_CHUNK; ex++)

@@ -40,9 +40,6 @@ void cpu_rope_init(float *inv_freq, int64_t d, double theta);
 /* Rotate-half RoPE in place on x [T, nh, d] for positions p0..p0+T-1. */
 void cpu_rope(float *x, int64_t T, int64_t nh, int64_t d, int64_t p0, const float *inv_freq);
 
-/* ALiBi slopes for nh heads (SALA-SPEC §3.5 _build_slope_tensor), as fp32 values. */
-void cpu_alibi_slopes(float *slope, int64_t nh);
-
 /* Simple-GLA (SALA-SPEC §3.5) over T tokens for all heads, state S updated in place.
  * q, k, v, o: [T, nh, d]; S: [nh, d, d] (key dim, value dim); dec: [nh, CPU_LA_CHUNK + 1],
  * dec[n, e] = λ_n^e. T == 1 runs the recurrence; otherwise the chunked form in chunks of

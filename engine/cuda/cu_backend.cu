@@ -17,41 +17,7 @@
 #include <thread>
 #include <vector>
 
-int cu_errf(sala_err *e, int code, const char *fmt, ...)
-{
-    if (e) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(e->msg, sizeof(e->msg), fmt, ap);
-        va_end(ap);
-        e->code = code;
-    }
-    return code;
-}
-
 static int64_t nwin(int64_t L, int64_t k, int64_t s) { return L < k ? 0 : (L - k) / s + 1; }
-
-/* SALA-SPEC §3.5 _build_slope_tensor (as engine/cpu/lightning.c). */
-static void slopes_pow2(double *out, int64_t n)
-{
-    const double start = pow(2.0, -pow(2.0, -(log2((double)n) - 3.0)));
-    for (int64_t i = 0; i < n; i++) out[i] = start * pow(start, (double)i);
-}
-
-void cu_alibi_slopes(float *slope, int64_t nh)
-{
-    double *buf = (double *)malloc(sizeof(double) * 2 * (size_t)(nh + 1));
-    if (!buf) return;
-    int64_t p2 = 1;
-    while (p2 * 2 <= nh) p2 *= 2;
-    slopes_pow2(buf, p2);
-    for (int64_t i = 0; i < p2; i++) slope[i] = (float)buf[i];
-    if (p2 < nh) {
-        slopes_pow2(buf, 2 * p2);
-        for (int64_t i = 0; i < nh - p2; i++) slope[p2 + i] = (float)buf[2 * i];
-    }
-    free(buf);
-}
 
 /* ---- host conversion (the .so links nothing of libsala) ---- */
 static float h_bf16_f32(uint16_t h)
@@ -105,7 +71,7 @@ static int up_bf16(cu_model *m, const st_tensor *t, bf16 *dst, sala_err *e)
     }
     const size_t step = (size_t)1 << 24;
     uint16_t *buf = (uint16_t *)malloc(step * 2);
-    if (!buf) return cu_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
+    if (!buf) return sala_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
     for (size_t i0 = 0; i0 < (size_t)t->numel; i0 += step) {
         const size_t n = (size_t)t->numel - i0 < step ? (size_t)t->numel - i0 : step;
         for (size_t i = 0; i < n; i++) buf[i] = h_f32_bf16(h_elem(t, i0 + i));
@@ -123,7 +89,7 @@ static int up_bf16(cu_model *m, const st_tensor *t, bf16 *dst, sala_err *e)
 static int up_f32(const st_tensor *t, float **dst, sala_err *e)
 {
     float *h = (float *)malloc((size_t)t->numel * sizeof(float) + 4);
-    if (!h) return cu_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
+    if (!h) return sala_errf(e, SALA_ENOMEM, "out of memory converting '%s'", t->name);
     for (int64_t i = 0; i < t->numel; i++) h[i] = h_elem(t, (size_t)i);
     cudaError_t err = cudaMalloc((void **)dst, (size_t)t->numel * sizeof(float));
     if (err == cudaSuccess)
@@ -171,24 +137,24 @@ static int check_config(const eng_config *c, sala_err *e)
     const int64_t G = c->num_key_value_heads ? c->num_attention_heads / c->num_key_value_heads : 0;
     const eng_sparse_config *sc = &c->sparse;
     if (c->lightning_nkv != c->lightning_nh)
-        return cu_errf(e, SALA_EUNSUP, "config.json: lightning_nkv %lld != lightning_nh %lld",
+        return sala_errf(e, SALA_EUNSUP, "config.json: lightning_nkv %lld != lightning_nh %lld",
                        (long long)c->lightning_nkv, (long long)c->lightning_nh);
     if (!G || c->num_attention_heads % c->num_key_value_heads || G > 16 || 16 % G)
-        return cu_errf(e, SALA_EUNSUP, "CUDA backend: q heads per kv group %lld (needs a divisor "
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend: q heads per kv group %lld (needs a divisor "
                        "of 16)", (long long)G);
     if (c->head_dim % 16 || c->head_dim > 256 || c->lightning_head_dim % 32 ||
         c->lightning_head_dim > 1024)
-        return cu_errf(e, SALA_EUNSUP, "CUDA backend: head_dim %lld / lightning_head_dim %lld "
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend: head_dim %lld / lightning_head_dim %lld "
                        "(needs multiples of 16 up to 256 / of 32 up to 1024)",
                        (long long)c->head_dim, (long long)c->lightning_head_dim);
     if (sc->block_size != CU_KT || sc->kernel_stride <= 0 || CU_KT % sc->kernel_stride ||
         sc->kernel_size <= 0)
-        return cu_errf(e, SALA_EUNSUP, "CUDA backend: sparse block_size %lld / kernel_stride "
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend: sparse block_size %lld / kernel_stride "
                        "%lld (needs block 64, stride dividing 64)", (long long)sc->block_size,
                        (long long)sc->kernel_stride);
     if (c->hidden_size > INT32_MAX / 4 || c->intermediate_size > INT32_MAX / 4 ||
         c->vocab_size > INT32_MAX)
-        return cu_errf(e, SALA_EUNSUP, "CUDA backend: dimensions too large");
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend: dimensions too large");
     return SALA_OK;
 }
 
@@ -199,9 +165,9 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
     CU_TRY(check_config(c, e));
     int ndev = 0;
     if (cudaGetDeviceCount(&ndev) != cudaSuccess || ndev < 1)
-        return cu_errf(e, SALA_EUNSUP, "CUDA backend not available: no GPU");
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend not available: no GPU");
     cu_model *m = (cu_model *)calloc(1, sizeof(*m));
-    if (!m) return cu_errf(e, SALA_ENOMEM, "out of memory");
+    if (!m) return sala_errf(e, SALA_ENOMEM, "out of memory");
     m->c = *c;
     m->la_compute = CUBLAS_COMPUTE_32F;
     int rc = SALA_ENOMEM;
@@ -209,23 +175,23 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
     size_t *wb = &m->weight_bytes;
     cudaError_t err;
     if ((err = cu_kernels_init()) != cudaSuccess) {
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: kernel setup: %s", cudaGetErrorString(err));
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: kernel setup: %s", cudaGetErrorString(err));
         goto fail;
     }
     if ((err = cudaStreamCreateWithFlags(&m->st, cudaStreamNonBlocking)) != cudaSuccess) {
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: stream: %s", cudaGetErrorString(err));
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: stream: %s", cudaGetErrorString(err));
         goto fail;
     }
     if (cublasCreate(&m->blas) != CUBLAS_STATUS_SUCCESS) {
         m->blas = NULL;
-        rc = cu_errf(e, SALA_EINTERNAL, "cuBLAS: cublasCreate failed");
+        rc = sala_errf(e, SALA_EINTERNAL, "cuBLAS: cublasCreate failed");
         goto fail;
     }
     if ((rc = dalloc(&m->blas_ws, (size_t)64 << 20, NULL, e))) goto fail;
     cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
     cublasSetStream(m->blas, m->st);
     if (!(m->L = (cu_layer *)calloc((size_t)c->num_hidden_layers, sizeof(cu_layer)))) {
-        rc = cu_errf(e, SALA_ENOMEM, "out of memory");
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
         goto fail;
     }
     {
@@ -266,12 +232,12 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         float *slope = (float *)malloc((size_t)(lnh + 1) * 4);
         if (!inv || !dec || !slope) {
             free(inv), free(dec), free(slope);
-            rc = cu_errf(e, SALA_ENOMEM, "out of memory");
+            rc = sala_errf(e, SALA_ENOMEM, "out of memory");
             goto fail;
         }
         for (int64_t i = 0; i < lhd / 2; i++)   /* as torch: 1 / theta^(2i/d) in fp32 */
             inv[i] = 1.0f / powf((float)c->rope_theta, (float)(2 * i) / (float)lhd);
-        cu_alibi_slopes(slope, lnh);
+        eng_alibi_slopes(slope, lnh);
         for (int64_t n = 0; n < lnh; n++)
             for (int x = 0; x <= CU_LA_C; x++)
                 dec[n * (CU_LA_C + 1) + x] = (float)exp(-(double)slope[n] * x);
@@ -280,13 +246,13 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         if (!rc && (cudaMemcpy(m->inv_freq, inv, (size_t)(lhd / 2) * 4, cudaMemcpyHostToDevice) ||
                     cudaMemcpy(m->dec, dec, (size_t)(lnh * (CU_LA_C + 1)) * 4,
                                cudaMemcpyHostToDevice)))
-            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: table upload failed");
+            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: table upload failed");
         free(inv), free(dec), free(slope);
         if (rc) goto fail;
     }
     for (int i = 0; i < 1024; i++)
         if (cudaEventCreate(&m->prof.ev[i]) != cudaSuccess) {
-            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: cudaEventCreate failed");
+            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: cudaEventCreate failed");
             goto fail;
         }
     *out = m;
@@ -358,10 +324,10 @@ static int cu_model_random(const eng_config *cfg, uint64_t seed, void **out, sal
     cudaStream_t st = m->st;
     int rc = SALA_OK;
 #define FILLB(p, n, mean, std) do { cudaError_t er_ = k_fill_normal_bf16(st, p, n, ++k, mean, std); \
-        if (er_ != cudaSuccess) { rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
+        if (er_ != cudaSuccess) { rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
                                                cudaGetErrorString(er_)); goto done; } } while (0)
 #define FILLF(p, n, mean, std) do { cudaError_t er_ = k_fill_normal_f32(st, p, n, ++k, mean, std); \
-        if (er_ != cudaSuccess) { rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
+        if (er_ != cudaSuccess) { rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fill: %s", \
                                                cudaGetErrorString(er_)); goto done; } } while (0)
     for (int64_t l = 0; l < c->num_hidden_layers; l++) {
         cu_layer *L = &m->L[l];
@@ -387,7 +353,7 @@ static int cu_model_random(const eng_config *cfg, uint64_t seed, void **out, sal
 #undef FILLB
 #undef FILLF
     if (cudaStreamSynchronize(st) != cudaSuccess)
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: random weights: %s",
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: random weights: %s",
                      cudaGetErrorString(cudaGetLastError()));
 done:
     if (rc) {
@@ -547,7 +513,7 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
         goto fail;
     if (cudaMallocHost((void **)&s->sel_host, t * nkv * K * 4) != cudaSuccess) {
         s->sel_host = NULL;
-        rc = cu_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the selections");
+        rc = sala_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the selections");
         goto fail;
     }
     s->tmax = T;
@@ -601,7 +567,7 @@ static int cu_seq_new(void *bm, void **out, sala_err *e)
     const eng_config *c = &m->c;
     *out = NULL;
     cu_seq *s = (cu_seq *)calloc(1, sizeof(*s));
-    if (!s) return cu_errf(e, SALA_ENOMEM, "out of memory");
+    if (!s) return sala_errf(e, SALA_ENOMEM, "out of memory");
     s->m = m;
     const size_t ns = (size_t)c->n_sparse + 1;
     s->K = (bf16 **)calloc(ns, sizeof(bf16 *));
@@ -612,13 +578,13 @@ static int cu_seq_new(void *bm, void **out, sala_err *e)
     s->n2 = (int64_t *)calloc(ns, sizeof(int64_t));
     if (!s->K || !s->V || !s->K1 || !s->K2 || !s->n1 || !s->n2) {
         cu_seq_free(s);
-        return cu_errf(e, SALA_ENOMEM, "out of memory");
+        return sala_errf(e, SALA_ENOMEM, "out of memory");
     }
     s->S_floats = (size_t)c->n_lightning * c->lightning_nh * c->lightning_head_dim *
                   c->lightning_head_dim;
     int rc = dalloc((void **)&s->S, s->S_floats * 4, NULL, e);
     if (!rc && cudaMemset(s->S, 0, s->S_floats * 4) != cudaSuccess)
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: cudaMemset failed");
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: cudaMemset failed");
     if (rc) {
         cu_seq_free(s);
         return rc;
@@ -634,7 +600,7 @@ static int ckpt_push(cu_seq *s, int64_t len, const float *src, sala_err *e)
     if (s->nckpt == s->ckpt_cap) {
         int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
         cu_ckpt *p = (cu_ckpt *)realloc(s->ckpt, (size_t)ncap * sizeof(*p));
-        if (!p) return cu_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
+        if (!p) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
         s->ckpt = p;
         s->ckpt_cap = ncap;
     }
@@ -642,7 +608,7 @@ static int ckpt_push(cu_seq *s, int64_t len, const float *src, sala_err *e)
     CU_TRY(dalloc((void **)&S, s->S_floats * 4, NULL, e));
     if (cudaMemcpy(S, src, s->S_floats * 4, cudaMemcpyDeviceToDevice) != cudaSuccess) {
         cudaFree(S);
-        return cu_errf(e, SALA_EINTERNAL, "CUDA: checkpoint copy failed");
+        return sala_errf(e, SALA_EINTERNAL, "CUDA: checkpoint copy failed");
     }
     s->ckpt[s->nckpt++] = (cu_ckpt){len, S};
     return SALA_OK;
@@ -665,15 +631,15 @@ static int cu_seq_fork(void *bs, void **out, sala_err *e)
             cudaMemcpyAsync(s->V[i], src->V[i], (size_t)src->len * row, d2d, st) ||
             cudaMemcpyAsync(s->K1[i], src->K1[i], (size_t)src->n1[i] * row, d2d, st) ||
             cudaMemcpyAsync(s->K2[i], src->K2[i], (size_t)src->n2[i] * row, d2d, st))
-            rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
         s->n1[i] = src->n1[i];
         s->n2[i] = src->n2[i];
     }
     if (!rc && cudaMemcpyAsync(s->S, src->S, s->S_floats * 4, d2d, st))
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
     for (int i = 0; i < src->nckpt && !rc; i++) rc = ckpt_push(s, src->ckpt[i].len, src->ckpt[i].S, e);
     if (!rc && (cudaStreamSynchronize(st) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess))
-        rc = cu_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
     if (rc) {
         cu_seq_free(s);
         return rc;
@@ -737,7 +703,7 @@ struct io_buf {
     {
         if (cudaMallocHost((void **)&f, CU_IO_FLOATS * 4) != cudaSuccess ||
             cudaMallocHost((void **)&b, CU_IO_FLOATS * 2) != cudaSuccess)
-            return cu_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the state transfer");
+            return sala_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the state transfer");
         return SALA_OK;
     }
 };
@@ -870,12 +836,12 @@ static void load_worker(load_pool *p, int dev)
     int rc = SALA_OK;
     if (cudaSetDevice(dev) != cudaSuccess ||
         cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking) != cudaSuccess)
-        rc = cu_errf(&e, SALA_EINTERNAL, "CUDA: no stream for the state load");
+        rc = sala_errf(&e, SALA_EINTERNAL, "CUDA: no stream for the state load");
     for (int k = 0; k < 2 && !rc; k++)
         if (cudaEventCreateWithFlags(&ev[k], cudaEventDisableTiming) != cudaSuccess ||
             cudaMallocHost((void **)&f[k], CU_LOAD_FLOATS * 4) != cudaSuccess ||
             cudaMallocHost((void **)&b[k], CU_LOAD_FLOATS * 2) != cudaSuccess)
-            rc = cu_errf(&e, SALA_ENOMEM, "CUDA: no pinned memory for the state load");
+            rc = sala_errf(&e, SALA_ENOMEM, "CUDA: no pinned memory for the state load");
     if (!rc) rc = load_work(p, st, ev, f, b, &e);
     if (st) cudaStreamSynchronize(st);   /* nothing of ours in flight before the slots go */
     for (int k = 0; k < 2; k++) {
@@ -920,7 +886,7 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
                 if (n) jobs_add(jobs, state_names[k], (size_t)i * n * 4, buf, n, true);
             }
     } catch (...) {
-        return cu_errf(e, SALA_ENOMEM, "out of memory for the state load");
+        return sala_errf(e, SALA_ENOMEM, "out of memory for the state load");
     }
     int dev = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
@@ -940,7 +906,7 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
     for (auto &t : th) t.join();
     if (p.rc) {
         if (e) *e = p.err;
-        if (!p.err.msg[0]) return cu_errf(e, p.rc, "CUDA: could not start the state load threads");
+        if (!p.err.msg[0]) return sala_errf(e, p.rc, "CUDA: could not start the state load threads");
         return p.rc;
     }
     for (int i = 0; i < c->n_sparse; i++) {

@@ -157,7 +157,7 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     if (p0 + T >= sc->dense_len) {   /* InfLLM-V2 block scores (tmax, nkv, nbs) */
         const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
         if (nbs * 4 > 200 * 1024)
-            return cu_errf(e, SALA_EUNSUP, "CUDA backend: %lld tokens exceed the top-k kernel's "
+            return sala_errf(e, SALA_EUNSUP, "CUDA backend: %lld tokens exceed the top-k kernel's "
                            "%d blocks", (long long)(p0 + T), 200 * 1024 / 4);
         if (nbs > s->score_nbs) {
             int64_t want = nbs + nbs / 4 + 64;

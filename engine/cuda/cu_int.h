@@ -23,18 +23,16 @@ extern "C" {
 
 typedef __nv_bfloat16 bf16;
 
-int cu_errf(sala_err *e, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-
 #define CUDA_CHECK(stmt) do { \
         cudaError_t err_ = (stmt); \
         if (err_ != cudaSuccess) \
-            return cu_errf(e, SALA_EINTERNAL, "CUDA: %s: %s (%s:%d)", #stmt, \
+            return sala_errf(e, SALA_EINTERNAL, "CUDA: %s: %s (%s:%d)", #stmt, \
                            cudaGetErrorString(err_), __FILE__, __LINE__); \
     } while (0)
 #define CUBLAS_CHECK(stmt) do { \
         cublasStatus_t st_ = (stmt); \
         if (st_ != CUBLAS_STATUS_SUCCESS) \
-            return cu_errf(e, SALA_EINTERNAL, "cuBLAS: %s: %s (%s:%d)", #stmt, \
+            return sala_errf(e, SALA_EINTERNAL, "cuBLAS: %s: %s (%s:%d)", #stmt, \
                            cublasGetStatusString(st_), __FILE__, __LINE__); \
     } while (0)
 #define CU_TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
@@ -213,7 +211,5 @@ void cu_mem_sample(cu_model *m);
 /* GEMM y (T, out) fp32 (row stride ldy) = x (T, in) bf16 · W (out, in)ᵀ bf16. */
 int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float *y, int ldy,
             sala_err *e);
-/* ALiBi slopes of SALA-SPEC §3.5 (_build_slope_tensor), fp32 values. */
-void cu_alibi_slopes(float *slope, int64_t nh);
 
 #endif

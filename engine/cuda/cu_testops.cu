@@ -146,10 +146,10 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     float *dec = (float *)malloc((size_t)nh * (CU_LA_C + 1) * 4);
     if (!dec || nh > 1024 || d > 2048) {
         free(dec);
-        return cu_errf(e, SALA_EINVAL, "lightning op: nh %d / d %d too large", nh, d);
+        return sala_errf(e, SALA_EINVAL, "lightning op: nh %d / d %d too large", nh, d);
     }
     for (int i = 0; i < d / 2; i++) inv[i] = 1.0f / powf((float)theta, (float)(2 * i) / (float)d);
-    cu_alibi_slopes(slope, nh);
+    eng_alibi_slopes(slope, nh);
     for (int n = 0; n < nh; n++)
         for (int x = 0; x <= CU_LA_C; x++)
             dec[n * (CU_LA_C + 1) + x] = (float)exp(-(double)slope[n] * x);
