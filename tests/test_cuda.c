@@ -9,6 +9,7 @@
  *                block-selection agreement (differences allowed only at margin < 1e-2).
  * libsala_cuda.so is $SALA_CUDA_LIB, else the one next to $SALA_BIN. */
 #include "test.h"
+#include "golden_cmp.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -403,82 +404,6 @@ void suite_cuda_ops(void)
 
 /* ---- whole model against ../shared/golden ---- */
 
-typedef struct {
-    double rel_l2, row_rel, max_abs;
-    int64_t rows, am_checked, am_bad, sel_rows, sel_checked, sel_bad, sel_diff;
-} gcmp;
-
-static int gcompare(const char *refp, const char *outp, gcmp *r)
-{
-    st_file *ref = NULL, *out = NULL;
-    sala_err e;
-    memset(r, 0, sizeof(*r));
-    if (st_open(refp, &ref, &e) || st_open(outp, &out, &e)) {
-        fprintf(stderr, "%s\n", e.msg);
-        st_close(ref);
-        return -1;
-    }
-    const st_tensor *lr = st_find(ref, "logits"), *lo = st_find(out, "logits");
-    int rc = -1;
-    if (!lr || !lo || lr->numel != lo->numel || lr->ndim != 2) goto done;
-    const int64_t P = lr->shape[0], V = lr->shape[1];
-    float *a = malloc((size_t)(P * V) * 4), *b = malloc((size_t)(P * V) * 4);
-    st_to_f32(lr, 0, (size_t)(P * V), a);
-    st_to_f32(lo, 0, (size_t)(P * V), b);
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < P; i++) {
-        double rn = 0, rd = 0;
-        int64_t am = 0, bm = 0;
-        for (int64_t j = 0; j < V; j++) {
-            double d = (double)b[i * V + j] - a[i * V + j];
-            rn += d * d;
-            rd += (double)a[i * V + j] * a[i * V + j];
-            if (fabs(d) > r->max_abs) r->max_abs = fabs(d);
-            if (a[i * V + j] > a[i * V + am]) am = j;
-            if (b[i * V + j] > b[i * V + bm]) bm = j;
-        }
-        double second = -INFINITY;
-        for (int64_t j = 0; j < V; j++)
-            if (j != am && a[i * V + j] > second) second = a[i * V + j];
-        if (a[i * V + am] - second > 0.1) {
-            r->am_checked++;
-            if (am != bm) r->am_bad++;
-        }
-        num += rn;
-        den += rd;
-        if (sqrt(rn / rd) > r->row_rel) r->row_rel = sqrt(rn / rd);
-    }
-    r->rel_l2 = sqrt(num / den);
-    r->rows = P;
-    free(a);
-    free(b);
-    const st_tensor *sr = st_find(ref, "selected_blocks");
-    if (sr) {
-        const st_tensor *so = st_find(out, "selected_blocks"), *mr = st_find(ref, "selection_margin");
-        if (!so || !mr || so->numel != sr->numel) goto done;
-        const int64_t E = sr->shape[0], K = sr->shape[1];
-        int32_t *x = malloc(sr->nbytes), *y = malloc(so->nbytes);
-        float *m = malloc((size_t)E * 4);
-        memcpy(x, sr->data, sr->nbytes);
-        memcpy(y, so->data, so->nbytes);
-        st_to_f32(mr, 0, (size_t)E, m);
-        r->sel_rows = E;
-        for (int64_t i = 0; i < E; i++) {
-            bool same = !memcmp(x + i * K, y + i * K, (size_t)K * 4);
-            if (!same) r->sel_diff++;
-            if (m[i] >= 1e-2f) {
-                r->sel_checked++;
-                if (!same) r->sel_bad++;
-            }
-        }
-        free(x), free(y), free(m);
-    }
-    rc = 0;
-done:
-    st_close(ref);
-    st_close(out);
-    return rc;
-}
 
 /* README §5, bf16 engine: rel_l2 <= 2e-2 (3e-2 sparse_prefill), row_rel <= 5e-2 (1e-1 sparse),
  * max_abs <= 1.0 dense/decode (2.0 sparse), selections identical where margin >= 1e-2, argmax
@@ -496,20 +421,20 @@ static void gcase(const char *name, const char *extra, double rel, double row, d
     if (st != 0) fprintf(stderr, "\n%s\n-> %d: %s\n", cmd, st, log);
     CU_ASSERT_EQUAL_FATAL(st, 0);
     for (int k = 0; k < 2; k++) {
-        gcmp r;
+        golden_cmp r;
         const char *refp = k ? reff : refb;
-        CU_ASSERT_EQUAL_FATAL(gcompare(refp, outp, &r), 0);
+        CU_ASSERT_EQUAL_FATAL(golden_compare(refp, outp, 1e-2f, &r), 0);
         fprintf(stderr, "\n  %-15s %-18s vs %-4s rows %3lld rel_l2 %.2e row_rel %.2e max_abs %.3f "
                 "argmax bad %lld/%lld sel differ %lld/%lld (bad at margin>=1e-2: %lld/%lld)",
                 name, extra, k ? "f64" : "bf16", (long long)r.rows, r.rel_l2, r.row_rel,
-                r.max_abs, (long long)r.am_bad, (long long)r.am_checked, (long long)r.sel_diff,
+                r.max_abs, (long long)r.argmax_bad, (long long)r.argmax_checked, (long long)r.sel_diff,
                 (long long)r.sel_rows, (long long)r.sel_bad, (long long)r.sel_checked);
         CU_ASSERT(r.rows > 0);
         CU_ASSERT(r.rel_l2 <= rel);
         CU_ASSERT(r.row_rel <= row);
         CU_ASSERT(r.max_abs <= mabs);
         CU_ASSERT_EQUAL(r.sel_bad, 0);
-        if (k) CU_ASSERT_EQUAL(r.am_bad, 0);
+        if (k) CU_ASSERT_EQUAL(r.argmax_bad, 0);
     }
 }
 
