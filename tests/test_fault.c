@@ -110,7 +110,11 @@ static void sweep_model(bool sharded, bool cjson)
             CU_ASSERT_PTR_NOT_NULL(m);
             eng_model_close(m);
             if (!fired) break;
-            continue;   /* a failed allocation the loader could do without */
+            /* Every allocation of the loader is needed: success after a failed one means a
+             * failure was mistaken for something else (it happened: a missing tokenizer). */
+            fprintf(stderr, "\n  n=%ld: the allocation failed but the model opened\n", n);
+            CU_FAIL("an allocation failure was ignored");
+            continue;
         }
         fails++;
         CU_ASSERT(fired);
