@@ -1,11 +1,11 @@
 /* test_fault_kill.c: crash consistency of state saves under kill -9 at random points.
  * A forked writer replaces a state file (6 MiB in 96 pieces, two 4 MiB chunks) and is
  * SIGKILLed either after a random delay (parent side, up to 1.2x the time of a whole save) or at
- * a random step of the save protocol (child side, through the statefile step hook: any of the
- * 96 "data" steps, "fsync", "rename", "dirsync", or after the commit). After each kill, the next
- * start is simulated: sf_cleanup removes the dead writer's temp file, no temp file is left, and
- * the state file opens, verifies every chunk and holds either the previous generation or the new
- * one. tests/test_statefile.c covers each named step once; this test covers the points between
+ * a step of the save protocol (child side, through the statefile step hook: "fsync", "rename",
+ * "dirsync" and after the commit once each, then random ones among the 97 "data" steps and
+ * those). After each kill, the next start is simulated: sf_cleanup removes the dead writer's
+ * temp file, no temp file is left, and the state file opens, verifies every chunk and holds
+ * either the previous generation or the new one. tests/test_statefile.c covers each named step once; this test covers the points between
  * them. The SQLite-row steps of `sala prefill` (issue 7) are not part of this module. */
 #include "test.h"
 
@@ -23,6 +23,8 @@
 #define KILL_POINTS 30
 #define PIECES 96
 #define PIECE ((size_t)64 << 10)
+/* Steps of one save_gen: PIECES + 1 "data", then "fsync", "rename", "dirsync". */
+#define STEPS (PIECES + 1 + 3)
 
 static int kill_at;      /* child: SIGKILL itself at this step (1-based), 0: never */
 static int steps;
@@ -99,7 +101,7 @@ static pid_t writer(const char *path, int gen, int k)
         steps = 0;
         sf_set_step_hook(on_step);
         int rc = save_gen(path, gen);
-        if (k == PIECES + 4) raise(SIGKILL);   /* after the whole save */
+        if (k == STEPS + 1) raise(SIGKILL);   /* after the whole save */
         _exit(rc);
     }
     return pid;
@@ -125,7 +127,9 @@ static void t_random_kills(void)
         int gen = cur + 1;
         bool by_step = i % 2 == 0;
         if (by_step) {
-            int k = 1 + (int)(rand_r(&seed) % (PIECES + 4));   /* 1..PIECES+4 */
+            /* The protocol's tail once each (fsync, rename, dirsync, after the commit), then
+             * random steps 1..STEPS+1. */
+            int k = i / 2 < 4 ? STEPS - 2 + i / 2 : 1 + (int)(rand_r(&seed) % (STEPS + 1));
             p = writer(path, gen, k);
             waitpid(p, &st, 0);
         } else {
