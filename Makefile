@@ -33,11 +33,12 @@ endif
 LIB_SRC  := $(wildcard common/*.c engine/*.c engine/cpu/*.c ingest/*.c ui/*.c ctx/*.c)
 APP_SRC  := $(wildcard app/*.c)
 TEST_SRC := $(wildcard tests/*.c)
+FUZZ_SRC := $(wildcard tests/fuzz/*.c)
 CU_SRC   := $(wildcard engine/cuda/*.cu)
 
 LIB_OBJ  := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 APP_OBJ  := $(APP_SRC:%.c=$(BUILD)/obj/%.o)
-TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o)
+TEST_OBJ := $(TEST_SRC:%.c=$(BUILD)/obj/%.o) $(FUZZ_SRC:%.c=$(BUILD)/obj/%.o)
 
 SALA      := $(BUILD)/sala
 SALA_TEST := $(BUILD)/sala-test
@@ -51,7 +52,7 @@ ALL += $(CUDA_SO)
 endif
 endif
 
-.PHONY: all setup demo test check test-cuda bench clean print-cuda
+.PHONY: all setup demo test check test-cuda bench clean print-cuda fuzz fuzz-build fuzz-merge fuzz-seeds
 all: print-cuda $(ALL)
 
 print-cuda:
@@ -99,13 +100,21 @@ $(LIBSALA): $(LIB_OBJ)
 $(SALA): $(APP_OBJ) $(LIBSALA)
 	$(CC) $(LDFLAGS) -rdynamic -o $@ $(APP_OBJ) $(LIBSALA) $(PKG_LIBS) $(LDLIBS)
 
+# The test binary only: fault-injection seams (tests/fault.c) wrap our own objects' calls to
+# the allocator and to write/fsync/rename; libraries' internal calls are not redirected.
+FAULT_WRAP := -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc,--wrap=strdup,--wrap=strndup \
+              -Wl,--wrap=write,--wrap=pwrite,--wrap=fsync,--wrap=fdatasync,--wrap=rename
 $(SALA_TEST): $(TEST_OBJ) $(LIBSALA)
-	$(CC) $(LDFLAGS) -rdynamic -o $@ $(TEST_OBJ) $(LIBSALA) $(PKG_LIBS) -lcunit $(LDLIBS)
+	$(CC) $(LDFLAGS) -rdynamic $(FAULT_WRAP) -o $@ $(TEST_OBJ) $(LIBSALA) $(PKG_LIBS) -lcunit $(LDLIBS)
+
+# The fuzz targets built into the test binary become fuzz_<name>_one (tests/fuzz/fuzz.h), which
+# tests/test_fuzz_replay.c feeds the committed corpora and every past crasher.
+$(BUILD)/obj/tests/fuzz/%.o: CFLAGS += -DFUZZ_REPLAY
 
 # CUDA backend: a shared object the sala binary loads with dlopen (engine/backend.c). It calls
 # back into the loading executable for the backend-neutral helpers (sala_errf, eng_config_*,
 # eng_alibi_slopes), which is why both executables are linked with -rdynamic.
-NVFLAGS := -O3 -std=c++17 -Xcompiler -fPIC -I. -Icommon \
+NVFLAGS := -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra -I. -Icommon \
            -gencode arch=compute_90a,code=sm_90a -gencode arch=compute_90,code=[sm_90,compute_90]
 $(BUILD)/obj/%.cu.o: %.cu $(wildcard engine/cuda/*.h engine/*.h) | $(SETUP_STAMP)
 	@mkdir -p $(dir $@)
@@ -140,6 +149,69 @@ demo: all
 	./scripts/demo
 
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz
+
+# ---- fuzzing (issue 9): libFuzzer + ASan + UBSan with clang, in build-fuzz/ ----
+#   make fuzz [FUZZ_TIME=60] [FUZZ=xml]  run each target (or one) for FUZZ_TIME seconds on
+#                                        build-fuzz/corpus/<t> seeded from tests/fuzz/corpus/<t>;
+#                                        crashers land in build-fuzz/crash/<t>/
+#   make fuzz-merge [FUZZ=xml]           minimize the work corpus back into tests/fuzz/corpus/<t>
+FUZZ_BUILD  := build-fuzz
+FUZZ_CC     ?= clang
+FUZZ_TIME   ?= 60
+FUZZ_ALL    := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_common.c,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ        ?= $(FUZZ_ALL)
+FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
+FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) -D_GNU_SOURCE -I. -Icommon $(FUZZ_SAN)
+FUZZ_LIBSRC := common/common.c engine/safetensors.c engine/config.c engine/model.c \
+               engine/statefile.c ingest/doc.c ingest/xml.c ingest/pdf.c ingest/repo.c \
+               ingest/tokenizer.c ingest/prompt.c ingest/text.c tests/fuzz/fuzz_common.c
+FUZZ_LIBOBJ := $(FUZZ_LIBSRC:%.c=$(FUZZ_BUILD)/obj/%.o)
+FUZZ_BINS   := $(FUZZ_ALL:%=$(FUZZ_BUILD)/fuzz_%)
+# One process (no -jobs: it would log to ./fuzz-N.log). Caps: 2 GB RSS, 512 MB per
+# allocation, 10 s per input; leak checks on (lsan.supp names the
+# third-party leaks it tolerates, if any).
+FUZZ_OPTS   ?= -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -max_len=1048576 \
+               -print_final_stats=1
+FUZZ_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
+               UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+               LSAN_OPTIONS=suppressions=$(abspath tests/fuzz/lsan.supp)
+
+$(FUZZ_BUILD)/obj/%.o: %.c | $(SETUP_STAMP)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+$(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIBOBJ)
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm -ldl -lpthread
+.SECONDARY: $(FUZZ_LIBOBJ) $(FUZZ_ALL:%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o)
+fuzz-build: $(FUZZ_BINS)
+
+fuzz: fuzz-build
+	@for t in $(FUZZ); do \
+	    mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crash/$$t; \
+	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
+	    echo "fuzz: $$t for $(FUZZ_TIME) s"; \
+	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict -max_total_time=$(FUZZ_TIME) \
+	        -artifact_prefix=$(FUZZ_BUILD)/crash/$$t/ $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
+	        > $(FUZZ_BUILD)/$$t.log 2>&1; rc=$$?; \
+	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $(FUZZ_BUILD)/$$t.log; \
+	    [ $$rc = 0 ] || { echo "fuzz: $$t FAILED (rc $$rc), see $(FUZZ_BUILD)/$$t.log"; exit 1; }; \
+	done
+
+# Generated seeds (tiny model, shards + index, state files); the hand-written ones sit beside them.
+fuzz-seeds: all
+	@mkdir -p $(FUZZ_ALL:%=tests/fuzz/corpus/%)
+	$(CC) $(CFLAGS) $(PKG_CFLAGS) -o $(BUILD)/mkseeds tests/fuzz/tools/mkseeds.c $(LIBSALA) $(PKG_LIBS) $(LDLIBS)
+	$(BUILD)/mkseeds tests/fuzz/corpus
+
+fuzz-merge: fuzz-build
+	@for t in $(FUZZ); do \
+	    rm -rf tests/fuzz/corpus/$$t.new && mkdir -p tests/fuzz/corpus/$$t.new $(FUZZ_BUILD)/corpus/$$t && \
+	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t -merge=1 -timeout=10 -rss_limit_mb=2048 \
+	        tests/fuzz/corpus/$$t.new tests/fuzz/corpus/$$t $(FUZZ_BUILD)/corpus/$$t \
+	        > $(FUZZ_BUILD)/$$t.merge.log 2>&1 && \
+	    rm -rf tests/fuzz/corpus/$$t && mv tests/fuzz/corpus/$$t.new tests/fuzz/corpus/$$t && \
+	    echo "fuzz-merge: $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) files"; \
+	done
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)

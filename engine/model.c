@@ -341,7 +341,11 @@ int eng_model_open(const char *dir, eng_model **out, sala_err *e)
         sala_log(SALA_LOG_WARN, "%s: %zu unexpected tensor%s ignored: %s%s", dir, m->n_extra,
                  m->n_extra == 1 ? "" : "s", extra, m->n_extra > 4 ? ", ..." : "");
     char *tp = path_join(dir, "tokenizer.json");
-    if (tp && access(tp, R_OK) == 0) m->tokenizer_path = tp;
+    if (!tp) {   /* not "no tokenizer": out of memory */
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+        goto fail;
+    }
+    if (access(tp, R_OK) == 0) m->tokenizer_path = tp;
     else free(tp);
     *out = m;
     m = NULL;

@@ -213,12 +213,15 @@ int sf_write(sf_writer *w, const char *name, const void *data, size_t n, sala_er
     return SALA_OK;
 }
 
+/* No allocation here: it runs after the rename, where a failure can no longer be undone. */
 static int fsync_dir(const char *path)
 {
-    char *copy = strdup(path);
-    if (!copy) return -1;
+    char copy[4096];
+    if (snprintf(copy, sizeof(copy), "%s", path) >= (int)sizeof(copy)) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
     int fd = open(dirname(copy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    free(copy);
     if (fd < 0) return -1;
     int rc = fsync(fd);
     close(fd);
@@ -248,16 +251,30 @@ int sf_commit(sf_writer *w, sala_err *e)
             rc = sala_errf(e, SALA_ENOMEM, "out of memory");
             goto fail;
         }
-        cJSON_AddItemToArray(dir, o);
-        cJSON_AddStringToObject(o, "name", s->name);
-        snprintf(num, sizeof(num), "%" PRIu64, s->offset);
-        cJSON_AddStringToObject(o, "offset", num);
-        snprintf(num, sizeof(num), "%" PRIu64, s->size);
-        cJSON_AddStringToObject(o, "size", num);
-        cJSON_AddItemToObject(o, "sums", sums);
-        for (size_t k = 0; k < s->nsums; k++) {
+        /* Every add is checked: a directory missing an entry after an allocation failure
+         * would be committed over the old file and make it unreadable. */
+        bool ok = cJSON_AddItemToArray(dir, o);
+        if (!ok) cJSON_Delete(o);
+        if (ok) {
+            ok = cJSON_AddStringToObject(o, "name", s->name) != NULL;
+            snprintf(num, sizeof(num), "%" PRIu64, s->offset);
+            ok = ok && cJSON_AddStringToObject(o, "offset", num);
+            snprintf(num, sizeof(num), "%" PRIu64, s->size);
+            ok = ok && cJSON_AddStringToObject(o, "size", num);
+            ok = ok && cJSON_AddItemToObject(o, "sums", sums);
+        }
+        if (!ok) cJSON_Delete(sums);   /* not attached to o */
+        for (size_t k = 0; ok && k < s->nsums; k++) {
             snprintf(num, sizeof(num), "%016" PRIx64, s->sums[k]);
-            cJSON_AddItemToArray(sums, cJSON_CreateString(num));
+            cJSON *h = cJSON_CreateString(num);
+            if (!h || !cJSON_AddItemToArray(sums, h)) {
+                cJSON_Delete(h);
+                ok = false;
+            }
+        }
+        if (!ok) {
+            rc = sala_errf(e, SALA_ENOMEM, "out of memory");
+            goto fail;
         }
     }
     js = cJSON_PrintUnformatted(dir);

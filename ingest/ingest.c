@@ -402,6 +402,7 @@ rejected:
     b->st->rejected++;
 done:
     if (rc == SALA_OK) emit_event(b, ev);
+    else sala_err_prefix(e, "%s", en->path);   /* the store failed: say on which file */
     ing_doc_clear(&doc);
     free(buf);
     return rc;
@@ -431,7 +432,10 @@ int ing_add(db *d, const char *corpus, const char *const *paths, size_t npaths,
     if (rc) return rc;
     if ((rc = open_tokenizer_row(&b, e))) goto fail;
     for (size_t i = 0; i < npaths; i++)
-        if ((rc = plan_path(&p, paths[i]))) goto fail;
+        if ((rc = plan_path(&p, paths[i]))) {
+            if (e && !strstr(e->msg, paths[i])) sala_err_prefix(e, "%s", paths[i]);
+            goto fail;
+        }
     ing_event ev = {.outcome = ING_PLANNED, .total = p.n};
     emit_event(&b, &ev);
     for (size_t i = 0; i < p.n; i++) {

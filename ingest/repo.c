@@ -60,48 +60,64 @@ static bool match_class(const char **pp, char c)
     return hit != neg;
 }
 
-static bool glob(const char *start, const char *p, const char *s)
+/* Results of glob. Besides match / no match, two verdicts cut the backtracking so that the
+ * time stays polynomial (a hostile .gitignore of "**" and "*" runs was exponential):
+ *  G_ABORT_ALL: the text ran out under a star; extending an earlier star only leaves less text,
+ *      so nothing can match.
+ *  G_ABORT_TO_STARSTAR: a '*' reached a '/'; an earlier '*' cannot cross that '/' either, so
+ *      only an enclosing "**" (which moves the rest to a later component) may still match. */
+enum { G_NOMATCH, G_MATCH, G_ABORT_ALL, G_ABORT_TO_STARSTAR };
+
+static int glob(const char *start, const char *p, const char *s)
 {
     while (*p) {
         if (p[0] == '*' && p[1] == '*' && (p == start || p[-1] == '/') && (p[2] == '/' || !p[2])) {
-            if (!p[2]) return true;
+            if (!p[2]) return G_MATCH;
             const char *rest = p + 3;
-            if (glob(start, rest, s)) return true;
-            for (const char *t = s; *t; t++)
-                if (*t == '/' && glob(start, rest, t + 1)) return true;
-            return false;
+            for (const char *t = s;;) {
+                int r = glob(start, rest, t);
+                if (r == G_MATCH || r == G_ABORT_ALL) return r;
+                if (!(t = strchr(t, '/'))) return G_ABORT_ALL;
+                t++;
+            }
         }
         if (*p == '*') {
             while (*p == '*') p++;
             for (;;) {
-                if (glob(start, p, s)) return true;
-                if (!*s || *s == '/') return false;
+                int r = glob(start, p, s);
+                if (r != G_NOMATCH) return r;
+                if (!*s) return G_ABORT_ALL;
+                if (*s == '/') return G_ABORT_TO_STARSTAR;
                 s++;
             }
         }
+        if (!*s) return G_ABORT_ALL;   /* pattern left, text gone: no star can help */
         if (*p == '?') {
-            if (!*s || *s == '/') return false;
+            if (*s == '/') return G_NOMATCH;
             p++;
             s++;
             continue;
         }
         if (*p == '[') {
-            if (!*s || *s == '/') return false;
+            if (*s == '/') return G_NOMATCH;
             const char *q = p;
-            if (!match_class(&q, *s)) return false;
+            if (!match_class(&q, *s)) return G_NOMATCH;
             p = q;
             s++;
             continue;
         }
         if (*p == '\\' && p[1]) p++;
-        if (*p != *s) return false;
+        if (*p != *s) return G_NOMATCH;
         p++;
         s++;
     }
-    return *s == 0;
+    return *s == 0 ? G_MATCH : G_NOMATCH;
 }
 
-bool repo_glob_match(const char *pattern, const char *path) { return glob(pattern, pattern, path); }
+bool repo_glob_match(const char *pattern, const char *path)
+{
+    return glob(pattern, pattern, path) == G_MATCH;
+}
 
 static void set_free(rule_set *s)
 {
@@ -181,7 +197,7 @@ static bool ignored(const walker *w, const char *rel, bool is_dir)
         for (size_t k = 0; k < s->n; k++) {
             const rule *r = &s->r[k];
             if (r->dir_only && !is_dir) continue;
-            bool m = r->anchored ? glob(r->pat, r->pat, sub) : glob(r->pat, r->pat, base);
+            bool m = repo_glob_match(r->pat, r->anchored ? sub : base);
             if (m) verdict = r->neg ? -1 : 1;
         }
     }
