@@ -65,14 +65,17 @@ typedef struct eng_backend {
     /* Persisted state (engine/engine.h "persisted state" for the sections and layouts).
      * seq_save writes lin.S, ckpt.S, sparse.K/V/K1/K2 in that order through fn (engine.c
      * writes eng.header first). seq_load builds a new sequence of length len with the given
-     * checkpoint lengths from r; engine.c has already checked every section size against the
-     * config, so the backend only reads (e.g. one layer piece at a time, uploading each as it
-     * arrives). */
+     * checkpoint lengths from r, whose sparse sections are of the given dtype (ENG_STATE_F32 or
+     * ENG_STATE_BF16; a backend must read both); engine.c has already checked the dtype and
+     * every section size against the config, so the backend only reads (e.g. one layer piece
+     * at a time, uploading each as it arrives). */
     /* Number of checkpoints; their lengths (ascending) go to lens[0..min(n, cap)). */
     int64_t (*seq_ckpt_lens)(const void *bs, int64_t *lens, int64_t cap);
     int (*seq_save)(void *bs, eng_state_write_fn fn, void *ud, sala_err *e);
-    int (*seq_load)(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+    int (*seq_load)(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt, int dtype,
                     const eng_state_reader *r, void **out, sala_err *e);
+    /* The dtype of the sparse sections seq_save writes (engine.c puts it in eng.header). */
+    int state_dtype;
 } eng_backend;
 
 /* Find a backend by name ("cpu", "cuda"). NULL name means "cpu". On failure returns NULL with

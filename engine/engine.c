@@ -204,11 +204,20 @@ static int64_t n_windows(int64_t L, int64_t k, int64_t s)
 /* Expected sizes of the sections for len tokens and nckpt checkpoints; false on overflow. */
 typedef struct { uint64_t lin, ckpt, kv, k1, k2; } state_sizes;
 
-static bool sizes_for(const eng_config *c, int64_t len, int64_t nckpt, state_sizes *z)
+/* Bytes of one value of the sparse caches in a state of dtype, or 0 for an unknown dtype. */
+static uint64_t dtype_bytes(uint64_t dtype)
+{
+    return dtype == ENG_STATE_F32 ? 4 : dtype == ENG_STATE_BF16 ? 2 : 0;
+}
+
+/* Expected sizes for len tokens, nckpt checkpoints and sparse values of esz bytes (lightning
+ * states are fp32 whatever the dtype); false on overflow. */
+static bool sizes_for(const eng_config *c, int64_t len, int64_t nckpt, uint64_t esz,
+                      state_sizes *z)
 {
     const uint64_t lin = (uint64_t)c->n_lightning * (uint64_t)c->lightning_nh *
                          (uint64_t)c->lightning_head_dim * (uint64_t)c->lightning_head_dim * 4;
-    const uint64_t row = (uint64_t)c->num_key_value_heads * (uint64_t)c->head_dim * 4;
+    const uint64_t row = (uint64_t)c->num_key_value_heads * (uint64_t)c->head_dim * esz;
     const eng_sparse_config *sc = &c->sparse;
     const int64_t w1 = n_windows(len, sc->kernel_size, sc->kernel_stride);
     const int64_t w2 = n_windows(len, 4 * sc->kernel_size, 4 * sc->kernel_stride);
@@ -226,14 +235,15 @@ static bool sizes_for(const eng_config *c, int64_t len, int64_t nckpt, state_siz
 uint64_t eng_state_ckpt_bytes(const eng_config *c)
 {
     state_sizes z;
-    return sizes_for(c, 0, 1, &z) ? z.ckpt : 0;
+    return sizes_for(c, 0, 1, 4, &z) ? z.ckpt : 0;
 }
 
-uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt)
+uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt, int dtype)
 {
     state_sizes z;
-    uint64_t t = 24 + 8 * (uint64_t)SALA_MAX(nckpt, 0);
-    if (!sizes_for(c, len, nckpt, &z) || __builtin_add_overflow(t, z.lin, &t) ||
+    const uint64_t esz = dtype < 0 ? 0 : dtype_bytes((uint64_t)dtype);
+    uint64_t t = 32 + 8 * (uint64_t)SALA_MAX(nckpt, 0);
+    if (!esz || !sizes_for(c, len, nckpt, esz, &z) || __builtin_add_overflow(t, z.lin, &t) ||
         __builtin_add_overflow(t, z.ckpt, &t) || __builtin_add_overflow(t, z.kv, &t) ||
         __builtin_add_overflow(t, z.kv, &t) || __builtin_add_overflow(t, z.k1, &t) ||
         __builtin_add_overflow(t, z.k2, &t))
@@ -270,7 +280,7 @@ int eng_seq_save(eng_seq *s, eng_state_write_fn fn, void *ud, sala_err *e)
     be->seq_ckpt_lens(s->bs, cl, nckpt);
     memcpy(h, ENG_STATE_MAGIC, 8);
     put_le(h + 8, ENG_STATE_VERSION, 4);
-    put_le(h + 12, 0, 4);                      /* dtype 0: f32 */
+    put_le(h + 12, (uint64_t)be->state_dtype, 4);   /* of the sparse sections */
     put_le(h + 16, (uint64_t)eng_seq_len(s), 8);
     put_le(h + 24, (uint64_t)nckpt, 8);
     for (int64_t i = 0; i < nckpt; i++) put_le(h + 32 + 8 * i, (uint64_t)cl[i], 8);
@@ -321,9 +331,10 @@ int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_
     if (ver != ENG_STATE_VERSION)
         return sala_errf(e, SALA_EUNSUP, "state: engine state version %llu, expected %d",
                          (unsigned long long)ver, ENG_STATE_VERSION);
-    if (dtype != 0)
-        return sala_errf(e, SALA_EUNSUP, "state: dtype %llu, expected 0 (f32)",
-                         (unsigned long long)dtype);
+    const uint64_t esz = dtype_bytes(dtype);
+    if (!esz)
+        return sala_errf(e, SALA_EUNSUP, "state: eng.header: dtype %llu is unknown (expected "
+                         "0 = f32 or 1 = bf16)", (unsigned long long)dtype);
     if (len > (uint64_t)c->max_position_embeddings)
         return sala_errf(e, SALA_EFORMAT, "state: length %llu exceeds max_position_embeddings "
                          "%lld", (unsigned long long)len, (long long)c->max_position_embeddings);
@@ -331,7 +342,7 @@ int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_
         return sala_errf(e, SALA_EFORMAT, "state: eng.header: %llu checkpoints in %zu bytes",
                          (unsigned long long)nckpt, hn);
     state_sizes z;
-    if (!sizes_for(c, (int64_t)len, (int64_t)nckpt, &z))
+    if (!sizes_for(c, (int64_t)len, (int64_t)nckpt, esz, &z))
         return sala_errf(e, SALA_ERANGE, "state: sizes overflow for length %llu",
                          (unsigned long long)len);
     if ((rc = want_size(r, "lin.S", z.lin, e)) || (rc = want_size(r, "ckpt.S", z.ckpt, e)) ||
@@ -355,7 +366,8 @@ int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_
     }
     free(raw);
     if (rc) goto fail;
-    if ((rc = en->be->seq_load(en->bm, (int64_t)len, cl, (int64_t)nckpt, r, &bs, e))) goto fail;
+    if ((rc = en->be->seq_load(en->bm, (int64_t)len, cl, (int64_t)nckpt, (int)dtype, r, &bs, e)))
+        goto fail;
     free(cl);
     *out = seq_wrap(en, bs, e);
     return *out ? SALA_OK : SALA_ENOMEM;

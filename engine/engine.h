@@ -63,19 +63,23 @@ int eng_seq_truncate(eng_seq *s, int64_t len, int64_t *reached, sala_err *e);
 /* ---- persisted state (cached contexts; docs/CONTEXTS.md) ----
  * A sequence is exported as named sections through a callback, so that the caller chooses the
  * container (engine/statefile.h) and a backend can stream each piece to or from its device as
- * it goes. Sections, all little-endian, fp32 = IEEE binary32 (dtype "f32"; the only dtype the
- * CPU backend holds; the CUDA backend converts when it holds another):
- *   eng.header   ENG_STATE_MAGIC (8 bytes), u32 version, u32 dtype (0 = f32), i64 len,
- *                i64 nckpt, then nckpt x i64 checkpoint lengths (ascending)
- *   lin.S        [n_lightning, lightning_nh, lhd, lhd]   lightning states at len
- *   ckpt.S       [nckpt, n_lightning, lightning_nh, lhd, lhd]  the checkpoints' states
- *   sparse.K     [n_sparse][len, nkv, hd]      keys, layer after layer
- *   sparse.V     [n_sparse][len, nkv, hd]
- *   sparse.K1    [n_sparse][w1(len), nkv, hd]  compressed keys (w1 = complete windows of
- *   sparse.K2    [n_sparse][w2(len), nkv, hd]   kernel k / stride s; w2 of 4k / 4s)
+ * it goes. Sections, all little-endian; lin.S and ckpt.S are always fp32 (IEEE binary32), the
+ * sparse caches (K, V, K1, K2) are of the header's dtype: 0 = f32, 1 = bf16 (the upper 16 bits
+ * of the fp32 value, rounded to nearest even). The CPU backend saves f32 (what it holds), the
+ * CUDA backend bf16 (what it holds); both load either (CPU widens bf16 exactly).
+ *   eng.header   ENG_STATE_MAGIC (8 bytes), u32 version, u32 dtype (ENG_STATE_F32/BF16),
+ *                i64 len, i64 nckpt, then nckpt x i64 checkpoint lengths (ascending)
+ *   lin.S        f32 [n_lightning, lightning_nh, lhd, lhd]   lightning states at len
+ *   ckpt.S       f32 [nckpt, n_lightning, lightning_nh, lhd, lhd]  the checkpoints' states
+ *   sparse.K     dtype [n_sparse][len, nkv, hd]      keys, layer after layer
+ *   sparse.V     dtype [n_sparse][len, nkv, hd]
+ *   sparse.K1    dtype [n_sparse][w1(len), nkv, hd]  compressed keys (w1 = complete windows of
+ *   sparse.K2    dtype [n_sparse][w2(len), nkv, hd]   kernel k / stride s; w2 of 4k / 4s)
  * A section is written in one or more consecutive calls with the same name (one per layer for
  * the sparse ones). Readers are asked for byte ranges. */
 #define ENG_STATE_MAGIC "SALASEQ1"
+#define ENG_STATE_F32 0
+#define ENG_STATE_BF16 1
 #define ENG_STATE_VERSION 1
 typedef int (*eng_state_write_fn)(void *ud, const char *section, const void *data, size_t n,
                                   sala_err *e);
@@ -95,9 +99,9 @@ int eng_seq_save(eng_seq *s, eng_state_write_fn fn, void *ud, sala_err *e);
  * against en's config before anything is allocated (a mismatch names the section, expected and
  * actual sizes); *out is freed with eng_seq_free. */
 int eng_seq_load(eng_engine *en, const eng_state_reader *r, eng_seq **out, sala_err *e);
-/* Bytes eng_seq_save writes for a sequence of len tokens with nckpt checkpoints (for disk
- * budgets), or 0 on overflow. */
-uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt);
+/* Bytes a state of len tokens with nckpt checkpoints takes with sparse caches of dtype
+ * (ENG_STATE_F32 or ENG_STATE_BF16; for disk budgets), or 0 on overflow or an unknown dtype. */
+uint64_t eng_state_bytes(const eng_config *c, int64_t len, int64_t nckpt, int dtype);
 /* Bytes of one checkpoint (the lightning states). */
 uint64_t eng_state_ckpt_bytes(const eng_config *c);
 /* xxh3-64 of config.json and every tensor header: what a persisted state must match. */

@@ -315,4 +315,5 @@ const eng_backend eng_cpu_backend = {
     .seq_ckpt_lens = cpu_seq_ckpt_lens,
     .seq_save = cpu_seq_save,
     .seq_load = cpu_seq_load,
+    .state_dtype = ENG_STATE_F32,   /* its caches are fp32 */
 };

@@ -119,7 +119,7 @@ int cpu_seq_ckpt_push(cpu_seq *s, int64_t len, float *S, sala_err *e);
 /* state.c: save/load (engine/backend.h seq_ckpt_lens, seq_save, seq_load). */
 int64_t cpu_seq_ckpt_lens(const void *bs, int64_t *lens, int64_t cap);
 int cpu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e);
-int cpu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+int cpu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt, int dtype,
                  const eng_state_reader *r, void **out, sala_err *e);
 
 #endif

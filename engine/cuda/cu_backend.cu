@@ -683,11 +683,12 @@ static int cu_seq_truncate(void *bs, int64_t len, int64_t *reached, sala_err *e)
     return SALA_OK;
 }
 
-/* ---- persisted state (engine/engine.h "persisted state"): fp32 sections. Save streams through a
- * pinned staging buffer in chunks of CU_IO_FLOATS values; load runs on several threads in pieces
- * (below); neither side ever holds a whole cache on the host. The bf16 caches (K, V, K1, K2) are widened to fp32 on save and rounded to
- * bf16 (nearest even) on load: a state saved by this backend loads back bit for bit; one saved by
- * the CPU backend is rounded exactly as its forward pass would round fresh keys. */
+/* ---- persisted state (engine/engine.h "persisted state"): lightning states fp32, sparse caches
+ * of dtype bf16 (ENG_STATE_BF16). Save streams through a pinned staging buffer in chunks of
+ * CU_IO_FLOATS values; load runs on several threads in pieces (below); neither side ever holds a
+ * whole cache on the host. The bf16 caches (K, V, K1, K2) are written as they are, so a state
+ * saved by this backend loads back bit for bit; an f32 state (saved by the CPU backend) is
+ * rounded to bf16 (nearest even) on load, exactly as its forward pass would round fresh keys. */
 #define CU_IO_FLOATS ((size_t)4 << 20)
 
 namespace {
@@ -728,8 +729,7 @@ static int save_bf16(io_buf &io, eng_state_write_fn fn, void *ud, const char *na
     for (size_t o = 0; o < n; o += CU_IO_FLOATS) {
         const size_t k = n - o < CU_IO_FLOATS ? n - o : CU_IO_FLOATS;
         CUDA_CHECK(cudaMemcpy(io.b, src + o, k * 2, cudaMemcpyDeviceToHost));
-        for (size_t i = 0; i < k; i++) io.f[i] = __bfloat162float(io.b[i]);
-        CU_TRY(fn(ud, name, io.f, k * 4, e));
+        CU_TRY(fn(ud, name, io.b, k * 2, e));   /* dtype bf16: the caches as they are */
     }
     return SALA_OK;
 }
@@ -766,9 +766,10 @@ static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
 
 /* ---- parallel load: the state is cut into pieces of CU_LOAD_FLOATS values; CU_LOAD_THREADS
  * workers each take the next piece, read it through r (checksums verified by the reader) into
- * one of their two pinned slots, round it to bf16 for the caches, and upload it on their own
- * stream, so that reading, hashing and rounding run on several cores and overlap the copies.
- * The reader must allow concurrent reads (engine.h). */
+ * one of their two pinned slots and upload it on their own stream, so that reading and hashing
+ * run on several cores and overlap the copies. Sparse sections of a bf16 state (what
+ * cu_seq_save writes) go up as read; those of an f32 state (saved by the CPU backend) are
+ * rounded to bf16 first. The reader must allow concurrent reads (engine.h). */
 #define CU_LOAD_FLOATS ((size_t)2 << 20)
 #define CU_LOAD_THREADS 8
 /* Tokens of room a loaded sequence gets beyond its length, so that the first questions and
@@ -778,10 +779,11 @@ static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
 namespace {
 struct load_job {
     const char *name;    /* section */
-    size_t off;          /* byte offset in the section (fp32 values) */
+    size_t off;          /* byte offset in the section */
     void *dst;           /* device: bf16 when half, else fp32 */
     size_t n;            /* values */
-    bool half;
+    bool half;           /* dst is bf16 */
+    bool src_half;       /* the section holds bf16 (only with half) */
 };
 
 struct load_pool {
@@ -813,6 +815,12 @@ static int load_work(load_pool *p, cudaStream_t st, cudaEvent_t *ev, float **f, 
         if (j >= jobs.size()) break;
         const load_job &J = jobs[j];
         CUDA_CHECK(cudaEventSynchronize(ev[k]));   /* the slot's previous upload is done */
+        if (J.src_half) {
+            CU_TRY(p->r->read(p->r->ud, J.name, J.off, b[k], J.n * 2, e));
+            CUDA_CHECK(cudaMemcpyAsync(J.dst, b[k], J.n * 2, cudaMemcpyHostToDevice, st));
+            CUDA_CHECK(cudaEventRecord(ev[k], st));
+            continue;
+        }
         CU_TRY(p->r->read(p->r->ud, J.name, J.off, f[k], J.n * 4, e));
         if (J.half) {
             for (size_t i = 0; i < J.n; i++) b[k][i] = __float2bfloat16_rn(f[k][i]);
@@ -854,21 +862,26 @@ static void load_worker(load_pool *p, int dev)
 }
 
 static void jobs_add(std::vector<load_job> &jobs, const char *name, size_t off, void *dst,
-                     size_t n, bool half)
+                     size_t n, bool half, bool src_half)
 {
+    const size_t esz = src_half ? 2 : 4;
     for (size_t o = 0; o < n; o += CU_LOAD_FLOATS) {
         const size_t k = n - o < CU_LOAD_FLOATS ? n - o : CU_LOAD_FLOATS;
         void *d = half ? (void *)((bf16 *)dst + o) : (void *)((float *)dst + o);
-        jobs.push_back(load_job{name, off + o * 4, d, k, half});
+        jobs.push_back(load_job{name, off + o * esz, d, k, half, src_half});
     }
 }
 
 static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
-                         const eng_state_reader *r, sala_err *e)
+                         int dtype, const eng_state_reader *r, sala_err *e)
 {
     const eng_config *c = &s->m->c;
     const eng_sparse_config *sc = &c->sparse;
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim);
+    if (dtype != ENG_STATE_F32 && dtype != ENG_STATE_BF16)   /* engine.c refuses these */
+        return sala_errf(e, SALA_EUNSUP, "state: dtype %d is unknown", dtype);
+    const bool sh = dtype == ENG_STATE_BF16;
+    const size_t esz = sh ? 2 : 4;
     if (len > 0) CU_TRY(cu_seq_cap(s, len + CU_LOAD_HEADROOM, e));
     for (int64_t i = 0; i < nckpt; i++) CU_TRY(ckpt_push(s, ckpt_len[i], s->S, e));
     CUDA_CHECK(cudaDeviceSynchronize());   /* allocations and copies above before the uploads */
@@ -876,14 +889,15 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
     const int64_t w2 = nwin(len, 4 * sc->kernel_size, 4 * sc->kernel_stride);
     std::vector<load_job> jobs;
     try {
-        jobs_add(jobs, "lin.S", 0, s->S, s->S_floats, false);
+        jobs_add(jobs, "lin.S", 0, s->S, s->S_floats, false, false);
         for (int64_t i = 0; i < nckpt; i++)
-            jobs_add(jobs, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S, s->S_floats, false);
+            jobs_add(jobs, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S, s->S_floats, false,
+                     false);
         for (int k = 0; k < 4; k++)
             for (int i = 0; i < c->n_sparse; i++) {
                 bf16 *buf = k == 0 ? s->K[i] : k == 1 ? s->V[i] : k == 2 ? s->K1[i] : s->K2[i];
                 const size_t n = (size_t)(k < 2 ? len : k == 2 ? w1 : w2) * row;
-                if (n) jobs_add(jobs, state_names[k], (size_t)i * n * 4, buf, n, true);
+                if (n) jobs_add(jobs, state_names[k], (size_t)i * n * esz, buf, n, true, sh);
             }
     } catch (...) {
         return sala_errf(e, SALA_ENOMEM, "out of memory for the state load");
@@ -917,13 +931,13 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
     return SALA_OK;
 }
 
-static int cu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt,
+static int cu_seq_load(void *bm, int64_t len, const int64_t *ckpt_len, int64_t nckpt, int dtype,
                        const eng_state_reader *r, void **out, sala_err *e)
 {
     cu_seq *s;
     *out = NULL;
     CU_TRY(cu_seq_new(bm, (void **)&s, e));
-    const int rc = seq_load_into(s, len, ckpt_len, nckpt, r, e);
+    const int rc = seq_load_into(s, len, ckpt_len, nckpt, dtype, r, e);
     if (rc) {
         cu_seq_free(s);
         return rc;
@@ -953,6 +967,7 @@ static const eng_backend cu_backend = {
     /* .seq_ckpt_lens = */ cu_seq_ckpt_lens,
     /* .seq_save = */ cu_seq_save,
     /* .seq_load = */ cu_seq_load,
+    /* .state_dtype = */ ENG_STATE_BF16,   /* its caches are bf16: saved as they are */
 };
 
 extern "C" __attribute__((visibility("default"))) const eng_backend *sala_cuda_backend(void)
