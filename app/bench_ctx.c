@@ -154,7 +154,8 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
     /* 2. save (sf_commit fsyncs the file and its directory) */
     {
         const sf_field meta[] = {{"format", "sala-bench-context"}, {"model_fingerprint", fp},
-                                 {"length", lens}, {"dtype", "f32"}};
+                                 {"length", lens},
+                                 {"dtype", eng_state_dtype_name(eng_engine_state_dtype(en))}};
         t0 = sala_now();
         rc = sf_create(path, meta, SALA_ARRAY_LEN(meta), &w, e);
         if (!rc) rc = eng_seq_save(s, write_piece, w, e);

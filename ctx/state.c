@@ -64,7 +64,8 @@ int ctx_state_save(const char *path, const ctx_model *m, const char *tokens_hex,
     const sf_field meta[] = {
         {"format", CTX_FORMAT}, {"format_version", CTX_FORMAT_VERSION},
         {"model_fingerprint", m->fp_hex}, {"tokenizer_hash", m->tok_hex},
-        {"tokens_hash", tokens_hex}, {"length", len}, {"dtype", "f32"},
+        {"tokens_hash", tokens_hex}, {"length", len},
+        {"dtype", eng_state_dtype_name(eng_engine_state_dtype(m->en))},
         {"layers", layout}, {"corpus", corpus}, {"documents", ndocs},
         {"backend", eng_engine_backend(m->en)},
     };

@@ -87,6 +87,11 @@ void eng_engine_close(eng_engine *en)
 
 const eng_config *eng_engine_config(const eng_engine *en) { return &en->model->cfg; }
 const char *eng_engine_backend(const eng_engine *en) { return en->be->name; }
+int eng_engine_state_dtype(const eng_engine *en) { return en->be->state_dtype; }
+const char *eng_state_dtype_name(int dtype)
+{
+    return dtype == ENG_STATE_F32 ? "f32" : dtype == ENG_STATE_BF16 ? "bf16" : "?";
+}
 const char *eng_engine_tokenizer_path(const eng_engine *en) { return en->model->tokenizer_path; }
 
 static eng_seq *seq_wrap(eng_engine *en, void *bs, sala_err *e)

@@ -34,6 +34,10 @@ int eng_engine_random(const eng_config *c, const char *backend, uint64_t seed, e
 void eng_engine_close(eng_engine *en);
 const eng_config *eng_engine_config(const eng_engine *en);
 const char *eng_engine_backend(const eng_engine *en);
+/* The dtype this engine's backend writes for the sparse caches of a saved state
+ * (ENG_STATE_F32 or ENG_STATE_BF16), and its name ("f32", "bf16") for file metadata. */
+int eng_engine_state_dtype(const eng_engine *en);
+const char *eng_state_dtype_name(int dtype);
 /* DIR/tokenizer.json when the model directory has one, else NULL. */
 const char *eng_engine_tokenizer_path(const eng_engine *en);
 
