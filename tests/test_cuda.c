@@ -10,6 +10,7 @@
  * libsala_cuda.so is $SALA_CUDA_LIB, else the one next to $SALA_BIN. */
 #include "test.h"
 #include "golden_cmp.h"
+#include "mem_state.h"
 
 #include <dlfcn.h>
 #include <math.h>
@@ -445,64 +446,6 @@ static void g_sparse_chunked(void) { gcase("sparse_prefill", "--chunk 700", 3e-2
 static void g_decode(void) { gcase("decode", "--decode-from 2990", 2e-2, 5e-2, 1.0); }
 static void g_crossing(void) { gcase("crossing", "--decode-from 1000", 2e-2, 5e-2, 1.0); }
 
-/* Save on CUDA, load on CUDA (engine/engine.h "persisted state", the sections through an
- * in-memory store): the state is of dtype bf16 (the caches as the GPU holds them, half the f32
- * size); the loaded sequence must give the same logits as the original when both continue, past
- * dense_len (sparse path) and after a rewind to the saved checkpoint. The same state loads on
- * the CPU backend (bf16 widened) and continues within the bf16 tolerances of the golden cases
- * (sparse: per-row relative L2 1e-1, max |dlogit| 2) of the CUDA sequence. */
-typedef struct {
-    char name[32];
-    unsigned char *d;
-    size_t n;
-} mem_sec;
-typedef struct {
-    mem_sec s[16];
-    int ns;
-} mem_store;
-
-static mem_sec *mem_find(mem_store *m, const char *name, bool add)
-{
-    for (int i = 0; i < m->ns; i++)
-        if (!strcmp(m->s[i].name, name)) return &m->s[i];
-    if (!add || m->ns == 16) return NULL;
-    mem_sec *s = &m->s[m->ns++];
-    snprintf(s->name, sizeof(s->name), "%s", name);
-    s->d = NULL;
-    s->n = 0;
-    return s;
-}
-
-static int mem_write(void *ud, const char *name, const void *data, size_t n, sala_err *e)
-{
-    mem_sec *s = mem_find(ud, name, true);
-    if (!s) return sala_errf(e, SALA_EINTERNAL, "too many sections");
-    if (!n) return SALA_OK;
-    unsigned char *d = realloc(s->d, s->n + n);
-    if (!d) return sala_errf(e, SALA_ENOMEM, "out of memory");
-    memcpy(d + s->n, data, n);
-    s->d = d;
-    s->n += n;
-    return SALA_OK;
-}
-
-static int mem_size(void *ud, const char *name, size_t *n, sala_err *e)
-{
-    mem_sec *s = mem_find(ud, name, false);
-    if (!s) return sala_errf(e, SALA_ENOTFOUND, "no section %s", name);
-    *n = s->n;
-    return SALA_OK;
-}
-
-static int mem_read(void *ud, const char *name, size_t off, void *dst, size_t n, sala_err *e)
-{
-    mem_sec *s = mem_find(ud, name, false);
-    if (!s || off > s->n || n > s->n - off)
-        return sala_errf(e, SALA_EINVAL, "bad read of %s", name);
-    memcpy(dst, s->d + off, n);
-    return SALA_OK;
-}
-
 static double max_abs_diff(const float *a, const float *b, size_t n)
 {
     double m = 0;
@@ -513,6 +456,12 @@ static double max_abs_diff(const float *a, const float *b, size_t n)
     return m;
 }
 
+/* Save on CUDA, load on CUDA (engine/engine.h "persisted state", the sections through an
+ * in-memory store): the state is of dtype bf16 (the caches as the GPU holds them, half the f32
+ * size); the loaded sequence must give the same logits as the original when both continue, past
+ * dense_len (sparse path) and after a rewind to the saved checkpoint. The same state loads on
+ * the CPU backend (bf16 widened) and continues within the bf16 tolerances of the golden cases
+ * (sparse: per-row relative L2 1e-1, max |dlogit| 2) of the CUDA sequence. */
 static void g_save_load(void)
 {
     sala_err e = {0};
@@ -596,7 +545,7 @@ static void g_save_load(void)
     CU_ASSERT(d2 <= 1e-6);
     eng_seq_free(s);
     eng_seq_free(s2);
-    for (int i = 0; i < ms.ns; i++) free(ms.s[i].d);
+    mem_free(&ms);
     free(tok), free(la), free(lb), free(lc);
     eng_engine_close(en);
 }
