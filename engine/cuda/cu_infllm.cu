@@ -19,6 +19,19 @@
 #include <math.h>
 #include <stdlib.h>
 
+/* Merge a row's running (max m, sum l) of exp2 terms across the 4 lanes of an mma quad. */
+static __device__ __forceinline__ void quad_merge_ml(float &m, float &l)
+{
+#pragma unroll
+    for (int o = 1; o <= 2; o <<= 1) {
+        const float mo = __shfl_xor_sync(0xffffffffu, m, o);
+        const float lo = __shfl_xor_sync(0xffffffffu, l, o);
+        const float mn = fmaxf(m, mo);
+        l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
+        m = mn;
+    }
+}
+
 static __device__ __forceinline__ int64_t nwin(int64_t L, int k, int s)
 {
     return L < k ? 0 : (L - k) / s + 1;
@@ -325,14 +338,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
                     float m = mrow[mt][hf], l = lrow[mt][hf];
-#pragma unroll
-                    for (int o = 1; o <= 2; o <<= 1) {
-                        const float mo = __shfl_xor_sync(0xffffffffu, m, o);
-                        const float lo = __shfl_xor_sync(0xffffffffu, l, o);
-                        const float mn = fmaxf(m, mo);
-                        l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
-                        m = mn;
-                    }
+                    quad_merge_ml(m, l);
                     mrow[mt][hf] = l > 0.0f ? m + log2f(l) : -INFINITY;
                 }
         }
@@ -432,14 +438,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 float m = mrow[mt][hf], l = lrow[mt][hf];
-#pragma unroll
-                for (int o = 1; o <= 2; o <<= 1) {
-                    const float mo = __shfl_xor_sync(0xffffffffu, m, o);
-                    const float lo = __shfl_xor_sync(0xffffffffu, l, o);
-                    const float mn = fmaxf(m, mo);
-                    l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
-                    m = mn;
-                }
+                quad_merge_ml(m, l);
                 if (qd == 0) {
                     float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + mt * 16 + hf * 8;
                     pp[0] = m;
@@ -620,3 +619,4 @@ cudaError_t cu_kernels_init(void)
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
 }
+
