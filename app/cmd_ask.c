@@ -1,6 +1,7 @@
 /* cmd_ask.c: `sala ask CORPUS "question"`: answer from the cached context, with citations; or,
  * with no model configured, the best full-text passages (retrieval mode). */
 #include "app.h"
+#include "app/sampler_opts.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -88,26 +89,24 @@ static void print_citations(const ctx_answer *a)
 
 int cmd_ask(int argc, char **argv)
 {
-    enum { O_DB = 256, O_MODEL, O_BACKEND, O_TEMP, O_TOPK, O_TOPP, O_REP, O_SEED, O_THINK, O_JSON,
-           O_FORK };
+    enum { O_DB = 256, O_MODEL, O_BACKEND, O_THINK, O_JSON, O_FORK };
     static const struct option opts[] = {
         {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
-        {"backend", required_argument, 0, O_BACKEND}, {"temp", required_argument, 0, O_TEMP},
-        {"top-k", required_argument, 0, O_TOPK}, {"top-p", required_argument, 0, O_TOPP},
-        {"rep-penalty", required_argument, 0, O_REP}, {"seed", required_argument, 0, O_SEED},
+        {"backend", required_argument, 0, O_BACKEND}, APP_SAMPLER_OPTIONS,
         {"think", no_argument, 0, O_THINK}, {"json", no_argument, 0, O_JSON},
         {"time-fork", no_argument, 0, O_FORK},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *dbopt = NULL, *model = NULL, *backend = NULL;
     bool json = false, time_fork = false;
-    ctx_ask_opts o = {.sampler = {.temperature = 0, .top_k = 0, .top_p = 1.0f,
-                                  .repetition_penalty = 1.0f, .seed = 0},
-                      .max_tokens = 512};
+    ctx_ask_opts o = {.sampler = app_sampler_defaults(), .max_tokens = 512};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         char *end = NULL;
+        int so = app_sampler_opt(ch, optarg, &o.sampler);
+        if (so < 0) goto usage;
+        if (so > 0) continue;
         switch (ch) {
         case O_DB: dbopt = optarg; break;
         case O_MODEL: model = optarg; break;
@@ -116,14 +115,6 @@ int cmd_ask(int argc, char **argv)
         case O_JSON: json = true; break;
         case O_FORK: time_fork = true; break;
         case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
-        case O_TEMP: o.sampler.temperature = strtof(optarg, &end); if (*end) goto usage; break;
-        case O_TOPK: o.sampler.top_k = (int)strtol(optarg, &end, 10); if (*end) goto usage; break;
-        case O_TOPP: o.sampler.top_p = strtof(optarg, &end); if (*end) goto usage; break;
-        case O_REP:
-            o.sampler.repetition_penalty = strtof(optarg, &end);
-            if (*end || o.sampler.repetition_penalty <= 0) goto usage;
-            break;
-        case O_SEED: o.sampler.seed = strtoull(optarg, &end, 10); if (*end) goto usage; break;
         case 'h': fputs(cmd_ask_usage, stdout); return EXIT_OK;
         default: goto usage;
         }

@@ -4,6 +4,7 @@
  * prefilled again). On the CPU questions run one after another; batched decoding needs the
  * CUDA backend. */
 #include "app.h"
+#include "app/sampler_opts.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -16,8 +17,9 @@
 SALA_COMMAND(batch, "answer a file of questions into JSONL (resumable)");
 
 const char cmd_batch_usage[] =
-    "usage: sala batch CORPUS QUESTIONS --out FILE.jsonl [--model DIR] [--temp T] [--seed S]\n"
-    "                  [-n MAX_TOKENS] [--think] [--db FILE] [--backend B]\n\n"
+    "usage: sala batch CORPUS QUESTIONS --out FILE.jsonl [--model DIR] [--temp T] [--top-k K]\n"
+    "                  [--top-p P] [--rep-penalty R] [--seed S] [-n MAX_TOKENS] [--think]\n"
+    "                  [--db FILE] [--backend B]\n\n"
     "QUESTIONS holds one question per line, or JSONL objects {\"id\": ..., \"question\": ...}\n"
     "(plain lines get the ids q1, q2, ... by line number). Each answer is appended to FILE as\n"
     "one JSON line with id, question, answer, citations and timings; ids already in FILE are\n"
@@ -67,20 +69,22 @@ static void done_ids(const char *out, idset *s)
 
 int cmd_batch(int argc, char **argv)
 {
-    enum { O_DB = 256, O_MODEL, O_BACKEND, O_TEMP, O_SEED, O_THINK, O_OUT };
+    enum { O_DB = 256, O_MODEL, O_BACKEND, O_THINK, O_OUT };
     static const struct option opts[] = {
         {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
-        {"backend", required_argument, 0, O_BACKEND}, {"temp", required_argument, 0, O_TEMP},
-        {"seed", required_argument, 0, O_SEED}, {"think", no_argument, 0, O_THINK},
+        {"backend", required_argument, 0, O_BACKEND}, APP_SAMPLER_OPTIONS,
+        {"think", no_argument, 0, O_THINK},
         {"out", required_argument, 0, O_OUT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     const char *dbopt = NULL, *model = NULL, *backend = NULL, *outp = NULL;
-    ctx_ask_opts o = {.sampler = {.temperature = 0, .top_p = 1.0f, .repetition_penalty = 1.0f},
-                      .max_tokens = 512};
+    ctx_ask_opts o = {.sampler = app_sampler_defaults(), .max_tokens = 512};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         char *end = NULL;
+        int so = app_sampler_opt(ch, optarg, &o.sampler);
+        if (so < 0) goto usage;
+        if (so > 0) continue;
         switch (ch) {
         case O_DB: dbopt = optarg; break;
         case O_MODEL: model = optarg; break;
@@ -88,8 +92,6 @@ int cmd_batch(int argc, char **argv)
         case O_OUT: outp = optarg; break;
         case O_THINK: o.think = true; break;
         case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
-        case O_TEMP: o.sampler.temperature = strtof(optarg, &end); if (*end) goto usage; break;
-        case O_SEED: o.sampler.seed = strtoull(optarg, &end, 10); if (*end) goto usage; break;
         case 'h': fputs(cmd_batch_usage, stdout); return EXIT_OK;
         default: goto usage;
         }

@@ -1,5 +1,6 @@
 /* cmd_generate.c: `sala generate`: prefill a prompt and stream sampled tokens. */
 #include "app.h"
+#include "app/sampler_opts.h"
 
 #include <getopt.h>
 #include <stdio.h>
@@ -58,30 +59,25 @@ int cmd_generate(int argc, char **argv)
 {
     const char *model = NULL, *prompt = NULL, *prompt_ids = NULL, *backend = "cpu";
     long long ntok = 32;
-    eng_sampler_params sp = {.temperature = 0, .top_k = 0, .top_p = 1.0f,
-                             .repetition_penalty = 1.0f, .seed = 0};
+    eng_sampler_params sp = app_sampler_defaults();
     static const struct option opts[] = {
         {"model", required_argument, 0, 'm'}, {"prompt", required_argument, 0, 'p'},
-        {"prompt-ids", required_argument, 0, 'i'}, {"temp", required_argument, 0, 't'},
-        {"top-k", required_argument, 0, 'k'}, {"top-p", required_argument, 0, 'P'},
-        {"rep-penalty", required_argument, 0, 'r'}, {"seed", required_argument, 0, 's'},
+        {"prompt-ids", required_argument, 0, 'i'}, APP_SAMPLER_OPTIONS,
         {"backend", required_argument, 0, 'b'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         char *end = NULL;
+        int so = app_sampler_opt(ch, optarg, &sp);
+        if (so < 0) goto usage;
+        if (so > 0) continue;
         switch (ch) {
         case 'm': model = optarg; break;
         case 'p': prompt = optarg; break;
         case 'i': prompt_ids = optarg; break;
         case 'b': backend = optarg; break;
         case 'n': ntok = strtoll(optarg, &end, 10); if (*end || ntok < 0) goto usage; break;
-        case 't': sp.temperature = strtof(optarg, &end); if (*end) goto usage; break;
-        case 'k': sp.top_k = (int)strtol(optarg, &end, 10); if (*end) goto usage; break;
-        case 'P': sp.top_p = strtof(optarg, &end); if (*end) goto usage; break;
-        case 'r': sp.repetition_penalty = strtof(optarg, &end); if (*end) goto usage; break;
-        case 's': sp.seed = strtoull(optarg, &end, 10); if (*end) goto usage; break;
         case 'h': fputs(cmd_generate_usage, stdout); return EXIT_OK;
         default: goto usage;
         }
