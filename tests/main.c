@@ -4,6 +4,7 @@
 #include "test.h"
 
 #include <CUnit/Basic.h>
+#include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -84,6 +85,18 @@ const char *test_tmpdir(void)
     n++;
     if (mkdir(b, 0700) != 0 && errno != EEXIST) perror(b);
     return b;
+}
+
+int test_count_tmp(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)))
+        if (strstr(de->d_name, ".tmp-")) n++;
+    closedir(d);
+    return n;
 }
 
 int test_write_file(const char *path, const void *data, size_t len)

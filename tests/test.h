@@ -28,6 +28,8 @@ const char *test_shared(const char *rel);
 const char *test_bin(void);
 /* A fresh empty directory under $TMPDIR, removed at exit. Returned string lives until exit. */
 const char *test_tmpdir(void);
+/* Number of save temp files ("*.tmp-<pid>", engine/statefile.h) in dir, -1 if unreadable. */
+int test_count_tmp(const char *dir);
 /* Write len bytes to path; returns 0 on success. */
 int test_write_file(const char *path, const void *data, size_t len);
 /* Run a shell command, capturing stdout+stderr (up to cap bytes) into out (NUL-terminated,

@@ -35,18 +35,6 @@ static char *path_in(const char *dir, const char *name)
     return b;
 }
 
-static int count_tmp(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strstr(de->d_name, ".tmp-")) n++;
-    closedir(d);
-    return n;
-}
-
 /* ---- model loader ---- */
 
 static const char *model_dir(bool sharded)
@@ -197,7 +185,7 @@ static void sweep_save(unsigned kinds, int err, size_t big, const char *label)
         bool fired = fault_fired();
         const char *gen = state_gen(path);
         CU_ASSERT_PTR_NOT_NULL(gen);
-        CU_ASSERT_EQUAL(count_tmp(dir), 0);
+        CU_ASSERT_EQUAL(test_count_tmp(dir), 0);
         if (rc == SALA_OK) {
             CU_ASSERT(gen && !strcmp(gen, "new"));
             if (!fired) break;

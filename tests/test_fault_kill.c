@@ -80,18 +80,6 @@ static int read_gen(const char *path)
     return g;
 }
 
-static int count_tmp(const char *dir)
-{
-    DIR *d = opendir(dir);
-    if (!d) return -1;
-    int n = 0;
-    struct dirent *de;
-    while ((de = readdir(d)))
-        if (strstr(de->d_name, ".tmp-")) n++;
-    closedir(d);
-    return n;
-}
-
 /* Fork a writer of generation gen; kill it after delay_s (parent) or at step k (child). */
 static pid_t writer(const char *path, int gen, int k)
 {
@@ -145,7 +133,7 @@ static void t_random_kills(void)
         int rm = sf_cleanup(dir, &e);
         CU_ASSERT(rm >= 0);
         removed += rm > 0 ? rm : 0;
-        CU_ASSERT_EQUAL(count_tmp(dir), 0);
+        CU_ASSERT_EQUAL(test_count_tmp(dir), 0);
         int g = read_gen(path);
         CU_ASSERT(g == cur || g == gen);
         if (g == gen) {

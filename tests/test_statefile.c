@@ -204,14 +204,6 @@ static void die_at(const char *s)
     if (want && !strcmp(want, s)) raise(SIGKILL);
 }
 
-static int count_temps(const char *dir)
-{
-    char cmd[4400], out[64];
-    snprintf(cmd, sizeof(cmd), "ls '%s' | grep -c '\\.tmp-' || true", dir);
-    test_run(cmd, out, sizeof(out));
-    return atoi(out);
-}
-
 /* A writer killed at each step of the protocol leaves the old state (before the rename) or the
  * new one (after it), and the next sf_cleanup removes its temp file. */
 static void t_crash_points(void)
@@ -235,10 +227,10 @@ static void t_crash_points(void)
         waitpid(pid, &st, 0);
         CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
         CU_ASSERT_EQUAL(check_state(p, after[i]), 0);
-        int temps = count_temps(d);
+        int temps = test_count_tmp(d);
         CU_ASSERT_EQUAL(temps, after[i] == 1 ? 1 : 0);
         CU_ASSERT_EQUAL(sf_cleanup(d, &e), temps);
-        CU_ASSERT_EQUAL(count_temps(d), 0);
+        CU_ASSERT_EQUAL(test_count_tmp(d), 0);
         CU_ASSERT_EQUAL(check_state(p, after[i]), 0);
     }
 }
@@ -316,7 +308,7 @@ static void t_write_failure(void)
     waitpid(pid, &st, 0);
     CU_ASSERT(WIFEXITED(st) && WEXITSTATUS(st) == 0);
     CU_ASSERT_EQUAL(check_state(p, 1), 0);
-    CU_ASSERT_EQUAL(count_temps(d), 0);
+    CU_ASSERT_EQUAL(test_count_tmp(d), 0);
 }
 
 void suite_statefile(void)
