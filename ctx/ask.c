@@ -335,103 +335,265 @@ static int vis_feed(vis *v, const char *s, size_t n, bool final)
     }
 }
 
+/* ---- one question in flight: a slot. ctx_ask runs one on the context's own sequence (rewound
+ * to the prefix), ctx_ask_batch up to `width` on forks of it. A slot lives at a fixed address
+ * while its sequence exists (the select hook points into it). ---- */
+
+typedef struct {
+    eng_seq *seq;             /* where the answer is generated */
+    bool owned;               /* seq is a fork, freed with the slot */
+    bool active, done;
+    int64_t index;            /* ctx_ask_batch: index of the question */
+    tok_ids q;
+    eng_sampler *smp;
+    tok_stream *ts;
+    int32_t *hist;            /* [q.n + maxtok + 1]: question, then answer tokens */
+    int64_t nh, ngen, maxtok;
+    int steps;
+    int32_t next;             /* the sampled token to feed next */
+    int32_t im_end;
+    vis v;
+    evid ev;
+    double t0, td;            /* start of the question; time of the first answer token */
+    ctx_answer a;
+} slot;
+
+static void slot_free(slot *s)
+{
+    if (s->seq) {
+        eng_seq_set_select_hook(s->seq, NULL, NULL);
+        if (s->owned) eng_seq_free(s->seq);
+    }
+    tok_ids_free(&s->q);
+    eng_sampler_free(s->smp);
+    tok_stream_free(s->ts);
+    free(s->hist);
+    free(s->ev.count);
+    free(s->v.held);
+    free(s->v.text);
+    ctx_answer_free(&s->a);
+    memset(s, 0, sizeof(*s));
+}
+
+/* Set up slot s for question on seq (positioned at the prefix end; owned: a fork the slot
+ * frees) and prefill the question; its last row's logits go to logits [vocab]. t0: when the
+ * question started (before any fork). On failure the caller frees the slot. */
+static int slot_open(ctx_ctx *c, slot *s, const char *question, const ctx_ask_opts *o,
+                     ctx_text_fn fn, void *ud, eng_seq *seq, bool owned, double t0,
+                     float *logits, sala_err *e)
+{
+    const eng_config *cf = eng_engine_config(c->m->en);
+    s->seq = seq;
+    s->owned = owned;
+    s->active = true;
+    s->t0 = t0;
+    s->maxtok = o->max_tokens > 0 ? o->max_tokens : 512;
+    s->steps = o->evidence_steps > 0 ? o->evidence_steps : 16;
+    s->v = (vis){.fn = fn, .ud = ud, .show_think = o->think};
+    s->ev = (evid){.sc = &cf->sparse, .P = c->px.n};
+    s->a.t_open = c->t_open;
+    int rc = tok_corpus_question(c->m->tok, question, strlen(question), o->think, &s->q, e);
+    if (rc) return rc;
+    s->a.question_tokens = (int64_t)s->q.n;
+    s->ev.nblocks = (c->px.n + cf->sparse.block_size - 1) / cf->sparse.block_size;
+    s->ev.count = calloc((size_t)s->ev.nblocks + 1, sizeof(double));
+    size_t nhist;
+    if (sala_add_ovf(&nhist, s->q.n, (size_t)s->maxtok + 1) ||
+        sala_mul_ovf(&nhist, nhist, sizeof(int32_t)))
+        return sala_errf(e, SALA_ERANGE, "max_tokens %lld is too large", (long long)s->maxtok);
+    s->hist = malloc(nhist);
+    if (!s->ev.count || !s->hist) return sala_errf(e, SALA_ENOMEM, "out of memory");
+    if ((rc = eng_sampler_new(&o->sampler, cf->vocab_size, &s->smp, e))) return rc;
+    if ((rc = tok_stream_new(c->m->tok, TOK_SKIP_SPECIAL, &s->ts, e))) return rc;
+    s->im_end = tok_token_id(c->m->tok, "<|im_end|>", 10);
+    s->ev.on = true;
+    eng_seq_set_select_hook(seq, on_select, &s->ev);
+    int64_t last = (int64_t)s->q.n - 1;
+    rc = eng_seq_prefill(seq, s->q.ids, (int64_t)s->q.n, &last, 1, logits, e);
+    s->a.t_question = sala_now() - t0;
+    if (rc) return rc;
+    memcpy(s->hist, s->q.ids, s->q.n * sizeof(int32_t));
+    s->nh = (int64_t)s->q.n;
+    return SALA_OK;
+}
+
+/* Sample the next answer token from logits [vocab]; stream its text. Sets s->done at
+ * <|im_end|>/eos, at max_tokens or when the text callback asked to stop; else s->next is the
+ * token to feed. */
+static int slot_take(ctx_ctx *c, slot *s, const float *logits, sala_err *e)
+{
+    const eng_config *cf = eng_engine_config(c->m->en);
+    const int32_t t = eng_sampler_sample(s->smp, logits, s->hist, s->nh);
+    if (s->ngen == 0) {
+        s->a.t_first = sala_now() - s->t0;
+        s->td = sala_now();
+    }
+    bool eos = t == s->im_end;
+    for (int j = 0; j < cf->n_eos; j++) eos |= t == cf->eos_token_ids[j];
+    if (eos) {
+        s->a.stopped = true;
+        s->done = true;
+        return SALA_OK;
+    }
+    s->hist[s->nh++] = t;
+    s->ngen++;
+    const char *txt;
+    size_t tl;
+    int rc = tok_stream_feed(s->ts, t, &txt, &tl, e);
+    if (rc) return rc;
+    if (vis_feed(&s->v, txt, tl, false)) return sala_errf(e, SALA_ENOMEM, "out of memory");
+    if (s->v.stop || s->ngen == s->maxtok) {
+        s->done = true;
+        return SALA_OK;
+    }
+    if (s->ngen >= s->steps) s->ev.on = false;
+    s->next = t;
+    return SALA_OK;
+}
+
+/* The finished answer into s->a: text, tokens, tokens/s, quotes, evidence. */
+static int slot_finish(ctx_ctx *c, slot *s, int max_evidence, sala_err *e)
+{
+    ctx_answer *a = &s->a;
+    s->ev.on = false;
+    const double now = sala_now();
+    if (s->ngen > 1 && now > s->td) a->tok_per_s = (double)(s->ngen - 1) / (now - s->td);
+    const char *txt;
+    size_t tl;
+    int rc = tok_stream_finish(s->ts, &txt, &tl, e);
+    if (rc) return rc;
+    if (vis_feed(&s->v, txt, tl, false) || vis_feed(&s->v, "", 0, true))
+        return sala_errf(e, SALA_ENOMEM, "out of memory");
+    a->text = s->v.text ? s->v.text : strdup("");
+    s->v.text = NULL;
+    a->ntokens = s->ngen;
+    a->tokens = malloc((size_t)(s->ngen + 1) * sizeof(int32_t));
+    if (!a->text || !a->tokens) return sala_errf(e, SALA_ENOMEM, "out of memory");
+    memcpy(a->tokens, s->hist + s->q.n, (size_t)s->ngen * sizeof(int32_t));
+    if ((rc = quotes_check(c, a, e))) return rc;
+    return evidence_rank(c, &s->ev, max_evidence > 0 ? max_evidence : 8, a, e);
+}
+
 int ctx_ask(ctx_ctx *c, const char *question, const ctx_ask_opts *o, ctx_text_fn fn, void *ud,
             ctx_answer *a, sala_err *e)
 {
     memset(a, 0, sizeof(*a));
     const eng_config *cf = eng_engine_config(c->m->en);
-    const int64_t maxtok = o->max_tokens > 0 ? o->max_tokens : 512;
-    const int steps = o->evidence_steps > 0 ? o->evidence_steps : 16;
-    tok_ids q = {0};
-    eng_sampler *smp = NULL;
-    tok_stream *ts = NULL;
-    float *logits = NULL;
-    int32_t *hist = NULL;
-    vis v = {.fn = fn, .ud = ud, .show_think = o->think};
-    evid ev = {.sc = &cf->sparse, .P = c->px.n};
-    int rc;
     const double t0 = sala_now();
-    a->t_open = c->t_open;
-    if ((rc = rewind_prefix(c, e))) goto done;
-    if ((rc = tok_corpus_question(c->m->tok, question, strlen(question), o->think, &q, e)))
-        goto done;
-    a->question_tokens = (int64_t)q.n;
-    ev.nblocks = (c->px.n + cf->sparse.block_size - 1) / cf->sparse.block_size;
-    ev.count = calloc((size_t)ev.nblocks + 1, sizeof(double));
-    logits = malloc((size_t)cf->vocab_size * sizeof(float));
-    hist = malloc((size_t)(q.n + (size_t)maxtok + 1) * sizeof(int32_t));
-    if (!ev.count || !logits || !hist) {
-        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
-        goto done;
+    slot s = {0};
+    float *logits = malloc((size_t)cf->vocab_size * sizeof(float));
+    int rc = logits ? rewind_prefix(c, e) : sala_errf(e, SALA_ENOMEM, "out of memory");
+    if (!rc) rc = slot_open(c, &s, question, o, fn, ud, c->seq, false, t0, logits, e);
+    while (!rc && !(rc = slot_take(c, &s, logits, e)) && !s.done)
+        rc = eng_seq_decode(s.seq, s.next, logits, e);
+    if (!rc) rc = slot_finish(c, &s, o->max_evidence, e);
+    if (!rc) {
+        *a = s.a;
+        memset(&s.a, 0, sizeof(s.a));
     }
-    if ((rc = eng_sampler_new(&o->sampler, cf->vocab_size, &smp, e))) goto done;
-    if ((rc = tok_stream_new(c->m->tok, TOK_SKIP_SPECIAL, &ts, e))) goto done;
-    const int32_t im_end = tok_token_id(c->m->tok, "<|im_end|>", 10);
-    ev.on = true;
-    eng_seq_set_select_hook(c->seq, on_select, &ev);
-    int64_t last = (int64_t)q.n - 1;
-    rc = eng_seq_prefill(c->seq, q.ids, (int64_t)q.n, &last, 1, logits, e);
-    a->t_question = sala_now() - t0;
-    if (rc) goto done;
-    memcpy(hist, q.ids, q.n * sizeof(int32_t));
-    int64_t nh = (int64_t)q.n;
-    double td = 0;
-    for (int64_t i = 0; i < maxtok; i++) {
-        int32_t t = eng_sampler_sample(smp, logits, hist, nh);
-        if (i == 0) {
-            a->t_first = sala_now() - t0;
-            td = sala_now();
-        }
-        bool eos = t == im_end;
-        for (int j = 0; j < cf->n_eos; j++) eos |= t == cf->eos_token_ids[j];
-        if (eos) {
-            a->stopped = true;
-            break;
-        }
-        hist[nh++] = t;
-        const char *txt;
-        size_t tl;
-        if ((rc = tok_stream_feed(ts, t, &txt, &tl, e))) goto done;
-        if (vis_feed(&v, txt, tl, false)) {
-            rc = sala_errf(e, SALA_ENOMEM, "out of memory");
-            goto done;
-        }
-        if (v.stop || i + 1 == maxtok) break;
-        if (i + 1 >= steps) ev.on = false;
-        if ((rc = eng_seq_decode(c->seq, t, logits, e))) goto done;
-    }
-    ev.on = false;
-    const int64_t ngen = nh - (int64_t)q.n;
-    if (ngen > 1 && sala_now() > td) a->tok_per_s = (double)(ngen - 1) / (sala_now() - td);
-    const char *txt;
-    size_t tl;
-    if ((rc = tok_stream_finish(ts, &txt, &tl, e))) goto done;
-    if (vis_feed(&v, txt, tl, false) || vis_feed(&v, "", 0, true)) {
-        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
-        goto done;
-    }
-    a->text = v.text ? v.text : strdup("");
-    v.text = NULL;
-    a->ntokens = ngen;
-    a->tokens = malloc((size_t)(ngen + 1) * sizeof(int32_t));
-    if (!a->text || !a->tokens) {
-        rc = sala_errf(e, SALA_ENOMEM, "out of memory");
-        goto done;
-    }
-    memcpy(a->tokens, hist + q.n, (size_t)ngen * sizeof(int32_t));
-    if ((rc = quotes_check(c, a, e))) goto done;
-    rc = evidence_rank(c, &ev, o->max_evidence > 0 ? o->max_evidence : 8, a, e);
-done:
-    eng_seq_set_select_hook(c->seq, NULL, NULL);
-    tok_ids_free(&q);
-    eng_sampler_free(smp);
-    tok_stream_free(ts);
+    slot_free(&s);
     free(logits);
-    free(hist);
-    free(ev.count);
-    free(v.held);
-    free(v.text);
-    if (rc) ctx_answer_free(a);
+    return rc;
+}
+
+/* Errors after which nothing more can be asked (the batch stops). */
+static bool fatal(int rc)
+{
+    return rc == SALA_ENOMEM || rc == SALA_EIO || rc == SALA_EINTERNAL || rc == SALA_ECANCEL;
+}
+
+/* Start question i in the free slot s: fork the prefix, prefill, sample the first token. A
+ * question that fails is reported through fn and its slot freed; *stop is set when fn asked
+ * to stop. Returns a fatal status only. */
+static int batch_start(ctx_ctx *c, slot *s, int64_t i, const char *question,
+                       const ctx_ask_opts *o, float *logits, ctx_batch_fn fn, void *ud,
+                       bool *stop, sala_err *e)
+{
+    sala_err qe = {0};
+    const double t0 = sala_now();
+    eng_seq *f = NULL;
+    int rc = eng_seq_fork(c->seq, &f, &qe);
+    const double t_fork = sala_now() - t0;
+    if (!rc) {
+        rc = slot_open(c, s, question, o, NULL, NULL, f, true, t0, logits, &qe);
+        s->a.t_fork = t_fork;
+    }
+    if (!rc) {
+        s->index = i;
+        rc = slot_take(c, s, logits, &qe);
+    }
+    if (!rc) return SALA_OK;
+    if (!s->seq) eng_seq_free(f);
+    slot_free(s);
+    if (fn(ud, i, rc, NULL, &qe)) *stop = true;
+    if (fatal(rc)) {
+        if (e) *e = qe;
+        return rc;
+    }
+    return SALA_OK;
+}
+
+int ctx_ask_batch(ctx_ctx *c, const char *const *questions, int64_t n, const ctx_ask_opts *o,
+                  int width, ctx_batch_fn fn, void *ud, sala_err *e)
+{
+    eng_engine *en = c->m->en;
+    const size_t V = (size_t)eng_engine_config(en)->vocab_size;
+    if (n <= 0) return SALA_OK;
+    if (width <= 0) width = eng_engine_batch_native(en) ? CTX_BATCH_WIDTH : 1;
+    if (width > CTX_BATCH_MAX) width = CTX_BATCH_MAX;
+    if (width > n) width = (int)n;
+    slot *sl = calloc((size_t)width, sizeof(*sl));
+    float *lg = malloc((size_t)width * V * sizeof(float));
+    eng_seq **seqs = malloc((size_t)width * sizeof(*seqs));
+    int32_t *toks = malloc((size_t)width * sizeof(*toks));
+    int *map = malloc((size_t)width * sizeof(*map));
+    int64_t next = 0;
+    bool stop = false;
+    int rc = sl && lg && seqs && toks && map ? rewind_prefix(c, e)
+                                            : sala_errf(e, SALA_ENOMEM, "out of memory");
+    while (!rc && !stop) {
+        /* every free slot takes the next question; finished slots report and free */
+        int nact = 0;
+        for (int k = 0; k < width && !rc && !stop; k++) {
+            slot *s = &sl[k];
+            if (!s->active && next < n) {
+                const int64_t i = next++;
+                rc = batch_start(c, s, i, questions[i], o, lg, fn, ud, &stop, e);
+            }
+            if (rc || !s->active) continue;
+            if (s->done) {
+                sala_err fe = {0};
+                const int frc = slot_finish(c, s, o->max_evidence, &fe);
+                if (fn(ud, s->index, frc, frc ? NULL : &s->a, &fe)) stop = true;
+                if (fatal(frc)) {
+                    rc = frc;
+                    if (e) *e = fe;
+                }
+                slot_free(s);
+                k--;   /* the slot is free again: it may take the next question now */
+                continue;
+            }
+            seqs[nact] = s->seq;
+            toks[nact] = s->next;
+            map[nact++] = k;
+        }
+        if (rc || stop) break;
+        if (!nact) {
+            if (next >= n) break;
+            continue;   /* every started question failed or finished: start more */
+        }
+        /* one batched step for every unfinished question */
+        if ((rc = eng_seq_decode_batch(seqs, nact, toks, lg, e))) break;
+        for (int j = 0; j < nact && !rc; j++)
+            rc = slot_take(c, &sl[map[j]], lg + (size_t)j * V, e);
+    }
+    if (!rc && stop) rc = sala_errf(e, SALA_ECANCEL, "batch stopped by the caller");
+    for (int k = 0; sl && k < width; k++) slot_free(&sl[k]);
+    free(sl);
+    free(lg);
+    free(seqs);
+    free(toks);
+    free(map);
     return rc;
 }
 
@@ -500,9 +662,11 @@ char *ctx_answer_timings_json(const ctx_answer *a)
 {
     char buf[512];
     snprintf(buf, sizeof(buf),
-             "{\"open_s\":%.6f,\"question_prefill_s\":%.6f,\"first_token_s\":%.6f,"
-             "\"tokens_per_s\":%.3f,\"question_tokens\":%lld,\"answer_tokens\":%lld}",
-             a->t_open, a->t_question, a->t_first, a->tok_per_s, (long long)a->question_tokens,
+             "{\"open_s\":%.6f,\"fork_s\":%.6f,\"question_prefill_s\":%.6f,"
+             "\"first_token_s\":%.6f,\"tokens_per_s\":%.3f,\"question_tokens\":%lld,"
+             "\"answer_tokens\":%lld}",
+             a->t_open, a->t_fork, a->t_question, a->t_first, a->tok_per_s,
+             (long long)a->question_tokens,
              (long long)a->ntokens);
     return strdup(buf);
 }

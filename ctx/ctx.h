@@ -118,6 +118,8 @@ typedef struct {
     ctx_cite *quotes, *evidence;
     int nquotes, nevidence;
     double t_open, t_question, t_first, tok_per_s;   /* seconds; decode tokens/s */
+    double t_fork;                    /* ctx_ask_batch: seconds to fork the prefix state (part
+                                         of t_question); 0 for ctx_ask */
     int64_t question_tokens;
     bool stopped;                     /* ended at <|im_end|> / eos (not at max_tokens) */
 } ctx_answer;
@@ -127,6 +129,30 @@ void ctx_answer_free(ctx_answer *a);
  * the question suffix, generate. Results do not depend on earlier questions on c. */
 int ctx_ask(ctx_ctx *c, const char *question, const ctx_ask_opts *o, ctx_text_fn fn, void *ud,
             ctx_answer *out, sala_err *e);
+/* ---- many questions (sala batch) ----
+ * Every question gets a fork of the prefix state (the corpus is never prefilled again; on the
+ * CUDA backend a fork shares the prefix K/V), its suffix is prefilled on the fork, and then all
+ * unfinished questions decode together, one eng_seq_decode_batch step for all (one read of the
+ * weights per step on a backend with a batched forward; a loop elsewhere). As a question
+ * finishes its slot takes the next one (continuous batching), so answers complete in finishing
+ * order, not input order. Each question has its own sampler seeded with o->sampler.seed, as
+ * ctx_ask would: an answer does not depend on which questions share its batch (up to the fp32
+ * rounding of batched GEMMs). */
+#define CTX_BATCH_WIDTH 32            /* default width where the backend decodes batches */
+#define CTX_BATCH_MAX 256
+/* Called once per question as it completes: i indexes questions, rc is its status (a is the
+ * answer when rc == 0, else NULL and *e says why). a and e are only valid during the call
+ * (store or print them then). Return non-zero to stop the batch. */
+typedef int (*ctx_batch_fn)(void *ud, int64_t i, int rc, const ctx_answer *a, const sala_err *e);
+/* Answer questions[0..n) with up to width decoding together (<= 0: CTX_BATCH_WIDTH where the
+ * engine decodes batches natively, else 1, since a loop gains nothing from width and a CPU fork
+ * copies the caches). A question that fails (too long for the model, ...) is reported through
+ * fn and the others go on. Returns SALA_OK when every question was reported; a fatal error
+ * (out of memory, a failed batched step, SALA_ECANCEL when fn asked to stop) ends the batch,
+ * and the questions in flight are not reported. */
+int ctx_ask_batch(ctx_ctx *c, const char *const *questions, int64_t n, const ctx_ask_opts *o,
+                  int width, ctx_batch_fn fn, void *ud, sala_err *e);
+
 /* The answer's citations as JSON {"quotes": [...], "evidence": [...]}; timings as JSON.
  * malloc'ed strings (caller frees), NULL when out of memory. */
 char *ctx_answer_citations_json(const ctx_answer *a);

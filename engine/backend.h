@@ -32,6 +32,15 @@ typedef struct {
     double *layer_seconds;      /* optional [num_hidden_layers]: time spent per layer is added */
 } eng_forward_args;
 
+/* One batched decode step (forward_batch): n sequences, one token each. */
+typedef struct {
+    const int32_t *tokens;      /* [n], already checked to lie in [0, vocab) */
+    int n;
+    float *logits;              /* [n, vocab] out, row b for sequence b, or NULL */
+    const eng_select_fn *select_fn;   /* [n] per sequence (entries may be NULL) */
+    void *const *select_ud;     /* [n] */
+} eng_batch_args;
+
 /* Benchmark profile of a backend (optional entry `profile`): accumulated device seconds per op
  * category and memory high-water mark (bytes in use on the device). */
 typedef struct {
@@ -40,6 +49,9 @@ typedef struct {
     double op_seconds[8];
     uint64_t mem_peak, mem_total, weight_bytes;
 } eng_profile;
+
+/* Most sequences one forward_batch call carries (engine.c splits larger batches). */
+#define ENG_BATCH_MAX 256
 
 typedef struct eng_backend {
     const char *name;
@@ -76,6 +88,12 @@ typedef struct eng_backend {
                     const eng_state_reader *r, void **out, sala_err *e);
     /* The dtype of the sparse sections seq_save writes (engine.c puts it in eng.header). */
     int state_dtype;
+    /* Optional (NULL: engine.c loops over forward). Advance the distinct sequences bs[0..n)
+     * of this model by one token each in one pass (engine/engine.h eng_seq_decode_batch);
+     * n <= ENG_BATCH_MAX, each length + 1 already checked against max_position_embeddings. */
+    int (*forward_batch)(void *const *bs, const eng_batch_args *a, sala_err *e);
+    /* Optional: bytes of the sequence's caches shared with other sequences (forks). */
+    uint64_t (*seq_shared_bytes)(const void *bs);
 } eng_backend;
 
 /* Find a backend by name ("cpu", "cuda"). NULL name means "cpu". On failure returns NULL with

@@ -169,6 +169,69 @@ int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e)
     return eng_seq_prefill(s, &token, 1, &row, logits ? 1 : 0, logits, e);
 }
 
+bool eng_engine_batch_native(const eng_engine *en) { return en->be->forward_batch != NULL; }
+
+/* Check one batch group before anything changes: same engine, distinct, ids and lengths. */
+static int batch_check(eng_seq *const *s, int n, const int32_t *tokens, sala_err *e)
+{
+    const eng_config *c = &s[0]->en->model->cfg;
+    for (int b = 0; b < n; b++) {
+        if (!s[b] || s[b]->en != s[0]->en)
+            return sala_errf(e, SALA_EINVAL, "decode batch: sequence %d is %s", b,
+                             s[b] ? "on another engine" : "NULL");
+        for (int k = 0; k < b; k++)
+            if (s[k] == s[b])
+                return sala_errf(e, SALA_EINVAL, "decode batch: sequences %d and %d are the "
+                                 "same", k, b);
+        if (tokens[b] < 0 || tokens[b] >= c->vocab_size)
+            return sala_errf(e, SALA_EINVAL, "decode batch: token %d is %d, outside [0, %lld)",
+                             b, tokens[b], (long long)c->vocab_size);
+        if (eng_seq_len(s[b]) >= c->max_position_embeddings)
+            return sala_errf(e, SALA_ERANGE, "decode batch: sequence %d is at length %lld, the "
+                             "model's max_position_embeddings", b, (long long)eng_seq_len(s[b]));
+    }
+    return SALA_OK;
+}
+
+int eng_seq_decode_batch(eng_seq *const *s, int n, const int32_t *tokens, float *logits,
+                         sala_err *e)
+{
+    if (n < 0 || (n && (!s || !tokens)))
+        return sala_errf(e, SALA_EINVAL, "decode batch: bad arguments (n=%d)", n);
+    if (!n) return SALA_OK;
+    const eng_backend *be = s[0]->en->be;
+    const size_t V = (size_t)s[0]->en->model->cfg.vocab_size;
+    int rc = batch_check(s, n, tokens, e);
+    if (rc) return rc;
+    for (int b0 = 0; b0 < n; b0 += ENG_BATCH_MAX) {
+        const int m = n - b0 < ENG_BATCH_MAX ? n - b0 : ENG_BATCH_MAX;
+        float *lg = logits ? logits + (size_t)b0 * V : NULL;
+        if (!be->forward_batch) {
+            for (int b = 0; b < m && !rc; b++)
+                rc = eng_seq_decode(s[b0 + b], tokens[b0 + b], lg ? lg + (size_t)b * V : NULL, e);
+            if (rc) return rc;
+            continue;
+        }
+        void *bs[ENG_BATCH_MAX];
+        eng_select_fn fn[ENG_BATCH_MAX];
+        void *ud[ENG_BATCH_MAX];
+        for (int b = 0; b < m; b++) {
+            bs[b] = s[b0 + b]->bs;
+            fn[b] = s[b0 + b]->select_fn;
+            ud[b] = s[b0 + b]->select_ud;
+        }
+        const eng_batch_args a = {.tokens = tokens + b0, .n = m, .logits = lg, .select_fn = fn,
+                                  .select_ud = ud};
+        if ((rc = be->forward_batch(bs, &a, e))) return rc;
+    }
+    return SALA_OK;
+}
+
+uint64_t eng_seq_shared_bytes(const eng_seq *s)
+{
+    return s->en->be->seq_shared_bytes ? s->en->be->seq_shared_bytes(s->bs) : 0;
+}
+
 int eng_seq_fork(eng_seq *s, eng_seq **out, sala_err *e)
 {
     void *bs;

@@ -15,6 +15,7 @@
 #ifndef SALA_ENGINE_H
 #define SALA_ENGINE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -53,8 +54,28 @@ int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t 
 /* Feed one token; logits receives [vocab] floats (NULL: not wanted). */
 int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e);
 
-/* A copy of s (caches and lightning states copied), independent from then on. */
+/* Feed one token to each of the distinct sequences s[0..n) (all on one engine, lengths may
+ * differ): tokens[b] goes to s[b] at its own next position, logits receives [n, vocab] floats,
+ * row b for s[b] (NULL: not wanted). A backend with a batched forward advances all of them in
+ * one pass (the weights are read once for the n rows: GEMMs, norms and gates over n rows,
+ * attention and recurrent states per sequence); otherwise this loops over eng_seq_decode.
+ * Results equal n calls of eng_seq_decode up to fp32 rounding (GEMMs of n rows may sum in
+ * another order). Each sequence's select hook sees its own selections; layer timers are not
+ * fed. Everything is checked (ids, lengths, duplicates) before any sequence changes; on a
+ * failure inside the forward the sequences' states are unspecified (free them). */
+int eng_seq_decode_batch(eng_seq *const *s, int n, const int32_t *tokens, float *logits,
+                         sala_err *e);
+/* True when the backend decodes a batch in one forward (eng_seq_decode_batch is not a loop). */
+bool eng_engine_batch_native(const eng_engine *en);
+
+/* A sequence with the state of s, independent from then on: appending to either never changes
+ * the other. The CPU backend copies the caches; the CUDA backend maps the chunks of s's sparse
+ * caches that lie wholly below its length into the fork (shared, copy-on-write) and copies
+ * only the chunk holding the boundary, so a fork costs O(one chunk) instead of O(length). */
 int eng_seq_fork(eng_seq *s, eng_seq **out, sala_err *e);
+/* Bytes of s's caches that are physically shared with other sequences (0 on backends that
+ * copy; for benchmarks and tests). */
+uint64_t eng_seq_shared_bytes(const eng_seq *s);
 /* Save a checkpoint of the lightning states at the current length. */
 int eng_seq_checkpoint(eng_seq *s, sala_err *e);
 /* Number of checkpoints s holds (0 when the backend cannot tell). */

@@ -580,11 +580,135 @@ static void t_commands(void)
     CU_ASSERT_EQUAL(sala(args, out, sizeof(out)), 0);
 }
 
+/* ctx_ask_batch: answers as ctx_ask's */
+typedef struct {
+    int32_t tok[8][12];
+    int64_t n[8];
+    double ev[8];             /* score of the first evidence entry */
+    int calls, failed;
+} got;
+
+static int on_batch(void *ud, int64_t i, int rc, const ctx_answer *a, const sala_err *e)
+{
+    got *g = ud;
+    g->calls++;
+    if (rc) {
+        CU_ASSERT_PTR_NOT_NULL(strstr(e->msg, "max_position_embeddings"));
+        g->failed++;
+        return 0;
+    }
+    g->n[i] = a->ntokens;
+    memcpy(g->tok[i], a->tokens, (size_t)a->ntokens * sizeof(int32_t));
+    g->ev[i] = a->nevidence ? a->evidence[0].score : -1;
+    return 0;
+}
+
+/* Four questions through ctx_ask_batch at widths 1 and 3 (forks, the batched decode step,
+ * continuous refill) give ctx_ask's greedy tokens and evidence; with sampling, each question's
+ * own seeded sampler makes the answer independent of the width. A question too long for the
+ * model fails alone. */
+static void t_batch(void)
+{
+    setup();
+    env v = env_open(model_a);
+    ctx_prefill_result r;
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(prefill(&v, false, &r, &e), SALA_OK);
+    ctx_ctx *c;
+    CU_ASSERT_EQUAL_FATAL(ctx_open(v.d, "c", v.m, &c, &e), SALA_OK);
+    const char *qs[4] = {"What is clause 7?", Q, "Where is the giraffe?", "Who is the keeper?"};
+    got one = {0}, w1 = {0}, w3 = {0}, s1 = {0}, s3 = {0};
+    for (int i = 0; i < 4; i++) {
+        ctx_answer a;
+        CU_ASSERT_EQUAL_FATAL(ctx_ask(c, qs[i], &ask_opts, NULL, NULL, &a, &e), SALA_OK);
+        on_batch(&one, i, 0, &a, &e);
+        ctx_answer_free(&a);
+    }
+    CU_ASSERT_EQUAL(ctx_ask_batch(c, qs, 4, &ask_opts, 1, on_batch, &w1, &e), SALA_OK);
+    CU_ASSERT_EQUAL(ctx_ask_batch(c, qs, 4, &ask_opts, 3, on_batch, &w3, &e), SALA_OK);
+    CU_ASSERT_EQUAL(w1.calls, 4);
+    CU_ASSERT_EQUAL(w3.calls, 4);
+    CU_ASSERT_EQUAL(w1.failed + w3.failed, 0);
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT(one.n[i] > 0);
+        CU_ASSERT_EQUAL(w1.n[i], one.n[i]);
+        CU_ASSERT_EQUAL(w3.n[i], one.n[i]);
+        CU_ASSERT_EQUAL(memcmp(w1.tok[i], one.tok[i], sizeof(one.tok[i])), 0);
+        CU_ASSERT_EQUAL(memcmp(w3.tok[i], one.tok[i], sizeof(one.tok[i])), 0);
+        CU_ASSERT(one.ev[i] > 0);
+        CU_ASSERT_DOUBLE_EQUAL(w3.ev[i], one.ev[i], 1e-12);
+    }
+    ctx_ask_opts so = ask_opts;
+    so.sampler.temperature = 1.5f;
+    so.sampler.seed = 99;
+    CU_ASSERT_EQUAL(ctx_ask_batch(c, qs, 4, &so, 1, on_batch, &s1, &e), SALA_OK);
+    CU_ASSERT_EQUAL(ctx_ask_batch(c, qs, 4, &so, 3, on_batch, &s3, &e), SALA_OK);
+    bool differs = false;
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT_EQUAL(s3.n[i], s1.n[i]);
+        CU_ASSERT_EQUAL(memcmp(s3.tok[i], s1.tok[i], sizeof(s1.tok[i])), 0);
+        differs |= memcmp(s1.tok[i], one.tok[i], sizeof(one.tok[i])) != 0;
+    }
+    CU_ASSERT(differs);   /* the sampler did sample */
+    /* a question longer than the model's positions fails alone */
+    const size_t big = 40000;
+    char *lq = malloc(big * 6 + 1);
+    for (size_t i = 0; i < big; i++) memcpy(lq + 6 * i, "zebra ", 6);
+    lq[big * 6] = 0;
+    const char *mixed[3] = {qs[0], lq, qs[2]};
+    got m = {0};
+    CU_ASSERT_EQUAL(ctx_ask_batch(c, mixed, 3, &ask_opts, 2, on_batch, &m, &e), SALA_OK);
+    CU_ASSERT_EQUAL(m.calls, 3);
+    CU_ASSERT_EQUAL(m.failed, 1);
+    CU_ASSERT_EQUAL(memcmp(m.tok[0], one.tok[0], sizeof(one.tok[0])), 0);
+    CU_ASSERT_EQUAL(memcmp(m.tok[2], one.tok[2], sizeof(one.tok[2])), 0);
+    free(lq);
+    ctx_close(c);
+    env_close(&v);
+    /* the command: --batch 3 writes the answers --batch 1 writes (any line order) */
+    char qf[4400], of[2][4400];
+    static char args[12000];
+    snprintf(qf, sizeof(qf), "%s/qb.txt", test_tmpdir());
+    char text[512];
+    snprintf(text, sizeof(text), "%s\n%s\n%s\n%s\n", qs[0], qs[1], qs[2], qs[3]);
+    CU_ASSERT_EQUAL_FATAL(test_write_file(qf, text, strlen(text)), 0);
+    char *ans[2][4] = {{0}};
+    for (int k = 0; k < 2; k++) {
+        snprintf(of[k], sizeof(of[k]), "%s/batch-w%d.jsonl", test_tmpdir(), k ? 3 : 1);
+        snprintf(args, sizeof(args), "batch c '%s' --out '%s' -n 12 --batch %d", qf, of[k],
+                 k ? 3 : 1);
+        static char out[1 << 16];
+        CU_ASSERT_EQUAL(sala(args, out, sizeof(out)), 0);
+        CU_ASSERT_PTR_NOT_NULL(strstr(out, "4 answered, 0 already"));
+        FILE *f = fopen(of[k], "r");
+        char *line = NULL;
+        size_t cap = 0;
+        while (f && getline(&line, &cap, f) > 0) {
+            const char *id = strstr(line, "\"id\":\"q"), *p = strstr(line, "\"answer\":\"");
+            const char *end = p ? strstr(p, "\",\"citations\"") : NULL;
+            CU_ASSERT_FATAL(id && p && end);
+            const int i = id[7] - '1';
+            CU_ASSERT_FATAL(i >= 0 && i < 4);
+            ans[k][i] = strndup(p, (size_t)(end - p));
+        }
+        free(line);
+        if (f) fclose(f);
+    }
+    for (int i = 0; i < 4; i++) {
+        CU_ASSERT(ans[0][i] && ans[1][i] && !strcmp(ans[0][i], ans[1][i]));
+        free(ans[0][i]);
+        free(ans[1][i]);
+    }
+    static char out[4096];
+    CU_ASSERT_EQUAL(sala("batch c x --out y --batch 0", out, sizeof(out)), 1);   /* usage */
+}
+
 void suite_ctx(void)
 {
     SALA_ADD("ctx", {"reopen in a new process: same answer as live", t_reopen_same_answer},
              {"append prefills only new tokens; remove rewinds", t_append_and_rewind},
              {"model/tokenizer/corpus mismatch, bit flips, truncation refused", t_refusals},
              {"kill -9 at every save point; disk full", t_crash_and_disk_full},
-             {"retrieval mode, prefill/ask/batch/history commands", t_commands});
+             {"retrieval mode, prefill/ask/batch/history commands", t_commands},
+             {"batch: forks decoding together answer as ask (widths 1, 3)", t_batch});
 }

@@ -4,6 +4,7 @@
  * truncate-then-prefill == fresh prefill; the sampler; argument checks and the backend
  * registry. */
 #include "test.h"
+#include "batch_cmp.h"
 #include "mem_state.h"
 
 #include <math.h>
@@ -230,6 +231,45 @@ static void t_fork(void)
     free(fb);
     free(ia);
     free(ib);
+    eng_engine_close(en);
+}
+
+/* eng_seq_decode_batch over sequences of different lengths (below dense_len, crossing it,
+ * past it) == eng_seq_decode one by one: bitwise (the CPU batch is a loop), same greedy
+ * tokens, every sequence's selections seen by its own hook. Bad batches change nothing. */
+static void t_decode_batch(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t lens[4] = {5, 700, 1020, 1100};
+    batch_cmp r;
+    CU_ASSERT_FALSE(eng_engine_batch_native(en));
+    CU_ASSERT_EQUAL_FATAL(batch_compare(en, lens, 4, 6, 17, 0.0, &r), 0);
+    CU_ASSERT(r.bitwise);
+    CU_ASSERT_EQUAL(r.tok_diff, 0);
+    CU_ASSERT_EQUAL(r.sel_seq_differ, 0);
+    CU_ASSERT(r.sel_calls[0] > 0);
+    CU_ASSERT_EQUAL(r.sel_calls[0], r.sel_calls[1]);
+    /* refused before anything changes: a repeated sequence, a bad id, a mixed engine */
+    eng_engine *en2 = open_tiny();
+    eng_seq *a, *b, *x;
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &a, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &b, NULL), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en2, &x, NULL), SALA_OK);
+    eng_seq *dup[3] = {a, b, a}, *mix[2] = {a, x}, *ok[2] = {a, b};
+    const int32_t t3[3] = {5, 6, 7}, bad[2] = {5, 4096};
+    CU_ASSERT_EQUAL(eng_seq_decode_batch(dup, 3, t3, NULL, &e), SALA_EINVAL);
+    CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, "same"));
+    CU_ASSERT_EQUAL(eng_seq_decode_batch(mix, 2, t3, NULL, &e), SALA_EINVAL);
+    CU_ASSERT_EQUAL(eng_seq_decode_batch(ok, 2, bad, NULL, &e), SALA_EINVAL);
+    CU_ASSERT_EQUAL(eng_seq_len(a) + eng_seq_len(b) + eng_seq_len(x), 0);
+    CU_ASSERT_EQUAL(eng_seq_decode_batch(ok, 2, t3, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL(eng_seq_len(a) + eng_seq_len(b), 2);
+    CU_ASSERT_EQUAL(eng_seq_shared_bytes(a), 0);   /* the CPU fork copies */
+    eng_seq_free(a);
+    eng_seq_free(b);
+    eng_seq_free(x);
+    eng_engine_close(en2);
     eng_engine_close(en);
 }
 
@@ -615,6 +655,7 @@ void suite_engine(void)
              {"prefill(N) + decode == prefill(N+1)", t_decode_matches_prefill},
              {"InfLLM-V2 with every block selected == dense", t_sparse_all_blocks_is_dense},
              {"forks == independent sequences", t_fork},
+             {"decode batch == one by one (lengths 5..1100), hooks, refusals", t_decode_batch},
              {"truncate to checkpoint + prefill == fresh prefill", t_truncate},
              {"bad input refused, backend registry", t_bad_input}, {"sampler", t_sampler},
              {"generate and logits commands", t_commands},
