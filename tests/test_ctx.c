@@ -667,7 +667,7 @@ static void t_batch(void)
     env_close(&v);
     /* the command: --batch 3 writes the answers --batch 1 writes (any line order) */
     char qf[4400], of[2][4400];
-    static char args[12000];
+    static char args[16384];
     snprintf(qf, sizeof(qf), "%s/qb.txt", test_tmpdir());
     char text[512];
     snprintf(text, sizeof(text), "%s\n%s\n%s\n%s\n", qs[0], qs[1], qs[2], qs[3]);
