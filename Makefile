@@ -119,8 +119,12 @@ NVFLAGS := -O3 -std=c++17 -Xcompiler -fPIC,-Wall,-Wextra -I. -Icommon \
 $(BUILD)/obj/%.cu.o: %.cu $(wildcard engine/cuda/*.h engine/*.h) | $(SETUP_STAMP)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
+# -lcuda: the driver API (virtual memory management for the sequence caches, cu_cache.cu),
+# linked against the toolkit's stub; the real libcuda.so.1 comes with the GPU driver (the .so is
+# only dlopen'ed where one exists: elsewhere the backend reports itself unavailable).
+CUDA_STUBS ?= $(dir $(NVCC))../lib64/stubs
 $(CUDA_SO): $(CU_SRC:%.cu=$(BUILD)/obj/%.cu.o)
-	$(NVCC) -shared -o $@ $^ -lcublasLt -lcublas -lcudart
+	$(NVCC) -shared -o $@ $^ -lcublasLt -lcublas -lcudart -L$(CUDA_STUBS) -lcuda
 
 SHARED ?= ../shared
 export SALA_BIN := $(abspath $(SALA))

@@ -22,6 +22,7 @@ typedef struct {
     int64_t batch_at[32];       /* lengths that also get the batch of questions */
     int nbatch;
     int questions, qtokens, answer;
+    int width;                  /* questions decoding together (0: all of them) */
     const char *state_dir;
     bool keep;                  /* keep the state files */
 } bench_ctx_opts;

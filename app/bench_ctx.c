@@ -1,5 +1,5 @@
 /* bench_ctx.c: `sala bench gpu --random-weights full --context 1M,256K [--questions 32]
- * [--answer 32] [--batch-at 256K] [--state-dir DIR] [--keep]`: the cached-context measurements
+ * [--answer 32] [--batch-at 256K] [--batch-width W] [--state-dir DIR] [--keep]`: the cached-context measurements
  * of issue 7 (docs/CONTEXTS.md) on a backend with random weights made on the device.
  *
  * Random token ids stand for the corpus and the questions: no tokenizer, no documents, only the
@@ -12,9 +12,12 @@
  *   state uploaded to the device);
  *   fork the loaded state; one question of --qtokens tokens on the fork to the first answer
  *   token's logits; greedy decode of --answer tokens;
- *   at the --batch-at lengths: --questions questions from the same loaded state, each rewound to
- *   the prefix checkpoint (never re-prefilled), one after another (no backend decodes several
- *   sequences in one forward yet).
+ *   a copying fork (SALA_CUDA_FORK_COPY=1) timed beside the sharing one;
+ *   at the --batch-at lengths: --questions questions from the same loaded state, first each
+ *   rewound to the prefix checkpoint (never re-prefilled) and answered one after another, then
+ *   the same questions as `sala batch` runs them: a fork each (sharing the prefix caches), its
+ *   question prefilled, and --batch-width of them (default all) decoding together, one
+ *   eng_seq_decode_batch per step; the greedy answers of both ways are compared.
  * Prints one line per step, one JSON line per length and a table at the end. */
 #include "bench.h"
 
@@ -38,6 +41,12 @@ typedef struct {
     int nq;                      /* batch: questions asked (0: no batch at this length) */
     double batch_s, batch_first_avg, batch_rewind_max;
     int64_t batch_gen, batch_fed;
+    /* the same questions forked (shared prefix) and decoded together */
+    int width;
+    double fork_copy_s;          /* a copying fork (SALA_CUDA_FORK_COPY=1), for comparison */
+    uint64_t fork_shared;        /* bytes the step-4 fork shares with the loaded state */
+    double bat_s, bat_decode_s, bat_fork_avg, bat_fork_max, bat_first_avg;
+    int same_answers;            /* questions whose greedy answers equal the unbatched ones */
 } ctx_row;
 
 static int write_piece(void *ud, const char *section, const void *data, size_t n, sala_err *e)
@@ -102,18 +111,72 @@ static int reopen(eng_engine *en, const char *path, const char *fp, eng_seq **ou
 }
 
 /* Prefill the question q[0..nq) on s, then greedy-decode until ngen answer tokens exist (the
- * first comes from the question's logits). *first: seconds to the first answer token's logits;
- * *dec: seconds of the decode steps. */
+ * first comes from the question's logits); out[0..ngen) receives them (NULL: not kept).
+ * *first: seconds to the first answer token's logits; *dec: seconds of the decode steps. */
 static int ask(eng_seq *s, const int32_t *q, int64_t nq, int ngen, float *logits, int64_t vocab,
-               double *first, double *dec, sala_err *e)
+               int32_t *out, double *first, double *dec, sala_err *e)
 {
     const int64_t row = nq - 1;
     double t0 = sala_now();
     int rc = eng_seq_prefill(s, q, nq, &row, 1, logits, e);
     *first = sala_now() - t0;
     t0 = sala_now();
-    for (int i = 1; i < ngen && !rc; i++) rc = eng_seq_decode(s, argmax(logits, vocab), logits, e);
+    for (int i = 0; i < ngen && !rc; i++) {
+        const int32_t t = argmax(logits, vocab);
+        if (out) out[i] = t;
+        if (i + 1 < ngen) rc = eng_seq_decode(s, t, logits, e);
+    }
     *dec = sala_now() - t0;
+    return rc;
+}
+
+/* The questions qall[nq][qtok] as ctx_ask_batch runs them: in waves of width, each question
+ * forks s (sharing its caches), prefills its question, and the wave decodes together, one
+ * eng_seq_decode_batch per step, greedy; out[nq][ngen] receives the answers. */
+static int ask_batched(eng_seq *s, const int32_t *qall, int nq, int qtok, int ngen, int width,
+                       int64_t V, int32_t *out, ctx_row *row, sala_err *e)
+{
+    eng_seq **F = calloc((size_t)width, sizeof(*F));
+    float *lg = malloc((size_t)width * (size_t)V * sizeof(float));
+    int32_t *tok = malloc((size_t)width * sizeof(int32_t));
+    double firsts = 0, forks = 0;
+    int rc = F && lg && tok ? SALA_OK : sala_errf(e, SALA_ENOMEM, "out of memory");
+    const double t0 = sala_now();
+    for (int i0 = 0; i0 < nq && !rc; i0 += width) {
+        const int w = nq - i0 < width ? nq - i0 : width;
+        for (int j = 0; j < w && !rc; j++) {
+            const double tf = sala_now();
+            if ((rc = eng_seq_fork(s, &F[j], e))) break;
+            const double df = sala_now() - tf;
+            forks += df;
+            if (df > row->bat_fork_max) row->bat_fork_max = df;
+            const int64_t last = qtok - 1;
+            rc = eng_seq_prefill(F[j], qall + (size_t)(i0 + j) * qtok, qtok, &last, 1,
+                                 lg + (size_t)j * V, e);
+            firsts += sala_now() - t0;
+            tok[j] = argmax(lg + (size_t)j * V, V);
+            out[(size_t)(i0 + j) * ngen] = tok[j];
+        }
+        const double td = sala_now();
+        for (int k = 1; k < ngen && !rc; k++) {
+            if ((rc = eng_seq_decode_batch(F, w, tok, lg, e))) break;
+            for (int j = 0; j < w; j++) {
+                tok[j] = argmax(lg + (size_t)j * V, V);
+                out[(size_t)(i0 + j) * ngen + k] = tok[j];
+            }
+        }
+        row->bat_decode_s += sala_now() - td;
+        for (int j = 0; j < w; j++) {
+            eng_seq_free(F[j]);
+            F[j] = NULL;
+        }
+    }
+    row->bat_s = sala_now() - t0;
+    row->bat_fork_avg = forks / nq;
+    row->bat_first_avg = firsts / nq;
+    free(F);
+    free(lg);
+    free(tok);
     return rc;
 }
 
@@ -130,13 +193,17 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
     sf_writer *w = NULL;
     float *logits = malloc((size_t)V * sizeof(float));
     int32_t *q = malloc((size_t)o->qtokens * sizeof(int32_t));
+    const size_t nqa = (size_t)(o->questions > 0 ? o->questions : 1);
+    int32_t *qall = malloc(nqa * (size_t)o->qtokens * sizeof(int32_t));
+    int32_t *ans1 = malloc(nqa * (size_t)o->answer * sizeof(int32_t));
+    int32_t *ans2 = malloc(nqa * (size_t)o->answer * sizeof(int32_t));
     eng_rng r;
     eng_rng_seed(&r, 1000 + (uint64_t)L);
     int rc = SALA_OK;
     double t0, a, b;
     memset(row, 0, sizeof(*row));
     row->len = L;
-    if (!logits || !q) {
+    if (!logits || !q || !qall || !ans1 || !ans2) {
         rc = sala_errf(e, SALA_ENOMEM, "out of memory");
         goto done;
     }
@@ -199,18 +266,30 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
     rc = eng_seq_fork(s, &f, e);
     row->fork_s = sala_now() - t0;
     if (rc) goto done;
+    row->fork_shared = eng_seq_shared_bytes(f);
     fill_random(&r, q, o->qtokens, V);
-    if ((rc = ask(f, q, o->qtokens, o->answer, logits, V, &row->q_first, &b, e))) goto done;
+    if ((rc = ask(f, q, o->qtokens, o->answer, logits, V, NULL, &row->q_first, &b, e))) goto done;
     row->q_tps = o->answer > 1 ? (o->answer - 1) / b : 0;
-    printf("  context %lld: fork %.4f s; question (%d tokens) to first answer token %.3f s; "
-           "decode %.1f tok/s (%d steps)\n", (long long)L, row->fork_s, o->qtokens, row->q_first,
-           row->q_tps, o->answer - 1);
-    fflush(stdout);
     eng_seq_free(f);
     f = NULL;
+    setenv("SALA_CUDA_FORK_COPY", "1", 1);   /* the copying fork, for comparison */
+    t0 = sala_now();
+    rc = eng_seq_fork(s, &f, e);
+    row->fork_copy_s = sala_now() - t0;
+    unsetenv("SALA_CUDA_FORK_COPY");
+    eng_seq_free(f);
+    f = NULL;
+    if (rc) goto done;
+    printf("  context %lld: fork %.4f s (shares %.2f GB; a copying fork %.4f s); question (%d "
+           "tokens) to first answer token %.3f s; decode %.1f tok/s (%d steps)\n", (long long)L,
+           row->fork_s, row->fork_shared / 1e9, row->fork_copy_s, o->qtokens, row->q_first,
+           row->q_tps, o->answer - 1);
+    fflush(stdout);
     /* 5. a batch of questions against the loaded state, each rewound to the prefix checkpoint */
     if (batch) {
         double firsts = 0;
+        for (int i = 0; i < o->questions; i++)
+            fill_random(&r, qall + (size_t)i * o->qtokens, o->qtokens, V);
         t0 = sala_now();
         for (int i = 0; i < o->questions && !rc; i++) {
             int64_t reached = -1;
@@ -223,8 +302,8 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
                                (long long)reached, (long long)L);
                 break;
             }
-            fill_random(&r, q, o->qtokens, V);
-            rc = ask(s, q, o->qtokens, o->answer, logits, V, &a, &d, e);
+            rc = ask(s, qall + (size_t)i * o->qtokens, o->qtokens, o->answer, logits, V,
+                     ans1 + (size_t)i * o->answer, &a, &d, e);
             firsts += a;
         }
         row->batch_s = sala_now() - t0;
@@ -238,16 +317,47 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
                "slowest rewind %.4f s\n", (long long)L, o->questions, o->qtokens, o->answer,
                row->batch_s, row->batch_gen / row->batch_s, row->batch_fed / row->batch_s,
                row->batch_first_avg, row->batch_rewind_max);
+        fflush(stdout);
+        /* 6. the same questions decoded together (forks of the loaded state) */
+        row->width = o->width > 0 && o->width < o->questions ? o->width : o->questions;
+        int64_t reached = -1;
+        if ((rc = eng_seq_truncate(s, L, &reached, e))) goto done;   /* forks of the prefix */
+        if (reached != L) {
+            rc = sala_errf(e, SALA_EINTERNAL, "rewind reached %lld, not the prefix %lld",
+                           (long long)reached, (long long)L);
+            goto done;
+        }
+        if ((rc = ask_batched(s, qall, o->questions, o->qtokens, o->answer, row->width, V, ans2,
+                              row, e)))
+            goto done;
+        for (int i = 0; i < o->questions; i++)
+            row->same_answers += !memcmp(ans1 + (size_t)i * o->answer, ans2 + (size_t)i * o->answer,
+                                         (size_t)o->answer * sizeof(int32_t));
+        printf("  context %lld: the same %d questions forked and decoded together (width %d): "
+               "%.2f s, %.1f answer tok/s (%.1f tok/s fed); decode steps alone %.2f s = %.1f "
+               "tok/s; fork %.4f s avg, %.4f s max; first token %.3f s avg after the start; "
+               "%d/%d answers identical to the one-after-another run\n", (long long)L,
+               o->questions, row->width, row->bat_s, row->batch_gen / row->bat_s,
+               row->batch_fed / row->bat_s, row->bat_decode_s,
+               (double)o->questions * (o->answer - 1) / row->bat_decode_s, row->bat_fork_avg,
+               row->bat_fork_max, row->bat_first_avg, row->same_answers, o->questions);
     }
     printf("{\"bench\":\"sala_gpu_context\",\"tokens\":%lld,\"ttft_s\":%.4f,\"state_bytes\":%" PRIu64
            ",\"save_s\":%.3f,\"reopen_cold_s\":%.3f,\"cold_method\":\"%s\",\"reopen_warm_s\":%.3f,"
-           "\"fork_s\":%.5f,\"question_tokens\":%d,\"first_token_s\":%.4f,\"decode_tok_s\":%.2f",
+           "\"fork_s\":%.5f,\"fork_shared_bytes\":%" PRIu64 ",\"fork_copy_s\":%.5f,"
+           "\"question_tokens\":%d,\"first_token_s\":%.4f,\"decode_tok_s\":%.2f",
            (long long)L, row->ttft, row->bytes, row->save_s, row->open_cold + row->load_cold, how,
-           row->open_warm + row->load_warm, row->fork_s, o->qtokens, row->q_first, row->q_tps);
+           row->open_warm + row->load_warm, row->fork_s, row->fork_shared, row->fork_copy_s,
+           o->qtokens, row->q_first, row->q_tps);
     if (row->nq)
         printf(",\"batch_questions\":%d,\"answer_tokens\":%d,\"batch_s\":%.3f,"
-               "\"batch_answer_tok_s\":%.2f,\"batched_decode\":false", row->nq, o->answer,
-               row->batch_s, row->batch_gen / row->batch_s);
+               "\"batch_answer_tok_s\":%.2f,\"batched_width\":%d,\"batched_s\":%.3f,"
+               "\"batched_answer_tok_s\":%.2f,\"batched_decode_tok_s\":%.2f,"
+               "\"batched_fork_max_s\":%.5f,\"same_answers\":%d", row->nq, o->answer,
+               row->batch_s, row->batch_gen / row->batch_s, row->width, row->bat_s,
+               row->batch_gen / row->bat_s,
+               (double)row->nq * (o->answer - 1) / row->bat_decode_s, row->bat_fork_max,
+               row->same_answers);
     printf("}\n");
     fflush(stdout);
 done:
@@ -256,6 +366,9 @@ done:
     if (!o->keep) unlink(path);
     free(logits);
     free(q);
+    free(qall);
+    free(ans1);
+    free(ans2);
     return rc;
 }
 
@@ -309,8 +422,10 @@ int bench_gpu_context(const eng_config *cfg_in, const bench_ctx_opts *o)
                x->ttft, x->bytes / 1e9, x->save_s, x->open_cold + x->load_cold,
                x->open_warm + x->load_warm, x->fork_s, x->q_first, x->q_tps);
         if (x->nq)
-            printf("%d q x (%d+%d tok): %.2f s, %.1f answer tok/s, not batched |\n", x->nq,
-                   o->qtokens, o->answer, x->batch_s, x->batch_gen / x->batch_s);
+            printf("%d q x (%d+%d tok): one after another %.2f s, %.1f answer tok/s; forked and "
+                   "batched (width %d) %.2f s, %.1f answer tok/s |\n", x->nq, o->qtokens,
+                   o->answer, x->batch_s, x->batch_gen / x->batch_s, x->width, x->bat_s,
+                   x->batch_gen / x->bat_s);
         else
             printf("- |\n");
     }

@@ -150,7 +150,8 @@ int bench_gpu(int argc, char **argv)
         {"peer-lengths", required_argument, 0, 'P'}, {"context", required_argument, 0, 'c'},
         {"questions", required_argument, 0, 'q'}, {"question-tokens", required_argument, 0, 'Q'},
         {"answer", required_argument, 0, 'a'}, {"batch-at", required_argument, 0, 'b'},
-        {"state-dir", required_argument, 0, 's'}, {"keep", no_argument, 0, 'k'}, {0, 0, 0, 0}};
+        {"state-dir", required_argument, 0, 's'}, {"keep", no_argument, 0, 'k'},
+        {"batch-width", required_argument, 0, 'W'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -167,6 +168,7 @@ int bench_gpu(int argc, char **argv)
         case 'b': batch_at = optarg; break;
         case 's': co.state_dir = optarg; break;
         case 'k': co.keep = true; break;
+        case 'W': co.width = atoi(optarg); break;
         default: goto usage;
         }
     }
@@ -183,7 +185,7 @@ int bench_gpu(int argc, char **argv)
         co.ncontext = parse_lengths(ctxs, co.context, 32);
         co.nbatch = parse_lengths(batch_at, co.batch_at, 32);
         if (co.ncontext <= 0 || co.nbatch <= 0 || co.questions < 0 || co.qtokens < 1 ||
-            co.answer < 1)
+            co.answer < 1 || co.width < 0 || co.width > 256)
             goto usage;
         return bench_gpu_context(&cfg, &co);
     }
@@ -309,6 +311,6 @@ usage:
           "[--peer-lengths 8K,32K,64K,128K]\n"
           "       sala bench gpu --random-weights full|tiny --context 1M,256K [--questions 32]\n"
           "                      [--question-tokens 50] [--answer 32] [--batch-at 256K]\n"
-          "                      [--state-dir /tmp] [--keep]\n", stderr);
+          "                      [--batch-width W] [--state-dir /tmp] [--keep]\n", stderr);
     return EXIT_USER;
 }

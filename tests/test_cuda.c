@@ -6,9 +6,12 @@
  *                are stated per test (bf16 outputs: about 2^-8 relative);
  *   cuda_golden  the whole model through `sala logits --backend cuda` against ../shared/golden
  *                *.bf16 and *.f64 cases with the bf16-engine tolerances of its README §5, and
- *                block-selection agreement (differences allowed only at margin < 1e-2).
+ *                block-selection agreement (differences allowed only at margin < 1e-2);
+ *   cuda_batch   batched decode against single decode of the same sequences, and forks that
+ *                share the parent's cache chunks against forks that copy them (bit for bit).
  * libsala_cuda.so is $SALA_CUDA_LIB, else the one next to $SALA_BIN. */
 #include "test.h"
+#include "batch_cmp.h"
 #include "golden_cmp.h"
 #include "mem_state.h"
 
@@ -27,6 +30,7 @@
 
 SALA_SUITE(cuda_ops);
 SALA_SUITE(cuda_golden);
+SALA_SUITE(cuda_batch);
 
 static const sala_cuda_ops *ops(void)
 {
@@ -556,4 +560,198 @@ void suite_cuda_golden(void)
     SALA_ADD("cuda_golden", {"dense_prefill", g_dense}, {"dense_prefill --chunk 97", g_dense_chunked},
              {"sparse_prefill", g_sparse}, {"sparse_prefill --chunk 700", g_sparse_chunked},
              {"decode", g_decode}, {"crossing", g_crossing}, {"save/load", g_save_load});
+}
+
+/* ---- batched decode and shared forks ---- */
+
+static eng_engine *open_cuda(void)
+{
+    eng_engine *en = NULL;
+    sala_err e = {0};
+    int rc = eng_engine_open(test_shared("golden/models/tiny-a"), "cuda", &en, &e);
+    if (rc) fprintf(stderr, "\n  %s", e.msg);
+    CU_ASSERT_EQUAL_FATAL(rc, SALA_OK);
+    return en;
+}
+
+/* Six sequences on the tiny model (random weights), lengths below dense_len, at it, past it and
+ * far past it, 16 steps: eng_seq_decode_batch (one forward for all) against eng_seq_decode one
+ * by one, both fed the batched path's greedy tokens. Tolerance: the batched GEMMs sum n rows in
+ * another order, so bf16 activations may differ by an ulp: per-row relative L2 <= 1e-2 and
+ * |Δlogit| <= 0.5 (the bf16-engine golden tolerances are 5e-2 / 1.0), greedy tokens identical
+ * where the single path's top-2 margin exceeds 0.1, every selection reported to its sequence's
+ * hook (same number of calls). */
+static void b_parity(void)
+{
+    eng_engine *en = open_cuda();
+    CU_ASSERT(eng_engine_batch_native(en));
+    const int64_t lens[6] = {5, 700, 1023, 1100, 3000, 9000};
+    batch_cmp r;
+    CU_ASSERT_EQUAL_FATAL(batch_compare(en, lens, 6, 16, 23, 0.1, &r), 0);
+    fprintf(stderr, "\n  batched vs single decode (6 sequences x 16 steps): row_rel %.2e max "
+            "|dlogit| %.3g bitwise %d; greedy differ %lld (bad at margin > 0.1: %lld/%lld); "
+            "hook calls %lld / %lld, sequences whose selections differ %d", r.row_rel,
+            r.max_abs, (int)r.bitwise, (long long)r.tok_diff, (long long)r.tok_bad,
+            (long long)r.tok_checked, (long long)r.sel_calls[0], (long long)r.sel_calls[1],
+            r.sel_seq_differ);
+    CU_ASSERT(r.row_rel <= 1e-2);
+    CU_ASSERT(r.max_abs <= 0.5);
+    CU_ASSERT_EQUAL(r.tok_bad, 0);
+    CU_ASSERT(r.sel_calls[0] > 0);
+    CU_ASSERT_EQUAL(r.sel_calls[0], r.sel_calls[1]);
+    eng_engine_close(en);
+}
+
+/* Decode tokens tok[0..n) on a and b; the largest |Δlogit| of any step (0: bit for bit). */
+static double twin_decode(eng_seq *a, eng_seq *b, const int32_t *tok, int n, int64_t V)
+{
+    float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4);
+    double worst = 0;
+    sala_err e = {0};
+    for (int i = 0; i < n; i++) {
+        if (eng_seq_decode(a, tok[i], la, &e) || eng_seq_decode(b, tok[i], lb, &e)) {
+            fprintf(stderr, "\n  decode: %s", e.msg);
+            worst = INFINITY;
+            break;
+        }
+        const double d = max_abs_diff(la, lb, (size_t)V);
+        if (!(d <= worst)) worst = d;
+    }
+    free(la), free(lb);
+    return worst;
+}
+
+/* Rewind a and b to len (a checkpoint), prefill tok[0..n) on both: |Δlogit| of the last row. */
+static double twin_rewrite(eng_seq *a, eng_seq *b, int64_t len, const int32_t *tok, int64_t n,
+                           int64_t V)
+{
+    float *la = malloc((size_t)V * 4), *lb = malloc((size_t)V * 4);
+    int64_t ra = -1, rb = -1, last = n - 1;
+    sala_err e = {0};
+    double d = INFINITY;
+    if (!eng_seq_truncate(a, len, &ra, &e) && !eng_seq_truncate(b, len, &rb, &e) && ra == len &&
+        rb == len && !eng_seq_prefill(a, tok, n, &last, 1, la, &e) &&
+        !eng_seq_prefill(b, tok, n, &last, 1, lb, &e))
+        d = max_abs_diff(la, lb, (size_t)V);
+    else
+        fprintf(stderr, "\n  rewrite to %lld: reached %lld / %lld: %s", (long long)len,
+                (long long)ra, (long long)rb, e.msg);
+    free(la), free(lb);
+    return d;
+}
+
+static int fork_copy(eng_seq *s, eng_seq **out)
+{
+    sala_err e = {0};
+    setenv("SALA_CUDA_FORK_COPY", "1", 1);
+    int rc = eng_seq_fork(s, out, &e);
+    unsetenv("SALA_CUDA_FORK_COPY");
+    if (rc) fprintf(stderr, "\n  fork (copy): %s", e.msg);
+    return rc;
+}
+
+/* A parent P of 20000 tokens (tiny model: 256 B of K per layer and token, so 2 MiB chunks hold
+ * 8192 tokens: chunks 0 and 1 lie wholly below the length, chunk 2 holds the boundary) with
+ * checkpoints at 4000 and 9000. A = shared fork, B and R = copying forks (twins of A and P).
+ * Every comparison is bit for bit:
+ *   A vs B decoding the same tokens;          P vs R decoding (parent unaffected by A);
+ *   A and B rewound to 9000 and re-prefilled (the child writes into chunk 1, shared: copy on
+ *   write), then P vs R decoding again (the parent unaffected by the child's rewrite);
+ *   P and R rewound to 4000 and re-prefilled (the parent writes into chunk 0, shared with A),
+ *   then A vs B decoding (the child unaffected); no chunk is shared any more;
+ *   C = shared fork of A, D = copying fork of A, A freed: C vs D decoding (refcounts keep
+ *   A's chunks alive for C).
+ * vmm: the engine maps chunks (else it copies: nothing shared, the same equalities). */
+static void fork_scenario(eng_engine *en, bool vmm)
+{
+    const int64_t V = eng_engine_config(en)->vocab_size, N = 20000;
+    int32_t *ids = malloc((size_t)(N + 8000) * 4);
+    eng_rng g;
+    eng_rng_seed(&g, 41);
+    for (int64_t i = 0; i < N + 8000; i++) ids[i] = (int32_t)(3 + eng_rng_next(&g) % (uint64_t)(V - 3));
+    const int32_t *y = ids + N, *x = ids + N + 100, *w = ids + N + 200, *z = ids + N + 4000;
+    sala_err e = {0};
+    eng_seq *P = NULL, *A = NULL, *B = NULL, *R = NULL, *C = NULL, *D = NULL;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &P, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids, 4000, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(P, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + 4000, 5000, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(P, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + 9000, N - 9000, NULL, 0, NULL, &e), SALA_OK);
+    double t0 = sala_now();
+    CU_ASSERT_EQUAL_FATAL(eng_seq_fork(P, &A, &e), SALA_OK);
+    const double t_share = sala_now() - t0;
+    t0 = sala_now();
+    CU_ASSERT_EQUAL_FATAL(fork_copy(P, &B), SALA_OK);
+    const double t_copy = sala_now() - t0;
+    CU_ASSERT_EQUAL_FATAL(fork_copy(P, &R), SALA_OK);
+    const uint64_t shA = eng_seq_shared_bytes(A), shP = eng_seq_shared_bytes(P);
+    const uint64_t want = vmm ? (uint64_t)2 * 2 * 2 * (2u << 20) : 0;   /* 2 layers x K,V x 2 */
+    CU_ASSERT_EQUAL(shA, want);
+    CU_ASSERT_EQUAL(shP, want);
+    CU_ASSERT_EQUAL(eng_seq_shared_bytes(B), 0);
+    CU_ASSERT_EQUAL(eng_seq_len(A), N);
+    CU_ASSERT_EQUAL(eng_seq_checkpoint_count(A), 2);
+    double d[6];
+    d[0] = twin_decode(A, B, y, 8, V);
+    d[1] = twin_decode(P, R, x, 8, V);
+    d[2] = twin_rewrite(A, B, 9000, w, 3000, V);   /* child writes into shared chunk 1 */
+    d[3] = twin_decode(P, R, x + 8, 8, V);
+    const uint64_t shP2 = eng_seq_shared_bytes(P);
+    d[4] = twin_rewrite(P, R, 4000, z, 3000, V);   /* parent writes into shared chunk 0 */
+    d[5] = twin_decode(A, B, y + 8, 8, V);
+    const uint64_t shP3 = eng_seq_shared_bytes(P), shA3 = eng_seq_shared_bytes(A);
+    CU_ASSERT_EQUAL(shP2, want / 2);
+    CU_ASSERT_EQUAL(shP3, 0);
+    CU_ASSERT_EQUAL(shA3, 0);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_fork(A, &C, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(fork_copy(A, &D), SALA_OK);
+    CU_ASSERT(!vmm || eng_seq_shared_bytes(C) > 0);
+    eng_seq_free(A);
+    A = NULL;
+    const double d6 = twin_decode(C, D, y + 16, 8, V);
+    fprintf(stderr, "\n  fork %s at %lld tokens: shared %.1f MiB, fork %.2f ms (copying fork "
+            "%.2f ms); max |dlogit| vs copies: %g %g %g %g %g %g %g; shared after the rewrites "
+            "%.1f / %.1f MiB", vmm ? "(VMM)" : "(plain)", (long long)N, shA / 1048576.0,
+            t_share * 1e3, t_copy * 1e3, d[0], d[1], d[2], d[3], d[4], d[5], d6,
+            shP3 / 1048576.0, shA3 / 1048576.0);
+    for (int i = 0; i < 6; i++) CU_ASSERT(d[i] == 0);
+    CU_ASSERT(d6 == 0);
+    eng_seq_free(P), eng_seq_free(B), eng_seq_free(R), eng_seq_free(C), eng_seq_free(D);
+    free(ids);
+}
+
+static void b_fork_shared(void)
+{
+    eng_engine *en = open_cuda();
+    const char *nv = getenv("SALA_CUDA_NOVMM");
+    fork_scenario(en, !(nv && *nv && strcmp(nv, "0")));
+    eng_engine_close(en);
+}
+
+/* The fallback where VMM is off: caches in one allocation each, forks copy. */
+static void b_fork_plain(void)
+{
+    const char *old = getenv("SALA_CUDA_NOVMM");
+    char keep[64] = "";
+    if (old) snprintf(keep, sizeof(keep), "%s", old);
+    setenv("SALA_CUDA_NOVMM", "1", 1);
+    eng_engine *en = open_cuda();
+    if (old) setenv("SALA_CUDA_NOVMM", keep, 1);
+    else unsetenv("SALA_CUDA_NOVMM");
+    fork_scenario(en, false);
+    const int64_t lens[3] = {5, 1100, 3000};
+    batch_cmp r;
+    CU_ASSERT_EQUAL(batch_compare(en, lens, 3, 4, 29, 0.1, &r), 0);
+    CU_ASSERT(r.row_rel <= 1e-2);
+    CU_ASSERT_EQUAL(r.tok_bad, 0);
+    eng_engine_close(en);
+}
+
+void suite_cuda_batch(void)
+{
+    if (!getenv("SALA_TEST_CUDA")) return;
+    SALA_ADD("cuda_batch", {"batched decode == single decode (6 lengths, 16 steps)", b_parity},
+             {"shared fork == copied fork; copy-on-write both ways (VMM)", b_fork_shared},
+             {"fallback without VMM: copying forks, batched decode", b_fork_plain});
 }

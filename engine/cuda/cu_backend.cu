@@ -190,6 +190,7 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
     if ((rc = dalloc(&m->blas_ws, (size_t)64 << 20, NULL, e))) goto fail;
     cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
     cublasSetStream(m->blas, m->st);
+    if ((rc = cu_vmm_init(m, e))) goto fail;
     if (!(m->L = (cu_layer *)calloc((size_t)c->num_hidden_layers, sizeof(cu_layer)))) {
         rc = sala_errf(e, SALA_ENOMEM, "out of memory");
         goto fail;
@@ -445,9 +446,17 @@ static void seq_scratch_free(cu_seq *s)
     s->score_nbs = 0;
 }
 
+static void state_unref(cu_state *st)
+{
+    if (st && --st->refs <= 0) {
+        cudaFree(st->S);
+        free(st);
+    }
+}
+
 static void ckpt_clear(cu_seq *s, int keep)
 {
-    for (int i = keep; i < s->nckpt; i++) cudaFree(s->ckpt[i].S);
+    for (int i = keep; i < s->nckpt; i++) state_unref(s->ckpt[i].st);
     if (keep < s->nckpt) s->nckpt = keep;
 }
 
@@ -456,12 +465,11 @@ static void cu_seq_free(void *bs)
     cu_seq *s = (cu_seq *)bs;
     if (!s) return;
     const int ns = s->m->c.n_sparse;
-    for (int i = 0; i < ns; i++) {
-        if (s->K) cudaFree(s->K[i]);
-        if (s->V) cudaFree(s->V[i]);
-        if (s->K1) cudaFree(s->K1[i]);
-        if (s->K2) cudaFree(s->K2[i]);
+    if (s->cb) {
+        cudaStreamSynchronize(s->m->st);   /* no kernel of ours still reads what is unmapped */
+        for (int i = 0; i < 4 * ns; i++) cu_buf_free(s->m, &s->cb[i]);
     }
+    free(s->cb);
     free(s->K), free(s->V), free(s->K1), free(s->K2), free(s->n1), free(s->n2);
     cudaFree(s->S);
     ckpt_clear(s, 0);
@@ -487,6 +495,7 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
     const size_t wq = nq > lw ? nq : lw;
     const size_t K = (size_t)(c->sparse.topk + c->sparse.window_size / c->sparse.block_size);
     const size_t nkv = c->num_key_value_heads;
+    const size_t lrows = t < CU_LOGIT_ROWS ? t : CU_LOGIT_ROWS;   /* logits rows of one step */
     int rc;
     if ((rc = dalloc((void **)&s->tok, t * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->rows, CU_LOGIT_ROWS * 4, NULL, e)) ||
@@ -499,8 +508,8 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
         (rc = dalloc((void **)&s->Qb, t * nq * 2, NULL, e)) ||
         (rc = dalloc((void **)&s->gu, t * 2 * I * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->act, t * I * 2, NULL, e)) ||
-        (rc = dalloc((void **)&s->hf, (size_t)CU_LOGIT_ROWS * D * 2, NULL, e)) ||
-        (rc = dalloc((void **)&s->logits, (size_t)CU_LOGIT_ROWS * V * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->hf, lrows * D * 2, NULL, e)) ||
+        (rc = dalloc((void **)&s->logits, lrows * V * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->sel, t * nkv * K * 4, NULL, e)))
         goto fail;
     {
@@ -524,40 +533,76 @@ fail:
     return rc;
 }
 
-/* Grow one device buffer from old_bytes (content kept) to new_bytes. */
-static int regrow(void **p, size_t keep, size_t bytes, sala_err *e)
+/* Tokens of address space a cache reserves beyond max_position_embeddings (VMM), and of room a
+ * loaded sequence gets beyond its length, so that the first questions and answers on it (or its
+ * forks) do not regrow the caches. */
+#define CU_LOAD_HEADROOM 8192
+
+static void seq_views(cu_seq *s)
 {
-    void *n = NULL;
-    CUDA_CHECK(cudaMalloc(&n, bytes));
-    if (*p && keep) {
-        cudaError_t err = cudaMemcpy(n, *p, keep, cudaMemcpyDeviceToDevice);
-        if (err != cudaSuccess) {
-            cudaFree(n);
-            CUDA_CHECK(err);
-        }
+    for (int i = 0; i < s->m->c.n_sparse; i++) {
+        s->K[i] = (bf16 *)s->cb[4 * i].p;
+        s->V[i] = (bf16 *)s->cb[4 * i + 1].p;
+        s->K1[i] = (bf16 *)s->cb[4 * i + 2].p;
+        s->K2[i] = (bf16 *)s->cb[4 * i + 3].p;
     }
-    cudaFree(*p);
-    *p = n;
-    return SALA_OK;
+}
+
+/* Bytes of buffer kind k (0 K, 1 V, 2 K1, 3 K2) for a capacity of cap tokens; false on overflow. */
+static bool kind_bytes(const eng_config *c, int k, int64_t cap, size_t *out)
+{
+    const eng_sparse_config *sc = &c->sparse;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
+    const int64_t rows = k < 2 ? cap : k == 2 ? nwin(cap, sc->kernel_size, sc->kernel_stride) + 1
+                                              : nwin(cap, 4 * sc->kernel_size,
+                                                     4 * sc->kernel_stride) + 1;
+    return rows >= 0 && !__builtin_mul_overflow((size_t)rows, row, out);
 }
 
 int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e)
 {
     if (need <= s->cap) return SALA_OK;
-    const eng_config *c = &s->m->c;
-    const eng_sparse_config *sc = &c->sparse;
-    int64_t cap = need > 2 * s->cap ? need : 2 * s->cap;
-    if (cap < 4096) cap = 4096;
-    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
-    const int64_t nw1 = nwin(cap, sc->kernel_size, sc->kernel_stride) + 1;
-    const int64_t nw2 = nwin(cap, 4 * sc->kernel_size, 4 * sc->kernel_stride) + 1;
-    for (int i = 0; i < c->n_sparse; i++) {
-        CU_TRY(regrow((void **)&s->K[i], (size_t)s->len * row, (size_t)cap * row, e));
-        CU_TRY(regrow((void **)&s->V[i], (size_t)s->len * row, (size_t)cap * row, e));
-        CU_TRY(regrow((void **)&s->K1[i], (size_t)s->n1[i] * row, (size_t)nw1 * row, e));
-        CU_TRY(regrow((void **)&s->K2[i], (size_t)s->n2[i] * row, (size_t)nw2 * row, e));
+    cu_model *m = s->m;
+    const eng_config *c = &m->c;
+    int64_t cap;
+    if (m->vm_chunk) {   /* chunks are mapped as needed: no doubling */
+        cap = (need + 4095) / 4096 * 4096;
+    } else {
+        cap = need > 2 * s->cap ? need : 2 * s->cap;
+        if (cap < 4096) cap = 4096;
     }
+    const int64_t hint = (c->max_position_embeddings > cap ? c->max_position_embeddings : cap) +
+                         CU_LOAD_HEADROOM;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
+    for (int i = 0; i < c->n_sparse; i++)
+        for (int k = 0; k < 4; k++) {
+            size_t bytes, va;
+            if (!kind_bytes(c, k, cap, &bytes) || !kind_bytes(c, k, hint, &va))
+                return sala_errf(e, SALA_ERANGE, "CUDA: a %lld-token cache overflows",
+                                 (long long)cap);
+            const int64_t used = k < 2 ? s->len : k == 2 ? s->n1[i] : s->n2[i];
+            CU_TRY(cu_buf_reserve(m, &s->cb[4 * i + k], bytes, (size_t)used * row, va, e));
+        }
+    seq_views(s);
     s->cap = cap;
+    return SALA_OK;
+}
+
+int cu_seq_writable(cu_seq *s, int64_t p0, int T, sala_err *e)
+{
+    cu_model *m = s->m;
+    if (!m->vm_chunk) return SALA_OK;
+    const eng_config *c = &m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
+    const int64_t w1 = nwin(p0 + T, sc->kernel_size, sc->kernel_stride);
+    const int64_t w2 = nwin(p0 + T, 4 * sc->kernel_size, 4 * sc->kernel_stride);
+    for (int i = 0; i < c->n_sparse; i++) {
+        CU_TRY(cu_buf_writable(m, &s->cb[4 * i], (size_t)p0 * row, (size_t)(p0 + T) * row, e));
+        CU_TRY(cu_buf_writable(m, &s->cb[4 * i + 1], (size_t)p0 * row, (size_t)(p0 + T) * row, e));
+        CU_TRY(cu_buf_writable(m, &s->cb[4 * i + 2], (size_t)s->n1[i] * row, (size_t)w1 * row, e));
+        CU_TRY(cu_buf_writable(m, &s->cb[4 * i + 3], (size_t)s->n2[i] * row, (size_t)w2 * row, e));
+    }
     return SALA_OK;
 }
 
@@ -576,7 +621,8 @@ static int cu_seq_new(void *bm, void **out, sala_err *e)
     s->K2 = (bf16 **)calloc(ns, sizeof(bf16 *));
     s->n1 = (int64_t *)calloc(ns, sizeof(int64_t));
     s->n2 = (int64_t *)calloc(ns, sizeof(int64_t));
-    if (!s->K || !s->V || !s->K1 || !s->K2 || !s->n1 || !s->n2) {
+    s->cb = (cu_buf *)calloc(4 * ns, sizeof(cu_buf));
+    if (!s->K || !s->V || !s->K1 || !s->K2 || !s->n1 || !s->n2 || !s->cb) {
         cu_seq_free(s);
         return sala_errf(e, SALA_ENOMEM, "out of memory");
     }
@@ -595,50 +641,81 @@ static int cu_seq_new(void *bm, void **out, sala_err *e)
 
 static int64_t cu_seq_len(const void *bs) { return ((const cu_seq *)bs)->len; }
 
+static int ckpt_room(cu_seq *s, sala_err *e)
+{
+    if (s->nckpt < s->ckpt_cap) return SALA_OK;
+    int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
+    cu_ckpt *p = (cu_ckpt *)realloc(s->ckpt, (size_t)ncap * sizeof(*p));
+    if (!p) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
+    s->ckpt = p;
+    s->ckpt_cap = ncap;
+    return SALA_OK;
+}
+
+/* A new unshared state holding a copy of src (device). */
+static int state_new(cu_seq *s, const float *src, cu_state **out, sala_err *e)
+{
+    cu_state *st = (cu_state *)calloc(1, sizeof(*st));
+    if (!st) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
+    int rc = dalloc((void **)&st->S, s->S_floats * 4, NULL, e);
+    if (!rc && cudaMemcpy(st->S, src, s->S_floats * 4, cudaMemcpyDeviceToDevice) != cudaSuccess)
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: checkpoint copy failed");
+    if (rc) {
+        cudaFree(st->S);
+        free(st);
+        return rc;
+    }
+    st->refs = 1;
+    *out = st;
+    return SALA_OK;
+}
+
 static int ckpt_push(cu_seq *s, int64_t len, const float *src, sala_err *e)
 {
-    if (s->nckpt == s->ckpt_cap) {
-        int ncap = s->ckpt_cap ? 2 * s->ckpt_cap : 4;
-        cu_ckpt *p = (cu_ckpt *)realloc(s->ckpt, (size_t)ncap * sizeof(*p));
-        if (!p) return sala_errf(e, SALA_ENOMEM, "out of memory for a checkpoint");
-        s->ckpt = p;
-        s->ckpt_cap = ncap;
-    }
-    float *S = NULL;
-    CU_TRY(dalloc((void **)&S, s->S_floats * 4, NULL, e));
-    if (cudaMemcpy(S, src, s->S_floats * 4, cudaMemcpyDeviceToDevice) != cudaSuccess) {
-        cudaFree(S);
-        return sala_errf(e, SALA_EINTERNAL, "CUDA: checkpoint copy failed");
-    }
-    s->ckpt[s->nckpt++] = (cu_ckpt){len, S};
+    cu_state *st;
+    CU_TRY(ckpt_room(s, e));
+    CU_TRY(state_new(s, src, &st, e));
+    s->ckpt[s->nckpt++] = cu_ckpt{len, st};
     return SALA_OK;
 }
 
 /* The copy is complete when this returns (the model stream is synchronised before and after), so
- * that timing a fork times the copy. */
+ * that timing a fork times the copy. The sparse caches are shared chunk by chunk with src
+ * (cu_buf_fork; SALA_CUDA_FORK_COPY=1 copies them instead, for comparisons), the checkpoints are
+ * shared (refcounted), the lightning states copied. */
 static int cu_seq_fork(void *bs, void **out, sala_err *e)
 {
     cu_seq *src = (cu_seq *)bs, *s;
-    CUDA_CHECK(cudaStreamSynchronize(src->m->st));
-    CU_TRY(cu_seq_new(src->m, (void **)&s, e));
-    int rc = cu_seq_cap(s, src->cap, e);
-    const eng_config *c = &src->m->c;
-    const cudaStream_t st = src->m->st;
-    const cudaMemcpyKind d2d = cudaMemcpyDeviceToDevice;
+    cu_model *m = src->m;
+    CUDA_CHECK(cudaStreamSynchronize(m->st));
+    CU_TRY(cu_seq_new(m, (void **)&s, e));
+    const eng_config *c = &m->c;
+    const char *cp = getenv("SALA_CUDA_FORK_COPY");
+    const bool share = !(cp && *cp && strcmp(cp, "0"));
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
-    for (int i = 0; i < c->n_sparse && !rc && src->len > 0; i++) {
-        if (cudaMemcpyAsync(s->K[i], src->K[i], (size_t)src->len * row, d2d, st) ||
-            cudaMemcpyAsync(s->V[i], src->V[i], (size_t)src->len * row, d2d, st) ||
-            cudaMemcpyAsync(s->K1[i], src->K1[i], (size_t)src->n1[i] * row, d2d, st) ||
-            cudaMemcpyAsync(s->K2[i], src->K2[i], (size_t)src->n2[i] * row, d2d, st))
-            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
+    int rc = SALA_OK;
+    for (int i = 0; i < c->n_sparse && !rc; i++) {
+        for (int k = 0; k < 4 && !rc; k++) {
+            const int64_t rows = k < 2 ? src->len : k == 2 ? src->n1[i] : src->n2[i];
+            rc = cu_buf_fork(m, &s->cb[4 * i + k], &src->cb[4 * i + k], (size_t)rows * row, share,
+                             e);
+        }
         s->n1[i] = src->n1[i];
         s->n2[i] = src->n2[i];
     }
-    if (!rc && cudaMemcpyAsync(s->S, src->S, s->S_floats * 4, d2d, st))
+    if (!rc) {
+        seq_views(s);
+        s->cap = m->vm_chunk ? 0 : src->cap;   /* VMM: the next step maps what it needs */
+    }
+    if (!rc && cudaMemcpyAsync(s->S, src->S, s->S_floats * 4, cudaMemcpyDeviceToDevice, m->st))
         rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
-    for (int i = 0; i < src->nckpt && !rc; i++) rc = ckpt_push(s, src->ckpt[i].len, src->ckpt[i].S, e);
-    if (!rc && (cudaStreamSynchronize(st) != cudaSuccess || cudaDeviceSynchronize() != cudaSuccess))
+    for (int i = 0; i < src->nckpt && !rc; i++) {
+        if (!(rc = ckpt_room(s, e))) {
+            src->ckpt[i].st->refs++;
+            s->ckpt[s->nckpt++] = src->ckpt[i];
+        }
+    }
+    if (!rc && cudaStreamSynchronize(m->st) != cudaSuccess)
         rc = sala_errf(e, SALA_EINTERNAL, "CUDA: fork copy failed");
     if (rc) {
         cu_seq_free(s);
@@ -649,12 +726,27 @@ static int cu_seq_fork(void *bs, void **out, sala_err *e)
     return SALA_OK;
 }
 
+static uint64_t cu_seq_shared_bytes(const void *bs)
+{
+    const cu_seq *s = (const cu_seq *)bs;
+    uint64_t n = 0;
+    for (int i = 0; i < 4 * s->m->c.n_sparse; i++) n += cu_buf_shared_bytes(s->m, &s->cb[i]);
+    return n;
+}
+
 static int cu_seq_checkpoint(void *bs, sala_err *e)
 {
     cu_seq *s = (cu_seq *)bs;
-    if (s->nckpt && s->ckpt[s->nckpt - 1].len == s->len) {
-        CUDA_CHECK(cudaMemcpy(s->ckpt[s->nckpt - 1].S, s->S, s->S_floats * 4,
-                              cudaMemcpyDeviceToDevice));
+    if (s->nckpt && s->ckpt[s->nckpt - 1].len == s->len) {   /* refresh the same length */
+        cu_ckpt *k = &s->ckpt[s->nckpt - 1];
+        if (k->st->refs > 1) {   /* shared with a fork: a private copy replaces it */
+            cu_state *st;
+            CU_TRY(state_new(s, s->S, &st, e));
+            state_unref(k->st);
+            k->st = st;
+            return SALA_OK;
+        }
+        CUDA_CHECK(cudaMemcpy(k->st->S, s->S, s->S_floats * 4, cudaMemcpyDeviceToDevice));
         return SALA_OK;
     }
     return ckpt_push(s, s->len, s->S, e);
@@ -668,7 +760,7 @@ static int cu_seq_truncate(void *bs, int64_t len, int64_t *reached, sala_err *e)
     while (k >= 0 && s->ckpt[k].len > len) k--;
     const int64_t to = k >= 0 ? s->ckpt[k].len : 0;
     if (k >= 0)
-        CUDA_CHECK(cudaMemcpy(s->S, s->ckpt[k].S, s->S_floats * 4, cudaMemcpyDeviceToDevice));
+        CUDA_CHECK(cudaMemcpy(s->S, s->ckpt[k].st->S, s->S_floats * 4, cudaMemcpyDeviceToDevice));
     else
         CUDA_CHECK(cudaMemset(s->S, 0, s->S_floats * 4));
     ckpt_clear(s, k + 1);
@@ -753,7 +845,7 @@ static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
     CUDA_CHECK(cudaStreamSynchronize(s->m->st));
     CU_TRY(save_f32(io, fn, ud, "lin.S", s->S, s->S_floats, e));
     for (int i = 0; i < s->nckpt; i++)
-        CU_TRY(save_f32(io, fn, ud, "ckpt.S", s->ckpt[i].S, s->S_floats, e));
+        CU_TRY(save_f32(io, fn, ud, "ckpt.S", s->ckpt[i].st->S, s->S_floats, e));
     if (!s->nckpt) CU_TRY(fn(ud, "ckpt.S", NULL, 0, e));
     for (int k = 0; k < 4; k++)
         for (int i = 0; i < c->n_sparse; i++) {
@@ -772,9 +864,6 @@ static int cu_seq_save(void *bs, eng_state_write_fn fn, void *ud, sala_err *e)
  * rounded to bf16 first. The reader must allow concurrent reads (engine.h). */
 #define CU_LOAD_FLOATS ((size_t)2 << 20)
 #define CU_LOAD_THREADS 8
-/* Tokens of room a loaded sequence gets beyond its length, so that the first questions and
- * answers on it (or its forks) do not regrow (double) the caches. */
-#define CU_LOAD_HEADROOM 8192
 
 namespace {
 struct load_job {
@@ -891,7 +980,7 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
     try {
         jobs_add(jobs, "lin.S", 0, s->S, s->S_floats, false, false);
         for (int64_t i = 0; i < nckpt; i++)
-            jobs_add(jobs, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].S, s->S_floats, false,
+            jobs_add(jobs, "ckpt.S", (size_t)i * s->S_floats * 4, s->ckpt[i].st->S, s->S_floats, false,
                      false);
         for (int k = 0; k < 4; k++)
             for (int i = 0; i < c->n_sparse; i++) {
@@ -951,6 +1040,11 @@ static int cu_forward_entry(void *bs, const eng_forward_args *a, sala_err *e)
     return cu_forward((cu_seq *)bs, a, e);
 }
 
+static int cu_forward_batch_entry(void *const *bs, const eng_batch_args *a, sala_err *e)
+{
+    return cu_forward_batch((cu_seq *const *)bs, a, e);
+}
+
 static const eng_backend cu_backend = {
     /* .name = */ "cuda",
     /* .model_load = */ cu_model_load,
@@ -968,6 +1062,8 @@ static const eng_backend cu_backend = {
     /* .seq_save = */ cu_seq_save,
     /* .seq_load = */ cu_seq_load,
     /* .state_dtype = */ ENG_STATE_BF16,   /* its caches are bf16: saved as they are */
+    /* .forward_batch = */ cu_forward_batch_entry,
+    /* .seq_shared_bytes = */ cu_seq_shared_bytes,
 };
 
 extern "C" __attribute__((visibility("default"))) const eng_backend *sala_cuda_backend(void)

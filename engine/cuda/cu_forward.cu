@@ -141,12 +141,32 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
     return SALA_OK;
 }
 
+int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
+{
+    const eng_config *c = &s->m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    if (end < sc->dense_len) return SALA_OK;
+    const int64_t nbs = (end - 1) / sc->block_size + 1;   /* (tmax, nkv, nbs) */
+    if (nbs * 4 > 200 * 1024)
+        return sala_errf(e, SALA_EUNSUP, "CUDA backend: %lld tokens exceed the top-k kernel's "
+                         "%d blocks", (long long)end, 200 * 1024 / 4);
+    if (nbs <= s->score_nbs) return SALA_OK;
+    int64_t want = nbs + nbs / 4 + 64;
+    if (want > 200 * 1024 / 4) want = 200 * 1024 / 4;
+    cudaFree(s->score);
+    s->score = NULL;
+    s->score_nbs = 0;
+    CUDA_CHECK(cudaMalloc((void **)&s->score, (size_t)s->tmax * c->num_key_value_heads *
+                          (size_t)want * 4));
+    s->score_nbs = want;
+    return SALA_OK;
+}
+
 static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
                         float *logits, const eng_forward_args *fa, sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
-    const eng_sparse_config *sc = &c->sparse;
     const int D = (int)c->hidden_size, I = (int)c->intermediate_size, V = (int)c->vocab_size;
     const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale_cu(c);
     const int64_t p0 = s->len;
@@ -154,22 +174,8 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
 
     CU_TRY(cu_seq_scratch(s, T, e));
     CU_TRY(cu_seq_cap(s, p0 + T, e));
-    if (p0 + T >= sc->dense_len) {   /* InfLLM-V2 block scores (tmax, nkv, nbs) */
-        const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
-        if (nbs * 4 > 200 * 1024)
-            return sala_errf(e, SALA_EUNSUP, "CUDA backend: %lld tokens exceed the top-k kernel's "
-                           "%d blocks", (long long)(p0 + T), 200 * 1024 / 4);
-        if (nbs > s->score_nbs) {
-            int64_t want = nbs + nbs / 4 + 64;
-            if (want > 200 * 1024 / 4) want = 200 * 1024 / 4;
-            cudaFree(s->score);
-            s->score = NULL;
-            s->score_nbs = 0;
-            CUDA_CHECK(cudaMalloc((void **)&s->score, (size_t)s->tmax * c->num_key_value_heads *
-                                  (size_t)want * 4));
-            s->score_nbs = want;
-        }
-    }
+    CU_TRY(cu_seq_writable(s, p0, T, e));
+    CU_TRY(cu_seq_score_room(s, p0 + T, e));
     CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
     K(OP_OTHER, k_embed(st, m->embed, s->tok, T, D, (float)c->scale_emb, s->x));
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -230,6 +236,183 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
         cu_prof_flush(m);
         m->prof.nev = 0;
     }
+    CUDA_CHECK(err);
+    return SALA_OK;
+}
+
+/* ---- batched decode: n sequences, one token each, one pass over the weights ----
+ * The activations of the n rows live in S[0]'s scratch (sized for n tokens): embedding, norms,
+ * every GEMM, SwiGLU and the output gates run once over the n rows. What belongs to one sequence
+ * runs per sequence on its row b with the single-sequence launchers: sparse prep into its own
+ * K/V, compression, dense or stage-1 + top-K + block-sparse attention at its own position, the
+ * lightning step on its own state. Select hooks get each sequence's selections (one copy and
+ * sync per layer for all of them). */
+
+static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args *ba, sala_err *e)
+{
+    cu_seq *s0 = S[0];
+    cu_model *m = s0->m;
+    const eng_config *c = &m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    const cu_layer *L = &m->L[layer];
+    const int li = L->kind_index, D = (int)c->hidden_size;
+    const int nh = (int)c->num_attention_heads, nkv = (int)c->num_key_value_heads;
+    const int hd = (int)c->head_dim, Kq = (int)(sc->topk + sc->window_size / sc->block_size);
+    const int nq = nh * hd, k1 = (int)sc->kernel_size, s1 = (int)sc->kernel_stride;
+    const float scale = (float)(1.0 / sqrt((double)hd));
+    cudaStream_t st = m->st;
+    bool hooks = false;
+
+    GEMM(L->w_in, L->nin, D, s0->h, n, s0->proj, L->nin);              /* (n, q|k|v|gate) */
+    for (int b = 0; b < n; b++) {
+        cu_seq *s = S[b];
+        const int64_t p = s->len;
+        const float *proj = s0->proj + (size_t)b * L->nin;
+        bf16 *Qb = s0->Qb + (size_t)b * nq;
+        float *o = s0->o + (size_t)b * nq;
+        K(OP_OTHER, k_sparse_prep(st, proj, L->nin, 1, nh, nkv, hd, Qb, s->K[li], s->V[li], p));
+        const int64_t w1 = nwin(p + 1, k1, s1), w2 = nwin(p + 1, 4 * k1, 4 * s1);
+        K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n1[li], w1, k1, s1, s->K1[li]));
+        K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n2[li], w2, 4 * k1, 4 * s1, s->K2[li]));
+        if (w1 > s->n1[li]) s->n1[li] = w1;
+        if (w2 > s->n2[li]) s->n2[li] = w2;
+        attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
+                        (int)sc->block_size, scale};
+        if (p + 1 < sc->dense_len) {
+            K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
+            continue;
+        }
+        score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
+                         (int)s->score_nbs, p, 0, 1, nh, nkv, hd, k1, s1, (int)sc->block_size,
+                         scale, (int)(sc->window_size / sc->block_size), Kq};
+        K(OP_SCORE, k_score(st, &sa));
+        topk_args ta = {s->score, (int)s->score_nbs, s->sel, Kq, p, 0, 1, nkv,
+                        (int)sc->block_size, (int)sc->init_blocks,
+                        (int)(sc->window_size / sc->block_size)};
+        K(OP_TOPK, k_topk(st, &ta));
+        K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));
+        if (ba->select_fn[b]) {
+            CUDA_CHECK(cudaMemcpyAsync(s->sel_host, s->sel, (size_t)nkv * Kq * 4,
+                                       cudaMemcpyDeviceToHost, st));
+            hooks = true;
+        }
+    }
+    if (hooks) {
+        CUDA_CHECK(cudaStreamSynchronize(st));
+        for (int b = 0; b < n; b++)
+            if (ba->select_fn[b] && S[b]->len + 1 >= sc->dense_len)
+                for (int g = 0; g < nkv; g++)
+                    ba->select_fn[b](ba->select_ud[b], layer, g, S[b]->len,
+                                     S[b]->sel_host + (size_t)g * Kq, Kq);
+    }
+    K(OP_OTHER, k_gate(st, s0->o, s0->proj, L->nin, L->nq + L->nk + L->nv, n, nq, s0->ob));
+    GEMM(L->w_o, D, nq, s0->ob, n, s0->a, D);
+    return SALA_OK;
+}
+
+static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
+{
+    cu_seq *s0 = S[0];
+    cu_model *m = s0->m;
+    const eng_config *c = &m->c;
+    const cu_layer *L = &m->L[layer];
+    const int D = (int)c->hidden_size, nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
+    cudaStream_t st = m->st;
+
+    GEMM(L->w_in, L->nin, D, s0->h, n, s0->proj, L->nin);              /* (n, q|k|v|z) */
+    for (int b = 0; b < n; b++) {
+        la_args la;
+        la.proj = s0->proj + (size_t)b * L->nin;
+        la.ld = L->nin;
+        la.T = 1;
+        la.Tp = 1;
+        la.nh = nh;
+        la.d = d;
+        la.p0 = S[b]->len;
+        la.qn = L->q_norm;
+        la.kn = L->k_norm;
+        la.on = L->o_norm;
+        la.inv_freq = m->inv_freq;
+        la.dec = m->dec;
+        la.eps = (float)c->rms_norm_eps;
+        la.scale = (float)(1.0 / sqrt((double)d));
+        la.Qh = s0->Qh, la.Qd = s0->Qd, la.Kh = s0->Kh, la.Kw = s0->Kw, la.Vh = s0->Vh;
+        la.Oh = s0->Oh;
+        la.Sb = s0->Sb;
+        la.Ab = s0->Ab;
+        la.S = S[b]->S + (size_t)L->kind_index * nh * d * d;
+        K(OP_LIGHTNING, k_la_prep(st, &la));
+        K(OP_LIGHTNING, k_la_step(st, &la));
+        K(OP_LIGHTNING, k_la_out(st, &la, s0->ob + (size_t)b * nh * d));
+    }
+    GEMM(L->w_o, D, nh * d, s0->ob, n, s0->a, D);
+    return SALA_OK;
+}
+
+static int batch_step(cu_seq *const *S, const eng_batch_args *a, sala_err *e)
+{
+    cu_seq *s0 = S[0];
+    cu_model *m = s0->m;
+    const eng_config *c = &m->c;
+    const int n = a->n;
+    const int D = (int)c->hidden_size, I = (int)c->intermediate_size, V = (int)c->vocab_size;
+    const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale_cu(c);
+    cudaStream_t st = m->st;
+
+    if (n < 1 || n > CU_LOGIT_ROWS)
+        return sala_errf(e, SALA_EINVAL, "CUDA: a decode batch of %d sequences (1..%d)", n,
+                         CU_LOGIT_ROWS);
+    CU_TRY(cu_seq_scratch(s0, n, e));
+    for (int b = 0; b < n; b++) {
+        if (S[b]->m != m) return sala_errf(e, SALA_EINVAL, "CUDA: a batch across models");
+        CU_TRY(cu_seq_scratch(S[b], 1, e));
+        CU_TRY(cu_seq_cap(S[b], S[b]->len + 1, e));
+        CU_TRY(cu_seq_writable(S[b], S[b]->len, 1, e));
+        CU_TRY(cu_seq_score_room(S[b], S[b]->len + 1, e));
+    }
+    CUDA_CHECK(cudaMemcpyAsync(s0->tok, a->tokens, (size_t)n * 4, cudaMemcpyHostToDevice, st));
+    K(OP_OTHER, k_embed(st, m->embed, s0->tok, n, D, (float)c->scale_emb, s0->x));
+    for (int l = 0; l < c->num_hidden_layers; l++) {
+        const cu_layer *L = &m->L[l];
+        K(OP_OTHER, k_add_norm(st, s0->x, l ? s0->a : NULL, rs, L->in_norm, eps, n, D, s0->h));
+        if (c->mixer[l] == ENG_MIXER_SPARSE)
+            CU_TRY(batch_sparse(S, n, l, a, e));
+        else
+            CU_TRY(batch_lightning(S, n, l, e));
+        K(OP_OTHER, k_add_norm(st, s0->x, s0->a, rs, L->post_norm, eps, n, D, s0->h));
+        GEMM(L->w_gu, 2 * I, D, s0->h, n, s0->gu, 2 * I);
+        K(OP_OTHER, k_swiglu(st, s0->gu, n, I, s0->act));
+        GEMM(L->w_down, D, I, s0->act, n, s0->a, D);
+    }
+    K(OP_OTHER, k_add_norm(st, s0->x, s0->a, rs, NULL, eps, n, D, NULL));
+    for (int b = 0; b < n; b++) S[b]->len++;
+    if (a->logits) {
+        const float ls = (float)(c->dim_model_base / (double)c->hidden_size);
+        int32_t rr[CU_LOGIT_ROWS];
+        for (int i = 0; i < n; i++) rr[i] = i;
+        CUDA_CHECK(cudaMemcpyAsync(s0->rows, rr, (size_t)n * 4, cudaMemcpyHostToDevice, st));
+        K(OP_OTHER, k_norm_rows(st, s0->x, s0->rows, n, D, m->final_norm, eps, ls, s0->hf));
+        GEMM(m->lm_head, V, D, s0->hf, n, s0->logits, V);
+        CUDA_CHECK(cudaMemcpyAsync(a->logits, s0->logits, (size_t)n * V * 4,
+                                   cudaMemcpyDeviceToHost, st));
+        CUDA_CHECK(cudaStreamSynchronize(st));   /* rr lives on this frame */
+    }
+    cu_prof_mark(m, OP_OTHER);
+    cu_mem_sample(m);
+    return SALA_OK;
+}
+
+int cu_forward_batch(cu_seq *const *S, const eng_batch_args *a, sala_err *e)
+{
+    cu_model *m = S[0]->m;
+    cu_prof_mark(m, OP_OTHER);
+    const int rc = batch_step(S, a, e);
+    cudaError_t err = cudaStreamSynchronize(m->st);
+    if (m->prof.on) {
+        cu_prof_flush(m);
+        m->prof.nev = 0;
+    }
+    if (rc) return rc;
     CUDA_CHECK(err);
     return SALA_OK;
 }

@@ -13,6 +13,7 @@
 #define SALA_CU_INT_H
 
 #include <cublas_v2.h>
+#include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -160,6 +161,8 @@ typedef struct {
 
 typedef struct {
     eng_config c;
+    int dev;
+    size_t vm_chunk;                  /* bytes of a cache chunk (VMM); 0: plain cudaMalloc caches */
     cu_layer *L;
     bf16 *embed, *lm_head;            /* (V, D) */
     float *final_norm;                /* (D) */
@@ -174,15 +177,51 @@ typedef struct {
     size_t mem_peak;                  /* device bytes in use, high-water mark (cudaMemGetInfo) */
 } cu_model;
 
+/* A checkpoint: the lightning states at len. Forks share them (refs); never written once made
+ * except by cu_seq_checkpoint at the same length, which copies first when shared. */
+typedef struct {
+    float *S;                         /* device (n_lightning, lnh, lhd, lhd) */
+    int refs;
+} cu_state;
 typedef struct {
     int64_t len;
-    float *S;                         /* device (n_lightning, lnh, lhd, lhd) */
+    cu_state *st;
 } cu_ckpt;
+
+/* ---- sparse-cache buffers (cu_cache.cu): chunks mapped into a reserved range (VMM) or one
+ * cudaMalloc (plain). A chunk with refs > 1 is shared by forks and never written: writers call
+ * cu_buf_writable on the range first (copy-on-write). ---- */
+typedef struct cu_chunk cu_chunk;
+typedef struct {
+    char *p;                          /* device base address */
+    size_t bytes;                     /* usable bytes from p */
+    CUdeviceptr va;                   /* VMM: the reservation, va_bytes long */
+    size_t va_bytes;
+    cu_chunk **ch;                    /* VMM: chunk i mapped at va + i * vm_chunk */
+    int64_t nch, ch_cap;
+} cu_buf;
+/* Sets m->dev and m->vm_chunk (0 without VMM support or with SALA_CUDA_NOVMM=1). */
+int cu_vmm_init(cu_model *m, sala_err *e);
+/* At least bytes usable, content kept (plain mode copies the first keep bytes); VMM: va_hint is
+ * the reservation to make on first use (more chunks are mapped later without moving). */
+int cu_buf_reserve(cu_model *m, cu_buf *b, size_t bytes, size_t keep, size_t va_hint,
+                   sala_err *e);
+/* dst (empty) gets src's first used bytes: share maps src's chunks wholly below used and copies
+ * the boundary chunk; otherwise (or in plain mode) everything is copied. Copies are enqueued on
+ * m->st. */
+int cu_buf_fork(cu_model *m, cu_buf *dst, const cu_buf *src, size_t used, bool share,
+                sala_err *e);
+/* Make bytes [from, to) private before they are written (copy-on-write of shared chunks). */
+int cu_buf_writable(cu_model *m, cu_buf *b, size_t from, size_t to, sala_err *e);
+void cu_buf_free(cu_model *m, cu_buf *b);
+uint64_t cu_buf_shared_bytes(const cu_model *m, const cu_buf *b);
 
 typedef struct {
     cu_model *m;
     int64_t len, cap;
-    bf16 **K, **V, **K1, **K2;        /* per sparse layer: (cap, nkv, hd), (nw(cap)+1, nkv, hd) */
+    cu_buf *cb;                       /* [4 n_sparse]: K, V, K1, K2 of sparse layer i at 4i+0..3 */
+    bf16 **K, **V, **K1, **K2;        /* views of cb (refreshed when a buffer moves):
+                                         (cap, nkv, hd), (nw(cap)+1, nkv, hd) */
     int64_t *n1, *n2;
     float *S;                         /* (n_lightning, lnh, lhd, lhd) */
     size_t S_floats;
@@ -203,8 +242,15 @@ typedef struct {
 #define CU_LOGIT_ROWS 256
 
 int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e);
+/* One decode step of the distinct sequences S[0..a->n) of one model (engine/backend.h). */
+int cu_forward_batch(cu_seq *const *S, const eng_batch_args *a, sala_err *e);
 int cu_seq_scratch(cu_seq *s, int T, sala_err *e);
 int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e);
+/* Before a step writes positions [p0, p0 + T): the K/V rows and the K1/K2 windows it will add
+ * made private (copy-on-write of chunks shared with forks). */
+int cu_seq_writable(cu_seq *s, int64_t p0, int T, sala_err *e);
+/* Room in s->score for block scores of positions below end (stage 1). */
+int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e);
 void cu_prof_mark(cu_model *m, int cat);
 void cu_prof_flush(cu_model *m);
 void cu_mem_sample(cu_model *m);
