@@ -85,7 +85,16 @@ $(BUILD)/gen/schema.inc: $(SCHEMA_SQL) Makefile
 	@for f in $(SCHEMA_SQL); do printf '{"%s", (const unsigned char[]){\n' "$$(basename $$f)"; \
 	    xxd -i < $$f; printf ', 0x00}},\n'; done > $@.tmp && mv $@.tmp $@
 
+# The model configurations of samples/models/*.json, embedded as {name, text} pairs for
+# `sala bench gpu --random-weights NAME` (app/bench_gpu.c includes the table).
+MODEL_JSON := $(sort $(wildcard samples/models/*.json))
+$(BUILD)/gen/models.inc: $(MODEL_JSON) Makefile
+	@mkdir -p $(dir $@)
+	@for f in $(MODEL_JSON); do printf '{"%s", (const char[]){\n' "$$(basename $$f .json)"; \
+	    xxd -i < $$f; printf ', 0x00}},\n'; done > $@.tmp && mv $@.tmp $@
+
 $(BUILD)/obj/app/main.o: $(BUILD)/gen/commands.inc
+$(BUILD)/obj/app/bench_gpu.o: $(BUILD)/gen/models.inc
 $(BUILD)/obj/ingest/db.o: $(BUILD)/gen/schema.inc
 $(BUILD)/obj/tests/main.o: $(BUILD)/gen/suites.inc
 
