@@ -23,6 +23,7 @@
 
 #include <fcntl.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "engine/backend.h"
 #include "engine/engine.h"
 #include "engine/random_model.h"
 #include "engine/statefile.h"
@@ -46,7 +48,9 @@ typedef struct {
     double fork_copy_s;          /* a copying fork (SALA_CUDA_FORK_COPY=1), for comparison */
     uint64_t fork_shared;        /* bytes the step-4 fork shares with the loaded state */
     double bat_s, bat_decode_s, bat_fork_avg, bat_fork_max, bat_first_avg;
-    int same_answers;            /* questions whose greedy answers equal the unbatched ones */
+    double bat_decode_serial_s;  /* decode steps with SALA_CUDA_SIDE_STREAMS=0 */
+    int64_t tok_same, tok_bad;   /* batched greedy token == the unbatched one (teacher forced);
+                                    differing where the unbatched top-2 margin > 0.25 */
 } ctx_row;
 
 static int write_piece(void *ud, const char *section, const void *data, size_t n, sala_err *e)
@@ -87,6 +91,20 @@ static int32_t argmax(const float *x, int64_t n)
     return (int32_t)best;
 }
 
+/* top-1 minus top-2 of x[0..n) */
+static float margin(const float *x, int64_t n)
+{
+    float a = -INFINITY, b = -INFINITY;
+    for (int64_t j = 0; j < n; j++)
+        if (x[j] > a) {
+            b = a;
+            a = x[j];
+        } else if (x[j] > b) {
+            b = x[j];
+        }
+    return a - b;
+}
+
 static void fill_random(eng_rng *r, int32_t *t, int64_t n, int64_t vocab)
 {
     for (int64_t i = 0; i < n; i++) t[i] = (int32_t)(3 + eng_rng_next(r) % (uint64_t)(vocab - 3));
@@ -114,7 +132,7 @@ static int reopen(eng_engine *en, const char *path, const char *fp, eng_seq **ou
  * first comes from the question's logits); out[0..ngen) receives them (NULL: not kept).
  * *first: seconds to the first answer token's logits; *dec: seconds of the decode steps. */
 static int ask(eng_seq *s, const int32_t *q, int64_t nq, int ngen, float *logits, int64_t vocab,
-               int32_t *out, double *first, double *dec, sala_err *e)
+               int32_t *out, float *marg, double *first, double *dec, sala_err *e)
 {
     const int64_t row = nq - 1;
     double t0 = sala_now();
@@ -124,6 +142,7 @@ static int ask(eng_seq *s, const int32_t *q, int64_t nq, int ngen, float *logits
     for (int i = 0; i < ngen && !rc; i++) {
         const int32_t t = argmax(logits, vocab);
         if (out) out[i] = t;
+        if (marg) marg[i] = margin(logits, vocab);
         if (i + 1 < ngen) rc = eng_seq_decode(s, t, logits, e);
     }
     *dec = sala_now() - t0;
@@ -132,9 +151,13 @@ static int ask(eng_seq *s, const int32_t *q, int64_t nq, int ngen, float *logits
 
 /* The questions qall[nq][qtok] as ctx_ask_batch runs them: in waves of width, each question
  * forks s (sharing its caches), prefills its question, and the wave decodes together, one
- * eng_seq_decode_batch per step, greedy; out[nq][ngen] receives the answers. */
-static int ask_batched(eng_seq *s, const int32_t *qall, int nq, int qtok, int ngen, int width,
-                       int64_t V, int32_t *out, ctx_row *row, sala_err *e)
+ * eng_seq_decode_batch per step; out[nq][ngen] receives the greedy token of every step. force
+ * (teacher forcing, may be NULL): the tokens fed are force[nq][ngen] instead of out's, so that
+ * every step can be compared with the run that produced force. steps > 0: only that many decode
+ * steps of the first wave (profiling). */
+static int ask_batched(eng_engine *en, eng_seq *s, const int32_t *qall, int nq, int qtok, int ngen, int width,
+                       int64_t V, const int32_t *force, int32_t *out, int steps, ctx_row *row,
+                       sala_err *e)
 {
     eng_seq **F = calloc((size_t)width, sizeof(*F));
     float *lg = malloc((size_t)width * (size_t)V * sizeof(float));
@@ -154,18 +177,24 @@ static int ask_batched(eng_seq *s, const int32_t *qall, int nq, int qtok, int ng
             rc = eng_seq_prefill(F[j], qall + (size_t)(i0 + j) * qtok, qtok, &last, 1,
                                  lg + (size_t)j * V, e);
             firsts += sala_now() - t0;
-            tok[j] = argmax(lg + (size_t)j * V, V);
-            out[(size_t)(i0 + j) * ngen] = tok[j];
+            out[(size_t)(i0 + j) * ngen] = argmax(lg + (size_t)j * V, V);
+            tok[j] = force ? force[(size_t)(i0 + j) * ngen] : out[(size_t)(i0 + j) * ngen];
         }
+        if (steps > 0 && !rc) eng_engine_profile(en, 1, NULL);
         const double td = sala_now();
-        for (int k = 1; k < ngen && !rc; k++) {
+        for (int k = 1; k < (steps > 0 ? steps + 1 : ngen) && !rc; k++) {
             if ((rc = eng_seq_decode_batch(F, w, tok, lg, e))) break;
             for (int j = 0; j < w; j++) {
-                tok[j] = argmax(lg + (size_t)j * V, V);
-                out[(size_t)(i0 + j) * ngen + k] = tok[j];
+                const size_t at = (size_t)(i0 + j) * ngen + (size_t)(k < ngen ? k : ngen - 1);
+                out[at] = argmax(lg + (size_t)j * V, V);
+                tok[j] = force && k < ngen ? force[at] : out[at];
             }
         }
         row->bat_decode_s += sala_now() - td;
+        if (steps > 0) {
+            for (int j = 0; j < w; j++) eng_seq_free(F[j]);
+            break;
+        }
         for (int j = 0; j < w; j++) {
             eng_seq_free(F[j]);
             F[j] = NULL;
@@ -197,13 +226,14 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
     int32_t *qall = malloc(nqa * (size_t)o->qtokens * sizeof(int32_t));
     int32_t *ans1 = malloc(nqa * (size_t)o->answer * sizeof(int32_t));
     int32_t *ans2 = malloc(nqa * (size_t)o->answer * sizeof(int32_t));
+    float *marg1 = malloc(nqa * (size_t)o->answer * sizeof(float));
     eng_rng r;
     eng_rng_seed(&r, 1000 + (uint64_t)L);
     int rc = SALA_OK;
     double t0, a, b;
     memset(row, 0, sizeof(*row));
     row->len = L;
-    if (!logits || !q || !qall || !ans1 || !ans2) {
+    if (!logits || !q || !qall || !ans1 || !ans2 || !marg1) {
         rc = sala_errf(e, SALA_ENOMEM, "out of memory");
         goto done;
     }
@@ -268,7 +298,8 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
     if (rc) goto done;
     row->fork_shared = eng_seq_shared_bytes(f);
     fill_random(&r, q, o->qtokens, V);
-    if ((rc = ask(f, q, o->qtokens, o->answer, logits, V, NULL, &row->q_first, &b, e))) goto done;
+    if ((rc = ask(f, q, o->qtokens, o->answer, logits, V, NULL, NULL, &row->q_first, &b, e)))
+        goto done;
     row->q_tps = o->answer > 1 ? (o->answer - 1) / b : 0;
     eng_seq_free(f);
     f = NULL;
@@ -303,7 +334,7 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
                 break;
             }
             rc = ask(s, qall + (size_t)i * o->qtokens, o->qtokens, o->answer, logits, V,
-                     ans1 + (size_t)i * o->answer, &a, &d, e);
+                     ans1 + (size_t)i * o->answer, marg1 + (size_t)i * o->answer, &a, &d, e);
             firsts += a;
         }
         row->batch_s = sala_now() - t0;
@@ -318,7 +349,8 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
                row->batch_s, row->batch_gen / row->batch_s, row->batch_fed / row->batch_s,
                row->batch_first_avg, row->batch_rewind_max);
         fflush(stdout);
-        /* 6. the same questions decoded together (forks of the loaded state) */
+        /* 6. the same questions decoded together (forks of the loaded state), fed the tokens
+         * of step 5 (teacher forcing) so that every step's greedy token can be compared */
         row->width = o->width > 0 && o->width < o->questions ? o->width : o->questions;
         int64_t reached = -1;
         if ((rc = eng_seq_truncate(s, L, &reached, e))) goto done;   /* forks of the prefix */
@@ -327,20 +359,48 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
                            (long long)reached, (long long)L);
             goto done;
         }
-        if ((rc = ask_batched(s, qall, o->questions, o->qtokens, o->answer, row->width, V, ans2,
-                              row, e)))
+        if ((rc = ask_batched(en, s, qall, o->questions, o->qtokens, o->answer, row->width, V,
+                              ans1, ans2, 0, row, e)))
             goto done;
-        for (int i = 0; i < o->questions; i++)
-            row->same_answers += !memcmp(ans1 + (size_t)i * o->answer, ans2 + (size_t)i * o->answer,
-                                         (size_t)o->answer * sizeof(int32_t));
+        const size_t nt = (size_t)o->questions * o->answer;
+        for (size_t i = 0; i < nt; i++) {
+            row->tok_same += ans1[i] == ans2[i];
+            row->tok_bad += ans1[i] != ans2[i] && marg1[i] > 0.25f;
+        }
         printf("  context %lld: the same %d questions forked and decoded together (width %d): "
                "%.2f s, %.1f answer tok/s (%.1f tok/s fed); decode steps alone %.2f s = %.1f "
                "tok/s; fork %.4f s avg, %.4f s max; first token %.3f s avg after the start; "
-               "%d/%d answers identical to the one-after-another run\n", (long long)L,
-               o->questions, row->width, row->bat_s, row->batch_gen / row->bat_s,
-               row->batch_fed / row->bat_s, row->bat_decode_s,
-               (double)o->questions * (o->answer - 1) / row->bat_decode_s, row->bat_fork_avg,
-               row->bat_fork_max, row->bat_first_avg, row->same_answers, o->questions);
+               "greedy tokens equal to the one-after-another run (same history fed) %lld/%zu, "
+               "differing where its top-2 margin > 0.25: %lld\n", (long long)L, o->questions,
+               row->width, row->bat_s, row->batch_gen / row->bat_s, row->batch_fed / row->bat_s,
+               row->bat_decode_s, (double)o->questions * (o->answer - 1) / row->bat_decode_s,
+               row->bat_fork_avg, row->bat_fork_max, row->bat_first_avg, (long long)row->tok_same,
+               nt, (long long)row->tok_bad);
+        fflush(stdout);
+        /* 7. the decode steps again without side streams (every launch on one stream) */
+        ctx_row tmp = *row;
+        tmp.bat_decode_s = 0;
+        setenv("SALA_CUDA_SIDE_STREAMS", "0", 1);
+        rc = ask_batched(en, s, qall, o->questions, o->qtokens, o->answer, row->width, V, ans1,
+                         ans2, 0, &tmp, e);
+        unsetenv("SALA_CUDA_SIDE_STREAMS");
+        if (rc) goto done;
+        row->bat_decode_serial_s = tmp.bat_decode_s;
+        /* 8. where a batched step's time goes: 4 steps of the first wave with the op profile */
+        tmp.bat_decode_s = 0;
+        if ((rc = ask_batched(en, s, qall, o->questions, o->qtokens, o->answer, row->width, V,
+                              ans1, ans2, 4, &tmp, e)))
+            goto done;
+        eng_profile p;
+        const int prc = eng_engine_profile(en, 0, &p);
+        printf("  context %lld: decode steps alone, one stream: %.2f s = %.1f tok/s; profile of 4 "
+               "batched steps (%.3f s, profiled):", (long long)L, row->bat_decode_serial_s,
+               (double)o->questions * (o->answer - 1) / row->bat_decode_serial_s,
+               tmp.bat_decode_s);
+        for (int i = 0; !prc && i < p.nops; i++)
+            printf(" %s %.3fs", p.op_name[i], p.op_seconds[i]);
+        printf("\n");
+        fflush(stdout);
     }
     printf("{\"bench\":\"sala_gpu_context\",\"tokens\":%lld,\"ttft_s\":%.4f,\"state_bytes\":%" PRIu64
            ",\"save_s\":%.3f,\"reopen_cold_s\":%.3f,\"cold_method\":\"%s\",\"reopen_warm_s\":%.3f,"
@@ -353,11 +413,13 @@ static int run_length(eng_engine *en, const bench_ctx_opts *o, int64_t L, bool b
         printf(",\"batch_questions\":%d,\"answer_tokens\":%d,\"batch_s\":%.3f,"
                "\"batch_answer_tok_s\":%.2f,\"batched_width\":%d,\"batched_s\":%.3f,"
                "\"batched_answer_tok_s\":%.2f,\"batched_decode_tok_s\":%.2f,"
-               "\"batched_fork_max_s\":%.5f,\"same_answers\":%d", row->nq, o->answer,
-               row->batch_s, row->batch_gen / row->batch_s, row->width, row->bat_s,
+               "\"batched_decode_one_stream_tok_s\":%.2f,\"batched_fork_max_s\":%.5f,"
+               "\"tokens_equal\":%lld,\"tokens_differ_margin_gt_0.25\":%lld", row->nq,
+               o->answer, row->batch_s, row->batch_gen / row->batch_s, row->width, row->bat_s,
                row->batch_gen / row->bat_s,
-               (double)row->nq * (o->answer - 1) / row->bat_decode_s, row->bat_fork_max,
-               row->same_answers);
+               (double)row->nq * (o->answer - 1) / row->bat_decode_s,
+               (double)row->nq * (o->answer - 1) / row->bat_decode_serial_s, row->bat_fork_max,
+               (long long)row->tok_same, (long long)row->tok_bad);
     printf("}\n");
     fflush(stdout);
 done:
@@ -369,6 +431,7 @@ done:
     free(qall);
     free(ans1);
     free(ans2);
+    free(marg1);
     return rc;
 }
 

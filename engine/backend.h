@@ -96,6 +96,10 @@ typedef struct eng_backend {
     uint64_t (*seq_shared_bytes)(const void *bs);
 } eng_backend;
 
+/* The profile entry of en's backend (benchmarks): as `profile` above; SALA_EUNSUP when the
+ * backend has none. */
+int eng_engine_profile(eng_engine *en, int enable, eng_profile *out);
+
 /* Find a backend by name ("cpu", "cuda"). NULL name means "cpu". On failure returns NULL with
  * the reason in *e (unknown name; "CUDA backend not available: <reason>"). */
 const eng_backend *eng_backend_get(const char *name, sala_err *e);

@@ -227,6 +227,11 @@ int eng_seq_decode_batch(eng_seq *const *s, int n, const int32_t *tokens, float 
     return SALA_OK;
 }
 
+int eng_engine_profile(eng_engine *en, int enable, eng_profile *out)
+{
+    return en->be->profile ? en->be->profile(en->bm, enable, out) : SALA_EUNSUP;
+}
+
 uint64_t eng_seq_shared_bytes(const eng_seq *s)
 {
     return s->en->be->seq_shared_bytes ? s->en->be->seq_shared_bytes(s->bs) : 0;

@@ -126,6 +126,11 @@ static void cu_model_free(void *bm)
     cudaFree(m->blas_ws);
     for (int i = 0; i < 1024; i++)
         if (m->prof.ev[i]) cudaEventDestroy(m->prof.ev[i]);
+    for (int i = 0; i < CU_SIDE; i++) {
+        if (m->side[i]) cudaStreamDestroy(m->side[i]);
+        if (m->ev_join[i]) cudaEventDestroy(m->ev_join[i]);
+    }
+    if (m->ev_fork) cudaEventDestroy(m->ev_fork);
     if (m->blas) cublasDestroy(m->blas);
     if (m->st) cudaStreamDestroy(m->st);
     free(m);
@@ -191,6 +196,17 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
     cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
     cublasSetStream(m->blas, m->st);
     if ((rc = cu_vmm_init(m, e))) goto fail;
+    for (int i = 0; i < CU_SIDE; i++)
+        if (cudaStreamCreateWithFlags(&m->side[i], cudaStreamNonBlocking) != cudaSuccess ||
+            cudaEventCreateWithFlags(&m->ev_join[i], cudaEventDisableTiming) != cudaSuccess) {
+            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: side streams: %s",
+                           cudaGetErrorString(cudaGetLastError()));
+            goto fail;
+        }
+    if (cudaEventCreateWithFlags(&m->ev_fork, cudaEventDisableTiming) != cudaSuccess) {
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: event: %s", cudaGetErrorString(cudaGetLastError()));
+        goto fail;
+    }
     if (!(m->L = (cu_layer *)calloc((size_t)c->num_hidden_layers, sizeof(cu_layer)))) {
         rc = sala_errf(e, SALA_ENOMEM, "out of memory");
         goto fail;
@@ -559,7 +575,9 @@ static bool kind_bytes(const eng_config *c, int k, int64_t cap, size_t *out)
     return rows >= 0 && !__builtin_mul_overflow((size_t)rows, row, out);
 }
 
-int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e)
+int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e) { return cu_seq_cap_solid(s, need, 0, e); }
+
+int cu_seq_cap_solid(cu_seq *s, int64_t need, int64_t len, sala_err *e)
 {
     if (need <= s->cap) return SALA_OK;
     cu_model *m = s->m;
@@ -576,12 +594,14 @@ int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e)
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
     for (int i = 0; i < c->n_sparse; i++)
         for (int k = 0; k < 4; k++) {
-            size_t bytes, va;
-            if (!kind_bytes(c, k, cap, &bytes) || !kind_bytes(c, k, hint, &va))
+            size_t bytes, va, solid = 0;
+            if (!kind_bytes(c, k, cap, &bytes) || !kind_bytes(c, k, hint, &va) ||
+                (len > 0 && !kind_bytes(c, k, len, &solid)))
                 return sala_errf(e, SALA_ERANGE, "CUDA: a %lld-token cache overflows",
                                  (long long)cap);
+            if (k >= 2 && solid >= row) solid -= row;   /* kind_bytes counts one spare window */
             const int64_t used = k < 2 ? s->len : k == 2 ? s->n1[i] : s->n2[i];
-            CU_TRY(cu_buf_reserve(m, &s->cb[4 * i + k], bytes, (size_t)used * row, va, e));
+            CU_TRY(cu_buf_reserve(m, &s->cb[4 * i + k], bytes, (size_t)used * row, solid, va, e));
         }
     seq_views(s);
     s->cap = cap;
@@ -971,7 +991,7 @@ static int seq_load_into(cu_seq *s, int64_t len, const int64_t *ckpt_len, int64_
         return sala_errf(e, SALA_EUNSUP, "state: dtype %d is unknown", dtype);
     const bool sh = dtype == ENG_STATE_BF16;
     const size_t esz = sh ? 2 : 4;
-    if (len > 0) CU_TRY(cu_seq_cap(s, len + CU_LOAD_HEADROOM, e));
+    if (len > 0) CU_TRY(cu_seq_cap_solid(s, len + CU_LOAD_HEADROOM, len, e));
     for (int64_t i = 0; i < nckpt; i++) CU_TRY(ckpt_push(s, ckpt_len[i], s->S, e));
     CUDA_CHECK(cudaDeviceSynchronize());   /* allocations and copies above before the uploads */
     const int64_t w1 = nwin(len, sc->kernel_size, sc->kernel_stride);

@@ -8,6 +8,7 @@
 #include "engine/cuda/cu_int.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -310,6 +311,20 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
     return SALA_OK;
 }
 
+/* Side streams for the per-sequence lightning steps: SALA_CUDA_SIDE_STREAMS (0: none). */
+static int side_streams(int n)
+{
+    const char *v = getenv("SALA_CUDA_SIDE_STREAMS");
+    int k = v && *v ? atoi(v) : CU_SIDE;
+    if (k < 0) k = 0;
+    if (k > CU_SIDE) k = CU_SIDE;
+    return k < n ? k : n;
+}
+
+/* Each sequence's lightning step reads its row of proj and writes its row of ob, with its own
+ * state and scratch, so the n of them are independent: with side streams they run round-robin
+ * on CU_SIDE streams between a fork and a join event on the model stream (the profile counts
+ * the whole span as lightning). */
 static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
 {
     cu_seq *s0 = S[0];
@@ -318,9 +333,17 @@ static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
     const cu_layer *L = &m->L[layer];
     const int D = (int)c->hidden_size, nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
     cudaStream_t st = m->st;
+    const int ns = side_streams(n);
 
     GEMM(L->w_in, L->nin, D, s0->h, n, s0->proj, L->nin);              /* (n, q|k|v|z) */
+    cu_prof_mark(m, OP_LIGHTNING);
+    if (ns) {
+        CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
+        for (int k = 0; k < ns; k++) CUDA_CHECK(cudaStreamWaitEvent(m->side[k], m->ev_fork, 0));
+    }
     for (int b = 0; b < n; b++) {
+        cu_seq *s = S[b];
+        cudaStream_t sb = ns ? m->side[b % ns] : st;
         la_args la;
         la.proj = s0->proj + (size_t)b * L->nin;
         la.ld = L->nin;
@@ -336,14 +359,18 @@ static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
         la.dec = m->dec;
         la.eps = (float)c->rms_norm_eps;
         la.scale = (float)(1.0 / sqrt((double)d));
-        la.Qh = s0->Qh, la.Qd = s0->Qd, la.Kh = s0->Kh, la.Kw = s0->Kw, la.Vh = s0->Vh;
-        la.Oh = s0->Oh;
-        la.Sb = s0->Sb;
-        la.Ab = s0->Ab;
-        la.S = S[b]->S + (size_t)L->kind_index * nh * d * d;
-        K(OP_LIGHTNING, k_la_prep(st, &la));
-        K(OP_LIGHTNING, k_la_step(st, &la));
-        K(OP_LIGHTNING, k_la_out(st, &la, s0->ob + (size_t)b * nh * d));
+        la.Qh = s->Qh, la.Qd = s->Qd, la.Kh = s->Kh, la.Kw = s->Kw, la.Vh = s->Vh;
+        la.Oh = s->Oh;
+        la.Sb = s->Sb;
+        la.Ab = s->Ab;
+        la.S = s->S + (size_t)L->kind_index * nh * d * d;
+        CUDA_CHECK(k_la_prep(sb, &la));
+        CUDA_CHECK(k_la_step(sb, &la));
+        CUDA_CHECK(k_la_out(sb, &la, s0->ob + (size_t)b * nh * d));
+    }
+    for (int k = 0; k < ns; k++) {
+        CUDA_CHECK(cudaEventRecord(m->ev_join[k], m->side[k]));
+        CUDA_CHECK(cudaStreamWaitEvent(st, m->ev_join[k], 0));
     }
     GEMM(L->w_o, D, nh * d, s0->ob, n, s0->a, D);
     return SALA_OK;

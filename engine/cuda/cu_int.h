@@ -41,6 +41,8 @@ typedef __nv_bfloat16 bf16;
 /* Tokens one forward step processes (activations exist for one step); lightning chunk. */
 #define CU_CHUNK 8192
 #define CU_LA_C 64
+/* Side streams of a batched decode step (SALA_CUDA_SIDE_STREAMS=0..CU_SIDE, default CU_SIDE). */
+#define CU_SIDE 8
 /* Key tile of the attention and stage-1 kernels (== the InfLLM-V2 block of 64 in the model). */
 #define CU_KT 64
 
@@ -175,6 +177,9 @@ typedef struct {
     cublasComputeType_t la_compute;
     cu_prof prof;
     size_t mem_peak;                  /* device bytes in use, high-water mark (cudaMemGetInfo) */
+    /* batched decode: per-sequence lightning steps spread over side streams (fork/join events) */
+    cudaStream_t side[CU_SIDE];
+    cudaEvent_t ev_fork, ev_join[CU_SIDE];
 } cu_model;
 
 /* A checkpoint: the lightning states at len. Forks share them (refs); never written once made
@@ -202,10 +207,12 @@ typedef struct {
 } cu_buf;
 /* Sets m->dev and m->vm_chunk (0 without VMM support or with SALA_CUDA_NOVMM=1). */
 int cu_vmm_init(cu_model *m, sala_err *e);
-/* At least bytes usable, content kept (plain mode copies the first keep bytes); VMM: va_hint is
- * the reservation to make on first use (more chunks are mapped later without moving). */
-int cu_buf_reserve(cu_model *m, cu_buf *b, size_t bytes, size_t keep, size_t va_hint,
-                   sala_err *e);
+/* At least bytes usable, content kept (plain mode copies the first keep bytes). VMM: the new
+ * granules below solid bytes become one chunk (a loaded state's part below its length, so that
+ * forks map it in one call), the others one granule each; va_hint is the reservation to make on
+ * first use (more chunks are mapped later without moving). */
+int cu_buf_reserve(cu_model *m, cu_buf *b, size_t bytes, size_t keep, size_t solid,
+                   size_t va_hint, sala_err *e);
 /* dst (empty) gets src's first used bytes: share maps src's chunks wholly below used and copies
  * the boundary chunk; otherwise (or in plain mode) everything is copied. Copies are enqueued on
  * m->st. */
@@ -246,6 +253,9 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e);
 int cu_forward_batch(cu_seq *const *S, const eng_batch_args *a, sala_err *e);
 int cu_seq_scratch(cu_seq *s, int T, sala_err *e);
 int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e);
+/* cu_seq_cap for an empty sequence about to receive a state of len tokens: the caches' part
+ * below len is allocated as one chunk per buffer (VMM), so forks of it are cheap. */
+int cu_seq_cap_solid(cu_seq *s, int64_t need, int64_t len, sala_err *e);
 /* Before a step writes positions [p0, p0 + T): the K/V rows and the K1/K2 windows it will add
  * made private (copy-on-write of chunks shared with forks). */
 int cu_seq_writable(cu_seq *s, int64_t p0, int T, sala_err *e);
