@@ -246,9 +246,25 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
  * every GEMM, SwiGLU and the output gates run once over the n rows. What belongs to one sequence
  * runs per sequence on its row b with the single-sequence launchers: sparse prep into its own
  * K/V, compression, dense or stage-1 + top-K + block-sparse attention at its own position, the
- * lightning step on its own state. Select hooks get each sequence's selections (one copy and
- * sync per layer for all of them). */
+ * lightning step on its own state (attention and lightning steps on side streams, below).
+ * Select hooks get each sequence's selections (one copy and sync per layer for all of them). */
 
+/* Side streams for the per-sequence attention and lightning steps: SALA_CUDA_SIDE_STREAMS
+ * (0: none, every launch on the model stream). */
+static int side_streams(int n)
+{
+    const char *v = getenv("SALA_CUDA_SIDE_STREAMS");
+    int k = v && *v ? atoi(v) : CU_SIDE;
+    if (k < 0) k = 0;
+    if (k > CU_SIDE) k = CU_SIDE;
+    return k < n ? k : n;
+}
+
+/* Per sequence on the model stream: sparse prep, compression, stage 1 and top-K (stage 1's
+ * split scan keeps its partials in one static buffer, so those launches stay in order on one
+ * stream); then its attention (dense or block-sparse, reading only its own caches, selection
+ * and row of Qb, writing its row of o) goes to a side stream behind an event, so the
+ * attentions of the n sequences overlap; joined before the gate. */
 static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args *ba, sala_err *e)
 {
     cu_seq *s0 = S[0];
@@ -263,6 +279,7 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
     const float scale = (float)(1.0 / sqrt((double)hd));
     cudaStream_t st = m->st;
     bool hooks = false;
+    const int ns = side_streams(n);
 
     GEMM(L->w_in, L->nin, D, s0->h, n, s0->proj, L->nin);              /* (n, q|k|v|gate) */
     for (int b = 0; b < n; b++) {
@@ -279,8 +296,15 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         if (w2 > s->n2[li]) s->n2[li] = w2;
         attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
                         (int)sc->block_size, scale};
+        const cudaStream_t sa_st = ns ? m->side[b % ns] : st;
         if (p + 1 < sc->dense_len) {
-            K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
+            if (ns) {
+                CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
+                CUDA_CHECK(cudaStreamWaitEvent(sa_st, m->ev_fork, 0));
+                CUDA_CHECK(k_attn_dense(sa_st, &aa));
+            } else {
+                K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
+            }
             continue;
         }
         score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
@@ -291,12 +315,23 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
                         (int)sc->block_size, (int)sc->init_blocks,
                         (int)(sc->window_size / sc->block_size)};
         K(OP_TOPK, k_topk(st, &ta));
-        K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));
+        if (ns) {
+            CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
+            CUDA_CHECK(cudaStreamWaitEvent(sa_st, m->ev_fork, 0));
+            CUDA_CHECK(k_attn_sparse(sa_st, &aa));
+        } else {
+            K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));
+        }
         if (ba->select_fn[b]) {
             CUDA_CHECK(cudaMemcpyAsync(s->sel_host, s->sel, (size_t)nkv * Kq * 4,
                                        cudaMemcpyDeviceToHost, st));
             hooks = true;
         }
+    }
+    cu_prof_mark(m, OP_SPARSE_ATTN);   /* with side streams: what is left of them at the join */
+    for (int k = 0; k < ns; k++) {
+        CUDA_CHECK(cudaEventRecord(m->ev_join[k], m->side[k]));
+        CUDA_CHECK(cudaStreamWaitEvent(st, m->ev_join[k], 0));
     }
     if (hooks) {
         CUDA_CHECK(cudaStreamSynchronize(st));
@@ -309,16 +344,6 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
     K(OP_OTHER, k_gate(st, s0->o, s0->proj, L->nin, L->nq + L->nk + L->nv, n, nq, s0->ob));
     GEMM(L->w_o, D, nq, s0->ob, n, s0->a, D);
     return SALA_OK;
-}
-
-/* Side streams for the per-sequence lightning steps: SALA_CUDA_SIDE_STREAMS (0: none). */
-static int side_streams(int n)
-{
-    const char *v = getenv("SALA_CUDA_SIDE_STREAMS");
-    int k = v && *v ? atoi(v) : CU_SIDE;
-    if (k < 0) k = 0;
-    if (k > CU_SIDE) k = CU_SIDE;
-    return k < n ? k : n;
 }
 
 /* Each sequence's lightning step reads its row of proj and writes its row of ob, with its own
