@@ -425,15 +425,23 @@ static int count_tmp(void)
     return atoi(out);
 }
 
+/* Corpus c's context for v's model, prefilled when out of date (*r), opened. */
+static ctx_ctx *ctx_ready(env *v, ctx_prefill_result *r)
+{
+    sala_err e;
+    ctx_ctx *c = NULL;
+    CU_ASSERT_EQUAL_FATAL(prefill(v, false, r, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(ctx_open(v->d, "c", v->m, &c, &e), SALA_OK);
+    return c;
+}
+
 static void t_crash_and_disk_full(void)
 {
     setup();
     env v = env_open(model_a);
     sala_err e;
     ctx_prefill_result r;
-    CU_ASSERT_EQUAL_FATAL(prefill(&v, false, &r, &e), SALA_OK);
-    ctx_ctx *c;
-    CU_ASSERT_EQUAL_FATAL(ctx_open(v.d, "c", v.m, &c, &e), SALA_OK);
+    ctx_ctx *c = ctx_ready(&v, &r);
     char th[17];
     int points = 0, new_after = 0;
     for (kill_at = 0; kill_at < 200; kill_at++) {
@@ -613,9 +621,7 @@ static void t_batch(void)
     env v = env_open(model_a);
     ctx_prefill_result r;
     sala_err e;
-    CU_ASSERT_EQUAL_FATAL(prefill(&v, false, &r, &e), SALA_OK);
-    ctx_ctx *c;
-    CU_ASSERT_EQUAL_FATAL(ctx_open(v.d, "c", v.m, &c, &e), SALA_OK);
+    ctx_ctx *c = ctx_ready(&v, &r);
     const char *qs[4] = {"What is clause 7?", Q, "Where is the giraffe?", "Who is the keeper?"};
     got one = {0}, w1 = {0}, w3 = {0}, s1 = {0}, s3 = {0};
     for (int i = 0; i < 4; i++) {

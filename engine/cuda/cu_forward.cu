@@ -41,6 +41,47 @@ int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, f
 #define GEMM(...) do { cu_prof_mark(m, OP_GEMM); CU_TRY(cu_gemm(m, __VA_ARGS__, e)); } while (0)
 #define K(cat, call) do { cu_prof_mark(m, cat); CUDA_CHECK(call); } while (0)
 
+/* The shapes a sparse layer's launches need. */
+typedef struct {
+    int li, D, nh, nkv, hd, nq, Kq, k1, s1;
+    float scale;
+} sp_shape;
+
+static sp_shape sp_shape_of(const cu_model *m, int layer)
+{
+    const eng_config *c = &m->c;
+    const eng_sparse_config *sc = &c->sparse;
+    sp_shape z;
+    z.li = m->L[layer].kind_index;
+    z.D = (int)c->hidden_size;
+    z.nh = (int)c->num_attention_heads;
+    z.nkv = (int)c->num_key_value_heads;
+    z.hd = (int)c->head_dim;
+    z.nq = z.nh * z.hd;
+    z.Kq = (int)(sc->topk + sc->window_size / sc->block_size);
+    z.k1 = (int)sc->kernel_size;
+    z.s1 = (int)sc->kernel_stride;
+    z.scale = (float)(1.0 / sqrt((double)z.hd));
+    return z;
+}
+
+/* T tokens of s at p0 into sparse layer z.li: q rows to Qb (T, nh, hd), k/v into s's cache,
+ * then s's compressed keys K1/K2 up to p0 + T. */
+static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, int ld, int T,
+                         int64_t p0, bf16 *Qb, sala_err *e)
+{
+    cu_model *m = s->m;
+    const cudaStream_t st = m->st;
+    const int li = z->li, k1 = z->k1, s1 = z->s1, row = z->nkv * z->hd;
+    K(OP_OTHER, k_sparse_prep(st, proj, ld, T, z->nh, z->nkv, z->hd, Qb, s->K[li], s->V[li], p0));
+    const int64_t w1 = nwin(p0 + T, k1, s1), w2 = nwin(p0 + T, 4 * k1, 4 * s1);
+    K(OP_SCORE, k_compress(st, s->K[li], row, s->n1[li], w1, k1, s1, s->K1[li]));
+    K(OP_SCORE, k_compress(st, s->K[li], row, s->n2[li], w2, 4 * k1, 4 * s1, s->K2[li]));
+    if (w1 > s->n1[li]) s->n1[li] = w1;
+    if (w2 > s->n2[li]) s->n2[li] = w2;
+    return SALA_OK;
+}
+
 static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forward_args *fa,
                         sala_err *e)
 {
@@ -48,20 +89,14 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     const eng_config *c = &m->c;
     const eng_sparse_config *sc = &c->sparse;
     const cu_layer *L = &m->L[layer];
-    const int li = L->kind_index, D = (int)c->hidden_size;
-    const int nh = (int)c->num_attention_heads, nkv = (int)c->num_key_value_heads;
-    const int hd = (int)c->head_dim, Kq = (int)(sc->topk + sc->window_size / sc->block_size);
-    const float scale = (float)(1.0 / sqrt((double)hd));
+    const sp_shape z = sp_shape_of(m, layer);
+    const int li = z.li, D = z.D, nh = z.nh, nkv = z.nkv, hd = z.hd, Kq = z.Kq;
+    const int k1 = z.k1, s1 = z.s1;
+    const float scale = z.scale;
     cudaStream_t st = m->st;
 
     GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|gate) */
-    K(OP_OTHER, k_sparse_prep(st, s->proj, L->nin, T, nh, nkv, hd, s->Qb, s->K[li], s->V[li], p0));
-    const int k1 = (int)sc->kernel_size, s1 = (int)sc->kernel_stride;
-    const int64_t w1 = nwin(p0 + T, k1, s1), w2 = nwin(p0 + T, 4 * k1, 4 * s1);
-    K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n1[li], w1, k1, s1, s->K1[li]));
-    K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n2[li], w2, 4 * k1, 4 * s1, s->K2[li]));
-    if (w1 > s->n1[li]) s->n1[li] = w1;
-    if (w2 > s->n2[li]) s->n2[li] = w2;
+    CU_TRY(sparse_append(s, &z, s->proj, L->nin, T, p0, s->Qb, e));
 
     int64_t split = sc->dense_len - 1 - p0;                            /* queries t < split: dense */
     if (split < 0) split = 0;
@@ -102,18 +137,17 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     return SALA_OK;
 }
 
-static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
+/* Lightning arguments for T tokens of sequence s at p0 of layer L, q|k|v|z read from proj (row
+ * stride ld), with s's scratch and state. */
+static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int ld, int T,
+                     int64_t p0)
 {
-    cu_model *m = s->m;
+    const cu_model *m = s->m;
     const eng_config *c = &m->c;
-    const cu_layer *L = &m->L[layer];
-    const int D = (int)c->hidden_size, nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
-    cudaStream_t st = m->st;
-
-    GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|z) */
+    const int nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
     la_args la;
-    la.proj = s->proj;
-    la.ld = L->nin;
+    la.proj = proj;
+    la.ld = ld;
     la.T = T;
     la.Tp = T == 1 ? 1 : (T + CU_LA_C - 1) / CU_LA_C * CU_LA_C;
     la.nh = nh;
@@ -130,6 +164,19 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
     la.Sb = s->Sb;
     la.Ab = s->Ab;
     la.S = s->S + (size_t)L->kind_index * nh * d * d;
+    return la;
+}
+
+static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
+{
+    cu_model *m = s->m;
+    const eng_config *c = &m->c;
+    const cu_layer *L = &m->L[layer];
+    const int D = (int)c->hidden_size, nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
+    cudaStream_t st = m->st;
+
+    GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|z) */
+    la_args la = la_of(s, L, s->proj, L->nin, T, p0);
     K(OP_LIGHTNING, k_la_prep(st, &la));
     if (T == 1) {
         K(OP_LIGHTNING, k_la_step(st, &la));
@@ -272,11 +319,10 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
     const eng_config *c = &m->c;
     const eng_sparse_config *sc = &c->sparse;
     const cu_layer *L = &m->L[layer];
-    const int li = L->kind_index, D = (int)c->hidden_size;
-    const int nh = (int)c->num_attention_heads, nkv = (int)c->num_key_value_heads;
-    const int hd = (int)c->head_dim, Kq = (int)(sc->topk + sc->window_size / sc->block_size);
-    const int nq = nh * hd, k1 = (int)sc->kernel_size, s1 = (int)sc->kernel_stride;
-    const float scale = (float)(1.0 / sqrt((double)hd));
+    const sp_shape z = sp_shape_of(m, layer);
+    const int li = z.li, D = z.D, nh = z.nh, nkv = z.nkv, hd = z.hd, Kq = z.Kq, nq = z.nq;
+    const int k1 = z.k1, s1 = z.s1;
+    const float scale = z.scale;
     cudaStream_t st = m->st;
     bool hooks = false;
     const int ns = side_streams(n);
@@ -288,41 +334,31 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         const float *proj = s0->proj + (size_t)b * L->nin;
         bf16 *Qb = s0->Qb + (size_t)b * nq;
         float *o = s0->o + (size_t)b * nq;
-        K(OP_OTHER, k_sparse_prep(st, proj, L->nin, 1, nh, nkv, hd, Qb, s->K[li], s->V[li], p));
-        const int64_t w1 = nwin(p + 1, k1, s1), w2 = nwin(p + 1, 4 * k1, 4 * s1);
-        K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n1[li], w1, k1, s1, s->K1[li]));
-        K(OP_SCORE, k_compress(st, s->K[li], nkv * hd, s->n2[li], w2, 4 * k1, 4 * s1, s->K2[li]));
-        if (w1 > s->n1[li]) s->n1[li] = w1;
-        if (w2 > s->n2[li]) s->n2[li] = w2;
+        CU_TRY(sparse_append(s, &z, proj, L->nin, 1, p, Qb, e));
         attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
                         (int)sc->block_size, scale};
-        const cudaStream_t sa_st = ns ? m->side[b % ns] : st;
-        if (p + 1 < sc->dense_len) {
-            if (ns) {
-                CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
-                CUDA_CHECK(cudaStreamWaitEvent(sa_st, m->ev_fork, 0));
-                CUDA_CHECK(k_attn_dense(sa_st, &aa));
-            } else {
-                K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
-            }
-            continue;
+        const bool dense = p + 1 < sc->dense_len;
+        if (!dense) {   /* stage 1 and top-K, in order on the model stream */
+            score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
+                             (int)s->score_nbs, p, 0, 1, nh, nkv, hd, k1, s1,
+                             (int)sc->block_size, scale,
+                             (int)(sc->window_size / sc->block_size), Kq};
+            K(OP_SCORE, k_score(st, &sa));
+            topk_args ta = {s->score, (int)s->score_nbs, s->sel, Kq, p, 0, 1, nkv,
+                            (int)sc->block_size, (int)sc->init_blocks,
+                            (int)(sc->window_size / sc->block_size)};
+            K(OP_TOPK, k_topk(st, &ta));
         }
-        score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
-                         (int)s->score_nbs, p, 0, 1, nh, nkv, hd, k1, s1, (int)sc->block_size,
-                         scale, (int)(sc->window_size / sc->block_size), Kq};
-        K(OP_SCORE, k_score(st, &sa));
-        topk_args ta = {s->score, (int)s->score_nbs, s->sel, Kq, p, 0, 1, nkv,
-                        (int)sc->block_size, (int)sc->init_blocks,
-                        (int)(sc->window_size / sc->block_size)};
-        K(OP_TOPK, k_topk(st, &ta));
-        if (ns) {
+        if (ns) {   /* its attention on a side stream, after what the model stream has so far */
+            const cudaStream_t side = m->side[b % ns];
             CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
-            CUDA_CHECK(cudaStreamWaitEvent(sa_st, m->ev_fork, 0));
-            CUDA_CHECK(k_attn_sparse(sa_st, &aa));
+            CUDA_CHECK(cudaStreamWaitEvent(side, m->ev_fork, 0));
+            CUDA_CHECK(dense ? k_attn_dense(side, &aa) : k_attn_sparse(side, &aa));
         } else {
-            K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));
+            K(dense ? OP_DENSE_ATTN : OP_SPARSE_ATTN,
+              dense ? k_attn_dense(st, &aa) : k_attn_sparse(st, &aa));
         }
-        if (ba->select_fn[b]) {
+        if (!dense && ba->select_fn[b]) {
             CUDA_CHECK(cudaMemcpyAsync(s->sel_host, s->sel, (size_t)nkv * Kq * 4,
                                        cudaMemcpyDeviceToHost, st));
             hooks = true;
@@ -369,26 +405,7 @@ static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
     for (int b = 0; b < n; b++) {
         cu_seq *s = S[b];
         cudaStream_t sb = ns ? m->side[b % ns] : st;
-        la_args la;
-        la.proj = s0->proj + (size_t)b * L->nin;
-        la.ld = L->nin;
-        la.T = 1;
-        la.Tp = 1;
-        la.nh = nh;
-        la.d = d;
-        la.p0 = S[b]->len;
-        la.qn = L->q_norm;
-        la.kn = L->k_norm;
-        la.on = L->o_norm;
-        la.inv_freq = m->inv_freq;
-        la.dec = m->dec;
-        la.eps = (float)c->rms_norm_eps;
-        la.scale = (float)(1.0 / sqrt((double)d));
-        la.Qh = s->Qh, la.Qd = s->Qd, la.Kh = s->Kh, la.Kw = s->Kw, la.Vh = s->Vh;
-        la.Oh = s->Oh;
-        la.Sb = s->Sb;
-        la.Ab = s->Ab;
-        la.S = s->S + (size_t)L->kind_index * nh * d * d;
+        const la_args la = la_of(s, L, s0->proj + (size_t)b * L->nin, L->nin, 1, s->len);
         CUDA_CHECK(k_la_prep(sb, &la));
         CUDA_CHECK(k_la_step(sb, &la));
         CUDA_CHECK(k_la_out(sb, &la, s0->ob + (size_t)b * nh * d));
