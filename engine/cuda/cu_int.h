@@ -79,7 +79,7 @@ typedef struct {
     const float *inv_freq, *dec;
     float eps, scale;
     float *Qh, *Qd, *Kh, *Kw, *Vh, *Oh;   /* (nh, Tp, d) */
-    float *Sb;                            /* (nh, Tp/C, d, d) */
+    float *Sb;                            /* (nh, Tp/C, d, d): S_in per chunk */
     float *Ab;                            /* (nh, Tp/C, C, C) */
     float *S;                             /* (nh, d, d) the layer's state */
 } la_args;
@@ -89,8 +89,11 @@ cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh */
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
-/* The chunked products (cuBLAS strided-batched fp32); compute is CUBLAS_COMPUTE_32F or _TF32. */
-int cu_lightning_chunked(cublasHandle_t h, cudaStream_t st, const la_args *a,
+/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128),
+ * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
+ * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
+ * Qd, Kw, Vh, Ab are used by the cuBLAS path only. */
+int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),

@@ -177,8 +177,9 @@ cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, i
 /* ---- lightning ---- */
 
 /* One (token, head) per block, d threads: per-head RMSNorm of q and k, RoPE at p0+t
- * (rotate-half, fp32 angle), then the chunk-decay variants: Qd = q λ^{τ+1},
- * Kw = k λ^{len_c-1-τ} (τ: index in the chunk, len_c its real length); padding rows are 0. */
+ * (rotate-half, fp32 angle) -> Qh, Kh; v -> Vh; and the chunk-decay variants of the cuBLAS path:
+ * Qd = q λ^{τ+1}, Kw = k λ^{len_c-1-τ} (τ: index in the chunk, len_c its real length). Qd, Kw
+ * and Vh are skipped when NULL (the tensor-core path reads v from proj). Padding rows are 0. */
 static __global__ void la_prep_kernel(la_args a)
 {
     extern __shared__ float sm[];             /* q (d), k (d) */
@@ -186,13 +187,14 @@ static __global__ void la_prep_kernel(la_args a)
     float *qs = sm, *ks = sm + d;
     const size_t o = ((size_t)n * a.Tp + t) * d + i;
     if (t >= a.T) {
-        a.Qh[o] = a.Qd[o] = a.Kh[o] = a.Kw[o] = a.Vh[o] = 0.0f;
+        a.Qh[o] = a.Kh[o] = 0.0f;
+        if (a.Qd) a.Qd[o] = a.Kw[o] = 0.0f;
+        if (a.Vh) a.Vh[o] = 0.0f;
         return;
     }
     const float *r = a.proj + (size_t)t * a.ld;
     const int nd = a.nh * d;
     float q = r[n * d + i], k = r[nd + n * d + i];
-    const float v = r[2 * nd + n * d + i];
     const float sq = block_sum(q * q), sk = block_sum(k * k);
     q = q * (1.0f / sqrtf(sq / (float)d + a.eps)) * a.qn[i];
     k = k * (1.0f / sqrtf(sk / (float)d + a.eps)) * a.kn[i];
@@ -209,14 +211,16 @@ static __global__ void la_prep_kernel(la_args a)
         q = qs[i] * c + qs[i - half] * s;
         k = ks[i] * c + ks[i - half] * s;
     }
-    const int tau = t % CU_LA_C, c0 = t - tau;
-    const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-    const float *dn = a.dec + n * (CU_LA_C + 1);
     a.Qh[o] = q;
-    a.Qd[o] = q * dn[tau + 1];
     a.Kh[o] = k;
-    a.Kw[o] = k * dn[len - 1 - tau];
-    a.Vh[o] = v;
+    if (a.Vh) a.Vh[o] = r[2 * nd + n * d + i];
+    if (a.Qd) {
+        const int tau = t % CU_LA_C, c0 = t - tau;
+        const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
+        const float *dn = a.dec + n * (CU_LA_C + 1);
+        a.Qd[o] = q * dn[tau + 1];
+        a.Kw[o] = k * dn[len - 1 - tau];
+    }
 }
 
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
