@@ -176,56 +176,73 @@ cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, i
 
 /* ---- lightning ---- */
 
-/* One (token, head) per block, d threads: per-head RMSNorm of q and k, RoPE at p0+t
- * (rotate-half, fp32 angle) -> Qh, Kh; v -> Vh; and the chunk-decay variants of the cuBLAS path:
- * Qd = q λ^{τ+1}, Kw = k λ^{len_c-1-τ} (τ: index in the chunk, len_c its real length). Qd, Kw
- * and Vh are skipped when NULL (the tensor-core path reads v from proj). Padding rows are 0. */
-static __global__ void la_prep_kernel(la_args a)
+/* Row t of 8 heads per block (8 warps; grid (Tp, ceil(nh/8))): the RoPE angles of position p0+t
+ * once per frequency (rotate-half, fp32 angle) in shared memory, then warp w takes head
+ * 8 blockIdx.y + w: per-head RMSNorm of q and k (warp sums), RoPE -> Qh, Kh; v -> Vh; and the
+ * chunk-decay variants of the cuBLAS path: Qd = q λ^{τ+1}, Kw = k λ^{len_c-1-τ} (τ: index in
+ * the chunk, len_c its real length). Qd, Kw and Vh are skipped when NULL (the tensor-core path
+ * reads v from proj). Padding rows (t >= T) are 0. */
+#define LA_PREP_HEADS 8
+static __global__ void __launch_bounds__(32 * LA_PREP_HEADS) la_prep_kernel(la_args a)
 {
-    extern __shared__ float sm[];             /* q (d), k (d) */
-    const int t = blockIdx.x, n = blockIdx.y, d = a.d, i = threadIdx.x, half = d / 2;
-    float *qs = sm, *ks = sm + d;
-    const size_t o = ((size_t)n * a.Tp + t) * d + i;
-    if (t >= a.T) {
-        a.Qh[o] = a.Kh[o] = 0.0f;
-        if (a.Qd) a.Qd[o] = a.Kw[o] = 0.0f;
-        if (a.Vh) a.Vh[o] = 0.0f;
+    extern __shared__ float sm[];             /* cos, sin (d/2); per warp q, k (d) */
+    const int t = blockIdx.x, d = a.d, half = d / 2, lane = threadIdx.x & 31;
+    const int w = threadIdx.x >> 5, n = blockIdx.y * LA_PREP_HEADS + w;
+    float *cs = sm, *sn = sm + half, *qs = sm + d + 2 * w * d, *ks = qs + d;
+    const bool pad = t >= a.T;
+    if (!pad)
+        for (int j = threadIdx.x; j < half; j += blockDim.x)
+            sincosf((float)(a.p0 + t) * a.inv_freq[j], &sn[j], &cs[j]);
+    __syncthreads();
+    if (n >= a.nh) return;
+    const size_t o = ((size_t)n * a.Tp + t) * d;
+    if (pad) {
+        for (int i = lane; i < d; i += 32) {
+            a.Qh[o + i] = a.Kh[o + i] = 0.0f;
+            if (a.Qd) a.Qd[o + i] = a.Kw[o + i] = 0.0f;
+            if (a.Vh) a.Vh[o + i] = 0.0f;
+        }
         return;
     }
-    const float *r = a.proj + (size_t)t * a.ld;
-    const int nd = a.nh * d;
-    float q = r[n * d + i], k = r[nd + n * d + i];
-    const float sq = block_sum(q * q), sk = block_sum(k * k);
-    q = q * (1.0f / sqrtf(sq / (float)d + a.eps)) * a.qn[i];
-    k = k * (1.0f / sqrtf(sk / (float)d + a.eps)) * a.kn[i];
-    qs[i] = q;
-    ks[i] = k;
-    __syncthreads();
-    const int j = i < half ? i : i - half;
-    const float ang = (float)(a.p0 + t) * a.inv_freq[j];
-    const float c = cosf(ang), s = sinf(ang);
-    if (i < half) {
-        q = qs[i] * c - qs[i + half] * s;
-        k = ks[i] * c - ks[i + half] * s;
-    } else {
-        q = qs[i] * c + qs[i - half] * s;
-        k = ks[i] * c + ks[i - half] * s;
+    const float *r = a.proj + (size_t)t * a.ld + (size_t)n * d;   /* q; k at +nd, v at +2nd */
+    const size_t nd = (size_t)a.nh * d;
+    float sq = 0.0f, sk = 0.0f;
+    for (int i = lane; i < d; i += 32) {
+        const float q = r[i], k = r[nd + i];
+        qs[i] = q;
+        ks[i] = k;
+        sq += q * q;
+        sk += k * k;
     }
-    a.Qh[o] = q;
-    a.Kh[o] = k;
-    if (a.Vh) a.Vh[o] = r[2 * nd + n * d + i];
-    if (a.Qd) {
-        const int tau = t % CU_LA_C, c0 = t - tau;
-        const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-        const float *dn = a.dec + n * (CU_LA_C + 1);
-        a.Qd[o] = q * dn[tau + 1];
-        a.Kw[o] = k * dn[len - 1 - tau];
+    for (int m = 16; m > 0; m >>= 1) {
+        sq += __shfl_xor_sync(0xffffffffu, sq, m);
+        sk += __shfl_xor_sync(0xffffffffu, sk, m);
+    }
+    const float iq = 1.0f / sqrtf(sq / (float)d + a.eps), ik = 1.0f / sqrtf(sk / (float)d + a.eps);
+    __syncwarp();
+    const int tau = t % CU_LA_C, c0 = t - tau;
+    const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    for (int i = lane; i < d; i += 32) {
+        const int j = i < half ? i : i - half, p = i < half ? i + half : i - half;
+        const float c = cs[j], s = i < half ? -sn[j] : sn[j];
+        const float q = qs[i] * iq * a.qn[i] * c + qs[p] * iq * a.qn[p] * s;
+        const float k = ks[i] * ik * a.kn[i] * c + ks[p] * ik * a.kn[p] * s;
+        a.Qh[o + i] = q;
+        a.Kh[o + i] = k;
+        if (a.Vh) a.Vh[o + i] = r[2 * nd + i];
+        if (a.Qd) {
+            a.Qd[o + i] = q * dn[tau + 1];
+            a.Kw[o + i] = k * dn[len - 1 - tau];
+        }
     }
 }
 
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
 {
-    la_prep_kernel<<<dim3(a->Tp, a->nh), a->d, 2 * a->d * sizeof(float), st>>>(*a);
+    const dim3 grid(a->Tp, (a->nh + LA_PREP_HEADS - 1) / LA_PREP_HEADS);
+    const size_t smem = (size_t)(1 + 2 * LA_PREP_HEADS) * a->d * sizeof(float);
+    la_prep_kernel<<<grid, 32 * LA_PREP_HEADS, smem, st>>>(*a);
     return cudaGetLastError();
 }
 
