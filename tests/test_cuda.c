@@ -251,6 +251,7 @@ static void t_lightning(void)
     lightning_case(300, 32, 128, 100000, 6);  /* real head shape, large positions */
     lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
     lightning_case(37, 4, 128, 0, 8);         /* one partial chunk */
+    lightning_case(1100, 32, 128, 120000, 12); /* real heads, 4 per prep warp, angles > 1e5 */
 }
 
 /* The state carried across calls (prefill, decode steps, more prefill) at the real head shape

@@ -3,14 +3,14 @@
  * zero). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
  *
  * Tensor cores (default for d = 64 and 128), two kernels:
- *   la_state_kernel  per (head, 32x32 block of S): walks the chunks in order with its block of
+ *   la_state_kernel  per (head, 64x64 block of S): walks the chunks in order with its block of
  *                    the fp32 state in mma accumulators; writes S_in(c) into Sb (rounded to TF32,
  *                    it only feeds the TF32 product below), then S = λ^{len} S + Kw_cᵀ V_c with
  *                    Kw = k λ^{len-1-σ} in 3xTF32 (hi·hi + hi·lo + lo·hi: fp32-equivalent, the
  *                    state stays within ~1e-6 of the fp32 twin); the final state goes back to S.
  *   la_chunk_kernel  per (head, chunk), 4 warps of 16 rows: O = λ^{τ+1} Q S_in(c)
  *                    + (mask_{σ<=τ} λ^{τ-σ} ⊙ Q Kᵀ) V in single TF32 (round to nearest, fp32
- *                    accumulate; ~1e-3 relative on O against the fp32 twin, under the bf16 the
+ *                    accumulate; ~4e-4 rel_l2 on O against the fp32 twin, under the bf16 the
  *                    output is rounded to). The masked scores stay in registers and feed the
  *                    A V product directly (k order permuted to the accumulator layout).
  *   V is read straight from proj (row stride ld); prep writes only Qh and Kh.
@@ -34,12 +34,13 @@
  *   C (16x8)       c0,c1 = (g, 2t, 2t+1)  c2,c3 = (g+8, 2t, 2t+1)
  * Shared tiles are row-major fp32; a fragment read with its row indexed by g and column by t is
  * conflict-free for a row stride ≡ 4 (mod 32) floats, row by t (or 2t) and column by g for a
- * stride ≡ 8 (mod 32) (≡ 4 (mod 16) for 2t). */
+ * stride ≡ 8 (mod 32) (≡ 4 (mod 16) for 2t).
+ *
+ * x rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero: the
+ * result of cvt.rna.tf32.f32 for finite x, in two integer operations. */
 static __device__ __forceinline__ uint32_t tf32(float x)
 {
-    uint32_t r;
-    asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(r) : "f"(x));
-    return r;
+    return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
 }
 
 /* x = hi + lo, both TF32 (the 3xTF32 operand split; |x - hi - lo| <= 2^-22 |x|). */
@@ -73,40 +74,55 @@ static __device__ __forceinline__ void rows_async(float *dst, int ldd, const flo
 }
 
 /* ---- pass 1: the state walk ---- */
-#define LA_SB 32               /* state block (rows i) x (cols j) of one CTA */
-#define LA_SLD (LA_SB + 8)     /* its tiles' row stride: fragment rows are indexed by t */
 
-/* grid (d/32 column blocks j, d/32 row blocks i, nh), 128 threads. Warp w owns rows
- * i0 + 16 (w & 1) .. +16 and columns j0 + 16 (w >> 1) .. +16 of the block (two n-tiles). */
+/* CTA block BI (rows i) x BJ (cols j) of one head's state, 4 warps of WM x WN each (2 x 2 warps
+ * when BI == 2 WM). Shared: two stages of K (64, BI+8) and V (64, BJ+8) (row strides ≡ 8 mod
+ * 32: the fragment rows are indexed by t), then dn (65). */
+template <int BI, int BJ> static constexpr size_t la_state_smem()
+{
+    return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
+}
+
+/* grid (d/BJ column blocks j, d/BI row blocks i, nh), 128 threads. Warp w owns rows
+ * i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block: MT =
+ * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state. */
+template <int BI, int BJ, int WM, int WN>
 static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
 {
-    __shared__ __align__(16) float Ks[2][CU_LA_C * LA_SLD], Vs[2][CU_LA_C * LA_SLD];
-    __shared__ float dn[CU_LA_C + 1];
+    constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
+    static_assert(WI * (BJ / WN) == 4, "4 warps");
+    extern __shared__ __align__(16) float la_st[];
+    float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
     const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z;
-    const int j0 = blockIdx.x * LA_SB, i0 = blockIdx.y * LA_SB;
+    const int j0 = blockIdx.x * BJ, i0 = blockIdx.y * BI;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
-    const int mi = (w & 1) * 16, nj = (w >> 1) * 16;
+    const int mi = (w % WI) * WM, nj = (w / WI) * WN;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
     const float *Kg = a.Kh + (size_t)n * a.Tp * d + i0;              /* row t: + t d */
     const float *Vg = a.proj + 2 * (size_t)nd + (size_t)n * d + j0;   /* row t: + t ld */
     float *S = a.S + (size_t)n * d * d, *Sb = a.Sb + (size_t)n * nch * d * d;
-    float acc[2][4];
-    for (int q = 0; q < 2; q++) {
-        const size_t o = (size_t)(i0 + mi + g) * d + j0 + nj + 8 * q + 2 * t;
-        const float2 x = *(const float2 *)(S + o), y = *(const float2 *)(S + o + 8 * (size_t)d);
-        acc[q][0] = x.x, acc[q][1] = x.y, acc[q][2] = y.x, acc[q][3] = y.y;
-    }
-    rows_async(Ks[0], LA_SLD, Kg, d, a.T, CU_LA_C, LA_SB);
-    rows_async(Vs[0], LA_SLD, Vg, a.ld, a.T, CU_LA_C, LA_SB);
+    /* acc[m][q]: rows i0 + mi + 16m + g (+8), columns j0 + nj + 8q + 2t (+1) */
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int q = 0; q < NT; q++) {
+            const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+            const float2 x = *(const float2 *)(S + o), y = *(const float2 *)(S + o + 8 * (size_t)d);
+            acc[m][q][0] = x.x, acc[m][q][1] = x.y, acc[m][q][2] = y.x, acc[m][q][3] = y.y;
+        }
+    rows_async(Ks, LK, Kg, d, a.T, CU_LA_C, BI);
+    rows_async(Vs, LV, Vg, a.ld, a.T, CU_LA_C, BJ);
     cp_async_commit();
     for (int c = 0; c < nch; c++) {
         const int b = c & 1, c0 = c * CU_LA_C;
         const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-        if (c + 1 < nch) {   /* prefetch the next chunk into the other buffer */
+        if (c + 1 < nch) {   /* prefetch the next chunk into the other stage */
             const int c1 = c0 + CU_LA_C;
-            rows_async(Ks[b ^ 1], LA_SLD, Kg + (size_t)c1 * d, d, a.T - c1, CU_LA_C, LA_SB);
-            rows_async(Vs[b ^ 1], LA_SLD, Vg + (size_t)c1 * a.ld, a.ld, a.T - c1, CU_LA_C,
-                       LA_SB);
+            rows_async(Ks + (b ^ 1) * CU_LA_C * LK, LK, Kg + (size_t)c1 * d, d, a.T - c1,
+                       CU_LA_C, BI);
+            rows_async(Vs + (b ^ 1) * CU_LA_C * LV, LV, Vg + (size_t)c1 * a.ld, a.ld, a.T - c1,
+                       CU_LA_C, BJ);
             cp_async_commit();
             cp_async_wait<1>();
         } else {
@@ -114,45 +130,57 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
         }
         __syncthreads();
         float *sb = Sb + (size_t)c * d * d;
-        for (int q = 0; q < 2; q++) {   /* S_in(c), TF32-rounded for la_chunk_kernel */
-            const size_t o = (size_t)(i0 + mi + g) * d + j0 + nj + 8 * q + 2 * t;
-            *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(acc[q][0])),
-                                              __uint_as_float(tf32(acc[q][1])));
-            *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(__uint_as_float(tf32(acc[q][2])),
-                                                              __uint_as_float(tf32(acc[q][3])));
-        }
         const float lam = dn[len];
-        for (int q = 0; q < 2; q++)
-            for (int e = 0; e < 4; e++) acc[q][e] *= lam;
-        const float *K = Ks[b], *V = Vs[b];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int q = 0; q < NT; q++) {   /* S_in(c), TF32-rounded for la_chunk_kernel */
+                float *v = acc[m][q];
+                const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+                *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
+                                                  __uint_as_float(tf32(v[1])));
+                *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(__uint_as_float(tf32(v[2])),
+                                                                  __uint_as_float(tf32(v[3])));
+                v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
+            }
+        const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
 #pragma unroll
         for (int ks = 0; ks < CU_LA_C / 8; ks++) {
             /* A = Kwᵀ (16 rows i x 8 tokens σ), B = V (8 σ x 8 columns j) */
             const int s0 = 8 * ks + t, s1 = s0 + 4;
             const float w0 = s0 < len ? dn[len - 1 - s0] : 0.0f;
             const float w1 = s1 < len ? dn[len - 1 - s1] : 0.0f;
-            uint32_t ah[4], al[4];
-            tf32_split(K[s0 * LA_SLD + mi + g] * w0, ah[0], al[0]);
-            tf32_split(K[s0 * LA_SLD + mi + g + 8] * w0, ah[1], al[1]);
-            tf32_split(K[s1 * LA_SLD + mi + g] * w1, ah[2], al[2]);
-            tf32_split(K[s1 * LA_SLD + mi + g + 8] * w1, ah[3], al[3]);
+            uint32_t ah[MT][4], al[MT][4];
 #pragma unroll
-            for (int q = 0; q < 2; q++) {
+            for (int m = 0; m < MT; m++) {
+                tf32_split(K[s0 * LK + 16 * m] * w0, ah[m][0], al[m][0]);
+                tf32_split(K[s0 * LK + 16 * m + 8] * w0, ah[m][1], al[m][1]);
+                tf32_split(K[s1 * LK + 16 * m] * w1, ah[m][2], al[m][2]);
+                tf32_split(K[s1 * LK + 16 * m + 8] * w1, ah[m][3], al[m][3]);
+            }
+#pragma unroll
+            for (int q = 0; q < NT; q++) {
                 uint32_t bh0, bl0, bh1, bl1;
-                tf32_split(V[s0 * LA_SLD + nj + 8 * q + g], bh0, bl0);
-                tf32_split(V[s1 * LA_SLD + nj + 8 * q + g], bh1, bl1);
-                mma_tf32(acc[q], al, bh0, bh1);
-                mma_tf32(acc[q], ah, bl0, bl1);
-                mma_tf32(acc[q], ah, bh0, bh1);
+                tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
+                tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_tf32(acc[m][q], al[m], bh0, bh1);
+                    mma_tf32(acc[m][q], ah[m], bl0, bl1);
+                    mma_tf32(acc[m][q], ah[m], bh0, bh1);
+                }
             }
         }
-        __syncthreads();   /* buffer b is refilled by the next iteration's prefetch */
+        __syncthreads();   /* stage b is refilled by the next iteration's prefetch */
     }
-    for (int q = 0; q < 2; q++) {
-        const size_t o = (size_t)(i0 + mi + g) * d + j0 + nj + 8 * q + 2 * t;
-        *(float2 *)(S + o) = make_float2(acc[q][0], acc[q][1]);
-        *(float2 *)(S + o + 8 * (size_t)d) = make_float2(acc[q][2], acc[q][3]);
-    }
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int q = 0; q < NT; q++) {
+            const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+            *(float2 *)(S + o) = make_float2(acc[m][q][0], acc[m][q][1]);
+            *(float2 *)(S + o + 8 * (size_t)d) = make_float2(acc[m][q][2], acc[m][q][3]);
+        }
 }
 
 /* ---- pass 2: the output of one chunk ---- */
@@ -264,21 +292,39 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
     }
 }
 
-template <int D> static cudaError_t la_chunk_setup(void)
+/* Pass 1 variants: 64 x 64 blocks of 32 x 32 warp tiles (default; d/64 x d/64 x nh CTAs), or
+ * with SALA_CUDA_LA_STATE32=1 32 x 32 blocks of 16 x 16 warp tiles (4x the CTAs, twice the
+ * operand splits per product). */
+#define LA_STATE64 64, 64, 32, 32
+#define LA_STATE32 32, 32, 16, 16
+
+static cudaError_t la_setup(void)
 {
-    return cudaFuncSetAttribute(la_chunk_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                (int)la_chunk_smem<D>());
+    cudaError_t err = cudaFuncSetAttribute(la_chunk_kernel<64>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)la_chunk_smem<64>());
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(la_chunk_kernel<128>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)la_chunk_smem<128>());
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(la_state_kernel<LA_STATE64>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)la_state_smem<64, 64>());
+    return err;
 }
 
 /* The tensor-core pass pair (d == 64 or 128). */
 static cudaError_t la_tc(cudaStream_t st, const la_args *a)
 {
-    static const cudaError_t ready = [] {   /* once per process (one device) */
-        cudaError_t err = la_chunk_setup<64>();
-        return err != cudaSuccess ? err : la_chunk_setup<128>();
-    }();
+    static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    la_state_kernel<<<dim3(a->d / LA_SB, a->d / LA_SB, a->nh), 128, 0, st>>>(*a);
+    if (getenv("SALA_CUDA_LA_STATE32"))
+        la_state_kernel<LA_STATE32><<<dim3(a->d / 32, a->d / 32, a->nh), 128,
+                                      la_state_smem<32, 32>(), st>>>(*a);
+    else
+        la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
+                                      la_state_smem<64, 64>(), st>>>(*a);
     const dim3 grid(a->Tp / CU_LA_C, a->nh);
     if (a->d == 128)
         la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a);
