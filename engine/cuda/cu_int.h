@@ -3,9 +3,10 @@
  * the host-pointer op table of cuda_ops.h.
  *
  * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
- * bf16 inputs and fp32 accumulation and output; lightning q/k/v, state and the chunked products
- * fp32; attention scores/softmax fp32 with bf16 Q/K/V and bf16 probabilities on the tensor cores
- * (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
+ * bf16 inputs and fp32 accumulation and output; lightning q/k/v and state fp32, the chunked
+ * state products 3xTF32 (fp32-equivalent) and the output products TF32 on the tensor cores (fp32
+ * with SALA_CUDA_LA_BLAS=1); attention scores/softmax fp32 with bf16 Q/K/V and bf16
+ * probabilities on the tensor cores (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
  *
  * Every function that calls CUDA returns SALA_OK or a negative status; CUDA_CHECK/CUBLAS_CHECK
  * turn a failure into SALA_EINTERNAL with the statement, file and line (needs `sala_err *e`). */

@@ -292,11 +292,10 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
     }
 }
 
-/* Pass 1 variants: 64 x 64 blocks of 32 x 32 warp tiles (default; d/64 x d/64 x nh CTAs), or
- * with SALA_CUDA_LA_STATE32=1 32 x 32 blocks of 16 x 16 warp tiles (4x the CTAs, twice the
- * operand splits per product). */
+/* Pass 1 tiling: 64 x 64 blocks of 32 x 32 warp tiles, d/64 x d/64 x nh CTAs (32 x 32 blocks of
+ * 16 x 16 warp tiles, 4x the CTAs and twice the operand splits per product, measured 4% slower
+ * overall at 128K: docs/BENCHMARKS.md run L3). */
 #define LA_STATE64 64, 64, 32, 32
-#define LA_STATE32 32, 32, 16, 16
 
 static cudaError_t la_setup(void)
 {
@@ -319,12 +318,8 @@ static cudaError_t la_tc(cudaStream_t st, const la_args *a)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    if (getenv("SALA_CUDA_LA_STATE32"))
-        la_state_kernel<LA_STATE32><<<dim3(a->d / 32, a->d / 32, a->nh), 128,
-                                      la_state_smem<32, 32>(), st>>>(*a);
-    else
-        la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
-                                      la_state_smem<64, 64>(), st>>>(*a);
+    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
+                                  la_state_smem<64, 64>(), st>>>(*a);
     const dim3 grid(a->Tp / CU_LA_C, a->nh);
     if (a->d == 128)
         la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a);
