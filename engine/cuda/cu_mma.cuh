@@ -1,6 +1,7 @@
 /* cu_mma.cuh: register-level tensor-core helpers (mma.sync m16n8k16 bf16 -> fp32, ldmatrix,
- * cp.async) shared by the stage-1 scoring and attention kernels. mma.sync runs on sm_90 and
- * sm_90a alike (HMMA), so these need no architecture guard.
+ * cp.async, mbarrier and bulk copies) shared by the stage-1 scoring and attention kernels.
+ * mma.sync runs on sm_90 and sm_90a alike (HMMA), and the mbarrier tx / cp.async.bulk forms need
+ * sm_90, the backend's minimum, so these need no architecture guard.
  *
  * Fragment layouts (PTX ISA, m16n8k16): lane l, quad position c = l % 4, row r = l / 4;
  *   A (16x16, row-major)  a0 = (r, 2c..2c+1)  a1 = (r+8, 2c..)  a2 = (r, 8+2c..)  a3 = (r+8, 8+2c..)
@@ -54,6 +55,53 @@ static __device__ __forceinline__ void cp_async_commit()
 template <int N> static __device__ __forceinline__ void cp_async_wait()
 {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+/* mbarrier (sm_90) for producer/consumer rings in shared memory. A phase completes when its
+ * pending arrivals reach 0 and (after arrive_tx) the announced bytes have landed; wait(parity P)
+ * returns once the phase of parity P has completed. arrive has release, try_wait acquire
+ * semantics at CTA scope (the PTX defaults). */
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* After every mbar_init and before the CTA barrier that publishes them. */
+static __device__ __forceinline__ void mbar_init_fence()
+{
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
+{
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+}
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+/* One arrival that also announces `bytes` of bulk copies completing on this barrier. */
+static __device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, uint32_t bytes)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.expect_tx.shared::cta.b64 st, [%0], %1;\n}\n"
+                 ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+/* Bulk (TMA, non-tensor) global -> shared copy of `bytes` (a multiple of 16; both addresses
+ * 16-byte aligned) that completes its bytes on the mbarrier bar. */
+static __device__ __forceinline__ void bulk_g2s(uint32_t dst, const void *src, uint32_t bytes,
+                                                uint32_t bar)
+{
+    asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1], %2, [%3];\n" ::"r"(dst),
+                 "l"(src), "r"(bytes), "r"(bar)
+                 : "memory");
 }
 
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
