@@ -416,16 +416,18 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
  * (ncw = min(NC, 32 G / 16) consumer warps hold one m16 tile each: the G = 16 heads of one query
  * in the real model). The producer walks the ascending union of the NQ selections (a lane per
  * query list, lists copied to shared memory first; the warp minimum of the list heads is the next
- * block) and streams each union block's K and V tiles once into a ring of ns slots with bulk
- * copies (cp.async.bulk, 64 rows of D bf16 each, rows past the CTA's last query clamped to it so
- * every value is finite) that complete on the slot's `full` mbarrier; the slot header carries the
- * block id and the NQ-bit mask of the queries that selected it. Each consumer warp walks the same
- * stream at its own pace: it computes a slot only if one of its queries is in the mask
- * (flash_block, rows of other queries masked), then arrives on the slot's `empty` mbarrier; the
- * producer refills a slot once all ncw consumers have released it. No CTA barrier in the loop:
- * a warp waits only for data, and the producer only for the slowest consumer ns blocks back.
- * A block id NONE in the header ends the stream. QREG: Q fragments in registers (NC = 7), else in
- * shared memory in fragment order (uint4 per lane and k-step: conflict-free). */
+ * block) and streams each union block's K and V tiles once into a ring of ns slots by cp.async
+ * (rows past the CTA's last query zero-filled) whose completion arrives on the slot's `full`
+ * mbarrier (32 lanes + lane 0's arrival after it wrote the slot header: the block id and the
+ * NQ-bit mask of the queries that selected it). Each consumer warp walks the same stream at its
+ * own pace: it computes a slot only if one of its queries is in the mask (flash_block, rows of
+ * other queries masked), then arrives on the slot's `empty` mbarrier; the producer refills a slot
+ * once all ncw consumers have released it. No CTA barrier in the loop: a warp waits only for
+ * data, and the producer only for the slowest consumer ns blocks back. A block id NONE in the
+ * header ends the stream. QREG: Q fragments in registers (NC = 7), else in shared memory in
+ * fragment order (uint4 per lane and k-step: conflict-free).
+ * (Bulk copies, cp.async.bulk of one 256-byte row each, were tried first: 1.5-3x slower than the
+ * second version's kernel on the H100, docs/CUDA.md.) */
 #define SR_HDR 256                                           /* bytes: 2 x 8 mbarriers, headers */
 #define SR_MAXNS 8
 
@@ -452,7 +454,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) {
-            mbar_init(smem_u32(full + s), 1);
+            mbar_init(smem_u32(full + s), 33);            /* producer: 32 data + header */
             mbar_init(smem_u32(empty + s), (uint32_t)ncw);
         }
         mbar_init_fence();
@@ -484,7 +486,6 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             }
         };
         refill(-1);
-        const uint32_t bytes = 2u * CU_KT * D * 2;
         int s = 0, cyc = 0;
         for (;;) {
             int b = head;
@@ -495,28 +496,21 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             if (mine) refill(b);
             if (cyc > 0) mbar_wait(smem_u32(empty + s), (uint32_t)(cyc - 1) & 1);
             const uint32_t fb = smem_u32(full + s);
-            if (b == NONE) {
-                if (lane == 0) {
-                    hdr_b[s] = NONE;
-                    mbar_arrive(fb);
-                }
-                break;
-            }
-            if (lane == 0) {
+            if (lane == 0) {                                /* header, then its release arrival */
                 hdr_b[s] = b;
                 hdr_m[s] = mask;
-                mbar_arrive_tx(fb, bytes);
+                mbar_arrive(fb);
             }
-            __syncwarp();
-            bf16 *Kt = ring + (size_t)s * 2 * TILE, *Vt = Kt + TILE;
-            const int64_t j0 = (int64_t)b * CU_KT;
-#pragma unroll
-            for (int r = lane; r < CU_KT; r += 32) {
-                const int64_t j = j0 + r <= pmax ? j0 + r : pmax;
-                const size_t off = (size_t)j * krow + (size_t)g * D;
-                bulk_g2s(smem_u32(Kt + r * LDS), a.K + off, D * 2, fb);
-                bulk_g2s(smem_u32(Vt + r * LDS), a.V + off, D * 2, fb);
+            if (b != NONE) {
+                const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
+                const int nk = (int)(left < CU_KT ? left : CU_KT);
+                const size_t off = (size_t)j0 * krow + (size_t)g * D;
+                bf16 *Kt = ring + (size_t)s * 2 * TILE;
+                tile_async<D>(Kt, a.K + off, krow, nk, 32, lane);
+                tile_async<D>(Kt + TILE, a.V + off, krow, nk, 32, lane);
             }
+            cp_async_mbar_arrive(fb);                       /* the 32 data arrivals */
+            if (b == NONE) break;
             if (++s == ns) {
                 s = 0;
                 cyc++;
