@@ -281,8 +281,8 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default ring, the other ring sizes and the second version's kernel. */
-static const char *const sattn_variants[] = {"", "ring11", "ring15", "old"};
+ * the default ring (15 consumer warps), the other ring sizes and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "ring7", "ring11", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -463,6 +463,12 @@ static void t_select(void)
     setenv("SALA_CUDA_NOSPLIT", "1", 1);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     unsetenv("SALA_CUDA_NOSPLIT");
+    /* the same real-shape and decode cases on the two-buffer stage-1 kernel (SALA_CUDA_SCORE=old);
+     * the cases above ran the default three-buffer one */
+    setenv("SALA_CUDA_SCORE", "old", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    unsetenv("SALA_CUDA_SCORE");
 }
 
 void suite_cuda_ops(void)

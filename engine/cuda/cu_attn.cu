@@ -132,6 +132,22 @@ static __global__ void __launch_bounds__(128) attn_kernel(attn_args a, int MT, i
  * accumulator (16 x D) and the row max/sum in registers (FlashAttention-2 layout: the score
  * accumulator is re-packed as the bf16 A operand of P·V without leaving registers). */
 
+/* A warp's running softmax state for its m16 tile: the fp32 output accumulator o (16 x D, C
+ * fragments), the row max mrow (log2 domain) and the thread-partial row sum lrow (rows rq, rq+8). */
+template <int D> struct flash_acc {
+    float o[D / 8][4];
+    float mrow[2], lrow[2];
+    __device__ __forceinline__ flash_acc()
+    {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
+        mrow[0] = mrow[1] = -INFINITY;
+        lrow[0] = lrow[1] = 0.0f;
+    }
+};
+
 /* Last valid key column of a tile for a row at p - j0 (clamped into int: -1 .. 64). */
 static __device__ __forceinline__ int flash_lim(int64_t d)
 {
@@ -144,10 +160,10 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
  * (64, D + 8) shared tiles. */
 template <int D, typename QF>
 static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
-                                                   const int lim[2], float sl,
-                                                   float (&o)[D / 8][4], float (&mrow)[2],
-                                                   float (&lrow)[2])
+                                                   const int lim[2], float sl, flash_acc<D> &acc)
 {
+    float (&o)[D / 8][4] = acc.o;
+    float *mrow = acc.mrow, *lrow = acc.lrow;
     constexpr int LDS = D + 8, KS = D / 16, ND = D / 8;
     const int lane = threadIdx.x & 31, qd = lane & 3;
     float s[8][4];
@@ -252,10 +268,11 @@ static __device__ __forceinline__ void flash_q(const attn_args &a, int lg, int g
 /* o / l of the warp's valid rows -> a.O (T, nh, D) fp32. */
 template <int D>
 static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, int g, int tq0,
-                                                   int qbase, const float (&o)[D / 8][4],
-                                                   const float (&lrow)[2], const int qwr[2],
-                                                   const bool rv[2])
+                                                   int qbase, const flash_acc<D> &acc,
+                                                   const int qwr[2], const bool rv[2])
 {
+    const float (&o)[D / 8][4] = acc.o;
+    const float *lrow = acc.lrow;
     const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2, G = 1 << lg;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
@@ -273,6 +290,38 @@ static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, i
     }
 }
 
+/* One query's selection list (ascending block ids, -1 padded) walked by a lane: head is the
+ * first entry > the block last taken, NONE once the list ends (at a -1 or a block past the query's
+ * own block qb; nothing when lst is NULL). Repeats are skipped, as in the CPU twin. */
+struct sel_cursor {
+    static constexpr int NONE = 0x7fffffff;
+    const int32_t *lst;
+    int n, ptr, head;
+    int64_t qb;
+    __device__ __forceinline__ sel_cursor(const int32_t *l, int K, int64_t qb_)
+        : lst(l), n(K), ptr(0), head(NONE), qb(qb_)
+    {
+        next(-1);
+    }
+    __device__ __forceinline__ void next(int after)
+    {
+        head = NONE;
+        if (!lst) return;
+        while (ptr < n) {
+            const int b = lst[ptr];
+            if (b < 0 || b > qb) {
+                ptr = n;
+                break;
+            }
+            if (b > after) {
+                head = b;
+                break;
+            }
+            ptr++;
+        }
+    }
+};
+
 /* flash_kernel: a CTA of 4 warps takes QC = 4 x 16/G queries, K/V tiles of 64 keys
  * double-buffered with cp.async, one CTA barrier per tile.
  *   dense   the CTA walks blocks 0..qb_max; a warp skips blocks past its last query;
@@ -284,7 +333,7 @@ static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, i
 template <int D, bool SPARSE>
 static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
 {
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8, NW = 4, NONE = 0x7fffffff;
+    constexpr int LDS = D + 8, KS = D / 16, NW = 4, NONE = 0x7fffffff;
     const int QPT = 16 >> lg, QC = NW * QPT;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + 2 * CU_KT * LDS;
@@ -314,29 +363,10 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     const int64_t pwmax = a.p0 + tq0 + w * QPT + nqw - 1;
 
     /* sparse: lane < QPT follows the list of query w*QPT + lane */
-    const int32_t *lst = nullptr;
-    int ptr = 0, head = NONE;
-    int64_t lqb = -1;
-    if (SPARSE && lane < nqw) {
-        lst = a.sel + ((size_t)(tq0 + w * QPT + lane) * a.nkv + g) * a.K_sel;
-        lqb = (a.p0 + tq0 + w * QPT + lane) / CU_KT;
-    }
-    auto refill = [&](int after) {                          /* head = first entry > after */
-        head = NONE;
-        if (!lst) return;
-        while (ptr < a.K_sel) {
-            const int b = lst[ptr];
-            if (b < 0 || b > lqb) {
-                ptr = a.K_sel;
-                break;
-            }
-            if (b > after) {
-                head = b;
-                break;
-            }
-            ptr++;
-        }
-    };
+    const int qown = w * QPT + lane;
+    sel_cursor cur(SPARSE && lane < nqw ? a.sel + ((size_t)(tq0 + qown) * a.nkv + g) * a.K_sel
+                                        : nullptr,
+                   a.K_sel, (a.p0 + tq0 + qown) / CU_KT);
     int dense_next = 0;
     /* next block of the CTA's stream and this warp's query mask for it (bit qw) */
     auto next = [&](int par, int *mask) -> int {
@@ -346,7 +376,7 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
             *mask = (int64_t)b * CU_KT <= pwmax ? 1 : 0;
             return b;
         }
-        int hm = head;
+        int hm = cur.head;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) hm = min(hm, __shfl_xor_sync(0xffffffffu, hm, o));
         if (lane == 0) red[par][w] = hm;
@@ -355,9 +385,9 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
 #pragma unroll
         for (int i = 1; i < NW; i++) b = min(b, red[par][i]);
         if (b == NONE) return NONE;
-        const bool mine = head == b;
+        const bool mine = cur.head == b;
         *mask = (int)__ballot_sync(0xffffffffu, mine);
-        if (mine) refill(b);
+        if (mine) cur.next(b);
         return b;
     };
     auto load = [&](int b, int buf) {
@@ -368,18 +398,12 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
         cp_async_commit();
     };
 
-    float o[ND][4];
-#pragma unroll
-    for (int i = 0; i < ND; i++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    flash_acc<D> acc;
     auto qf = [&](int ks, uint32_t (&q)[4]) {
 #pragma unroll
         for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
     };
 
-    if (SPARSE) refill(-1);
     int mcur = 0;
     int bcur = next(0, &mcur);
     if (bcur != NONE) load(bcur, 0);
@@ -402,13 +426,13 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
                 lim[hf] = on ? flash_lim(prow[hf] - j0) : -1;
             }
             flash_block<D>(qf, Kb + (it & 1) * CU_KT * LDS, Vb + (it & 1) * CU_KT * LDS, lim, sl,
-                           o, mrow, lrow);
+                           acc);
         }
         __syncthreads();                                    /* buffer it & 1 free */
         bcur = bnext;
         mcur = mnext;
     }
-    flash_store<D>(a, lg, g, tq0, w * QPT, o, lrow, qwr, rv);
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
 /* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
@@ -435,7 +459,7 @@ template <int D, int NC, bool QREG>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_ring_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes)
 {
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8, NONE = 0x7fffffff;
+    constexpr int LDS = D + 8, KS = D / 16, NONE = 0x7fffffff;
     constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char smraw[];
     uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
@@ -466,34 +490,16 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     __syncthreads();
 
     if (w == NC) {                                          /* producer */
-        const int32_t *lst = lane < nq ? lists + lane * a.K_sel : nullptr;
-        const int64_t lqb = (a.p0 + tq0 + lane) / CU_KT;
-        int ptr = 0, head = NONE;
-        auto refill = [&](int after) {                      /* head = first entry > after */
-            head = NONE;
-            if (!lst) return;
-            while (ptr < a.K_sel) {
-                const int b = lst[ptr];
-                if (b < 0 || b > lqb) {                     /* -1 or past the query: list ends */
-                    ptr = a.K_sel;
-                    break;
-                }
-                if (b > after) {
-                    head = b;
-                    break;
-                }
-                ptr++;
-            }
-        };
-        refill(-1);
+        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
+                       (a.p0 + tq0 + lane) / CU_KT);
         int s = 0, cyc = 0;
         for (;;) {
-            int b = head;
+            int b = cur.head;
 #pragma unroll
             for (int o = 16; o > 0; o >>= 1) b = min(b, __shfl_xor_sync(0xffffffffu, b, o));
-            const bool mine = b != NONE && head == b;
+            const bool mine = b != NONE && cur.head == b;
             const uint32_t mask = __ballot_sync(0xffffffffu, mine);
-            if (mine) refill(b);
+            if (mine) cur.next(b);
             if (cyc > 0) mbar_wait(smem_u32(empty + s), (uint32_t)(cyc - 1) & 1);
             const uint32_t fb = smem_u32(full + s);
             if (lane == 0) {                                /* header, then its release arrival */
@@ -529,7 +535,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     flash_q<D>(
         a, lg, g, tq0, w * QPT, nq,
         [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-            if (QREG) {
+            if constexpr (QREG) {
                 qa[ks][hf] = lo;
                 qa[ks][2 + hf] = hi;
             } else {
@@ -540,7 +546,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         prow, qwr, rv);
     __syncwarp();
     auto qf = [&](int ks, uint32_t (&q)[4]) {
-        if (QREG) {
+        if constexpr (QREG) {
 #pragma unroll
             for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
         } else {
@@ -551,12 +557,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             q[3] = v.w;
         }
     };
-    float o[ND][4];
-#pragma unroll
-    for (int i = 0; i < ND; i++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+    flash_acc<D> acc;
     const uint32_t qmask = (1u << QPT) - 1;
     int s = 0;
     uint32_t par = 0;
@@ -572,7 +573,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             for (int hf = 0; hf < 2; hf++)
                 lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
             const bf16 *Kt = ring + (size_t)s * 2 * TILE;
-            flash_block<D>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, o, mrow, lrow);
+            flash_block<D>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
         }
         __syncwarp();
         if (lane == 0) mbar_arrive(smem_u32(empty + s));
@@ -581,7 +582,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             par ^= 1;
         }
     }
-    flash_store<D>(a, lg, g, tq0, w * QPT, o, lrow, qwr, rv);
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
 static int attn_lg(const attn_args *a)
@@ -617,14 +618,14 @@ static int sr_optin;
 /* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128); otherwise
- * ring7. */
+ * ring15, the fastest measured (docs/CUDA.md, fourth version). */
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
     if (s && !strcmp(s, "old")) return 0;
+    if (s && !strcmp(s, "ring7")) return 7;
     if (s && !strcmp(s, "ring11")) return 11;
-    if (s && !strcmp(s, "ring15")) return 15;
-    return 7;
+    return 15;
 }
 
 /* Launch the ring kernel; false (nothing launched) when its shared memory does not fit. */
