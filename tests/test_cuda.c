@@ -463,12 +463,6 @@ static void t_select(void)
     setenv("SALA_CUDA_NOSPLIT", "1", 1);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     unsetenv("SALA_CUDA_NOSPLIT");
-    /* the same real-shape and decode cases on the two-buffer stage-1 kernel (SALA_CUDA_SCORE=old);
-     * the cases above ran the default three-buffer one */
-    setenv("SALA_CUDA_SCORE", "old", 1);
-    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
-    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
-    unsetenv("SALA_CUDA_SCORE");
 }
 
 void suite_cuda_ops(void)

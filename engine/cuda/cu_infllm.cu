@@ -18,7 +18,6 @@
 
 #include <math.h>
 #include <stdlib.h>
-#include <string.h>
 
 /* Merge a row's running (max m, sum l) of exp2 terms across the 4 lanes of an mma quad. */
 static __device__ __forceinline__ void quad_merge_ml(float &m, float &l)
@@ -174,10 +173,7 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
 #define SC_PART_CAP 131072
 static __device__ float sc_part[SC_PART_CAP];
 
-/* NB tile buffers: 2 (the second version: load t+1, two CTA barriers a tile) or 3 (load t+2 right
- * after the tile-t barrier, into the buffer tile t-1 used: one CTA barrier a tile, and a load has
- * a whole tile of compute to land). */
-template <int D, int NB>
+template <int D>
 static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int lg, int mode,
                                                                int tps, int nsplit1)
 {
@@ -186,7 +182,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
-    float *Pw = (float *)(Kb + NB * 64 * LDS) + w * QPW * (CU_KT + 1);
+    float *Pw = (float *)(Kb + 2 * 64 * LDS) + w * QPW * (CU_KT + 1);
     const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
     const int nq = tend - tq0 < QC ? tend - tq0 : QC;
     const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
@@ -238,7 +234,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
     if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
 
     auto load = [&](int t) {
-        bf16 *dst = Kb + (t % NB) * CU_KT * LDS;
+        bf16 *dst = Kb + (t & 1) * CU_KT * LDS;
         if (t < nt2) {
             const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
             tile_async<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
@@ -277,18 +273,15 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
             }
     }
     if (tbeg < tlast) load(tbeg);
-    if (NB == 3 && tbeg + 1 < tlast) load(tbeg + 1);
     for (int t = tbeg; t < tlast; t++) {
         if (t + 1 < tlast) {
-            if (NB == 2) load(t + 1);
-            cp_async_wait<1>();                             /* tile t landed, t + 1 may not */
+            load(t + 1);
+            cp_async_wait<1>();
         } else {
             cp_async_wait<0>();
         }
         __syncthreads();
-        /* NB = 3: every warp is past tile t-1, so its buffer takes tile t + 2 */
-        if (NB == 3 && t + 2 < tlast) load(t + 2);
-        const bf16 *Kt = Kb + (t % NB) * CU_KT * LDS;
+        const bf16 *Kt = Kb + (t & 1) * CU_KT * LDS;
         float acc[MW][8][4];
 #pragma unroll
         for (int mt = 0; mt < MW; mt++)
@@ -310,7 +303,7 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                     mma_bf16(acc[mt][2 * nc + 1], qa[mt][ks], b[2], b[3]);
                 }
             }
-        if (NB == 2) __syncthreads();                       /* tile buffer free for t + 2 */
+        __syncthreads();                                    /* tile buffer free for t + 2 */
         if (t < nt2) {                                      /* pass 1: online lse over K2 */
             const int c0 = t * CU_KT;
 #pragma unroll
@@ -462,32 +455,20 @@ static int ilog2_16(int G)
     return -1;
 }
 
-static size_t score_mma_smem(int d, int lg, int nb)
+static size_t score_mma_smem(int d, int lg)
 {
-    return (size_t)nb * CU_KT * (d + 8) * 2 +
+    return (size_t)2 * CU_KT * (d + 8) * 2 +
            (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4;
 }
 
-template <int NB>
-static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
-                         int tps, int ns1)
-{
-    const size_t sm = score_mma_smem(a->d, lg, NB);
-    if (a->d == 128) score_mma_kernel<128, NB><<<grid, 128, sm, st>>>(*a, lg, mode, tps, ns1);
-    else score_mma_kernel<64, NB><<<grid, 128, sm, st>>>(*a, lg, mode, tps, ns1);
-}
-
-/* Stage 1 on the register kernel with 3 tile buffers; SALA_CUDA_SCORE=old: 2 buffers (the second
- * and third versions), SALA_CUDA_WMMA: the first version (both read at every launch). */
 cudaError_t k_score(cudaStream_t st, const score_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
     const int G = a->nh / a->nkv, lg = ilog2_16(G);
     if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && !getenv("SALA_CUDA_WMMA")) {
-        const char *sv = getenv("SALA_CUDA_SCORE");
-        auto go = sv && !strcmp(sv, "old") ? score_mma_go<2> : score_mma_go<3>;
         const int qc = SC_NW * SC_MW * (16 >> lg);
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
+        const size_t sm = score_mma_smem(a->d, lg);
         /* few CTAs (decode): split both passes over the SMs when the stream is long */
         const int64_t pmax = a->p0 + a->t0 + a->n - 1;
         const int64_t k2 = 4 * a->k1, s2 = 4 * a->s1;
@@ -504,12 +485,19 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
             if (tps2 < 4) tps2 = 4;
             const int ns2 = (nt1 + tps2 - 1) / tps2;
             if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
-                go(st, a, dim3(grid.x, grid.y, ns1), lg, 1, tps1, ns1);
-                go(st, a, dim3(grid.x, grid.y, ns2), lg, 2, tps2, ns1);
+                const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
+                if (a->d == 128) {
+                    score_mma_kernel<128><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
+                    score_mma_kernel<128><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
+                } else {
+                    score_mma_kernel<64><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
+                    score_mma_kernel<64><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
+                }
                 return cudaGetLastError();
             }
         }
-        go(st, a, grid, lg, 0, 0, 1);
+        if (a->d == 128) score_mma_kernel<128><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
+        else score_mma_kernel<64><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
         return cudaGetLastError();
     }
     const int qt = 64 / G;
@@ -622,17 +610,12 @@ cudaError_t cu_kernels_init(void)
     err = cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                (int)score_smem(256));
     if (err != cudaSuccess) return err;
-    const cudaError_t r[] = {
-        cudaFuncSetAttribute(score_mma_kernel<128, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)score_mma_smem(128, 0, 2)),
-        cudaFuncSetAttribute(score_mma_kernel<64, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)score_mma_smem(64, 0, 2)),
-        cudaFuncSetAttribute(score_mma_kernel<128, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)score_mma_smem(128, 0, 3)),
-        cudaFuncSetAttribute(score_mma_kernel<64, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             (int)score_mma_smem(64, 0, 3))};
-    for (cudaError_t x : r)
-        if (x != cudaSuccess) return x;
+    err = cudaFuncSetAttribute(score_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)score_mma_smem(128, 0));
+    if (err != cudaSuccess) return err;
+    err = cudaFuncSetAttribute(score_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)score_mma_smem(64, 0));
+    if (err != cudaSuccess) return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
 }
