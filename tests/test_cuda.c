@@ -283,8 +283,51 @@ static int32_t *rand_sel(eng_rng *r, int64_t p0, int T, int nkv, int K)
     return sel;
 }
 
-static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K,
-                        uint64_t seed)
+/* InfLLM-V2-shaped lists: block 0, the local blocks qb - local .. qb and random others up to K
+ * (every block when qb + 1 <= K), ascending, no padding past K; neighbouring queries share the
+ * forced blocks as in the model. Lists of group `empty_g` (-1 for none) are all -1. */
+static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int local, int empty_g)
+{
+    int32_t *sel = malloc((size_t)T * nkv * K * 4);
+    const int64_t nbmax = (p0 + T - 1) / 64 + 1;
+    unsigned char *mark = malloc((size_t)nbmax);
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < nkv; g++) {
+            int32_t *s = sel + ((size_t)t * nkv + g) * K;
+            const int64_t qb = (p0 + t) / 64, nb = qb + 1;
+            int n = 0;
+            if (g == empty_g) {
+                for (int i = 0; i < K; i++) s[i] = -1;
+                continue;
+            }
+            for (int64_t b = 0; b < nb; b++) {
+                mark[b] = b == 0 || b >= qb - local || nb <= K;
+                n += mark[b];
+            }
+            while (n < K) {                                 /* the scored blocks */
+                const int64_t b = (int64_t)(eng_rng_uniform(r) * (double)nb);
+                if (b < nb && !mark[b]) {
+                    mark[b] = 1;
+                    n++;
+                }
+            }
+            n = 0;
+            for (int64_t b = 0; b < nb; b++)
+                if (mark[b]) s[n++] = (int32_t)b;
+            for (int i = n; i < K; i++) s[i] = -1;
+        }
+    free(mark);
+    return sel;
+}
+
+/* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
+ * the default ring (15 consumer warps), the other ring sizes and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "ring7", "ring11", "old"};
+
+/* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
+ * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
+static void attn_run(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K, int32_t *sel,
+                     uint64_t seed)
 {
     OPS();
     eng_rng r;
@@ -292,9 +335,8 @@ static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, 
     const int64_t L = p0 + T;
     float *Q = randv(&r, (size_t)T * nh * d, 1.0, true), *Kc = randv(&r, (size_t)L * nkv * d, 1.0, true),
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
-    int32_t *sel = sparse ? rand_sel(&r, p0, T, nkv, K) : NULL;
+    if (sparse && !sel) sel = rand_sel(&r, p0, T, nkv, K);
     float *og = malloc((size_t)T * nh * d * 4), *o = malloc((size_t)T * nh * d * 4);
-    CU_ASSERT_EQUAL_FATAL(O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e), SALA_OK);
     const int G = nh / nkv;
     const float scale = (float)(1.0 / sqrt((double)d));
     float *scr = malloc((size_t)(cpu_attn_dense_scratch(G, d) + 64 + K * 64) * 4);
@@ -310,13 +352,28 @@ static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, 
             else
                 cpu_attn_dense(qt + g * G * d, G, nkv, d, g, Kc, Vc, p0 + t + 1, scale, scr, ot);
         }
-    char what[128];
-    double rel, mr;
-    snprintf(what, sizeof(what), "%s attn nh=%d nkv=%d d=%d L=%lld", sparse ? "sparse" : "dense",
-             nh, nkv, d, (long long)L);
-    diff(og, o, (size_t)T * nh * d, &rel, &mr);
-    report(what, rel, mr, 8e-3, 3e-2);
+    const int nv = sparse ? (int)(sizeof(sattn_variants) / sizeof(sattn_variants[0])) : 1;
+    for (int v = 0; v < nv; v++) {
+        if (sparse) setenv("SALA_CUDA_SATTN", sattn_variants[v], 1);
+        for (size_t i = 0; i < (size_t)T * nh * d; i++) og[i] = NAN;
+        const int rc = O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e);
+        CU_ASSERT_EQUAL(rc, SALA_OK);
+        char what[128];
+        double rel, mr;
+        snprintf(what, sizeof(what), "%s%s%s attn nh=%d nkv=%d d=%d L=%lld K=%d",
+                 sparse ? "sparse" : "dense", sparse && *sattn_variants[v] ? " " : "",
+                 sparse ? sattn_variants[v] : "", nh, nkv, d, (long long)L, K);
+        diff(og, o, (size_t)T * nh * d, &rel, &mr);
+        report(what, rel, mr, 8e-3, 3e-2);
+    }
+    unsetenv("SALA_CUDA_SATTN");
     free(Q), free(Kc), free(Vc), free(sel), free(og), free(o), free(scr);
+}
+
+static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K,
+                        uint64_t seed)
+{
+    attn_run(sparse, nh, nkv, d, p0, T, K, NULL, seed);
 }
 
 static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, uint64_t seed)
@@ -340,6 +397,20 @@ static void t_attn_sparse(void)
     /* real shape: K = 96 blocks at long positions, a partial last CTA, G = 4 */
     attn_case_k(true, 32, 2, 128, 40000, 37, 96, 23);
     attn_case_k(true, 8, 2, 64, 9000, 50, 96, 24);
+    /* ring kernel (fourth version), model-shaped lists (block 0 + 33 local + 62 scored = 96):
+     * 32/2 x 128 far past dense_len with partial query blocks and a partial last CTA for every
+     * ring size (61 = 8 x 7 + 5 = 5 x 11 + 6 = 4 x 15 + 1), so the union stream wraps the ring
+     * many times; queries whose block starts mid-list (qb + 1 <= K: every block, partial last) */
+    eng_rng r;
+    eng_rng_seed(&r, 31);
+    attn_run(true, 32, 2, 128, 120000 - 17, 61, 96, model_sel(&r, 120000 - 17, 61, 2, 96, 32, -1),
+             32);
+    attn_run(true, 32, 2, 128, 6100, 150, 96, model_sel(&r, 6100, 150, 2, 96, 32, -1), 33);
+    /* a whole group of -1 lists (empty stream: zeros) beside a full one; G = 8 and G = 1
+     * (16 queries per m16 tile: 2 consumer warps) */
+    attn_run(true, 32, 2, 128, 20000, 9, 96, model_sel(&r, 20000, 9, 2, 96, 32, 1), 34);
+    attn_run(true, 16, 2, 128, 30011, 40, 96, model_sel(&r, 30011, 40, 2, 96, 32, -1), 35);
+    attn_run(true, 2, 2, 64, 9000, 70, 96, model_sel(&r, 9000, 70, 2, 96, 32, -1), 36);
 }
 
 static void t_compress(void)
