@@ -165,13 +165,21 @@ clean:
 	rm -rf build build-san build-fuzz
 
 # ---- fuzzing (issue 9): libFuzzer + ASan + UBSan with clang, in build-fuzz/ ----
-#   make fuzz [FUZZ_TIME=60] [FUZZ=xml]  run each target (or one) for FUZZ_TIME seconds on
-#                                        build-fuzz/corpus/<t> seeded from tests/fuzz/corpus/<t>;
-#                                        crashers land in build-fuzz/crash/<t>/
-#   make fuzz-merge [FUZZ=xml]           minimize the work corpus back into tests/fuzz/corpus/<t>
+#   make fuzz [FUZZ_TIME=60] [FUZZ=xml] [FUZZ_JOBS=1]
+#                       run each target (or those named), one after the other, for FUZZ_TIME
+#                       seconds on FUZZ_JOBS worker processes (libFuzzer -jobs), on
+#                       build-fuzz/corpus/<t> seeded from tests/fuzz/corpus/<t>; crashers land in
+#                       build-fuzz/crash/<t>/, worker logs in build-fuzz/log/<t>/; one summary line
+#                       per target (executions, exec/s), also appended to build-fuzz/runs.txt
+#   make fuzz-merge [FUZZ=xml] [FUZZ_FROM=DIR]
+#                       minimize the work corpus back into tests/fuzz/corpus/<t>; with FUZZ_FROM,
+#                       first unpack DIR/fuzz-results.tgz (a run of scripts/fuzz-pack's runner on
+#                       another machine) into build-fuzz/corpus/<t> and build-fuzz/crash/<t>
+# The libFuzzer options and sanitizer settings live in tests/fuzz/run (the runner of both).
 FUZZ_BUILD  := build-fuzz
 FUZZ_CC     ?= clang
 FUZZ_TIME   ?= 60
+FUZZ_JOBS   ?= 1
 FUZZ_ALL    := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_common.c,$(wildcard tests/fuzz/fuzz_*.c)))
 FUZZ        ?= $(FUZZ_ALL)
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
@@ -181,34 +189,20 @@ FUZZ_LIBSRC := common/common.c engine/safetensors.c engine/config.c engine/model
                ingest/tokenizer.c ingest/prompt.c ingest/text.c tests/fuzz/fuzz_common.c
 FUZZ_LIBOBJ := $(FUZZ_LIBSRC:%.c=$(FUZZ_BUILD)/obj/%.o)
 FUZZ_BINS   := $(FUZZ_ALL:%=$(FUZZ_BUILD)/fuzz_%)
-# One process (no -jobs: it would log to ./fuzz-N.log). Caps: 2 GB RSS, 512 MB per
-# allocation, 10 s per input; leak checks on (lsan.supp names the
-# third-party leaks it tolerates, if any).
-FUZZ_OPTS   ?= -rss_limit_mb=2048 -malloc_limit_mb=512 -timeout=10 -max_len=1048576 \
-               -print_final_stats=1
-FUZZ_ENV    := ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:allocator_may_return_null=1 \
-               UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
-               LSAN_OPTIONS=suppressions=$(abspath tests/fuzz/lsan.supp)
+FUZZ_RUN    := tests/fuzz/run --bin $(FUZZ_BUILD) --seeds tests/fuzz/corpus --dicts tests/fuzz \
+               --supp tests/fuzz/lsan.supp --work $(FUZZ_BUILD)
 
 $(FUZZ_BUILD)/obj/%.o: %.c | $(SETUP_STAMP)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link $(PKG_CFLAGS) -MMD -MP -c $< -o $@
+# --as-needed: only the libraries the targets use (scripts/fuzz-pack copies them)
 $(FUZZ_BUILD)/fuzz_%: $(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o $(FUZZ_LIBOBJ)
-	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -o $@ $^ $(PKG_LIBS) -lm -ldl -lpthread
+	$(FUZZ_CC) $(FUZZ_SAN) -fsanitize=fuzzer -Wl,--as-needed -o $@ $^ $(PKG_LIBS) -lm -ldl -lpthread
 .SECONDARY: $(FUZZ_LIBOBJ) $(FUZZ_ALL:%=$(FUZZ_BUILD)/obj/tests/fuzz/fuzz_%.o)
 fuzz-build: $(FUZZ_BINS)
 
 fuzz: fuzz-build
-	@for t in $(FUZZ); do \
-	    mkdir -p $(FUZZ_BUILD)/corpus/$$t $(FUZZ_BUILD)/crash/$$t; \
-	    dict=; [ -f tests/fuzz/$$t.dict ] && dict=-dict=tests/fuzz/$$t.dict; \
-	    echo "fuzz: $$t for $(FUZZ_TIME) s"; \
-	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t $(FUZZ_OPTS) $$dict -max_total_time=$(FUZZ_TIME) \
-	        -artifact_prefix=$(FUZZ_BUILD)/crash/$$t/ $(FUZZ_BUILD)/corpus/$$t tests/fuzz/corpus/$$t \
-	        > $(FUZZ_BUILD)/$$t.log 2>&1; rc=$$?; \
-	    grep -E '^stat::(number_of_executed_units|average_exec_per_sec|peak_rss_mb)' $(FUZZ_BUILD)/$$t.log; \
-	    [ $$rc = 0 ] || { echo "fuzz: $$t FAILED (rc $$rc), see $(FUZZ_BUILD)/$$t.log"; exit 1; }; \
-	done
+	@$(FUZZ_RUN) --each --cores $(FUZZ_JOBS) --time $(FUZZ_TIME) $(FUZZ)
 
 # Generated seeds (tiny model, shards + index, state files); the hand-written ones sit beside them.
 fuzz-seeds: all
@@ -217,14 +211,9 @@ fuzz-seeds: all
 	$(BUILD)/mkseeds tests/fuzz/corpus
 
 fuzz-merge: fuzz-build
-	@for t in $(FUZZ); do \
-	    rm -rf tests/fuzz/corpus/$$t.new && mkdir -p tests/fuzz/corpus/$$t.new $(FUZZ_BUILD)/corpus/$$t && \
-	    $(FUZZ_ENV) $(FUZZ_BUILD)/fuzz_$$t -merge=1 -timeout=10 -rss_limit_mb=2048 \
-	        tests/fuzz/corpus/$$t.new tests/fuzz/corpus/$$t $(FUZZ_BUILD)/corpus/$$t \
-	        > $(FUZZ_BUILD)/$$t.merge.log 2>&1 && \
-	    rm -rf tests/fuzz/corpus/$$t && mv tests/fuzz/corpus/$$t.new tests/fuzz/corpus/$$t && \
-	    echo "fuzz-merge: $$t: $$(ls tests/fuzz/corpus/$$t | wc -l) files"; \
-	done
+	@$(if $(FUZZ_FROM),$(FUZZ_RUN) --import $(FUZZ_FROM) $(FUZZ) || \
+	    echo "fuzz-merge: $(FUZZ_FROM) brought crashers (above): fix them first";) \
+	$(FUZZ_RUN) --merge $(FUZZ)
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
 -include $(shell find $(FUZZ_BUILD)/obj -name '*.d' 2>/dev/null)

@@ -288,6 +288,7 @@ static int extract(batch *b, kind k, const char *name, const char *buf, size_t l
     case K_PDF: {
         *component = "pdf";
         int shards = len >= PDF_SHARD_MIN_BYTES ? SALA_MAX(1, SALA_MIN(o->jobs, 16)) : 1;
+        pdf_lib_init();   /* once: every worker inherits Poppler's tables instead of building them */
         return wk_run(name, buf, len, pdf_extract, shards, &o->limits, doc, e);
     }
     case K_XML:

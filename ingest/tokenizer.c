@@ -81,7 +81,8 @@ struct tok_tokenizer {
     size_t vocab_mask;
     merge_slot *merges;
     size_t merge_mask;
-    int32_t *bmp_id;        /* 65536: id of a one-char token by code point, -1 none */
+    int32_t *bmp_page[256]; /* id of a one-char token by BMP code point cp: bmp_page[cp >> 8]
+                               [cp & 255], -1 none; a page with no such token is NULL */
     uint8_t *first_cls, *last_cls;   /* n_ids: class (see char_cls) of a token's first/last char */
     uint8_t bigram[N_CLS][N_CLS];    /* 1: some vocabulary token has char class a then b */
     int32_t byte_id[256];   /* <0xNN> ids, -1 absent */
@@ -191,6 +192,12 @@ static int arena_add(tok_tokenizer *t, const char *s, size_t n, str_ref *out, sa
 }
 
 static uint64_t hash_str(const char *s, size_t n) { return XXH3_64bits(s, n); }
+
+static inline int32_t bmp_get(const tok_tokenizer *t, uint32_t cp)
+{
+    const int32_t *pg = t->bmp_page[(cp >> 8) & 255];
+    return pg ? pg[cp & 255] : -1;
+}
 
 static int32_t vocab_get(const tok_tokenizer *t, const char *s, size_t n)
 {
@@ -475,13 +482,10 @@ static int load_model(loader *L, const cJSON *root, const cJSON *added)
             return bad(L, SALA_EFORMAT, "model.unk_token '%.64s' is not in the vocabulary",
                        v->valuestring);
     }
-    t->bmp_id = malloc(65536 * sizeof(int32_t));
-    if (!t->bmp_id) return bad(L, SALA_ENOMEM, "out of memory");
-    for (size_t i = 0; i < 65536; i++) t->bmp_id[i] = -1;
     t->all_bytes = true;
+    static const char hex[] = "0123456789ABCDEF";
     for (int b = 0; b < 256; b++) {
-        char name[8];
-        snprintf(name, sizeof(name), "<0x%02X>", b);
+        char name[6] = {'<', '0', 'x', hex[b >> 4], hex[b & 15], '>'};
         t->byte_id[b] = vocab_get(t, name, 6);
         if (t->byte_id[b] < 0) t->all_bytes = false;
     }
@@ -493,7 +497,16 @@ static int load_model(loader *L, const cJSON *root, const cJSON *added)
         if (!(t->id_flags[id] & ID_MODEL)) continue;
         const unsigned char *s = (const unsigned char *)S(t, t->id_str[id]);
         size_t n = t->id_str[id].len, bad_len, k = tok_utf8_len(s, n, &bad_len);
-        if (k == n && k < 4) t->bmp_id[utf8_cp(s, k)] = id;
+        if (k == n && k < 4) {
+            uint32_t cp = utf8_cp(s, k);
+            int32_t **pg = &t->bmp_page[cp >> 8];
+            if (!*pg) {
+                *pg = malloc(256 * sizeof(int32_t));
+                if (!*pg) return bad(L, SALA_ENOMEM, "out of memory");
+                memset(*pg, 0xFF, 256 * sizeof(int32_t));   /* every entry -1 */
+            }
+            (*pg)[cp & 255] = id;
+        }
         uint8_t prev = 0;
         for (size_t i = 0; i < n; i += k) {   /* vocabulary texts are valid UTF-8 */
             k = tok_utf8_len(s + i, n - i, &bad_len);
@@ -922,7 +935,7 @@ void tok_free(tok_tokenizer *t)
     free(t->id_flags);
     free(t->vocab_slots);
     free(t->merges);
-    free(t->bmp_id);
+    for (size_t i = 0; i < 256; i++) free(t->bmp_page[i]);
     free(t->first_cls);
     free(t->last_cls);
     free(t->maps);
@@ -1278,7 +1291,7 @@ static int ctx_char(bpe_ctx *c, const char *s, size_t n, uint32_t s0, uint32_t e
     const tok_tokenizer *t = c->t;
     int32_t id;
     if (n < 4) {
-        id = t->bmp_id[utf8_cp((const unsigned char *)s, n)];
+        id = bmp_get(t, utf8_cp((const unsigned char *)s, n));
     } else {
         id = vocab_get(t, s, n);
     }
@@ -1385,7 +1398,7 @@ static int encode_piece(bpe_ctx *c, const char *text, size_t a, size_t b)
                 str_ref o = t->maps[m - 1].out;
                 rc = ctx_string(c, S(t, o), o.len, (uint32_t)i, (uint32_t)i + 1);
             } else {
-                int32_t id = t->bmp_id[ch];
+                int32_t id = bmp_get(t, ch);
                 if (id >= 0 && !c->unk_pending) rc = ctx_sym(c, id, (uint32_t)i, (uint32_t)i + 1);
                 else rc = ctx_char(c, text + i, 1, (uint32_t)i, (uint32_t)i + 1, true);
             }
@@ -1638,6 +1651,7 @@ static int dec_step_apply(const tok_tokenizer *t, const dec_step *d, strlist *in
         }
         return rc;
     }
+    buf tmp = {0};   /* one scratch for every string of the list */
     for (size_t i = 0; i < in->n && !rc; i++) {
         const char *s = sl_at(in, i);
         size_t n = sl_len(in, i);
@@ -1646,13 +1660,13 @@ static int dec_step_apply(const tok_tokenizer *t, const dec_step *d, strlist *in
             strip_bounds(s, n, S(t, d->strip_ch), d->strip_ch.len, d->start, d->stop, &a, &b);
             rc = sl_push(out, s + a, b - a);
         } else {
-            buf tmp = {0};
+            tmp.n = 0;
             rc = replace_into(&tmp, s, n, S(t, d->pat), d->pat.len, S(t, d->content),
                               d->content.len);
-            if (!rc) rc = sl_push(out, tmp.p ? tmp.p : "", tmp.n);
-            free(tmp.p);
+            if (!rc) rc = sl_push(out, tmp.p, tmp.n);
         }
     }
+    free(tmp.p);
     return rc;
 }
 
@@ -1705,6 +1719,13 @@ typedef struct {
     size_t lead, held;
 } strip_state;
 
+/* Two scratch buffers that a chain of steps alternates between: a step reads the text where it
+ * is and writes to the other one. */
+typedef struct {
+    buf b[2];
+    int cur;               /* which one holds the current text; -1: the text is elsewhere */
+} scratch;
+
 struct tok_stream {
     const tok_tokenizer *t;
     unsigned flags;
@@ -1713,7 +1734,8 @@ struct tok_stream {
     buf run;               /* pending bytes of byte tokens */
     size_t run_tokens;
     strip_state st[16];
-    buf out, tmp, tmp2;
+    buf out;
+    scratch tok, emit;     /* per-token steps of feed; steps of stream_emit and stream_tail */
 };
 
 void tok_stream_reset(tok_stream *s)
@@ -1748,22 +1770,58 @@ void tok_stream_free(tok_stream *s)
     if (!s) return;
     free(s->run.p);
     free(s->out.p);
-    free(s->tmp.p);
-    free(s->tmp2.p);
+    for (int i = 0; i < 2; i++) {
+        free(s->tok.b[i].p);
+        free(s->emit.b[i].p);
+    }
     free(s);
 }
 
-/* Post-Fuse steps from k on, over text that only grows; the result goes to s->out. */
+/* The buffer the next step writes to: emptied, and not the one that holds the current text. */
+static buf *scratch_next(scratch *sc)
+{
+    sc->cur = sc->cur == 0 ? 1 : 0;
+    sc->b[sc->cur].n = 0;
+    return &sc->b[sc->cur];
+}
+
+/* The per-string steps dec[from..to) (Replace and Strip; other kinds pass the text on) on
+ * (*p, *n), which on return is the result: in sc, or the input itself when no step ran. */
+static int stream_steps(const tok_tokenizer *t, scratch *sc, size_t from, size_t to,
+                        const char **p, size_t *n)
+{
+    for (size_t k = from; k < to; k++) {
+        const dec_step *d = &t->dec[k];
+        if (d->kind != DEC_REPLACE && d->kind != DEC_STRIP) continue;
+        buf *nb = scratch_next(sc);
+        int rc;
+        if (d->kind == DEC_REPLACE) {
+            rc = replace_into(nb, *p, *n, S(t, d->pat), d->pat.len, S(t, d->content),
+                              d->content.len);
+        } else {
+            size_t a, b;
+            strip_bounds(*p, *n, S(t, d->strip_ch), d->strip_ch.len, d->start, d->stop, &a, &b);
+            rc = buf_add(nb, *p + a, b - a);
+        }
+        if (rc) return rc;
+        *p = nb->p;
+        *n = nb->n;
+    }
+    return SALA_OK;
+}
+
+/* Post-Fuse steps from k on, over text that only grows (p may be in s->emit); the result is
+ * appended to s->out. */
 static int stream_tail(tok_stream *s, size_t k, const char *p, size_t n, bool finish)
 {
     const tok_tokenizer *t = s->t;
     for (; k < t->n_dec; k++) {
         const dec_step *d = &t->dec[k];
         if (d->kind == DEC_FUSE) continue;
-        buf nb = {0};
+        buf *nb = scratch_next(&s->emit);
         int rc = SALA_OK;
         if (d->kind == DEC_REPLACE) {
-            rc = replace_into(&nb, p, n, S(t, d->pat), d->pat.len, S(t, d->content), d->content.len);
+            rc = replace_into(nb, p, n, S(t, d->pat), d->pat.len, S(t, d->content), d->content.len);
         } else {   /* DEC_STRIP */
             strip_state *st = &s->st[k];
             const char *ch = S(t, d->strip_ch);
@@ -1774,65 +1832,40 @@ static int stream_tail(tok_stream *s, size_t k, const char *p, size_t n, bool fi
             }
             if (i < n) st->lead = 0;
             if (!d->stop) {
-                rc = buf_add(&nb, p + i, n - i);
+                rc = buf_add(nb, p + i, n - i);
             } else {
                 size_t j = n, tail = 0;
+                rc = buf_add(nb, "", 0);
                 while (j >= i + cl && !memcmp(p + j - cl, ch, cl)) {
                     j -= cl;
                     tail++;
                 }
                 if (j > i) {   /* a non-ch char: what was held is not trailing any more */
-                    for (size_t x = 0; x < st->held && !rc; x++) rc = buf_add(&nb, ch, cl);
-                    if (!rc) rc = buf_add(&nb, p + i, j - i);
+                    for (size_t x = 0; x < st->held && !rc; x++) rc = buf_add(nb, ch, cl);
+                    if (!rc) rc = buf_add(nb, p + i, j - i);
                     st->held = 0;
                 }
                 st->held += tail;
-                for (; st->held > d->stop && !rc; st->held--) rc = buf_add(&nb, ch, cl);
+                for (; st->held > d->stop && !rc; st->held--) rc = buf_add(nb, ch, cl);
                 if (finish) st->held = 0;   /* the last `stop` chars are cut */
             }
         }
-        if (rc) {
-            free(nb.p);
-            return rc;
-        }
-        /* continue with the step's output; keep it alive in tmp2 */
-        free(s->tmp2.p);
-        s->tmp2 = nb;
-        p = nb.p ? nb.p : "";
-        n = nb.n;
+        if (rc) return rc;
+        p = nb->p;
+        n = nb->n;
     }
     return buf_add(&s->out, p, n);
 }
 
-/* Steps in (bf_at, fuse_at) on one string, then the post-Fuse tail (or plain append). */
+/* Steps in [from, fuse_at) on one string (not in s->emit), then the post-Fuse tail (or a plain
+ * append). */
 static int stream_emit(tok_stream *s, size_t from, const char *p, size_t n)
 {
-    const tok_tokenizer *t = s->t;
-    buf cur = {0};
-    int rc = buf_add(&cur, p, n);
-    for (size_t k = from; k < s->fuse_at && !rc; k++) {
-        const dec_step *d = &t->dec[k];
-        buf nb = {0};
-        if (d->kind == DEC_REPLACE) {
-            rc = replace_into(&nb, cur.p, cur.n, S(t, d->pat), d->pat.len, S(t, d->content),
-                              d->content.len);
-        } else if (d->kind == DEC_STRIP) {
-            size_t a, b;
-            strip_bounds(cur.p, cur.n, S(t, d->strip_ch), d->strip_ch.len, d->start, d->stop, &a,
-                         &b);
-            rc = buf_add(&nb, cur.p + a, b - a);
-        } else {
-            rc = buf_add(&nb, cur.p, cur.n);
-        }
-        free(cur.p);
-        cur = nb;
-    }
-    if (!rc) {
-        if (s->fuse_at < t->n_dec) rc = stream_tail(s, s->fuse_at + 1, cur.p, cur.n, false);
-        else rc = buf_add(&s->out, cur.p, cur.n);
-    }
-    free(cur.p);
-    return rc;
+    s->emit.cur = -1;
+    int rc = stream_steps(s->t, &s->emit, from, s->fuse_at, &p, &n);
+    if (rc) return rc;
+    if (s->fuse_at < s->t->n_dec) return stream_tail(s, s->fuse_at + 1, p, n, false);
+    return buf_add(&s->out, p, n);
 }
 
 static int stream_flush_run(tok_stream *s)
@@ -1862,42 +1895,27 @@ int tok_stream_feed(tok_stream *s, int32_t id, const char **text, size_t *len, s
         return sala_errf(e, SALA_EINVAL, "decode: token id %d is not in the vocabulary (size %d)",
                          (int)id, (int)t->n_ids);
     if ((s->flags & TOK_SKIP_SPECIAL) && (t->id_flags[id] & ID_SPECIAL)) return SALA_OK;
-    /* per-token steps before ByteFallback */
+    /* per-token steps before ByteFallback (the text stays in s->tok: stream_emit uses s->emit) */
     size_t pre_end = s->bf_at != SIZE_MAX ? s->bf_at : s->fuse_at;
-    buf cur = {0};
-    int rc = buf_add(&cur, tokstr, tl);
-    for (size_t k = 0; k < pre_end && !rc; k++) {
-        const dec_step *d = &t->dec[k];
-        buf nb = {0};
-        if (d->kind == DEC_REPLACE) {
-            rc = replace_into(&nb, cur.p, cur.n, S(t, d->pat), d->pat.len, S(t, d->content),
-                              d->content.len);
-        } else {   /* DEC_STRIP */
-            size_t a, b;
-            strip_bounds(cur.p, cur.n, S(t, d->strip_ch), d->strip_ch.len, d->start, d->stop, &a,
-                         &b);
-            rc = buf_add(&nb, cur.p + a, b - a);
-        }
-        free(cur.p);
-        cur = nb;
-    }
+    const char *p = tokstr;
+    size_t n = tl;
+    s->tok.cur = -1;
+    int rc = stream_steps(t, &s->tok, 0, pre_end, &p, &n);
     if (!rc && s->bf_at != SIZE_MAX) {
-        int v = byte_token(cur.p, cur.n);
+        int v = byte_token(p, n);
         if (v >= 0) {
             char ch = (char)v;
             rc = buf_add(&s->run, &ch, 1);
             s->run_tokens++;
-            free(cur.p);
             if (rc) return sala_errf(e, rc, "decode: out of memory");
             *text = s->out.p ? s->out.p : "";
             return SALA_OK;
         }
         rc = stream_flush_run(s);
-        if (!rc) rc = stream_emit(s, s->bf_at + 1, cur.p, cur.n);
+        if (!rc) rc = stream_emit(s, s->bf_at + 1, p, n);
     } else if (!rc) {
-        rc = stream_emit(s, pre_end, cur.p, cur.n);
+        rc = stream_emit(s, pre_end, p, n);
     }
-    free(cur.p);
     if (rc) return sala_errf(e, rc, "decode: out of memory");
     *text = s->out.p ? s->out.p : "";
     *len = s->out.n;

@@ -166,32 +166,27 @@ static void t_swiglu(void)
     free(gu), free(o), free(ref);
 }
 
-/* Lightning core: T tokens at p0 with a random initial state; CPU twin = forward.c's
- * lightning_mixer between the projections. */
-static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
+/* Lightning core over ncall calls of Ts[i] tokens from position p0 with a random initial state
+ * carried from call to call, against the CPU twin (forward.c's lightning_mixer between the
+ * projections) after every call: the state, the core output scale·O before o_norm (o_raw) and
+ * the bf16 output after o_norm and the gate. blas: the cuBLAS path (SALA_CUDA_LA_BLAS=1) instead
+ * of the tensor-core kernels. Tolerances: state 1e-5 (fp32, or 3xTF32 on the tensor cores);
+ * o_raw 1e-5 for fp32 arithmetic (decode, cuBLAS), 2e-3 for the TF32 products (expected ~4e-4);
+ * out 4e-3 / 8e-3 (bf16 rounding). */
+static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0, uint64_t seed,
+                            bool blas)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
     const int nd = nh * d;
-    float *proj = randv(&r, (size_t)T * 4 * nd, 1.0, false);
     float *qn = randv(&r, d, 0.1, false), *kn = randv(&r, d, 0.1, false),
           *on = randv(&r, nd, 0.1, false);
     for (int i = 0; i < d; i++) qn[i] += 1.0f, kn[i] += 1.0f;
     for (int i = 0; i < nd; i++) on[i] += 1.0f;
     float *S0 = randv(&r, (size_t)nh * d * d, 0.3, false);
-    float *Sg = malloc((size_t)nh * d * d * 4), *og = malloc((size_t)T * nd * 4);
+    float *Sg = malloc((size_t)nh * d * d * 4);
     memcpy(Sg, S0, (size_t)nh * d * d * 4);
-    CU_ASSERT_EQUAL_FATAL(O->lightning(T, nh, d, p0, 10000.0, 1e-6f, proj, qn, kn, on, Sg, og, &e),
-                          SALA_OK);
-    /* CPU */
-    float *q = malloc((size_t)T * nd * 4), *k = malloc((size_t)T * nd * 4),
-          *v = malloc((size_t)T * nd * 4), *o = malloc((size_t)T * nd * 4);
-    for (int t = 0; t < T; t++) {
-        memcpy(q + (size_t)t * nd, proj + (size_t)t * 4 * nd, (size_t)nd * 4);
-        memcpy(k + (size_t)t * nd, proj + (size_t)t * 4 * nd + nd, (size_t)nd * 4);
-        memcpy(v + (size_t)t * nd, proj + (size_t)t * 4 * nd + 2 * nd, (size_t)nd * 4);
-    }
     float inv[512], slope[256];
     float *dec = malloc((size_t)nh * (CPU_LA_CHUNK + 1) * 4);
     float *scr = malloc((size_t)cpu_lightning_scratch(d) * 4);
@@ -200,25 +195,57 @@ static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
     for (int n = 0; n < nh; n++)
         for (int x = 0; x <= CPU_LA_CHUNK; x++)
             dec[n * (CPU_LA_CHUNK + 1) + x] = (float)exp(-(double)slope[n] * x);
-    cpu_rmsnorm(q, q, qn, (int64_t)T * nh, d, 1e-6f);
-    cpu_rmsnorm(k, k, kn, (int64_t)T * nh, d, 1e-6f);
-    cpu_rope(q, T, nh, d, p0, inv);
-    cpu_rope(k, T, nh, d, p0, inv);
-    cpu_lightning(T, nh, d, dec, (float)(1.0 / sqrt((double)d)), q, k, v, S0, o, scr);
-    cpu_rmsnorm(o, o, on, T, nd, 1e-6f);
-    for (int t = 0; t < T; t++)
-        for (int i = 0; i < nd; i++)
-            o[(size_t)t * nd + i] *= sigm(proj[(size_t)t * 4 * nd + 3 * nd + i]);
-    char what[128];
-    double rel, mr;
-    snprintf(what, sizeof(what), "lightning T=%d nh=%d d=%d: state", T, nh, d);
-    diff(Sg, S0, (size_t)nh * d * d, &rel, &mr);
-    report(what, rel, mr, 1e-5, 1e-5);
-    snprintf(what, sizeof(what), "lightning T=%d nh=%d d=%d: out", T, nh, d);
-    diff(og, o, (size_t)T * nd, &rel, &mr);
-    report(what, rel, mr, 4e-3, 8e-3);
-    free(proj), free(qn), free(kn), free(on), free(S0), free(Sg), free(og);
-    free(q), free(k), free(v), free(o), free(dec), free(scr);
+    int64_t p = p0;
+    for (int call = 0; call < ncall; call++) {
+        const int T = Ts[call];
+        float *proj = randv(&r, (size_t)T * 4 * nd, 1.0, false);
+        float *og = malloc((size_t)T * nd * 4), *rawg = malloc((size_t)T * nd * 4);
+        if (blas) setenv("SALA_CUDA_LA_BLAS", "1", 1);
+        const int rc = O->lightning(T, nh, d, p, 10000.0, 1e-6f, proj, qn, kn, on, Sg, og, rawg,
+                                    &e);
+        if (blas) unsetenv("SALA_CUDA_LA_BLAS");
+        CU_ASSERT_EQUAL_FATAL(rc, SALA_OK);
+        /* CPU */
+        float *q = malloc((size_t)T * nd * 4), *k = malloc((size_t)T * nd * 4),
+              *v = malloc((size_t)T * nd * 4), *o = malloc((size_t)T * nd * 4);
+        for (int t = 0; t < T; t++) {
+            memcpy(q + (size_t)t * nd, proj + (size_t)t * 4 * nd, (size_t)nd * 4);
+            memcpy(k + (size_t)t * nd, proj + (size_t)t * 4 * nd + nd, (size_t)nd * 4);
+            memcpy(v + (size_t)t * nd, proj + (size_t)t * 4 * nd + 2 * nd, (size_t)nd * 4);
+        }
+        cpu_rmsnorm(q, q, qn, (int64_t)T * nh, d, 1e-6f);
+        cpu_rmsnorm(k, k, kn, (int64_t)T * nh, d, 1e-6f);
+        cpu_rope(q, T, nh, d, p, inv);
+        cpu_rope(k, T, nh, d, p, inv);
+        cpu_lightning(T, nh, d, dec, (float)(1.0 / sqrt((double)d)), q, k, v, S0, o, scr);
+        const bool tc = T > 1 && !blas && (d == 64 || d == 128);
+        char what[160];
+        double rel, mr;
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d p0=%lld: state",
+                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d, (long long)p);
+        diff(Sg, S0, (size_t)nh * d * d, &rel, &mr);
+        report(what, rel, mr, 1e-5, 1e-5);
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: o_raw",
+                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d);
+        diff(rawg, o, (size_t)T * nd, &rel, &mr);
+        report(what, rel, mr, tc ? 2e-3 : 1e-5, tc ? 2e-3 : 1e-5);
+        cpu_rmsnorm(o, o, on, T, nd, 1e-6f);
+        for (int t = 0; t < T; t++)
+            for (int i = 0; i < nd; i++)
+                o[(size_t)t * nd + i] *= sigm(proj[(size_t)t * 4 * nd + 3 * nd + i]);
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: out",
+                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d);
+        diff(og, o, (size_t)T * nd, &rel, &mr);
+        report(what, rel, mr, 4e-3, 8e-3);
+        free(proj), free(og), free(rawg), free(q), free(k), free(v), free(o);
+        p += T;
+    }
+    free(qn), free(kn), free(on), free(S0), free(Sg), free(dec), free(scr);
+}
+
+static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
+{
+    lightning_calls(&T, 1, nh, d, p0, seed, false);
 }
 
 static void t_lightning(void)
@@ -227,6 +254,19 @@ static void t_lightning(void)
     lightning_case(150, 4, 64, 37, 5);        /* chunks of 64 + a partial chunk */
     lightning_case(300, 32, 128, 100000, 6);  /* real head shape, large positions */
     lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
+    lightning_case(37, 4, 128, 0, 8);         /* one partial chunk */
+    lightning_case(1100, 32, 128, 120000, 12); /* real heads, 4 per prep warp, angles > 1e5 */
+}
+
+/* The state carried across calls (prefill, decode steps, more prefill) at the real head shape
+ * far from 0, on the tensor-core path and on the cuBLAS path. */
+static void t_lightning_calls(void)
+{
+    static const int real[] = {200, 1, 77, 130, 1, 64, 2};
+    static const int small[] = {65, 128, 3};
+    lightning_calls(real, 7, 32, 128, 900000, 9, false);
+    lightning_calls(small, 3, 4, 64, 3, 10, false);
+    lightning_calls(real, 3, 32, 128, 700000, 11, true);
 }
 
 /* Random ascending block lists with block 0 and the query's block. */
@@ -247,8 +287,51 @@ static int32_t *rand_sel(eng_rng *r, int64_t p0, int T, int nkv, int K)
     return sel;
 }
 
-static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K,
-                        uint64_t seed)
+/* InfLLM-V2-shaped lists: block 0, the local blocks qb - local .. qb and random others up to K
+ * (every block when qb + 1 <= K), ascending, no padding past K; neighbouring queries share the
+ * forced blocks as in the model. Lists of group `empty_g` (-1 for none) are all -1. */
+static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int local, int empty_g)
+{
+    int32_t *sel = malloc((size_t)T * nkv * K * 4);
+    const int64_t nbmax = (p0 + T - 1) / 64 + 1;
+    unsigned char *mark = malloc((size_t)nbmax);
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < nkv; g++) {
+            int32_t *s = sel + ((size_t)t * nkv + g) * K;
+            const int64_t qb = (p0 + t) / 64, nb = qb + 1;
+            int n = 0;
+            if (g == empty_g) {
+                for (int i = 0; i < K; i++) s[i] = -1;
+                continue;
+            }
+            for (int64_t b = 0; b < nb; b++) {
+                mark[b] = b == 0 || b >= qb - local || nb <= K;
+                n += mark[b];
+            }
+            while (n < K) {                                 /* the scored blocks */
+                const int64_t b = (int64_t)(eng_rng_uniform(r) * (double)nb);
+                if (b < nb && !mark[b]) {
+                    mark[b] = 1;
+                    n++;
+                }
+            }
+            n = 0;
+            for (int64_t b = 0; b < nb; b++)
+                if (mark[b]) s[n++] = (int32_t)b;
+            for (int i = n; i < K; i++) s[i] = -1;
+        }
+    free(mark);
+    return sel;
+}
+
+/* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
+ * the default ring (15 consumer warps), the other ring sizes and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "ring7", "ring11", "old"};
+
+/* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
+ * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
+static void attn_run(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K, int32_t *sel,
+                     uint64_t seed)
 {
     OPS();
     eng_rng r;
@@ -256,9 +339,8 @@ static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, 
     const int64_t L = p0 + T;
     float *Q = randv(&r, (size_t)T * nh * d, 1.0, true), *Kc = randv(&r, (size_t)L * nkv * d, 1.0, true),
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
-    int32_t *sel = sparse ? rand_sel(&r, p0, T, nkv, K) : NULL;
+    if (sparse && !sel) sel = rand_sel(&r, p0, T, nkv, K);
     float *og = malloc((size_t)T * nh * d * 4), *o = malloc((size_t)T * nh * d * 4);
-    CU_ASSERT_EQUAL_FATAL(O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e), SALA_OK);
     const int G = nh / nkv;
     const float scale = (float)(1.0 / sqrt((double)d));
     float *scr = malloc((size_t)(cpu_attn_dense_scratch(G, d) + 64 + K * 64) * 4);
@@ -274,13 +356,28 @@ static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, 
             else
                 cpu_attn_dense(qt + g * G * d, G, nkv, d, g, Kc, Vc, p0 + t + 1, scale, scr, ot);
         }
-    char what[128];
-    double rel, mr;
-    snprintf(what, sizeof(what), "%s attn nh=%d nkv=%d d=%d L=%lld", sparse ? "sparse" : "dense",
-             nh, nkv, d, (long long)L);
-    diff(og, o, (size_t)T * nh * d, &rel, &mr);
-    report(what, rel, mr, 8e-3, 3e-2);
+    const int nv = sparse ? (int)(sizeof(sattn_variants) / sizeof(sattn_variants[0])) : 1;
+    for (int v = 0; v < nv; v++) {
+        if (sparse) setenv("SALA_CUDA_SATTN", sattn_variants[v], 1);
+        for (size_t i = 0; i < (size_t)T * nh * d; i++) og[i] = NAN;
+        const int rc = O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e);
+        CU_ASSERT_EQUAL(rc, SALA_OK);
+        char what[128];
+        double rel, mr;
+        snprintf(what, sizeof(what), "%s%s%s attn nh=%d nkv=%d d=%d L=%lld K=%d",
+                 sparse ? "sparse" : "dense", sparse && *sattn_variants[v] ? " " : "",
+                 sparse ? sattn_variants[v] : "", nh, nkv, d, (long long)L, K);
+        diff(og, o, (size_t)T * nh * d, &rel, &mr);
+        report(what, rel, mr, 8e-3, 3e-2);
+    }
+    unsetenv("SALA_CUDA_SATTN");
     free(Q), free(Kc), free(Vc), free(sel), free(og), free(o), free(scr);
+}
+
+static void attn_case_k(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int K,
+                        uint64_t seed)
+{
+    attn_run(sparse, nh, nkv, d, p0, T, K, NULL, seed);
 }
 
 static void attn_case(bool sparse, int nh, int nkv, int d, int64_t p0, int T, uint64_t seed)
@@ -304,6 +401,20 @@ static void t_attn_sparse(void)
     /* real shape: K = 96 blocks at long positions, a partial last CTA, G = 4 */
     attn_case_k(true, 32, 2, 128, 40000, 37, 96, 23);
     attn_case_k(true, 8, 2, 64, 9000, 50, 96, 24);
+    /* ring kernel (fourth version), model-shaped lists (block 0 + 33 local + 62 scored = 96):
+     * 32/2 x 128 far past dense_len with partial query blocks and a partial last CTA for every
+     * ring size (61 = 8 x 7 + 5 = 5 x 11 + 6 = 4 x 15 + 1), so the union stream wraps the ring
+     * many times; queries whose block starts mid-list (qb + 1 <= K: every block, partial last) */
+    eng_rng r;
+    eng_rng_seed(&r, 31);
+    attn_run(true, 32, 2, 128, 120000 - 17, 61, 96, model_sel(&r, 120000 - 17, 61, 2, 96, 32, -1),
+             32);
+    attn_run(true, 32, 2, 128, 6100, 150, 96, model_sel(&r, 6100, 150, 2, 96, 32, -1), 33);
+    /* a whole group of -1 lists (empty stream: zeros) beside a full one; G = 8 and G = 1
+     * (16 queries per m16 tile: 2 consumer warps) */
+    attn_run(true, 32, 2, 128, 20000, 9, 96, model_sel(&r, 20000, 9, 2, 96, 32, 1), 34);
+    attn_run(true, 16, 2, 128, 30011, 40, 96, model_sel(&r, 30011, 40, 2, 96, 32, -1), 35);
+    attn_run(true, 2, 2, 64, 9000, 70, 96, model_sel(&r, 9000, 70, 2, 96, 32, -1), 36);
 }
 
 static void t_compress(void)
@@ -402,8 +513,9 @@ void suite_cuda_ops(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_ops", {"add_norm", t_add_norm}, {"gemm", t_gemm}, {"swiglu", t_swiglu},
-             {"lightning", t_lightning}, {"attention dense", t_attn_dense},
-             {"attention sparse", t_attn_sparse}, {"compress", t_compress},
+             {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
+             {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
+             {"compress", t_compress},
              {"select", t_select});
 }
 

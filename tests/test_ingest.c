@@ -567,6 +567,32 @@ static void t_pdf_generated(void)
     free(buf);
 }
 
+/* pdf_lib_init: the built-in document that holds Poppler's tables opens (if it did not, every
+ * document would rebuild them, pdf.c), a second call is a no-op, and documents extracted one
+ * after the other in one process with the tables held come out the same each time. */
+static void t_pdf_lib_init(void)
+{
+    CU_ASSERT_TRUE(pdf_lib_init());
+    CU_ASSERT_TRUE(pdf_lib_init());
+    const char *p = path_in(test_tmpdir(), "held.pdf");
+    make_pdf(p, 3, "Held");
+    char *buf;
+    size_t len;
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(sala_file_read(p, 1 << 30, &buf, &len, &e), SALA_OK);
+    for (int round = 0; round < 3; round++) {
+        ing_doc d;
+        ing_doc_init(&d);
+        CU_ASSERT_EQUAL_FATAL(pdf_extract("held.pdf", buf, len, 0, 1, &d, &e), SALA_OK);
+        CU_ASSERT_EQUAL(d.pages, 3);
+        CU_ASSERT_EQUAL_FATAL(d.n, 3);
+        CU_ASSERT_STRING_EQUAL(d.title, "Held");
+        CU_ASSERT_PTR_NOT_NULL(strstr(d.segs[1].text, "page 2 says even"));
+        ing_doc_clear(&d);
+    }
+    free(buf);
+}
+
 static void t_pdf_bad(void)
 {
     const char *dir = test_tmpdir();
@@ -748,7 +774,8 @@ void suite_ingest_worker(void)
 void suite_ingest_pdf(void)
 {
     SALA_ADD("ingest_pdf", {"generated PDF, 1..3 workers", t_pdf_generated},
-             {"zero pages, encrypted, broken xref", t_pdf_bad});
+             {"zero pages, encrypted, broken xref", t_pdf_bad},
+             {"Poppler's tables held across documents", t_pdf_lib_init});
 }
 
 void suite_ingest_xml(void)

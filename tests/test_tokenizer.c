@@ -487,6 +487,36 @@ static void t_invalid_utf8(void)
     tok_ids_free(&ids);
 }
 
+/* Decode ids with tok_decode and with a stream fed one id at a time, then finished: true when
+ * the stream's pieces join to tok_decode's text. *broken counts pieces that are not complete
+ * UTF-8. */
+static bool stream_matches_decode(const tok_tokenizer *t, const int32_t *ids, size_t n,
+                                  unsigned flags, size_t *broken)
+{
+    sala_err e;
+    char *want;
+    size_t wl;
+    CU_ASSERT_EQUAL_FATAL(tok_decode(t, ids, n, flags, &want, &wl, &e), SALA_OK);
+    tok_stream *s;
+    CU_ASSERT_EQUAL_FATAL(tok_stream_new(t, flags, &s, &e), SALA_OK);
+    char *got = malloc(wl + 1);
+    size_t gl = 0;
+    for (size_t i = 0; i <= n; i++) {
+        const char *p;
+        size_t pl;
+        int rc = i < n ? tok_stream_feed(s, ids[i], &p, &pl, &e) : tok_stream_finish(s, &p, &pl, &e);
+        CU_ASSERT_EQUAL(rc, SALA_OK);
+        if (!utf8_ok(p, pl)) ++*broken;
+        if (gl + pl <= wl) memcpy(got + gl, p, pl);
+        gl += pl;
+    }
+    bool same = gl == wl && memcmp(got, want, wl) == 0;
+    free(got);
+    free(want);
+    tok_stream_free(s);
+    return same;
+}
+
 /* The stream's pieces concatenate to tok_decode's text, and each piece is complete UTF-8. */
 static void t_stream(void)
 {
@@ -494,7 +524,6 @@ static void t_stream(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     int32_t nv = tok_vocab_size(t);
     int32_t *ids = malloc(400 * sizeof(int32_t));
-    sala_err e;
     size_t bad = 0, broken = 0;
     for (int round = 0; round < 300; round++) {
         size_t n = rnd() % 400;
@@ -510,27 +539,7 @@ static void t_stream(void)
                 ids[i] = (int32_t)(rnd() % (uint32_t)nv);
             }
         }
-        unsigned flags = round & 1 ? TOK_SKIP_SPECIAL : 0;
-        char *want;
-        size_t wl;
-        CU_ASSERT_EQUAL_FATAL(tok_decode(t, ids, n, flags, &want, &wl, &e), SALA_OK);
-        tok_stream *s;
-        CU_ASSERT_EQUAL_FATAL(tok_stream_new(t, flags, &s, &e), SALA_OK);
-        char *got = malloc(wl + 1);
-        size_t gl = 0;
-        for (size_t i = 0; i <= n; i++) {
-            const char *p;
-            size_t pl;
-            int rc = i < n ? tok_stream_feed(s, ids[i], &p, &pl, &e) : tok_stream_finish(s, &p, &pl, &e);
-            CU_ASSERT_EQUAL(rc, SALA_OK);
-            if (!utf8_ok(p, pl)) broken++;
-            if (gl + pl <= wl) memcpy(got + gl, p, pl);
-            gl += pl;
-        }
-        if (gl != wl || memcmp(got, want, wl) != 0) bad++;
-        free(got);
-        free(want);
-        tok_stream_free(s);
+        if (!stream_matches_decode(t, ids, n, round & 1 ? TOK_SKIP_SPECIAL : 0, &broken)) bad++;
     }
     CU_ASSERT_EQUAL(bad, 0);
     CU_ASSERT_EQUAL(broken, 0);
@@ -629,6 +638,53 @@ static void t_small_valid(void)
     tok_ids_free(&ids);
     tok_free(t);
     tok_free(NULL);
+}
+
+/* The streaming decoder against tok_decode on decoder chains other than MiniCPM's: Strip with
+ * stop (text held back), Replace after Fuse, steps before ByteFallback, no Fuse at all. Random
+ * ids of the small vocabulary (byte tokens, <0x100>, specials, ▁ab), both flag settings. */
+static void t_stream_forms(void)
+{
+#define R(pat, con) "{\"type\":\"Replace\",\"pattern\":{\"String\":\"" pat "\"},\"content\":\"" con "\"}"
+#define ST(ch, a, b) "{\"type\":\"Strip\",\"content\":\"" ch "\",\"start\":" #a ",\"stop\":" #b "}"
+#define SEQ(...) "{\"type\":\"Sequence\",\"decoders\":[" __VA_ARGS__ "]}"
+    static const char *const decs[] = {
+        SEQ(R("\xE2\x96\x81", " ") ",{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"}," ST(" ", 1, 2)),
+        SEQ("{\"type\":\"ByteFallback\"},{\"type\":\"Fuse\"}," R("a", "xy") "," ST("b", 0, 1) ","
+            ST("x", 2, 0)),
+        SEQ(R("\xE2\x96\x81", " ") "," ST(" ", 1, 1) "," R("b", "<0x41>") ",{\"type\":\"ByteFallback\"},"
+            R("a", "aa") ",{\"type\":\"Fuse\"}," ST("a", 2, 1)),
+        SEQ(R("\xE2\x96\x81", " ") ",{\"type\":\"ByteFallback\"}," ST(" ", 0, 1)),
+        SEQ("{\"type\":\"Fuse\"}," ST("<", 1, 1) "," ST(">", 0, 3)),
+    };
+#undef R
+#undef ST
+#undef SEQ
+    static const char vocab[] =
+        "{\"<unk>\":0,\"<s>\":1,\"\xE2\x96\x81\":2,\"a\":3,\"b\":4,\"ab\":5,\"\xE2\x96\x81" "ab\":6,"
+        "\"<0x41>\":7,\"<0x100>\":8,\"<0xE4>\":10,\"<0xB8>\":11,\"<0xAD>\":12,\"<0x20>\":13}";
+    size_t bad = 0, cases = 0;
+    for (size_t d = 0; d < SALA_ARRAY_LEN(decs); d++) {
+        small_parts p = {.dec = decs[d], .vocab = vocab};
+        tok_tokenizer *t;
+        sala_err e = {0};
+        CU_ASSERT_EQUAL_FATAL(load_parts(&p, &t, &e), SALA_OK);
+        int32_t ids[40];
+        size_t broken = 0;
+        for (int round = 0; round < 400; round++) {
+            size_t n = rnd() % 40;
+            for (size_t i = 0; i < n; i++) ids[i] = (int32_t)(rnd() % 14);
+            if (!stream_matches_decode(t, ids, n, round & 1 ? TOK_SKIP_SPECIAL : 0, &broken)) {
+                if (!bad) fprintf(stderr, "stream forms: decoder %zu differs\n", d);
+                bad++;
+            }
+            cases++;
+        }
+        CU_ASSERT_EQUAL(broken, 0);
+        tok_free(t);
+    }
+    CU_ASSERT_EQUAL(cases, 5 * 400);
+    CU_ASSERT_EQUAL(bad, 0);
 }
 
 static void t_hostile(void)
@@ -879,6 +935,7 @@ void suite_tokenizer(void)
              {"reference BPE on random text", t_reference_bpe},
              {"round trip and spans", t_roundtrip_spans}, {"no special-token injection", t_no_injection},
              {"invalid UTF-8", t_invalid_utf8}, {"streaming decoder", t_stream},
+             {"streaming decoder, other decoder chains", t_stream_forms},
              {"small tokenizer", t_small_valid}, {"hostile tokenizer.json", t_hostile},
              {"corrupt tokenizer.json", t_corrupt}, {"ChatML and corpus prompts", t_prompt},
              {"2 MB line", t_long_line}, {"cleanup", t_cleanup});

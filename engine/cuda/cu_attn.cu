@@ -9,9 +9,9 @@
 #include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
 
-#include <stdlib.h>
-
 #include <math.h>
+#include <stdlib.h>
+#include <string.h>
 
 static size_t attn_smem(int R, int d)
 {
@@ -128,25 +128,217 @@ static __global__ void __launch_bounds__(128) attn_kernel(attn_args a, int MT, i
 }
 
 /* ---- flash attention on registers (mma.sync m16n8k16), D in {64, 128}, G a power of two <= 16.
- * A CTA of 4 warps takes QC = 4 x 16/G queries; a warp owns one m16 tile (rows qi*G + h: one
- * query when G = 16) with Q fragments, the fp32 output accumulator (16 x D) and the row max/sum
- * in registers (FlashAttention-2 layout: the score accumulator is re-packed as the bf16 A operand
- * of P·V without leaving registers). K/V tiles of 64 keys are double-buffered with cp.async.
+ * A warp owns one m16 tile (rows qi*G + h: one query when G = 16) with the fp32 output
+ * accumulator (16 x D) and the row max/sum in registers (FlashAttention-2 layout: the score
+ * accumulator is re-packed as the bf16 A operand of P·V without leaving registers). */
+
+/* A warp's running softmax state for its m16 tile: the fp32 output accumulator o (16 x D, C
+ * fragments), the row max mrow (log2 domain) and the thread-partial row sum lrow (rows rq, rq+8). */
+template <int D> struct flash_acc {
+    float o[D / 8][4];
+    float mrow[2], lrow[2];
+    __device__ __forceinline__ flash_acc()
+    {
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
+        mrow[0] = mrow[1] = -INFINITY;
+        lrow[0] = lrow[1] = 0.0f;
+    }
+};
+
+/* Last valid key column of a tile for a row at p - j0 (clamped into int: -1 .. 64). */
+static __device__ __forceinline__ int flash_lim(int64_t d)
+{
+    return d < -1 ? -1 : (d > CU_KT ? CU_KT : (int)d);
+}
+
+/* One key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
+ * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
+ * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
+ * (64, D + 8) shared tiles. */
+template <int D, typename QF>
+static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
+                                                   const int lim[2], float sl, flash_acc<D> &acc)
+{
+    float (&o)[D / 8][4] = acc.o;
+    float *mrow = acc.mrow, *lrow = acc.lrow;
+    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8;
+    const int lane = threadIdx.x & 31, qd = lane & 3;
+    float s[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
+    const uint32_t kbase =
+        smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8);
+#pragma unroll
+    for (int ks = 0; ks < KS; ks++) {
+        uint32_t q[4];
+        qf(ks, q);
+#pragma unroll
+        for (int nc = 0; nc < 4; nc++) {
+            uint32_t b[4];
+            ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
+            mma_bf16(s[2 * nc], q, b[0], b[1]);
+            mma_bf16(s[2 * nc + 1], q, b[2], b[3]);
+        }
+    }
+    float corr[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float mx = -INFINITY;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const int col = j * 8 + 2 * qd + e;
+                const float v = col <= lim[hf] ? s[j][2 * hf + e] * sl : -INFINITY;
+                s[j][2 * hf + e] = v;
+                mx = fmaxf(mx, v);
+            }
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        const float mn = fmaxf(mrow[hf], mx), mu = mn == -INFINITY ? 0.0f : mn;
+        corr[hf] = exp2f(mrow[hf] - mu);
+        mrow[hf] = mn;
+        float sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                const float pe = exp2f(s[j][2 * hf + e] - mu);
+                s[j][2 * hf + e] = pe;
+                sum += pe;
+            }
+        lrow[hf] = lrow[hf] * corr[hf] + sum;
+    }
+#pragma unroll
+    for (int i = 0; i < ND; i++) {
+        o[i][0] *= corr[0];
+        o[i][1] *= corr[0];
+        o[i][2] *= corr[1];
+        o[i][3] *= corr[1];
+    }
+    const uint32_t vbase =
+        smem_u32(Vt + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++) {
+        uint32_t pa[4];
+        pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+        pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+        pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+        pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+        for (int dn = 0; dn < D / 16; dn++) {
+            uint32_t b[4];
+            ldsm_x4_t(b, vbase + (uint32_t)((kk * 16 * LDS + dn * 16) * 2));
+            mma_bf16(o[2 * dn], pa, b[0], b[1]);
+            mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
+        }
+    }
+}
+
+/* Rows rq + 8 hf of the warp's m16 tile = (query tq0 + qbase + (row >> lg), head row & (G-1)) of
+ * group g: position prow, query within the tile qwr, valid rv (query < nq); and the Q fragment
+ * of k-step ks (zero for invalid rows) through put(ks, hf, lo, hi) (A-operand registers hf, 2+hf). */
+template <int D, typename PUT>
+static __device__ __forceinline__ void flash_q(const attn_args &a, int lg, int g, int tq0,
+                                               int qbase, int nq, const PUT &put, int64_t prow[2],
+                                               int qwr[2], bool rv[2])
+{
+    const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2, G = 1 << lg;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int row = rq + 8 * hf, qw = row >> lg, qc = qbase + qw, h = row & (G - 1);
+        rv[hf] = qc < nq;
+        qwr[hf] = qw;
+        prow[hf] = a.p0 + tq0 + qc;
+        const bf16 *qrow = a.Q + ((size_t)(tq0 + (rv[hf] ? qc : 0)) * a.nh + g * G + h) * D;
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ks++) {
+            const int col = ks * 16 + 2 * qd;
+            put(ks, hf, rv[hf] ? *(const uint32_t *)(qrow + col) : 0u,
+                rv[hf] ? *(const uint32_t *)(qrow + col + 8) : 0u);
+        }
+    }
+}
+
+/* o / l of the warp's valid rows -> a.O (T, nh, D) fp32. */
+template <int D>
+static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, int g, int tq0,
+                                                   int qbase, const flash_acc<D> &acc,
+                                                   const int qwr[2], const bool rv[2])
+{
+    const float (&o)[D / 8][4] = acc.o;
+    const float *lrow = acc.lrow;
+    const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2, G = 1 << lg;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        float l = lrow[hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (!rv[hf]) continue;
+        const int row = rq + 8 * hf, h = row & (G - 1);
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+        float *orow = a.O + ((size_t)(tq0 + qbase + qwr[hf]) * a.nh + g * G + h) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(float2 *)(orow + i * 8 + 2 * qd) =
+                make_float2(o[i][2 * hf] * inv, o[i][2 * hf + 1] * inv);
+    }
+}
+
+/* One query's selection list (ascending block ids, -1 padded) walked by a lane: head is the
+ * first entry > the block last taken, NONE once the list ends (at a -1 or a block past the query's
+ * own block qb; nothing when lst is NULL). Repeats are skipped, as in the CPU twin. */
+struct sel_cursor {
+    static constexpr int NONE = 0x7fffffff;
+    const int32_t *lst;
+    int n, ptr, head;
+    int64_t qb;
+    __device__ __forceinline__ sel_cursor(const int32_t *l, int K, int64_t qb_)
+        : lst(l), n(K), ptr(0), head(NONE), qb(qb_)
+    {
+        next(-1);
+    }
+    __device__ __forceinline__ void next(int after)
+    {
+        head = NONE;
+        if (!lst) return;
+        while (ptr < n) {
+            const int b = lst[ptr];
+            if (b < 0 || b > qb) {
+                ptr = n;
+                break;
+            }
+            if (b > after) {
+                head = b;
+                break;
+            }
+            ptr++;
+        }
+    }
+};
+
+/* flash_kernel: a CTA of 4 warps takes QC = 4 x 16/G queries, K/V tiles of 64 keys
+ * double-buffered with cp.async, one CTA barrier per tile.
  *   dense   the CTA walks blocks 0..qb_max; a warp skips blocks past its last query;
- *   sparse  the CTA walks the ascending union of its queries' selections (a streaming merge: each
- *           list head is reduced to the CTA minimum per step), loading every block once for all
- *           its queries (the init and local blocks are shared); a warp computes a block only
- *           when one of its queries selected it, and rows of other queries are masked.
+ *   sparse  (the second version's kernel, SALA_CUDA_SATTN=old) the CTA walks the ascending union
+ *           of its queries' selections (a streaming merge: each list head is reduced to the CTA
+ *           minimum per step), loading every block once for all its queries; a warp computes a
+ *           block only when one of its queries selected it, and rows of other queries are masked.
  * Key j is used iff j <= p. */
 template <int D, bool SPARSE>
 static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
 {
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8, NW = 4, NONE = 0x7fffffff;
-    const int G = 1 << lg, QPT = 16 >> lg, QC = NW * QPT;
+    constexpr int LDS = D + 8, KS = D / 16, NW = 4, NONE = 0x7fffffff;
+    const int QPT = 16 >> lg, QC = NW * QPT;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + 2 * CU_KT * LDS;
     __shared__ int red[2][NW];
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     const int g = blockIdx.y;
     const int cta = SPARSE ? (int)blockIdx.x : (int)(gridDim.x - 1 - blockIdx.x);   /* long first */
     const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
@@ -159,48 +351,22 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     int64_t prow[2];
     int qwr[2];
     bool rv[2];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        const int row = rq + 8 * hf, qw = row >> lg, qc = w * QPT + qw, h = row & (G - 1);
-        rv[hf] = qc < nq;
-        qwr[hf] = qw;
-        prow[hf] = a.p0 + tq0 + qc;
-        const bf16 *qrow = a.Q + ((size_t)(tq0 + (rv[hf] ? qc : 0)) * a.nh + g * G + h) * D;
-#pragma unroll
-        for (int ks = 0; ks < KS; ks++) {
-            const int col = ks * 16 + 2 * qd;
-            qa[ks][hf] = rv[hf] ? *(const uint32_t *)(qrow + col) : 0u;
-            qa[ks][2 + hf] = rv[hf] ? *(const uint32_t *)(qrow + col + 8) : 0u;
-        }
-    }
+    flash_q<D>(
+        a, lg, g, tq0, w * QPT, nq,
+        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+            qa[ks][hf] = lo;
+            qa[ks][2 + hf] = hi;
+        },
+        prow, qwr, rv);
     int nqw = nq - w * QPT;                                 /* valid queries of this warp */
     nqw = nqw < 0 ? 0 : (nqw > QPT ? QPT : nqw);
     const int64_t pwmax = a.p0 + tq0 + w * QPT + nqw - 1;
 
     /* sparse: lane < QPT follows the list of query w*QPT + lane */
-    const int32_t *lst = nullptr;
-    int ptr = 0, head = NONE;
-    int64_t lqb = -1;
-    if (SPARSE && lane < nqw) {
-        lst = a.sel + ((size_t)(tq0 + w * QPT + lane) * a.nkv + g) * a.K_sel;
-        lqb = (a.p0 + tq0 + w * QPT + lane) / CU_KT;
-    }
-    auto refill = [&](int after) {                          /* head = first entry > after */
-        head = NONE;
-        if (!lst) return;
-        while (ptr < a.K_sel) {
-            const int b = lst[ptr];
-            if (b < 0 || b > lqb) {
-                ptr = a.K_sel;
-                break;
-            }
-            if (b > after) {
-                head = b;
-                break;
-            }
-            ptr++;
-        }
-    };
+    const int qown = w * QPT + lane;
+    sel_cursor cur(SPARSE && lane < nqw ? a.sel + ((size_t)(tq0 + qown) * a.nkv + g) * a.K_sel
+                                        : nullptr,
+                   a.K_sel, (a.p0 + tq0 + qown) / CU_KT);
     int dense_next = 0;
     /* next block of the CTA's stream and this warp's query mask for it (bit qw) */
     auto next = [&](int par, int *mask) -> int {
@@ -210,7 +376,7 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
             *mask = (int64_t)b * CU_KT <= pwmax ? 1 : 0;
             return b;
         }
-        int hm = head;
+        int hm = cur.head;
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) hm = min(hm, __shfl_xor_sync(0xffffffffu, hm, o));
         if (lane == 0) red[par][w] = hm;
@@ -219,9 +385,9 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
 #pragma unroll
         for (int i = 1; i < NW; i++) b = min(b, red[par][i]);
         if (b == NONE) return NONE;
-        const bool mine = head == b;
+        const bool mine = cur.head == b;
         *mask = (int)__ballot_sync(0xffffffffu, mine);
-        if (mine) refill(b);
+        if (mine) cur.next(b);
         return b;
     };
     auto load = [&](int b, int buf) {
@@ -232,14 +398,12 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
         cp_async_commit();
     };
 
-    float o[ND][4];
+    flash_acc<D> acc;
+    auto qf = [&](int ks, uint32_t (&q)[4]) {
 #pragma unroll
-    for (int i = 0; i < ND; i++)
-#pragma unroll
-        for (int e = 0; e < 4; e++) o[i][e] = 0.0f;
-    float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.0f, 0.0f};
+        for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+    };
 
-    if (SPARSE) refill(-1);
     int mcur = 0;
     int bcur = next(0, &mcur);
     if (bcur != NONE) load(bcur, 0);
@@ -254,98 +418,171 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
         }
         __syncthreads();
         if (mcur) {
-            const bf16 *Kt = Kb + (it & 1) * CU_KT * LDS, *Vt = Vb + (it & 1) * CU_KT * LDS;
             const int64_t j0 = (int64_t)bcur * CU_KT;
-            float s[8][4];
-#pragma unroll
-            for (int j = 0; j < 8; j++)
-#pragma unroll
-                for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
-            const uint32_t kbase = smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS +
-                                            ((lane >> 3) & 1) * 8);
-#pragma unroll
-            for (int ks = 0; ks < KS; ks++)
-#pragma unroll
-                for (int nc = 0; nc < 4; nc++) {
-                    uint32_t b[4];
-                    ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
-                    mma_bf16(s[2 * nc], qa[ks], b[0], b[1]);
-                    mma_bf16(s[2 * nc + 1], qa[ks], b[2], b[3]);
-                }
-            float corr[2];
+            int lim[2];                                     /* key col valid iff col <= lim */
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
                 const bool on = rv[hf] && (!SPARSE || ((mcur >> qwr[hf]) & 1));
-                const int64_t lim = on ? prow[hf] - j0 : -1;   /* key col valid iff col <= lim */
-                float mx = -INFINITY;
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const int col = j * 8 + 2 * qd + e;
-                        const float v = col <= lim ? s[j][2 * hf + e] * sl : -INFINITY;
-                        s[j][2 * hf + e] = v;
-                        mx = fmaxf(mx, v);
-                    }
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-                mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
-                const float mn = fmaxf(mrow[hf], mx), mu = mn == -INFINITY ? 0.0f : mn;
-                corr[hf] = exp2f(mrow[hf] - mu);
-                mrow[hf] = mn;
-                float sum = 0.0f;
-#pragma unroll
-                for (int j = 0; j < 8; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const float pe = exp2f(s[j][2 * hf + e] - mu);
-                        s[j][2 * hf + e] = pe;
-                        sum += pe;
-                    }
-                lrow[hf] = lrow[hf] * corr[hf] + sum;
+                lim[hf] = on ? flash_lim(prow[hf] - j0) : -1;
             }
-#pragma unroll
-            for (int i = 0; i < ND; i++) {
-                o[i][0] *= corr[0];
-                o[i][1] *= corr[0];
-                o[i][2] *= corr[1];
-                o[i][3] *= corr[1];
-            }
-            const uint32_t vbase = smem_u32(Vt + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS +
-                                            ((lane >> 4) & 1) * 8);
-#pragma unroll
-            for (int kk = 0; kk < 4; kk++) {
-                uint32_t pa[4];
-                pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-                pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-                pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-                pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-                for (int dn = 0; dn < D / 16; dn++) {
-                    uint32_t b[4];
-                    ldsm_x4_t(b, vbase + (uint32_t)((kk * 16 * LDS + dn * 16) * 2));
-                    mma_bf16(o[2 * dn], pa, b[0], b[1]);
-                    mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
-                }
-            }
+            flash_block<D>(qf, Kb + (it & 1) * CU_KT * LDS, Vb + (it & 1) * CU_KT * LDS, lim, sl,
+                           acc);
         }
         __syncthreads();                                    /* buffer it & 1 free */
         bcur = bnext;
         mcur = mnext;
     }
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        float l = lrow[hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (!rv[hf]) continue;
-        const int row = rq + 8 * hf, h = row & (G - 1);
-        const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-        float *orow = a.O + ((size_t)(tq0 + w * QPT + qwr[hf]) * a.nh + g * G + h) * D;
-#pragma unroll
-        for (int i = 0; i < ND; i++)
-            *(float2 *)(orow + i * 8 + 2 * qd) =
-                make_float2(o[i][2 * hf] * inv, o[i][2 * hf + 1] * inv);
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
+}
+
+/* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
+ * CTA = NC consumer warps + 1 producer warp, one kv group g, NQ = ncw x 16/G consecutive queries
+ * (ncw = min(NC, 32 G / 16) consumer warps hold one m16 tile each: the G = 16 heads of one query
+ * in the real model). The producer walks the ascending union of the NQ selections (a lane per
+ * query list, lists copied to shared memory first; the warp minimum of the list heads is the next
+ * block) and streams each union block's K and V tiles once into a ring of ns slots by cp.async
+ * (rows past the CTA's last query zero-filled) whose completion arrives on the slot's `full`
+ * mbarrier (32 lanes + lane 0's arrival after it wrote the slot header: the block id and the
+ * NQ-bit mask of the queries that selected it). Each consumer warp walks the same stream at its
+ * own pace: it computes a slot only if one of its queries is in the mask (flash_block, rows of
+ * other queries masked), then arrives on the slot's `empty` mbarrier; the producer refills a slot
+ * once all ncw consumers have released it. No CTA barrier in the loop: a warp waits only for
+ * data, and the producer only for the slowest consumer ns blocks back. A block id NONE in the
+ * header ends the stream. QREG: Q fragments in registers (NC = 7), else in shared memory in
+ * fragment order (uint4 per lane and k-step: conflict-free).
+ * (Bulk copies, cp.async.bulk of one 256-byte row each, were tried first: 1.5-3x slower than the
+ * second version's kernel on the H100, docs/CUDA.md.) */
+#define SR_HDR 256                                           /* bytes: 2 x 8 mbarriers, headers */
+#define SR_MAXNS 8
+
+template <int D, int NC, bool QREG>
+static __global__ void __launch_bounds__(32 * (NC + 1), 1)
+    sparse_ring_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes)
+{
+    constexpr int LDS = D + 8, KS = D / 16, NONE = 0x7fffffff;
+    constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
+    extern __shared__ __align__(128) unsigned char smraw[];
+    uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
+    volatile int *hdr_b = (volatile int *)(empty + SR_MAXNS);
+    volatile uint32_t *hdr_m = (volatile uint32_t *)(hdr_b + SR_MAXNS);
+    int32_t *lists = (int32_t *)(smraw + SR_HDR);
+    uint4 *Qs = (uint4 *)(smraw + SR_HDR + lst_bytes);      /* !QREG: (NC, KS, 32) */
+    bf16 *ring = (bf16 *)(smraw + SR_HDR + lst_bytes + (QREG ? 0 : NC * KS * 32 * 16));
+
+    const int QPT = 16 >> lg, NQ = ncw * QPT;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
+    const int tq0 = a.t0 + blockIdx.x * NQ, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < NQ ? tend - tq0 : NQ;
+    const size_t krow = (size_t)a.nkv * D;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ns; s++) {
+            mbar_init(smem_u32(full + s), 33);            /* producer: 32 data + header */
+            mbar_init(smem_u32(empty + s), (uint32_t)ncw);
+        }
+        mbar_init_fence();
     }
+    for (int idx = threadIdx.x; idx < NQ * a.K_sel; idx += blockDim.x) {
+        const int q = idx / a.K_sel, k = idx % a.K_sel;
+        lists[idx] = q < nq ? a.sel[((size_t)(tq0 + q) * a.nkv + g) * a.K_sel + k] : -1;
+    }
+    __syncthreads();
+
+    if (w == NC) {                                          /* producer */
+        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
+                       (a.p0 + tq0 + lane) / CU_KT);
+        int s = 0, cyc = 0;
+        for (;;) {
+            int b = cur.head;
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) b = min(b, __shfl_xor_sync(0xffffffffu, b, o));
+            const bool mine = b != NONE && cur.head == b;
+            const uint32_t mask = __ballot_sync(0xffffffffu, mine);
+            if (mine) cur.next(b);
+            if (cyc > 0) mbar_wait(smem_u32(empty + s), (uint32_t)(cyc - 1) & 1);
+            const uint32_t fb = smem_u32(full + s);
+            if (lane == 0) {                                /* header, then its release arrival */
+                hdr_b[s] = b;
+                hdr_m[s] = mask;
+                mbar_arrive(fb);
+            }
+            if (b != NONE) {
+                const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
+                const int nk = (int)(left < CU_KT ? left : CU_KT);
+                const size_t off = (size_t)j0 * krow + (size_t)g * D;
+                bf16 *Kt = ring + (size_t)s * 2 * TILE;
+                tile_async<D>(Kt, a.K + off, krow, nk, 32, lane);
+                tile_async<D>(Kt + TILE, a.V + off, krow, nk, 32, lane);
+            }
+            cp_async_mbar_arrive(fb);                       /* the 32 data arrivals */
+            if (b == NONE) break;
+            if (++s == ns) {
+                s = 0;
+                cyc++;
+            }
+        }
+        return;
+    }
+    if (w >= ncw) return;                                   /* no queries for this warp */
+
+    /* consumer warp w: m16 tile of queries w*QPT .. w*QPT + QPT - 1 */
+    uint32_t qa[QREG ? KS : 1][4];
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+    uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
+    flash_q<D>(
+        a, lg, g, tq0, w * QPT, nq,
+        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+            if constexpr (QREG) {
+                qa[ks][hf] = lo;
+                qa[ks][2 + hf] = hi;
+            } else {
+                qs[ks * 128 + hf] = lo;
+                qs[ks * 128 + 2 + hf] = hi;
+            }
+        },
+        prow, qwr, rv);
+    __syncwarp();
+    auto qf = [&](int ks, uint32_t (&q)[4]) {
+        if constexpr (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+        } else {
+            const uint4 v = *(const uint4 *)(qs + ks * 128);
+            q[0] = v.x;
+            q[1] = v.y;
+            q[2] = v.z;
+            q[3] = v.w;
+        }
+    };
+    flash_acc<D> acc;
+    const uint32_t qmask = (1u << QPT) - 1;
+    int s = 0;
+    uint32_t par = 0;
+    for (;;) {
+        mbar_wait(smem_u32(full + s), par);
+        const int b = hdr_b[s];
+        if (b == NONE) break;
+        const uint32_t wm = (hdr_m[s] >> (w * QPT)) & qmask;
+        if (wm) {
+            const int64_t j0 = (int64_t)b * CU_KT;
+            int lim[2];
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+                lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
+            const bf16 *Kt = ring + (size_t)s * 2 * TILE;
+            flash_block<D>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
+        }
+        __syncwarp();
+        if (lane == 0) mbar_arrive(smem_u32(empty + s));
+        if (++s == ns) {
+            s = 0;
+            par ^= 1;
+        }
+    }
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
 static int attn_lg(const attn_args *a)
@@ -375,6 +612,41 @@ static bool use_wmma(void)
     return v;
 }
 
+/* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
+static int sr_optin;
+
+/* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
+ * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
+ * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128); otherwise
+ * ring15, the fastest measured (docs/CUDA.md, fourth version). */
+static int sattn_variant(void)
+{
+    const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
+    if (s && !strcmp(s, "old")) return 0;
+    if (s && !strcmp(s, "ring7")) return 7;
+    if (s && !strcmp(s, "ring11")) return 11;
+    return 15;
+}
+
+/* Launch the ring kernel; false (nothing launched) when its shared memory does not fit. */
+template <int D, int NC, bool QREG>
+static bool sr_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
+{
+    const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
+    const size_t qbytes = QREG ? 0 : (size_t)NC * D * 32;
+    const size_t lst = ((size_t)nq * a->K_sel * 4 + 15) / 16 * 16;
+    const size_t fixed = (SR_HDR + lst + qbytes + 127) / 128 * 128;    /* ring 128-aligned */
+    const size_t slot = (size_t)2 * CU_KT * (D + 8) * 2;
+    if (sr_optin <= 0 || a->K_sel <= 0 || fixed + 2 * slot > (size_t)sr_optin) return false;
+    size_t ns = ((size_t)sr_optin - fixed) / slot;
+    if (ns > SR_MAXNS) ns = SR_MAXNS;
+    const dim3 grid((a->n + nq - 1) / nq, a->nkv);
+    sparse_ring_kernel<D, NC, QREG><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+        *a, lg, ncw, (int)ns, (int)(fixed - SR_HDR - qbytes));
+    *err = cudaGetLastError();
+    return true;
+}
+
 cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -386,14 +658,39 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
+/* Ring kernel for the register shapes when its shared memory fits (K_sel up to a few thousand);
+ * else, and with SALA_CUDA_SATTN=old, the second version's flash_kernel; SALA_CUDA_WMMA or other
+ * shapes: the first version's WMMA kernel. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
     const int lg = attn_lg(a);
-    if (lg >= 0 && !use_wmma()) return flash_launch<true>(st, a, lg);
+    if (lg >= 0 && !use_wmma()) {
+        cudaError_t err = cudaSuccess;
+        const int v = sattn_variant();
+        const bool d128 = a->d == 128;
+        bool done = false;
+        if (v == 7)
+            done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
+                        : sr_launch<64, 7, true>(st, a, lg, &err);
+        else if (v == 11)
+            done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
+                        : sr_launch<64, 11, false>(st, a, lg, &err);
+        else if (v == 15)
+            done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
+                        : sr_launch<64, 15, false>(st, a, lg, &err);
+        if (done) return err;
+        return flash_launch<true>(st, a, lg);
+    }
     const dim3 grid(a->n, a->nkv);
     attn_kernel<true><<<grid, 128, attn_smem(16, a->d), st>>>(*a, 1, 1);
     return cudaGetLastError();
+}
+
+template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
+{
+    return cudaFuncSetAttribute(sparse_ring_kernel<D, NC, QREG>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
 cudaError_t cu_attn_init(void)
@@ -408,6 +705,17 @@ cudaError_t cu_attn_init(void)
     err = cudaFuncSetAttribute(flash_kernel<128, true>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
+    int dev = 0, optin = 0;
+    if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
+        (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
+            cudaSuccess)
+        return err;
+    sr_optin = optin;
+    const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
+                             sr_init<128, 11, false>(), sr_init<64, 11, false>(),
+                             sr_init<128, 15, false>(), sr_init<64, 15, false>()};
+    for (cudaError_t x : r)
+        if (x != cudaSuccess) return x;
     return cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)attn_smem(16, 256));
 }

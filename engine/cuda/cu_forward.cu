@@ -177,12 +177,12 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
 
     GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|z) */
     la_args la = la_of(s, L, s->proj, L->nin, T, p0);
-    K(OP_LIGHTNING, k_la_prep(st, &la));
     if (T == 1) {
+        K(OP_LIGHTNING, k_la_prep(st, &la));
         K(OP_LIGHTNING, k_la_step(st, &la));
     } else {
         cu_prof_mark(m, OP_LIGHTNING);
-        CU_TRY(cu_lightning_chunked(m->blas, st, &la, m->la_compute, e));
+        CU_TRY(cu_lightning_prefill(m->blas, st, &la, m->la_compute, e));
     }
     K(OP_LIGHTNING, k_la_out(st, &la, s->ob));
     GEMM(L->w_o, D, nh * d, s->ob, T, s->a, D);

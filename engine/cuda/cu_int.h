@@ -3,9 +3,10 @@
  * the host-pointer op table of cuda_ops.h.
  *
  * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
- * bf16 inputs and fp32 accumulation and output; lightning q/k/v, state and the chunked products
- * fp32; attention scores/softmax fp32 with bf16 Q/K/V and bf16 probabilities on the tensor cores
- * (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
+ * bf16 inputs and fp32 accumulation and output; lightning q/k/v and state fp32, the chunked
+ * state products 3xTF32 (fp32-equivalent) and the output products TF32 on the tensor cores (fp32
+ * with SALA_CUDA_LA_BLAS=1); attention scores/softmax fp32 with bf16 Q/K/V and bf16
+ * probabilities on the tensor cores (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
  *
  * Every function that calls CUDA returns SALA_OK or a negative status; CUDA_CHECK/CUBLAS_CHECK
  * turn a failure into SALA_EINTERNAL with the statement, file and line (needs `sala_err *e`). */
@@ -82,7 +83,7 @@ typedef struct {
     const float *inv_freq, *dec;
     float eps, scale;
     float *Qh, *Qd, *Kh, *Kw, *Vh, *Oh;   /* (nh, Tp, d) */
-    float *Sb;                            /* (nh, Tp/C, d, d) */
+    float *Sb;                            /* (nh, Tp/C, d, d): S_in per chunk */
     float *Ab;                            /* (nh, Tp/C, C, C) */
     float *S;                             /* (nh, d, d) the layer's state */
 } la_args;
@@ -92,8 +93,11 @@ cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh */
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
-/* The chunked products (cuBLAS strided-batched fp32); compute is CUBLAS_COMPUTE_32F or _TF32. */
-int cu_lightning_chunked(cublasHandle_t h, cudaStream_t st, const la_args *a,
+/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128),
+ * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
+ * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
+ * Qd, Kw, Vh, Ab are used by the cuBLAS path only. */
+int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),

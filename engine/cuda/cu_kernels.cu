@@ -176,52 +176,79 @@ cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, i
 
 /* ---- lightning ---- */
 
-/* One (token, head) per block, d threads: per-head RMSNorm of q and k, RoPE at p0+t
- * (rotate-half, fp32 angle), then the chunk-decay variants: Qd = q λ^{τ+1},
- * Kw = k λ^{len_c-1-τ} (τ: index in the chunk, len_c its real length); padding rows are 0. */
-static __global__ void la_prep_kernel(la_args a)
+/* Row t per block (8 warps; grid (Tp, gy)), heads 8 blockIdx.y + w, + 8 gy, ... for warp w:
+ * the RoPE angles of position p0+t once per frequency (rotate-half, fp32 angle) in shared
+ * memory, then per head: RMSNorm of q and k (warp sums), RoPE -> Qh, Kh; v -> Vh; and the
+ * chunk-decay variants of the cuBLAS path: Qd = q λ^{τ+1}, Kw = k λ^{len_c-1-τ} (τ: index in
+ * the chunk, len_c its real length). Qd, Kw and Vh are skipped when NULL (the tensor-core path
+ * reads v from proj). Padding rows (t >= T) are 0. */
+#define LA_PREP_WARPS 8
+static __global__ void __launch_bounds__(32 * LA_PREP_WARPS) la_prep_kernel(la_args a)
 {
-    extern __shared__ float sm[];             /* q (d), k (d) */
-    const int t = blockIdx.x, n = blockIdx.y, d = a.d, i = threadIdx.x, half = d / 2;
-    float *qs = sm, *ks = sm + d;
-    const size_t o = ((size_t)n * a.Tp + t) * d + i;
-    if (t >= a.T) {
-        a.Qh[o] = a.Qd[o] = a.Kh[o] = a.Kw[o] = a.Vh[o] = 0.0f;
-        return;
-    }
-    const float *r = a.proj + (size_t)t * a.ld;
-    const int nd = a.nh * d;
-    float q = r[n * d + i], k = r[nd + n * d + i];
-    const float v = r[2 * nd + n * d + i];
-    const float sq = block_sum(q * q), sk = block_sum(k * k);
-    q = q * (1.0f / sqrtf(sq / (float)d + a.eps)) * a.qn[i];
-    k = k * (1.0f / sqrtf(sk / (float)d + a.eps)) * a.kn[i];
-    qs[i] = q;
-    ks[i] = k;
+    extern __shared__ float sm[];             /* cos, sin (d/2); per warp q, k (d) */
+    const int t = blockIdx.x, d = a.d, half = d / 2, lane = threadIdx.x & 31;
+    const int w = threadIdx.x >> 5, step = gridDim.y * LA_PREP_WARPS;
+    float *cs = sm, *sn = sm + half, *qs = sm + d + 2 * w * d, *ks = qs + d;
+    const bool pad = t >= a.T;
+    if (!pad)
+        for (int j = threadIdx.x; j < half; j += blockDim.x)
+            sincosf((float)(a.p0 + t) * a.inv_freq[j], &sn[j], &cs[j]);
     __syncthreads();
-    const int j = i < half ? i : i - half;
-    const float ang = (float)(a.p0 + t) * a.inv_freq[j];
-    const float c = cosf(ang), s = sinf(ang);
-    if (i < half) {
-        q = qs[i] * c - qs[i + half] * s;
-        k = ks[i] * c - ks[i + half] * s;
-    } else {
-        q = qs[i] * c + qs[i - half] * s;
-        k = ks[i] * c + ks[i - half] * s;
-    }
+    const size_t nd = (size_t)a.nh * d;
     const int tau = t % CU_LA_C, c0 = t - tau;
     const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-    const float *dn = a.dec + n * (CU_LA_C + 1);
-    a.Qh[o] = q;
-    a.Qd[o] = q * dn[tau + 1];
-    a.Kh[o] = k;
-    a.Kw[o] = k * dn[len - 1 - tau];
-    a.Vh[o] = v;
+    for (int n = blockIdx.y * LA_PREP_WARPS + w; n < a.nh; n += step) {
+        const size_t o = ((size_t)n * a.Tp + t) * d;
+        if (pad) {
+            for (int i = lane; i < d; i += 32) {
+                a.Qh[o + i] = a.Kh[o + i] = 0.0f;
+                if (a.Qd) a.Qd[o + i] = a.Kw[o + i] = 0.0f;
+                if (a.Vh) a.Vh[o + i] = 0.0f;
+            }
+            continue;
+        }
+        const float *r = a.proj + (size_t)t * a.ld + (size_t)n * d;   /* q; k at +nd, v +2nd */
+        float sq = 0.0f, sk = 0.0f;
+        for (int i = lane; i < d; i += 32) {
+            const float q = r[i], k = r[nd + i];
+            sq += q * q;
+            sk += k * k;
+        }
+        for (int m = 16; m > 0; m >>= 1) {
+            sq += __shfl_xor_sync(0xffffffffu, sq, m);
+            sk += __shfl_xor_sync(0xffffffffu, sk, m);
+        }
+        const float iq = 1.0f / sqrtf(sq / (float)d + a.eps);
+        const float ik = 1.0f / sqrtf(sk / (float)d + a.eps);
+        for (int i = lane; i < d; i += 32) {
+            qs[i] = r[i] * iq * a.qn[i];
+            ks[i] = r[nd + i] * ik * a.kn[i];
+        }
+        __syncwarp();
+        const float *dn = a.dec + n * (CU_LA_C + 1);
+        for (int i = lane; i < d; i += 32) {
+            const int j = i < half ? i : i - half, p = i < half ? i + half : i - half;
+            const float c = cs[j], s = i < half ? -sn[j] : sn[j];
+            const float q = qs[i] * c + qs[p] * s, k = ks[i] * c + ks[p] * s;
+            a.Qh[o + i] = q;
+            a.Kh[o + i] = k;
+            if (a.Vh) a.Vh[o + i] = r[2 * nd + i];
+            if (a.Qd) {
+                a.Qd[o + i] = q * dn[tau + 1];
+                a.Kw[o + i] = k * dn[len - 1 - tau];
+            }
+        }
+        __syncwarp();   /* qs, ks are rewritten for the next head */
+    }
 }
 
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
 {
-    la_prep_kernel<<<dim3(a->Tp, a->nh), a->d, 2 * a->d * sizeof(float), st>>>(*a);
+    /* long steps: one block per row (angles once per position); short ones (decode): spread
+     * the heads over more blocks */
+    const int gy = a->Tp >= 1024 ? 1 : (a->nh + LA_PREP_WARPS - 1) / LA_PREP_WARPS;
+    const size_t smem = (size_t)(1 + 2 * LA_PREP_WARPS) * a->d * sizeof(float);
+    la_prep_kernel<<<dim3(a->Tp, gy), 32 * LA_PREP_WARPS, smem, st>>>(*a);
     return cudaGetLastError();
 }
 
@@ -297,22 +324,34 @@ cudaError_t k_la_step(cudaStream_t st, const la_args *a)
     return cudaGetLastError();
 }
 
+/* Row t per block: scale O (nh, Tp, d) -> rmsnorm over the nh d features -> · on · sigmoid(z),
+ * four features at a time (d % 4 == 0: float4 loads, 8-byte bf16 stores). */
 static __global__ void la_out_kernel(la_args a, bf16 *out)
 {
-    const int t = blockIdx.x, nd = a.nh * a.d;
+    const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < nd; i += blockDim.x) {
-        const int n = i / a.d, j = i % a.d;
-        const float v = a.scale * a.Oh[((size_t)n * a.Tp + t) * a.d + j];
-        ss += v * v;
+    for (int g = threadIdx.x; g < n4; g += blockDim.x) {
+        const int i = 4 * g, n = i / a.d, j = i % a.d;
+        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
+        const float v0 = a.scale * o.x, v1 = a.scale * o.y, v2 = a.scale * o.z,
+                    v3 = a.scale * o.w;
+        ss += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3;
     }
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)nd + a.eps);
-    const float *z = a.proj + (size_t)t * a.ld + 3 * nd;
-    for (int i = threadIdx.x; i < nd; i += blockDim.x) {
-        const int n = i / a.d, j = i % a.d;
-        const float v = a.scale * a.Oh[((size_t)n * a.Tp + t) * a.d + j];
-        out[(size_t)t * nd + i] = __float2bfloat16(v * inv * a.on[i] * sigm(z[i]));
+    const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
+    for (int g = threadIdx.x; g < n4; g += blockDim.x) {
+        const int i = 4 * g, n = i / a.d, j = i % a.d;
+        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
+        const float4 zz = *(const float4 *)(z + i), w = *(const float4 *)(a.on + i);
+        __nv_bfloat162 lo = __floats2bfloat162_rn(a.scale * o.x * inv * w.x * sigm(zz.x),
+                                                  a.scale * o.y * inv * w.y * sigm(zz.y));
+        __nv_bfloat162 hi = __floats2bfloat162_rn(a.scale * o.z * inv * w.z * sigm(zz.z),
+                                                  a.scale * o.w * inv * w.w * sigm(zz.w));
+        uint2 pk;
+        pk.x = *(uint32_t *)&lo;
+        pk.y = *(uint32_t *)&hi;
+        *(uint2 *)(out + (size_t)t * nd + i) = pk;
     }
 }
 

@@ -1,18 +1,336 @@
-/* cu_lightning.cu: the chunk-parallel lightning prefill (SALA-SPEC §3.5, the chunked form of
- * engine/cpu/lightning.c) as strided-batched cuBLAS products over (head, chunk), with the
+/* cu_lightning.cu: the chunked lightning prefill (T > 1; SALA-SPEC §3.5, the chunked form of
+ * engine/cpu/lightning.c) after k_la_prep (q/k norm + RoPE, head-major (nh, Tp, d), rows past T
+ * zero). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
+ *
+ * Tensor cores (default for d = 64 and 128), two kernels:
+ *   la_state_kernel  per (head, 64x64 block of S): walks the chunks in order with its block of
+ *                    the fp32 state in mma accumulators; writes S_in(c) into Sb (rounded to TF32,
+ *                    it only feeds the TF32 product below), then S = λ^{len} S + Kw_cᵀ V_c with
+ *                    Kw = k λ^{len-1-σ} in 3xTF32 (hi·hi + hi·lo + lo·hi: fp32-equivalent, the
+ *                    state stays within ~1e-6 of the fp32 twin); the final state goes back to S.
+ *   la_chunk_kernel  per (head, chunk), 4 warps of 16 rows: O = λ^{τ+1} Q S_in(c)
+ *                    + (mask_{σ<=τ} λ^{τ-σ} ⊙ Q Kᵀ) V in single TF32 (round to nearest, fp32
+ *                    accumulate; ~4e-4 rel_l2 on O against the fp32 twin, under the bf16 the
+ *                    output is rounded to). The masked scores stay in registers and feed the
+ *                    A V product directly (k order permuted to the accumulator layout).
+ *   V is read straight from proj (row stride ld); prep writes only Qh and Kh.
+ *
+ * cuBLAS (SALA_CUDA_LA_BLAS=1, and other head sizes): prep also writes Qd = Qh λ^{τ+1},
+ * Kw = Kh λ^{len-1-σ} and Vh, then 4 fp32 strided-batched products over (head, chunk) with the
  * element-wise parts in cu_kernels.cu:
- *   prep    Qh, Qd = Qh λ^{τ+1}, Kh, Kw = Kh λ^{len-1-σ}, Vh            (nh, Tp, d)
- *   ΔS_c  = Kw_cᵀ V_c                                                  (batched, fp32)
- *   scan    S_in(c) in place of ΔS_c; the layer state moves to the end
- *   O     = Qd_c S_in(c)            (inter-chunk)
- *   A     = Q_c K_cᵀ, masked and decayed λ^{τ-σ} (σ <= τ)
- *   O    += A V_c                   (intra-chunk)
- *   out     scale · O -> o_norm -> · sigmoid(z)                         (cu_kernels.cu)
- * Row-major (rows, d) blocks are column-major (d, rows) matrices to cuBLAS. */
+ *   ΔS_c = Kw_cᵀ V_c;  scan: S_in(c) in place of ΔS_c, the layer state moves to the end;
+ *   O = Qd_c S_in(c);  A = Q_c K_cᵀ masked and decayed λ^{τ-σ} (σ <= τ);  O += A V_c.
+ * Row-major (rows, d) blocks are column-major (d, rows) matrices to cuBLAS.
+ *
+ * Both leave the unscaled output in Oh (nh, Tp, d) for k_la_out and the new state in S. */
 #include "engine/cuda/cu_int.h"
+#include "engine/cuda/cu_mma.cuh"
 
-int cu_lightning_chunked(cublasHandle_t h, cudaStream_t st, const la_args *a,
-                         cublasComputeType_t ct, sala_err *e)
+#include <stdlib.h>
+
+/* ---- TF32 helpers (mma.sync m16n8k8, PTX ISA fragment layout; lane l: g = l / 4, t = l % 4)
+ *   A (16x8, row)  a0 = (g, t)  a1 = (g+8, t)  a2 = (g, t+4)  a3 = (g+8, t+4)
+ *   B (8x8, col)   b0 = (k t, n g)  b1 = (k t+4, n g)
+ *   C (16x8)       c0,c1 = (g, 2t, 2t+1)  c2,c3 = (g+8, 2t, 2t+1)
+ * Shared tiles are row-major fp32; a fragment read with its row indexed by g and column by t is
+ * conflict-free for a row stride ≡ 4 (mod 32) floats, row by t (or 2t) and column by g for a
+ * stride ≡ 8 (mod 32) (≡ 4 (mod 16) for 2t).
+ *
+ * x rounded to TF32 (10 explicit mantissa bits), to nearest with ties away from zero: the
+ * result of cvt.rna.tf32.f32 for finite x, in two integer operations. */
+static __device__ __forceinline__ uint32_t tf32(float x)
+{
+    return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+}
+
+/* x = hi + lo, both TF32 (the 3xTF32 operand split; |x - hi - lo| <= 2^-22 |x|). */
+static __device__ __forceinline__ void tf32_split(float x, uint32_t &hi, uint32_t &lo)
+{
+    hi = tf32(x);
+    lo = tf32(x - __uint_as_float(hi));
+}
+
+static __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4], uint32_t b0,
+                                                uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+/* Rows [0, rows) x cols [0, cols) of a row-major fp32 matrix (row stride lds) -> shared dst (row
+ * stride ldd) by 16-byte cp.async; rows >= valid are zero-filled (their source clamped to row
+ * 0, never read). cols % 4 == 0, 16-byte aligned rows. All threads of the CTA take part. */
+static __device__ __forceinline__ void rows_async(float *dst, int ldd, const float *src,
+                                                  size_t lds, int valid, int rows, int cols)
+{
+    const int per = cols / 4;
+    for (int idx = threadIdx.x; idx < rows * per; idx += blockDim.x) {
+        const int r = idx / per, q = idx % per;
+        const bool ok = r < valid;
+        cp_async16(smem_u32(dst + r * ldd + 4 * q), src + (ok ? (size_t)r * lds : 0) + 4 * q, ok);
+    }
+}
+
+/* ---- pass 1: the state walk ---- */
+
+/* CTA block BI (rows i) x BJ (cols j) of one head's state, 4 warps of WM x WN each (2 x 2 warps
+ * when BI == 2 WM). Shared: two stages of K (64, BI+8) and V (64, BJ+8) (row strides ≡ 8 mod
+ * 32: the fragment rows are indexed by t), then dn (65). */
+template <int BI, int BJ> static constexpr size_t la_state_smem()
+{
+    return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
+}
+
+/* grid (d/BJ column blocks j, d/BI row blocks i, nh), 128 threads. Warp w owns rows
+ * i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block: MT =
+ * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state. */
+template <int BI, int BJ, int WM, int WN>
+static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
+{
+    constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
+    static_assert(WI * (BJ / WN) == 4, "4 warps");
+    extern __shared__ __align__(16) float la_st[];
+    float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
+    const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z;
+    const int j0 = blockIdx.x * BJ, i0 = blockIdx.y * BI;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int mi = (w % WI) * WM, nj = (w / WI) * WN;
+    if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
+    const float *Kg = a.Kh + (size_t)n * a.Tp * d + i0;              /* row t: + t d */
+    const float *Vg = a.proj + 2 * (size_t)nd + (size_t)n * d + j0;   /* row t: + t ld */
+    float *S = a.S + (size_t)n * d * d, *Sb = a.Sb + (size_t)n * nch * d * d;
+    /* acc[m][q]: rows i0 + mi + 16m + g (+8), columns j0 + nj + 8q + 2t (+1) */
+    float acc[MT][NT][4];
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int q = 0; q < NT; q++) {
+            const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+            const float2 x = *(const float2 *)(S + o), y = *(const float2 *)(S + o + 8 * (size_t)d);
+            acc[m][q][0] = x.x, acc[m][q][1] = x.y, acc[m][q][2] = y.x, acc[m][q][3] = y.y;
+        }
+    rows_async(Ks, LK, Kg, d, a.T, CU_LA_C, BI);
+    rows_async(Vs, LV, Vg, a.ld, a.T, CU_LA_C, BJ);
+    cp_async_commit();
+    for (int c = 0; c < nch; c++) {
+        const int b = c & 1, c0 = c * CU_LA_C;
+        const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
+        if (c + 1 < nch) {   /* prefetch the next chunk into the other stage */
+            const int c1 = c0 + CU_LA_C;
+            rows_async(Ks + (b ^ 1) * CU_LA_C * LK, LK, Kg + (size_t)c1 * d, d, a.T - c1,
+                       CU_LA_C, BI);
+            rows_async(Vs + (b ^ 1) * CU_LA_C * LV, LV, Vg + (size_t)c1 * a.ld, a.ld, a.T - c1,
+                       CU_LA_C, BJ);
+            cp_async_commit();
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        float *sb = Sb + (size_t)c * d * d;
+        const float lam = dn[len];
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int q = 0; q < NT; q++) {   /* S_in(c), TF32-rounded for la_chunk_kernel */
+                float *v = acc[m][q];
+                const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+                *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
+                                                  __uint_as_float(tf32(v[1])));
+                *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(__uint_as_float(tf32(v[2])),
+                                                                  __uint_as_float(tf32(v[3])));
+                v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
+            }
+        const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
+#pragma unroll
+        for (int ks = 0; ks < CU_LA_C / 8; ks++) {
+            /* A = Kwᵀ (16 rows i x 8 tokens σ), B = V (8 σ x 8 columns j) */
+            const int s0 = 8 * ks + t, s1 = s0 + 4;
+            const float w0 = s0 < len ? dn[len - 1 - s0] : 0.0f;
+            const float w1 = s1 < len ? dn[len - 1 - s1] : 0.0f;
+            uint32_t ah[MT][4], al[MT][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+                tf32_split(K[s0 * LK + 16 * m] * w0, ah[m][0], al[m][0]);
+                tf32_split(K[s0 * LK + 16 * m + 8] * w0, ah[m][1], al[m][1]);
+                tf32_split(K[s1 * LK + 16 * m] * w1, ah[m][2], al[m][2]);
+                tf32_split(K[s1 * LK + 16 * m + 8] * w1, ah[m][3], al[m][3]);
+            }
+#pragma unroll
+            for (int q = 0; q < NT; q++) {
+                uint32_t bh0, bl0, bh1, bl1;
+                tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
+                tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
+#pragma unroll
+                for (int m = 0; m < MT; m++) {
+                    mma_tf32(acc[m][q], al[m], bh0, bh1);
+                    mma_tf32(acc[m][q], ah[m], bl0, bl1);
+                    mma_tf32(acc[m][q], ah[m], bh0, bh1);
+                }
+            }
+        }
+        __syncthreads();   /* stage b is refilled by the next iteration's prefetch */
+    }
+#pragma unroll
+    for (int m = 0; m < MT; m++)
+#pragma unroll
+        for (int q = 0; q < NT; q++) {
+            const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
+            *(float2 *)(S + o) = make_float2(acc[m][q][0], acc[m][q][1]);
+            *(float2 *)(S + o + 8 * (size_t)d) = make_float2(acc[m][q][2], acc[m][q][3]);
+        }
+}
+
+/* ---- pass 2: the output of one chunk ---- */
+
+/* Shared layout (floats): Q (64, D+4) | slot 1 | slot 2 | dn (65). Slot 1 holds K (64, D+4),
+ * later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). */
+template <int D> static constexpr __host__ __device__ int la_slot()
+{
+    return CU_LA_C * (D + 4) > D / 2 * (D + 8) ? CU_LA_C * (D + 4) : D / 2 * (D + 8);
+}
+template <int D> static constexpr size_t la_chunk_smem()
+{
+    return (size_t)(CU_LA_C * (D + 4) + 2 * la_slot<D>() + CU_LA_C + 4) * sizeof(float);
+}
+
+/* grid (nch, nh), 128 threads; warp w computes rows τ = 16w .. 16w+15 of the chunk. The loads
+ * overlap the products: Q, K then V are in flight first; each half of S_in is loaded into a slot
+ * as soon as the product before has finished reading it. */
+template <int D>
+static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
+{
+    constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
+    extern __shared__ __align__(16) float la_sm[];
+    float *Qs = la_sm, *s1 = Qs + CU_LA_C * LQ, *s2 = s1 + SLOT, *dn = s2 + SLOT;
+    const int c = blockIdx.x, n = blockIdx.y, nch = a.Tp / CU_LA_C, t0 = c * CU_LA_C;
+    const int len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
+    const int m0 = 16 * w, ntA = 2 * w + 2;   /* score tiles of 8 keys with σ <= τ possible */
+    const size_t hrow = (size_t)n * a.Tp + t0;
+    const float *Sg = a.Sb + ((size_t)n * nch + c) * D * D;
+    if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
+    rows_async(Qs, LQ, a.Qh + hrow * D, D, len, CU_LA_C, D);
+    rows_async(s1, LQ, a.Kh + hrow * D, D, len, CU_LA_C, D);
+    cp_async_commit();
+    rows_async(s2, LQ, a.proj + (size_t)t0 * a.ld + 2 * (size_t)a.nh * D + (size_t)n * D, a.ld,
+               len, CU_LA_C, D);
+    cp_async_commit();
+    cp_async_wait<1>();
+    __syncthreads();
+
+    /* A = Q Kᵀ (16 x 64 per warp, tiles past the diagonal skipped) */
+    const float *q0 = Qs + (m0 + g) * LQ + t, *q1 = q0 + 8 * LQ;
+    float A[8][4];
+#pragma unroll
+    for (int j = 0; j < 8; j++) A[j][0] = A[j][1] = A[j][2] = A[j][3] = 0.0f;
+#pragma unroll 4
+    for (int kk = 0; kk < NT; kk++) {
+        const uint32_t af[4] = {tf32(q0[8 * kk]), tf32(q1[8 * kk]), tf32(q0[8 * kk + 4]),
+                                tf32(q1[8 * kk + 4])};
+        const float *kr = s1 + g * LQ + 8 * kk + t;
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+            if (j < ntA) mma_tf32(A[j], af, tf32(kr[8 * j * LQ]), tf32(kr[8 * j * LQ + 4]));
+    }
+    __syncthreads();   /* K read by every warp: slot 1 takes S_in rows [0, D/2) */
+    rows_async(s1, LS, Sg, D, D / 2, D / 2, D);
+    cp_async_commit();
+#pragma unroll
+    for (int j = 0; j < 8; j++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            const int tau = m0 + g + 8 * (e >> 1), sg = 8 * j + 2 * t + (e & 1);
+            A[j][e] = sg <= tau ? A[j][e] * dn[tau - sg] : 0.0f;
+        }
+    cp_async_wait<1>();   /* V */
+    __syncthreads();
+
+    /* O = A V: the accumulator of score tile j is the A operand with logical k t <-> key 2t and
+     * k t+4 <-> key 2t+1, so B takes V rows 8j+2t and 8j+2t+1. */
+    float O[NT][4];
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) O[nt][0] = O[nt][1] = O[nt][2] = O[nt][3] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; j++) {
+        if (j >= ntA) continue;
+        const uint32_t af[4] = {tf32(A[j][0]), tf32(A[j][2]), tf32(A[j][1]), tf32(A[j][3])};
+        const float *v0 = s2 + (8 * j + 2 * t) * LQ + g, *v1 = v0 + LQ;
+#pragma unroll
+        for (int nt = 0; nt < NT; nt++) mma_tf32(O[nt], af, tf32(v0[8 * nt]), tf32(v1[8 * nt]));
+    }
+    __syncthreads();   /* V read: slot 2 takes S_in rows [D/2, D) */
+    rows_async(s2, LS, Sg + (size_t)(D / 2) * D, D, D / 2, D / 2, D);
+    cp_async_commit();
+
+    /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 already) */
+    const float f0 = dn[m0 + g + 1], f1 = dn[m0 + g + 9];
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+        if (h == 0) cp_async_wait<1>(); else cp_async_wait<0>();
+        __syncthreads();
+        const float *sh = h ? s2 : s1;
+#pragma unroll 2
+        for (int kk = 0; kk < NT / 2; kk++) {
+            const int k = h * (D / 2) + 8 * kk;
+            const uint32_t af[4] = {tf32(q0[k] * f0), tf32(q1[k] * f1), tf32(q0[k + 4] * f0),
+                                    tf32(q1[k + 4] * f1)};
+            const float *b0 = sh + (8 * kk + t) * LS + g, *b1 = b0 + 4 * LS;
+#pragma unroll
+            for (int nt = 0; nt < NT; nt++)
+                mma_tf32(O[nt], af, __float_as_uint(b0[8 * nt]), __float_as_uint(b1[8 * nt]));
+        }
+    }
+    float *Og = a.Oh + hrow * D;
+#pragma unroll
+    for (int nt = 0; nt < NT; nt++) {
+        const int col = 8 * nt + 2 * t;
+        *(float2 *)(Og + (m0 + g) * D + col) = make_float2(O[nt][0], O[nt][1]);
+        *(float2 *)(Og + (m0 + g + 8) * D + col) = make_float2(O[nt][2], O[nt][3]);
+    }
+}
+
+/* Pass 1 tiling: 64 x 64 blocks of 32 x 32 warp tiles, d/64 x d/64 x nh CTAs (32 x 32 blocks of
+ * 16 x 16 warp tiles, 4x the CTAs and twice the operand splits per product, measured 4% slower
+ * overall at 128K: docs/BENCHMARKS.md run L3). */
+#define LA_STATE64 64, 64, 32, 32
+
+static cudaError_t la_setup(void)
+{
+    cudaError_t err = cudaFuncSetAttribute(la_chunk_kernel<64>,
+                                           cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           (int)la_chunk_smem<64>());
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(la_chunk_kernel<128>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)la_chunk_smem<128>());
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(la_state_kernel<LA_STATE64>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)la_state_smem<64, 64>());
+    return err;
+}
+
+/* The tensor-core pass pair (d == 64 or 128). */
+static cudaError_t la_tc(cudaStream_t st, const la_args *a)
+{
+    static const cudaError_t ready = la_setup();   /* once per process (one device) */
+    if (ready != cudaSuccess) return ready;
+    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
+                                  la_state_smem<64, 64>(), st>>>(*a);
+    const dim3 grid(a->Tp / CU_LA_C, a->nh);
+    if (a->d == 128)
+        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a);
+    else
+        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a);
+    return cudaGetLastError();
+}
+
+/* The cuBLAS products (after the full prep); compute CUBLAS_COMPUTE_32F or _TF32. */
+static int la_blas(cublasHandle_t h, cudaStream_t st, const la_args *a, cublasComputeType_t ct,
+                   sala_err *e)
 {
     const int C = CU_LA_C, d = a->d, nb = a->nh * (a->Tp / C);
     const long long sq = (long long)C * d, ss = (long long)d * d, sa = (long long)C * C;
@@ -41,4 +359,18 @@ int cu_lightning_chunked(cublasHandle_t h, cudaStream_t st, const la_args *a,
                                             &one, a->Oh, CUDA_R_32F, d, sq, nb, ct,
                                             CUBLAS_GEMM_DEFAULT));
     return SALA_OK;
+}
+
+int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
+                         cublasComputeType_t ct, sala_err *e)
+{
+    if ((a->d == 64 || a->d == 128) && !getenv("SALA_CUDA_LA_BLAS")) {
+        la_args t = *a;
+        t.Qd = t.Kw = t.Vh = NULL;   /* prep: Qh and Kh only */
+        CUDA_CHECK(k_la_prep(st, &t));
+        CUDA_CHECK(la_tc(st, &t));
+        return SALA_OK;
+    }
+    CUDA_CHECK(k_la_prep(st, a));
+    return la_blas(h, st, a, ct, e);
 }

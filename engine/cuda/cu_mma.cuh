@@ -1,6 +1,7 @@
 /* cu_mma.cuh: register-level tensor-core helpers (mma.sync m16n8k16 bf16 -> fp32, ldmatrix,
- * cp.async) shared by the stage-1 scoring and attention kernels. mma.sync runs on sm_90 and
- * sm_90a alike (HMMA), so these need no architecture guard.
+ * cp.async, mbarrier) shared by the stage-1 scoring and attention kernels. mma.sync runs on
+ * sm_90 and sm_90a alike (HMMA); try_wait and fence.mbarrier_init need sm_90, the backend's
+ * minimum; so these need no architecture guard.
  *
  * Fragment layouts (PTX ISA, m16n8k16): lane l, quad position c = l % 4, row r = l / 4;
  *   A (16x16, row-major)  a0 = (r, 2c..2c+1)  a1 = (r+8, 2c..)  a2 = (r, 8+2c..)  a3 = (r+8, 8+2c..)
@@ -56,6 +57,41 @@ template <int N> static __device__ __forceinline__ void cp_async_wait()
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
 }
 
+/* mbarrier (sm_90) for producer/consumer rings in shared memory. A phase completes when its
+ * pending arrivals reach 0; wait(parity P) returns once the phase of parity P has completed.
+ * arrive has release, try_wait acquire semantics at CTA scope (the PTX defaults). */
+static __device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count)
+{
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count) : "memory");
+}
+/* After every mbar_init and before the CTA barrier that publishes them. */
+static __device__ __forceinline__ void mbar_init_fence()
+{
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
+static __device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity)
+{
+    uint32_t done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\n"
+                     "mbarrier.try_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"(bar), "r"(parity)
+                     : "memory");
+}
+static __device__ __forceinline__ void mbar_arrive(uint32_t bar)
+{
+    asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
+                 : "memory");
+}
+/* An arrival on bar once every cp.async this thread issued so far has landed; .noinc: the
+ * barrier's init count must include these arrivals. */
+static __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar)
+{
+    asm volatile("cp.async.mbarrier.arrive.noinc.shared::cta.b64 [%0];\n" ::"r"(bar) : "memory");
+}
+
 static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 {
     __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
@@ -63,18 +99,26 @@ static __device__ __forceinline__ uint32_t pack_bf16(float lo, float hi)
 }
 
 /* Rows [0, nrows) of a (rows, D) bf16 matrix with row stride ld (elements) -> shared tile
- * (64, D + 8) by cp.async; rows past nrows are zero. All threads of the CTA (nthr) take part.
- * The source address of an invalid row is clamped to row 0 (never dereferenced past the end). */
+ * (64, D + 8) by cp.async; rows past nrows are zero. Threads tid = 0 .. nthr-1 take part (by
+ * default the CTA's first nthr). The source address of an invalid row is clamped to row 0
+ * (never dereferenced past the end). */
 template <int D>
 static __device__ __forceinline__ void tile_async(bf16 *dst, const bf16 *src, size_t ld, int nrows,
-                                                  int nthr)
+                                                  int nthr, int tid)
 {
     constexpr int PER = D / 8, LDS = D + 8;
-    for (int idx = threadIdx.x; idx < 64 * PER; idx += nthr) {
+#pragma unroll 4
+    for (int idx = tid; idx < 64 * PER; idx += nthr) {
         const int r = idx / PER, c = idx % PER;
         const bool ok = r < nrows;
         cp_async16(smem_u32(dst + r * LDS + c * 8), src + (ok ? (size_t)r * ld : 0) + c * 8, ok);
     }
+}
+template <int D>
+static __device__ __forceinline__ void tile_async(bf16 *dst, const bf16 *src, size_t ld, int nrows,
+                                                  int nthr)
+{
+    tile_async<D>(dst, src, ld, nrows, nthr, (int)threadIdx.x);
 }
 
 #endif

@@ -128,7 +128,7 @@ int op_swiglu(const float *gu, int T, int I, float *out, sala_err *e)
 
 int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, const float *proj,
                  const float *qn, const float *kn, const float *on, float *S, float *out,
-                 sala_err *e)
+                 float *o_raw, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
@@ -174,19 +174,32 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     bf16 *dout = P.get<bf16>((size_t)T * nd, &err);
     CUDA_CHECK(err);
     a.S = dS;
-    CUDA_CHECK(k_la_prep(0, &a));
     if (T == 1) {
+        CUDA_CHECK(k_la_prep(0, &a));
         CUDA_CHECK(k_la_step(0, &a));
     } else {
         cublasHandle_t h;
         CUBLAS_CHECK(cublasCreate(&h));
-        rc = cu_lightning_chunked(h, 0, &a, CUBLAS_COMPUTE_32F, e);
+        rc = cu_lightning_prefill(h, 0, &a, CUBLAS_COMPUTE_32F, e);
         cudaDeviceSynchronize();
         cublasDestroy(h);
         if (rc) return rc;
     }
     CUDA_CHECK(k_la_out(0, &a, dout));
     CUDA_CHECK(cudaMemcpy(S, dS, (size_t)nh * d * d * 4, cudaMemcpyDeviceToHost));
+    if (o_raw) {   /* Oh (nh, Tp, d) -> scale · O (T, nh d) */
+        float *h = (float *)malloc((size_t)nh * Tp * d * 4);
+        if (!h) return sala_errf(e, SALA_ENOMEM, "lightning op: out of memory");
+        if (cudaMemcpy(h, a.Oh, (size_t)nh * Tp * d * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            free(h);
+            return sala_errf(e, SALA_EINTERNAL, "lightning op: copy of O failed");
+        }
+        for (int t = 0; t < T; t++)
+            for (int n = 0; n < nh; n++)
+                for (int j = 0; j < d; j++)
+                    o_raw[((size_t)t * nh + n) * d + j] = a.scale * h[((size_t)n * Tp + t) * d + j];
+        free(h);
+    }
     return down_b(P, dout, (size_t)T * nd, out, e);
 }
 

@@ -60,14 +60,15 @@ size_t fuzz_split(const uint8_t *data, size_t size, const char *sep, size_t max,
                   size_t *len)
 {
     size_t sl = strlen(sep), n = 0, start = 0;
-    for (size_t i = 0; n + 1 < max && sl && i + sl <= size; i++)
-        if (!memcmp(data + i, sep, sl)) {
-            off[n] = start;
-            len[n] = i - start;
-            n++;
-            start = i + sl;
-            i += sl - 1;
-        }
+    /* memmem, not memcmp at every offset: libFuzzer hooks each memcmp call */
+    while (n + 1 < max && sl) {
+        const uint8_t *hit = memmem(data + start, size - start, sep, sl);
+        if (!hit) break;
+        off[n] = start;
+        len[n] = (size_t)(hit - data) - start;
+        n++;
+        start = (size_t)(hit - data) + sl;
+    }
     off[n] = start;
     len[n] = size - start;
     return n + 1;

@@ -2,7 +2,9 @@
  * byte tokens, normalizer/decoder/post-processor), then encode, decode and the streaming
  * decoder with what it accepted. The input is cut at "\n#TEXT#\n": the first part is the
  * JSON, the second (when present) the text to encode; else a fixed text with special tokens,
- * spaces, byte-fallback characters and invalid UTF-8. */
+ * spaces, byte-fallback characters and invalid UTF-8. The streaming decoder's output, joined, must
+ * equal tok_decode's (tokenizer.h); a difference aborts. */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -27,18 +29,30 @@ static int one(const uint8_t *data, size_t size)
     for (size_t k = 0; k < 2; k++) {
         ids.n = 0;
         if (tok_encode(t, text, tlen, fl[k], &ids, &e) != SALA_OK) continue;
+        unsigned df = k ? TOK_SKIP_SPECIAL : 0;
         char *dec = NULL;
-        size_t dl;
-        if (tok_decode(t, ids.ids, ids.n, k ? TOK_SKIP_SPECIAL : 0, &dec, &dl, &e) == SALA_OK)
-            free(dec);
+        size_t dl = 0;
+        if (tok_decode(t, ids.ids, ids.n, df, &dec, &dl, &e) != SALA_OK) dec = NULL;
+        /* tokenizer.h: what the stream returns, joined, equals tok_decode's text */
         tok_stream *s = NULL;
-        if (tok_stream_new(t, 0, &s, &e) == SALA_OK) {
-            const char *p;
-            size_t pl;
-            for (size_t i = 0; i < ids.n; i++) tok_stream_feed(s, ids.ids[i], &p, &pl, &e);
-            tok_stream_finish(s, &p, &pl, &e);
+        if (tok_stream_new(t, df, &s, &e) == SALA_OK) {
+            size_t got = 0;
+            bool same = true;
+            for (size_t i = 0; i <= ids.n; i++) {
+                const char *p;
+                size_t pl;
+                if ((i < ids.n ? tok_stream_feed(s, ids.ids[i], &p, &pl, &e)
+                               : tok_stream_finish(s, &p, &pl, &e)) != SALA_OK) {
+                    same = false;
+                    break;
+                }
+                same = same && dec && got + pl <= dl && !memcmp(dec + got, p, pl);
+                got += pl;
+            }
+            if (dec && (!same || got != dl)) abort();   /* the stream and decode disagree */
             tok_stream_free(s);
         }
+        free(dec);
     }
     /* Every id of a small vocabulary, and the edges of a large one. */
     int32_t v = tok_vocab_size(t);
