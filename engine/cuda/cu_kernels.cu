@@ -120,24 +120,29 @@ static __global__ void add_norm_kernel(float *x, const float *a, float rs, const
         h[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i]);
 }
 
-/* Row per CTA, NV float4 groups per thread held in registers (x read once, written once):
- * D % 4 == 0, D / 4 <= NV blockDim.x. Same arithmetic as add_norm_kernel; the sum of squares
- * is reduced in another order. */
+/* Row per CTA (row rows[blockIdx.x], or blockIdx.x when rows is NULL), NV float4 groups per
+ * thread held in registers (x read once, written once): x += rs a when a != NULL (x is written
+ * only then); h = bf16(rmsnorm(x) * w * scale) when h != NULL, w loaded before the sum so that
+ * its latency overlaps the reduction. D % 4 == 0, D / 4 <= NV blockDim.x. The arithmetic of
+ * add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares is reduced in
+ * another order. */
 template <int NV>
 static __global__ void __launch_bounds__(1024)
-    add_norm4_kernel(float *__restrict__ x, const float *__restrict__ a, float rs,
-                     const float *__restrict__ w, float eps, int D, bf16 *__restrict__ h)
+    norm4_kernel(float *__restrict__ x, const int32_t *__restrict__ rows,
+                 const float *__restrict__ a, float rs, const float *__restrict__ w, float eps,
+                 float scale, int D, bf16 *__restrict__ h)
 {
     const int n4 = D / 4;
-    float4 *xr = (float4 *)(x + (size_t)blockIdx.x * D);
-    const float4 *ar = a ? (const float4 *)(a + (size_t)blockIdx.x * D) : nullptr;
+    const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
+    float4 *xr = (float4 *)(x + row * D);
+    const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
     float4 v[NV], wv[NV];
     float ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= n4) continue;
-        if (h) wv[k] = ((const float4 *)w)[i];            /* in flight during the sum */
+        if (h) wv[k] = ((const float4 *)w)[i];
         float4 u = xr[i];
         if (ar) {
             const float4 b = ar[i];
@@ -159,24 +164,31 @@ static __global__ void __launch_bounds__(1024)
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= n4) continue;
         const float4 ww = wv[k];
-        hr[i] = pack4_bf16(v[k].x * inv * ww.x, v[k].y * inv * ww.y, v[k].z * inv * ww.z,
-                           v[k].w * inv * ww.w);
+        hr[i] = pack4_bf16(v[k].x * inv * ww.x * scale, v[k].y * inv * ww.y * scale,
+                           v[k].z * inv * ww.z * scale, v[k].w * inv * ww.w * scale);
     }
+}
+
+/* Launch norm4_kernel on n rows; false (nothing launched) when the shape or the pointers do not
+ * fit it, or with SALA_CUDA_DECODE=old. */
+static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const float *a, float rs,
+                         const float *w, float eps, float scale, int n, int D, bf16 *h)
+{
+    const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
+    if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
+    const int thr = row_threads(n4, nv);
+    if (nv == 1) norm4_kernel<1><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    else if (nv == 2) norm4_kernel<2><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    else norm4_kernel<4><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    return true;
 }
 
 cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
                        float eps, int T, int D, bf16 *h)
 {
     if (T <= 0) return cudaSuccess;
-    const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
-    if (!cu_decode_old() && nv && al16(x) && al16(a) && al16(w) && al8(h)) {
-        const int thr = row_threads(n4, nv);
-        if (nv == 1) add_norm4_kernel<1><<<T, thr, 0, st>>>(x, a, rs, w, eps, D, h);
-        else if (nv == 2) add_norm4_kernel<2><<<T, thr, 0, st>>>(x, a, rs, w, eps, D, h);
-        else add_norm4_kernel<4><<<T, thr, 0, st>>>(x, a, rs, w, eps, D, h);
-    } else {
+    if (!norm4_launch(st, x, nullptr, a, rs, w, eps, 1.0f, T, D, h))
         add_norm_kernel<<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
-    }
     return cudaGetLastError();
 }
 
@@ -192,50 +204,13 @@ static __global__ void norm_rows_kernel(const float *x, const int32_t *rows, int
         out[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i] * scale);
 }
 
-/* norm_rows_kernel with the row in registers (add_norm4_kernel's layout). */
-template <int NV>
-static __global__ void __launch_bounds__(1024)
-    norm_rows4_kernel(const float *__restrict__ x, const int32_t *__restrict__ rows, int D,
-                      const float *__restrict__ w, float eps, float scale, bf16 *__restrict__ out)
-{
-    const int n4 = D / 4;
-    const float4 *xr = (const float4 *)(x + (size_t)rows[blockIdx.x] * D);
-    float4 v[NV], wv[NV];
-    float ss = 0.0f;
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= n4) continue;
-        wv[k] = ((const float4 *)w)[i];
-        v[k] = xr[i];
-        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
-    }
-    ss = block_sum(ss);
-    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
-    uint2 *orow = (uint2 *)(out + (size_t)blockIdx.x * D);
-#pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= n4) continue;
-        const float4 ww = wv[k];
-        orow[i] = pack4_bf16(v[k].x * inv * ww.x * scale, v[k].y * inv * ww.y * scale,
-                             v[k].z * inv * ww.z * scale, v[k].w * inv * ww.w * scale);
-    }
-}
-
 cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
                         const float *w, float eps, float scale, bf16 *out)
 {
     if (n <= 0) return cudaSuccess;
-    const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
-    if (!cu_decode_old() && nv && al16(x) && al16(w) && al8(out)) {
-        const int thr = row_threads(n4, nv);
-        if (nv == 1) norm_rows4_kernel<1><<<n, thr, 0, st>>>(x, rows, D, w, eps, scale, out);
-        else if (nv == 2) norm_rows4_kernel<2><<<n, thr, 0, st>>>(x, rows, D, w, eps, scale, out);
-        else norm_rows4_kernel<4><<<n, thr, 0, st>>>(x, rows, D, w, eps, scale, out);
-    } else {
+    /* x is read only (no residual) */
+    if (!norm4_launch(st, (float *)x, rows, nullptr, 0.0f, w, eps, scale, n, D, out))
         norm_rows_kernel<<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
-    }
     return cudaGetLastError();
 }
 
