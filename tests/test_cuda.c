@@ -106,25 +106,43 @@ static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* ---- ops ---- */
 
-static void t_add_norm(void)
+/* Residual add (a may be absent) + RMSNorm of T rows of D. */
+static void add_norm_case(int T, int D, bool with_a, uint64_t seed)
 {
     OPS();
     eng_rng r;
-    eng_rng_seed(&r, 1);
-    const int T = 37, D = 4096;
+    eng_rng_seed(&r, seed);
     float *x = randv(&r, (size_t)T * D, 3.0, false), *a = randv(&r, (size_t)T * D, 1.0, false);
     float *w = randv(&r, D, 0.1, false), *xo = malloc((size_t)T * D * 4),
           *ho = malloc((size_t)T * D * 4), *hr = malloc((size_t)T * D * 4);
     for (int i = 0; i < D; i++) w[i] += 1.0f;
-    CU_ASSERT_EQUAL_FATAL(O->add_norm(x, a, 0.7f, w, T, D, 1e-6f, xo, ho, &e), SALA_OK);
-    for (size_t i = 0; i < (size_t)T * D; i++) x[i] += a[i] * 0.7f;
+    CU_ASSERT_EQUAL_FATAL(O->add_norm(x, with_a ? a : NULL, 0.7f, w, T, D, 1e-6f, xo, ho, &e),
+                          SALA_OK);
+    if (with_a)
+        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += a[i] * 0.7f;
     cpu_rmsnorm(hr, x, w, T, D, 1e-6f);
+    char what[96];
     double rel, mr;
+    snprintf(what, sizeof(what), "residual add (fp32) T=%d D=%d%s", T, D, with_a ? "" : " no a");
     diff(xo, x, (size_t)T * D, &rel, &mr);
-    report("residual add (fp32)", rel, mr, 1e-6, 1e-6);
+    report(what, rel, mr, 1e-6, 1e-6);
+    snprintf(what, sizeof(what), "rmsnorm -> bf16 T=%d D=%d", T, D);
     diff(ho, hr, (size_t)T * D, &rel, &mr);
-    report("rmsnorm -> bf16", rel, mr, 4e-3, 8e-3);
+    report(what, rel, mr, 4e-3, 8e-3);
     free(x), free(a), free(w), free(xo), free(ho), free(hr);
+}
+
+/* The vector kernel with 1, 2 and 4 float4 groups a thread (D 4096, 8192, 16384), a partial last
+ * warp (D 1000), decode rows (T 1, 3), no residual; the scalar kernel (D % 4 != 0). */
+static void t_add_norm(void)
+{
+    add_norm_case(37, 4096, true, 1);
+    add_norm_case(1, 4096, true, 51);
+    add_norm_case(3, 4096, false, 52);
+    add_norm_case(1, 8192, true, 53);
+    add_norm_case(2, 16384, true, 54);
+    add_norm_case(2, 1000, true, 55);
+    add_norm_case(1, 4098, true, 56);
 }
 
 static void t_gemm(void)
@@ -146,12 +164,11 @@ static void t_gemm(void)
     free(W), free(x), free(y), free(yr), free(tile);
 }
 
-static void t_swiglu(void)
+static void swiglu_case(int T, int I, uint64_t seed)
 {
     OPS();
     eng_rng r;
-    eng_rng_seed(&r, 3);
-    const int T = 19, I = 1000;
+    eng_rng_seed(&r, seed);
     float *gu = randv(&r, (size_t)T * 2 * I, 2.0, false), *o = malloc((size_t)T * I * 4),
           *ref = malloc((size_t)T * I * 4);
     CU_ASSERT_EQUAL_FATAL(O->swiglu(gu, T, I, o, &e), SALA_OK);
@@ -161,9 +178,139 @@ static void t_swiglu(void)
             ref[(size_t)t * I + j] = g * sigm(g) * u;
         }
     double rel, mr;
+    char what[64];
+    snprintf(what, sizeof(what), "swiglu -> bf16 T=%d I=%d", T, I);
     diff(o, ref, (size_t)T * I, &rel, &mr);
-    report("swiglu -> bf16", rel, mr, 4e-3, 8e-3);
+    report(what, rel, mr, 4e-3, 8e-3);
     free(gu), free(o), free(ref);
+}
+
+static void t_swiglu(void)
+{
+    swiglu_case(19, 1000, 3);
+    swiglu_case(1, 16384, 57);    /* decode, real width */
+    swiglu_case(2, 1001, 58);     /* scalar kernel */
+}
+
+/* Output gate of T rows of W read from proj (T, ld) at zoff; ld = zoff + W + 4 (the sparse and
+ * lightning layouts end in the gate). */
+static void gate_case(int T, int W, int zoff, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int ld = zoff + W + 4;
+    float *o = randv(&r, (size_t)T * W, 1.0, false), *proj = randv(&r, (size_t)T * ld, 2.0, false);
+    float *g = malloc((size_t)T * W * 4), *ref = malloc((size_t)T * W * 4);
+    CU_ASSERT_EQUAL_FATAL(O->gate(o, proj, ld, zoff, T, W, g, &e), SALA_OK);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < W; j++)
+            ref[(size_t)t * W + j] = o[(size_t)t * W + j] * sigm(proj[(size_t)t * ld + zoff + j]);
+    char what[64];
+    double rel, mr;
+    snprintf(what, sizeof(what), "gate -> bf16 T=%d W=%d zoff=%d", T, W, zoff);
+    diff(g, ref, (size_t)T * W, &rel, &mr);
+    report(what, rel, mr, 4e-3, 8e-3);
+    free(o), free(proj), free(g), free(ref);
+}
+
+static void t_gate(void)
+{
+    gate_case(1, 4096, 4608, 59);   /* decode, sparse-layer layout (q | k | v | gate) */
+    gate_case(5, 4096, 12288, 60);  /* lightning layout */
+    gate_case(3, 250, 7, 61);       /* scalar kernel (odd offset) */
+}
+
+/* Final norm of the rows asked for (rows in any order) against cpu_rmsnorm · scale. */
+static void norm_rows_case(int xrows, int n, int D, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    float *x = randv(&r, (size_t)xrows * D, 2.0, false), *w = randv(&r, D, 0.1, false);
+    for (int i = 0; i < D; i++) w[i] += 1.0f;
+    int32_t *rows = malloc((size_t)n * 4);
+    for (int i = 0; i < n; i++) rows[i] = (int32_t)((i * 7 + 3) % xrows);
+    float *g = malloc((size_t)n * D * 4), *ref = malloc((size_t)n * D * 4);
+    CU_ASSERT_EQUAL_FATAL(O->norm_rows(x, xrows, rows, n, D, w, 1e-6f, 0.0625f, g, &e), SALA_OK);
+    for (int i = 0; i < n; i++) {
+        cpu_rmsnorm(ref + (size_t)i * D, x + (size_t)rows[i] * D, w, 1, D, 1e-6f);
+        for (int j = 0; j < D; j++) ref[(size_t)i * D + j] *= 0.0625f;
+    }
+    char what[64];
+    double rel, mr;
+    snprintf(what, sizeof(what), "norm_rows -> bf16 n=%d D=%d", n, D);
+    diff(g, ref, (size_t)n * D, &rel, &mr);
+    report(what, rel, mr, 4e-3, 8e-3);
+    free(x), free(w), free(rows), free(g), free(ref);
+}
+
+static void t_norm_rows(void)
+{
+    norm_rows_case(1, 1, 4096, 62);
+    norm_rows_case(20, 9, 4096, 63);
+    norm_rows_case(5, 3, 258, 64);   /* scalar kernel */
+}
+
+/* Sparse-layer q/k/v split into bf16 Qb and the cache rows p0.. (exact: a bf16 rounding). */
+static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int nq = nh * d, nk = nkv * d, ld = nq + 2 * nk + nq;
+    const size_t L = (size_t)p0 + T;
+    float *proj = randv(&r, (size_t)T * ld, 1.0, false);
+    float *Q = malloc((size_t)T * nq * 4), *Kc = malloc(L * nk * 4), *Vc = malloc(L * nk * 4);
+    CU_ASSERT_EQUAL_FATAL(O->sparse_prep(proj, ld, T, nh, nkv, d, p0, Q, Kc, Vc, &e), SALA_OK);
+    size_t bad = 0;
+    for (int t = 0; t < T; t++) {
+        const float *pr = proj + (size_t)t * ld;
+        for (int i = 0; i < nq; i++) bad += Q[(size_t)t * nq + i] != bfr(pr[i]);
+        for (int i = 0; i < nk; i++) {
+            bad += Kc[((size_t)p0 + t) * nk + i] != bfr(pr[nq + i]);
+            bad += Vc[((size_t)p0 + t) * nk + i] != bfr(pr[nq + nk + i]);
+        }
+    }
+    for (size_t i = 0; i < (size_t)p0 * nk; i++) bad += Kc[i] != 0.0f || Vc[i] != 0.0f;
+    fprintf(stderr, "\n  sparse_prep T=%d nh=%d nkv=%d d=%d p0=%lld: %zu values differ", T, nh, nkv,
+            d, (long long)p0, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    free(proj), free(Q), free(Kc), free(Vc);
+}
+
+static void t_sparse_prep(void)
+{
+    sparse_prep_case(1, 32, 2, 128, 70, 65);    /* decode, real heads */
+    sparse_prep_case(7, 4, 2, 64, 3, 66);
+    sparse_prep_case(2, 3, 1, 5, 1, 67);        /* scalar kernel (odd d) */
+}
+
+/* Embedding rows of a bf16 table times the scale (exact up to the fp32 product). */
+static void embed_case(int T, int D, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int64_t V = 50;
+    float *E = randv(&r, (size_t)V * D, 1.0, true), *x = malloc((size_t)T * D * 4);
+    int32_t *tok = malloc((size_t)T * 4);
+    for (int t = 0; t < T; t++) tok[t] = (int32_t)((t * 13 + 5) % V);
+    CU_ASSERT_EQUAL_FATAL(O->embed(E, V, tok, T, D, 12.0f, x, &e), SALA_OK);
+    size_t bad = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < D; i++)
+            bad += x[(size_t)t * D + i] != E[(size_t)tok[t] * D + i] * 12.0f;
+    fprintf(stderr, "\n  embed T=%d D=%d: %zu values differ", T, D, bad);
+    CU_ASSERT_EQUAL(bad, 0);
+    free(E), free(x), free(tok);
+}
+
+static void t_embed(void)
+{
+    embed_case(1, 4096, 68);
+    embed_case(9, 256, 69);
+    embed_case(2, 130, 70);   /* scalar kernel */
 }
 
 /* Lightning core over ncall calls of Ts[i] tokens from position p0 with a random initial state
@@ -256,6 +403,13 @@ static void t_lightning(void)
     lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
     lightning_case(37, 4, 128, 0, 8);         /* one partial chunk */
     lightning_case(1100, 32, 128, 120000, 12); /* real heads, 4 per prep warp, angles > 1e5 */
+    /* decode steps (the fused prep + step kernel, 32-column slices): real shape far out, every
+     * head size it takes, and one it does not (d 96: prep + the per-head step kernel) */
+    lightning_case(1, 32, 128, 1048576 + 5, 40);
+    lightning_case(1, 8, 64, 3, 41);
+    lightning_case(1, 4, 32, 77, 42);
+    lightning_case(1, 2, 256, 500000, 43);
+    lightning_case(1, 3, 96, 9, 44);
 }
 
 /* The state carried across calls (prefill, decode steps, more prefill) at the real head shape
@@ -308,7 +462,7 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
                 mark[b] = b == 0 || b >= qb - local || nb <= K;
                 n += mark[b];
             }
-            while (n < K) {                                 /* the scored blocks */
+            while (n < K && n < nb) {                       /* the scored blocks */
                 const int64_t b = (int64_t)(eng_rng_uniform(r) * (double)nb);
                 if (b < nb && !mark[b]) {
                     mark[b] = 1;
@@ -325,8 +479,9 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default ring (15 consumer warps), the other ring sizes and the second version's kernel. */
-static const char *const sattn_variants[] = {"", "ring7", "ring11", "old"};
+ * the default (the split kernels for at most 16 queries, else the ring of 15 consumer warps),
+ * each ring size and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -392,6 +547,14 @@ static void t_attn_dense(void)
     /* register (mma.sync) kernel: a partial last CTA, a prefix from 0, G = 8 */
     attn_case(false, 32, 2, 128, 0, 777, 21);
     attn_case(false, 16, 2, 128, 64, 131, 22);
+    /* few queries (the split kernels): one query near dense_len, a few, 16 queries (the
+     * partials need 2 blocks a warp), G = 8 / d = 64 / G = 2, a query in block 0 */
+    attn_case(false, 32, 2, 128, 8190, 1, 71);
+    attn_case(false, 32, 2, 128, 5000, 3, 72);
+    attn_case(false, 32, 2, 128, 8100, 16, 73);
+    attn_case(false, 16, 2, 128, 3333, 2, 74);
+    attn_case(false, 8, 2, 64, 1000, 1, 75);
+    attn_case(false, 4, 2, 64, 0, 5, 76);
 }
 
 static void t_attn_sparse(void)
@@ -415,6 +578,16 @@ static void t_attn_sparse(void)
     attn_run(true, 32, 2, 128, 20000, 9, 96, model_sel(&r, 20000, 9, 2, 96, 32, 1), 34);
     attn_run(true, 16, 2, 128, 30011, 40, 96, model_sel(&r, 30011, 40, 2, 96, 32, -1), 35);
     attn_run(true, 2, 2, 64, 9000, 70, 96, model_sel(&r, 9000, 70, 2, 96, 32, -1), 36);
+    /* decode shapes (the split kernels by default): one query far past dense_len with the
+     * model's 96-block lists, 16 queries, a query whose list holds every block (qb + 1 <= K),
+     * -1-padded lists (rand_sel) and a group of empty lists, G = 8 and G = 2 / d = 64 */
+    attn_run(true, 32, 2, 128, 150000 - 3, 1, 96, model_sel(&r, 150000 - 3, 1, 2, 96, 32, -1), 77);
+    attn_run(true, 32, 2, 128, 40000, 16, 96, model_sel(&r, 40000, 16, 2, 96, 32, -1), 78);
+    attn_run(true, 32, 2, 128, 3000, 1, 96, model_sel(&r, 3000, 1, 2, 96, 32, -1), 79);
+    attn_case_k(true, 32, 2, 128, 20000, 2, 16, 80);
+    attn_run(true, 32, 2, 128, 30000, 1, 96, model_sel(&r, 30000, 1, 2, 96, 32, 0), 81);
+    attn_run(true, 16, 2, 128, 12345, 3, 96, model_sel(&r, 12345, 3, 2, 96, 32, -1), 82);
+    attn_run(true, 4, 2, 64, 9001, 1, 24, model_sel(&r, 9001, 1, 2, 24, 8, -1), 83);
 }
 
 static void t_compress(void)
@@ -513,6 +686,8 @@ void suite_cuda_ops(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_ops", {"add_norm", t_add_norm}, {"gemm", t_gemm}, {"swiglu", t_swiglu},
+             {"gate", t_gate}, {"norm_rows", t_norm_rows}, {"sparse_prep", t_sparse_prep},
+             {"embed", t_embed},
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
              {"compress", t_compress},

@@ -585,6 +585,205 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
+/* ---- split attention for few queries (decode; fifth version, docs/CUDA.md "Decode kernels") --
+ * Flash-decoding. A query's entries (its selection list, or the blocks 0..qb when dense) are cut
+ * into ranges of SD_W bpw entries; CTA (range s, group g, query z) of SD_W warps takes the blocks
+ * of its range that the CPU twin uses (infllm_attend: an id counts iff it is >= 0 and above every
+ * id before it in the list, and its keys j <= p), warp w the blocks w, w + SD_W, ... of them,
+ * each loaded by cp.async into the warp's own K/V slot and computed by flash_block on the m16
+ * tile of the query's G heads (rows >= G empty). The warps' (max, sum, o) are combined in shared
+ * memory into one unnormalised partial per CTA in sd_part, and attn_merge_kernel combines the
+ * ranges of each (query, head) and divides. Same arithmetic per block as the other kernels; only
+ * the order of the softmax sums changes. */
+#define SD_W 4
+#define SD_MAXQ 16                                           /* queries of a split launch, at most */
+#define SD_PART_CAP (1u << 21)                               /* floats (8 MiB) */
+#define SD_MAXBPW 64                                         /* blocks a warp, at most */
+static __device__ float sd_part[SD_PART_CAP];
+
+/* floats of one partial: o (16, D), then max (16, log2 domain) and sum (16) */
+static __host__ __device__ constexpr size_t sd_tile(int D) { return (size_t)16 * D + 32; }
+static size_t sd_smem(int D, int bpw)
+{
+    return (size_t)SD_W * 2 * CU_KT * (D + 8) * 2 + (size_t)SD_W * bpw * 4;
+}
+
+template <int D, bool SPARSE>
+static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args a, int lg, int bpw,
+                                                                       float *part)
+{
+    constexpr int LDS = D + 8, KS = D / 16, SLOT = 2 * CU_KT * LDS;
+    static_assert((size_t)SD_W * 16 * (D + 2) * 4 <= (size_t)SD_W * SLOT * 2, "combine fits");
+    extern __shared__ __align__(128) unsigned char smraw[];
+    int *blk = (int *)(smraw + (size_t)SD_W * SLOT * 2);
+    __shared__ int red[SD_W], nblk;
+    const int s = blockIdx.x, g = blockIdx.y, z = blockIdx.z, t = a.t0 + z, G = 1 << lg;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int bpc = SD_W * bpw, e0 = s * bpc;
+    const int64_t p = a.p0 + t, qb = p / CU_KT;
+    const size_t krow = (size_t)a.nkv * D;
+
+    if (SPARSE) {                                           /* the ids this range uses */
+        const int32_t *lst = a.sel + ((size_t)t * a.nkv + g) * a.K_sel;
+        int mx = -1;                                        /* max id before the range */
+        for (int i = threadIdx.x; i < e0 && i < a.K_sel; i += blockDim.x) mx = max(mx, lst[i]);
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) mx = max(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        if (lane == 0) red[w] = mx;
+        __syncthreads();
+        if (threadIdx.x == 0) {
+            int last = red[0], nb = 0;
+            for (int i = 1; i < SD_W; i++) last = max(last, red[i]);
+            for (int i = e0; i < e0 + bpc && i < a.K_sel; i++) {
+                const int b = lst[i];
+                if (b < 0 || b <= last) continue;
+                last = b;
+                if ((int64_t)b * CU_KT <= p) blk[nb++] = b;
+            }
+            nblk = nb;
+        }
+    } else if (threadIdx.x == 0) {
+        int nb = 0;
+        for (int i = e0; i < e0 + bpc && i <= qb; i++) blk[nb++] = i;
+        nblk = nb;
+    }
+    __syncthreads();
+
+    /* Q fragments of rows rq, rq + 8 (= head of group g; rows >= G are empty) */
+    uint32_t qa[KS][4];
+    bool rv[2];
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int row = rq + 8 * hf;
+        rv[hf] = row < G;
+        const bf16 *qrow = a.Q + ((size_t)t * a.nh + g * G + (rv[hf] ? row : 0)) * D;
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++) {
+            const int col = ks * 16 + 2 * qd;
+            qa[ks][hf] = rv[hf] ? *(const uint32_t *)(qrow + col) : 0u;
+            qa[ks][2 + hf] = rv[hf] ? *(const uint32_t *)(qrow + col + 8) : 0u;
+        }
+    }
+    auto qf = [&](int ks, uint32_t (&q)[4]) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+    };
+    flash_acc<D> acc;
+    bf16 *Kt = (bf16 *)smraw + (size_t)w * SLOT, *Vt = Kt + CU_KT * LDS;
+    const float sl = a.scale * 1.4426950408889634f;
+    const int nb = nblk;
+    for (int i = w; i < nb; i += SD_W) {
+        const int b = blk[i];
+        const int64_t j0 = (int64_t)b * CU_KT, left = p - j0 + 1;
+        const int nk = (int)(left < CU_KT ? left : CU_KT);
+        tile_async<D>(Kt, a.K + j0 * krow + (size_t)g * D, krow, nk, 32, lane);
+        tile_async<D>(Vt, a.V + j0 * krow + (size_t)g * D, krow, nk, 32, lane);
+        cp_async_commit();
+        cp_async_wait<0>();
+        __syncwarp();
+        int lim[2];
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(p - j0) : -1;
+        flash_block<D>(qf, Kt, Vt, lim, sl, acc);
+        __syncwarp();                                       /* slot free for the next block */
+    }
+
+    /* combine the warps: (SD_W, 16) max, (SD_W, 16) sum, (SD_W, 16, D) o over the slots */
+    __syncthreads();
+    float *cm = (float *)smraw, *cl = cm + SD_W * 16, *co = cl + SD_W * 16;
+#pragma unroll
+    for (int hf = 0; hf < 2; hf++) {
+        const int row = rq + 8 * hf;
+        float l = acc.lrow[hf];
+        l += __shfl_xor_sync(0xffffffffu, l, 1);
+        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        if (qd == 0) {
+            cm[w * 16 + row] = acc.mrow[hf];
+            cl[w * 16 + row] = l;
+        }
+        float *orow = co + (size_t)(w * 16 + row) * D;
+#pragma unroll
+        for (int i = 0; i < D / 8; i++)
+            *(float2 *)(orow + i * 8 + 2 * qd) = make_float2(acc.o[i][2 * hf], acc.o[i][2 * hf + 1]);
+    }
+    __syncthreads();
+    float *dst = part + (((size_t)z * a.nkv + g) * gridDim.x + s) * sd_tile(D);
+    for (int idx = threadIdx.x; idx < 16 * D; idx += blockDim.x) {
+        const int row = idx / D;
+        float M = -INFINITY;
+#pragma unroll
+        for (int v = 0; v < SD_W; v++) M = fmaxf(M, cm[v * 16 + row]);
+        float o = 0.0f;
+        if (M != -INFINITY)
+#pragma unroll
+            for (int v = 0; v < SD_W; v++)
+                if (cm[v * 16 + row] != -INFINITY)
+                    o += co[(size_t)v * 16 * D + idx] * exp2f(cm[v * 16 + row] - M);
+        dst[idx] = o;
+    }
+    if (threadIdx.x < 16) {
+        const int row = threadIdx.x;
+        float M = -INFINITY, L = 0.0f;
+#pragma unroll
+        for (int v = 0; v < SD_W; v++) M = fmaxf(M, cm[v * 16 + row]);
+        if (M != -INFINITY)
+#pragma unroll
+            for (int v = 0; v < SD_W; v++)
+                if (cm[v * 16 + row] != -INFINITY) L += cl[v * 16 + row] * exp2f(cm[v * 16 + row] - M);
+        dst[16 * D + row] = M;
+        dst[16 * D + 16 + row] = L;
+    }
+}
+
+/* CTA (head h of group g, group g, query z), thread = output column: the nsplit partials of the
+ * row rescaled to their common max, o / sum -> O. The maxima and sums are read once into shared
+ * memory (nsplit factors f_s), so the o loads are independent of each other. Dynamic shared
+ * memory: nsplit floats. */
+template <int D>
+static __global__ void __launch_bounds__(D) attn_merge_kernel(attn_args a, int lg, int nsplit,
+                                                             const float *part)
+{
+    extern __shared__ float fs[];
+    __shared__ float red[D / 32], Ls;
+    const int h = blockIdx.x, g = blockIdx.y, z = blockIdx.z, i = threadIdx.x;
+    const float *base = part + ((size_t)z * a.nkv + g) * nsplit * sd_tile(D);
+    float mx = -INFINITY;
+    for (int s = i; s < nsplit; s += D) {
+        fs[s] = base[s * sd_tile(D) + 16 * D + h];
+        mx = fmaxf(mx, fs[s]);
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+    if ((i & 31) == 0) red[i >> 5] = mx;
+    __syncthreads();
+    float M = red[0];
+#pragma unroll
+    for (int w = 1; w < D / 32; w++) M = fmaxf(M, red[w]);
+    float L = 0.0f;
+    for (int s = i; s < nsplit; s += D) {
+        const float f = fs[s] == -INFINITY ? 0.0f : exp2f(fs[s] - M);
+        fs[s] = f;
+        L += base[s * sd_tile(D) + 16 * D + 16 + h] * f;
+    }
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
+    __syncthreads();                                        /* red reused; fs complete */
+    if ((i & 31) == 0) red[i >> 5] = L;
+    __syncthreads();
+    if (i == 0) {
+        float t = 0.0f;
+        for (int w = 0; w < D / 32; w++) t += red[w];
+        Ls = t;
+    }
+    float o = 0.0f;
+    const float *col = base + (size_t)h * D + i;
+#pragma unroll 8
+    for (int s = 0; s < nsplit; s++) o += col[s * sd_tile(D)] * fs[s];
+    __syncthreads();
+    L = Ls;
+    a.O[((size_t)(a.t0 + z) * a.nh + ((size_t)g << lg) + h) * D + i] = L > 0.0f ? o / L : 0.0f;
+}
+
 static int attn_lg(const attn_args *a)
 {
     if (a->block != CU_KT || (a->d != 64 && a->d != 128)) return -1;
@@ -605,6 +804,48 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
+/* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
+static int sr_optin;
+
+/* The split kernels for a launch of at most SD_MAXQ queries (not with SALA_CUDA_DECODE=old):
+ * ranges of SD_W bpw entries, bpw doubled until the partials fit sd_part. false: not taken,
+ * nothing launched. */
+template <bool SPARSE>
+static bool split_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
+{
+    if (a->n > SD_MAXQ || sr_optin <= 0 || cu_decode_old()) return false;
+    const int64_t nent = SPARSE ? a->K_sel : (a->p0 + a->t0 + a->n - 1) / CU_KT + 1;
+    if (nent <= 0) return false;
+    const size_t tile = sd_tile(a->d);
+    float *part = a->part;
+    size_t cap = a->part_cap;
+    if (!part) {
+        static float *shared_part;   /* sd_part's device address, looked up once */
+        if (!shared_part && cudaGetSymbolAddress((void **)&shared_part, sd_part) != cudaSuccess) {
+            *err = cudaGetLastError();
+            return true;
+        }
+        part = shared_part;
+        cap = SD_PART_CAP;
+    }
+    for (int bpw = 1; bpw <= SD_MAXBPW; bpw *= 2) {
+        const int64_t nsplit = (nent + SD_W * bpw - 1) / (SD_W * bpw);
+        if ((size_t)a->n * a->nkv * nsplit * tile > cap || nsplit > 12288) continue;
+        const size_t sm = sd_smem(a->d, bpw);
+        const dim3 grid((unsigned)nsplit, a->nkv, a->n), mg(1 << lg, a->nkv, a->n);
+        if (a->d == 128) {
+            attn_split_kernel<128, SPARSE><<<grid, 32 * SD_W, sm, st>>>(*a, lg, bpw, part);
+            attn_merge_kernel<128><<<mg, 128, nsplit * 4, st>>>(*a, lg, (int)nsplit, part);
+        } else {
+            attn_split_kernel<64, SPARSE><<<grid, 32 * SD_W, sm, st>>>(*a, lg, bpw, part);
+            attn_merge_kernel<64><<<mg, 64, nsplit * 4, st>>>(*a, lg, (int)nsplit, part);
+        }
+        *err = cudaGetLastError();
+        return true;
+    }
+    return false;
+}
+
 static bool use_wmma(void)
 {
     static int v = -1;
@@ -612,20 +853,19 @@ static bool use_wmma(void)
     return v;
 }
 
-/* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
-static int sr_optin;
-
 /* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128); otherwise
- * ring15, the fastest measured (docs/CUDA.md, fourth version). */
+ * (1) the split kernels for few queries, else ring15, the fastest measured (docs/CUDA.md, fourth
+ * version). */
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
     if (s && !strcmp(s, "old")) return 0;
     if (s && !strcmp(s, "ring7")) return 7;
     if (s && !strcmp(s, "ring11")) return 11;
-    return 15;
+    if (s && !strcmp(s, "ring15")) return 15;
+    return 1;
 }
 
 /* Launch the ring kernel; false (nothing launched) when its shared memory does not fit. */
@@ -651,16 +891,20 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
     const int lg = attn_lg(a);
-    if (lg >= 0 && !use_wmma()) return flash_launch<false>(st, a, lg);
+    if (lg >= 0 && !use_wmma()) {
+        cudaError_t err = cudaSuccess;
+        if (split_launch<false>(st, a, lg, &err)) return err;
+        return flash_launch<false>(st, a, lg);
+    }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
     const dim3 grid((a->n + qt - 1) / qt, a->nkv);
     attn_kernel<false><<<grid, 128, attn_smem(16 * MT, a->d), st>>>(*a, MT, qt);
     return cudaGetLastError();
 }
 
-/* Ring kernel for the register shapes when its shared memory fits (K_sel up to a few thousand);
- * else, and with SALA_CUDA_SATTN=old, the second version's flash_kernel; SALA_CUDA_WMMA or other
- * shapes: the first version's WMMA kernel. */
+/* Few queries (decode): the split kernels; else the ring kernel for the register shapes when its
+ * shared memory fits (K_sel up to a few thousand); else, and with SALA_CUDA_SATTN=old, the second
+ * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -670,13 +914,14 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         const int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
+        if (v == 1 && split_launch<true>(st, a, lg, &err)) return err;
         if (v == 7)
             done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
                         : sr_launch<64, 7, true>(st, a, lg, &err);
         else if (v == 11)
             done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
                         : sr_launch<64, 11, false>(st, a, lg, &err);
-        else if (v == 15)
+        else if (v == 15 || v == 1)
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;
@@ -685,6 +930,14 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
     const dim3 grid(a->n, a->nkv);
     attn_kernel<true><<<grid, 128, attn_smem(16, a->d), st>>>(*a, 1, 1);
     return cudaGetLastError();
+}
+
+/* (static + dynamic shared memory may not pass the opt-in limit: the most split_launch asks) */
+template <int D, bool SPARSE> static cudaError_t sd_init(void)
+{
+    return cudaFuncSetAttribute(attn_split_kernel<D, SPARSE>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                (int)sd_smem(D, SD_MAXBPW));
 }
 
 template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
@@ -713,7 +966,9 @@ cudaError_t cu_attn_init(void)
     sr_optin = optin;
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
-                             sr_init<128, 15, false>(), sr_init<64, 15, false>()};
+                             sr_init<128, 15, false>(), sr_init<64, 15, false>(),
+                             sd_init<128, true>(),      sd_init<64, true>(),
+                             sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
         if (x != cudaSuccess) return x;
     return cudaFuncSetAttribute(attn_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,

@@ -129,6 +129,7 @@ static void cu_model_free(void *bm)
     for (int i = 0; i < CU_SIDE; i++) {
         if (m->side[i]) cudaStreamDestroy(m->side[i]);
         if (m->ev_join[i]) cudaEventDestroy(m->ev_join[i]);
+        cudaFree(m->side_part[i]);
     }
     if (m->ev_fork) cudaEventDestroy(m->ev_fork);
     if (m->blas) cublasDestroy(m->blas);
@@ -196,13 +197,15 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
     cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
     cublasSetStream(m->blas, m->st);
     if ((rc = cu_vmm_init(m, e))) goto fail;
-    for (int i = 0; i < CU_SIDE; i++)
+    for (int i = 0; i < CU_SIDE; i++) {
         if (cudaStreamCreateWithFlags(&m->side[i], cudaStreamNonBlocking) != cudaSuccess ||
             cudaEventCreateWithFlags(&m->ev_join[i], cudaEventDisableTiming) != cudaSuccess) {
             rc = sala_errf(e, SALA_EINTERNAL, "CUDA: side streams: %s",
                            cudaGetErrorString(cudaGetLastError()));
             goto fail;
         }
+        if ((rc = dalloc((void **)&m->side_part[i], CU_ATTN_PART_FLOATS * 4, NULL, e))) goto fail;
+    }
     if (cudaEventCreateWithFlags(&m->ev_fork, cudaEventDisableTiming) != cudaSuccess) {
         rc = sala_errf(e, SALA_EINTERNAL, "CUDA: event: %s", cudaGetErrorString(cudaGetLastError()));
         goto fail;

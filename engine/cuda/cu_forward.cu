@@ -103,7 +103,7 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     if (split > T) split = T;
     const int ts = (int)split;
     attn_args aa = {s->Qb, s->K[li], s->V[li], s->o, s->sel, Kq, p0, 0, ts, nh, nkv, hd,
-                    (int)sc->block_size, scale};
+                    (int)sc->block_size, scale, NULL, 0};
     K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
     if (ts < T) {
         const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
@@ -336,7 +336,7 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         float *o = s0->o + (size_t)b * nq;
         CU_TRY(sparse_append(s, &z, proj, L->nin, 1, p, Qb, e));
         attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
-                        (int)sc->block_size, scale};
+                        (int)sc->block_size, scale, NULL, 0};
         const bool dense = p + 1 < sc->dense_len;
         if (!dense) {   /* stage 1 and top-K, in order on the model stream */
             score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,
@@ -351,6 +351,8 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         }
         if (ns) {   /* its attention on a side stream, after what the model stream has so far */
             const cudaStream_t side = m->side[b % ns];
+            aa.part = m->side_part[b % ns];   /* streams never share split scratch */
+            aa.part_cap = CU_ATTN_PART_FLOATS;
             CUDA_CHECK(cudaEventRecord(m->ev_fork, st));
             CUDA_CHECK(cudaStreamWaitEvent(side, m->ev_fork, 0));
             CUDA_CHECK(dense ? k_attn_dense(side, &aa) : k_attn_sparse(side, &aa));

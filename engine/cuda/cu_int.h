@@ -53,6 +53,9 @@ enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER,
 /* ---- kernels (cu_kernels.cu, cu_attn.cu, cu_infllm.cu, cu_lightning.cu) ----
  * Launchers enqueue on st and return cudaGetLastError(). Shapes in the comments. */
 cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits once */
+/* SALA_CUDA_DECODE=old (read once): the launches before the decode kernels (fifth version,
+ * docs/CUDA.md "Decode kernels"), for same-run comparisons. */
+bool cu_decode_old(void);
 
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
@@ -87,10 +90,12 @@ typedef struct {
     float *Ab;                            /* (nh, Tp/C, C, C) */
     float *S;                             /* (nh, d, d) the layer's state */
 } la_args;
+/* Prep: Qh, Kh (and Qd, Kw, Vh when not NULL). For a decode step (T == Tp == 1, d 32, 64, 128
+ * or 256) it does nothing: k_la_step then reads q/k/v from proj and does the prep itself. */
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a);
 cudaError_t k_la_mask(cudaStream_t st, const la_args *a);
 cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
-cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh */
+cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh, S */
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
 /* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128),
@@ -102,7 +107,11 @@ int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),
  * out O (T, nh, d) fp32 rows t. Dense: keys 0..p. Sparse: keys j <= p of the blocks of
- * sel (T, nkv, K) (ascending, -1 padded). */
+ * sel (T, nkv, K) (ascending, -1 padded). A launch of few queries (decode) splits each query's
+ * blocks over many CTAs and merges the partials in a second kernel: from part (part_cap floats)
+ * when given, else from one per-device buffer, so launches without part that may overlap must
+ * be ordered on one stream (as the stage-1 split scan's); launches on different streams give
+ * each its own part. */
 typedef struct {
     const bf16 *Q, *K, *V;
     float *O;
@@ -110,7 +119,10 @@ typedef struct {
     int64_t p0; int t0, n;
     int nh, nkv, d, block;
     float scale;
+    float *part; size_t part_cap;         /* optional split scratch (NULL: the shared one) */
 } attn_args;
+/* Floats of split scratch a side stream's attention launches need (cu_model.side_part). */
+#define CU_ATTN_PART_FLOATS ((size_t)1 << 20)
 cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a);
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a);
 
@@ -184,6 +196,7 @@ typedef struct {
     /* batched decode: per-sequence lightning steps spread over side streams (fork/join events) */
     cudaStream_t side[CU_SIDE];
     cudaEvent_t ev_fork, ev_join[CU_SIDE];
+    float *side_part[CU_SIDE];        /* split-attention scratch of each side stream */
 } cu_model;
 
 /* A checkpoint: the lightning states at len. Forks share them (refs); never written once made

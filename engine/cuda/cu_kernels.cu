@@ -2,10 +2,48 @@
  * CPU op (engine/cpu): embedding scale, residual add + RMSNorm (fused), final norm + logit scale,
  * SwiGLU, output gates, sparse-layer q/k/v split into the bf16 cache, InfLLM-V2 compression, the
  * lightning q/k norm + RoPE + decay prep, chunk mask, state scan, decode step and output norm +
- * gate, and the random weight fill of the benchmark. fp32 arithmetic throughout. */
+ * gate, and the random weight fill of the benchmark. fp32 arithmetic throughout.
+ *
+ * Row kernels (embed, add_norm, norm_rows, la_out) take a row per CTA with enough threads that a
+ * 4096-wide row is one float4 per thread, kept in registers between the sum and the scaling (a
+ * decode step has one row: the old 256-thread loops were a chain of dependent memory latencies);
+ * the element-wise kernels (swiglu, gate, sparse_prep) run a grid (column blocks, rows) of
+ * float4 / pairs. SALA_CUDA_DECODE=old (read once) selects the earlier launches for comparison;
+ * shapes or pointers the vector forms do not fit (odd widths, unaligned) take them too. */
 #include "engine/cuda/cu_int.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+bool cu_decode_old(void)
+{
+    static int v = -1;
+    if (v < 0) {
+        const char *s = getenv("SALA_CUDA_DECODE");
+        v = s && !strcmp(s, "old");
+    }
+    return v;
+}
+
+/* p 16-byte aligned (float4 access) */
+static bool al16(const void *p) { return ((uintptr_t)p & 15u) == 0; }
+static bool al8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
+
+/* float4 groups per thread (1, 2 or 4) and the CTA size (a multiple of 32, <= 1024) for a row of
+ * n4 groups; 0 when n4 > 4096 (the scalar kernels then). */
+static int row_nv(int n4) { return n4 <= 1024 ? 1 : n4 <= 2048 ? 2 : n4 <= 4096 ? 4 : 0; }
+static int row_threads(int n4, int nv) { return ((n4 + nv - 1) / nv + 31) / 32 * 32; }
+
+static __device__ __forceinline__ uint2 pack4_bf16(float a, float b, float c, float d)
+{
+    __nv_bfloat162 lo = __floats2bfloat162_rn(a, b), hi = __floats2bfloat162_rn(c, d);
+    uint2 pk;
+    pk.x = *(uint32_t *)&lo;
+    pk.y = *(uint32_t *)&hi;
+    return pk;
+}
 
 static __device__ __forceinline__ float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
@@ -36,10 +74,31 @@ static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, fl
         x[(size_t)t * D + i] = __bfloat162float(er[i]) * scale;
 }
 
+/* Four bf16 of E (8-byte loads) to a float4 of x per thread and step. */
+static __global__ void embed4_kernel(const bf16 *__restrict__ E, const int32_t *__restrict__ tok,
+                                     int D, float scale, float *__restrict__ x)
+{
+    const int t = blockIdx.x, n4 = D / 4;
+    const uint2 *er = (const uint2 *)(E + (size_t)tok[t] * D);
+    float4 *xr = (float4 *)(x + (size_t)t * D);
+    for (int i = threadIdx.x; i < n4; i += blockDim.x) {
+        const uint2 u = er[i];
+        const float2 lo = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+        const float2 hi = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+        xr[i] = make_float4(lo.x * scale, lo.y * scale, hi.x * scale, hi.y * scale);
+    }
+}
+
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x)
 {
-    embed_kernel<<<T, 256, 0, st>>>(E, tok, D, scale, x);
+    if (T <= 0) return cudaSuccess;
+    if (!cu_decode_old() && D % 4 == 0 && al8(E) && al16(x)) {
+        const int n4 = D / 4, thr = n4 < 1024 ? (n4 + 31) / 32 * 32 : 1024;
+        embed4_kernel<<<T, thr, 0, st>>>(E, tok, D, scale, x);
+    } else {
+        embed_kernel<<<T, 256, 0, st>>>(E, tok, D, scale, x);
+    }
     return cudaGetLastError();
 }
 
@@ -61,10 +120,75 @@ static __global__ void add_norm_kernel(float *x, const float *a, float rs, const
         h[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i]);
 }
 
+/* Row per CTA (row rows[blockIdx.x], or blockIdx.x when rows is NULL), NV float4 groups per
+ * thread held in registers (x read once, written once): x += rs a when a != NULL (x is written
+ * only then); h = bf16(rmsnorm(x) * w * scale) when h != NULL, w loaded before the sum so that
+ * its latency overlaps the reduction. D % 4 == 0, D / 4 <= NV blockDim.x. The arithmetic of
+ * add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares is reduced in
+ * another order. */
+template <int NV>
+static __global__ void __launch_bounds__(1024)
+    norm4_kernel(float *__restrict__ x, const int32_t *__restrict__ rows,
+                 const float *__restrict__ a, float rs, const float *__restrict__ w, float eps,
+                 float scale, int D, bf16 *__restrict__ h)
+{
+    const int n4 = D / 4;
+    const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
+    float4 *xr = (float4 *)(x + row * D);
+    const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
+    float4 v[NV], wv[NV];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= n4) continue;
+        if (h) wv[k] = ((const float4 *)w)[i];
+        float4 u = xr[i];
+        if (ar) {
+            const float4 b = ar[i];
+            u.x = u.x + b.x * rs;
+            u.y = u.y + b.y * rs;
+            u.z = u.z + b.z * rs;
+            u.w = u.w + b.w * rs;
+            xr[i] = u;
+        }
+        v[k] = u;
+        ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
+    }
+    if (!h) return;
+    ss = block_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+    uint2 *hr = (uint2 *)(h + (size_t)blockIdx.x * D);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (i >= n4) continue;
+        const float4 ww = wv[k];
+        hr[i] = pack4_bf16(v[k].x * inv * ww.x * scale, v[k].y * inv * ww.y * scale,
+                           v[k].z * inv * ww.z * scale, v[k].w * inv * ww.w * scale);
+    }
+}
+
+/* Launch norm4_kernel on n rows; false (nothing launched) when the shape or the pointers do not
+ * fit it, or with SALA_CUDA_DECODE=old. */
+static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const float *a, float rs,
+                         const float *w, float eps, float scale, int n, int D, bf16 *h)
+{
+    const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
+    if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
+    const int thr = row_threads(n4, nv);
+    if (nv == 1) norm4_kernel<1><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    else if (nv == 2) norm4_kernel<2><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    else norm4_kernel<4><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    return true;
+}
+
 cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
                        float eps, int T, int D, bf16 *h)
 {
-    add_norm_kernel<<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
+    if (T <= 0) return cudaSuccess;
+    if (!norm4_launch(st, x, nullptr, a, rs, w, eps, 1.0f, T, D, h))
+        add_norm_kernel<<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
     return cudaGetLastError();
 }
 
@@ -83,7 +207,10 @@ static __global__ void norm_rows_kernel(const float *x, const int32_t *rows, int
 cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
                         const float *w, float eps, float scale, bf16 *out)
 {
-    if (n > 0) norm_rows_kernel<<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
+    if (n <= 0) return cudaSuccess;
+    /* x is read only (no residual) */
+    if (!norm4_launch(st, (float *)x, rows, nullptr, 0.0f, w, eps, scale, n, D, out))
+        norm_rows_kernel<<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
     return cudaGetLastError();
 }
 
@@ -104,9 +231,24 @@ static int grid_for(size_t n)
     return (int)(b > 65536 ? 65536 : (b ? b : 1));
 }
 
+/* grid (column blocks of 256 float4 groups, T): no index division. I % 4 == 0. */
+static __global__ void swiglu4_kernel(const float *__restrict__ gu, int I, bf16 *__restrict__ out)
+{
+    const int t = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= I / 4) return;
+    const float4 g = ((const float4 *)(gu + (size_t)t * 2 * I))[j];
+    const float4 u = ((const float4 *)(gu + (size_t)t * 2 * I + I))[j];
+    ((uint2 *)(out + (size_t)t * I))[j] = pack4_bf16(g.x * sigm(g.x) * u.x, g.y * sigm(g.y) * u.y,
+                                                    g.z * sigm(g.z) * u.z, g.w * sigm(g.w) * u.w);
+}
+
 cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out)
 {
-    swiglu_kernel<<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
+    if (T <= 0) return cudaSuccess;
+    if (!cu_decode_old() && I % 4 == 0 && T <= 65535 && al16(gu) && al8(out))
+        swiglu4_kernel<<<dim3((I / 4 + 255) / 256, T), 256, 0, st>>>(gu, I, out);
+    else
+        swiglu_kernel<<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
     return cudaGetLastError();
 }
 
@@ -121,10 +263,27 @@ static __global__ void gate_kernel(const float *o, const float *proj, int ld, in
     }
 }
 
+/* grid (column blocks of 256 float4 groups, T); W, ld, zoff multiples of 4. */
+static __global__ void gate4_kernel(const float *__restrict__ o, const float *__restrict__ proj,
+                                    int ld, int zoff, int W, bf16 *__restrict__ out)
+{
+    const int t = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= W / 4) return;
+    const float4 v = ((const float4 *)(o + (size_t)t * W))[j];
+    const float4 z = ((const float4 *)(proj + (size_t)t * ld + zoff))[j];
+    ((uint2 *)(out + (size_t)t * W))[j] =
+        pack4_bf16(v.x * sigm(z.x), v.y * sigm(z.y), v.z * sigm(z.z), v.w * sigm(z.w));
+}
+
 cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
                    int W, bf16 *out)
 {
-    gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
+    if (T <= 0) return cudaSuccess;
+    if (!cu_decode_old() && W % 4 == 0 && ld % 4 == 0 && zoff % 4 == 0 && T <= 65535 &&
+        al16(o) && al16(proj) && al8(out))
+        gate4_kernel<<<dim3((W / 4 + 255) / 256, T), 256, 0, st>>>(o, proj, ld, zoff, W, out);
+    else
+        gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
     return cudaGetLastError();
 }
 
@@ -142,10 +301,34 @@ static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int
     }
 }
 
+/* grid (blocks of 256 pairs, T): a pair of q | k | v values per thread (nq, nk, ld even). */
+static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int ld, int nq, int nk,
+                                           bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
+                                           bf16 *__restrict__ Vc, int64_t p0)
+{
+    const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (e >= nq + 2 * nk) return;
+    const float2 v = *(const float2 *)(proj + (size_t)t * ld + e);
+    const __nv_bfloat162 b = __floats2bfloat162_rn(v.x, v.y);
+    bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
+              : e < nq + nk ? Kc + (size_t)(p0 + t) * nk + (e - nq)
+                            : Vc + (size_t)(p0 + t) * nk + (e - nq - nk);
+    *(__nv_bfloat162 *)dst = b;
+}
+
 cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
                           int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0)
 {
-    sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0);
+    if (T <= 0) return cudaSuccess;
+    const int nq = nh * d, nk = nkv * d;
+    if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 && al8(proj) &&
+        ((uintptr_t)Qb & 3u) == 0 && ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
+        const int pairs = (nq + 2 * nk) / 2;
+        sparse_prep2_kernel<<<dim3((pairs + 255) / 256, T), 256, 0, st>>>(proj, ld, nq, nk, Qb, Kc,
+                                                                          Vc, p0);
+    } else {
+        sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0);
+    }
     return cudaGetLastError();
 }
 
@@ -242,8 +425,18 @@ static __global__ void __launch_bounds__(32 * LA_PREP_WARPS) la_prep_kernel(la_a
     }
 }
 
+/* The fused decode step (la_decode_kernel) does its own prep: d 32, 64, 128 or 256. */
+static bool la_decode_fused(const la_args *a)
+{
+    const int d = a->d;
+    return !cu_decode_old() && a->T == 1 && a->Tp == 1 &&
+           (d == 32 || d == 64 || d == 128 || d == 256) && al16(a->proj) && al16(a->S) &&
+           a->ld % 4 == 0;
+}
+
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
 {
+    if (la_decode_fused(a)) return cudaSuccess;   /* k_la_step reads proj itself */
     /* long steps: one block per row (angles once per position); short ones (decode): spread
      * the heads over more blocks */
     const int gy = a->Tp >= 1024 ? 1 : (a->nh + LA_PREP_WARPS - 1) / LA_PREP_WARPS;
@@ -318,8 +511,102 @@ static __global__ void la_step_kernel(la_args a)
     }
 }
 
+/* Decode step with the prep fused (T == 1, Tp == 1, d = 32 KR): CTA (32-column slice x0, head
+ * n) of 256 threads; thread (r = tid / 8, c = tid % 8) owns columns x0 + 4c .. + 3 of the state
+ * rows r, r + 32, ..., r + 32 (KR-1). Its state slice and v are loaded first, so that the read of
+ * the 2 MB state (128 CTAs at the real shape) overlaps the q/k RMSNorm + RoPE of the head, which
+ * each of the head's d/32 CTAs recomputes from proj (la_prep_kernel's arithmetic; the sums of
+ * squares in another order). Then S = λS + k vᵀ in place and the column partials of Sᵀq are
+ * summed over r in a fixed order through shared memory -> Oh (unscaled). */
+template <int KR>
+static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
+{
+    constexpr int d = 32 * KR, half = d / 2;
+    __shared__ float cs[half], sn[half], qs[d], ks[d], qr[d], kr[d];
+    __shared__ __align__(16) float red[32 * 32];
+    __shared__ float wsum[2][KR];
+    const int n = blockIdx.y, x0 = blockIdx.x * 32, tid = threadIdx.x, r = tid >> 3, c = tid & 7;
+    const size_t nd = (size_t)a.nh * d;
+    float *S = a.S + (size_t)n * d * d + x0 + 4 * c;
+    const float *row = a.proj + (size_t)n * d;                 /* q; k at + nd, v at + 2 nd */
+    float4 s4[KR];
+#pragma unroll
+    for (int k = 0; k < KR; k++) s4[k] = *(const float4 *)(S + (size_t)(r + 32 * k) * d);
+    const float4 v4 = *(const float4 *)(row + 2 * nd + x0 + 4 * c);
+    float q = 0.0f, kk = 0.0f, qn = 0.0f, kn = 0.0f;
+    if (tid < d) {
+        q = row[tid];
+        kk = row[nd + tid];
+        qn = a.qn[tid];
+        kn = a.kn[tid];
+    }
+    if (tid < half) sincosf((float)a.p0 * a.inv_freq[tid], &sn[tid], &cs[tid]);
+    float sq = q * q, sk = kk * kk;
+    for (int m = 16; m > 0; m >>= 1) {
+        sq += __shfl_xor_sync(0xffffffffu, sq, m);
+        sk += __shfl_xor_sync(0xffffffffu, sk, m);
+    }
+    if ((tid & 31) == 0 && tid < d) {
+        wsum[0][tid >> 5] = sq;
+        wsum[1][tid >> 5] = sk;
+    }
+    __syncthreads();
+    sq = sk = 0.0f;
+#pragma unroll
+    for (int w = 0; w < KR; w++) {
+        sq += wsum[0][w];
+        sk += wsum[1][w];
+    }
+    const float iq = 1.0f / sqrtf(sq / (float)d + a.eps);
+    const float ik = 1.0f / sqrtf(sk / (float)d + a.eps);
+    if (tid < d) {
+        qs[tid] = q * iq * qn;
+        ks[tid] = kk * ik * kn;
+    }
+    __syncthreads();
+    if (tid < d) {   /* rotate-half RoPE at position p0 (SALA-SPEC §3.5) */
+        const int j = tid < half ? tid : tid - half, p = tid < half ? tid + half : tid - half;
+        const float cc = cs[j], ss = tid < half ? -sn[j] : sn[j];
+        qr[tid] = qs[tid] * cc + qs[p] * ss;
+        kr[tid] = ks[tid] * cc + ks[p] * ss;
+    }
+    __syncthreads();
+    const float lam = a.dec[n * (CU_LA_C + 1) + 1];
+    float4 o = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+#pragma unroll
+    for (int k = 0; k < KR; k++) {
+        const int i = r + 32 * k;
+        const float ki = kr[i], qi = qr[i];
+        float4 x = s4[k];
+        x.x = lam * x.x + ki * v4.x;
+        x.y = lam * x.y + ki * v4.y;
+        x.z = lam * x.z + ki * v4.z;
+        x.w = lam * x.w + ki * v4.w;
+        *(float4 *)(S + (size_t)i * d) = x;
+        o.x += x.x * qi;
+        o.y += x.y * qi;
+        o.z += x.z * qi;
+        o.w += x.w * qi;
+    }
+    *(float4 *)(red + r * 32 + 4 * c) = o;
+    __syncthreads();
+    if (tid < 32) {
+        float t = 0.0f;
+        for (int i = 0; i < 32; i++) t += red[i * 32 + tid];
+        a.Oh[(size_t)n * d + x0 + tid] = t;
+    }
+}
+
 cudaError_t k_la_step(cudaStream_t st, const la_args *a)
 {
+    if (la_decode_fused(a)) {
+        const dim3 grid(a->d / 32, a->nh);
+        if (a->d == 32) la_decode_kernel<1><<<grid, 256, 0, st>>>(*a);
+        else if (a->d == 64) la_decode_kernel<2><<<grid, 256, 0, st>>>(*a);
+        else if (a->d == 128) la_decode_kernel<4><<<grid, 256, 0, st>>>(*a);
+        else la_decode_kernel<8><<<grid, 256, 0, st>>>(*a);
+        return cudaGetLastError();
+    }
     la_step_kernel<<<a->nh, a->d < 1024 ? a->d : 1024, 0, st>>>(*a);
     return cudaGetLastError();
 }
@@ -355,9 +642,51 @@ static __global__ void la_out_kernel(la_args a, bf16 *out)
     }
 }
 
+/* la_out_kernel with the row's NV float4 groups per thread in registers (O read once), CTA of
+ * up to 1024 threads (add_norm4_kernel's layout). */
+template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(la_args a, bf16 *out)
+{
+    const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
+    const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
+    float4 v[NV], zv[NV], wv[NV];
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int g = threadIdx.x + k * blockDim.x;
+        if (g >= n4) continue;
+        const int i = 4 * g, n = i / a.d, j = i % a.d;
+        zv[k] = *(const float4 *)(z + i);                   /* in flight during the sum */
+        wv[k] = *(const float4 *)(a.on + i);
+        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
+        v[k] = make_float4(a.scale * o.x, a.scale * o.y, a.scale * o.z, a.scale * o.w);
+        ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+    }
+    ss = block_sum(ss);
+    const float inv = 1.0f / sqrtf(ss / (float)nd + a.eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int g = threadIdx.x + k * blockDim.x;
+        if (g >= n4) continue;
+        const int i = 4 * g;
+        const float4 zz = zv[k], w = wv[k];
+        *(uint2 *)(out + (size_t)t * nd + i) =
+            pack4_bf16(v[k].x * inv * w.x * sigm(zz.x), v[k].y * inv * w.y * sigm(zz.y),
+                       v[k].z * inv * w.z * sigm(zz.z), v[k].w * inv * w.w * sigm(zz.w));
+    }
+}
+
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
 {
-    la_out_kernel<<<a->T, 256, 0, st>>>(*a, out);
+    if (a->T <= 0) return cudaSuccess;
+    const int n4 = a->nh * a->d / 4, nv = row_nv(n4);
+    if (!cu_decode_old() && nv) {
+        const int thr = row_threads(n4, nv);
+        if (nv == 1) la_out4_kernel<1><<<a->T, thr, 0, st>>>(*a, out);
+        else if (nv == 2) la_out4_kernel<2><<<a->T, thr, 0, st>>>(*a, out);
+        else la_out4_kernel<4><<<a->T, thr, 0, st>>>(*a, out);
+    } else {
+        la_out_kernel<<<a->T, 256, 0, st>>>(*a, out);
+    }
     return cudaGetLastError();
 }
 

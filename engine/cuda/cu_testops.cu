@@ -222,7 +222,7 @@ int op_attention(const float *Q, const float *K, const float *V, int64_t L, int6
     }
     CUDA_CHECK(cu_kernels_init());
     attn_args a = {dQ, dK, dV, dO, dsel, Ksel, p0, 0, T, nh, nkv, d, CU_KT,
-                   (float)(1.0 / sqrt((double)d))};
+                   (float)(1.0 / sqrt((double)d)), NULL, 0};
     CUDA_CHECK(sel ? k_attn_sparse(0, &a) : k_attn_dense(0, &a));
     CUDA_CHECK(cudaMemcpy(out, dO, (size_t)T * nh * d * 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
@@ -278,8 +278,73 @@ int op_select(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const f
     return SALA_OK;
 }
 
-const sala_cuda_ops ops = {op_add_norm, op_gemm, op_swiglu, op_lightning, op_attention,
-                           op_compress, op_select};
+int op_gate(const float *o, const float *proj, int ld, int zoff, int T, int W, float *out,
+            sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    float *dobuf, *dproj;
+    CU_TRY(up_f(P, o, (size_t)T * W, &dobuf, e));
+    CU_TRY(up_f(P, proj, (size_t)T * ld, &dproj, e));
+    bf16 *dout = P.get<bf16>((size_t)T * W, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(k_gate(0, dobuf, dproj, ld, zoff, T, W, dout));
+    return down_b(P, dout, (size_t)T * W, out, e);
+}
+
+int op_norm_rows(const float *x, int64_t xrows, const int32_t *rows, int n, int D, const float *w,
+                 float eps, float scale, float *out, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    float *dx, *dw;
+    CU_TRY(up_f(P, x, (size_t)xrows * D, &dx, e));
+    CU_TRY(up_f(P, w, D, &dw, e));
+    int32_t *drows = P.get<int32_t>((size_t)n, &err);
+    bf16 *dout = P.get<bf16>((size_t)n * D, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(drows, rows, (size_t)n * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(k_norm_rows(0, dx, drows, n, D, dw, eps, scale, dout));
+    return down_b(P, dout, (size_t)n * D, out, e);
+}
+
+int op_sparse_prep(const float *proj, int ld, int T, int nh, int nkv, int d, int64_t p0,
+                   float *Qb, float *Kc, float *Vc, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    float *dproj;
+    const size_t nk = (size_t)nkv * d, L = (size_t)p0 + T;
+    CU_TRY(up_f(P, proj, (size_t)T * ld, &dproj, e));
+    bf16 *dq = P.get<bf16>((size_t)T * nh * d, &err), *dk = P.get<bf16>(L * nk, &err),
+         *dv = P.get<bf16>(L * nk, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0));
+    CU_TRY(down_b(P, dq, (size_t)T * nh * d, Qb, e));
+    CU_TRY(down_b(P, dk, L * nk, Kc, e));
+    return down_b(P, dv, L * nk, Vc, e);
+}
+
+int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale, float *x,
+             sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dE;
+    float *dx;
+    CU_TRY(up_b(P, E, (size_t)V * D, &dE, e));
+    CU_TRY(up_f(P, nullptr, (size_t)T * D, &dx, e));
+    int32_t *dtok = P.get<int32_t>((size_t)T, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(dtok, tok, (size_t)T * 4, cudaMemcpyHostToDevice));
+    CUDA_CHECK(k_embed(0, dE, dtok, T, D, scale, dx));
+    CUDA_CHECK(cudaMemcpy(x, dx, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
+                           op_attention, op_compress, op_select,     op_gate,
+                           op_norm_rows, op_sparse_prep, op_embed};
 
 }   // namespace
 
