@@ -29,6 +29,10 @@ ifeq ($(SAN),1)
 CFLAGS  += -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 LDFLAGS += -fsanitize=address,undefined
 endif
+ifeq ($(SAN),thread)
+CFLAGS  += -fsanitize=thread -fno-omit-frame-pointer
+LDFLAGS += -fsanitize=thread
+endif
 
 LIB_SRC  := $(wildcard common/*.c engine/*.c engine/cpu/*.c ingest/*.c ui/*.c ctx/*.c)
 APP_SRC  := $(wildcard app/*.c)

@@ -126,12 +126,14 @@ static int mdl_start(ask_backend *b, const char *question, sala_err *e)
     m->plen = 0;
     m->finished = false;
     m->rc = SALA_OK;
-    m->phase = m->c ? PH_ASKING : PH_OPENING;
+    /* m->c is the worker's from pthread_create on (it opens the context): read it before. */
+    const bool opened = m->c != NULL;
+    m->phase = opened ? PH_ASKING : PH_OPENING;
     atomic_store(&m->cancel, 0);
     int er = pthread_create(&m->th, NULL, worker, m);
     if (er) return sala_errf(e, SALA_EIO, "ask: cannot start a thread: %s", strerror(er));
     m->live = true;
-    b->status = m->c ? "generating\xe2\x80\xa6" : "opening context\xe2\x80\xa6";
+    b->status = opened ? "generating\xe2\x80\xa6" : "opening context\xe2\x80\xa6";
     return SALA_OK;
 }
 
