@@ -188,7 +188,7 @@ FUZZ_ALL    := $(patsubst tests/fuzz/fuzz_%.c,%,$(filter-out tests/fuzz/fuzz_com
 FUZZ        ?= $(FUZZ_ALL)
 FUZZ_SAN    := -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer
 FUZZ_CFLAGS := -std=c11 -g -O1 $(WARN) -D_GNU_SOURCE -I. -Icommon $(FUZZ_SAN)
-FUZZ_LIBSRC := common/common.c engine/safetensors.c engine/config.c engine/model.c \
+FUZZ_LIBSRC := common/common.c common/json.c engine/safetensors.c engine/config.c engine/model.c \
                engine/statefile.c ingest/doc.c ingest/xml.c ingest/pdf.c ingest/repo.c \
                ingest/tokenizer.c ingest/prompt.c ingest/text.c tests/fuzz/fuzz_common.c
 FUZZ_LIBOBJ := $(FUZZ_LIBSRC:%.c=$(FUZZ_BUILD)/obj/%.o)

@@ -1,6 +1,7 @@
 /* config.c: config.json -> eng_config, with every check of SALA-SPEC §1.1 the engine relies
  * on. Sizes are bounded (1 .. 2^31-1, products checked) so later arithmetic cannot overflow. */
 #include "engine/config.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <math.h>
@@ -115,8 +116,11 @@ static int parse_sparse(const cJSON *root, const char *label, eng_sparse_config 
 int eng_config_parse(const char *json, size_t len, const char *label, eng_config *c, sala_err *e)
 {
     memset(c, 0, sizeof(*c));
-    cJSON *root = cJSON_ParseWithLength(json, len);
-    if (!root) return sala_errf(e, SALA_EFORMAT, "%s: not valid JSON", label);
+    bool oom;
+    cJSON *root = sala_json_parse(json, len, NULL, &oom);
+    if (!root)
+        return oom ? sala_errf(e, SALA_ENOMEM, "%s: out of memory", label)
+                   : sala_errf(e, SALA_EFORMAT, "%s: not valid JSON", label);
     int rc = SALA_OK;
     if (!cJSON_IsObject(root)) {
         rc = sala_errf(e, SALA_EFORMAT, "%s: not a JSON object", label);

@@ -1,6 +1,7 @@
 /* model.c: open a model directory (config.json + safetensors or shards + index), and bind the
  * tensors of SALA-SPEC §2.2 to layer structs with their shapes checked. */
 #include "engine/model.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -65,9 +66,12 @@ static int read_index(const char *dir, const char *ipath, char ***names, size_t 
     size_t len;
     int rc = sala_file_read(ipath, ENG_MAX_JSON_BYTES, &buf, &len, e);
     if (rc) return rc;
-    cJSON *root = cJSON_ParseWithLength(buf, len);
+    bool oom;
+    cJSON *root = sala_json_parse(buf, len, NULL, &oom);
     free(buf);
-    if (!root) return sala_errf(e, SALA_EFORMAT, "%s: not valid JSON", ipath);
+    if (!root)
+        return oom ? sala_errf(e, SALA_ENOMEM, "%s: out of memory", ipath)
+                   : sala_errf(e, SALA_EFORMAT, "%s: not valid JSON", ipath);
     const cJSON *wm = cJSON_GetObjectItemCaseSensitive(root, "weight_map");
     if (!cJSON_IsObject(wm) || !wm->child) {
         cJSON_Delete(root);

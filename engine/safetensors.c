@@ -3,6 +3,7 @@
  * [offset, offset+nbytes) lies inside the data section, the ranges tile it exactly, and
  * nbytes == numel * dtype_size with no overflow anywhere. */
 #include "engine/safetensors.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -242,8 +243,11 @@ int st_parse(const void *buf, size_t size, const char *label, st_file **out, sal
     if (!valid_utf8((const unsigned char *)hdr, (size_t)hlen))
         return sala_errf(e, SALA_EFORMAT, "%s: header is not valid UTF-8", label);
     const char *end = NULL;
-    cJSON *root = cJSON_ParseWithLengthOpts(hdr, (size_t)hlen, &end, 0);
-    if (!root) return sala_errf(e, SALA_EFORMAT, "%s: header is not valid JSON", label);
+    bool oom;
+    cJSON *root = sala_json_parse(hdr, (size_t)hlen, &end, &oom);
+    if (!root)
+        return oom ? sala_errf(e, SALA_ENOMEM, "%s: out of memory", label)
+                   : sala_errf(e, SALA_EFORMAT, "%s: header is not valid JSON", label);
     int rc = SALA_OK;
     st_file *f = calloc(1, sizeof(*f));
     if (!f) {

@@ -1,6 +1,7 @@
 /* statefile.c: checksummed, atomically replaced container files for persisted engine state.
  * Format and protocol in statefile.h. Every size read from a file is checked before use. */
 #include "engine/statefile.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <dirent.h>
@@ -374,8 +375,10 @@ static bool parse_u64(const cJSON *j, uint64_t *v)
 static int parse_dir(sf_reader *r, const char *js, size_t len, uint64_t data_begin, uint64_t data_end,
                      sala_err *e)
 {
-    cJSON *d = cJSON_ParseWithLength(js, len);
+    bool oom;
+    cJSON *d = sala_json_parse(js, len, NULL, &oom);
     int rc = SALA_OK;
+    if (!d && oom) return sala_errf(e, SALA_ENOMEM, "%s: out of memory", r->path);
     if (!cJSON_IsArray(d) || cJSON_GetArraySize(d) > SF_MAX_SECTIONS) {
         rc = sala_errf(e, SALA_EFORMAT, "%s: section directory is malformed", r->path);
         goto fail;
@@ -506,7 +509,12 @@ int sf_open(const char *path, const sf_field *expect, size_t nexpect, sf_reader 
         rc = sala_errf(e, SALA_EFORMAT, "%s: checksum mismatch in the metadata", path);
         goto fail;
     }
-    r->meta = cJSON_ParseWithLength(buf, (size_t)ml);
+    bool oom;
+    r->meta = sala_json_parse(buf, (size_t)ml, NULL, &oom);
+    if (!r->meta && oom) {
+        rc = sala_errf(e, SALA_ENOMEM, "%s: out of memory", path);
+        goto fail;
+    }
     if (!cJSON_IsObject(r->meta)) {
         rc = sala_errf(e, SALA_EFORMAT, "%s: metadata is not a JSON object", path);
         goto fail;

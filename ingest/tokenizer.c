@@ -21,6 +21,7 @@
  *      pairs over a doubly linked list of symbols, stale heap entries skipped as HF does:
  *      O(n log n) in the chunk length. */
 #include "ingest/tokenizer_int.h"
+#include "json.h"
 
 #include <cjson/cJSON.h>
 #include <limits.h>
@@ -897,9 +898,12 @@ int tok_load_buffer(const char *json, size_t len, const char *name, tok_tokenize
     tok_tokenizer *t = calloc(1, sizeof(*t));
     if (!t) return sala_errf(e, SALA_ENOMEM, "%s: out of memory", name);
     loader L = {t, name, e};
-    cJSON *root = cJSON_ParseWithLength(json, len);
+    bool oom;
+    cJSON *root = sala_json_parse(json, len, NULL, &oom);
     int rc;
-    if (!root) {
+    if (!root && oom) {
+        rc = bad(&L, SALA_ENOMEM, "out of memory");
+    } else if (!root) {
         const char *at = cJSON_GetErrorPtr();
         size_t off = at && at >= json && at <= json + len ? (size_t)(at - json) : 0;
         rc = bad(&L, SALA_EFORMAT, "not valid JSON (near byte %zu)", off);

@@ -3,7 +3,6 @@
  * and the n-th one fails once. */
 #include "fault.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <sqlite3.h>
 #include <stdatomic.h>
@@ -162,12 +161,6 @@ int __wrap_rename(const char *a, const char *b)
         return -1;
     }
     return __real_rename(a, b);
-}
-
-void fault_cjson_hooks(bool on)
-{
-    cJSON_Hooks h = {on ? __wrap_malloc : NULL, NULL};
-    cJSON_InitHooks(on ? &h : NULL);
 }
 
 /* SQLite's unix VFS: its write system calls, replaced through xSetSystemCall. */

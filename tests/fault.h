@@ -2,8 +2,9 @@
  * build/sala-test with -Wl,--wrap for malloc, calloc, realloc, strdup, strndup, write, pwrite,
  * fsync, fdatasync and rename). Calls made by our own objects go through counters; calls made
  * inside libraries (SQLite, cJSON, libxml2, Poppler, libc itself) are not redirected, except
- * where a library lets us route them: cJSON's allocator (fault_cjson_hooks) and SQLite's unix
- * VFS write calls (fault_sqlite_io).
+ * where a library lets us route them: cJSON's allocator (the project's own hooks of
+ * common/json.c call malloc from our object, so they are counted once sala_json_init ran) and
+ * SQLite's unix VFS write calls (fault_sqlite_io).
  *
  * Use: fault_arm(FAULT_ALLOC, n, 0) makes the n-th allocation (1-based, counted from the arm)
  * fail with ENOMEM and nothing else; fault_arm(FAULT_WRITE | FAULT_FSYNC, n, ENOSPC) fails the
@@ -29,8 +30,6 @@ bool fault_fired(void);
 /* Calls of the armed kinds seen since fault_arm. */
 long fault_calls(void);
 
-/* Route cJSON's allocations through the counted allocator (on) or back to libc (off). */
-void fault_cjson_hooks(bool on);
 /* Route SQLite's unix VFS write/pwrite/pwrite64 through the counted write calls (on/off). */
 int fault_sqlite_io(bool on);
 
