@@ -28,11 +28,19 @@ struct db {
     sqlite3 *h;
     sqlite3_stmt *st[ST_COUNT];
     sqlite3_stmt *find;  /* db_doc_find / db_doc_get: its row backs the returned strings */
+    int bind_rc;         /* run(): the status of a bind that failed (SQLITE_OK: none) */
 };
 
+/* SQLite's out-of-memory is SALA_ENOMEM (also when run() saw it in a bind, which the finalize
+ * may have cleared from the connection); every other failure SALA_EIO. */
 static int dberr(db *d, sala_err *e, const char *what)
 {
-    return sala_errf(e, SALA_EIO, "database: %s: %s", what, d && d->h ? sqlite3_errmsg(d->h) : "?");
+    if (!d || !d->h) return sala_errf(e, SALA_EIO, "database: %s: ?", what);
+    const int brc = d->bind_rc;
+    d->bind_rc = SQLITE_OK;
+    const bool nomem = sqlite3_errcode(d->h) == SQLITE_NOMEM || brc == SQLITE_NOMEM;
+    return sala_errf(e, nomem ? SALA_ENOMEM : SALA_EIO, "database: %s: %s", what,
+                     brc ? sqlite3_errstr(brc) : sqlite3_errmsg(d->h));
 }
 
 int db_schema_count(void) { return (int)SALA_ARRAY_LEN(migrations); }
@@ -76,10 +84,12 @@ static int mkdirs_for(const char *path, sala_err *e)
 static int exec_sql(db *d, const char *sql, sala_err *e)
 {
     char *msg = NULL;
-    if (sqlite3_exec(d->h, sql, NULL, NULL, &msg) != SQLITE_OK) {
-        sala_errf(e, SALA_EIO, "database: %s", msg ? msg : sqlite3_errmsg(d->h));
+    const int src = sqlite3_exec(d->h, sql, NULL, NULL, &msg);
+    if (src != SQLITE_OK) {
+        const int rc = src == SQLITE_NOMEM ? SALA_ENOMEM : SALA_EIO;
+        sala_errf(e, rc, "database: %s", msg ? msg : sqlite3_errmsg(d->h));
         sqlite3_free(msg);
-        return SALA_EIO;
+        return rc;
     }
     return SALA_OK;
 }
@@ -232,19 +242,26 @@ void db_rollback(db *d)
 static int run(db *d, sqlite3_stmt **pst, const char *sql, const char *types, ...)
 {
     sqlite3_stmt *st = NULL;
+    d->bind_rc = SQLITE_OK;
     if (sqlite3_prepare_v2(d->h, sql, -1, &st, NULL) != SQLITE_OK) return SQLITE_ERROR;
     va_list ap;
     va_start(ap, types);
-    for (int i = 0; types[i]; i++) {
+    int brc = SQLITE_OK;
+    for (int i = 0; types[i] && brc == SQLITE_OK; i++) {
         if (types[i] == 't') {
             const char *s = va_arg(ap, const char *);
-            if (s) sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT);
-            else sqlite3_bind_null(st, i + 1);
+            brc = s ? sqlite3_bind_text(st, i + 1, s, -1, SQLITE_TRANSIENT)   /* copies: may fail */
+                    : sqlite3_bind_null(st, i + 1);
         } else {
-            sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
+            brc = sqlite3_bind_int64(st, i + 1, va_arg(ap, int64_t));
         }
     }
     va_end(ap);
+    if (brc != SQLITE_OK) {   /* a parameter left NULL would change the query's meaning */
+        sqlite3_finalize(st);
+        d->bind_rc = brc;
+        return brc;
+    }
     int rc = sqlite3_step(st);
     if (pst) *pst = st;
     else sqlite3_finalize(st);

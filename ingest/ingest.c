@@ -422,6 +422,15 @@ static int open_tokenizer_row(batch *b, sala_err *e)
     return db_tokenizer_intern(b->d, sha, b->o->tok_path, &b->tokenizer_id, e);
 }
 
+/* db_corpus_find; a failure of the store (not "no corpus") names the corpus, as a failure with
+ * a file names the file. */
+static int corpus_find(db *d, const char *corpus, int64_t *id, sala_err *e)
+{
+    int rc = db_corpus_find(d, corpus, id, e);
+    if (rc && rc != SALA_ENOTFOUND) sala_err_prefix(e, "corpus '%s'", corpus);
+    return rc;
+}
+
 int ing_add(db *d, const char *corpus, const char *const *paths, size_t npaths,
             const ing_opts *o, ing_progress_fn fn, void *ud, ing_stats *st, sala_err *e)
 {
@@ -429,7 +438,7 @@ int ing_add(db *d, const char *corpus, const char *const *paths, size_t npaths,
     plan p = {.e = e};
     batch b = {.d = d, .o = o, .st = st ? st : &local, .fn = fn, .ud = ud, .t_start = sala_now()};
     memset(b.st, 0, sizeof(*b.st));
-    int rc = db_corpus_find(d, corpus, &b.corpus_id, e);
+    int rc = corpus_find(d, corpus, &b.corpus_id, e);
     if (rc) return rc;
     if ((rc = open_tokenizer_row(&b, e))) goto fail;
     for (size_t i = 0; i < npaths; i++)
@@ -499,7 +508,7 @@ int ing_tokenize_missing(db *d, const char *corpus, const ing_opts *o, ing_progr
     id_list docs = {0};
     memset(b.st, 0, sizeof(*b.st));
     if (!o->tok) return sala_errf(e, SALA_EINVAL, "no tokenizer");
-    int rc = db_corpus_find(d, corpus, &b.corpus_id, e);
+    int rc = corpus_find(d, corpus, &b.corpus_id, e);
     if (rc) return rc;
     if ((rc = open_tokenizer_row(&b, e))) return rc;
     rc = db_doc_untokenized(d, b.corpus_id, b.tokenizer_id, collect_doc_id, &docs, e);

@@ -206,3 +206,49 @@ int fault_sqlite_io(bool on)
                                 on ? (sqlite3_syscall_ptr)sq_pwrite64 : real_sq_pwrite64);
     return rc ? -1 : 0;
 }
+
+/* SQLite's allocator: the counted malloc/realloc/free of this file behind SQLite's
+ * sqlite3_mem_methods (a 16-byte header holds the size xSize needs). */
+static void *sq_malloc(int n)
+{
+    if (n <= 0) return NULL;
+    size_t *p = malloc((size_t)n + 16);
+    if (!p) return NULL;
+    p[0] = (size_t)n;
+    return (char *)p + 16;
+}
+
+static void sq_free(void *p)
+{
+    if (p) free((char *)p - 16);
+}
+
+static void *sq_realloc(void *p, int n)
+{
+    if (!p) return sq_malloc(n);
+    if (n <= 0) return NULL;
+    size_t *q = realloc((char *)p - 16, (size_t)n + 16);
+    if (!q) return NULL;
+    q[0] = (size_t)n;
+    return (char *)q + 16;
+}
+
+static int sq_size(void *p) { return p ? (int)((size_t *)((char *)p - 16))[0] : 0; }
+static int sq_roundup(int n) { return (n + 7) & ~7; }
+static int sq_init(void *u) { (void)u; return SQLITE_OK; }
+static void sq_shutdown(void *u) { (void)u; }
+
+int fault_sqlite_alloc(bool on)
+{
+    static sqlite3_mem_methods def;
+    static bool have_def;
+    static const sqlite3_mem_methods counted = {sq_malloc, sq_free, sq_realloc, sq_size,
+                                                sq_roundup, sq_init, sq_shutdown, NULL};
+    if (sqlite3_shutdown() != SQLITE_OK) return -1;
+    if (!have_def) {
+        if (sqlite3_config(SQLITE_CONFIG_GETMALLOC, &def) != SQLITE_OK) return -1;
+        have_def = true;
+    }
+    if (sqlite3_config(SQLITE_CONFIG_MALLOC, on ? &counted : &def) != SQLITE_OK) return -1;
+    return sqlite3_initialize() == SQLITE_OK ? 0 : -1;
+}

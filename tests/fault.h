@@ -32,5 +32,8 @@ long fault_calls(void);
 
 /* Route SQLite's unix VFS write/pwrite/pwrite64 through the counted write calls (on/off). */
 int fault_sqlite_io(bool on);
+/* Route SQLite's allocations through the counted allocator (on) or back to its own (off). Only
+ * with no database connection open in the process (it shuts SQLite down and starts it again). */
+int fault_sqlite_alloc(bool on);
 
 #endif

@@ -272,8 +272,9 @@ static int count_segs(const db_seg *s, void *ud)
     return 0;
 }
 
-static void sweep_ingest(unsigned kinds, int err, const char *label)
+static void sweep_ingest(unsigned kinds, int err, bool sqlite_alloc, const char *label)
 {
+    if (sqlite_alloc) CU_ASSERT_EQUAL_FATAL(fault_sqlite_alloc(true), 0);
     const char *dir = test_tmpdir();
     const char *dbp = path_in(dir, "s.db"), *a = path_in(dir, "a.md"), *b = path_in(dir, "b.md");
     const char *ta = "# Alpha\n\nThe first document.\n\nIt stays.\n";
@@ -306,7 +307,11 @@ static void sweep_ingest(unsigned kinds, int err, const char *label)
             CU_ASSERT(fired);
             CU_ASSERT(e.msg[0] != 0);
             if (getenv("SALA_FAULT_VERBOSE")) fprintf(stderr, "\n  n=%ld: %s\n", n, e.msg);
-            CU_ASSERT_PTR_NOT_NULL(strstr(e.msg, b));   /* names the file */
+            /* names the file, or the corpus when the store failed before any file */
+            CU_ASSERT(strstr(e.msg, b) || strstr(e.msg, "corpus 'c'"));
+            if (sqlite_alloc && strstr(e.msg, "out of memory") && rc != SALA_ENOMEM)
+                fprintf(stderr, "\n  n=%ld: status %d: %s\n", n, rc, e.msg);
+            if (sqlite_alloc && strstr(e.msg, "out of memory")) CU_ASSERT_EQUAL(rc, SALA_ENOMEM);
         } else if (c.rejected) {
             rejected++;   /* the file was refused with a reason; the batch went on */
         }
@@ -342,16 +347,24 @@ static void sweep_ingest(unsigned kinds, int err, const char *label)
     }
     if (kinds & ~FAULT_ALLOC) fault_sqlite_io(false);
     db_close(d);
+    if (sqlite_alloc) CU_ASSERT_EQUAL(fault_sqlite_alloc(false), 0);
     CU_ASSERT(n < SWEEP_MAX);
     fprintf(stderr, " [ingest, %s: %ld points, %d stopped with an error, %d rejected the file] ",
             label, n - 1, fails, rejected);
 }
 
-static void t_ingest_alloc(void) { sweep_ingest(FAULT_ALLOC, 0, "allocations"); }
-static void t_ingest_eio(void) { sweep_ingest(FAULT_WRITE | FAULT_FSYNC | FAULT_RENAME, EIO, "SQLite writes EIO"); }
+static void t_ingest_alloc(void) { sweep_ingest(FAULT_ALLOC, 0, false, "allocations"); }
+static void t_ingest_sqlite_alloc(void)
+{
+    sweep_ingest(FAULT_ALLOC, 0, true, "allocations, SQLite's too");
+}
+static void t_ingest_eio(void)
+{
+    sweep_ingest(FAULT_WRITE | FAULT_FSYNC | FAULT_RENAME, EIO, false, "SQLite writes EIO");
+}
 static void t_ingest_enospc(void)
 {
-    sweep_ingest(FAULT_WRITE | FAULT_FSYNC | FAULT_RENAME, ENOSPC, "SQLite writes ENOSPC");
+    sweep_ingest(FAULT_WRITE | FAULT_FSYNC | FAULT_RENAME, ENOSPC, false, "SQLite writes ENOSPC");
 }
 
 SALA_SUITE(fault)
@@ -364,6 +377,7 @@ SALA_SUITE(fault)
              {"state save: every write short", t_save_short},
              {"state load: every allocation", t_load_alloc},
              {"ingest one document: every allocation", t_ingest_alloc},
+             {"ingest one document: every allocation, SQLite's too", t_ingest_sqlite_alloc},
              {"ingest one document: every SQLite write, EIO", t_ingest_eio},
              {"ingest one document: every SQLite write, ENOSPC", t_ingest_enospc});
 }

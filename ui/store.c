@@ -47,7 +47,7 @@ int ui_ctx_info_get(db *d, int64_t corpus_id, const char *model_dir, ui_ctx_info
                   &st, e);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, corpus_id);
-    if (model_dir) sqlite3_bind_text(st, 2, model_dir, -1, SQLITE_TRANSIENT);
+    if (model_dir) sqlite3_bind_text(st, 2, model_dir, -1, SQLITE_STATIC);   /* no copy: cannot fail */
     int s = sqlite3_step(st);
     if (s == SQLITE_ROW) {
         out->have = true;
@@ -83,7 +83,7 @@ int64_t ui_doc_id_by_name(db *d, int64_t corpus_id, const char *name)
                          " status = 'ok' ORDER BY ord DESC LIMIT 1", &st, &e))
         return -1;
     sqlite3_bind_int64(st, 1, corpus_id);
-    sqlite3_bind_text(st, 2, name, -1, SQLITE_TRANSIENT);
+    sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);   /* no copy: cannot fail */
     if (sqlite3_step(st) == SQLITE_ROW) id = sqlite3_column_int64(st, 0);
     sqlite3_finalize(st);
     return id;
