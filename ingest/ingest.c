@@ -392,6 +392,11 @@ static int one_file(batch *b, const entry *en, ing_event *ev, sala_err *e)
     else b->st->added++;
     goto done;
 rejected:
+    if (frc == SALA_ENOMEM && strcmp(component, "worker") != 0) {
+        /* out of memory here, not the file's fault: stop the batch (the row stays as it was) */
+        rc = sala_errf(e, SALA_ENOMEM, "%s: %s", component, fe.msg[0] ? fe.msg : "out of memory");
+        goto done;
+    }
     row.status = "rejected";
     row.component = component;
     row.reason = fe.msg[0] ? fe.msg : sala_status_str(frc);

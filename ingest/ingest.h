@@ -5,7 +5,8 @@
  * (Poppler and libxml2 in worker processes, text in process), tokenize it when a tokenizer is
  * given, and store it in one transaction, replacing an older version of the same path. A file
  * that fails any step gets a `rejected` row with the component and the reason, and the batch
- * goes on; only a failure of the store itself (I/O, out of memory) stops the batch.
+ * goes on; only a failure of the store itself (I/O) or running out of memory in this process
+ * (not in a worker) stops the batch.
  *
  * The library never prints: progress and rejections reach the caller through ing_progress_fn. */
 #ifndef SALA_INGEST_H
