@@ -613,24 +613,6 @@ static void test_tui_no_terminal(void)
 
 /* ---- tmux: model mode ---- */
 
-/* test_ctx.c's tiny model: 4 layers (2 sparse), dense_len 256, so a corpus of ~1400 tokens goes
- * through the sparse path and has evidence. */
-static const char model_cfg[] =
-    "{\"architectures\": [\"MiniCPMSALAForCausalLM\"], \"attn_use_output_gate\": true,"
-    " \"attn_use_rope\": false, \"bos_token_id\": 1, \"dim_model_base\": 32,"
-    " \"eos_token_id\": [2, 73440], \"head_dim\": 32, \"hidden_act\": \"silu\","
-    " \"hidden_size\": 128, \"intermediate_size\": 256, \"lightning_head_dim\": 32,"
-    " \"lightning_nh\": 4, \"lightning_nkv\": 4, \"lightning_scale\": \"1/sqrt(d)\","
-    " \"lightning_use_rope\": true, \"max_position_embeddings\": 32768,"
-    " \"mixer_types\": [\"minicpm4\", \"lightning-attn\", \"lightning-attn\", \"minicpm4\"],"
-    " \"model_type\": \"minicpm_sala\", \"num_attention_heads\": 4, \"num_hidden_layers\": 4,"
-    " \"num_key_value_heads\": 2, \"pad_token_id\": 2, \"qk_norm\": true, \"rms_norm_eps\": 1e-06,"
-    " \"rope_scaling\": null, \"rope_theta\": 10000.0, \"scale_depth\": 1.4, \"scale_emb\": 12,"
-    " \"tie_word_embeddings\": false, \"use_output_gate\": true, \"use_output_norm\": true,"
-    " \"vocab_size\": 73448, \"sparse_config\": {\"block_size\": 64, \"dense_len\": 256,"
-    " \"init_blocks\": 1, \"kernel_size\": 32, \"kernel_stride\": 16, \"topk\": 4,"
-    " \"use_nope\": false, \"window_size\": 128}}";
-
 static bool write_words(const char *path, unsigned seed, int n)
 {
     static const char *const w[] = {"contract", "licence", "party", "shall", "warranty", "zebra",
@@ -662,12 +644,12 @@ static bool model_corpus_build(tmx *t, char *model, size_t cap, long long *token
 {
     snprintf(t->dir, sizeof(t->dir), "%s", test_tmpdir());
     snprintf(t->db, sizeof(t->db), "%s/store.db", t->dir);
-    char p[4400], cfg[4400], a[20000];
+    char p[4400], a[20000];
     snprintf(model, cap, "%s/tiny-model", t->dir);
-    snprintf(cfg, sizeof(cfg), "%s/tiny.json", t->dir);
-    if (test_write_file(cfg, model_cfg, sizeof(model_cfg) - 1)) return false;
     sala_err e;
-    if (eng_random_model_write(cfg, model, 3, test_shared("tokenizer/tokenizer.json"), &e)) {
+    /* the toy configuration `make demo` uses (2 sparse layers, dense_len 256: evidence) */
+    if (eng_random_model_write("samples/models/tiny-random.json", model, 3,
+                               test_shared("tokenizer/tokenizer.json"), &e)) {
         fprintf(stderr, "%s\n", e.msg);
         return false;
     }
