@@ -1,7 +1,7 @@
 /* cmd_ask.c: `sala ask CORPUS "question"`: answer from the cached context, with citations; or,
  * with no model configured, the best full-text passages (retrieval mode). */
 #include "app.h"
-#include "app/sampler_opts.h"
+#include "app/ask_opts.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -89,36 +89,28 @@ static void print_citations(const ctx_answer *a)
 
 int cmd_ask(int argc, char **argv)
 {
-    enum { O_DB = 256, O_MODEL, O_BACKEND, O_THINK, O_JSON, O_FORK };
+    enum { O_JSON = 256, O_FORK };
     static const struct option opts[] = {
-        {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
-        {"backend", required_argument, 0, O_BACKEND}, APP_SAMPLER_OPTIONS,
-        {"think", no_argument, 0, O_THINK}, {"json", no_argument, 0, O_JSON},
-        {"time-fork", no_argument, 0, O_FORK},
+        APP_ASK_OPTIONS, {"json", no_argument, 0, O_JSON}, {"time-fork", no_argument, 0, O_FORK},
         {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    const char *dbopt = NULL, *model = NULL, *backend = NULL;
+    app_ask_args aa = app_ask_defaults();
     bool json = false, time_fork = false;
-    ctx_ask_opts o = {.sampler = app_sampler_defaults(), .max_tokens = 512};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
-        char *end = NULL;
-        int so = app_sampler_opt(ch, optarg, &o.sampler);
-        if (so < 0) goto usage;
-        if (so > 0) continue;
+        int ao = app_ask_opt(ch, optarg, &aa);
+        if (ao < 0) goto usage;
+        if (ao > 0) continue;
         switch (ch) {
-        case O_DB: dbopt = optarg; break;
-        case O_MODEL: model = optarg; break;
-        case O_BACKEND: backend = optarg; break;
-        case O_THINK: o.think = true; break;
         case O_JSON: json = true; break;
         case O_FORK: time_fork = true; break;
-        case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
         case 'h': fputs(cmd_ask_usage, stdout); return EXIT_OK;
         default: goto usage;
         }
     }
+    const char *dbopt = aa.db, *model = aa.model, *backend = aa.backend;
+    ctx_ask_opts o = aa.o;
     if (optind + 2 != argc) goto usage;
     const char *corpus = argv[optind], *question = argv[optind + 1];
     sala_err e = {0};

@@ -4,7 +4,7 @@
  * questions decode together (--batch wide; one forward per step on the CUDA backend, a loop on
  * the CPU). Answers are appended in finishing order; ids already in the output are skipped. */
 #include "app.h"
-#include "app/sampler_opts.h"
+#include "app/ask_opts.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>
@@ -205,38 +205,33 @@ static int on_answer(void *ud, int64_t i, int rc, const ctx_answer *a, const sal
 
 int cmd_batch(int argc, char **argv)
 {
-    enum { O_DB = 256, O_MODEL, O_BACKEND, O_THINK, O_OUT, O_BATCH };
+    enum { O_OUT = 256, O_BATCH };
     static const struct option opts[] = {
-        {"db", required_argument, 0, O_DB}, {"model", required_argument, 0, O_MODEL},
-        {"backend", required_argument, 0, O_BACKEND}, APP_SAMPLER_OPTIONS,
-        {"think", no_argument, 0, O_THINK}, {"batch", required_argument, 0, O_BATCH},
+        APP_ASK_OPTIONS, {"batch", required_argument, 0, O_BATCH},
         {"out", required_argument, 0, O_OUT}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0},
     };
-    const char *dbopt = NULL, *model = NULL, *backend = NULL, *outp = NULL;
-    ctx_ask_opts o = {.sampler = app_sampler_defaults(), .max_tokens = 512};
+    app_ask_args aa = app_ask_defaults();
+    const char *outp = NULL;
     long width = 0;
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "n:h", opts, NULL)) != -1) {
         char *end = NULL;
-        int so = app_sampler_opt(ch, optarg, &o.sampler);
-        if (so < 0) goto usage;
-        if (so > 0) continue;
+        int ao = app_ask_opt(ch, optarg, &aa);
+        if (ao < 0) goto usage;
+        if (ao > 0) continue;
         switch (ch) {
-        case O_DB: dbopt = optarg; break;
-        case O_MODEL: model = optarg; break;
-        case O_BACKEND: backend = optarg; break;
         case O_OUT: outp = optarg; break;
-        case O_THINK: o.think = true; break;
         case O_BATCH:
             width = strtol(optarg, &end, 10);
             if (*end || width < 1 || width > CTX_BATCH_MAX) goto usage;
             break;
-        case 'n': o.max_tokens = strtoll(optarg, &end, 10); if (*end || o.max_tokens <= 0) goto usage; break;
         case 'h': fputs(cmd_batch_usage, stdout); return EXIT_OK;
         default: goto usage;
         }
     }
+    const char *dbopt = aa.db, *model = aa.model, *backend = aa.backend;
+    ctx_ask_opts o = aa.o;
     if (optind + 2 != argc || !outp) goto usage;
     const char *corpus = argv[optind], *qpath = argv[optind + 1];
     sala_err e = {0};
