@@ -23,6 +23,10 @@ static const char keep_pdf[] =
     "0000000105 00000 n \n"
     "trailer\n<</Size 4/Root 1 0 R>>\nstartxref\n166\n%%EOF\n";
 static PopplerDocument *keep_doc;
+
+/* Consecutive pages Poppler cannot load after which the rest of the document is taken as absent
+ * (each missing page before that still gets its empty segment, as an empty page does). */
+#define PDF_MISSING_RUN 64
 static pthread_once_t keep_once = PTHREAD_ONCE_INIT;
 
 static void keep_open(void)
@@ -70,8 +74,15 @@ int pdf_extract(const char *name, const char *buf, size_t len, int shard, int ns
         if (rc) goto fail;
     }
     int first = (int)((int64_t)n * shard / nshards), last = (int)((int64_t)n * (shard + 1) / nshards);
+    int missing = 0, loaded = 0;
     for (int i = first; i < last; i++) {
         PopplerPage *pg = poppler_document_get_page(pd, i);
+        /* A page tree whose /Count claims more pages than it holds (Poppler takes counts up
+         * to the number of xref entries, which a broken file can make millions) yields no
+         * page past its end: stop after a run of missing pages instead of walking them all. */
+        missing = pg ? 0 : missing + 1;
+        if (missing > PDF_MISSING_RUN) break;
+        loaded += pg != NULL;
         char *txt = pg ? poppler_page_get_text(pg) : NULL;
         if (pg) g_object_unref(pg);
         char loc[32];
@@ -86,6 +97,8 @@ int pdf_extract(const char *name, const char *buf, size_t len, int shard, int ns
         g_free(valid);
         if (rc) goto fail;
     }
+    if (shard == 0 && first < last && loaded == 0)   /* none of its pages */
+        rc = sala_errf(e, SALA_EFORMAT, "no page can be read (broken page tree)");
 fail:
     if (pd) g_object_unref(pd);
     g_bytes_unref(bytes);

@@ -531,6 +531,18 @@ void test_ingest_bad_pdfs(const char *dir)
         "%PDF-1.4\n%\xE2\xE3\xCF\xD3\nxref\n0 4\n0000000000 65535 f \ngarbage here\n"
         "trailer\n<< /Size 4 /Root 3 0 R >>\nstartxref\n999999\n%%EOF\n";
     write_str(path_in(dir, "broken-xref.pdf"), xref);
+    /* No xref: Poppler rebuilds it from the "N 0 obj" lines, so object 100000 makes the
+     * /Count of 100000 believable; the page tree holds one page, or none. */
+    const char *lie =
+        "%%PDF-1.4\n1 0 obj\n<< /Type /Catalog /Pages 2 0 R >>\nendobj\n"
+        "2 0 obj\n<< /Type /Pages /Kids [3 0 R] /Count 100000 >>\nendobj\n%s"
+        "100000 0 obj\nnull\nendobj\ntrailer\n<< /Size 4 /Root 1 0 R >>\n%%%%EOF\n";
+    char buf[1024];
+    snprintf(buf, sizeof(buf), lie, "3 0 obj\n<< /Type /Page /Parent 2 0 R /MediaBox "
+             "[0 0 612 792] >>\nendobj\n");
+    write_str(path_in(dir, "count-lies.pdf"), buf);
+    snprintf(buf, sizeof(buf), lie, "");
+    write_str(path_in(dir, "count-lies-no-page.pdf"), buf);
 }
 
 static void t_pdf_generated(void)
@@ -605,6 +617,7 @@ static void t_pdf_bad(void)
         {"zero-pages.pdf", SALA_EFORMAT, "no pages (corrupt or empty PDF)"},
         {"encrypted.pdf", SALA_EUNSUP, "encrypted, and no password is known"},
         {"broken-xref.pdf", SALA_EFORMAT, "cannot open: "},
+        {"count-lies-no-page.pdf", SALA_EFORMAT, "no page can be read (broken page tree)"},
     };
     wk_limits lim;
     wk_limits_default(&lim);
@@ -624,6 +637,28 @@ static void t_pdf_bad(void)
         CU_ASSERT_EQUAL(d.n, 0);
         free(buf);
     }
+}
+
+/* A page tree that claims 100,000 pages and holds one: page 1 is read, and the walk stops after
+ * a short run of missing pages (pdf.c) instead of visiting the other 99,999 (a fuzzer found
+ * such files taking over 10 s under ASan, and millions of claimed pages are possible). */
+static void t_pdf_count_lies(void)
+{
+    const char *dir = test_tmpdir();
+    test_ingest_bad_pdfs(dir);
+    char *buf;
+    size_t len;
+    sala_err e;
+    CU_ASSERT_EQUAL_FATAL(sala_file_read(path_in(dir, "count-lies.pdf"), 1 << 20, &buf, &len, &e),
+                          SALA_OK);
+    ing_doc d;
+    ing_doc_init(&d);
+    CU_ASSERT_EQUAL_FATAL(pdf_extract("count-lies.pdf", buf, len, 0, 1, &d, &e), SALA_OK);
+    CU_ASSERT_EQUAL(d.pages, 100000);
+    CU_ASSERT_TRUE(d.n >= 1 && d.n <= 100);
+    if (d.n >= 1) CU_ASSERT_EQUAL(d.segs[0].page, 1);
+    ing_doc_clear(&d);
+    free(buf);
 }
 
 /* ---- XML ---- */
@@ -774,7 +809,8 @@ void suite_ingest_worker(void)
 void suite_ingest_pdf(void)
 {
     SALA_ADD("ingest_pdf", {"generated PDF, 1..3 workers", t_pdf_generated},
-             {"zero pages, encrypted, broken xref", t_pdf_bad},
+             {"zero pages, encrypted, broken xref, no readable page", t_pdf_bad},
+             {"page count that lies: 100,000 claimed, one held", t_pdf_count_lies},
              {"Poppler's tables held across documents", t_pdf_lib_init});
 }
 
