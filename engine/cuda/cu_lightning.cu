@@ -83,17 +83,25 @@ template <int BI, int BJ> static constexpr size_t la_state_smem()
     return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
 }
 
-/* grid (d/BJ column blocks j, d/BI row blocks i, nh), 128 threads. Warp w owns rows
+/* grid (d/BJ column blocks j, d/BI row blocks i, nh R), 128 threads. Warp w owns rows
  * i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block: MT =
- * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state. */
+ * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state.
+ *
+ * Chunk ranges: blockIdx.z = r nh + n walks chunks [r cr, (r+1) cr) of head n. Range 0 starts
+ * from the layer state S and writes the true S_in(c) (TF32-rounded); a range r > 0 starts from
+ * zero and writes the local S_in(c) unrounded (la_chunk_kernel adds the decayed start state
+ * of the range, then rounds). With one range (cr >= nch) the final state goes to S, otherwise
+ * each range's local end state to Eb = a.Ab (nh, R, d, d) for la_combine_kernel. */
 template <int BI, int BJ, int WM, int WN>
-static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
+static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
 {
     constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
     static_assert(WI * (BJ / WN) == 4, "4 warps");
     extern __shared__ __align__(16) float la_st[];
     float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
-    const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z;
+    const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z % a.nh;
+    const int r = blockIdx.z / a.nh, cb = r * cr, ce = cb + cr < nch ? cb + cr : nch;
+    if (cb >= ce) return;   /* the whole CTA: an empty last range */
     const int j0 = blockIdx.x * BJ, i0 = blockIdx.y * BI;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int mi = (w % WI) * WM, nj = (w / WI) * WN;
@@ -108,16 +116,20 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
 #pragma unroll
         for (int q = 0; q < NT; q++) {
             const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
-            const float2 x = *(const float2 *)(S + o), y = *(const float2 *)(S + o + 8 * (size_t)d);
+            float2 x = make_float2(0.0f, 0.0f), y = x;
+            if (r == 0) {
+                x = *(const float2 *)(S + o);
+                y = *(const float2 *)(S + o + 8 * (size_t)d);
+            }
             acc[m][q][0] = x.x, acc[m][q][1] = x.y, acc[m][q][2] = y.x, acc[m][q][3] = y.y;
         }
-    rows_async(Ks, LK, Kg, d, a.T, CU_LA_C, BI);
-    rows_async(Vs, LV, Vg, a.ld, a.T, CU_LA_C, BJ);
+    rows_async(Ks, LK, Kg + (size_t)cb * CU_LA_C * d, d, a.T - cb * CU_LA_C, CU_LA_C, BI);
+    rows_async(Vs, LV, Vg + (size_t)cb * CU_LA_C * a.ld, a.ld, a.T - cb * CU_LA_C, CU_LA_C, BJ);
     cp_async_commit();
-    for (int c = 0; c < nch; c++) {
-        const int b = c & 1, c0 = c * CU_LA_C;
+    for (int c = cb; c < ce; c++) {
+        const int b = (c - cb) & 1, c0 = c * CU_LA_C;
         const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-        if (c + 1 < nch) {   /* prefetch the next chunk into the other stage */
+        if (c + 1 < ce) {   /* prefetch the next chunk into the other stage */
             const int c1 = c0 + CU_LA_C;
             rows_async(Ks + (b ^ 1) * CU_LA_C * LK, LK, Kg + (size_t)c1 * d, d, a.T - c1,
                        CU_LA_C, BI);
@@ -134,13 +146,18 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int q = 0; q < NT; q++) {   /* S_in(c), TF32-rounded for la_chunk_kernel */
+            for (int q = 0; q < NT; q++) {   /* S_in(c): range 0 TF32-rounded, others local */
                 float *v = acc[m][q];
                 const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
-                *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
-                                                  __uint_as_float(tf32(v[1])));
-                *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(__uint_as_float(tf32(v[2])),
-                                                                  __uint_as_float(tf32(v[3])));
+                if (r == 0) {
+                    *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
+                                                      __uint_as_float(tf32(v[1])));
+                    *(float2 *)(sb + o + 8 * (size_t)d) =
+                        make_float2(__uint_as_float(tf32(v[2])), __uint_as_float(tf32(v[3])));
+                } else {
+                    *(float2 *)(sb + o) = make_float2(v[0], v[1]);
+                    *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(v[2], v[3]);
+                }
                 v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
             }
         const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
@@ -173,6 +190,7 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
         }
         __syncthreads();   /* stage b is refilled by the next iteration's prefetch */
     }
+    if (cr < nch) S = a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + r) * d * d;   /* Eb */
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -181,6 +199,33 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
             *(float2 *)(S + o) = make_float2(acc[m][q][0], acc[m][q][1]);
             *(float2 *)(S + o + 8 * (size_t)d) = make_float2(acc[m][q][2], acc[m][q][3]);
         }
+}
+
+/* Ranges of cr chunks (R = ceil(nch / cr) > 1): Eb = a.Ab (nh, R, d, d) holds each range's
+ * local end state; in place, Eb[n][r] <- the true state at the start of range r (r >= 1), and
+ * S <- the state after the last chunk. Sst(r+1) = Λ_r Sst(r) + E_r, Sst(0) = S, E_0 already
+ * includes S; Λ_r = Π λ^{len_c} over the chunks of range r. A thread per (head, element). */
+static __global__ void la_combine_kernel(la_args a, int cr)
+{
+    const int dd = a.d * a.d, nch = a.Tp / CU_LA_C, R = (nch + cr - 1) / cr;
+    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
+    if (idx >= a.nh * dd) return;
+    const int n = idx / dd, e = idx % dd;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    float *E = a.Ab + (size_t)n * R * dd + e;
+    float s = E[0];
+    for (int r = 1; r < R; r++) {
+        const float loc = E[(size_t)r * dd];
+        E[(size_t)r * dd] = s;
+        const int ce = (r + 1) * cr < nch ? (r + 1) * cr : nch;
+        float lam = 1.0f;
+        for (int c = r * cr; c < ce; c++) {
+            const int len = a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C;
+            lam *= dn[len];
+        }
+        s = lam * s + loc;
+    }
+    a.S[idx] = s;
 }
 
 /* ---- pass 2: the output of one chunk ---- */
@@ -198,9 +243,11 @@ template <int D> static constexpr size_t la_chunk_smem()
 
 /* grid (nch, nh), 128 threads; warp w computes rows τ = 16w .. 16w+15 of the chunk. The loads
  * overlap the products: Q, K then V are in flight first; each half of S_in is loaded into a slot
- * as soon as the product before has finished reading it. */
+ * as soon as the product before has finished reading it. Chunk c of a range r = c / cr > 0
+ * (la_state_kernel's ranges) has only its local S_in in Sb: the slot gets
+ * tf32(local + (λ^C)^{c - r cr} Eb[n][r]) (Eb after la_combine_kernel). */
 template <int D>
-static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
+static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int cr)
 {
     constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
     extern __shared__ __align__(16) float la_sm[];
@@ -265,13 +312,39 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
     rows_async(s2, LS, Sg + (size_t)(D / 2) * D, D, D / 2, D / 2, D);
     cp_async_commit();
 
-    /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 already) */
+    /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 in the slots) */
     const float f0 = dn[m0 + g + 1], f1 = dn[m0 + g + 9];
+    const bool fix = c >= cr;
+    const float *St = fix ? a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + c / cr) * D * D : a.S;
+    float fs = 1.0f;   /* (λ^C)^{c - r cr}: the chunks before c in its range are full */
+    if (fix)
+        for (int k = c / cr * cr; k < c; k++) fs *= dn[CU_LA_C];
 #pragma unroll
     for (int h = 0; h < 2; h++) {
+        constexpr int NF = D * D / 1024;   /* float4 of a half per thread */
+        float4 sv[NF];
+        if (fix)
+#pragma unroll
+            for (int k = 0; k < NF; k++) {
+                const int i = threadIdx.x + 128 * k, row = i / (D / 4), c4 = i % (D / 4);
+                sv[k] = *(const float4 *)(St + (size_t)(h * (D / 2) + row) * D + 4 * c4);
+            }
         if (h == 0) cp_async_wait<1>(); else cp_async_wait<0>();
         __syncthreads();
-        const float *sh = h ? s2 : s1;
+        float *sh = h ? s2 : s1;
+        if (fix) {
+#pragma unroll
+            for (int k = 0; k < NF; k++) {
+                const int i = threadIdx.x + 128 * k, row = i / (D / 4), c4 = i % (D / 4);
+                float4 *p = (float4 *)(sh + row * LS + 4 * c4);
+                const float4 u = *p;
+                *p = make_float4(__uint_as_float(tf32(u.x + fs * sv[k].x)),
+                                 __uint_as_float(tf32(u.y + fs * sv[k].y)),
+                                 __uint_as_float(tf32(u.z + fs * sv[k].z)),
+                                 __uint_as_float(tf32(u.w + fs * sv[k].w)));
+            }
+            __syncthreads();
+        }
 #pragma unroll 2
         for (int kk = 0; kk < NT / 2; kk++) {
             const int k = h * (D / 2) + 8 * kk;
@@ -313,18 +386,52 @@ static cudaError_t la_setup(void)
     return err;
 }
 
-/* The tensor-core pass pair (d == 64 or 128). */
+/* State-walk CTAs the device holds at once: SMs x resident la_state_kernel CTAs per SM. */
+static int la_state_slots(void)
+{
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64>, 128,
+                                                      la_state_smem<64, 64>()) != cudaSuccess)
+        return 0;
+    return sms * per;
+}
+
+/* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
+ * start states fixed up afterwards), R = the number of whole waves of (head, 64x64 block) CTAs
+ * that fit the device at once, at most nch and what Ab holds (R d² <= nch C²);
+ * SALA_CUDA_LA_RANGES=R (read at each call) overrides, 1 = the single walk of the fourth version. */
+static int la_range_chunks(const la_args *a)
+{
+    static const int slots = la_state_slots();   /* once per process (one device) */
+    const int nch = a->Tp / CU_LA_C, base = a->nh * (a->d / 64) * (a->d / 64);
+    const char *v = getenv("SALA_CUDA_LA_RANGES");
+    long R = v && *v ? atol(v) : slots / base;
+    const long cap = (long)nch * CU_LA_C * CU_LA_C / ((long)a->d * a->d);
+    if (R > cap) R = cap;
+    if (R > nch) R = nch;
+    if (R < 1) R = 1;
+    return (int)((nch + R - 1) / R);
+}
+
+/* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them. */
 static cudaError_t la_tc(cudaStream_t st, const la_args *a)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
-                                  la_state_smem<64, 64>(), st>>>(*a);
-    const dim3 grid(a->Tp / CU_LA_C, a->nh);
+    const int nch = a->Tp / CU_LA_C, cr = la_range_chunks(a), R = (nch + cr - 1) / cr;
+    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
+                                  la_state_smem<64, 64>(), st>>>(*a, cr);
+    if (R > 1) {
+        const int n = a->nh * a->d * a->d;
+        la_combine_kernel<<<(n + 255) / 256, 256, 0, st>>>(*a, cr);
+    }
+    const dim3 grid(nch, a->nh);
     if (a->d == 128)
-        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a);
+        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr);
     else
-        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a);
+        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr);
     return cudaGetLastError();
 }
 

@@ -342,9 +342,52 @@ int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float 
     return SALA_OK;
 }
 
+int op_gemm_acc(const float *W, int out, int in, const float *x, int T, float alpha, float *y,
+                sala_err *e)
+{
+    Pool P;
+    bf16 *dW, *dx;
+    float *dy;
+    CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
+    CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
+    CU_TRY(up_f(P, y, (size_t)T * out, &dy, e));
+    cu_model m;
+    memset(&m, 0, sizeof(m));
+    CUBLAS_CHECK(cublasCreate(&m.blas));
+    int rc = cu_gemm_acc(&m, dW, out, in, dx, T, alpha, dy, out, e);
+    cudaError_t err = cudaDeviceSynchronize();
+    cublasDestroy(m.blas);
+    if (rc) return rc;
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(y, dy, (size_t)T * out * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dW, *dx;
+    CU_TRY(up_b(P, W, (size_t)2 * I * in, &dW, e));
+    CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
+    bf16 *dgu = P.get<bf16>((size_t)T * 2 * I, &err), *dout = P.get<bf16>((size_t)T * I, &err);
+    CUDA_CHECK(err);
+    cu_model m;
+    memset(&m, 0, sizeof(m));
+    CUBLAS_CHECK(cublasCreate(&m.blas));
+    int rc = cu_gemm_bf16(&m, dW, 2 * I, in, dx, T, dgu, 2 * I, e);
+    err = cudaDeviceSynchronize();
+    cublasDestroy(m.blas);
+    if (rc) return rc;
+    CUDA_CHECK(err);
+    CUDA_CHECK(k_swiglu_bf16(0, dgu, T, I, dout));
+    return down_b(P, dout, (size_t)T * I, out, e);
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
-                           op_norm_rows, op_sparse_prep, op_embed};
+                           op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
+                           op_mlp_gu};
 
 }   // namespace
 
