@@ -468,7 +468,8 @@ static void t_lightning(void)
 }
 
 /* The tensor-core state walk over chunk ranges run in parallel (start states fixed up by
- * la_combine_kernel and la_chunk_kernel): SALA_CUDA_LA_RANGES=1 is the single walk, 7 more
+ * la_combine_kernel and la_chunk_kernel): SALA_CUDA_LA_RANGES=1 is the single walk (also with
+ * SALA_CUDA_LA_PREP=old, Q prepared by la_prep_kernel instead of in la_chunk_kernel), 7 more
  * ranges than the device default picks at these shapes, also with the state carried over calls
  * (the default, device-sized split, runs in t_lightning). */
 static void t_lightning_ranges(void)
@@ -476,6 +477,10 @@ static void t_lightning_ranges(void)
     static const int calls[] = {700, 1, 333};
     setenv("SALA_CUDA_LA_RANGES", "1", 1);
     lightning_case(1030, 8, 128, 5000, 7);
+    setenv("SALA_CUDA_LA_PREP", "old", 1);   /* with the prep that writes Qh: the fourth version */
+    lightning_case(1030, 8, 128, 5000, 7);
+    lightning_case(150, 4, 64, 37, 5);
+    unsetenv("SALA_CUDA_LA_PREP");
     setenv("SALA_CUDA_LA_RANGES", "7", 1);
     lightning_case(2100, 4, 128, 300, 70);          /* 33 chunks: 7 ranges of 5, last 3 */
     lightning_calls(calls, 3, 8, 64, 77777, 71, false);

@@ -27,6 +27,7 @@
 #include "engine/cuda/cu_mma.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- TF32 helpers (mma.sync m16n8k8, PTX ISA fragment layout; lane l: g = l / 4, t = l % 4)
  *   A (16x8, row)  a0 = (g, t)  a1 = (g+8, t)  a2 = (g, t+4)  a3 = (g+8, t+4)
@@ -246,8 +247,62 @@ template <int D> static constexpr size_t la_chunk_smem()
  * as soon as the product before has finished reading it. Chunk c of a range r = c / cr > 0
  * (la_state_kernel's ranges) has only its local S_in in Sb: the slot gets
  * tf32(local + (λ^C)^{c - r cr} Eb[n][r]) (Eb after la_combine_kernel). */
+/* q (or k) row x of one head, lane l holding columns l + 32k: RMSNorm (w) and rotate-half RoPE
+ * with the row cs of the rotation table (cos of the D/2 angles, then their sin) -> o (may be
+ * the row x came from). la_prep_kernel's arithmetic, sums in its order; the partners i and
+ * i + D/2 are in the same lane. */
 template <int D>
-static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int cr)
+static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], const float *w,
+                                                    float eps, const float *cs, float *o)
+{
+    constexpr int KV = D / 32, H = D / 2;
+    const int lane = threadIdx.x & 31;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KV; k++) ss += x[k] * x[k];
+    for (int m = 16; m > 0; m >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
+    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < KV / 2; k++) {
+        const int i = lane + 32 * k;
+        const float lo = x[k] * inv * w[i], hi = x[k + KV / 2] * inv * w[i + H];
+        const float c = cs[i], sn = cs[H + i];
+        o[i] = lo * c + hi * -sn;
+        o[i + H] = hi * c + lo * sn;
+    }
+}
+
+/* Prep of the tensor-core path (d = D): Kh rows (per-head RMSNorm + RoPE, zero past T) and the
+ * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
+ * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
+ * as la_prep_kernel), then a head per warp. */
+template <int D>
+static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
+{
+    constexpr int KV = D / 32;
+    __shared__ float rot[D];
+    const int t = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const bool pad = t >= a.T;
+    for (int j = threadIdx.x; j < D / 2; j += blockDim.x) {
+        float sv = 0.0f, cv = 0.0f;
+        if (!pad) sincosf((float)(a.p0 + t) * a.inv_freq[j], &sv, &cv);
+        rot[j] = cv, rot[D / 2 + j] = sv;
+        cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
+    }
+    __syncthreads();
+    const size_t nd = (size_t)a.nh * D;
+    for (int n = w; n < a.nh; n += 8) {
+        float *o = a.Kh + ((size_t)n * a.Tp + t) * D;
+        float x[KV];
+        const float *r = a.proj + (size_t)t * a.ld + nd + (size_t)n * D;
+#pragma unroll
+        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : r[lane + 32 * k];
+        la_norm_rope<D>(x, a.kn, a.eps, rot, o);
+    }
+}
+
+template <int D>
+static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int cr, const float *cs)
 {
     constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
     extern __shared__ __align__(16) float la_sm[];
@@ -259,7 +314,8 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     const size_t hrow = (size_t)n * a.Tp + t0;
     const float *Sg = a.Sb + ((size_t)n * nch + c) * D * D;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
-    rows_async(Qs, LQ, a.Qh + hrow * D, D, len, CU_LA_C, D);
+    const float *qsrc = cs ? a.proj + (size_t)t0 * a.ld + (size_t)n * D : a.Qh + hrow * D;
+    rows_async(Qs, LQ, qsrc, cs ? (size_t)a.ld : (size_t)D, len, CU_LA_C, D);
     rows_async(s1, LQ, a.Kh + hrow * D, D, len, CU_LA_C, D);
     cp_async_commit();
     rows_async(s2, LQ, a.proj + (size_t)t0 * a.ld + 2 * (size_t)a.nh * D + (size_t)n * D, a.ld,
@@ -267,6 +323,16 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
+    if (cs) {   /* raw q rows: each warp normalizes and rotates its own 16 (zero rows stay 0) */
+        for (int rr = 0; rr < 16; rr++) {
+            float *qr = Qs + (m0 + rr) * LQ, x[D / 32];
+#pragma unroll
+            for (int k = 0; k < D / 32; k++) x[k] = qr[lane + 32 * k];
+            __syncwarp();
+            la_norm_rope<D>(x, a.qn, a.eps, cs + (size_t)(t0 + m0 + rr) * D, qr);
+        }
+        __syncwarp();
+    }
 
     /* A = Q Kᵀ (16 x 64 per warp, tiles past the diagonal skipped) */
     const float *q0 = Qs + (m0 + g) * LQ + t, *q1 = q0 + 8 * LQ;
@@ -415,8 +481,9 @@ static int la_range_chunks(const la_args *a)
     return (int)((nch + R - 1) / R);
 }
 
-/* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them. */
-static cudaError_t la_tc(cudaStream_t st, const la_args *a)
+/* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them; Q from proj
+ * and the rotation table cs when cs != NULL, else from Qh. */
+static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
@@ -429,9 +496,9 @@ static cudaError_t la_tc(cudaStream_t st, const la_args *a)
     }
     const dim3 grid(nch, a->nh);
     if (a->d == 128)
-        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr);
+        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
     else
-        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr);
+        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr, cs);
     return cudaGetLastError();
 }
 
@@ -473,9 +540,20 @@ int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
 {
     if ((a->d == 64 || a->d == 128) && !getenv("SALA_CUDA_LA_BLAS")) {
         la_args t = *a;
-        t.Qd = t.Kw = t.Vh = NULL;   /* prep: Qh and Kh only */
-        CUDA_CHECK(k_la_prep(st, &t));
-        CUDA_CHECK(la_tc(st, &t));
+        t.Qd = t.Kw = t.Vh = NULL;
+        const char *pv = getenv("SALA_CUDA_LA_PREP");
+        if (pv && !strcmp(pv, "old")) {   /* the fourth version: prep writes Qh and Kh */
+            CUDA_CHECK(k_la_prep(st, &t));
+            CUDA_CHECK(la_tc(st, &t, NULL));
+            return SALA_OK;
+        }
+        float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
+        if (a->d == 128)
+            la_prepk_kernel<128><<<a->Tp, 256, 0, st>>>(t, cs);
+        else
+            la_prepk_kernel<64><<<a->Tp, 256, 0, st>>>(t, cs);
+        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(la_tc(st, &t, cs));
         return SALA_OK;
     }
     CUDA_CHECK(k_la_prep(st, a));
