@@ -248,12 +248,13 @@ template <int D> static constexpr size_t la_chunk_smem()
  * (la_state_kernel's ranges) has only its local S_in in Sb: the slot gets
  * tf32(local + (λ^C)^{c - r cr} Eb[n][r]) (Eb after la_combine_kernel). */
 /* q (or k) row x of one head, lane l holding columns l + 32k: RMSNorm (w) and rotate-half RoPE
- * with the row cs of the rotation table (cos of the D/2 angles, then their sin) -> o (may be
- * the row x came from). la_prep_kernel's arithmetic, sums in its order; the partners i and
- * i + D/2 are in the same lane. */
+ * -> o. cv[k] = cos of angle l + 32k and cv[k + D/64] its sin (k < D/64): the lane's entries
+ * of the rotation table row. la_prep_kernel's arithmetic, sums in its order; the partners i
+ * and i + D/2 are in the same lane. */
 template <int D>
 static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], const float *w,
-                                                    float eps, const float *cs, float *o)
+                                                    float eps, const float (&cv)[D / 32],
+                                                    float *o)
 {
     constexpr int KV = D / 32, H = D / 2;
     const int lane = threadIdx.x & 31;
@@ -266,7 +267,7 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
     for (int k = 0; k < KV / 2; k++) {
         const int i = lane + 32 * k;
         const float lo = x[k] * inv * w[i], hi = x[k + KV / 2] * inv * w[i + H];
-        const float c = cs[i], sn = cs[H + i];
+        const float c = cv[k], sn = cv[k + KV / 2];
         o[i] = lo * c + hi * -sn;
         o[i + H] = hi * c + lo * sn;
     }
@@ -291,13 +292,19 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
     }
     __syncthreads();
     const size_t nd = (size_t)a.nh * D;
+    float cv[KV];
+#pragma unroll
+    for (int k = 0; k < KV / 2; k++) {
+        cv[k] = rot[lane + 32 * k];
+        cv[k + KV / 2] = rot[D / 2 + lane + 32 * k];
+    }
     for (int n = w; n < a.nh; n += 8) {
         float *o = a.Kh + ((size_t)n * a.Tp + t) * D;
         float x[KV];
         const float *r = a.proj + (size_t)t * a.ld + nd + (size_t)n * D;
 #pragma unroll
         for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : r[lane + 32 * k];
-        la_norm_rope<D>(x, a.kn, a.eps, rot, o);
+        la_norm_rope<D>(x, a.kn, a.eps, cv, o);
     }
 }
 
@@ -323,13 +330,25 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     cp_async_commit();
     cp_async_wait<1>();
     __syncthreads();
-    if (cs) {   /* raw q rows: each warp normalizes and rotates its own 16 (zero rows stay 0) */
-        for (int rr = 0; rr < 16; rr++) {
-            float *qr = Qs + (m0 + rr) * LQ, x[D / 32];
+    if (cs) {   /* raw q rows: each warp normalizes and rotates its own 16 (zero rows stay 0),
+                 * 8 rows at a time with their table entries (L2) loaded up front */
+        constexpr int KV = D / 32, H = D / 2, RB = 8;
+        for (int r0 = 0; r0 < 16; r0 += RB) {
+            float cv[RB][KV], x[RB][KV];
 #pragma unroll
-            for (int k = 0; k < D / 32; k++) x[k] = qr[lane + 32 * k];
-            __syncwarp();
-            la_norm_rope<D>(x, a.qn, a.eps, cs + (size_t)(t0 + m0 + rr) * D, qr);
+            for (int rr = 0; rr < RB; rr++) {
+                const float *cr = cs + (size_t)(t0 + m0 + r0 + rr) * D;
+#pragma unroll
+                for (int k = 0; k < KV / 2; k++) {
+                    cv[rr][k] = cr[lane + 32 * k];
+                    cv[rr][k + KV / 2] = cr[H + lane + 32 * k];
+                }
+#pragma unroll
+                for (int k = 0; k < KV; k++) x[rr][k] = Qs[(m0 + r0 + rr) * LQ + lane + 32 * k];
+            }
+#pragma unroll
+            for (int rr = 0; rr < RB; rr++)
+                la_norm_rope<D>(x[rr], a.qn, a.eps, cv[rr], Qs + (m0 + r0 + rr) * LQ);
         }
         __syncwarp();
     }
