@@ -263,9 +263,9 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     const bool fold = T > CU_FOLD_MIN && !env_is("SALA_CUDA_RES", "old");
     const bool gu16 = T > CU_FOLD_MIN && !env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
-    const float *res = fold ? NULL : s->a;   /* what the norms still add */
 
-    CU_TRY(cu_seq_scratch(s, T, e));
+    CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
+    const float *res = fold ? NULL : s->a;   /* what the norms still add */
     CU_TRY(cu_seq_cap(s, p0 + T, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
