@@ -202,31 +202,35 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
         }
 }
 
-/* Ranges of cr chunks (R = ceil(nch / cr) > 1): Eb = a.Ab (nh, R, d, d) holds each range's
- * local end state; in place, Eb[n][r] <- the true state at the start of range r (r >= 1), and
- * S <- the state after the last chunk. Sst(r+1) = Λ_r Sst(r) + E_r, Sst(0) = S, E_0 already
- * includes S; Λ_r = Π λ^{len_c} over the chunks of range r. A thread per (head, element). */
-static __global__ void la_combine_kernel(la_args a, int cr)
+/* Ranges of cr chunks (1 < R = ceil(nch / cr) <= LA_RMAX): Eb = a.Ab (nh, R, d, d) holds each
+ * range's local end state; in place, Eb[n][r] <- the true state at the start of range r
+ * (r >= 1), and S <- the state after the last chunk. Sst(r+1) = Λ_r Sst(r) + E_r, Sst(0) = S,
+ * E_0 already includes S; Λ_r = Π λ^{len_c} over the chunks of range r (thread r of the CTA).
+ * grid (d²/256, nh), a thread per element. */
+#define LA_RMAX 128
+static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int cr)
 {
-    const int dd = a.d * a.d, nch = a.Tp / CU_LA_C, R = (nch + cr - 1) / cr;
-    const int idx = blockIdx.x * blockDim.x + threadIdx.x;
-    if (idx >= a.nh * dd) return;
-    const int n = idx / dd, e = idx % dd;
+    __shared__ float lam[LA_RMAX];
+    const int dd = a.d * a.d, nch = a.Tp / CU_LA_C, R = (nch + cr - 1) / cr, n = blockIdx.y;
     const float *dn = a.dec + n * (CU_LA_C + 1);
+    if ((int)threadIdx.x < R) {
+        const int r = threadIdx.x, ce = (r + 1) * cr < nch ? (r + 1) * cr : nch;
+        float l = 1.0f;
+        for (int c = r * cr; c < ce; c++)
+            l *= dn[a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C];
+        lam[r] = l;
+    }
+    __syncthreads();
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= dd) return;
     float *E = a.Ab + (size_t)n * R * dd + e;
     float s = E[0];
     for (int r = 1; r < R; r++) {
         const float loc = E[(size_t)r * dd];
         E[(size_t)r * dd] = s;
-        const int ce = (r + 1) * cr < nch ? (r + 1) * cr : nch;
-        float lam = 1.0f;
-        for (int c = r * cr; c < ce; c++) {
-            const int len = a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C;
-            lam *= dn[len];
-        }
-        s = lam * s + loc;
+        s = lam[r] * s + loc;
     }
-    a.S[idx] = s;
+    a.S[(size_t)n * dd + e] = s;
 }
 
 /* ---- pass 2: the output of one chunk ---- */
@@ -328,27 +332,29 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     rows_async(s2, LQ, a.proj + (size_t)t0 * a.ld + 2 * (size_t)a.nh * D + (size_t)n * D, a.ld,
                len, CU_LA_C, D);
     cp_async_commit();
+    /* raw q rows (cs != NULL): each warp normalizes and rotates its own 16 (zero rows stay 0);
+     * their table entries (L2) are loaded while Q and K are in flight */
+    constexpr int KV = D / 32, H = D / 2;
+    float cv[16][KV];
+    if (cs)
+#pragma unroll
+        for (int rr = 0; rr < 16; rr++) {
+            const float *cr = cs + (size_t)(t0 + m0 + rr) * D;
+#pragma unroll
+            for (int k = 0; k < KV / 2; k++) {
+                cv[rr][k] = cr[lane + 32 * k];
+                cv[rr][k + KV / 2] = cr[H + lane + 32 * k];
+            }
+        }
     cp_async_wait<1>();
     __syncthreads();
-    if (cs) {   /* raw q rows: each warp normalizes and rotates its own 16 (zero rows stay 0),
-                 * 8 rows at a time with their table entries (L2) loaded up front */
-        constexpr int KV = D / 32, H = D / 2, RB = 8;
-        for (int r0 = 0; r0 < 16; r0 += RB) {
-            float cv[RB][KV], x[RB][KV];
+    if (cs) {
 #pragma unroll
-            for (int rr = 0; rr < RB; rr++) {
-                const float *cr = cs + (size_t)(t0 + m0 + r0 + rr) * D;
+        for (int rr = 0; rr < 16; rr++) {
+            float x[KV];
 #pragma unroll
-                for (int k = 0; k < KV / 2; k++) {
-                    cv[rr][k] = cr[lane + 32 * k];
-                    cv[rr][k + KV / 2] = cr[H + lane + 32 * k];
-                }
-#pragma unroll
-                for (int k = 0; k < KV; k++) x[rr][k] = Qs[(m0 + r0 + rr) * LQ + lane + 32 * k];
-            }
-#pragma unroll
-            for (int rr = 0; rr < RB; rr++)
-                la_norm_rope<D>(x[rr], a.qn, a.eps, cv[rr], Qs + (m0 + r0 + rr) * LQ);
+            for (int k = 0; k < KV; k++) x[k] = Qs[(m0 + rr) * LQ + lane + 32 * k];
+            la_norm_rope<D>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
         }
         __syncwarp();
     }
@@ -399,11 +405,11 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
 
     /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 in the slots) */
     const float f0 = dn[m0 + g + 1], f1 = dn[m0 + g + 9];
-    const bool fix = c >= cr;
-    const float *St = fix ? a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + c / cr) * D * D : a.S;
     float fs = 1.0f;   /* (λ^C)^{c - r cr}: the chunks before c in its range are full */
-    if (fix)
-        for (int k = c / cr * cr; k < c; k++) fs *= dn[CU_LA_C];
+    for (int k = c / cr * cr; k < c && c >= cr; k++) fs *= dn[CU_LA_C];
+    /* below 2^-100 the start state's share is far under the fp32 rounding of S_in: skipped */
+    const bool fix = c >= cr && fs >= 0x1p-100f;
+    const float *St = fix ? a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + c / cr) * D * D : a.S;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
         constexpr int NF = D * D / 1024;   /* float4 of a half per thread */
@@ -496,6 +502,7 @@ static int la_range_chunks(const la_args *a)
     const long cap = (long)nch * CU_LA_C * CU_LA_C / ((long)a->d * a->d);
     if (R > cap) R = cap;
     if (R > nch) R = nch;
+    if (R > LA_RMAX) R = LA_RMAX;
     if (R < 1) R = 1;
     return (int)((nch + R - 1) / R);
 }
@@ -509,10 +516,7 @@ static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
     const int nch = a->Tp / CU_LA_C, cr = la_range_chunks(a), R = (nch + cr - 1) / cr;
     la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
                                   la_state_smem<64, 64>(), st>>>(*a, cr);
-    if (R > 1) {
-        const int n = a->nh * a->d * a->d;
-        la_combine_kernel<<<(n + 255) / 256, 256, 0, st>>>(*a, cr);
-    }
+    if (R > 1) la_combine_kernel<<<dim3((a->d * a->d + 255) / 256, a->nh), 256, 0, st>>>(*a, cr);
     const dim3 grid(nch, a->nh);
     if (a->d == 128)
         la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
