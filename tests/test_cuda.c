@@ -164,6 +164,24 @@ static void t_gemm(void)
     free(W), free(x), free(y), free(yr), free(tile);
 }
 
+/* o (T, I) from the GPU against silu(g) u of gu (T, 2I) (g, u rounded to bf16 first when
+ * round_gu: the twin of a bf16 GEMM output); tolerances of a bf16 result. */
+static void swiglu_check(const char *what, const float *gu, int T, int I, bool round_gu,
+                         const float *o)
+{
+    float *ref = malloc((size_t)T * I * 4);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < I; j++) {
+            float g = gu[(size_t)t * 2 * I + j], u = gu[(size_t)t * 2 * I + I + j];
+            if (round_gu) g = bfr(g), u = bfr(u);
+            ref[(size_t)t * I + j] = g * sigm(g) * u;
+        }
+    double rel, mr;
+    diff(o, ref, (size_t)T * I, &rel, &mr);
+    report(what, rel, mr, 4e-3, 8e-3);
+    free(ref);
+}
+
 /* Σ a[i] b[i] in double (the GEMM references below). */
 static double dot64(const float *a, const float *b, int n)
 {
@@ -202,23 +220,16 @@ static void mlp_gu_case(int T, int I, int in, uint64_t seed)
     eng_rng_seed(&r, seed);
     float *W = randv(&r, (size_t)2 * I * in, 0.08, true), *x = randv(&r, (size_t)T * in, 1.0, true);
     float *gu = malloc((size_t)T * 2 * I * 4);
-    float *o = malloc((size_t)T * I * 4), *ref = malloc((size_t)T * I * 4);
+    float *o = malloc((size_t)T * I * 4);
     CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o, &e), SALA_OK);
     for (int tt = 0; tt < T; tt++)
         for (int j = 0; j < 2 * I; j++)
             gu[(size_t)tt * 2 * I + j] =
                 (float)dot64(W + (size_t)j * in, x + (size_t)tt * in, in);
-    for (int tt = 0; tt < T; tt++)
-        for (int j = 0; j < I; j++) {
-            const float g = bfr(gu[(size_t)tt * 2 * I + j]), u = bfr(gu[(size_t)tt * 2 * I + I + j]);
-            ref[(size_t)tt * I + j] = g * sigm(g) * u;
-        }
-    double rel, mr;
     char what[64];
     snprintf(what, sizeof(what), "gate/up bf16 + swiglu T=%d I=%d", T, I);
-    diff(o, ref, (size_t)T * I, &rel, &mr);
-    report(what, rel, mr, 4e-3, 8e-3);
-    free(W), free(x), free(gu), free(o), free(ref);
+    swiglu_check(what, gu, T, I, true, o);
+    free(W), free(x), free(gu), free(o);
 }
 
 static void t_mlp_gu(void)
@@ -232,20 +243,12 @@ static void swiglu_case(int T, int I, uint64_t seed)
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
-    float *gu = randv(&r, (size_t)T * 2 * I, 2.0, false), *o = malloc((size_t)T * I * 4),
-          *ref = malloc((size_t)T * I * 4);
+    float *gu = randv(&r, (size_t)T * 2 * I, 2.0, false), *o = malloc((size_t)T * I * 4);
     CU_ASSERT_EQUAL_FATAL(O->swiglu(gu, T, I, o, &e), SALA_OK);
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < I; j++) {
-            float g = gu[(size_t)t * 2 * I + j], u = gu[(size_t)t * 2 * I + I + j];
-            ref[(size_t)t * I + j] = g * sigm(g) * u;
-        }
-    double rel, mr;
     char what[64];
     snprintf(what, sizeof(what), "swiglu -> bf16 T=%d I=%d", T, I);
-    diff(o, ref, (size_t)T * I, &rel, &mr);
-    report(what, rel, mr, 4e-3, 8e-3);
-    free(gu), free(o), free(ref);
+    swiglu_check(what, gu, T, I, false, o);
+    free(gu), free(o);
 }
 
 static void t_swiglu(void)
