@@ -101,7 +101,8 @@ cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh, S */
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
-/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128),
+/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128;
+ * their prep writes Kh and a rotation table in Qd, their state walk's range states go to Ab),
  * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
  * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
  * Qd, Kw, Vh are used by the cuBLAS path only. */

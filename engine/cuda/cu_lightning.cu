@@ -1,9 +1,15 @@
 /* cu_lightning.cu: the chunked lightning prefill (T > 1; SALA-SPEC §3.5, the chunked form of
- * engine/cpu/lightning.c) after k_la_prep (q/k norm + RoPE, head-major (nh, Tp, d), rows past T
- * zero). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
+ * engine/cpu/lightning.c). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
  *
- * Tensor cores (default for d = 64 and 128), two kernels:
- *   la_state_kernel  per (head, 64x64 block of S): walks the chunks in order with its block of
+ * Tensor cores (default for d = 64 and 128):
+ *   la_prepk_kernel  k norm + RoPE into Kh (nh, Tp, d) and the rotation table (Tp, d) in Qd's
+ *                    scratch; la_chunk_kernel normalizes and rotates Q from proj itself
+ *                    (SALA_CUDA_LA_PREP=old: k_la_prep writes Qh and Kh, the fourth version).
+ *   la_state_kernel  per (head, 64x64 block of S, range of chunks): R ranges in parallel
+ *                    (la_range_chunks; SALA_CUDA_LA_RANGES=1 is the single walk), ranges r > 0
+ *                    from a zero state; la_combine_kernel then chains the range end states,
+ *                    and la_chunk_kernel adds (λ^C)^k Sst(r) to the local S_in of its chunk.
+ *                    Within a range: walks the chunks in order with its block of
  *                    the fp32 state in mma accumulators; writes S_in(c) into Sb (rounded to TF32,
  *                    it only feeds the TF32 product below), then S = λ^{len} S + Kw_cᵀ V_c with
  *                    Kw = k λ^{len-1-σ} in 3xTF32 (hi·hi + hi·lo + lo·hi: fp32-equivalent, the
@@ -13,7 +19,7 @@
  *                    accumulate; ~4e-4 rel_l2 on O against the fp32 twin, under the bf16 the
  *                    output is rounded to). The masked scores stay in registers and feed the
  *                    A V product directly (k order permuted to the accumulator layout).
- *   V is read straight from proj (row stride ld); prep writes only Qh and Kh.
+ *   V (and Q) are read straight from proj (row stride ld).
  *
  * cuBLAS (SALA_CUDA_LA_BLAS=1, and other head sizes): prep also writes Qd = Qh λ^{τ+1},
  * Kw = Kh λ^{len-1-σ} and Vh, then 4 fp32 strided-batched products over (head, chunk) with the
