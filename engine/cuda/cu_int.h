@@ -105,7 +105,7 @@ cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
  * their prep writes Kh and a rotation table in Qd, their state walk's range states go to Ab),
  * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
  * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
- * Qd, Kw, Vh are used by the cuBLAS path only. */
+ * Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 
