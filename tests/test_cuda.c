@@ -164,25 +164,91 @@ static void t_gemm(void)
     free(W), free(x), free(y), free(yr), free(tile);
 }
 
+/* o (T, I) from the GPU against silu(g) u of gu (T, 2I) (g, u rounded to bf16 first when
+ * round_gu: the twin of a bf16 GEMM output); tolerances of a bf16 result. */
+static void swiglu_check(const char *what, const float *gu, int T, int I, bool round_gu,
+                         const float *o)
+{
+    float *ref = malloc((size_t)T * I * 4);
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < I; j++) {
+            float g = gu[(size_t)t * 2 * I + j], u = gu[(size_t)t * 2 * I + I + j];
+            if (round_gu) g = bfr(g), u = bfr(u);
+            ref[(size_t)t * I + j] = g * sigm(g) * u;
+        }
+    double rel, mr;
+    diff(o, ref, (size_t)T * I, &rel, &mr);
+    report(what, rel, mr, 4e-3, 8e-3);
+    free(ref);
+}
+
+/* Σ a[i] b[i] in double (the GEMM references below). */
+static double dot64(const float *a, const float *b, int n)
+{
+    double s = 0;
+    for (int i = 0; i < n; i++) s += (double)a[i] * b[i];
+    return s;
+}
+
+/* Prefill: the residual add in the GEMM, x += 0.37 · W x_in (x fp32 in and out). */
+static void t_gemm_acc(void)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, 61);
+    const int T = 45, out = 264, in = 512;
+    const float alpha = 0.37f;
+    float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
+    float *y = randv(&r, (size_t)T * out, 3.0, false), *yr = malloc((size_t)T * out * 4);
+    memcpy(yr, y, (size_t)T * out * 4);
+    CU_ASSERT_EQUAL_FATAL(O->gemm_acc(W, out, in, x, T, alpha, y, &e), SALA_OK);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++)
+            yr[(size_t)t * out + o] += (float)dot64(W + (size_t)o * in, x + (size_t)t * in, in) *
+                                       alpha;
+    double rel, mr;
+    diff(y, yr, (size_t)T * out, &rel, &mr);
+    report("gemm acc: y += a W x (fp32)", rel, mr, 1e-5, 1e-5);
+    free(W), free(x), free(y), free(yr);
+}
+
+/* Prefill MLP input: gate/up GEMM to bf16, then SwiGLU from bf16 (the twin rounds gu). */
+static void mlp_gu_case(int T, int I, int in, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    float *W = randv(&r, (size_t)2 * I * in, 0.08, true), *x = randv(&r, (size_t)T * in, 1.0, true);
+    float *gu = malloc((size_t)T * 2 * I * 4);
+    float *o = malloc((size_t)T * I * 4);
+    CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o, &e), SALA_OK);
+    for (int tt = 0; tt < T; tt++)
+        for (int j = 0; j < 2 * I; j++)
+            gu[(size_t)tt * 2 * I + j] =
+                (float)dot64(W + (size_t)j * in, x + (size_t)tt * in, in);
+    char what[64];
+    snprintf(what, sizeof(what), "gate/up bf16 + swiglu T=%d I=%d", T, I);
+    swiglu_check(what, gu, T, I, true, o);
+    free(W), free(x), free(gu), free(o);
+}
+
+static void t_mlp_gu(void)
+{
+    mlp_gu_case(37, 1024, 256, 62);   /* vector kernel */
+    mlp_gu_case(9, 1001, 128, 63);    /* scalar kernel */
+}
+
 static void swiglu_case(int T, int I, uint64_t seed)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
-    float *gu = randv(&r, (size_t)T * 2 * I, 2.0, false), *o = malloc((size_t)T * I * 4),
-          *ref = malloc((size_t)T * I * 4);
+    float *gu = randv(&r, (size_t)T * 2 * I, 2.0, false), *o = malloc((size_t)T * I * 4);
     CU_ASSERT_EQUAL_FATAL(O->swiglu(gu, T, I, o, &e), SALA_OK);
-    for (int t = 0; t < T; t++)
-        for (int j = 0; j < I; j++) {
-            float g = gu[(size_t)t * 2 * I + j], u = gu[(size_t)t * 2 * I + I + j];
-            ref[(size_t)t * I + j] = g * sigm(g) * u;
-        }
-    double rel, mr;
     char what[64];
     snprintf(what, sizeof(what), "swiglu -> bf16 T=%d I=%d", T, I);
-    diff(o, ref, (size_t)T * I, &rel, &mr);
-    report(what, rel, mr, 4e-3, 8e-3);
-    free(gu), free(o), free(ref);
+    swiglu_check(what, gu, T, I, false, o);
+    free(gu), free(o);
 }
 
 static void t_swiglu(void)
@@ -410,6 +476,26 @@ static void t_lightning(void)
     lightning_case(1, 4, 32, 77, 42);
     lightning_case(1, 2, 256, 500000, 43);
     lightning_case(1, 3, 96, 9, 44);
+}
+
+/* The tensor-core state walk over chunk ranges run in parallel (start states fixed up by
+ * la_combine_kernel and la_chunk_kernel): SALA_CUDA_LA_RANGES=1 is the single walk (also with
+ * SALA_CUDA_LA_PREP=old, Q prepared by la_prep_kernel instead of in la_chunk_kernel), 7 more
+ * ranges than the device default picks at these shapes, also with the state carried over calls
+ * (the default, device-sized split, runs in t_lightning). */
+static void t_lightning_ranges(void)
+{
+    static const int calls[] = {700, 1, 333};
+    setenv("SALA_CUDA_LA_RANGES", "1", 1);
+    lightning_case(1030, 8, 128, 5000, 7);
+    setenv("SALA_CUDA_LA_PREP", "old", 1);   /* with the prep that writes Qh: the fourth version */
+    lightning_case(1030, 8, 128, 5000, 7);
+    lightning_case(150, 4, 64, 37, 5);
+    unsetenv("SALA_CUDA_LA_PREP");
+    setenv("SALA_CUDA_LA_RANGES", "7", 1);
+    lightning_case(2100, 4, 128, 300, 70);          /* 33 chunks: 7 ranges of 5, last 3 */
+    lightning_calls(calls, 3, 8, 64, 77777, 71, false);
+    unsetenv("SALA_CUDA_LA_RANGES");
 }
 
 /* The state carried across calls (prefill, decode steps, more prefill) at the real head shape
@@ -686,9 +772,11 @@ void suite_cuda_ops(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_ops", {"add_norm", t_add_norm}, {"gemm", t_gemm}, {"swiglu", t_swiglu},
+             {"gemm acc", t_gemm_acc}, {"mlp gate/up bf16", t_mlp_gu},
              {"gate", t_gate}, {"norm_rows", t_norm_rows}, {"sparse_prep", t_sparse_prep},
              {"embed", t_embed},
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
+             {"lightning ranges", t_lightning_ranges},
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
              {"compress", t_compress},
              {"select", t_select});

@@ -38,6 +38,38 @@ int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, f
     return SALA_OK;
 }
 
+int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
+                float *y, int ldy, sala_err *e)
+{
+    const float one = 1.0f;
+    CUBLAS_CHECK(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &alpha, W,
+                              CUDA_R_16BF, in, x, CUDA_R_16BF, in, &one, y, CUDA_R_32F, ldy,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return SALA_OK;
+}
+
+int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
+                 int ldy, sala_err *e)
+{
+    const float one = 1.0f, zero = 0.0f;
+    CUBLAS_CHECK(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &one, W,
+                              CUDA_R_16BF, in, x, CUDA_R_16BF, in, &zero, y, CUDA_R_16BF, ldy,
+                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
+    return SALA_OK;
+}
+
+/* Prefill steps (T > CU_FOLD_MIN tokens; decode keeps its own path):
+ *   fold: o_proj and down accumulate rs · W o into the residual x in the GEMM (beta 1), so the
+ *         norms read x only (SALA_CUDA_RES=old: outputs to a, then k_add_norm adds);
+ *   gu16: the gate/up GEMM writes bf16, SwiGLU reads it (SALA_CUDA_GU=f32: fp32 + k_swiglu).
+ * Both read at each step. */
+#define CU_FOLD_MIN 8
+static bool env_is(const char *name, const char *val)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, val);
+}
+
 #define GEMM(...) do { cu_prof_mark(m, OP_GEMM); CU_TRY(cu_gemm(m, __VA_ARGS__, e)); } while (0)
 #define K(cat, call) do { cu_prof_mark(m, cat); CUDA_CHECK(call); } while (0)
 
@@ -82,8 +114,18 @@ static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, int ld
     return SALA_OK;
 }
 
+/* The mixer's o_proj of o (T, in): into s->a, or with fold (rs != NULL) x += rs · W o. */
+static int out_proj(cu_seq *s, const bf16 *W, int out, int in, const bf16 *o, int T,
+                    const float *rs, sala_err *e)
+{
+    cu_model *m = s->m;
+    cu_prof_mark(m, OP_GEMM);
+    if (rs) return cu_gemm_acc(m, W, out, in, o, T, *rs, s->x, out, e);
+    return cu_gemm(m, W, out, in, o, T, s->a, out, e);
+}
+
 static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forward_args *fa,
-                        sala_err *e)
+                        const float *fold, sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
@@ -133,8 +175,7 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     }
     const int nq = nh * hd;
     K(OP_OTHER, k_gate(st, s->o, s->proj, L->nin, L->nq + L->nk + L->nv, T, nq, s->ob));
-    GEMM(L->w_o, D, nq, s->ob, T, s->a, D);
-    return SALA_OK;
+    return out_proj(s, L->w_o, D, nq, s->ob, T, fold, e);
 }
 
 /* Lightning arguments for T tokens of sequence s at p0 of layer L, q|k|v|z read from proj (row
@@ -167,7 +208,8 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
     return la;
 }
 
-static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
+static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, const float *fold,
+                           sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
@@ -185,8 +227,7 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, sala_err *e)
         CU_TRY(cu_lightning_prefill(m->blas, st, &la, m->la_compute, e));
     }
     K(OP_LIGHTNING, k_la_out(st, &la, s->ob));
-    GEMM(L->w_o, D, nh * d, s->ob, T, s->a, D);
-    return SALA_OK;
+    return out_proj(s, L->w_o, D, nh * d, s->ob, T, fold, e);
 }
 
 int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
@@ -219,8 +260,12 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale_cu(c);
     const int64_t p0 = s->len;
     cudaStream_t st = m->st;
+    const bool fold = T > CU_FOLD_MIN && !env_is("SALA_CUDA_RES", "old");
+    const bool gu16 = T > CU_FOLD_MIN && !env_is("SALA_CUDA_GU", "f32");
+    const float *frs = fold ? &rs : NULL;
 
-    CU_TRY(cu_seq_scratch(s, T, e));
+    CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
+    const float *res = fold ? NULL : s->a;   /* what the norms still add */
     CU_TRY(cu_seq_cap(s, p0 + T, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
@@ -229,21 +274,33 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fa->layer_seconds ? sala_now_cu() : 0;
         const cu_layer *L = &m->L[l];
-        K(OP_OTHER, k_add_norm(st, s->x, l ? s->a : NULL, rs, L->in_norm, eps, T, D, s->h));
+        K(OP_OTHER, k_add_norm(st, s->x, l ? res : NULL, rs, L->in_norm, eps, T, D, s->h));
         if (c->mixer[l] == ENG_MIXER_SPARSE)
-            CU_TRY(sparse_mixer(s, l, p0, T, fa, e));
+            CU_TRY(sparse_mixer(s, l, p0, T, fa, frs, e));
         else
-            CU_TRY(lightning_mixer(s, l, p0, T, e));
-        K(OP_OTHER, k_add_norm(st, s->x, s->a, rs, L->post_norm, eps, T, D, s->h));
-        GEMM(L->w_gu, 2 * I, D, s->h, T, s->gu, 2 * I);               /* (T, gate|up) */
-        K(OP_OTHER, k_swiglu(st, s->gu, T, I, s->act));
-        GEMM(L->w_down, D, I, s->act, T, s->a, D);
+            CU_TRY(lightning_mixer(s, l, p0, T, frs, e));
+        K(OP_OTHER, k_add_norm(st, s->x, res, rs, L->post_norm, eps, T, D, s->h));
+        if (gu16) {   /* (T, gate|up) bf16 in the fp32 buffer's first half */
+            bf16 *gb = (bf16 *)s->gu;
+            cu_prof_mark(m, OP_GEMM);
+            CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, s->h, T, gb, 2 * I, e));
+            K(OP_OTHER, k_swiglu_bf16(st, gb, T, I, s->act));
+        } else {
+            GEMM(L->w_gu, 2 * I, D, s->h, T, s->gu, 2 * I);           /* (T, gate|up) */
+            K(OP_OTHER, k_swiglu(st, s->gu, T, I, s->act));
+        }
+        if (fold) {
+            cu_prof_mark(m, OP_GEMM);
+            CU_TRY(cu_gemm_acc(m, L->w_down, D, I, s->act, T, rs, s->x, D, e));
+        } else {
+            GEMM(L->w_down, D, I, s->act, T, s->a, D);
+        }
         if (fa->layer_seconds) {
             CUDA_CHECK(cudaStreamSynchronize(st));
             fa->layer_seconds[l] += sala_now_cu() - t0;
         }
     }
-    K(OP_OTHER, k_add_norm(st, s->x, s->a, rs, NULL, eps, T, D, NULL));
+    if (!fold) K(OP_OTHER, k_add_norm(st, s->x, s->a, rs, NULL, eps, T, D, NULL));
     s->len = p0 + T;
     /* logits = lm_head(RMSNorm(x) * dim_model_base / hidden), requested rows only */
     const float ls = (float)(c->dim_model_base / (double)c->hidden_size);

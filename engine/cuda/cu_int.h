@@ -67,6 +67,8 @@ cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, in
                         const float *w, float eps, float scale, bf16 *out);
 /* out (T, I) = bf16(silu(gu[:, :I]) * gu[:, I:]) for gu (T, 2I) */
 cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out);
+/* Prefill form: the same from gu (T, 2I) already in bf16 (the gate/up GEMM's bf16 output). */
+cudaError_t k_swiglu_bf16(cudaStream_t st, const bf16 *gu, int T, int I, bf16 *out);
 /* out (T, W) = bf16(o * sigmoid(z)) with z = proj[:, zoff : zoff+W] (row stride ld) */
 cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
                    int W, bf16 *out);
@@ -87,7 +89,8 @@ typedef struct {
     float eps, scale;
     float *Qh, *Qd, *Kh, *Kw, *Vh, *Oh;   /* (nh, Tp, d) */
     float *Sb;                            /* (nh, Tp/C, d, d): S_in per chunk */
-    float *Ab;                            /* (nh, Tp/C, C, C) */
+    float *Ab;                            /* (nh, Tp/C, C, C); the tensor-core path: the state
+                                             walk's range states (nh, R, d, d), R d² <= Tp C */
     float *S;                             /* (nh, d, d) the layer's state */
 } la_args;
 /* Prep: Qh, Kh (and Qd, Kw, Vh when not NULL). For a decode step (T == Tp == 1, d 32, 64, 128
@@ -98,10 +101,11 @@ cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh, S */
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
-/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128),
+/* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128;
+ * their prep writes Kh and a rotation table in Qd, their state walk's range states go to Ab),
  * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
  * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
- * Qd, Kw, Vh, Ab are used by the cuBLAS path only. */
+ * Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 
@@ -284,5 +288,11 @@ void cu_mem_sample(cu_model *m);
 /* GEMM y (T, out) fp32 (row stride ldy) = x (T, in) bf16 · W (out, in)ᵀ bf16. */
 int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float *y, int ldy,
             sala_err *e);
+/* Prefill forms (cu_forward.cu): y (T, out) fp32 += alpha · x Wᵀ (the residual add folded into
+ * the GEMM: beta 1), and y (T, out) = bf16(x Wᵀ) (fp32 accumulation, bf16 output). */
+int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
+                float *y, int ldy, sala_err *e);
+int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
+                 int ldy, sala_err *e);
 
 #endif

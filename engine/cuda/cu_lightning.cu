@@ -1,9 +1,15 @@
 /* cu_lightning.cu: the chunked lightning prefill (T > 1; SALA-SPEC §3.5, the chunked form of
- * engine/cpu/lightning.c) after k_la_prep (q/k norm + RoPE, head-major (nh, Tp, d), rows past T
- * zero). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
+ * engine/cpu/lightning.c). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
  *
- * Tensor cores (default for d = 64 and 128), two kernels:
- *   la_state_kernel  per (head, 64x64 block of S): walks the chunks in order with its block of
+ * Tensor cores (default for d = 64 and 128):
+ *   la_prepk_kernel  k norm + RoPE into Kh (nh, Tp, d) and the rotation table (Tp, d) in Qd's
+ *                    scratch; la_chunk_kernel normalizes and rotates Q from proj itself
+ *                    (SALA_CUDA_LA_PREP=old: k_la_prep writes Qh and Kh, the fourth version).
+ *   la_state_kernel  per (head, 64x64 block of S, range of chunks): R ranges in parallel
+ *                    (la_range_chunks; SALA_CUDA_LA_RANGES=1 is the single walk), ranges r > 0
+ *                    from a zero state; la_combine_kernel then chains the range end states,
+ *                    and la_chunk_kernel adds (λ^C)^k Sst(r) to the local S_in of its chunk.
+ *                    Within a range: walks the chunks in order with its block of
  *                    the fp32 state in mma accumulators; writes S_in(c) into Sb (rounded to TF32,
  *                    it only feeds the TF32 product below), then S = λ^{len} S + Kw_cᵀ V_c with
  *                    Kw = k λ^{len-1-σ} in 3xTF32 (hi·hi + hi·lo + lo·hi: fp32-equivalent, the
@@ -13,7 +19,7 @@
  *                    accumulate; ~4e-4 rel_l2 on O against the fp32 twin, under the bf16 the
  *                    output is rounded to). The masked scores stay in registers and feed the
  *                    A V product directly (k order permuted to the accumulator layout).
- *   V is read straight from proj (row stride ld); prep writes only Qh and Kh.
+ *   V (and Q) are read straight from proj (row stride ld).
  *
  * cuBLAS (SALA_CUDA_LA_BLAS=1, and other head sizes): prep also writes Qd = Qh λ^{τ+1},
  * Kw = Kh λ^{len-1-σ} and Vh, then 4 fp32 strided-batched products over (head, chunk) with the
@@ -27,6 +33,7 @@
 #include "engine/cuda/cu_mma.cuh"
 
 #include <stdlib.h>
+#include <string.h>
 
 /* ---- TF32 helpers (mma.sync m16n8k8, PTX ISA fragment layout; lane l: g = l / 4, t = l % 4)
  *   A (16x8, row)  a0 = (g, t)  a1 = (g+8, t)  a2 = (g, t+4)  a3 = (g+8, t+4)
@@ -83,17 +90,25 @@ template <int BI, int BJ> static constexpr size_t la_state_smem()
     return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
 }
 
-/* grid (d/BJ column blocks j, d/BI row blocks i, nh), 128 threads. Warp w owns rows
+/* grid (d/BJ column blocks j, d/BI row blocks i, nh R), 128 threads. Warp w owns rows
  * i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block: MT =
- * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state. */
+ * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state.
+ *
+ * Chunk ranges: blockIdx.z = r nh + n walks chunks [r cr, (r+1) cr) of head n. Range 0 starts
+ * from the layer state S and writes the true S_in(c) (TF32-rounded); a range r > 0 starts from
+ * zero and writes the local S_in(c) unrounded (la_chunk_kernel adds the decayed start state
+ * of the range, then rounds). With one range (cr >= nch) the final state goes to S, otherwise
+ * each range's local end state to Eb = a.Ab (nh, R, d, d) for la_combine_kernel. */
 template <int BI, int BJ, int WM, int WN>
-static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
+static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
 {
     constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
     static_assert(WI * (BJ / WN) == 4, "4 warps");
     extern __shared__ __align__(16) float la_st[];
     float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
-    const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z;
+    const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z % a.nh;
+    const int r = blockIdx.z / a.nh, cb = r * cr, ce = cb + cr < nch ? cb + cr : nch;
+    if (cb >= ce) return;   /* the whole CTA: an empty last range */
     const int j0 = blockIdx.x * BJ, i0 = blockIdx.y * BI;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int mi = (w % WI) * WM, nj = (w / WI) * WN;
@@ -108,16 +123,20 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
 #pragma unroll
         for (int q = 0; q < NT; q++) {
             const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
-            const float2 x = *(const float2 *)(S + o), y = *(const float2 *)(S + o + 8 * (size_t)d);
+            float2 x = make_float2(0.0f, 0.0f), y = x;
+            if (r == 0) {
+                x = *(const float2 *)(S + o);
+                y = *(const float2 *)(S + o + 8 * (size_t)d);
+            }
             acc[m][q][0] = x.x, acc[m][q][1] = x.y, acc[m][q][2] = y.x, acc[m][q][3] = y.y;
         }
-    rows_async(Ks, LK, Kg, d, a.T, CU_LA_C, BI);
-    rows_async(Vs, LV, Vg, a.ld, a.T, CU_LA_C, BJ);
+    rows_async(Ks, LK, Kg + (size_t)cb * CU_LA_C * d, d, a.T - cb * CU_LA_C, CU_LA_C, BI);
+    rows_async(Vs, LV, Vg + (size_t)cb * CU_LA_C * a.ld, a.ld, a.T - cb * CU_LA_C, CU_LA_C, BJ);
     cp_async_commit();
-    for (int c = 0; c < nch; c++) {
-        const int b = c & 1, c0 = c * CU_LA_C;
+    for (int c = cb; c < ce; c++) {
+        const int b = (c - cb) & 1, c0 = c * CU_LA_C;
         const int len = a.T - c0 < CU_LA_C ? a.T - c0 : CU_LA_C;
-        if (c + 1 < nch) {   /* prefetch the next chunk into the other stage */
+        if (c + 1 < ce) {   /* prefetch the next chunk into the other stage */
             const int c1 = c0 + CU_LA_C;
             rows_async(Ks + (b ^ 1) * CU_LA_C * LK, LK, Kg + (size_t)c1 * d, d, a.T - c1,
                        CU_LA_C, BI);
@@ -134,13 +153,18 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int q = 0; q < NT; q++) {   /* S_in(c), TF32-rounded for la_chunk_kernel */
+            for (int q = 0; q < NT; q++) {   /* S_in(c): range 0 TF32-rounded, others local */
                 float *v = acc[m][q];
                 const size_t o = (size_t)(i0 + mi + 16 * m + g) * d + j0 + nj + 8 * q + 2 * t;
-                *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
-                                                  __uint_as_float(tf32(v[1])));
-                *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(__uint_as_float(tf32(v[2])),
-                                                                  __uint_as_float(tf32(v[3])));
+                if (r == 0) {
+                    *(float2 *)(sb + o) = make_float2(__uint_as_float(tf32(v[0])),
+                                                      __uint_as_float(tf32(v[1])));
+                    *(float2 *)(sb + o + 8 * (size_t)d) =
+                        make_float2(__uint_as_float(tf32(v[2])), __uint_as_float(tf32(v[3])));
+                } else {
+                    *(float2 *)(sb + o) = make_float2(v[0], v[1]);
+                    *(float2 *)(sb + o + 8 * (size_t)d) = make_float2(v[2], v[3]);
+                }
                 v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
             }
         const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
@@ -173,6 +197,7 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
         }
         __syncthreads();   /* stage b is refilled by the next iteration's prefetch */
     }
+    if (cr < nch) S = a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + r) * d * d;   /* Eb */
 #pragma unroll
     for (int m = 0; m < MT; m++)
 #pragma unroll
@@ -181,6 +206,37 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a)
             *(float2 *)(S + o) = make_float2(acc[m][q][0], acc[m][q][1]);
             *(float2 *)(S + o + 8 * (size_t)d) = make_float2(acc[m][q][2], acc[m][q][3]);
         }
+}
+
+/* Ranges of cr chunks (1 < R = ceil(nch / cr) <= LA_RMAX): Eb = a.Ab (nh, R, d, d) holds each
+ * range's local end state; in place, Eb[n][r] <- the true state at the start of range r
+ * (r >= 1), and S <- the state after the last chunk. Sst(r+1) = Λ_r Sst(r) + E_r, Sst(0) = S,
+ * E_0 already includes S; Λ_r = Π λ^{len_c} over the chunks of range r (thread r of the CTA).
+ * grid (d²/256, nh), a thread per element. */
+#define LA_RMAX 128
+static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int cr)
+{
+    __shared__ float lam[LA_RMAX];
+    const int dd = a.d * a.d, nch = a.Tp / CU_LA_C, R = (nch + cr - 1) / cr, n = blockIdx.y;
+    const float *dn = a.dec + n * (CU_LA_C + 1);
+    if ((int)threadIdx.x < R) {
+        const int r = threadIdx.x, ce = (r + 1) * cr < nch ? (r + 1) * cr : nch;
+        float l = 1.0f;
+        for (int c = r * cr; c < ce; c++)
+            l *= dn[a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C];
+        lam[r] = l;
+    }
+    __syncthreads();
+    const int e = blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= dd) return;
+    float *E = a.Ab + (size_t)n * R * dd + e;
+    float s = E[0];
+    for (int r = 1; r < R; r++) {
+        const float loc = E[(size_t)r * dd];
+        E[(size_t)r * dd] = s;
+        s = lam[r] * s + loc;
+    }
+    a.S[(size_t)n * dd + e] = s;
 }
 
 /* ---- pass 2: the output of one chunk ---- */
@@ -198,9 +254,72 @@ template <int D> static constexpr size_t la_chunk_smem()
 
 /* grid (nch, nh), 128 threads; warp w computes rows τ = 16w .. 16w+15 of the chunk. The loads
  * overlap the products: Q, K then V are in flight first; each half of S_in is loaded into a slot
- * as soon as the product before has finished reading it. */
+ * as soon as the product before has finished reading it. Chunk c of a range r = c / cr > 0
+ * (la_state_kernel's ranges) has only its local S_in in Sb: the slot gets
+ * tf32(local + (λ^C)^{c - r cr} Eb[n][r]) (Eb after la_combine_kernel). */
+/* q (or k) row x of one head, lane l holding columns l + 32k: RMSNorm (w) and rotate-half RoPE
+ * -> o. cv[k] = cos of angle l + 32k and cv[k + D/64] its sin (k < D/64): the lane's entries
+ * of the rotation table row. la_prep_kernel's arithmetic, sums in its order; the partners i
+ * and i + D/2 are in the same lane. */
 template <int D>
-static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
+static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], const float *w,
+                                                    float eps, const float (&cv)[D / 32],
+                                                    float *o)
+{
+    constexpr int KV = D / 32, H = D / 2;
+    const int lane = threadIdx.x & 31;
+    float ss = 0.0f;
+#pragma unroll
+    for (int k = 0; k < KV; k++) ss += x[k] * x[k];
+    for (int m = 16; m > 0; m >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
+    const float inv = 1.0f / sqrtf(ss / (float)D + eps);
+#pragma unroll
+    for (int k = 0; k < KV / 2; k++) {
+        const int i = lane + 32 * k;
+        const float lo = x[k] * inv * w[i], hi = x[k + KV / 2] * inv * w[i + H];
+        const float c = cv[k], sn = cv[k + KV / 2];
+        o[i] = lo * c + hi * -sn;
+        o[i + H] = hi * c + lo * sn;
+    }
+}
+
+/* Prep of the tensor-core path (d = D): Kh rows (per-head RMSNorm + RoPE, zero past T) and the
+ * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
+ * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
+ * as la_prep_kernel), then a head per warp. */
+template <int D>
+static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
+{
+    constexpr int KV = D / 32;
+    __shared__ float rot[D];
+    const int t = blockIdx.x, lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const bool pad = t >= a.T;
+    for (int j = threadIdx.x; j < D / 2; j += blockDim.x) {
+        float sv = 0.0f, cv = 0.0f;
+        if (!pad) sincosf((float)(a.p0 + t) * a.inv_freq[j], &sv, &cv);
+        rot[j] = cv, rot[D / 2 + j] = sv;
+        cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
+    }
+    __syncthreads();
+    const size_t nd = (size_t)a.nh * D;
+    float cv[KV];
+#pragma unroll
+    for (int k = 0; k < KV / 2; k++) {
+        cv[k] = rot[lane + 32 * k];
+        cv[k + KV / 2] = rot[D / 2 + lane + 32 * k];
+    }
+    for (int n = w; n < a.nh; n += 8) {
+        float *o = a.Kh + ((size_t)n * a.Tp + t) * D;
+        float x[KV];
+        const float *r = a.proj + (size_t)t * a.ld + nd + (size_t)n * D;
+#pragma unroll
+        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : r[lane + 32 * k];
+        la_norm_rope<D>(x, a.kn, a.eps, cv, o);
+    }
+}
+
+template <int D>
+static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int cr, const float *cs)
 {
     constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
     extern __shared__ __align__(16) float la_sm[];
@@ -212,14 +331,39 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
     const size_t hrow = (size_t)n * a.Tp + t0;
     const float *Sg = a.Sb + ((size_t)n * nch + c) * D * D;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
-    rows_async(Qs, LQ, a.Qh + hrow * D, D, len, CU_LA_C, D);
+    const float *qsrc = cs ? a.proj + (size_t)t0 * a.ld + (size_t)n * D : a.Qh + hrow * D;
+    rows_async(Qs, LQ, qsrc, cs ? (size_t)a.ld : (size_t)D, len, CU_LA_C, D);
     rows_async(s1, LQ, a.Kh + hrow * D, D, len, CU_LA_C, D);
     cp_async_commit();
     rows_async(s2, LQ, a.proj + (size_t)t0 * a.ld + 2 * (size_t)a.nh * D + (size_t)n * D, a.ld,
                len, CU_LA_C, D);
     cp_async_commit();
+    /* raw q rows (cs != NULL): each warp normalizes and rotates its own 16 (zero rows stay 0);
+     * their table entries (L2) are loaded while Q and K are in flight */
+    constexpr int KV = D / 32, H = D / 2;
+    float cv[16][KV];
+    if (cs)
+#pragma unroll
+        for (int rr = 0; rr < 16; rr++) {
+            const float *cr = cs + (size_t)(t0 + m0 + rr) * D;
+#pragma unroll
+            for (int k = 0; k < KV / 2; k++) {
+                cv[rr][k] = cr[lane + 32 * k];
+                cv[rr][k + KV / 2] = cr[H + lane + 32 * k];
+            }
+        }
     cp_async_wait<1>();
     __syncthreads();
+    if (cs) {
+#pragma unroll
+        for (int rr = 0; rr < 16; rr++) {
+            float x[KV];
+#pragma unroll
+            for (int k = 0; k < KV; k++) x[k] = Qs[(m0 + rr) * LQ + lane + 32 * k];
+            la_norm_rope<D>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
+        }
+        __syncwarp();
+    }
 
     /* A = Q Kᵀ (16 x 64 per warp, tiles past the diagonal skipped) */
     const float *q0 = Qs + (m0 + g) * LQ + t, *q1 = q0 + 8 * LQ;
@@ -265,13 +409,39 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a)
     rows_async(s2, LS, Sg + (size_t)(D / 2) * D, D, D / 2, D / 2, D);
     cp_async_commit();
 
-    /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 already) */
+    /* O += λ^{τ+1} Q S_in, k = rows of S_in in two halves (S_in is TF32 in the slots) */
     const float f0 = dn[m0 + g + 1], f1 = dn[m0 + g + 9];
+    float fs = 1.0f;   /* (λ^C)^{c - r cr}: the chunks before c in its range are full */
+    for (int k = c / cr * cr; k < c && c >= cr; k++) fs *= dn[CU_LA_C];
+    /* below 2^-100 the start state's share is far under the fp32 rounding of S_in: skipped */
+    const bool fix = c >= cr && fs >= 0x1p-100f;
+    const float *St = fix ? a.Ab + ((size_t)n * ((nch + cr - 1) / cr) + c / cr) * D * D : a.S;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
+        constexpr int NF = D * D / 1024;   /* float4 of a half per thread */
+        float4 sv[NF];
+        if (fix)
+#pragma unroll
+            for (int k = 0; k < NF; k++) {
+                const int i = threadIdx.x + 128 * k, row = i / (D / 4), c4 = i % (D / 4);
+                sv[k] = *(const float4 *)(St + (size_t)(h * (D / 2) + row) * D + 4 * c4);
+            }
         if (h == 0) cp_async_wait<1>(); else cp_async_wait<0>();
         __syncthreads();
-        const float *sh = h ? s2 : s1;
+        float *sh = h ? s2 : s1;
+        if (fix) {
+#pragma unroll
+            for (int k = 0; k < NF; k++) {
+                const int i = threadIdx.x + 128 * k, row = i / (D / 4), c4 = i % (D / 4);
+                float4 *p = (float4 *)(sh + row * LS + 4 * c4);
+                const float4 u = *p;
+                *p = make_float4(__uint_as_float(tf32(u.x + fs * sv[k].x)),
+                                 __uint_as_float(tf32(u.y + fs * sv[k].y)),
+                                 __uint_as_float(tf32(u.z + fs * sv[k].z)),
+                                 __uint_as_float(tf32(u.w + fs * sv[k].w)));
+            }
+            __syncthreads();
+        }
 #pragma unroll 2
         for (int kk = 0; kk < NT / 2; kk++) {
             const int k = h * (D / 2) + 8 * kk;
@@ -313,18 +483,51 @@ static cudaError_t la_setup(void)
     return err;
 }
 
-/* The tensor-core pass pair (d == 64 or 128). */
-static cudaError_t la_tc(cudaStream_t st, const la_args *a)
+/* State-walk CTAs the device holds at once: SMs x resident la_state_kernel CTAs per SM. */
+static int la_state_slots(void)
+{
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64>, 128,
+                                                      la_state_smem<64, 64>()) != cudaSuccess)
+        return 0;
+    return sms * per;
+}
+
+/* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
+ * start states fixed up afterwards), R = the number of whole waves of (head, 64x64 block) CTAs
+ * that fit the device at once, at most nch and what Ab holds (R d² <= nch C²);
+ * SALA_CUDA_LA_RANGES=R (read at each call) overrides, 1 = the single walk of the fourth version. */
+static int la_range_chunks(const la_args *a)
+{
+    static const int slots = la_state_slots();   /* once per process (one device) */
+    const int nch = a->Tp / CU_LA_C, base = a->nh * (a->d / 64) * (a->d / 64);
+    const char *v = getenv("SALA_CUDA_LA_RANGES");
+    long R = v && *v ? atol(v) : slots / base;
+    const long cap = (long)nch * CU_LA_C * CU_LA_C / ((long)a->d * a->d);
+    if (R > cap) R = cap;
+    if (R > nch) R = nch;
+    if (R > LA_RMAX) R = LA_RMAX;
+    if (R < 1) R = 1;
+    return (int)((nch + R - 1) / R);
+}
+
+/* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them; Q from proj
+ * and the rotation table cs when cs != NULL, else from Qh. */
+static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh), 128,
-                                  la_state_smem<64, 64>(), st>>>(*a);
-    const dim3 grid(a->Tp / CU_LA_C, a->nh);
+    const int nch = a->Tp / CU_LA_C, cr = la_range_chunks(a), R = (nch + cr - 1) / cr;
+    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
+                                  la_state_smem<64, 64>(), st>>>(*a, cr);
+    if (R > 1) la_combine_kernel<<<dim3((a->d * a->d + 255) / 256, a->nh), 256, 0, st>>>(*a, cr);
+    const dim3 grid(nch, a->nh);
     if (a->d == 128)
-        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a);
+        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
     else
-        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a);
+        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr, cs);
     return cudaGetLastError();
 }
 
@@ -366,9 +569,20 @@ int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
 {
     if ((a->d == 64 || a->d == 128) && !getenv("SALA_CUDA_LA_BLAS")) {
         la_args t = *a;
-        t.Qd = t.Kw = t.Vh = NULL;   /* prep: Qh and Kh only */
-        CUDA_CHECK(k_la_prep(st, &t));
-        CUDA_CHECK(la_tc(st, &t));
+        t.Qd = t.Kw = t.Vh = NULL;
+        const char *pv = getenv("SALA_CUDA_LA_PREP");
+        if (pv && !strcmp(pv, "old")) {   /* the fourth version: prep writes Qh and Kh */
+            CUDA_CHECK(k_la_prep(st, &t));
+            CUDA_CHECK(la_tc(st, &t, NULL));
+            return SALA_OK;
+        }
+        float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
+        if (a->d == 128)
+            la_prepk_kernel<128><<<a->Tp, 256, 0, st>>>(t, cs);
+        else
+            la_prepk_kernel<64><<<a->Tp, 256, 0, st>>>(t, cs);
+        CUDA_CHECK(cudaGetLastError());
+        CUDA_CHECK(la_tc(st, &t, cs));
         return SALA_OK;
     }
     CUDA_CHECK(k_la_prep(st, a));

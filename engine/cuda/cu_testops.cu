@@ -94,24 +94,45 @@ int op_add_norm(const float *x, const float *a, float rs, const float *w, int T,
     return down_b(P, dh, (size_t)T * D, h_out, e);
 }
 
-int op_gemm(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e)
+/* One GEMM of the forward pass on device operands, with a cuBLAS handle of its own:
+ * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_BF16
+ * cu_gemm_bf16 (bf16 y); synchronized. */
+enum { GEMM_F32, GEMM_ACC, GEMM_BF16 };
+int gemm_run(int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T, float alpha,
+             void *dy, sala_err *e)
+{
+    cu_model m;
+    memset(&m, 0, sizeof(m));
+    CUBLAS_CHECK(cublasCreate(&m.blas));
+    const int rc =
+        kind == GEMM_F32 ? cu_gemm(&m, dW, out, in, dx, T, (float *)dy, out, e)
+        : kind == GEMM_ACC ? cu_gemm_acc(&m, dW, out, in, dx, T, alpha, (float *)dy, out, e)
+                           : cu_gemm_bf16(&m, dW, out, in, dx, T, (bf16 *)dy, out, e);
+    cudaError_t err = cudaDeviceSynchronize();
+    cublasDestroy(m.blas);
+    if (rc) return rc;
+    CUDA_CHECK(err);
+    return SALA_OK;
+}
+
+/* y (T, out) fp32 = or += alpha · (the bf16 GEMM), y uploaded first when acc. */
+int gemm_f32(bool acc, const float *W, int out, int in, const float *x, int T, float alpha,
+             float *y, sala_err *e)
 {
     Pool P;
     bf16 *dW, *dx;
     float *dy;
     CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
     CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
-    CU_TRY(up_f(P, nullptr, (size_t)T * out, &dy, e));
-    cu_model m;
-    memset(&m, 0, sizeof(m));
-    CUBLAS_CHECK(cublasCreate(&m.blas));
-    int rc = cu_gemm(&m, dW, out, in, dx, T, dy, out, e);
-    cudaError_t err = cudaDeviceSynchronize();
-    cublasDestroy(m.blas);
-    if (rc) return rc;
-    CUDA_CHECK(err);
+    CU_TRY(up_f(P, acc ? y : nullptr, (size_t)T * out, &dy, e));
+    CU_TRY(gemm_run(acc ? GEMM_ACC : GEMM_F32, dW, out, in, dx, T, alpha, dy, e));
     CUDA_CHECK(cudaMemcpy(y, dy, (size_t)T * out * 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
+}
+
+int op_gemm(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e)
+{
+    return gemm_f32(false, W, out, in, x, T, 1.0f, y, e);
 }
 
 int op_swiglu(const float *gu, int T, int I, float *out, sala_err *e)
@@ -342,9 +363,30 @@ int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float 
     return SALA_OK;
 }
 
+int op_gemm_acc(const float *W, int out, int in, const float *x, int T, float alpha, float *y,
+                sala_err *e)
+{
+    return gemm_f32(true, W, out, in, x, T, alpha, y, e);
+}
+
+int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    bf16 *dW, *dx;
+    CU_TRY(up_b(P, W, (size_t)2 * I * in, &dW, e));
+    CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
+    bf16 *dgu = P.get<bf16>((size_t)T * 2 * I, &err), *dout = P.get<bf16>((size_t)T * I, &err);
+    CUDA_CHECK(err);
+    CU_TRY(gemm_run(GEMM_BF16, dW, 2 * I, in, dx, T, 1.0f, dgu, e));
+    CUDA_CHECK(k_swiglu_bf16(0, dgu, T, I, dout));
+    return down_b(P, dout, (size_t)T * I, out, e);
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
-                           op_norm_rows, op_sparse_prep, op_embed};
+                           op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
+                           op_mlp_gu};
 
 }   // namespace
 

@@ -58,6 +58,13 @@ typedef struct {
     /* x (T, D) = bf16(E)[tok] * scale for E (V, D) */
     int (*embed)(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale,
                  float *x, sala_err *e);
+    /* Prefill forms of the MLP and output projections: y (T, out) += alpha · bf16(x) bf16(W)ᵀ
+     * (y in and out, fp32: the residual add folded into the GEMM) */
+    int (*gemm_acc)(const float *W, int out, int in, const float *x, int T, float alpha,
+                    float *y, sala_err *e);
+    /* out (T, I) = bf16(silu(g) u) for gu = bf16(bf16(x) bf16(W)ᵀ) (T, 2I), W (2I, in): the
+     * gate/up GEMM with bf16 output and the SwiGLU that reads it */
+    int (*mlp_gu)(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e);
 } sala_cuda_ops;
 
 #endif
