@@ -10,8 +10,10 @@
  *           [r b - 1, r b + r - 1] onto block b (the window before a tile is carried), written for
  *           blocks b <= qb. Windows not complete at p are left out of the pool.
  * k_topk: a CTA per (query, group): forced +inf for b < init_blocks and qb - local <= b <= qb,
- *   the K-th largest score by a radix select on order-preserving keys, then every block above it
- *   plus the lowest ids equal to it (lower block id wins ties), written ascending, -1 padded.
+ *   then every block above the K-th largest score plus the lowest ids equal to it (lower block id
+ *   wins ties), written ascending, -1 padded. Two kernels pick that set: topk_kernel (radix
+ *   select of the K-th key on order-preserving keys; short rows) and topk_filter_kernel
+ *   (threshold from per-thread maxima, exact rank among the candidates; decode, long rows).
  * fp32 sums (the CPU twin sums in double), so exact ties and near-ties may order differently. */
 #include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
