@@ -702,9 +702,12 @@ static void t_compress(void)
 }
 
 /* Selection agreement on random data; K1/K2 rounded to bf16 for both sides. A differing row is
- * accepted only when the CPU's margin at the K/K+1 boundary is below 1e-3 (fp32 vs double). */
-static void select_case(int nh, int nkv, int d, int64_t topk, int64_t window, int64_t p0, int T,
-                        uint64_t seed)
+ * accepted only when the CPU's margin at the K/K+1 boundary is below 1e-3 (fp32 vs double).
+ * flat: every key the same vector, so every scored block ties exactly (the same bf16 windows
+ * give the same fp32 sums on both sides): the lower block ids must win on both, and every row
+ * must be identical (no margin allowance). */
+static void select_case_f(int nh, int nkv, int d, int64_t topk, int64_t window, int64_t p0, int T,
+                          uint64_t seed, bool flat)
 {
     OPS();
     eng_rng r;
@@ -718,8 +721,9 @@ static void select_case(int nh, int nkv, int d, int64_t topk, int64_t window, in
     float *dir = randv(&r, (size_t)row * 8, 1.0, false);
     for (int64_t j = 0; j < L; j++)
         for (int64_t i = 0; i < row; i++)
-            Kc[j * row + i] = bfr((float)(0.5 * eng_rng_normal(&r) +
-                                          dir[((j / 200) % 8) * row + i]));
+            Kc[j * row + i] = flat ? bfr(dir[i])
+                                   : bfr((float)(0.5 * eng_rng_normal(&r) +
+                                                 dir[((j / 200) % 8) * row + i]));
     float *Q = randv(&r, (size_t)T * nh * d, 1.0, true);
     const int64_t n1 = infllm_n_windows(L, 32, 16), n2 = infllm_n_windows(L, 128, 64);
     float *K1 = malloc((size_t)(n1 + 1) * row * 4), *K2 = malloc((size_t)(n2 + 1) * row * 4);
@@ -741,7 +745,7 @@ static void select_case(int nh, int nkv, int d, int64_t topk, int64_t window, in
                           scr, sr, &margin);
             rows++;
             if (memcmp(sr, sg + ((size_t)t * nkv + g) * Kq, (size_t)Kq * 4)) {
-                if (margin < 1e-3f) tie++;
+                if (margin < 1e-3f && !flat) tie++;
                 else bad++;
             }
         }
@@ -749,6 +753,12 @@ static void select_case(int nh, int nkv, int d, int64_t topk, int64_t window, in
             "< 1e-3, %d differ above", nh, d, Kq, (long long)L, rows - bad - tie, rows, tie, bad);
     CU_ASSERT_EQUAL(bad, 0);
     free(Kc), free(dir), free(Q), free(K1), free(K2), free(sg), free(sr), free(scr);
+}
+
+static void select_case(int nh, int nkv, int d, int64_t topk, int64_t window, int64_t p0, int T,
+                        uint64_t seed)
+{
+    select_case_f(nh, nkv, d, topk, window, p0, T, seed, false);
 }
 
 static void t_select(void)
@@ -766,6 +776,34 @@ static void t_select(void)
     setenv("SALA_CUDA_NOSPLIT", "1", 1);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     unsetenv("SALA_CUDA_NOSPLIT");
+    /* short decode shapes: the second stage-1 version splits from 1 K2 / 2 K1 tiles on (ranges
+     * of 1 and 2 tiles) */
+    select_case(32, 2, 128, 64, 2048, 9000, 1, 17);
+    select_case(32, 2, 128, 64, 2048, 33001, 1, 18);
+    select_case(16, 2, 64, 64, 2048, 20000, 1, 19);
+    /* exact ties: the filter top-K (all candidates tie) and its radix fallback (more than 2048
+     * candidates, nb = 2101) */
+    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
+    select_case_f(32, 2, 128, 64, 2048, 2100 * 64, 1, 21, true);
+    /* the kernels before (SALA_CUDA_SCORE=old: in-loop divisions, exp2f, old split thresholds;
+     * SALA_CUDA_TOPK=old: 32-pass radix with the row in shared memory) */
+    setenv("SALA_CUDA_SCORE", "old", 1);
+    setenv("SALA_CUDA_TOPK", "old", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    unsetenv("SALA_CUDA_SCORE");
+    /* V2 with Q in shared memory (SALA_CUDA_SCORE=qs), with the filter top-K on every launch
+     * (SALA_CUDA_TOPK=filter: short rows and prefill shapes too) */
+    setenv("SALA_CUDA_SCORE", "qs", 1);
+    setenv("SALA_CUDA_TOPK", "filter", 1);
+    select_case(4, 2, 64, 8, 512, 2000, 100, 12);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(16, 2, 128, 64, 2048, 30000, 40, 15);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    select_case(16, 2, 64, 64, 2048, 20000, 1, 19);
+    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
+    unsetenv("SALA_CUDA_SCORE");
+    unsetenv("SALA_CUDA_TOPK");
 }
 
 void suite_cuda_ops(void)

@@ -10,14 +10,17 @@
  *           [r b - 1, r b + r - 1] onto block b (the window before a tile is carried), written for
  *           blocks b <= qb. Windows not complete at p are left out of the pool.
  * k_topk: a CTA per (query, group): forced +inf for b < init_blocks and qb - local <= b <= qb,
- *   the K-th largest score by a radix select on order-preserving keys, then every block above it
- *   plus the lowest ids equal to it (lower block id wins ties), written ascending, -1 padded.
+ *   then every block above the K-th largest score plus the lowest ids equal to it (lower block id
+ *   wins ties), written ascending, -1 padded. Two kernels pick that set: topk_kernel (radix
+ *   select of the K-th key on order-preserving keys; short rows) and topk_filter_kernel
+ *   (threshold from per-thread maxima, exact rank among the candidates; decode, long rows).
  * fp32 sums (the CPU twin sums in double), so exact ties and near-ties may order differently. */
 #include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
 
 #include <math.h>
 #include <stdlib.h>
+#include <string.h>
 
 /* Merge a row's running (max m, sum l) of exp2 terms across the 4 lanes of an mma quad. */
 static __device__ __forceinline__ void quad_merge_ml(float &m, float &l)
@@ -173,26 +176,59 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
 #define SC_PART_CAP 131072
 static __device__ float sc_part[SC_PART_CAP];
 
-template <int D>
-static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int lg, int mode,
-                                                               int tps, int nsplit1)
+/* mma with C = 0 (the first k step of a tile): no zeroing of the accumulators. */
+static __device__ __forceinline__ void mma_bf16_z(float c[4], const uint32_t a[4], uint32_t b0,
+                                                  uint32_t b1)
+{
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+                 "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%10,%10,%10};\n"
+                 : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
+}
+
+/* exp2 for the V2 kernel: ex2.approx.ftz (one MUFU op; results below 2^-126 flush to 0, far
+ * under the bf16 P of the reference kernel); the old kernel keeps exp2f (denormal-exact). */
+template <bool V2> static __device__ __forceinline__ float sc_exp2(float x)
+{
+    if constexpr (V2) {
+        float y;
+        asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+        return y;
+    } else {
+        return exp2f(x);
+    }
+}
+
+/* V2 (default; SALA_CUDA_SCORE=old selects V2 = false): the per-query window counts and query
+ * blocks are computed once before the tile loop (the old kernel did six 64-bit divisions per
+ * tile and thread inside it) and exp2 is the single-op ftz form. Same scores otherwise. */
+/* QS (with V2; SALA_CUDA_SCORE=qs): the Q fragments stay in a padded shared tile (128 rows) and
+ * are loaded by ldmatrix at every k step instead of held in 64 registers, for 3 CTAs an SM. */
+template <int D, bool V2, bool QS>
+static __global__ void __launch_bounds__(128, QS ? 3 : 2)
+    score_mma_kernel(score_args a, int lg, int mode, int tps, int nsplit1)
 {
     constexpr int LDS = D + 8, KS = D / 16, MW = SC_MW, NW = SC_NW;
+    constexpr int QROWS = QS ? NW * MW * 16 : 0;
     const int G = 1 << lg, QPT = 16 >> lg, QPW = MW * QPT, QC = NW * QPW;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
-    float *Pw = (float *)(Kb + 2 * 64 * LDS) + w * QPW * (CU_KT + 1);
+    bf16 *Qs = Kb + 2 * 64 * LDS;                           /* QS: (128, LDS) */
+    float *Pw = (float *)(Qs + QROWS * LDS) + w * QPW * (CU_KT + 1);
+    int *qbw = (int *)((float *)(Qs + QROWS * LDS) + NW * QPW * (CU_KT + 1)) + w * 32;
     const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
     const int nq = tend - tq0 < QC ? tend - tq0 : QC;
     const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
     if (a.Ksel > 0 && qbmax + 1 <= a.Ksel) return;          /* top-K takes every block */
     const int k2 = 4 * a.k1, s2 = 4 * a.s1, r = a.block / a.s1;
+    const int lbpt = __ffs(CU_KT / r) - 1;
     const size_t krow = (size_t)a.nkv * D;
     const float sl = a.scale * 1.4426950408889634f;
 
-    uint32_t qa[MW][KS][4];
-    int v2r[MW][2];
+    uint32_t qa[QS ? 1 : MW][QS ? 1 : KS][4];
+    int v2r[MW][2], v1r[MW][2];         /* per row: K2 windows for pass 1, K1 windows (V2) */
+    bool nk2r[MW][2];                   /* V2: no K2 window yet at this row's query */
 #pragma unroll
     for (int mt = 0; mt < MW; mt++)
 #pragma unroll
@@ -200,17 +236,29 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
             const int row = rq + 8 * hf, qc = w * QPW + mt * QPT + (row >> lg), h = row & (G - 1);
             const bool ok = qc < nq;
             const int64_t p = a.p0 + tq0 + qc;
-            int64_t v2 = nwin(p + 1, k2, s2);
+            int64_t v2 = nwin(p + 1, k2, s2), v1 = nwin(p + 1, a.k1, a.s1);
+            nk2r[mt][hf] = v2 == 0;
             if (v2 > a.n2) v2 = a.n2;
+            if (v1 > a.n1) v1 = a.n1;
             v2r[mt][hf] = ok ? (int)v2 : 0;
+            v1r[mt][hf] = ok ? (int)v1 : 0;
             const bf16 *qrow = a.Q + ((size_t)(tq0 + (ok ? qc : 0)) * a.nh + g * G + h) * D;
 #pragma unroll
             for (int ks = 0; ks < KS; ks++) {
                 const int col = ks * 16 + 2 * qd;
-                qa[mt][ks][hf] = ok ? *(const uint32_t *)(qrow + col) : 0u;
-                qa[mt][ks][2 + hf] = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
+                const uint32_t x0 = ok ? *(const uint32_t *)(qrow + col) : 0u;
+                const uint32_t x1 = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
+                if constexpr (QS) {
+                    uint32_t *qs = (uint32_t *)(Qs + (w * 32 + mt * 16 + row) * LDS + col);
+                    qs[0] = x0;
+                    qs[4] = x1;
+                } else {
+                    qa[mt][ks][hf] = x0;
+                    qa[mt][ks][2 + hf] = x1;
+                }
             }
         }
+    const uint32_t qbase = smem_u32(Qs + (w * 32 + (lane & 15)) * LDS + (lane >> 4) * 8);
     int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
     if (v2max > a.n2) v2max = a.n2;
     if (v1max > a.n1) v1max = a.n1;
@@ -232,6 +280,9 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
     }
     const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32 + rq;
     if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
+    if (V2 && lane < QPW)               /* query block per warp query, -1 past the last query */
+        qbw[lane] = w * QPW + lane < nq ? (int)((a.p0 + tq0 + w * QPW + lane) / a.block) : -1;
+    __syncwarp();
 
     auto load = [&](int t) {
         bf16 *dst = Kb + (t & 1) * CU_KT * LDS;
@@ -283,26 +334,41 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
         __syncthreads();
         const bf16 *Kt = Kb + (t & 1) * CU_KT * LDS;
         float acc[MW][8][4];
+        if constexpr (!V2) {
 #pragma unroll
-        for (int mt = 0; mt < MW; mt++)
+            for (int mt = 0; mt < MW; mt++)
 #pragma unroll
-            for (int j = 0; j < 8; j++)
+                for (int j = 0; j < 8; j++)
 #pragma unroll
-                for (int e = 0; e < 4; e++) acc[mt][j][e] = 0.0f;
+                    for (int e = 0; e < 4; e++) acc[mt][j][e] = 0.0f;
+        }
         const uint32_t kbase =
             smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8);
 #pragma unroll
-        for (int ks = 0; ks < KS; ks++)
+        for (int ks = 0; ks < KS; ks++) {
+            uint32_t qf[MW][4];
+            if constexpr (QS) {
+#pragma unroll
+                for (int mt = 0; mt < MW; mt++)
+                    ldsm_x4(qf[mt], qbase + (uint32_t)((mt * 16 * LDS + ks * 16) * 2));
+            }
 #pragma unroll
             for (int nc = 0; nc < 4; nc++) {
                 uint32_t b[4];
                 ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
 #pragma unroll
                 for (int mt = 0; mt < MW; mt++) {
-                    mma_bf16(acc[mt][2 * nc], qa[mt][ks], b[0], b[1]);
-                    mma_bf16(acc[mt][2 * nc + 1], qa[mt][ks], b[2], b[3]);
+                    const uint32_t *qm = QS ? qf[mt] : qa[QS ? 0 : mt][QS ? 0 : ks];
+                    if (V2 && ks == 0) {
+                        mma_bf16_z(acc[mt][2 * nc], qm, b[0], b[1]);
+                        mma_bf16_z(acc[mt][2 * nc + 1], qm, b[2], b[3]);
+                    } else {
+                        mma_bf16(acc[mt][2 * nc], qm, b[0], b[1]);
+                        mma_bf16(acc[mt][2 * nc + 1], qm, b[2], b[3]);
+                    }
                 }
             }
+        }
         __syncthreads();                                    /* tile buffer free for t + 2 */
         if (t < nt2) {                                      /* pass 1: online lse over K2 */
             const int c0 = t * CU_KT;
@@ -325,8 +391,8 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                     if (mn != -INFINITY) {
                         float s = 0.0f;
 #pragma unroll
-                        for (int i = 0; i < 16; i++) s += exp2f(x[i] - mn);
-                        lrow[mt][hf] = lrow[mt][hf] * exp2f(mo - mn) + s;
+                        for (int i = 0; i < 16; i++) s += sc_exp2<V2>(x[i] - mn);
+                        lrow[mt][hf] = lrow[mt][hf] * sc_exp2<V2>(mo - mn) + s;
                         mrow[mt][hf] = mn;
                     }
                 }
@@ -352,8 +418,8 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                 for (int j = 0; j < 8; j++)
 #pragma unroll
                     for (int e = 0; e < 2; e++)
-                        v[j * 2 + e] = exp2f(acc[mt][j][e] * sl - mrow[mt][0]) +
-                                       exp2f(acc[mt][j][2 + e] * sl - mrow[mt][1]);
+                        v[j * 2 + e] = sc_exp2<V2>(acc[mt][j][e] * sl - mrow[mt][0]) +
+                                       sc_exp2<V2>(acc[mt][j][2 + e] * sl - mrow[mt][1]);
                 {
                     const bool hi = lane & 16;
 #pragma unroll
@@ -380,10 +446,17 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                 }
                 const int j = ((lane >> 4) & 1) * 4 + ((lane >> 3) & 1) * 2 + ((lane >> 2) & 1);
                 const int col = j * 8 + 2 * qd, qc = w * QPW + mt;
-                const int64_t p = a.p0 + tq0 + qc;
-                int64_t v1 = nwin(p + 1, a.k1, a.s1);
-                if (v1 > a.n1) v1 = a.n1;
-                const bool nok2 = nwin(p + 1, k2, s2) == 0;
+                int64_t v1;
+                bool nok2;
+                if constexpr (V2) {
+                    v1 = v1r[mt][0];
+                    nok2 = nk2r[mt][0];
+                } else {
+                    const int64_t p = a.p0 + tq0 + qc;
+                    v1 = nwin(p + 1, a.k1, a.s1);
+                    if (v1 > a.n1) v1 = a.n1;
+                    nok2 = nwin(p + 1, k2, s2) == 0;
+                }
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
                     float val = v[e];
@@ -398,15 +471,22 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
 #pragma unroll
                 for (int hf = 0; hf < 2; hf++) {
                     const int row = rq + 8 * hf, qw = mt * QPT + (row >> lg);
-                    const int64_t p = a.p0 + tq0 + w * QPW + qw;
-                    int64_t v1 = nwin(p + 1, a.k1, a.s1);
-                    if (v1 > a.n1) v1 = a.n1;
-                    const bool nok2 = nwin(p + 1, k2, s2) == 0;
+                    int64_t v1;
+                    bool nok2;
+                    if constexpr (V2) {
+                        v1 = v1r[mt][hf];
+                        nok2 = nk2r[mt][hf];
+                    } else {
+                        const int64_t p = a.p0 + tq0 + w * QPW + qw;
+                        v1 = nwin(p + 1, a.k1, a.s1);
+                        if (v1 > a.n1) v1 = a.n1;
+                        nok2 = nwin(p + 1, k2, s2) == 0;
+                    }
 #pragma unroll
                     for (int j = 0; j < 8; j++)
 #pragma unroll
                         for (int e = 0; e < 2; e++) {
-                            float val = exp2f(acc[mt][j][2 * hf + e] * sl - mrow[mt][hf]);
+                            float val = sc_exp2<V2>(acc[mt][j][2 * hf + e] * sl - mrow[mt][hf]);
                             for (int o = 4; o < 4 * G; o <<= 1)
                                 val += __shfl_xor_sync(0xffffffffu, val, o);
                             const int col = j * 8 + 2 * qd + e;
@@ -417,12 +497,20 @@ static __global__ void __launch_bounds__(128) score_mma_kernel(score_args a, int
                 }
         }
         __syncwarp();
-        const int bpt = CU_KT / r;
+        const int bpt = CU_KT / r;                          /* a power of two: r divides 64 */
         for (int idx = t >= twr ? lane : QPW * bpt; idx < QPW * bpt; idx += 32) {
-            const int qw = idx / bpt, bl = idx % bpt, qc = w * QPW + qw;
-            if (qc >= nq) continue;
-            const int64_t p = a.p0 + tq0 + qc, b = i0 / r + bl;
-            if (b > p / a.block) continue;
+            const int qw = V2 ? idx >> lbpt : idx / bpt, bl = V2 ? idx & (bpt - 1) : idx % bpt;
+            const int qc = w * QPW + qw;
+            int64_t b;
+            if constexpr (V2) {
+                b = (int64_t)(t - nt2) * bpt + bl;
+                if (b > qbw[qw]) continue;      /* qbw = -1 past the last query */
+            } else {
+                if (qc >= nq) continue;
+                const int64_t p = a.p0 + tq0 + qc;
+                b = i0 / r + bl;
+                if (b > p / a.block) continue;
+            }
             const float *pw = Pw + qw * (CU_KT + 1) + r * bl;
             float m = -INFINITY;
             for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
@@ -455,21 +543,64 @@ static int ilog2_16(int G)
     return -1;
 }
 
-static size_t score_mma_smem(int d, int lg)
+static size_t score_mma_smem(int d, int lg, bool qs)
 {
-    return (size_t)2 * CU_KT * (d + 8) * 2 +
-           (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4;
+    return (size_t)(2 * CU_KT + (qs ? SC_NW * SC_MW * 16 : 0)) * (d + 8) * 2 +
+           (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4 + (size_t)SC_NW * 32 * 4;
+}
+
+/* Environment switches, read at every launch (the parity tests flip them): SALA_CUDA_SCORE=old
+ * (the stage-1 kernel and split thresholds before V2) or =qs (V2 with Q in shared memory),
+ * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter top-K for
+ * every launch). */
+static bool env_is(const char *name, const char *val)
+{
+    const char *s = getenv(name);
+    return s && !strcmp(s, val);
+}
+static bool score_old(void) { return env_is("SALA_CUDA_SCORE", "old"); }
+static bool topk_old(void) { return env_is("SALA_CUDA_TOPK", "old"); }
+
+/* Which stage-1 kernel: 0 the one before V2 (SALA_CUDA_SCORE=old), 1 V2, 2 V2 with Q in shared
+ * memory (SALA_CUDA_SCORE=qs). */
+static int score_variant(void)
+{
+    return score_old() ? 0 : env_is("SALA_CUDA_SCORE", "qs") ? 2 : 1;
+}
+
+template <int D>
+static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
+                             int tps, int nsplit1)
+{
+    const int v = score_variant();
+    const size_t sm = score_mma_smem(D, lg, v == 2);
+    if (v == 0) score_mma_kernel<D, false, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    else if (v == 1) score_mma_kernel<D, true, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    else score_mma_kernel<D, true, true><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+}
+
+static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, size_t sm, int lg,
+                         int mode, int tps, int nsplit1)
+{
+    (void)sm;
+    if (a->d == 128) score_mma_launch<128>(st, a, grid, lg, mode, tps, nsplit1);
+    else score_mma_launch<64>(st, a, grid, lg, mode, tps, nsplit1);
 }
 
 cudaError_t k_score(cudaStream_t st, const score_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
     const int G = a->nh / a->nkv, lg = ilog2_16(G);
-    if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && !getenv("SALA_CUDA_WMMA")) {
+    if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && a->s1 > 0 &&
+        CU_KT % a->s1 == 0 && !getenv("SALA_CUDA_WMMA")) {
         const int qc = SC_NW * SC_MW * (16 >> lg);
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
-        const size_t sm = score_mma_smem(a->d, lg);
-        /* few CTAs (decode): split both passes over the SMs when the stream is long */
+        const size_t sm = 0;                                /* per variant, in the launch */
+        /* few CTAs (decode): split both passes over the SMs when the stream is long. V2 splits
+         * from 1 K2 / 2 K1 tiles on (ranges of >= 1 K2 / 2 K1 tiles): the 8K-32K decode shapes
+         * too, which the old thresholds (4 / 8 tiles, ranges of 2 / 4) left on 2 CTAs. */
+        const bool old = score_old();
+        const int min2 = old ? 4 : 1, min1 = old ? 8 : 2, mtps1 = old ? 2 : 1, mtps2 = old ? 4 : 2;
         const int64_t pmax = a->p0 + a->t0 + a->n - 1;
         const int64_t k2 = 4 * a->k1, s2 = 4 * a->s1;
         int64_t v2 = pmax + 1 < k2 ? 0 : (pmax + 1 - k2) / s2 + 1, v1 = (pmax / a->block + 1) *
@@ -477,27 +608,21 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         if (v2 > a->n2) v2 = a->n2;
         const int nt2 = (int)((v2 + CU_KT - 1) / CU_KT), nt1 = (int)((v1 + CU_KT - 1) / CU_KT);
         const int ctas = (int)(grid.x * grid.y), want = 264 / ctas;
-        if (ctas <= 16 && nt2 >= 4 && nt1 >= 8 && !getenv("SALA_CUDA_NOSPLIT")) {
+        if (ctas <= 16 && nt2 >= min2 && nt1 >= min1 && !getenv("SALA_CUDA_NOSPLIT")) {
             int tps1 = (nt2 + want - 1) / want;
-            if (tps1 < 2) tps1 = 2;
+            if (tps1 < mtps1) tps1 = mtps1;
             const int ns1 = (nt2 + tps1 - 1) / tps1;
             int tps2 = (nt1 + want - 1) / want;
-            if (tps2 < 4) tps2 = 4;
+            if (tps2 < mtps2) tps2 = mtps2;
             const int ns2 = (nt1 + tps2 - 1) / tps2;
             if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
                 const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
-                if (a->d == 128) {
-                    score_mma_kernel<128><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
-                    score_mma_kernel<128><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
-                } else {
-                    score_mma_kernel<64><<<g1, 128, sm, st>>>(*a, lg, 1, tps1, ns1);
-                    score_mma_kernel<64><<<g2, 128, sm, st>>>(*a, lg, 2, tps2, ns1);
-                }
+                score_mma_go(st, a, g1, sm, lg, 1, tps1, ns1);
+                score_mma_go(st, a, g2, sm, lg, 2, tps2, ns1);
                 return cudaGetLastError();
             }
         }
-        if (a->d == 128) score_mma_kernel<128><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
-        else score_mma_kernel<64><<<grid, 128, sm, st>>>(*a, lg, 0, 0, 1);
+        score_mma_go(st, a, grid, sm, lg, 0, 0, 1);
         return cudaGetLastError();
     }
     const int qt = 64 / G;
@@ -541,6 +666,47 @@ static __device__ int block_excl_scan(int v, int *buf)
     return buf[threadIdx.x] - v;
 }
 
+/* The K largest of nb keys key(b) (ties: lower b first), written ascending to out[0..K):
+ * a bitwise radix select of the K-th key (32 counting passes), then an ordered compaction over
+ * per-thread contiguous segments. Every thread of the CTA calls it (barriers inside). */
+template <class KeyF>
+static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *out, int *red,
+                                  int *scan)
+{
+    uint32_t res = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        const uint32_t cand = res | (1u << bit);
+        int cnt = 0;
+        for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) cnt += key(b) >= cand;
+        if (block_sum_int(cnt, red) >= K) res = cand;
+    }
+    /* res = K-th largest key. Per-thread contiguous segments keep block-id order. */
+    const int64_t seg = (nb + TOPK_THREADS - 1) / TOPK_THREADS;
+    const int64_t b0 = threadIdx.x * seg, b1 = b0 + seg < nb ? b0 + seg : nb;
+    int above = 0, ties = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const uint32_t k = key(b);
+        above += k > res;
+        ties += k == res;
+    }
+    const int above_all = block_sum_int(above, red);
+    int tie_rank = block_excl_scan(ties, scan);
+    const int ties_in = K - above_all;
+    int nsel = 0;
+    for (int64_t b = b0; b < b1; b++) {
+        const uint32_t k = key(b);
+        nsel += k > res || (k == res && tie_rank++ < ties_in);
+    }
+    int pos = block_excl_scan(nsel, scan);
+    tie_rank -= ties;                                       /* restart the segment's tie rank */
+    for (int64_t b = b0; b < b1; b++) {
+        const uint32_t k = key(b);
+        if (k > res || (k == res && tie_rank++ < ties_in)) out[pos++] = (int32_t)b;
+    }
+    const int total = block_sum_int(nsel, red);
+    for (int k = total + threadIdx.x; k < K; k += blockDim.x) out[k] = -1;
+}
+
 static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
 {
     extern __shared__ uint32_t keys[];
@@ -560,44 +726,141 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
         keys[b] = fkey(s);
     }
     __syncthreads();
-    uint32_t res = 0;
-    for (int bit = 31; bit >= 0; bit--) {
-        const uint32_t cand = res | (1u << bit);
-        int cnt = 0;
-        for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) cnt += keys[b] >= cand;
-        if (block_sum_int(cnt, red) >= a.K) res = cand;
+    topk_radix([&](int64_t b) { return keys[b]; }, nb, a.K, out, red, scan);
+}
+
+/* ---- top-K, second version: threshold filter + exact rank among the candidates ----
+ * A CTA per (query, group), TOPK_THREADS threads, no copy of the row in shared memory:
+ *  1. each thread takes the max key of its strided share of the row (float4 loads when the row
+ *     is 16-byte aligned); each warp sorts its 32 maxima (bitonic, in registers) and
+ *     tau = the least over the warps of their kw-th largest, kw = ceil(K / warps). Every warp
+ *     has kw threads holding a key >= tau, so at least K keys are >= tau;
+ *  2. the keys >= tau (the candidates; ~2 K on random scores) go to shared memory as 64-bit
+ *     (key, ~block) composites, so a larger composite = a larger key or an equal key at a
+ *     lower block id;
+ *  3. a candidate is selected iff fewer than K composites exceed its own: the same set as the
+ *     radix select (lower block id wins ties), since every key outside is < tau <= the K-th;
+ *  4. a selected block's output slot = the number of selected blocks with a lower id.
+ * More than TK_CAP candidates (many equal keys): the radix select on the row in global memory.
+ * Needs K <= TOPK_THREADS (k_topk checks). */
+#define TK_CAP 2048
+#define TK_FILTER_MIN_NB 2048
+#define TK_WARPS (TOPK_THREADS / 32)
+
+template <class F>
+static __device__ __forceinline__ void row_keys(const float *sc, int nb, int init, int local0,
+                                                const F &f)
+{
+    auto key = [&](int b, float s) {
+        return (b < init || b >= local0) ? 0xFF800000u /* fkey(+inf) */ : fkey(s);
+    };
+    int b4 = 0;
+    if (((uintptr_t)sc & 15) == 0) {
+        const float4 *s4 = (const float4 *)sc;
+        const int n4 = nb / 4;
+#pragma unroll 4
+        for (int i = threadIdx.x; i < n4; i += TOPK_THREADS) {
+            const float4 v = __ldg(s4 + i);
+            const int b = 4 * i;
+            f(b, key(b, v.x));
+            f(b + 1, key(b + 1, v.y));
+            f(b + 2, key(b + 2, v.z));
+            f(b + 3, key(b + 3, v.w));
+        }
+        b4 = 4 * n4;
     }
-    /* res = K-th largest key. Per-thread contiguous segments keep block-id order. */
-    const int64_t seg = (nb + TOPK_THREADS - 1) / TOPK_THREADS;
-    const int64_t b0 = threadIdx.x * seg, b1 = b0 + seg < nb ? b0 + seg : nb;
-    int above = 0, ties = 0;
-    for (int64_t b = b0; b < b1; b++) {
-        above += keys[b] > res;
-        ties += keys[b] == res;
+#pragma unroll 4
+    for (int b = b4 + threadIdx.x; b < nb; b += TOPK_THREADS) f(b, key(b, __ldg(sc + b)));
+}
+
+static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_args a)
+{
+    __shared__ __align__(16) unsigned long long cc[TK_CAP];
+    __shared__ __align__(16) int sb[TOPK_THREADS];
+    __shared__ int red[TOPK_THREADS / 32], scan[TOPK_THREADS];
+    __shared__ uint32_t wt[TK_WARPS];
+    __shared__ int ncand, nsel;
+    const int t = a.t0 + blockIdx.x, g = blockIdx.y, K = a.K;
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const int64_t p = a.p0 + t, qb = p / a.block, nb = qb + 1;
+    int32_t *out = a.sel + ((size_t)t * a.nkv + g) * K;
+    if (nb <= K) {                                          /* every causal block fits */
+        for (int k = threadIdx.x; k < K; k += blockDim.x) out[k] = k < nb ? k : -1;
+        return;
     }
-    const int above_all = block_sum_int(above, red);
-    int tie_rank = block_excl_scan(ties, scan);
-    const int ties_in = a.K - above_all;
-    int nsel = 0;
-    for (int64_t b = b0; b < b1; b++) {
-        const uint32_t k = keys[b];
-        nsel += k > res || (k == res && tie_rank++ < ties_in);
+    const float *sc = a.score + ((size_t)t * a.nkv + g) * a.nbs;
+    const int64_t l0 = qb - a.local;
+    const int local0 = (int)(l0 < 0 ? 0 : l0), n = (int)nb;  /* nb <= nbs: an int */
+    if (threadIdx.x == 0) ncand = nsel = 0;
+    uint32_t m = 0;                                         /* 0: below every key */
+    row_keys(sc, n, a.init_blocks, local0, [&](int, uint32_t k) { m = k > m ? k : m; });
+#pragma unroll
+    for (int k = 2; k <= 32; k <<= 1)                       /* 1. descending bitonic sort */
+#pragma unroll
+        for (int j = k >> 1; j > 0; j >>= 1) {
+            const uint32_t o = __shfl_xor_sync(0xffffffffu, m, j);
+            const bool keep_max = ((lane & k) == 0) == ((lane & j) == 0);
+            m = keep_max ? (m > o ? m : o) : (m < o ? m : o);
+        }
+    const int kw = (K + TK_WARPS - 1) / TK_WARPS;
+    if (lane == kw - 1) wt[w] = m;
+    __syncthreads();
+    uint32_t th = wt[0];
+#pragma unroll
+    for (int i = 1; i < TK_WARPS; i++) th = wt[i] < th ? wt[i] : th;
+    row_keys(sc, n, a.init_blocks, local0, [&](int b, uint32_t k) {        /* 2. candidates */
+        if (k >= th) {
+            const int i = atomicAdd(&ncand, 1);
+            if (i < TK_CAP) cc[i] = (unsigned long long)k << 32 | (uint32_t)~b;
+        }
+    });
+    __syncthreads();
+    const int C = ncand;
+    if (C > TK_CAP) {                                       /* many equal keys: radix select */
+        topk_radix([&](int64_t b) {
+            return ((int)b < a.init_blocks || (int)b >= local0) ? 0xFF800000u : fkey(sc[b]);
+        }, nb, K, out, red, scan);
+        return;
     }
-    int pos = block_excl_scan(nsel, scan);
-    tie_rank -= ties;                                       /* restart the segment's tie rank */
-    for (int64_t b = b0; b < b1; b++) {
-        const uint32_t k = keys[b];
-        if (k > res || (k == res && tie_rank++ < ties_in)) out[pos++] = (int32_t)b;
+    if (threadIdx.x == 0 && (C & 1)) cc[C] = 0;             /* pad: below every composite */
+    if (threadIdx.x >= K && threadIdx.x < ((K + 3) & ~3)) sb[threadIdx.x] = 0x7fffffff;
+    __syncthreads();
+    const ulonglong2 *c2 = (const ulonglong2 *)cc;
+    for (int i = threadIdx.x; i < C; i += TOPK_THREADS) {    /* 3. rank among the candidates */
+        const unsigned long long ci = cc[i];
+        int r = 0;
+        for (int j = 0; j < (C + 1) / 2; j++) {
+            const ulonglong2 v = c2[j];
+            r += (v.x > ci) + (v.y > ci);
+        }
+        if (r < K) sb[atomicAdd(&nsel, 1)] = (int)~(uint32_t)ci;
     }
-    const int total = block_sum_int(nsel, red);
-    for (int k = total + threadIdx.x; k < a.K; k += blockDim.x) out[k] = -1;
+    __syncthreads();                                        /* nsel == K (C >= K) */
+    if (threadIdx.x < K) {                                  /* 4. ascending block ids */
+        const int bi = sb[threadIdx.x];
+        const int4 *s4 = (const int4 *)sb;
+        int pos = 0;
+        for (int j = 0; j < (K + 3) / 4; j++) {
+            const int4 v = s4[j];
+            pos += (v.x < bi) + (v.y < bi) + (v.z < bi) + (v.w < bi);
+        }
+        out[pos] = bi;
+    }
 }
 
 cudaError_t k_topk(cudaStream_t st, const topk_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
     const dim3 grid(a->n, a->nkv);
-    topk_kernel<<<grid, TOPK_THREADS, (size_t)a->nbs * 4, st>>>(*a);
+    /* the filter where it wins (H100): few queries (decode: fewer barriers) and long rows; on
+     * short rows its fixed cost (warp sorts, candidate ranks) exceeds the 32 radix passes */
+    const int64_t nb_max = (a->p0 + a->t0 + a->n - 1) / a->block + 1;
+    const bool filter = env_is("SALA_CUDA_TOPK", "filter") ||
+                        (!topk_old() && (a->n <= 16 || nb_max > TK_FILTER_MIN_NB));
+    if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
+        topk_filter_kernel<<<grid, TOPK_THREADS, 0, st>>>(*a);
+    else
+        topk_kernel<<<grid, TOPK_THREADS, (size_t)a->nbs * 4, st>>>(*a);
     return cudaGetLastError();
 }
 
@@ -610,12 +873,16 @@ cudaError_t cu_kernels_init(void)
     err = cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                (int)score_smem(256));
     if (err != cudaSuccess) return err;
-    err = cudaFuncSetAttribute(score_mma_kernel<128>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               (int)score_mma_smem(128, 0));
-    if (err != cudaSuccess) return err;
-    err = cudaFuncSetAttribute(score_mma_kernel<64>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               (int)score_mma_smem(64, 0));
-    if (err != cudaSuccess) return err;
+    const int sm128 = (int)score_mma_smem(128, 0, false), sm64 = (int)score_mma_smem(64, 0, false);
+    const int sq128 = (int)score_mma_smem(128, 0, true), sq64 = (int)score_mma_smem(64, 0, true);
+    const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
+    if ((err = cudaFuncSetAttribute(score_mma_kernel<128, true, false>, dyn, sm128)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<128, false, false>, dyn, sm128)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<128, true, true>, dyn, sq128)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<64, true, false>, dyn, sm64)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<64, false, false>, dyn, sm64)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<64, true, true>, dyn, sq64)) != cudaSuccess)
+        return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
 }
