@@ -792,9 +792,8 @@ static void t_select(void)
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
     unsetenv("SALA_CUDA_SCORE");
-    /* V2 with Q in shared memory (SALA_CUDA_SCORE=qs), with the filter top-K on every launch
-     * (SALA_CUDA_TOPK=filter: short rows and prefill shapes too) */
-    setenv("SALA_CUDA_SCORE", "qs", 1);
+    /* the filter top-K on every launch (SALA_CUDA_TOPK=filter: short rows and prefill shapes
+     * too) */
     setenv("SALA_CUDA_TOPK", "filter", 1);
     select_case(4, 2, 64, 8, 512, 2000, 100, 12);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
@@ -802,7 +801,6 @@ static void t_select(void)
     select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
     select_case(16, 2, 64, 64, 2048, 20000, 1, 19);
     select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
-    unsetenv("SALA_CUDA_SCORE");
     unsetenv("SALA_CUDA_TOPK");
 }
 

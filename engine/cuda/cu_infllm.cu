@@ -202,21 +202,17 @@ template <bool V2> static __device__ __forceinline__ float sc_exp2(float x)
 /* V2 (default; SALA_CUDA_SCORE=old selects V2 = false): the per-query window counts and query
  * blocks are computed once before the tile loop (the old kernel did six 64-bit divisions per
  * tile and thread inside it) and exp2 is the single-op ftz form. Same scores otherwise. */
-/* QS (with V2; SALA_CUDA_SCORE=qs): the Q fragments stay in a padded shared tile (128 rows) and
- * are loaded by ldmatrix at every k step instead of held in 64 registers, for 3 CTAs an SM. */
-template <int D, bool V2, bool QS>
-static __global__ void __launch_bounds__(128, QS ? 3 : 2)
+template <int D, bool V2>
+static __global__ void __launch_bounds__(128, 2)
     score_mma_kernel(score_args a, int lg, int mode, int tps, int nsplit1)
 {
     constexpr int LDS = D + 8, KS = D / 16, MW = SC_MW, NW = SC_NW;
-    constexpr int QROWS = QS ? NW * MW * 16 : 0;
     const int G = 1 << lg, QPT = 16 >> lg, QPW = MW * QPT, QC = NW * QPW;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
-    bf16 *Qs = Kb + 2 * 64 * LDS;                           /* QS: (128, LDS) */
-    float *Pw = (float *)(Qs + QROWS * LDS) + w * QPW * (CU_KT + 1);
-    int *qbw = (int *)((float *)(Qs + QROWS * LDS) + NW * QPW * (CU_KT + 1)) + w * 32;
+    float *Pw = (float *)(Kb + 2 * 64 * LDS) + w * QPW * (CU_KT + 1);
+    int *qbw = (int *)((float *)(Kb + 2 * 64 * LDS) + NW * QPW * (CU_KT + 1)) + w * 32;
     const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
     const int nq = tend - tq0 < QC ? tend - tq0 : QC;
     const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
@@ -226,7 +222,7 @@ static __global__ void __launch_bounds__(128, QS ? 3 : 2)
     const size_t krow = (size_t)a.nkv * D;
     const float sl = a.scale * 1.4426950408889634f;
 
-    uint32_t qa[QS ? 1 : MW][QS ? 1 : KS][4];
+    uint32_t qa[MW][KS][4];
     int v2r[MW][2], v1r[MW][2];         /* per row: K2 windows for pass 1, K1 windows (V2) */
     bool nk2r[MW][2];                   /* V2: no K2 window yet at this row's query */
 #pragma unroll
@@ -248,17 +244,10 @@ static __global__ void __launch_bounds__(128, QS ? 3 : 2)
                 const int col = ks * 16 + 2 * qd;
                 const uint32_t x0 = ok ? *(const uint32_t *)(qrow + col) : 0u;
                 const uint32_t x1 = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
-                if constexpr (QS) {
-                    uint32_t *qs = (uint32_t *)(Qs + (w * 32 + mt * 16 + row) * LDS + col);
-                    qs[0] = x0;
-                    qs[4] = x1;
-                } else {
-                    qa[mt][ks][hf] = x0;
-                    qa[mt][ks][2 + hf] = x1;
-                }
+                qa[mt][ks][hf] = x0;
+                qa[mt][ks][2 + hf] = x1;
             }
         }
-    const uint32_t qbase = smem_u32(Qs + (w * 32 + (lane & 15)) * LDS + (lane >> 4) * 8);
     int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
     if (v2max > a.n2) v2max = a.n2;
     if (v1max > a.n1) v1max = a.n1;
@@ -346,19 +335,13 @@ static __global__ void __launch_bounds__(128, QS ? 3 : 2)
             smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8);
 #pragma unroll
         for (int ks = 0; ks < KS; ks++) {
-            uint32_t qf[MW][4];
-            if constexpr (QS) {
-#pragma unroll
-                for (int mt = 0; mt < MW; mt++)
-                    ldsm_x4(qf[mt], qbase + (uint32_t)((mt * 16 * LDS + ks * 16) * 2));
-            }
 #pragma unroll
             for (int nc = 0; nc < 4; nc++) {
                 uint32_t b[4];
                 ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
 #pragma unroll
                 for (int mt = 0; mt < MW; mt++) {
-                    const uint32_t *qm = QS ? qf[mt] : qa[QS ? 0 : mt][QS ? 0 : ks];
+                    const uint32_t *qm = qa[mt][ks];
                     if (V2 && ks == 0) {
                         mma_bf16_z(acc[mt][2 * nc], qm, b[0], b[1]);
                         mma_bf16_z(acc[mt][2 * nc + 1], qm, b[2], b[3]);
@@ -543,14 +526,14 @@ static int ilog2_16(int G)
     return -1;
 }
 
-static size_t score_mma_smem(int d, int lg, bool qs)
+static size_t score_mma_smem(int d, int lg)
 {
-    return (size_t)(2 * CU_KT + (qs ? SC_NW * SC_MW * 16 : 0)) * (d + 8) * 2 +
+    return (size_t)(2 * CU_KT) * (d + 8) * 2 +
            (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4 + (size_t)SC_NW * 32 * 4;
 }
 
 /* Environment switches, read at every launch (the parity tests flip them): SALA_CUDA_SCORE=old
- * (the stage-1 kernel and split thresholds before V2) or =qs (V2 with Q in shared memory),
+ * (the stage-1 kernel and split thresholds before V2),
  * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter top-K for
  * every launch). */
 static bool env_is(const char *name, const char *val)
@@ -561,22 +544,13 @@ static bool env_is(const char *name, const char *val)
 static bool score_old(void) { return env_is("SALA_CUDA_SCORE", "old"); }
 static bool topk_old(void) { return env_is("SALA_CUDA_TOPK", "old"); }
 
-/* Which stage-1 kernel: 0 the one before V2 (SALA_CUDA_SCORE=old), 1 V2, 2 V2 with Q in shared
- * memory (SALA_CUDA_SCORE=qs). */
-static int score_variant(void)
-{
-    return score_old() ? 0 : env_is("SALA_CUDA_SCORE", "qs") ? 2 : 1;
-}
-
 template <int D>
 static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
                              int tps, int nsplit1)
 {
-    const int v = score_variant();
-    const size_t sm = score_mma_smem(D, lg, v == 2);
-    if (v == 0) score_mma_kernel<D, false, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
-    else if (v == 1) score_mma_kernel<D, true, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
-    else score_mma_kernel<D, true, true><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    const size_t sm = score_mma_smem(D, lg);
+    if (score_old()) score_mma_kernel<D, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    else score_mma_kernel<D, true><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
 }
 
 static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, size_t sm, int lg,
@@ -873,15 +847,12 @@ cudaError_t cu_kernels_init(void)
     err = cudaFuncSetAttribute(score_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                (int)score_smem(256));
     if (err != cudaSuccess) return err;
-    const int sm128 = (int)score_mma_smem(128, 0, false), sm64 = (int)score_mma_smem(64, 0, false);
-    const int sq128 = (int)score_mma_smem(128, 0, true), sq64 = (int)score_mma_smem(64, 0, true);
+    const int sm128 = (int)score_mma_smem(128, 0), sm64 = (int)score_mma_smem(64, 0);
     const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
-    if ((err = cudaFuncSetAttribute(score_mma_kernel<128, true, false>, dyn, sm128)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(score_mma_kernel<128, false, false>, dyn, sm128)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(score_mma_kernel<128, true, true>, dyn, sq128)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(score_mma_kernel<64, true, false>, dyn, sm64)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(score_mma_kernel<64, false, false>, dyn, sm64)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(score_mma_kernel<64, true, true>, dyn, sq64)) != cudaSuccess)
+    if ((err = cudaFuncSetAttribute(score_mma_kernel<128, true>, dyn, sm128)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<128, false>, dyn, sm128)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<64, true>, dyn, sm64)) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(score_mma_kernel<64, false>, dyn, sm64)) != cudaSuccess)
         return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
