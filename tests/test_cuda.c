@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -251,10 +252,11 @@ static void t_gemm_lt(void)
     setenv("SALA_CUDA_LT", "force", 1);
     float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
     float *y = malloc((size_t)T * out * 4), *yr = malloc((size_t)T * out * 4);
-    float *tile = malloc((size_t)out * in * 4);
+    const int64_t tf = (int64_t)64 * in;   /* 64 rows of W a thread */
+    float *tile = malloc((size_t)tf * omp_get_max_threads() * 4);
     st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
                    .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
-    cpu_matmul(&t, x, T, yr, tile, (int64_t)out * in);
+    cpu_matmul(&t, x, T, yr, tile, tf);
     double rel, mr;
     CU_ASSERT_EQUAL(O->gemm(W, out, in, x, T, y, &e), SALA_OK);
     diff(y, yr, (size_t)T * out, &rel, &mr);
