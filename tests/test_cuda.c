@@ -17,6 +17,7 @@
 
 #include <dlfcn.h>
 #include <math.h>
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 SALA_SUITE(cuda_ops);
 SALA_SUITE(cuda_golden);
 SALA_SUITE(cuda_batch);
+SALA_SUITE(cuda_gemm_speed);
 
 static const sala_cuda_ops *ops(void)
 {
@@ -236,6 +238,65 @@ static void t_mlp_gu(void)
 {
     mlp_gu_case(37, 1024, 256, 62);   /* vector kernel */
     mlp_gu_case(9, 1001, 128, 63);    /* scalar kernel */
+}
+
+/* The three GEMM forms through cuBLASLt (SALA_CUDA_LT=force: the fastest timed Lt algorithm, an
+ * error if none ran) at a prefill shape, against the CPU GEMM; the tolerances of t_gemm. */
+static void t_gemm_lt(void)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, 64);
+    const int T = 520, out = 4096, in = 4096;
+    const float alpha = 0.37f;
+    setenv("SALA_CUDA_LT", "force", 1);
+    float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
+    float *y = malloc((size_t)T * out * 4), *yr = malloc((size_t)T * out * 4);
+    const int64_t tf = (int64_t)64 * in;   /* 64 rows of W a thread */
+    float *tile = malloc((size_t)tf * omp_get_max_threads() * 4);
+    st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
+                   .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
+    cpu_matmul(&t, x, T, yr, tile, tf);
+    double rel, mr;
+    CU_ASSERT_EQUAL(O->gemm(W, out, in, x, T, y, &e), SALA_OK);
+    diff(y, yr, (size_t)T * out, &rel, &mr);
+    report("gemm Lt T=520 4096x4096 -> fp32", rel, mr, 1e-5, 1e-5);
+    float *y0 = randv(&r, (size_t)T * out, 3.0, false);
+    memcpy(y, y0, (size_t)T * out * 4);
+    CU_ASSERT_EQUAL(O->gemm_acc(W, out, in, x, T, alpha, y, &e), SALA_OK);
+    for (size_t i = 0; i < (size_t)T * out; i++) yr[i] = y0[i] + alpha * yr[i];
+    diff(y, yr, (size_t)T * out, &rel, &mr);
+    report("gemm acc Lt T=520: y += a W x", rel, mr, 1e-5, 1e-5);
+    free(W), free(x), free(y), free(yr), free(tile), free(y0);
+    mlp_gu_case(72, 2048, 4096, 65);   /* bf16 output through Lt */
+    unsetenv("SALA_CUDA_LT");
+}
+
+/* Benchmark (SALA_BENCH_GEMM=1): the prefill GEMMs of the model at T = 8192 (one CU_CHUNK step)
+ * and 2048, cublasGemmEx vs the timed cuBLASLt choice; the choice must not be slower (5%). */
+static void t_gemm_speed(void)
+{
+    OPS();
+    static const struct { const char *what; int kind, out, in; } S[] = {
+        {"sparse q|k|v|gate", 0, 8704, 4096}, {"lightning q|k|v|z", 0, 16384, 4096},
+        {"o_proj (y +=)", 1, 4096, 4096},     {"gate|up (bf16)", 2, 32768, 4096},
+        {"down (y +=)", 1, 4096, 16384},
+    };
+    static const int Ts[] = {8192, 2048};
+    for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++)
+        for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++) {
+            double sx = 0, sl = 0;
+            int won = 0;
+            const int T = Ts[ti];
+            CU_ASSERT_EQUAL_FATAL(O->gemm_speed(S[i].kind, S[i].out, S[i].in, T, 20, &sx, &sl,
+                                                &won, &e), SALA_OK);
+            const double fl = 2.0 * T * S[i].out * S[i].in;
+            fprintf(stderr, "\n  GEMM %-18s T=%5d %5d x %5d: GemmEx %7.3f ms %6.1f TFLOP/s | "
+                    "tuned %7.3f ms %6.1f TFLOP/s (%s) x%.3f", S[i].what, T, S[i].out,
+                    S[i].in, sx * 1e3, fl / sx * 1e-12, sl * 1e3, fl / sl * 1e-12,
+                    won ? "Lt" : "GemmEx", sx / sl);
+            CU_ASSERT(sl <= 1.05 * sx);
+        }
 }
 
 static void swiglu_case(int T, int I, uint64_t seed)
@@ -809,6 +870,7 @@ void suite_cuda_ops(void)
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_ops", {"add_norm", t_add_norm}, {"gemm", t_gemm}, {"swiglu", t_swiglu},
              {"gemm acc", t_gemm_acc}, {"mlp gate/up bf16", t_mlp_gu},
+             {"gemm cuBLASLt (forced) at a prefill shape", t_gemm_lt},
              {"gate", t_gate}, {"norm_rows", t_norm_rows}, {"sparse_prep", t_sparse_prep},
              {"embed", t_embed},
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
@@ -816,6 +878,12 @@ void suite_cuda_ops(void)
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
              {"compress", t_compress},
              {"select", t_select});
+}
+
+void suite_cuda_gemm_speed(void)
+{
+    if (!getenv("SALA_TEST_CUDA") || !getenv("SALA_BENCH_GEMM")) return;
+    SALA_ADD("cuda_gemm_speed", {"prefill GEMMs: cublasGemmEx vs cuBLASLt tuned", t_gemm_speed});
 }
 
 /* ---- whole model against ../shared/golden ---- */

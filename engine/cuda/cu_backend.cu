@@ -133,6 +133,7 @@ static void cu_model_free(void *bm)
     }
     if (m->ev_fork) cudaEventDestroy(m->ev_fork);
     if (m->blas) cublasDestroy(m->blas);
+    cu_lt_free(m->lt);
     if (m->st) cudaStreamDestroy(m->st);
     free(m);
 }
@@ -193,8 +194,9 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         rc = sala_errf(e, SALA_EINTERNAL, "cuBLAS: cublasCreate failed");
         goto fail;
     }
-    if ((rc = dalloc(&m->blas_ws, (size_t)64 << 20, NULL, e))) goto fail;
-    cublasSetWorkspace(m->blas, m->blas_ws, (size_t)64 << 20);
+    if ((rc = dalloc(&m->blas_ws, CU_BLAS_WS, NULL, e))) goto fail;
+    cublasSetWorkspace(m->blas, m->blas_ws, CU_BLAS_WS);
+    if ((rc = cu_lt_new(&m->lt, e))) goto fail;
     cublasSetStream(m->blas, m->st);
     if ((rc = cu_vmm_init(m, e))) goto fail;
     for (int i = 0; i < CU_SIDE; i++) {

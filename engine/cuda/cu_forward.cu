@@ -28,34 +28,23 @@ static double sala_now_cu(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
+/* The three GEMM forms: cu_lt_gemm (cuBLASLt for prefill shapes, cublasGemmEx otherwise). */
 int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float *y, int ldy,
             sala_err *e)
 {
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &one, W,
-                              CUDA_R_16BF, in, x, CUDA_R_16BF, in, &zero, y, CUDA_R_32F, ldy,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return SALA_OK;
+    return cu_lt_gemm(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CUDA_R_32F, e);
 }
 
 int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
                 float *y, int ldy, sala_err *e)
 {
-    const float one = 1.0f;
-    CUBLAS_CHECK(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &alpha, W,
-                              CUDA_R_16BF, in, x, CUDA_R_16BF, in, &one, y, CUDA_R_32F, ldy,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return SALA_OK;
+    return cu_lt_gemm(m, W, out, in, x, T, alpha, 1.0f, y, ldy, CUDA_R_32F, e);
 }
 
 int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
                  int ldy, sala_err *e)
 {
-    const float one = 1.0f, zero = 0.0f;
-    CUBLAS_CHECK(cublasGemmEx(m->blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &one, W,
-                              CUDA_R_16BF, in, x, CUDA_R_16BF, in, &zero, y, CUDA_R_16BF, ldy,
-                              CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
-    return SALA_OK;
+    return cu_lt_gemm(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CUDA_R_16BF, e);
 }
 
 /* Prefill steps (T > CU_FOLD_MIN tokens; decode keeps its own path):

@@ -46,6 +46,8 @@ typedef __nv_bfloat16 bf16;
 #define CU_SIDE 8
 /* Key tile of the attention and stage-1 kernels (== the InfLLM-V2 block of 64 in the model). */
 #define CU_KT 64
+/* Bytes of the cuBLAS / cuBLASLt workspace of a model (m->blas_ws). */
+#define CU_BLAS_WS ((size_t)64 << 20)
 
 /* ---- op categories of the profile (bench) ---- */
 enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_N };
@@ -181,6 +183,9 @@ typedef struct {
     double sec[OP_N];
 } cu_prof;
 
+/* cuBLASLt state of a model (cu_lt.cu): the handle and the tuned shapes. */
+typedef struct cu_lt cu_lt;
+
 typedef struct {
     eng_config c;
     int dev;
@@ -192,7 +197,8 @@ typedef struct {
     float *dec;                       /* (lnh, CU_LA_C + 1) */
     cublasHandle_t blas;
     cudaStream_t st;
-    void *blas_ws;
+    void *blas_ws;                    /* CU_BLAS_WS bytes, shared by cuBLAS and cuBLASLt */
+    cu_lt *lt;                        /* NULL: every GEMM through cublasGemmEx */
     size_t weight_bytes;
     cublasComputeType_t la_compute;
     cu_prof prof;
@@ -294,5 +300,25 @@ int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int 
                 float *y, int ldy, sala_err *e);
 int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
                  int ldy, sala_err *e);
+
+/* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
+enum { CU_LT_OFF, CU_LT_TUNED, CU_LT_FORCE };
+#define CU_LT_MIN_T 8                 /* T <= this (decode): always cublasGemmEx */
+/* *out = a new Lt state (cu_lt_free frees it; NULL is a no-op). */
+int cu_lt_new(cu_lt **out, sala_err *e);
+void cu_lt_free(cu_lt *lt);
+/* SALA_CUDA_LT: 0 -> CU_LT_OFF, force -> CU_LT_FORCE, else CU_LT_TUNED (read at each call). */
+int cu_lt_mode(void);
+/* y (T, out) (type yt: CUDA_R_32F or CUDA_R_16BF; row stride ldy) = alpha · x Wᵀ + beta · y,
+ * bf16 W (out, in) and x (T, in), fp32 accumulation: through cuBLASLt when the shape's timed
+ * algorithm won (first use of a shape tunes it, synchronizing m->st), else cublasGemmEx. */
+int cu_lt_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
+               float beta, void *y, int ldy, cudaDataType_t yt, sala_err *e);
+/* The tuning record of shape i of m: 1 and *s filled, or 0 past the last. */
+typedef struct {
+    int out, in, T, bf16_out, beta1, wins;
+    float ms_ex, ms_lt;               /* one call: cublasGemmEx, best Lt (-1: none ran) */
+} cu_lt_stat;
+int cu_lt_stats(const cu_model *m, int i, cu_lt_stat *s);
 
 #endif

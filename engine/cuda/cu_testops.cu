@@ -94,22 +94,44 @@ int op_add_norm(const float *x, const float *a, float rs, const float *w, int T,
     return down_b(P, dh, (size_t)T * D, h_out, e);
 }
 
-/* One GEMM of the forward pass on device operands, with a cuBLAS handle of its own:
- * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_BF16
- * cu_gemm_bf16 (bf16 y); synchronized. */
+/* A model shell for the GEMMs: cuBLAS handle, cuBLASLt state and the 64 MiB workspace, on the
+ * default stream (m->st 0), as model_alloc sets them up. gemm_shell_free undoes it. */
+int gemm_shell(cu_model *m, sala_err *e)
+{
+    memset(m, 0, sizeof(*m));
+    CUBLAS_CHECK(cublasCreate(&m->blas));
+    CUDA_CHECK(cudaMalloc(&m->blas_ws, CU_BLAS_WS));
+    CUBLAS_CHECK(cublasSetWorkspace(m->blas, m->blas_ws, CU_BLAS_WS));
+    return cu_lt_new(&m->lt, e);
+}
+void gemm_shell_free(cu_model *m)
+{
+    cu_lt_free(m->lt);
+    if (m->blas) cublasDestroy(m->blas);
+    cudaFree(m->blas_ws);
+}
+
 enum { GEMM_F32, GEMM_ACC, GEMM_BF16 };
+int gemm_call(cu_model *m, int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T,
+              float alpha, void *dy, sala_err *e)
+{
+    return kind == GEMM_F32 ? cu_gemm(m, dW, out, in, dx, T, (float *)dy, out, e)
+           : kind == GEMM_ACC ? cu_gemm_acc(m, dW, out, in, dx, T, alpha, (float *)dy, out, e)
+                              : cu_gemm_bf16(m, dW, out, in, dx, T, (bf16 *)dy, out, e);
+}
+
+/* One GEMM of the forward pass on device operands, with a model shell of its own:
+ * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_BF16
+ * cu_gemm_bf16 (bf16 y); synchronized. Prefill shapes go through cu_lt_gemm's choice
+ * (SALA_CUDA_LT). */
 int gemm_run(int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T, float alpha,
              void *dy, sala_err *e)
 {
     cu_model m;
-    memset(&m, 0, sizeof(m));
-    CUBLAS_CHECK(cublasCreate(&m.blas));
-    const int rc =
-        kind == GEMM_F32 ? cu_gemm(&m, dW, out, in, dx, T, (float *)dy, out, e)
-        : kind == GEMM_ACC ? cu_gemm_acc(&m, dW, out, in, dx, T, alpha, (float *)dy, out, e)
-                           : cu_gemm_bf16(&m, dW, out, in, dx, T, (bf16 *)dy, out, e);
+    int rc = gemm_shell(&m, e);
+    if (!rc) rc = gemm_call(&m, kind, dW, out, in, dx, T, alpha, dy, e);
     cudaError_t err = cudaDeviceSynchronize();
-    cublasDestroy(m.blas);
+    gemm_shell_free(&m);
     if (rc) return rc;
     CUDA_CHECK(err);
     return SALA_OK;
@@ -383,10 +405,68 @@ int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, 
     return down_b(P, dout, (size_t)T * I, out, e);
 }
 
+__global__ void fill_kernel(bf16 *x, size_t n, uint32_t seed)
+{
+    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
+         i += (size_t)gridDim.x * blockDim.x) {
+        uint32_t h = (uint32_t)i * 2654435761u ^ seed;
+        h ^= h >> 15, h *= 2246822519u, h ^= h >> 13;
+        x[i] = __float2bfloat16(((float)(h & 0xffff) - 32768.0f) / 32768.0f);
+    }
+}
+
+/* Seconds a call of the GEMM form kind (out, in, T) takes, averaged over reps calls after the
+ * first (which tunes the shape): with SALA_CUDA_LT=0 (sec_ex) and with the timed choice
+ * (sec_lt); *lt_won: the shape's tuning picked cuBLASLt. Operands: hashed values in [-1, 1). */
+int op_gemm_speed(int kind, int out, int in, int T, int reps, double *sec_ex, double *sec_lt,
+                  int *lt_won, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    const size_t ysz = kind == GEMM_BF16 ? 2 : 4;
+    bf16 *dW = P.get<bf16>((size_t)out * in, &err), *dx = P.get<bf16>((size_t)T * in, &err);
+    char *dy = P.get<char>((size_t)T * out * ysz, &err);
+    CUDA_CHECK(err);
+    fill_kernel<<<1024, 256>>>(dW, (size_t)out * in, 1u);
+    fill_kernel<<<1024, 256>>>(dx, (size_t)T * in, 2u);
+    CUDA_CHECK(cudaGetLastError());
+    cu_model m;
+    int rc = gemm_shell(&m, e);
+    cudaEvent_t a = NULL, b = NULL;
+    const char *old = getenv("SALA_CUDA_LT");
+    char *keep = old ? strdup(old) : NULL;
+    double *sec[2] = {sec_ex, sec_lt};
+    if (!rc && (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess))
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: events");
+    for (int pass = 0; pass < 2 && !rc; pass++) {
+        setenv("SALA_CUDA_LT", pass ? "1" : "0", 1);
+        rc = gemm_call(&m, kind, dW, out, in, dx, T, 0.5f, dy, e);   /* tunes (pass 1) */
+        cudaEventRecord(a, 0);
+        for (int r = 0; r < reps && !rc; r++)
+            rc = gemm_call(&m, kind, dW, out, in, dx, T, 0.5f, dy, e);
+        cudaEventRecord(b, 0);
+        float ms = 0;
+        if (!rc && (cudaEventSynchronize(b) != cudaSuccess ||
+                    cudaEventElapsedTime(&ms, a, b) != cudaSuccess))
+            rc = sala_errf(e, SALA_EINTERNAL, "CUDA: timing: %s",
+                           cudaGetErrorString(cudaGetLastError()));
+        *sec[pass] = ms * 1e-3 / reps;
+    }
+    if (keep) setenv("SALA_CUDA_LT", keep, 1);
+    else unsetenv("SALA_CUDA_LT");
+    free(keep);
+    cu_lt_stat st;
+    *lt_won = cu_lt_stats(&m, 0, &st) && st.wins;
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    gemm_shell_free(&m);
+    return rc;
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
-                           op_mlp_gu};
+                           op_mlp_gu,    op_gemm_speed};
 
 }   // namespace
 

@@ -65,6 +65,11 @@ typedef struct {
     /* out (T, I) = bf16(silu(g) u) for gu = bf16(bf16(x) bf16(W)ᵀ) (T, 2I), W (2I, in): the
      * gate/up GEMM with bf16 output and the SwiGLU that reads it */
     int (*mlp_gu)(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e);
+    /* Benchmark, not parity: seconds a call of GEMM form kind (0: fp32 out, 1: fp32 y += 0.5 ·,
+     * 2: bf16 out; y (T, out) = x (T, in) Wᵀ) takes with SALA_CUDA_LT=0 (cublasGemmEx) and with
+     * the timed cuBLASLt choice, over reps calls each; *lt_won: the choice is cuBLASLt. */
+    int (*gemm_speed)(int kind, int out, int in, int T, int reps, double *sec_ex, double *sec_lt,
+                      int *lt_won, sala_err *e);
 } sala_cuda_ops;
 
 #endif
