@@ -10,7 +10,8 @@
  * fastest Lt candidate even where cublasGemmEx won, an error where none ran (parity tests);
  * otherwise the timed choice.
  * Only full chunks (T == CU_CHUNK) are timed (cu_lt_gemm says why). Invariant: a cached entry's
- * descriptors describe exactly its key; a failing Lt call marks the entry unusable and the caller falls back. */
+ * descriptors describe exactly its key; a failing Lt call marks the entry unusable and the caller
+ * falls back. */
 #include "engine/cuda/cu_int.h"
 
 #include <cublasLt.h>
