@@ -158,7 +158,7 @@ static void t_gemm(void)
     CU_ASSERT_EQUAL_FATAL(O->gemm(W, out, in, x, T, y, &e), SALA_OK);
     st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
                    .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
-    float *tile = malloc((size_t)out * in * 4);
+    float *tile = malloc((size_t)out * in * 4 * (size_t)omp_get_max_threads());   /* a thread's */
     cpu_matmul(&t, x, T, yr, tile, (int64_t)out * in);
     double rel, mr;
     diff(y, yr, (size_t)T * out, &rel, &mr);
