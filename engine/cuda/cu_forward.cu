@@ -53,11 +53,6 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
  *   gu16: the gate/up GEMM writes bf16, SwiGLU reads it (SALA_CUDA_GU=f32: fp32 + k_swiglu).
  * Both read at each step. */
 #define CU_FOLD_MIN 8
-static bool env_is(const char *name, const char *val)
-{
-    const char *v = getenv(name);
-    return v && !strcmp(v, val);
-}
 
 #define GEMM(...) do { cu_prof_mark(m, OP_GEMM); CU_TRY(cu_gemm(m, __VA_ARGS__, e)); } while (0)
 #define K(cat, call) do { cu_prof_mark(m, cat); CUDA_CHECK(call); } while (0)
@@ -249,8 +244,8 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale_cu(c);
     const int64_t p0 = s->len;
     cudaStream_t st = m->st;
-    const bool fold = T > CU_FOLD_MIN && !env_is("SALA_CUDA_RES", "old");
-    const bool gu16 = T > CU_FOLD_MIN && !env_is("SALA_CUDA_GU", "f32");
+    const bool fold = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_RES", "old");
+    const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
 
     CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */

@@ -536,13 +536,8 @@ static size_t score_mma_smem(int d, int lg)
  * (the stage-1 kernel and split thresholds before V2),
  * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter top-K for
  * every launch). */
-static bool env_is(const char *name, const char *val)
-{
-    const char *s = getenv(name);
-    return s && !strcmp(s, val);
-}
-static bool score_old(void) { return env_is("SALA_CUDA_SCORE", "old"); }
-static bool topk_old(void) { return env_is("SALA_CUDA_TOPK", "old"); }
+static bool score_old(void) { return cu_env_is("SALA_CUDA_SCORE", "old"); }
+static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
 
 template <int D>
 static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
@@ -829,7 +824,7 @@ cudaError_t k_topk(cudaStream_t st, const topk_args *a)
     /* the filter where it wins (H100): few queries (decode: fewer barriers) and long rows; on
      * short rows its fixed cost (warp sorts, candidate ranks) exceeds the 32 radix passes */
     const int64_t nb_max = (a->p0 + a->t0 + a->n - 1) / a->block + 1;
-    const bool filter = env_is("SALA_CUDA_TOPK", "filter") ||
+    const bool filter = cu_env_is("SALA_CUDA_TOPK", "filter") ||
                         (!topk_old() && (a->n <= 16 || nb_max > TK_FILTER_MIN_NB));
     if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
         topk_filter_kernel<<<grid, TOPK_THREADS, 0, st>>>(*a);

@@ -18,12 +18,22 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 extern "C" {
 #include "engine/backend.h"
 }
 
 typedef __nv_bfloat16 bf16;
+
+/* An environment switch equal to val (the CUDA env switches are read at every call, so tests
+ * can flip them). */
+static inline bool cu_env_is(const char *name, const char *val)
+{
+    const char *v = getenv(name);
+    return v && !strcmp(v, val);
+}
 
 #define CUDA_CHECK(stmt) do { \
         cudaError_t err_ = (stmt); \
