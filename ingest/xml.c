@@ -6,10 +6,53 @@
 #include <libxml/hash.h>
 #include <libxml/parser.h>
 #include <libxml/tree.h>
+#include <libxml/xmlerror.h>
+#include <libxml/xmlmemory.h>
+#include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #define XML_MAX_PATH 4096
+
+/* libxml2's allocator, so that an allocation that fails inside it is known as such: libxml2
+ * reports some as parse errors ("not well-formed", a missing root, an undefined entity after
+ * it dropped the internal subset), and a document must not be rejected as malformed, nor
+ * accepted shorter, because memory ran out. The flag is per thread (workers may run
+ * extractions in threads of one process); xml_extract clears and reads it. */
+static _Thread_local bool xml_oom;
+
+static void *xml_malloc(size_t n)
+{
+    void *p = malloc(n);
+    if (!p) xml_oom = true;
+    return p;
+}
+
+static void *xml_realloc(void *q, size_t n)
+{
+    void *p = realloc(q, n);
+    if (!p) xml_oom = true;
+    return p;
+}
+
+static char *xml_strdup(const char *t)
+{
+    char *p = strdup(t);
+    if (!p) xml_oom = true;
+    return p;
+}
+
+/* libxml2 prints some errors (allocation failures, buffer errors) through its generic channel
+ * even with XML_PARSE_NOERROR; library code never prints. */
+static void xml_silent(void *ctx, const char *msg, ...)
+{
+    (void)ctx;
+    (void)msg;
+}
+
+static pthread_once_t xml_once = PTHREAD_ONCE_INIT;
+static void xml_setup(void) { xmlMemSetup(free, xml_malloc, xml_realloc, xml_strdup); }
 
 /* Never load anything: DTDs, external entities, XIncludes all come through here. */
 static xmlParserInputPtr refuse_loader(const char *url, const char *id, xmlParserCtxtPtr ctxt)
@@ -261,6 +304,9 @@ int xml_extract(const char *name, const char *buf, size_t len, int shard, int ns
     GString *text = NULL;
     char *path = NULL;
     int rc = SALA_OK;
+    pthread_once(&xml_once, xml_setup);
+    xmlSetGenericErrorFunc(NULL, xml_silent);
+    xml_oom = false;
     xmlSetExternalEntityLoader(refuse_loader);
     ctxt = xmlNewParserCtxt();
     path = g_malloc(XML_MAX_PATH);
@@ -301,5 +347,9 @@ fail:
     g_free(path);
     xmlFreeDoc(x);
     xmlFreeParserCtxt(ctxt);
+    if (xml_oom) {   /* whatever libxml2 made of it, the document was not read whole */
+        ing_doc_clear(doc);
+        rc = sala_errf(e, SALA_ENOMEM, "out of memory (libxml2)");
+    }
     return rc;
 }

@@ -21,6 +21,8 @@
 #include "engine/statefile.h"
 #include "ingest/db.h"
 #include "ingest/ingest.h"
+#include "ingest/doc.h"
+#include "ingest/xml.h"
 #include "json.h"
 #include "tests/fault.h"
 #include "tests/fuzz/fuzz_model_config.h"
@@ -370,6 +372,60 @@ static void t_ingest_enospc(void)
     sweep_ingest(FAULT_WRITE | FAULT_FSYNC | FAULT_RENAME, ENOSPC, false, "SQLite writes ENOSPC");
 }
 
+/* ---- XML extraction, libxml2's allocations too ----
+ * xml_extract in this process with every allocation counted (ours and libxml2's, routed by
+ * xmlMemSetup): each failing point ends in SALA_ENOMEM, or, where libxml2 absorbs the failure,
+ * in exactly the text of a run without faults (never a silently shorter document); LSan
+ * (make check) reports any leak. GLib's allocations (g_malloc aborts) are not counted. */
+static void sweep_xml(void)
+{
+    static const char xml[] =
+        "<?xml version=\"1.0\"?>\n<!DOCTYPE art [<!ENTITY co \"Walrus and Co\">]>\n"
+        "<art xmlns=\"urn:a\" xmlns:m=\"urn:m\"><front><title>On &co;</title>"
+        "<m:author>Ann Lee</m:author></front><body><sec id=\"s1\"><title>One</title>"
+        "<p>First <i>para</i> graph.</p><p>Second &#x263A; para.</p></sec>"
+        "<sec><title>Two</title><list><item>a</item><item>b</item></list>"
+        "<p>Third <![CDATA[raw <b>]]> text.</p></sec></body></art>\n";
+    sala_err e;
+    ing_doc base;
+    ing_doc_init(&base);
+    const int brc = xml_extract("a.xml", xml, sizeof(xml) - 1, 0, 1, &base, &e);
+    if (brc) fprintf(stderr, "\n  xml: %s\n", e.msg);
+    CU_ASSERT_EQUAL_FATAL(brc, SALA_OK);
+    CU_ASSERT_TRUE_FATAL(base.n > 0);
+    long n;
+    int fails = 0, absorbed = 0;
+    for (n = 1; n < SWEEP_MAX; n++) {
+        ing_doc d;
+        ing_doc_init(&d);
+        e.msg[0] = 0;
+        fault_arm(FAULT_ALLOC, n, 0);
+        int rc = xml_extract("a.xml", xml, sizeof(xml) - 1, 0, 1, &d, &e);
+        fault_disarm();
+        const bool fired = fault_fired();
+        if (rc == SALA_OK) {
+            bool same = d.n == base.n;
+            for (size_t i = 0; same && i < d.n; i++)
+                same = !strcmp(d.segs[i].text, base.segs[i].text) &&
+                       !strcmp(d.segs[i].locator, base.segs[i].locator);
+            if (!same) fprintf(stderr, "\n  n=%ld: succeeded with other text\n", n);
+            CU_ASSERT_TRUE(same);
+            absorbed += fired;
+        } else {
+            fails++;
+            CU_ASSERT(fired);
+            if (rc != SALA_ENOMEM) fprintf(stderr, "\n  n=%ld: status %d: %s\n", n, rc, e.msg);
+            CU_ASSERT_EQUAL(rc, SALA_ENOMEM);
+        }
+        ing_doc_clear(&d);
+        if (rc == SALA_OK && !fired) break;
+    }
+    CU_ASSERT(n < SWEEP_MAX);
+    ing_doc_clear(&base);
+    fprintf(stderr, " [xml + libxml2: %ld allocation points, %d failed cleanly, %d absorbed] ",
+            n - 1, fails, absorbed);
+}
+
 SALA_SUITE(fault)
 {
     SALA_ADD("fault", {"model loader: every allocation, cJSON's too", t_model_alloc},
@@ -382,5 +438,6 @@ SALA_SUITE(fault)
              {"ingest one document: every allocation", t_ingest_alloc},
              {"ingest one document: every allocation, SQLite's too", t_ingest_sqlite_alloc},
              {"ingest one document: every SQLite write, EIO", t_ingest_eio},
-             {"ingest one document: every SQLite write, ENOSPC", t_ingest_enospc});
+             {"ingest one document: every SQLite write, ENOSPC", t_ingest_enospc},
+             {"XML extraction: every allocation, libxml2's too", sweep_xml});
 }
