@@ -310,11 +310,19 @@ static void test_job_prefill_parse(void)
     CU_ASSERT(!strncmp(j.summary, "context c: 1200 tokens", 22));
     CU_ASSERT_EQUAL(j.done, 0);
     /* Its cancel is SIGINT (sala prefill stops between chunks and saves nothing), not SIGTERM:
-     * a child that exits 3 on SIGINT only. */
+     * a child that exits 3 on SIGINT only. Started while this process ignores SIGINT, as a TUI
+     * run as a background job of a non-interactive shell does: the job must not inherit that
+     * (a shell cannot trap a signal ignored on entry). */
     char *argv[] = {"/bin/sh", "-c", "trap 'exit 3' INT; echo ready; while :; do sleep 0.05; done",
                     NULL};
     sala_err e = {0, ""};
-    CU_ASSERT_FATAL(ui_job_start(&j, "prefill", argv, &e) == SALA_OK);
+    struct sigaction ign, old;
+    memset(&ign, 0, sizeof(ign));
+    ign.sa_handler = SIG_IGN;
+    sigaction(SIGINT, &ign, &old);
+    const int started = ui_job_start(&j, "prefill", argv, &e);
+    sigaction(SIGINT, &old, NULL);
+    CU_ASSERT_FATAL(started == SALA_OK);
     CU_ASSERT(j.prefill);
     double t0 = sala_now();
     while (strcmp(j.last, "ready") != 0 && sala_now() - t0 < 5) {

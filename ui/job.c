@@ -108,6 +108,17 @@ int ui_job_start(ui_job *j, const char *title, char *const argv[], sala_err *e)
     }
     if (pid == 0) {
         setpgid(0, 0);
+        /* The cancel signals must reach the job: an ignored disposition and a blocked mask
+         * survive exec (a TUI started as a background job of a non-interactive shell ignores
+         * SIGINT), and a shell cannot even trap a signal it was started with ignored. */
+        struct sigaction dfl;
+        memset(&dfl, 0, sizeof(dfl));
+        dfl.sa_handler = SIG_DFL;
+        const int sigs[] = {SIGINT, SIGTERM, SIGQUIT, SIGPIPE};
+        for (size_t i = 0; i < SALA_ARRAY_LEN(sigs); i++) sigaction(sigs[i], &dfl, NULL);
+        sigset_t none;
+        sigemptyset(&none);
+        sigprocmask(SIG_SETMASK, &none, NULL);
         int nul = open("/dev/null", O_RDONLY);
         if (nul >= 0) dup2(nul, 0);
         dup2(po[1], 1);
