@@ -214,13 +214,18 @@ cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, in
     return cudaGetLastError();
 }
 
-static __global__ void swiglu_kernel(const float *gu, int T, int I, bf16 *out)
+static __device__ __forceinline__ float as_f32(float v) { return v; }
+static __device__ __forceinline__ float as_f32(bf16 v) { return __bfloat162float(v); }
+
+/* SwiGLU for any I and alignment: gu (T, gate|up) fp32 or bf16 -> out (T, I) bf16. */
+template <typename In>
+static __global__ void swiglu_kernel(const In *gu, int T, int I, bf16 *out)
 {
     const size_t n = (size_t)T * I;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / I, j = i % I;
-        const float g = gu[t * 2 * I + j], u = gu[t * 2 * I + I + j];
+        const float g = as_f32(gu[t * 2 * I + j]), u = as_f32(gu[t * 2 * I + I + j]);
         out[i] = __float2bfloat16(g * sigm(g) * u);
     }
 }
@@ -248,20 +253,8 @@ cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out)
     if (!cu_decode_old() && I % 4 == 0 && T <= 65535 && al16(gu) && al8(out))
         swiglu4_kernel<<<dim3((I / 4 + 255) / 256, T), 256, 0, st>>>(gu, I, out);
     else
-        swiglu_kernel<<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
+        swiglu_kernel<float><<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
     return cudaGetLastError();
-}
-
-static __global__ void swiglu_bf16_kernel(const bf16 *gu, int T, int I, bf16 *out)
-{
-    const size_t n = (size_t)T * I;
-    for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
-         i += (size_t)gridDim.x * blockDim.x) {
-        const size_t t = i / I, j = i % I;
-        const float g = __bfloat162float(gu[t * 2 * I + j]);
-        const float u = __bfloat162float(gu[t * 2 * I + I + j]);
-        out[i] = __float2bfloat16(g * sigm(g) * u);
-    }
 }
 
 /* grid (column blocks of 256 groups of 8, T): 16-byte loads of 8 bf16 of g and of u. I % 8 == 0. */
@@ -290,7 +283,7 @@ cudaError_t k_swiglu_bf16(cudaStream_t st, const bf16 *gu, int T, int I, bf16 *o
     if (I % 8 == 0 && T <= 65535 && al16(gu) && al16(out))
         swiglu8_bf16_kernel<<<dim3((I / 8 + 255) / 256, T), 256, 0, st>>>(gu, I, out);
     else
-        swiglu_bf16_kernel<<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
+        swiglu_kernel<bf16><<<grid_for((size_t)T * I), 256, 0, st>>>(gu, T, I, out);
     return cudaGetLastError();
 }
 
