@@ -72,22 +72,90 @@ static int prefill(bench *b, void *seq, const int32_t *tok, int64_t L, double *s
     return rc;
 }
 
-static int decode(bench *b, void *seq, int steps, double *tps, sala_err *e)
+/* steps greedy decode steps from *t; *sec = their wall seconds. */
+static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec, sala_err *e)
 {
-    int32_t t = 5;
     int64_t row = 0;
-    eng_forward_args a = {.tokens = &t, .n = 1, .rows = &row, .nrows = 1, .logits = b->logits};
-    int rc = b->be->forward(seq, &a, e);   /* warm */
+    eng_forward_args a = {.tokens = t, .n = 1, .rows = &row, .nrows = 1, .logits = b->logits};
+    int rc = SALA_OK;
     double t0 = sala_now();
     for (int i = 0; i < steps && !rc; i++) {
         rc = b->be->forward(seq, &a, e);
         int64_t best = 0;
         for (int64_t j = 1; j < b->vocab; j++)
             if (b->logits[j] > b->logits[best]) best = j;
-        t = (int32_t)best;
+        *t = (int32_t)best;
     }
-    *tps = steps / (sala_now() - t0);
+    *sec = sala_now() - t0;
     return rc;
+}
+
+/* What a decode measurement reports (all per step, seconds). */
+typedef struct {
+    double first;          /* the warm step (with a graph: its capture) */
+    double graph, plain;   /* wall: default launches (a CUDA graph unless SALA_CUDA_GRAPH=0),
+                              SALA_CUDA_GRAPH=0 */
+    double prof;           /* wall of the profiled steps (plain launches, events around each) */
+    eng_profile p;         /* device seconds per category over the profiled steps */
+    int n;                 /* steps of each kind */
+} dec_stats;
+
+/* Decode at the sequence's length: a warm step, then `steps` steps with the default launches,
+ * `steps` with SALA_CUDA_GRAPH=0 (the backend reads it per step), and `steps` profiled (an event
+ * before and after every launch: the kernels' time per category, and OP_IDLE between launches;
+ * profiling turns the graph off). All on the same sequence, so positions differ by <= 3 steps. */
+static int decode(bench *b, void *seq, int steps, dec_stats *d, sala_err *e)
+{
+    int32_t t = 5;
+    double s = 0;
+    memset(d, 0, sizeof(*d));
+    d->n = steps;
+    int rc = decode_steps(b, seq, 1, &t, &d->first, e);
+    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
+    d->graph = s / steps;
+    const char *g = getenv("SALA_CUDA_GRAPH");
+    char keep[64] = "";
+    if (g) snprintf(keep, sizeof(keep), "%s", g);
+    setenv("SALA_CUDA_GRAPH", "0", 1);
+    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
+    d->plain = s / steps;
+    if (!rc) {
+        b->be->profile(b->bm, 1, NULL);
+        rc = decode_steps(b, seq, steps, &t, &s, e);
+        d->prof = s / steps;
+        b->be->profile(b->bm, 0, &d->p);
+    }
+    if (g) setenv("SALA_CUDA_GRAPH", keep, 1);
+    else unsetenv("SALA_CUDA_GRAPH");
+    return rc;
+}
+
+/* The decode lines: tok/s both ways, then per step the kernels by category, their sum, and the
+ * plain step's wall minus that sum (gaps: launch overhead the device saw, host work between
+ * steps). */
+static void print_decode(int64_t L, const dec_stats *d)
+{
+    printf("  decode at %8lld tokens: %.1f tokens/s (%s), %.1f with SALA_CUDA_GRAPH=0; "
+           "first step %.2f ms\n", (long long)L, 1.0 / d->graph,
+           getenv("SALA_CUDA_GRAPH") ? "SALA_CUDA_GRAPH set" : "graph", 1.0 / d->plain,
+           1e3 * d->first);
+    const double steps = d->n;
+    double ker = 0;
+    for (int i = 0; i < d->p.nops; i++)
+        if (strcmp(d->p.op_name[i], "idle")) ker += d->p.op_seconds[i];
+    printf("      per step (plain launches, profiled): ");
+    for (int i = 0; i < d->p.nops; i++)
+        printf("%s %.3f ms, ", d->p.op_name[i], 1e3 * d->p.op_seconds[i] / steps);
+    printf("kernels %.3f ms; wall %.3f ms plain (%.3f profiled, %.3f graph): gaps %.3f ms\n",
+           1e3 * ker / steps, 1e3 * d->plain, 1e3 * d->prof, 1e3 * d->graph,
+           1e3 * (d->plain - ker / steps));
+    printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
+           "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,\"plain_step_ms\":%.4f,"
+           "\"profiled_step_ms\":%.4f,\"kernels_ms\":%.4f", (long long)L, 1.0 / d->graph,
+           1.0 / d->plain, 1e3 * d->first, 1e3 * d->plain, 1e3 * d->prof, 1e3 * ker / steps);
+    for (int i = 0; i < d->p.nops; i++)
+        printf(",\"%s_ms\":%.4f", d->p.op_name[i], 1e3 * d->p.op_seconds[i] / steps);
+    printf("}\n");
 }
 
 static void print_profile(const eng_profile *p, double ttft)
@@ -235,13 +303,13 @@ int bench_gpu(int argc, char **argv)
                 printf(",\"%s_s\":%.4f", prof.op_name[k], prof.op_seconds[k]);
             printf("}\n");
             fflush(stdout);
-            if (L[i] == 32768 || L[i] == Lmax)
-                rc = decode(&b, seq, steps, &tps[i], &e);
-            if (!rc && tps[i] > 0) {
-                printf("  decode at %8lld tokens: %.1f tokens/s (%d steps)\n", (long long)L[i],
-                       tps[i], steps);
-                printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f}\n",
-                       (long long)L[i], tps[i]);
+            if (L[i] == 32768 || L[i] == Lmax) {
+                dec_stats d;
+                rc = decode(&b, seq, steps, &d, &e);
+                if (!rc) {
+                    tps[i] = 1.0 / d.graph;
+                    print_decode(L[i], &d);
+                }
             }
         }
         b.be->seq_free(seq);

@@ -408,7 +408,8 @@ static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, uint64_t
 
 static void t_sparse_prep(void)
 {
-    sparse_prep_case(1, 32, 2, 128, 70, 65);    /* decode, real heads */
+    sparse_prep_case(1, 32, 2, 128, 70, 65);    /* decode, real heads (position read from device
+                                                   memory, the graph form: cu_testops) */
     sparse_prep_case(7, 4, 2, 64, 3, 66);
     sparse_prep_case(2, 3, 1, 5, 1, 67);        /* scalar kernel (odd d) */
 }
@@ -1224,6 +1225,87 @@ static void b_fork_shared(void)
     eng_engine_close(en);
 }
 
+/* Decode step t of g (SALA_CUDA_GRAPH=force: a replayed or captured CUDA graph, an error if the
+ * step cannot take one) and of p (SALA_CUDA_GRAPH=0: plain launches), same token: |dlogit|. */
+static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, float *lp, int64_t V)
+{
+    sala_err e = {0};
+    setenv("SALA_CUDA_GRAPH", "force", 1);
+    int rc = eng_seq_decode(g, t, lg, &e);
+    setenv("SALA_CUDA_GRAPH", "0", 1);
+    if (!rc) rc = eng_seq_decode(p, t, lp, &e);
+    unsetenv("SALA_CUDA_GRAPH");
+    if (rc) {
+        fprintf(stderr, "\n  decode: %s", e.msg);
+        return INFINITY;
+    }
+    return max_abs_diff(lg, lp, (size_t)V);
+}
+
+/* The CUDA graph of a decode step against plain launches, bit for bit (same kernels, same
+ * arguments; the position comes from device memory in the graph). Tiny model (dense_len 1024,
+ * K1 windows every 16 tokens, K2 every 64): G and P (a copying fork of G) from 1000 tokens,
+ * 100 steps in turn (the dense -> sparse crossing at 1023, compression windows completed at
+ * many steps, two sequences' steps interleaved on one model); then G saved and loaded back (new
+ * caches: a re-capture) and G regrown by a 2000-token prefill (new scratch: a re-capture) and
+ * rewound to the checkpoint before that prefill, with P doing the same, 20 steps after each. */
+static void b_graph(void)
+{
+    eng_engine *en = open_cuda();
+    const int64_t V = eng_engine_config(en)->vocab_size, N = 1000;
+    int32_t *ids = malloc((size_t)(N + 2400) * 4);
+    float *lg = malloc((size_t)V * 4), *lp = malloc((size_t)V * 4);
+    eng_rng r;
+    eng_rng_seed(&r, 53);
+    for (int64_t i = 0; i < N + 2400; i++)
+        ids[i] = (int32_t)(3 + eng_rng_next(&r) % (uint64_t)(V - 3));
+    sala_err e = {0};
+    eng_seq *G = NULL, *P = NULL;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &G, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(G, ids, N, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(fork_copy(G, &P), SALA_OK);
+    double d[4] = {0, 0, 0, 0};
+    for (int i = 0; i < 100; i++) {
+        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V);
+        if (!(x <= d[0])) d[0] = x;
+    }
+    mem_store ms = {.ns = 0};
+    const eng_state_reader rd = {mem_size, mem_read, &ms};
+    eng_seq *L = NULL;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_save(G, mem_write, &ms, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_load(en, &rd, &L, &e), SALA_OK);
+    mem_free(&ms);
+    eng_seq_free(G);
+    G = L;
+    for (int i = 0; i < 20; i++) {
+        const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V);
+        if (!(x <= d[1])) d[1] = x;
+    }
+    CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(G, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(P, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(G, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
+    for (int i = 0; i < 20; i++) {
+        const double x = graph_twin_step(G, P, ids[N + 2120 + i], lg, lp, V);
+        if (!(x <= d[2])) d[2] = x;
+    }
+    int64_t rg = -1, rp = -1;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_truncate(G, N + 120, &rg, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_truncate(P, N + 120, &rp, &e), SALA_OK);
+    CU_ASSERT(rg == N + 120 && rp == N + 120);
+    for (int i = 0; i < 20; i++) {
+        const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V);
+        if (!(x <= d[3])) d[3] = x;
+    }
+    fprintf(stderr, "\n  graph vs plain decode: max |dlogit| %g (100 steps from %lld), %g (loaded), "
+            "%g (after a 2000-token prefill), %g (rewound to %lld)", d[0], (long long)N, d[1],
+            d[2], d[3], (long long)(N + 120));
+    for (int i = 0; i < 4; i++) CU_ASSERT(d[i] == 0);
+    eng_seq_free(G), eng_seq_free(P);
+    free(ids), free(lg), free(lp);
+    eng_engine_close(en);
+}
+
 /* The fallback where VMM is off: caches in one allocation each, forks copy. */
 static void b_fork_plain(void)
 {
@@ -1248,5 +1330,6 @@ void suite_cuda_batch(void)
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_batch", {"batched decode == single decode (6 lengths, 16 steps)", b_parity},
              {"shared fork == copied fork; copy-on-write both ways (VMM)", b_fork_shared},
+             {"decode through the CUDA graph == plain launches (bit for bit)", b_graph},
              {"fallback without VMM: copying forks, batched decode", b_fork_plain});
 }

@@ -124,7 +124,7 @@ static void cu_model_free(void *bm)
     cudaFree(m->inv_freq);
     cudaFree(m->dec);
     cudaFree(m->blas_ws);
-    for (int i = 0; i < 1024; i++)
+    for (int i = 0; i < CU_PROF_EV; i++)
         if (m->prof.ev[i]) cudaEventDestroy(m->prof.ev[i]);
     for (int i = 0; i < CU_SIDE; i++) {
         if (m->side[i]) cudaStreamDestroy(m->side[i]);
@@ -272,7 +272,7 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         free(inv), free(dec), free(slope);
         if (rc) goto fail;
     }
-    for (int i = 0; i < 1024; i++)
+    for (int i = 0; i < CU_PROF_EV; i++)
         if (cudaEventCreate(&m->prof.ev[i]) != cudaSuccess) {
             rc = sala_errf(e, SALA_EINTERNAL, "CUDA: cudaEventCreate failed");
             goto fail;
@@ -416,13 +416,19 @@ void cu_prof_mark(cu_model *m, int cat)
 {
     cu_prof *p = &m->prof;
     if (!p->on) return;
-    if (p->nev == 1024) cu_prof_flush(m);
+    if (p->nev == CU_PROF_EV) cu_prof_flush(m);
     cudaEventRecord(p->ev[p->nev], m->st);
     p->cat[p->nev++] = cat;
 }
 
+void cu_prof_end(cu_model *m)
+{
+    cu_prof_mark(m, OP_IDLE);
+}
+
 static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
-                                           "sparse_attn", "dense_attn", "other", "topk"};
+                                           "sparse_attn", "dense_attn", "other", "topk",
+                                           "idle"};
 
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {
@@ -456,10 +462,10 @@ static void seq_scratch_free(cu_seq *s)
 {
     void *ps[] = {s->tok, s->rows, s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act,
                   s->hf, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh, s->Sb, s->Ab, s->logits,
-                  s->sel, s->score};
+                  s->sel, s->score, s->dstep};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
     cudaFreeHost(s->sel_host);
-    s->tok = s->rows = s->sel = s->sel_host = NULL;
+    s->tok = s->rows = s->sel = s->sel_host = s->dstep = NULL;
     s->x = s->a = s->proj = s->o = s->gu = s->Qh = s->Qd = s->Kh = s->Kw = s->Vh = s->Oh = NULL;
     s->Sb = s->Ab = s->logits = s->score = NULL;
     s->h = s->ob = s->Qb = s->act = s->hf = NULL;
@@ -496,6 +502,7 @@ static void cu_seq_free(void *bs)
     ckpt_clear(s, 0);
     free(s->ckpt);
     seq_scratch_free(s);
+    cu_graph_free(s);
     free(s);
 }
 
@@ -520,6 +527,7 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
     int rc;
     if ((rc = dalloc((void **)&s->tok, t * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->rows, CU_LOGIT_ROWS * 4, NULL, e)) ||
+        (rc = dalloc((void **)&s->dstep, 16, NULL, e)) ||
         (rc = dalloc((void **)&s->x, t * D * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->a, t * D * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->h, t * D * 2, NULL, e)) ||

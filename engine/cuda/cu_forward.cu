@@ -54,8 +54,183 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
  * Both read at each step. */
 #define CU_FOLD_MIN 8
 
-#define GEMM(...) do { cu_prof_mark(m, OP_GEMM); CU_TRY(cu_gemm(m, __VA_ARGS__, e)); } while (0)
-#define K(cat, call) do { cu_prof_mark(m, cat); CUDA_CHECK(call); } while (0)
+/* A launch: marked in the profile before and after (the time between two launches is OP_IDLE),
+ * and skipped while a replayed graph segment has made it (m->gskip). */
+#define GEMM(...) do { \
+        if (!m->gskip) { \
+            cu_prof_mark(m, OP_GEMM); \
+            CU_TRY(cu_gemm(m, __VA_ARGS__, e)); \
+            cu_prof_end(m); \
+        } \
+    } while (0)
+#define K(cat, call) do { \
+        if (!m->gskip) { \
+            cu_prof_mark(m, cat); \
+            CUDA_CHECK(call); \
+            cu_prof_end(m); \
+        } \
+    } while (0)
+
+static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int ld, int T,
+                     int64_t p0);
+
+/* ---- CUDA graph of a single-sequence decode step (T = 1, one logits row) ----
+ * The step's launches fall into static segments (their arguments are the same at every step:
+ * shapes and device addresses; the position is read from s->dstep by the two kernels that need
+ * it, sparse_prep and the fused lightning decode) and, in each sparse layer, one dynamic segment
+ * (compression, stage 1, top-K, attention: grids and arguments that follow the length; cu_infllm
+ * takes them by value) launched directly every step. A static segment is captured once
+ * (cudaStreamBeginCapture .. EndCapture, instantiated) and replayed with cudaGraphLaunch while
+ * the host code runs as before with its launches skipped (host-side state such as n1/n2 keeps
+ * moving). The segments are re-captured when any device address they baked in changes (graph_key:
+ * scratch regrown, caches moved, a loaded state). No graph: SALA_CUDA_GRAPH=0 (read per step),
+ * profiling on, select hooks, per-layer timing, SALA_CUDA_DECODE=old, a lightning shape without
+ * the fused decode kernel. */
+
+static const int64_t *step_pos(const cu_seq *s)
+{
+    return s->m->gmode != CU_G_OFF ? (const int64_t *)(s->dstep + 2) : NULL;
+}
+
+/* Start of a static segment: capture it, or launch its graph and skip its launches. */
+static int seg_begin(cu_seq *s, sala_err *e)
+{
+    cu_model *m = s->m;
+    if (m->gmode == CU_G_OFF) return SALA_OK;
+    if (m->gseg >= s->g.nseg)
+        return sala_errf(e, SALA_EINTERNAL, "CUDA graph: segment %d of %d", m->gseg, s->g.nseg);
+    if (m->gmode == CU_G_CAPTURE) {
+        CUDA_CHECK(cudaStreamBeginCapture(m->st, cudaStreamCaptureModeThreadLocal));
+    } else {
+        CUDA_CHECK(cudaGraphLaunch(s->g.ex[m->gseg], m->st));
+        m->gskip = true;
+    }
+    return SALA_OK;
+}
+
+/* End of a static segment: instantiate and launch what was captured. */
+static int seg_end(cu_seq *s, sala_err *e)
+{
+    cu_model *m = s->m;
+    if (m->gmode == CU_G_OFF) return SALA_OK;
+    if (m->gmode == CU_G_CAPTURE) {
+        cudaGraph_t gr = NULL;
+        CUDA_CHECK(cudaStreamEndCapture(m->st, &gr));
+        cudaGraphExec_t ex = NULL;
+        const cudaError_t err = cudaGraphInstantiate(&ex, gr, 0);
+        cudaGraphDestroy(gr);
+        CUDA_CHECK(err);
+        s->g.ex[m->gseg] = ex;
+        CUDA_CHECK(cudaGraphLaunch(ex, m->st));
+    }
+    m->gskip = false;
+    m->gseg++;
+    return SALA_OK;
+}
+
+static void graph_drop(cu_graph *g)
+{
+    for (int i = 0; i < g->nseg; i++)
+        if (g->ex[i]) cudaGraphExecDestroy(g->ex[i]);
+    free(g->ex);
+    free(g->key);
+    g->ex = NULL;
+    g->key = NULL;
+    g->nseg = g->nkey = 0;
+    g->ok = false;
+}
+
+void cu_graph_free(cu_seq *s)
+{
+    graph_drop(&s->g);
+}
+
+/* The device addresses a decode step's static segments bake in (k: room for graph_key_n). */
+static int graph_key_n(const cu_model *m) { return 24 + 2 * (int)m->c.n_sparse; }
+static int graph_key(const cu_seq *s, void **k)
+{
+    int n = 0;
+    void *fixed[] = {s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act, s->hf,
+                     s->logits, s->dstep, s->S, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh,
+                     s->Sb, s->Ab, (void *)(intptr_t)s->tmax};
+    for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) k[n++] = fixed[i];
+    for (int64_t i = 0; i < s->m->c.n_sparse; i++) {
+        k[n++] = s->K[i];
+        k[n++] = s->V[i];
+    }
+    return n;
+}
+
+/* Whether this step (T tokens, nout logits rows) runs through the graph; sets m->gmode to
+ * CU_G_REPLAY (s's graph fits) or CU_G_CAPTURE (s's graph dropped, room for a new one). */
+static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *fa, sala_err *e)
+{
+    cu_model *m = s->m;
+    const eng_config *c = &m->c;
+    m->gmode = CU_G_OFF;
+    m->gseg = 0;
+    m->gskip = false;
+    if (T != 1 || nout != 1 || cu_env_is("SALA_CUDA_GRAPH", "0")) return SALA_OK;
+    /* SALA_CUDA_GRAPH=force (tests): a decode step that cannot take the graph is an error */
+    const int no = cu_env_is("SALA_CUDA_GRAPH", "force") ? SALA_EUNSUP : SALA_OK;
+    if (fa->select_fn || fa->layer_seconds || m->prof.on || cu_decode_old())
+        return no ? sala_errf(e, no, "CUDA graph forced: hooks, timing or SALA_CUDA_DECODE=old")
+                  : SALA_OK;
+    for (int l = 0; l < c->num_hidden_layers; l++)
+        if (c->mixer[l] != ENG_MIXER_SPARSE) {
+            la_args la = la_of(s, &m->L[l], s->proj, m->L[l].nin, 1, s->len);
+            if (!cu_la_decode_fused(&la))
+                return no ? sala_errf(e, no, "CUDA graph forced: no fused lightning decode")
+                          : SALA_OK;
+        }
+    void *k[24 + 2 * 64];
+    if (graph_key_n(m) > (int)(sizeof(k) / sizeof(k[0])))
+        return no ? sala_errf(e, no, "CUDA graph forced: %lld sparse layers",
+                              (long long)c->n_sparse) : SALA_OK;
+    const int nk = graph_key(s, k);
+    cu_graph *g = &s->g;
+    if (g->ok && g->nkey == nk && !memcmp(g->key, k, (size_t)nk * sizeof(void *))) {
+        m->gmode = CU_G_REPLAY;
+        return SALA_OK;
+    }
+    graph_drop(g);
+    const int nseg = 1 + (int)c->n_sparse;
+    g->ex = (cudaGraphExec_t *)calloc((size_t)nseg, sizeof(cudaGraphExec_t));
+    g->key = (void **)malloc((size_t)nk * sizeof(void *));
+    if (!g->ex || !g->key) {
+        graph_drop(g);
+        return sala_errf(e, SALA_ENOMEM, "CUDA graph: out of memory");
+    }
+    g->nseg = nseg;
+    memcpy(g->key, k, (size_t)nk * sizeof(void *));
+    g->nkey = nk;
+    g->captures++;
+    m->gmode = CU_G_CAPTURE;
+    return SALA_OK;
+}
+
+/* After the step: a capture that completed every segment makes s's graph valid; a failed step
+ * ends a capture still open and drops the graph. */
+static void graph_finish(cu_seq *s, int rc)
+{
+    cu_model *m = s->m;
+    if (m->gmode == CU_G_OFF) return;
+    cudaStreamCaptureStatus cs = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(m->st, &cs) == cudaSuccess && cs != cudaStreamCaptureStatusNone) {
+        cudaGraph_t gr = NULL;
+        if (cudaStreamEndCapture(m->st, &gr) == cudaSuccess && gr) cudaGraphDestroy(gr);
+        cudaGetLastError();
+    }
+    if (m->gmode == CU_G_CAPTURE) {
+        if (!rc && m->gseg == s->g.nseg) s->g.ok = true;
+        else graph_drop(&s->g);
+    } else if (rc) {
+        graph_drop(&s->g);
+    }
+    m->gmode = CU_G_OFF;
+    m->gseg = 0;
+    m->gskip = false;
+}
 
 /* The shapes a sparse layer's launches need. */
 typedef struct {
@@ -89,7 +264,9 @@ static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, int ld
     cu_model *m = s->m;
     const cudaStream_t st = m->st;
     const int li = z->li, k1 = z->k1, s1 = z->s1, row = z->nkv * z->hd;
-    K(OP_OTHER, k_sparse_prep(st, proj, ld, T, z->nh, z->nkv, z->hd, Qb, s->K[li], s->V[li], p0));
+    K(OP_OTHER, k_sparse_prep(st, proj, ld, T, z->nh, z->nkv, z->hd, Qb, s->K[li], s->V[li], p0,
+                              step_pos(s)));
+    CU_TRY(seg_end(s, e));   /* a graph step: the rest of the layer's attention is dynamic */
     const int64_t w1 = nwin(p0 + T, k1, s1), w2 = nwin(p0 + T, 4 * k1, 4 * s1);
     K(OP_SCORE, k_compress(st, s->K[li], row, s->n1[li], w1, k1, s1, s->K1[li]));
     K(OP_SCORE, k_compress(st, s->K[li], row, s->n2[li], w2, 4 * k1, 4 * s1, s->K2[li]));
@@ -103,9 +280,12 @@ static int out_proj(cu_seq *s, const bf16 *W, int out, int in, const bf16 *o, in
                     const float *rs, sala_err *e)
 {
     cu_model *m = s->m;
+    if (m->gskip) return SALA_OK;
     cu_prof_mark(m, OP_GEMM);
-    if (rs) return cu_gemm_acc(m, W, out, in, o, T, *rs, s->x, out, e);
-    return cu_gemm(m, W, out, in, o, T, s->a, out, e);
+    if (rs) CU_TRY(cu_gemm_acc(m, W, out, in, o, T, *rs, s->x, out, e));
+    else CU_TRY(cu_gemm(m, W, out, in, o, T, s->a, out, e));
+    cu_prof_end(m);
+    return SALA_OK;
 }
 
 static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forward_args *fa,
@@ -158,6 +338,7 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
         }
     }
     const int nq = nh * hd;
+    CU_TRY(seg_begin(s, e));
     K(OP_OTHER, k_gate(st, s->o, s->proj, L->nin, L->nq + L->nk + L->nv, T, nq, s->ob));
     return out_proj(s, L->w_o, D, nq, s->ob, T, fold, e);
 }
@@ -178,6 +359,7 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
     la.nh = nh;
     la.d = d;
     la.p0 = p0;
+    la.p0d = step_pos(s);
     la.qn = L->q_norm;
     la.kn = L->k_norm;
     la.on = L->o_norm;
@@ -209,6 +391,7 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, const float 
     } else {
         cu_prof_mark(m, OP_LIGHTNING);
         CU_TRY(cu_lightning_prefill(m->blas, st, &la, m->la_compute, e));
+        cu_prof_end(m);
     }
     K(OP_LIGHTNING, k_la_out(st, &la, s->ob));
     return out_proj(s, L->w_o, D, nh * d, s->ob, T, fold, e);
@@ -235,8 +418,8 @@ int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
     return SALA_OK;
 }
 
-static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
-                        float *logits, const eng_forward_args *fa, sala_err *e)
+static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
+                    float *logits, const eng_forward_args *fa, sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
@@ -253,8 +436,17 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     CU_TRY(cu_seq_cap(s, p0 + T, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
-    CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
-    K(OP_OTHER, k_embed(st, m->embed, s->tok, T, D, (float)c->scale_emb, s->x));
+    CU_TRY(graph_setup(s, T, nout, fa, e));
+    const bool graph = m->gmode != CU_G_OFF;
+    if (graph) {   /* token, logits row 0, position: what a replayed step reads */
+        int32_t up[4] = {tok[0], 0, 0, 0};
+        memcpy(up + 2, &p0, sizeof(p0));
+        CUDA_CHECK(cudaMemcpyAsync(s->dstep, up, sizeof(up), cudaMemcpyHostToDevice, st));
+    } else {
+        CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
+    }
+    CU_TRY(seg_begin(s, e));
+    K(OP_OTHER, k_embed(st, m->embed, graph ? s->dstep : s->tok, T, D, (float)c->scale_emb, s->x));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fa->layer_seconds ? sala_now_cu() : 0;
         const cu_layer *L = &m->L[l];
@@ -268,6 +460,7 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
             bf16 *gb = (bf16 *)s->gu;
             cu_prof_mark(m, OP_GEMM);
             CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, s->h, T, gb, 2 * I, e));
+            cu_prof_end(m);
             K(OP_OTHER, k_swiglu_bf16(st, gb, T, I, s->act));
         } else {
             GEMM(L->w_gu, 2 * I, D, s->h, T, s->gu, 2 * I);           /* (T, gate|up) */
@@ -276,6 +469,7 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
         if (fold) {
             cu_prof_mark(m, OP_GEMM);
             CU_TRY(cu_gemm_acc(m, L->w_down, D, I, s->act, T, rs, s->x, D, e));
+            cu_prof_end(m);
         } else {
             GEMM(L->w_down, D, I, s->act, T, s->a, D);
         }
@@ -288,6 +482,14 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
     s->len = p0 + T;
     /* logits = lm_head(RMSNorm(x) * dim_model_base / hidden), requested rows only */
     const float ls = (float)(c->dim_model_base / (double)c->hidden_size);
+    if (graph) {   /* rows == {0}, uploaded with the token */
+        K(OP_OTHER, k_norm_rows(st, s->x, s->dstep + 1, 1, D, m->final_norm, eps, ls, s->hf));
+        GEMM(m->lm_head, V, D, s->hf, 1, s->logits, V);
+        CU_TRY(seg_end(s, e));
+        CUDA_CHECK(cudaMemcpyAsync(logits, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
+        CUDA_CHECK(cudaStreamSynchronize(st));
+        nout = 0;
+    }
     for (int64_t r0 = 0; r0 < nout; r0 += CU_LOGIT_ROWS) {
         const int n = (int)(nout - r0 < CU_LOGIT_ROWS ? nout - r0 : CU_LOGIT_ROWS);
         int32_t rr[CU_LOGIT_ROWS];
@@ -299,9 +501,17 @@ static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *row
                                    cudaMemcpyDeviceToHost, st));
         CUDA_CHECK(cudaStreamSynchronize(st));   /* rr and the host rows live on this frame */
     }
-    cu_prof_mark(m, OP_OTHER);
+    cu_prof_end(m);
     cu_mem_sample(m);
     return SALA_OK;
+}
+
+static int forward_step(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
+                        float *logits, const eng_forward_args *fa, sala_err *e)
+{
+    const int rc = step_run(s, tok, T, rows, nout, logits, fa, e);
+    graph_finish(s, rc);
+    return rc;
 }
 
 int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)

@@ -59,8 +59,13 @@ static inline bool cu_env_is(const char *name, const char *val)
 /* Bytes of the cuBLAS / cuBLASLt workspace of a model (m->blas_ws). */
 #define CU_BLAS_WS ((size_t)64 << 20)
 
-/* ---- op categories of the profile (bench) ---- */
-enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_N };
+/* ---- op categories of the profile (bench) ----
+ * OP_IDLE: from the end of one launch (cu_prof_end) to the next mark: the device waiting for the
+ * host (launch overhead it could not hide), and the host's time between calls. */
+enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_IDLE,
+       OP_N };
+/* Events of the profile between flushes (a decode step makes about 900: two per launch). */
+#define CU_PROF_EV 4096
 
 /* ---- kernels (cu_kernels.cu, cu_attn.cu, cu_infllm.cu, cu_lightning.cu) ----
  * Launchers enqueue on st and return cudaGetLastError(). Shapes in the comments. */
@@ -85,8 +90,9 @@ cudaError_t k_swiglu_bf16(cudaStream_t st, const bf16 *gu, int T, int I, bf16 *o
 cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
                    int W, bf16 *out);
 /* Sparse layer: q -> Qb (T, nh, d) bf16; k, v -> Kc/Vc rows p0.. (cap, nkv, d) bf16. */
+/* p0d: when not NULL, p0 is read from device memory (a decode step replayed from a CUDA graph). */
 cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
-                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0);
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d);
 /* K1/K2 windows [from, to) of kernel k, stride s over the cache Kc (L, row): C (nw, row). */
 cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, int64_t to,
                        int k, int s, bf16 *C);
@@ -96,6 +102,8 @@ typedef struct {
     const float *proj; int ld;            /* (T, ld): q at 0, k at nh*d, v at 2nh*d, z at 3nh*d */
     int T, Tp, nh, d;                     /* Tp = T rounded up to CU_LA_C */
     int64_t p0;
+    const int64_t *p0d;                   /* not NULL: the fused decode step reads p0 here (a
+                                             step replayed from a CUDA graph) */
     const float *qn, *kn, *on;            /* q_norm, k_norm (d), o_norm (nh*d) */
     const float *inv_freq, *dec;
     float eps, scale;
@@ -111,6 +119,8 @@ cudaError_t k_la_prep(cudaStream_t st, const la_args *a);
 cudaError_t k_la_mask(cudaStream_t st, const la_args *a);
 cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh, S */
+/* Whether a T == 1 step of a takes the fused decode kernel (prep inside, p0d honoured). */
+bool cu_la_decode_fused(const la_args *a);
 /* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
 /* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128;
@@ -187,8 +197,8 @@ typedef struct {
 
 typedef struct {
     bool on;
-    cudaEvent_t ev[1024];
-    int cat[1024];
+    cudaEvent_t ev[CU_PROF_EV];
+    int cat[CU_PROF_EV];
     int nev;
     double sec[OP_N];
 } cu_prof;
@@ -217,7 +227,13 @@ typedef struct {
     cudaStream_t side[CU_SIDE];
     cudaEvent_t ev_fork, ev_join[CU_SIDE];
     float *side_part[CU_SIDE];        /* split-attention scratch of each side stream */
+    /* CUDA graph of the current decode step (cu_forward.cu): CU_G_OFF, _CAPTURE or _REPLAY,
+     * the next segment, and whether launches are skipped (the replayed segment made them) */
+    int gmode, gseg;
+    bool gskip;
 } cu_model;
+
+enum { CU_G_OFF, CU_G_CAPTURE, CU_G_REPLAY };
 
 /* A checkpoint: the lightning states at len. Forks share them (refs); never written once made
  * except by cu_seq_checkpoint at the same length, which copies first when shared. */
@@ -260,6 +276,18 @@ int cu_buf_writable(cu_model *m, cu_buf *b, size_t from, size_t to, sala_err *e)
 void cu_buf_free(cu_model *m, cu_buf *b);
 uint64_t cu_buf_shared_bytes(const cu_model *m, const cu_buf *b);
 
+/* The CUDA graph of a sequence's single-token decode step (cu_forward.cu): one executable graph
+ * per static segment (the launches whose arguments do not change from step to step), valid for
+ * the device addresses in key. */
+typedef struct {
+    cudaGraphExec_t *ex;              /* [nseg] */
+    int nseg;
+    void **key;                       /* [nkey] */
+    int nkey;
+    bool ok;
+    int64_t captures;                 /* captures made (statistics) */
+} cu_graph;
+
 typedef struct {
     cu_model *m;
     int64_t len, cap;
@@ -281,6 +309,8 @@ typedef struct {
     int32_t *sel;                     /* (tmax, nkv, K) */
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
+    int32_t *dstep;                   /* (4): token, logits row 0, position (int64) of a graph step */
+    cu_graph g;
 } cu_seq;
 
 #define CU_LOGIT_ROWS 256
@@ -299,6 +329,10 @@ int cu_seq_writable(cu_seq *s, int64_t p0, int T, sala_err *e);
 /* Room in s->score for block scores of positions below end (stage 1). */
 int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e);
 void cu_prof_mark(cu_model *m, int cat);
+/* The launch just enqueued ends here: what follows until the next mark is OP_IDLE. */
+void cu_prof_end(cu_model *m);
+/* Frees s's decode graph (cu_seq_free). */
+void cu_graph_free(cu_seq *s);
 void cu_prof_flush(cu_model *m);
 void cu_mem_sample(cu_model *m);
 /* GEMM y (T, out) fp32 (row stride ldy) = x (T, in) bf16 · W (out, in)ᵀ bf16. */

@@ -323,9 +323,11 @@ cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, i
 }
 
 static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int nkv, int d,
-                                          bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0)
+                                          bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0,
+                                          const int64_t *p0d)
 {
     const int t = blockIdx.x;
+    if (p0d) p0 = *p0d;
     const float *r = proj + (size_t)t * ld;
     const int nq = nh * d, nk = nkv * d;
     for (int i = threadIdx.x; i < nq; i += blockDim.x)
@@ -339,10 +341,12 @@ static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int
 /* grid (blocks of 256 pairs, T): a pair of q | k | v values per thread (nq, nk, ld even). */
 static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int ld, int nq, int nk,
                                            bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
-                                           bf16 *__restrict__ Vc, int64_t p0)
+                                           bf16 *__restrict__ Vc, int64_t p0,
+                                           const int64_t *__restrict__ p0d)
 {
     const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= nq + 2 * nk) return;
+    if (p0d) p0 = *p0d;
     const float2 v = *(const float2 *)(proj + (size_t)t * ld + e);
     const __nv_bfloat162 b = __floats2bfloat162_rn(v.x, v.y);
     bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
@@ -352,7 +356,7 @@ static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int l
 }
 
 cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
-                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0)
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d)
 {
     if (T <= 0) return cudaSuccess;
     const int nq = nh * d, nk = nkv * d;
@@ -360,9 +364,9 @@ cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int
         ((uintptr_t)Qb & 3u) == 0 && ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
         const int pairs = (nq + 2 * nk) / 2;
         sparse_prep2_kernel<<<dim3((pairs + 255) / 256, T), 256, 0, st>>>(proj, ld, nq, nk, Qb, Kc,
-                                                                          Vc, p0);
+                                                                          Vc, p0, p0d);
     } else {
-        sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0);
+        sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
     }
     return cudaGetLastError();
 }
@@ -461,7 +465,7 @@ static __global__ void __launch_bounds__(32 * LA_PREP_WARPS) la_prep_kernel(la_a
 }
 
 /* The fused decode step (la_decode_kernel) does its own prep: d 32, 64, 128 or 256. */
-static bool la_decode_fused(const la_args *a)
+bool cu_la_decode_fused(const la_args *a)
 {
     const int d = a->d;
     return !cu_decode_old() && a->T == 1 && a->Tp == 1 &&
@@ -471,7 +475,7 @@ static bool la_decode_fused(const la_args *a)
 
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
 {
-    if (la_decode_fused(a)) return cudaSuccess;   /* k_la_step reads proj itself */
+    if (cu_la_decode_fused(a)) return cudaSuccess;   /* k_la_step reads proj itself */
     /* long steps: one block per row (angles once per position); short ones (decode): spread
      * the heads over more blocks */
     const int gy = a->Tp >= 1024 ? 1 : (a->nh + LA_PREP_WARPS - 1) / LA_PREP_WARPS;
@@ -575,7 +579,8 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
         qn = a.qn[tid];
         kn = a.kn[tid];
     }
-    if (tid < half) sincosf((float)a.p0 * a.inv_freq[tid], &sn[tid], &cs[tid]);
+    const int64_t p0 = a.p0d ? *a.p0d : a.p0;
+    if (tid < half) sincosf((float)p0 * a.inv_freq[tid], &sn[tid], &cs[tid]);
     float sq = q * q, sk = kk * kk;
     for (int m = 16; m > 0; m >>= 1) {
         sq += __shfl_xor_sync(0xffffffffu, sq, m);
@@ -634,7 +639,7 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
 
 cudaError_t k_la_step(cudaStream_t st, const la_args *a)
 {
-    if (la_decode_fused(a)) {
+    if (cu_la_decode_fused(a)) {
         const dim3 grid(a->d / 32, a->nh);
         if (a->d == 32) la_decode_kernel<1><<<grid, 256, 0, st>>>(*a);
         else if (a->d == 64) la_decode_kernel<2><<<grid, 256, 0, st>>>(*a);

@@ -217,6 +217,14 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     bf16 *dout = P.get<bf16>((size_t)T * nd, &err);
     CUDA_CHECK(err);
     a.S = dS;
+    if (T == 1 && cu_la_decode_fused(&a)) {   /* the graph form: p0 from device memory, a wrong
+                                                 value in a.p0 */
+        int64_t *dp = P.get<int64_t>(1, &err);
+        CUDA_CHECK(err);
+        CUDA_CHECK(cudaMemcpy(dp, &p0, 8, cudaMemcpyHostToDevice));
+        a.p0d = dp;
+        a.p0 = p0 + 977;
+    }
     if (T == 1) {
         CUDA_CHECK(k_la_prep(0, &a));
         CUDA_CHECK(k_la_step(0, &a));
@@ -362,7 +370,14 @@ int op_sparse_prep(const float *proj, int ld, int T, int nh, int nkv, int d, int
     bf16 *dq = P.get<bf16>((size_t)T * nh * d, &err), *dk = P.get<bf16>(L * nk, &err),
          *dv = P.get<bf16>(L * nk, &err);
     CUDA_CHECK(err);
-    CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0));
+    if (T == 1) {   /* decode: the graph form, p0 from device memory (a wrong value passed) */
+        int64_t *dp = P.get<int64_t>(1, &err);
+        CUDA_CHECK(err);
+        CUDA_CHECK(cudaMemcpy(dp, &p0, 8, cudaMemcpyHostToDevice));
+        CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0 + 977, dp));
+    } else {
+        CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0, NULL));
+    }
     CU_TRY(down_b(P, dq, (size_t)T * nh * d, Qb, e));
     CU_TRY(down_b(P, dk, L * nk, Kc, e));
     return down_b(P, dv, L * nk, Vc, e);
