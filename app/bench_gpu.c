@@ -95,66 +95,97 @@ typedef struct {
     double first;          /* the warm step (with a graph: its capture) */
     double graph, plain;   /* wall: default launches (a CUDA graph unless SALA_CUDA_GRAPH=0),
                               SALA_CUDA_GRAPH=0 */
-    double prof;           /* wall of the profiled steps (plain launches, events around each) */
-    eng_profile p;         /* device seconds per category over the profiled steps */
+    double kwall[2];       /* wall of the kernel-profiled steps: plain, graph */
+    eng_profile kp[2];     /* their kernel seconds per category */
+    int mode;              /* 2: CUPTI kernel records; 1: events around launches (no CUPTI) */
     int n;                 /* steps of each kind */
 } dec_stats;
 
-/* Decode at the sequence's length: a warm step, then `steps` steps with the default launches,
- * `steps` with SALA_CUDA_GRAPH=0 (the backend reads it per step), and `steps` profiled (an event
- * before and after every launch: the kernels' time per category, and OP_IDLE between launches;
- * profiling turns the graph off). All on the same sequence, so positions differ by <= 3 steps. */
-static int decode(bench *b, void *seq, int steps, dec_stats *d, sala_err *e)
+static double kernel_sum(const eng_profile *p)
+{
+    double k = 0;
+    for (int i = 0; i < p->nops; i++)
+        if (strcmp(p->op_name[i], "idle")) k += p->op_seconds[i];
+    return k;
+}
+
+/* SALA_CUDA_GRAPH=0 when plain, else as the caller had it (keep). */
+static void graph_env(bool plain, const char *keep)
+{
+    if (plain) setenv("SALA_CUDA_GRAPH", "0", 1);
+    else if (keep) setenv("SALA_CUDA_GRAPH", keep, 1);
+    else unsetenv("SALA_CUDA_GRAPH");
+}
+
+/* Decode at the sequence's length, all on one sequence (positions differ by a few steps): a
+ * warm step, `steps` steps with the default launches and `steps` with SALA_CUDA_GRAPH=0 (the
+ * backend reads it per step), printed; then `steps` of each again with the kernels' own device
+ * time recorded (profile mode 2: CUPTI activity records, nothing added to the stream; mode 1,
+ * events around each launch, where CUPTI is missing), so that wall - kernels = the gaps. */
+static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_err *e)
 {
     int32_t t = 5;
     double s = 0;
     memset(d, 0, sizeof(*d));
     d->n = steps;
-    int rc = decode_steps(b, seq, 1, &t, &d->first, e);
-    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
-    d->graph = s / steps;
     const char *g = getenv("SALA_CUDA_GRAPH");
     char keep[64] = "";
     if (g) snprintf(keep, sizeof(keep), "%s", g);
-    setenv("SALA_CUDA_GRAPH", "0", 1);
+    const char *kp = g ? keep : NULL;
+    int rc = decode_steps(b, seq, 1, &t, &d->first, e);
+    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
+    d->graph = s / steps;
+    graph_env(true, kp);
     if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
     d->plain = s / steps;
-    if (!rc) {
-        b->be->profile(b->bm, 1, NULL);
+    graph_env(false, kp);
+    if (rc) return rc;
+    printf("  decode at %8lld tokens: %.1f tokens/s (%s), %.1f with SALA_CUDA_GRAPH=0; "
+           "first step %.2f ms\n", (long long)L, 1.0 / d->graph,
+           g ? "SALA_CUDA_GRAPH as set" : "graph", 1.0 / d->plain, 1e3 * d->first);
+    fflush(stdout);
+    d->mode = 2;
+    for (int k = 0; k < 2 && !rc; k++) {   /* k = 0: plain launches, 1: graph */
+        graph_env(k == 0, kp);
+        if (b->be->profile(b->bm, d->mode, NULL)) {
+            d->mode = 1;
+            b->be->profile(b->bm, 1, NULL);
+        }
         rc = decode_steps(b, seq, steps, &t, &s, e);
-        d->prof = s / steps;
-        b->be->profile(b->bm, 0, &d->p);
+        d->kwall[k] = s / steps;
+        b->be->profile(b->bm, 0, &d->kp[k]);
     }
-    if (g) setenv("SALA_CUDA_GRAPH", keep, 1);
-    else unsetenv("SALA_CUDA_GRAPH");
+    graph_env(false, kp);
     return rc;
 }
 
-/* The decode lines: tok/s both ways, then per step the kernels by category, their sum, and the
- * plain step's wall minus that sum (gaps: launch overhead the device saw, host work between
- * steps). */
+/* Per step: the kernels by category, their sum, and wall minus that sum (gaps: launch overhead
+ * the device saw, the host's work between steps), for plain launches and the graph. */
 static void print_decode(int64_t L, const dec_stats *d)
 {
-    printf("  decode at %8lld tokens: %.1f tokens/s (%s), %.1f with SALA_CUDA_GRAPH=0; "
-           "first step %.2f ms\n", (long long)L, 1.0 / d->graph,
-           getenv("SALA_CUDA_GRAPH") ? "SALA_CUDA_GRAPH set" : "graph", 1.0 / d->plain,
-           1e3 * d->first);
-    const double steps = d->n;
-    double ker = 0;
-    for (int i = 0; i < d->p.nops; i++)
-        if (strcmp(d->p.op_name[i], "idle")) ker += d->p.op_seconds[i];
-    printf("      per step (plain launches, profiled): ");
-    for (int i = 0; i < d->p.nops; i++)
-        printf("%s %.3f ms, ", d->p.op_name[i], 1e3 * d->p.op_seconds[i] / steps);
-    printf("kernels %.3f ms; wall %.3f ms plain (%.3f profiled, %.3f graph): gaps %.3f ms\n",
-           1e3 * ker / steps, 1e3 * d->plain, 1e3 * d->prof, 1e3 * d->graph,
-           1e3 * (d->plain - ker / steps));
+    const double n = d->n;
+    const char *how = d->mode == 2 ? "CUPTI kernel records" : "events around launches";
+    for (int k = 0; k < 2; k++) {
+        const eng_profile *p = &d->kp[k];
+        const double ker = kernel_sum(p) / n, wall = k ? d->graph : d->plain;
+        printf("      %s, per step (%s): ", k ? "graph" : "plain launches", how);
+        for (int i = 0; i < p->nops; i++)
+            if (p->op_seconds[i] > 0)
+                printf("%s %.3f, ", p->op_name[i], 1e3 * p->op_seconds[i] / n);
+        printf("kernels %.3f ms; wall %.3f ms (%.3f while profiled): gaps %.3f ms\n", 1e3 * ker,
+               1e3 * wall, 1e3 * d->kwall[k], 1e3 * (wall - ker));
+    }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
-           "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,\"plain_step_ms\":%.4f,"
-           "\"profiled_step_ms\":%.4f,\"kernels_ms\":%.4f", (long long)L, 1.0 / d->graph,
-           1.0 / d->plain, 1e3 * d->first, 1e3 * d->plain, 1e3 * d->prof, 1e3 * ker / steps);
-    for (int i = 0; i < d->p.nops; i++)
-        printf(",\"%s_ms\":%.4f", d->p.op_name[i], 1e3 * d->p.op_seconds[i] / steps);
+           "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,\"profile_mode\":%d",
+           (long long)L, 1.0 / d->graph, 1.0 / d->plain, 1e3 * d->first, d->mode);
+    for (int k = 0; k < 2; k++) {
+        const char *w = k ? "graph" : "plain";
+        const eng_profile *p = &d->kp[k];
+        printf(",\"%s_step_ms\":%.4f,\"%s_profiled_step_ms\":%.4f,\"%s_kernels_ms\":%.4f", w,
+               1e3 * (k ? d->graph : d->plain), w, 1e3 * d->kwall[k], w, 1e3 * kernel_sum(p) / n);
+        for (int i = 0; i < p->nops; i++)
+            printf(",\"%s_%s_ms\":%.4f", w, p->op_name[i], 1e3 * p->op_seconds[i] / n);
+    }
     printf("}\n");
 }
 
@@ -305,7 +336,7 @@ int bench_gpu(int argc, char **argv)
             fflush(stdout);
             if (L[i] == 32768 || L[i] == Lmax) {
                 dec_stats d;
-                rc = decode(&b, seq, steps, &d, &e);
+                rc = decode(&b, seq, L[i], steps, &d, &e);
                 if (!rc) {
                     tps[i] = 1.0 / d.graph;
                     print_decode(L[i], &d);

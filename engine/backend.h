@@ -70,8 +70,9 @@ typedef struct eng_backend {
     int (*forward)(void *bs, const eng_forward_args *a, sala_err *e);
     /* Optional (NULL where absent; benchmarks only). model_random: a model of configuration *c
      * with random weights made by the backend itself, freed by model_free. profile: when out is
-     * not NULL, read the profile; then enable >= 0 resets it and turns per-op timing on (1) or
-     * off (0). */
+     * not NULL, read the profile; then enable >= 0 resets it and turns per-op timing on (1:
+     * device events around each launch), kernel timing on (2: the kernels' own device time,
+     * CUDA through CUPTI; an error where unavailable), or off (0). */
     int (*model_random)(const eng_config *c, uint64_t seed, void **bm, sala_err *e);
     int (*profile)(void *bm, int enable, eng_profile *out);
     /* Persisted state (engine/engine.h "persisted state" for the sections and layouts).

@@ -433,6 +433,11 @@ static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring"
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {
     cu_model *m = (cu_model *)bm;
+    if (m->prof.kern && (out || enable >= 0)) {   /* the kernel records end here */
+        cudaDeviceSynchronize();
+        cu_kprof_stop(m->prof.sec, NULL);
+        m->prof.kern = false;
+    }
     if (out) {
         memset(out, 0, sizeof(*out));
         out->nops = OP_N;
@@ -448,11 +453,18 @@ static int cu_profile(void *bm, int enable, eng_profile *out)
         out->weight_bytes = m->weight_bytes;
     }
     if (enable >= 0) {
-        m->prof.on = enable > 0;
+        m->prof.on = enable == 1;
         m->prof.nev = 0;
         memset(m->prof.sec, 0, sizeof(m->prof.sec));
         m->mem_peak = 0;
         cu_mem_sample(m);
+        if (enable == 2) {
+            sala_err e;
+            memset(&e, 0, sizeof(e));
+            int rc = cu_kprof_start(&e);
+            if (rc) return rc;
+            m->prof.kern = true;
+        }
     }
     return SALA_OK;
 }

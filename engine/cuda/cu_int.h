@@ -196,7 +196,8 @@ typedef struct {
 } cu_layer;
 
 typedef struct {
-    bool on;
+    bool on;                          /* events around each launch (profile enable = 1) */
+    bool kern;                        /* CUPTI kernel records (enable = 2) */
     cudaEvent_t ev[CU_PROF_EV];
     int cat[CU_PROF_EV];
     int nev;
@@ -331,6 +332,10 @@ int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e);
 void cu_prof_mark(cu_model *m, int cat);
 /* The launch just enqueued ends here: what follows until the next mark is OP_IDLE. */
 void cu_prof_end(cu_model *m);
+/* Exact kernel times through CUPTI (cu_kprof.cu, profile enable = 2): start, then stop adds
+ * the kernels' device seconds per category to sec[OP_N] (OP_IDLE stays 0). */
+int cu_kprof_start(sala_err *e);
+void cu_kprof_stop(double *sec, int64_t *kernels);
 /* Frees s's decode graph (cu_seq_free). */
 void cu_graph_free(cu_seq *s);
 void cu_prof_flush(cu_model *m);

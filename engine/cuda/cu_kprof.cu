@@ -1,0 +1,121 @@
+/* cu_kprof.cu: exact kernel times for the benchmark profile (profile enable = 2): CUPTI's
+ * activity records of every kernel the process runs (start and end on the device clock, written
+ * by the driver; no event or synchronisation goes into the stream, so the step being measured
+ * keeps its launch pattern), summed per op category by kernel name. libcupti is dlopen'ed when
+ * asked for (it ships with the CUDA toolkit; the backend does not link it), so a machine without
+ * it loses only this profile mode.
+ *
+ * One measurement at a time per process (CUPTI's buffer callbacks are process-wide); the sums
+ * are guarded by a mutex because CUPTI may deliver buffers on its own thread. */
+#include "engine/cuda/cu_int.h"
+
+#include <cupti.h>
+#include <dlfcn.h>
+#include <pthread.h>
+
+typedef CUptiResult (*reg_fn)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
+typedef CUptiResult (*kind_fn)(CUpti_ActivityKind);
+typedef CUptiResult (*flush_fn)(uint32_t);
+typedef CUptiResult (*next_fn)(uint8_t *, size_t, CUpti_Activity **);
+
+static struct {
+    void *lib;
+    reg_fn reg;
+    kind_fn enable, disable;
+    flush_fn flush;
+    next_fn next;
+    pthread_mutex_t mu;
+    double sec[OP_N];
+    int64_t kernels;
+    bool on;
+} kp = {NULL, NULL, NULL, NULL, NULL, NULL, PTHREAD_MUTEX_INITIALIZER, {0}, 0, false};
+
+/* The op category of a kernel by its (mangled) name: the backend's own kernels by their names
+ * (cu_kernels, cu_attn, cu_infllm, cu_lightning), cuBLAS's by the words its kernels carry.
+ * Attention kernels count as sparse (dense attention runs only below dense_len). */
+static int kp_cat(const char *n)
+{
+    if (!n) return OP_OTHER;
+    if (strstr(n, "la_")) return OP_LIGHTNING;
+    if (strstr(n, "topk")) return OP_TOPK;
+    if (strstr(n, "score") || strstr(n, "compress")) return OP_SCORE;
+    if (strstr(n, "attn") || strstr(n, "flash") || strstr(n, "ring")) return OP_SPARSE_ATTN;
+    if (strstr(n, "norm") || strstr(n, "swiglu") || strstr(n, "gate") || strstr(n, "embed") ||
+        strstr(n, "sparse_prep"))
+        return OP_OTHER;
+    if (strstr(n, "gemm") || strstr(n, "Gemm") || strstr(n, "xmma") || strstr(n, "nvjet") ||
+        strstr(n, "cutlass") || strstr(n, "splitK") || strstr(n, "gemv") || strstr(n, "cublas"))
+        return OP_GEMM;
+    return OP_OTHER;
+}
+
+static void CUPTIAPI kp_request(uint8_t **buf, size_t *size, size_t *max_records)
+{
+    const size_t n = (size_t)8 << 20;
+    *buf = (uint8_t *)aligned_alloc(8, n);
+    *size = *buf ? n : 0;
+    *max_records = 0;
+}
+
+static void CUPTIAPI kp_complete(CUcontext, uint32_t, uint8_t *buf, size_t, size_t valid)
+{
+    CUpti_Activity *r = NULL;
+    double sec[OP_N] = {0};
+    int64_t n = 0;
+    while (buf && kp.next(buf, valid, &r) == CUPTI_SUCCESS) {
+        if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && r->kind != CUPTI_ACTIVITY_KIND_KERNEL)
+            continue;
+        const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)r;
+        if (k->end > k->start) sec[kp_cat(k->name)] += (double)(k->end - k->start) * 1e-9;
+        n++;
+    }
+    pthread_mutex_lock(&kp.mu);
+    for (int i = 0; i < OP_N; i++) kp.sec[i] += sec[i];
+    kp.kernels += n;
+    pthread_mutex_unlock(&kp.mu);
+    free(buf);
+}
+
+int cu_kprof_start(sala_err *e)
+{
+    if (kp.on) return SALA_OK;
+    if (!kp.lib) {
+        void *h = dlopen("libcupti.so.13", RTLD_NOW | RTLD_LOCAL);
+        if (!h) h = dlopen("libcupti.so", RTLD_NOW | RTLD_LOCAL);
+        if (!h) return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: no libcupti (%s)", dlerror());
+        kp.reg = (reg_fn)dlsym(h, "cuptiActivityRegisterCallbacks");
+        kp.enable = (kind_fn)dlsym(h, "cuptiActivityEnable");
+        kp.disable = (kind_fn)dlsym(h, "cuptiActivityDisable");
+        kp.flush = (flush_fn)dlsym(h, "cuptiActivityFlushAll");
+        kp.next = (next_fn)dlsym(h, "cuptiActivityGetNextRecord");
+        if (!kp.reg || !kp.enable || !kp.disable || !kp.flush || !kp.next) {
+            dlclose(h);
+            return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: libcupti lacks the activity API");
+        }
+        kp.lib = h;
+        if (kp.reg(kp_request, kp_complete) != CUPTI_SUCCESS)
+            return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: cuptiActivityRegisterCallbacks");
+    }
+    pthread_mutex_lock(&kp.mu);
+    memset(kp.sec, 0, sizeof(kp.sec));
+    kp.kernels = 0;
+    pthread_mutex_unlock(&kp.mu);
+    if (kp.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
+        return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: cuptiActivityEnable failed");
+    kp.on = true;
+    return SALA_OK;
+}
+
+/* Stops the records (the caller has synchronised the device) and adds the kernel seconds per
+ * category to sec; *kernels = kernels seen. No-op when not started. */
+void cu_kprof_stop(double *sec, int64_t *kernels)
+{
+    if (!kp.on) return;
+    kp.disable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL);
+    kp.flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
+    kp.on = false;
+    pthread_mutex_lock(&kp.mu);
+    for (int i = 0; i < OP_N; i++) sec[i] += kp.sec[i];
+    if (kernels) *kernels = kp.kernels;
+    pthread_mutex_unlock(&kp.mu);
+}
