@@ -431,6 +431,8 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
 
+    const int tmax0 = s->tmax;
+    const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
     CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
     const float *res = fold ? NULL : s->a;   /* what the norms still add */
     CU_TRY(cu_seq_cap(s, p0 + T, e));
@@ -502,7 +504,10 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         CUDA_CHECK(cudaStreamSynchronize(st));   /* rr and the host rows live on this frame */
     }
     cu_prof_end(m);
-    cu_mem_sample(m);
+    /* the high-water mark (cudaMemGetInfo, host time a decode step would wait for): after a
+     * prefill step, an allocation, or while profiling */
+    if (T > 1 || m->prof.on || s->tmax != tmax0 || s->cap != cap0 || s->score_nbs != nbs0)
+        cu_mem_sample(m);
     return SALA_OK;
 }
 
