@@ -1297,9 +1297,9 @@ static void b_graph(void)
         const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V);
         if (!(x <= d[3])) d[3] = x;
     }
-    fprintf(stderr, "\n  graph vs plain decode: max |dlogit| %g (100 steps from %lld), %g (loaded), "
-            "%g (after a 2000-token prefill), %g (rewound to %lld)", d[0], (long long)N, d[1],
-            d[2], d[3], (long long)(N + 120));
+    fprintf(stderr, "\n  graph vs plain decode: max |dlogit| %g (100 steps from %lld), %g "
+            "(loaded), %g (after a 2000-token prefill), %g (rewound to %lld)", d[0],
+            (long long)N, d[1], d[2], d[3], (long long)(N + 120));
     for (int i = 0; i < 4; i++) CU_ASSERT(d[i] == 0);
     eng_seq_free(G), eng_seq_free(P);
     free(ids), free(lg), free(lp);

@@ -84,8 +84,8 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
  * the host code runs as before with its launches skipped (host-side state such as n1/n2 keeps
  * moving). The segments are re-captured when any device address they baked in changes (graph_key:
  * scratch regrown, caches moved, a loaded state). No graph: SALA_CUDA_GRAPH=0 (read per step),
- * profiling on, select hooks, per-layer timing, SALA_CUDA_DECODE=old, a lightning shape without
- * the fused decode kernel. */
+ * event profiling (mode 1; CUPTI's mode 2 keeps the graph), select hooks, per-layer timing,
+ * SALA_CUDA_DECODE=old, a lightning shape without the fused decode kernel. */
 
 static const int64_t *step_pos(const cu_seq *s)
 {

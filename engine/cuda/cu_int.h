@@ -310,7 +310,7 @@ typedef struct {
     int32_t *sel;                     /* (tmax, nkv, K) */
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
-    int32_t *dstep;                   /* (4): token, logits row 0, position (int64) of a graph step */
+    int32_t *dstep;                   /* (4): a graph step's token, row 0, position (int64) */
     cu_graph g;
 } cu_seq;
 

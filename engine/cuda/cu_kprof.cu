@@ -63,7 +63,8 @@ static void CUPTIAPI kp_complete(CUcontext, uint32_t, uint8_t *buf, size_t, size
     double sec[OP_N] = {0};
     int64_t n = 0;
     while (buf && kp.next(buf, valid, &r) == CUPTI_SUCCESS) {
-        if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL && r->kind != CUPTI_ACTIVITY_KIND_KERNEL)
+        if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL &&
+            r->kind != CUPTI_ACTIVITY_KIND_KERNEL)
             continue;
         const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)r;
         if (k->end > k->start) sec[kp_cat(k->name)] += (double)(k->end - k->start) * 1e-9;
@@ -82,7 +83,8 @@ int cu_kprof_start(sala_err *e)
     if (!kp.lib) {
         void *h = dlopen("libcupti.so.13", RTLD_NOW | RTLD_LOCAL);
         if (!h) h = dlopen("libcupti.so", RTLD_NOW | RTLD_LOCAL);
-        if (!h) return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: no libcupti (%s)", dlerror());
+        if (!h)
+            return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: no libcupti (%s)", dlerror());
         kp.reg = (reg_fn)dlsym(h, "cuptiActivityRegisterCallbacks");
         kp.enable = (kind_fn)dlsym(h, "cuptiActivityEnable");
         kp.disable = (kind_fn)dlsym(h, "cuptiActivityDisable");
@@ -90,7 +92,8 @@ int cu_kprof_start(sala_err *e)
         kp.next = (next_fn)dlsym(h, "cuptiActivityGetNextRecord");
         if (!kp.reg || !kp.enable || !kp.disable || !kp.flush || !kp.next) {
             dlclose(h);
-            return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: libcupti lacks the activity API");
+            return sala_errf(e, SALA_EUNSUP,
+                             "CUDA kernel profile: libcupti lacks the activity API");
         }
         kp.lib = h;
         if (kp.reg(kp_request, kp_complete) != CUPTI_SUCCESS)
