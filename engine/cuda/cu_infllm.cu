@@ -19,20 +19,31 @@
 #include "engine/cuda/cu_wmma.cuh"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Merge a row's running (max m, sum l) of exp2 terms across the 4 lanes of an mma quad. */
-static __device__ __forceinline__ void quad_merge_ml(float &m, float &l)
+/* Merge a row's running (max m, sum l) of exp2 terms across the lanes lane ^ LO .. lane ^ HI
+ * (LO, 2 LO, .., HI): <1, 2> an mma quad, <4, 16> the 8 lane groups of a quad position. */
+template <int LO, int HI> static __device__ __forceinline__ void merge_ml(float &m, float &l)
 {
 #pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
+    for (int o = LO; o <= HI; o <<= 1) {
         const float mo = __shfl_xor_sync(0xffffffffu, m, o);
         const float lo = __shfl_xor_sync(0xffffffffu, l, o);
         const float mn = fmaxf(m, mo);
         l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
         m = mn;
     }
+}
+static __device__ __forceinline__ void quad_merge_ml(float &m, float &l) { merge_ml<1, 2>(m, l); }
+
+/* Max-pool of n consecutive window scores onto one block (SALA-SPEC §3.6 step 3). */
+static __device__ __forceinline__ float pool_max(const float *v, int n)
+{
+    float m = -INFINITY;
+    for (int k = 0; k < n; k++) m = fmaxf(m, v[k]);
+    return m;
 }
 
 static __device__ __forceinline__ int64_t nwin(int64_t L, int k, int s)
@@ -142,10 +153,8 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
             if (qi >= nq) continue;
             const int64_t p = a.p0 + tq0 + qi, b = i0 / r + bl;
             if (b > p / a.block) continue;
-            const float *pw = Pw + qi * (CU_KT + 1) + r * bl;
-            float m = -INFINITY;
-            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
-            a.score[((size_t)(tq0 + qi) * a.nkv + g) * a.nbs + b] = m;
+            a.score[((size_t)(tq0 + qi) * a.nkv + g) * a.nbs + b] =
+                pool_max(Pw + qi * (CU_KT + 1) + r * bl, r + 1);
         }
         __syncthreads();
         for (int qi = threadIdx.x; qi < qt; qi += blockDim.x)
@@ -494,10 +503,8 @@ static __global__ void __launch_bounds__(128, 2)
                 b = i0 / r + bl;
                 if (b > p / a.block) continue;
             }
-            const float *pw = Pw + qw * (CU_KT + 1) + r * bl;
-            float m = -INFINITY;
-            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
-            a.score[((size_t)(tq0 + qc) * a.nkv + g) * a.nbs + b] = m;
+            a.score[((size_t)(tq0 + qc) * a.nkv + g) * a.nbs + b] =
+                pool_max(Pw + qw * (CU_KT + 1) + r * bl, r + 1);
         }
         __syncwarp();
         if (lane < QPW) Pw[lane * (CU_KT + 1)] = Pw[lane * (CU_KT + 1) + CU_KT];
@@ -519,6 +526,306 @@ static __global__ void __launch_bounds__(128, 2)
     }
 }
 
+/* ---- stage 1, transposed form (V4; the default for G = 16 and a K1 stride of 16) ----
+ * The scores are computed as Sᵀ = K1 · Qᵀ: the 64 windows of a tile are the M dimension (four
+ * m16 tiles) and a query's 16 heads the N dimension (two n8 tiles). A thread then holds, per
+ * query, 8 windows x 4 heads, and the group sum over the heads runs on the tensor cores: the
+ * exp2 values of a (16 windows x 8 heads) C fragment are, as they lie, the A fragment of a tf32
+ * m16n8k8 mma against a matrix of ones (which head lands in which k slot does not matter for a
+ * sum). tf32 keeps 10 mantissa bits, so each P is split into hi = P with the low 13 bits cleared
+ * (exact in tf32) and lo = P - hi (exact in fp32, read by the mma as tf32: relative error of the
+ * term < 2^-21); four mmas (hi, lo for each n8 tile) give Σ_h P per window, in fp32 accumulation.
+ * The rows of each m16 tile are permuted (row ρ < 8 of m-tile mt = window 8ρ + 2mt, row ρ + 8 =
+ * window 8ρ + 2mt + 1) so that lane group rq holds windows 8rq .. 8rq + 7 = blocks 2rq and
+ * 2rq + 1 of the tile: the max-pool needs one shuffle (window 8rq - 1 from the lane group before,
+ * the tile before's window 63 carried in a register) and no shared memory. Tiles are stored
+ * without padding with 16-byte chunks XOR-swizzled by (row / 8) % 8, so the ldmatrix phases of
+ * the permuted rows (8 rows 8 apart) hit distinct banks.
+ * Pass 1 keeps per (query, head) online (max, sum) per thread over its 8 windows, merged over
+ * the 8 lane groups at the end of the pass (or of the split range). Same masks, split modes,
+ * early exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum
+ * (hi/lo tf32 terms, tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
+ * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
+ * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
+ * merge of mode 2 runs over the 8 lane groups of a head in parallel. */
+#define ST_QPW 2
+
+static __device__ __forceinline__ void mma_tf32_ones(float c[4], const uint32_t a[4], bool zero)
+{
+    if (zero)
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%8}, {%9,%9,%9,%9};\n"
+                     : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(0x3f800000u), "f"(0.0f));
+    else
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%8}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(0x3f800000u));
+}
+
+/* Rows [0, nrows) of a (rows, D) bf16 matrix (row stride ld) -> a swizzled shared tile (64, D):
+ * 16-byte chunk c of row r at chunk c ^ ((r / 8) % 8); rows past nrows are zero. */
+template <int D>
+static __device__ __forceinline__ void tile_async_sw(bf16 *dst, const bf16 *src, size_t ld,
+                                                     int nrows)
+{
+    constexpr int PER = D / 8;
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < 64 * PER; idx += 128) {
+        const int r = idx / PER, c = idx % PER;
+        const bool ok = r < nrows;
+        cp_async16(smem_u32(dst + r * D + ((c ^ ((r >> 3) & 7)) << 3)),
+                   src + (ok ? (size_t)r * ld : 0) + c * 8, ok);
+    }
+}
+
+template <int D>
+static __global__ void __launch_bounds__(128, 2)
+    score_t_kernel(score_args a, int mode, int tps, int nsplit1)
+{
+    constexpr int KS = D / 16, QPW = ST_QPW, QC = 4 * QPW;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
+    if (a.Ksel > 0 && qbmax + 1 <= a.Ksel) return;          /* top-K takes every block */
+    const int k2 = 4 * a.k1, s2 = 4 * a.s1;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+    const bool wact = w * QPW < nq;                         /* warp has a valid query */
+
+    uint32_t qb[QPW][KS][2][2];                             /* B fragments: Q (head, dim) */
+    int v2q[QPW], v1q[QPW], qbq[QPW];
+    bool nk2q[QPW];
+#pragma unroll
+    for (int q = 0; q < QPW; q++) {
+        const int qc = w * QPW + q;
+        const bool ok = qc < nq;
+        const int64_t p = a.p0 + tq0 + qc;
+        int64_t v2 = nwin(p + 1, k2, s2), v1 = nwin(p + 1, a.k1, a.s1);
+        nk2q[q] = v2 == 0;
+        if (v2 > a.n2) v2 = a.n2;
+        if (v1 > a.n1) v1 = a.n1;
+        v2q[q] = ok ? (int)v2 : 0;
+        v1q[q] = ok ? (int)v1 : 0;
+        qbq[q] = ok ? (int)(p / a.block) : -1;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const bf16 *qrow = a.Q + ((size_t)(tq0 + (ok ? qc : 0)) * a.nh + g * 16 + nt * 8 + rq) * D;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const int col = ks * 16 + 2 * qd;
+                qb[q][ks][nt][0] = ok ? *(const uint32_t *)(qrow + col) : 0u;
+                qb[q][ks][nt][1] = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
+            }
+        }
+    }
+    int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
+    if (v2max > a.n2) v2max = a.n2;
+    if (v1max > a.n1) v1max = a.n1;
+    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
+    if (nblk < 0) nblk = 0;
+    const int nt2 = (int)((v2max + CU_KT - 1) / CU_KT);
+    const int nt1 = (int)((nblk * 4 + CU_KT - 1) / CU_KT);
+    const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
+    if (nt == 0) return;
+    int tbeg = 0, tlast = nt, twr = 0;
+    if (mode == 1) {
+        tbeg = (int)blockIdx.z * tps;
+        tlast = tbeg + tps < nt2 ? tbeg + tps : nt2;
+    } else if (mode == 2) {
+        twr = nt2 + (int)blockIdx.z * tps;
+        if (twr >= nt) return;
+        tbeg = blockIdx.z > 0 ? twr - 1 : twr;
+        tlast = twr + tps < nt ? twr + tps : nt;
+    }
+    const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32;
+
+    auto load = [&](int t) {
+        bf16 *dst = Kb + (t & 1) * CU_KT * D;
+        if (t < nt2) {
+            const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
+            tile_async_sw<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
+                             (int)(left < CU_KT ? left : CU_KT));
+        } else {
+            const int64_t i0 = (int64_t)(t - nt2) * CU_KT, left = v1max - i0;
+            const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
+            tile_async_sw<D>(dst, a.K1 + (nk > 0 ? i0 * krow : 0) + (size_t)g * D, krow, nk);
+        }
+        cp_async_commit();
+    };
+
+    /* per (query, head nt * 2 + e = head 8 nt + 2 qd + e): running max / sum, then the lse */
+    float mh[QPW][4], lh[QPW][4];
+#pragma unroll
+    for (int q = 0; q < QPW; q++)
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            mh[q][h] = -INFINITY;
+            lh[q][h] = 0.0f;
+        }
+    auto hrow = [&](int q, int h) { return q * 16 + (h >> 1) * 8 + 2 * qd + (h & 1); };
+    if (mode == 2 && wact) {                                /* lse from the pass-1 partials */
+#pragma unroll
+        for (int q = 0; q < QPW; q++)
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const float *pp = sc_part + pbase + hrow(q, h);
+                float m = -INFINITY, l = 0.0f;
+                for (int z = rq; z < nsplit1; z += 8) {
+                    const float mz = pp[(size_t)z * 256], lz = pp[(size_t)z * 256 + 128];
+                    if (mz == -INFINITY) continue;
+                    const float mn = fmaxf(m, mz);
+                    l = l * sc_exp2<true>(m - mn) + lz * sc_exp2<true>(mz - mn);
+                    m = mn;
+                }
+                merge_ml<4, 16>(m, l);
+                mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+            }
+    }
+    float carry[QPW];
+#pragma unroll
+    for (int q = 0; q < QPW; q++) carry[q] = -INFINITY;
+    /* ldmatrix addresses: this lane's A row (window 8 (lane & 7) + 2 mt + hf) and its k chunk
+     * 2 ks + hk swizzled by s = lane & 7; (2 ks + hk) ^ s = 8 (ks >> 2) + ((2 (ks & 3) + hk) ^ s) */
+    uint32_t abase[4];
+    {
+        const int s = lane & 7, hf = (lane >> 3) & 1, hk = (lane >> 4) & 1;
+        const uint32_t row = smem_u32(Kb) + (uint32_t)((8 * s + hf) * D * 2);
+#pragma unroll
+        for (int kl = 0; kl < 4; kl++) abase[kl] = row + (uint32_t)((((2 * kl + hk) ^ s)) * 16);
+    }
+
+    if (tbeg < tlast) load(tbeg);
+    for (int t = tbeg; t < tlast; t++) {
+        if (t + 1 < tlast) {
+            load(t + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        __syncthreads();
+        float acc[QPW][4][2][4];
+        if (wact) {
+            const uint32_t boff = (uint32_t)((t & 1) * CU_KT * D * 2);
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+                for (int mt = 0; mt < 4; mt++) {
+                    uint32_t af[4];
+                    ldsm_x4(af, abase[ks & 3] + boff + (uint32_t)(mt * 4 * D + (ks >> 2) * 128));
+#pragma unroll
+                    for (int q = 0; q < QPW; q++)
+#pragma unroll
+                        for (int n8 = 0; n8 < 2; n8++) {
+                            if (ks == 0) mma_bf16_z(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                            else mma_bf16(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                        }
+                }
+        }
+        __syncthreads();                                    /* tile buffer free for t + 2 */
+        if (!wact) continue;
+        if (t < nt2) {                                      /* pass 1: online lse over K2 */
+            const int c0 = t * CU_KT + 8 * rq;
+#pragma unroll
+            for (int q = 0; q < QPW; q++) {
+                const int lim = v2q[q] - c0;                /* windows j < lim are valid */
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float x[8], mx = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        const float v = j < lim ? acc[q][j >> 1][h >> 1][2 * (j & 1) + (h & 1)] * sl
+                                                : -INFINITY;
+                        x[j] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                    const float mo = mh[q][h], mn = fmaxf(mo, mx);
+                    if (mn != -INFINITY) {
+                        float s = 0.0f;
+#pragma unroll
+                        for (int j = 0; j < 8; j++) s += sc_exp2<true>(x[j] - mn);
+                        lh[q][h] = lh[q][h] * sc_exp2<true>(mo - mn) + s;
+                        mh[q][h] = mn;
+                    }
+                }
+            }
+            continue;
+        }
+        if (t == nt2 && mode == 0) {                        /* lse (log2 domain) per head */
+#pragma unroll
+            for (int q = 0; q < QPW; q++)
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float m = mh[q][h], l = lh[q][h];
+                    merge_ml<4, 16>(m, l);
+                    mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+                }
+        }
+        /* pass 2: Σ_h P per window on the tensor cores, masked, pooled onto blocks 2rq, 2rq+1 */
+        const int64_t i0 = (int64_t)(t - nt2) * CU_KT + 8 * rq;
+#pragma unroll
+        for (int q = 0; q < QPW; q++) {
+            if (w * QPW + q >= nq) continue;                /* warp-uniform */
+            float W[8];
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) {
+                float s[4];
+#pragma unroll
+                for (int n8 = 0; n8 < 2; n8++) {
+                    uint32_t hi[4], lo[4];
+#pragma unroll
+                    for (int e = 0; e < 4; e++) {
+                        /* A slot order: a0 = c0 (row rq), a1 = c2 (row rq+8), a2 = c1, a3 = c3 */
+                        const int ce = (e & 1) * 2 + (e >> 1);
+                        const float P = sc_exp2<true>(acc[q][mt][n8][ce] * sl -
+                                                      mh[q][n8 * 2 + (ce & 1)]);
+                        const uint32_t hb = __float_as_uint(P) & 0xffffe000u;
+                        hi[e] = hb;
+                        lo[e] = __float_as_uint(P - __uint_as_float(hb));
+                    }
+                    mma_tf32_ones(s, hi, n8 == 0);
+                    mma_tf32_ones(s, lo, false);
+                }
+                W[2 * mt] = s[0];
+                W[2 * mt + 1] = s[2];
+            }
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                if (i0 + j >= v1q[q]) W[j] = -INFINITY;     /* not complete at p: not pooled */
+                else if (nk2q[q] || isnan(W[j])) W[j] = 0.0f;
+            }
+            const float x = __shfl_sync(0xffffffffu, W[7], (lane + 28) & 31);
+            const float wm1 = rq == 0 ? carry[q] : x;
+            carry[q] = x;                                   /* read by rq == 0 next tile */
+            if (t >= twr && qd < 2) {
+                const int64_t b = (int64_t)(t - nt2) * (CU_KT / 4) + 2 * rq + qd;
+                if (b <= qbq[q]) {
+                    const float v = qd ? pool_max(W + 3, 5) : fmaxf(wm1, pool_max(W, 4));
+                    a.score[((size_t)(tq0 + w * QPW + q) * a.nkv + g) * a.nbs + b] = v;
+                }
+            }
+        }
+    }
+    if (mode == 1 && wact) {                                /* this range's (max, sum) per head */
+#pragma unroll
+        for (int q = 0; q < QPW; q++)
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                float m = mh[q][h], l = lh[q][h];
+                merge_ml<4, 16>(m, l);
+                if (rq == 0) {
+                    float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + hrow(q, h);
+                    pp[0] = m;
+                    pp[128] = l;
+                }
+            }
+    }
+}
+
 static int ilog2_16(int G)
 {
     for (int lg = 0; lg <= 4; lg++)
@@ -532,28 +839,39 @@ static size_t score_mma_smem(int d, int lg)
            (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4 + (size_t)SC_NW * 32 * 4;
 }
 
-/* Environment switches, read at every launch (the parity tests flip them): SALA_CUDA_SCORE=old
- * (the stage-1 kernel and split thresholds before V2),
- * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter top-K for
- * every launch). */
-static bool score_old(void) { return cu_env_is("SALA_CUDA_SCORE", "old"); }
+/* Environment switches, read at every launch (the parity tests and benchmarks flip them):
+ * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2, the default
+ * before the transposed kernel), otherwise the transposed kernel where it applies (G = 16, K1
+ * stride 16); SALA_CUDA_S1TPS=a,b (benchmarks: split ranges of a K2 / b K1 tiles);
+ * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch), =filter (the filter top-K for
+ * every launch), =f256 (the filter with 256 threads for decode too). */
+enum { SC_OLD, SC_V2, SC_T };
+static int score_variant(int lg, int s1)
+{
+    if (cu_env_is("SALA_CUDA_SCORE", "old")) return SC_OLD;
+    if (cu_env_is("SALA_CUDA_SCORE", "v2") || lg != 4 || s1 != 16) return SC_V2;
+    return SC_T;
+}
 static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
 
 template <int D>
-static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
-                             int tps, int nsplit1)
+static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
+                             int mode, int tps, int nsplit1)
 {
+    if (var == SC_T) {
+        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(*a, mode, tps, nsplit1);
+        return;
+    }
     const size_t sm = score_mma_smem(D, lg);
-    if (score_old()) score_mma_kernel<D, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    if (var == SC_OLD) score_mma_kernel<D, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
     else score_mma_kernel<D, true><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
 }
 
-static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, size_t sm, int lg,
+static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
                          int mode, int tps, int nsplit1)
 {
-    (void)sm;
-    if (a->d == 128) score_mma_launch<128>(st, a, grid, lg, mode, tps, nsplit1);
-    else score_mma_launch<64>(st, a, grid, lg, mode, tps, nsplit1);
+    if (a->d == 128) score_mma_launch<128>(st, a, grid, var, lg, mode, tps, nsplit1);
+    else score_mma_launch<64>(st, a, grid, var, lg, mode, tps, nsplit1);
 }
 
 cudaError_t k_score(cudaStream_t st, const score_args *a)
@@ -562,13 +880,13 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
     const int G = a->nh / a->nkv, lg = ilog2_16(G);
     if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && a->s1 > 0 &&
         CU_KT % a->s1 == 0 && !getenv("SALA_CUDA_WMMA")) {
-        const int qc = SC_NW * SC_MW * (16 >> lg);
+        const int var = score_variant(lg, a->s1);
+        const int qc = SC_NW * SC_MW * (16 >> lg);          /* = 4 ST_QPW for the T kernel */
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
-        const size_t sm = 0;                                /* per variant, in the launch */
         /* few CTAs (decode): split both passes over the SMs when the stream is long. V2 splits
          * from 1 K2 / 2 K1 tiles on (ranges of >= 1 K2 / 2 K1 tiles): the 8K-32K decode shapes
          * too, which the old thresholds (4 / 8 tiles, ranges of 2 / 4) left on 2 CTAs. */
-        const bool old = score_old();
+        const bool old = var == SC_OLD;
         const int min2 = old ? 4 : 1, min1 = old ? 8 : 2, mtps1 = old ? 2 : 1, mtps2 = old ? 4 : 2;
         const int64_t pmax = a->p0 + a->t0 + a->n - 1;
         const int64_t k2 = 4 * a->k1, s2 = 4 * a->s1;
@@ -580,18 +898,20 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         if (ctas <= 16 && nt2 >= min2 && nt1 >= min1 && !getenv("SALA_CUDA_NOSPLIT")) {
             int tps1 = (nt2 + want - 1) / want;
             if (tps1 < mtps1) tps1 = mtps1;
-            const int ns1 = (nt2 + tps1 - 1) / tps1;
             int tps2 = (nt1 + want - 1) / want;
             if (tps2 < mtps2) tps2 = mtps2;
-            const int ns2 = (nt1 + tps2 - 1) / tps2;
+            const char *ov = getenv("SALA_CUDA_S1TPS");
+            int o1 = 0, o2 = 0;
+            if (ov && sscanf(ov, "%d,%d", &o1, &o2) == 2 && o1 > 0 && o2 > 0) tps1 = o1, tps2 = o2;
+            const int ns1 = (nt2 + tps1 - 1) / tps1, ns2 = (nt1 + tps2 - 1) / tps2;
             if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
                 const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
-                score_mma_go(st, a, g1, sm, lg, 1, tps1, ns1);
-                score_mma_go(st, a, g2, sm, lg, 2, tps2, ns1);
+                score_mma_go(st, a, g1, var, lg, 1, tps1, ns1);
+                score_mma_go(st, a, g2, var, lg, 2, tps2, ns1);
                 return cudaGetLastError();
             }
         }
-        score_mma_go(st, a, grid, sm, lg, 0, 0, 1);
+        score_mma_go(st, a, grid, var, lg, 0, 0, 1);
         return cudaGetLastError();
     }
     const int qt = 64 / G;
@@ -609,24 +929,24 @@ static __device__ __forceinline__ uint32_t fkey(float f)
 
 #define TOPK_THREADS 256
 
-static __device__ int block_sum_int(int v, int *red)
+template <int NT> static __device__ int block_sum_int(int v, int *red)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     __syncthreads();
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
     __syncthreads();
     int s = 0;
-    for (int i = 0; i < TOPK_THREADS / 32; i++) s += red[i];
+    for (int i = 0; i < NT / 32; i++) s += red[i];
     return s;
 }
 
 /* Exclusive prefix sum of v over the block's threads (in thread order). */
-static __device__ int block_excl_scan(int v, int *buf)
+template <int NT> static __device__ int block_excl_scan(int v, int *buf)
 {
     __syncthreads();
     buf[threadIdx.x] = v;
     __syncthreads();
-    for (int o = 1; o < TOPK_THREADS; o <<= 1) {
+    for (int o = 1; o < NT; o <<= 1) {
         const int add = threadIdx.x >= (unsigned)o ? buf[threadIdx.x - o] : 0;
         __syncthreads();
         buf[threadIdx.x] += add;
@@ -638,7 +958,7 @@ static __device__ int block_excl_scan(int v, int *buf)
 /* The K largest of nb keys key(b) (ties: lower b first), written ascending to out[0..K):
  * a bitwise radix select of the K-th key (32 counting passes), then an ordered compaction over
  * per-thread contiguous segments. Every thread of the CTA calls it (barriers inside). */
-template <class KeyF>
+template <int NT, class KeyF>
 static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *out, int *red,
                                   int *scan)
 {
@@ -647,10 +967,10 @@ static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *o
         const uint32_t cand = res | (1u << bit);
         int cnt = 0;
         for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) cnt += key(b) >= cand;
-        if (block_sum_int(cnt, red) >= K) res = cand;
+        if (block_sum_int<NT>(cnt, red) >= K) res = cand;
     }
     /* res = K-th largest key. Per-thread contiguous segments keep block-id order. */
-    const int64_t seg = (nb + TOPK_THREADS - 1) / TOPK_THREADS;
+    const int64_t seg = (nb + NT - 1) / NT;
     const int64_t b0 = threadIdx.x * seg, b1 = b0 + seg < nb ? b0 + seg : nb;
     int above = 0, ties = 0;
     for (int64_t b = b0; b < b1; b++) {
@@ -658,21 +978,21 @@ static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *o
         above += k > res;
         ties += k == res;
     }
-    const int above_all = block_sum_int(above, red);
-    int tie_rank = block_excl_scan(ties, scan);
+    const int above_all = block_sum_int<NT>(above, red);
+    int tie_rank = block_excl_scan<NT>(ties, scan);
     const int ties_in = K - above_all;
     int nsel = 0;
     for (int64_t b = b0; b < b1; b++) {
         const uint32_t k = key(b);
         nsel += k > res || (k == res && tie_rank++ < ties_in);
     }
-    int pos = block_excl_scan(nsel, scan);
+    int pos = block_excl_scan<NT>(nsel, scan);
     tie_rank -= ties;                                       /* restart the segment's tie rank */
     for (int64_t b = b0; b < b1; b++) {
         const uint32_t k = key(b);
         if (k > res || (k == res && tie_rank++ < ties_in)) out[pos++] = (int32_t)b;
     }
-    const int total = block_sum_int(nsel, red);
+    const int total = block_sum_int<NT>(nsel, red);
     for (int k = total + threadIdx.x; k < K; k += blockDim.x) out[k] = -1;
 }
 
@@ -695,11 +1015,11 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
         keys[b] = fkey(s);
     }
     __syncthreads();
-    topk_radix([&](int64_t b) { return keys[b]; }, nb, a.K, out, red, scan);
+    topk_radix<TOPK_THREADS>([&](int64_t b) { return keys[b]; }, nb, a.K, out, red, scan);
 }
 
 /* ---- top-K, second version: threshold filter + exact rank among the candidates ----
- * A CTA per (query, group), TOPK_THREADS threads, no copy of the row in shared memory:
+ * A CTA per (query, group), NT threads (256, or 1,024 for decode), no copy of the row in shared memory:
  *  1. each thread takes the max key of its strided share of the row (float4 loads when the row
  *     is 16-byte aligned); each warp sorts its 32 maxima (bitonic, in registers) and
  *     tau = the least over the warps of their kw-th largest, kw = ceil(K / warps). Every warp
@@ -714,9 +1034,8 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
  * Needs K <= TOPK_THREADS (k_topk checks). */
 #define TK_CAP 2048
 #define TK_FILTER_MIN_NB 2048
-#define TK_WARPS (TOPK_THREADS / 32)
 
-template <class F>
+template <int NT, class F>
 static __device__ __forceinline__ void row_keys(const float *sc, int nb, int init, int local0,
                                                 const F &f)
 {
@@ -728,7 +1047,7 @@ static __device__ __forceinline__ void row_keys(const float *sc, int nb, int ini
         const float4 *s4 = (const float4 *)sc;
         const int n4 = nb / 4;
 #pragma unroll 4
-        for (int i = threadIdx.x; i < n4; i += TOPK_THREADS) {
+        for (int i = threadIdx.x; i < n4; i += NT) {
             const float4 v = __ldg(s4 + i);
             const int b = 4 * i;
             f(b, key(b, v.x));
@@ -739,14 +1058,15 @@ static __device__ __forceinline__ void row_keys(const float *sc, int nb, int ini
         b4 = 4 * n4;
     }
 #pragma unroll 4
-    for (int b = b4 + threadIdx.x; b < nb; b += TOPK_THREADS) f(b, key(b, __ldg(sc + b)));
+    for (int b = b4 + threadIdx.x; b < nb; b += NT) f(b, key(b, __ldg(sc + b)));
 }
 
-static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_args a)
+template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kernel(topk_args a)
 {
+    constexpr int TK_WARPS = NT / 32;
     __shared__ __align__(16) unsigned long long cc[TK_CAP];
-    __shared__ __align__(16) int sb[TOPK_THREADS];
-    __shared__ int red[TOPK_THREADS / 32], scan[TOPK_THREADS];
+    __shared__ __align__(16) int sb[NT];
+    __shared__ int red[TK_WARPS], scan[NT];
     __shared__ uint32_t wt[TK_WARPS];
     __shared__ int ncand, nsel;
     const int t = a.t0 + blockIdx.x, g = blockIdx.y, K = a.K;
@@ -762,7 +1082,7 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
     const int local0 = (int)(l0 < 0 ? 0 : l0), n = (int)nb;  /* nb <= nbs: an int */
     if (threadIdx.x == 0) ncand = nsel = 0;
     uint32_t m = 0;                                         /* 0: below every key */
-    row_keys(sc, n, a.init_blocks, local0, [&](int, uint32_t k) { m = k > m ? k : m; });
+    row_keys<NT>(sc, n, a.init_blocks, local0, [&](int, uint32_t k) { m = k > m ? k : m; });
 #pragma unroll
     for (int k = 2; k <= 32; k <<= 1)                       /* 1. descending bitonic sort */
 #pragma unroll
@@ -777,7 +1097,7 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
     uint32_t th = wt[0];
 #pragma unroll
     for (int i = 1; i < TK_WARPS; i++) th = wt[i] < th ? wt[i] : th;
-    row_keys(sc, n, a.init_blocks, local0, [&](int b, uint32_t k) {        /* 2. candidates */
+    row_keys<NT>(sc, n, a.init_blocks, local0, [&](int b, uint32_t k) {    /* 2. candidates */
         if (k >= th) {
             const int i = atomicAdd(&ncand, 1);
             if (i < TK_CAP) cc[i] = (unsigned long long)k << 32 | (uint32_t)~b;
@@ -786,7 +1106,7 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
     __syncthreads();
     const int C = ncand;
     if (C > TK_CAP) {                                       /* many equal keys: radix select */
-        topk_radix([&](int64_t b) {
+        topk_radix<NT>([&](int64_t b) {
             return ((int)b < a.init_blocks || (int)b >= local0) ? 0xFF800000u : fkey(sc[b]);
         }, nb, K, out, red, scan);
         return;
@@ -795,7 +1115,7 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
     if (threadIdx.x >= K && threadIdx.x < ((K + 3) & ~3)) sb[threadIdx.x] = 0x7fffffff;
     __syncthreads();
     const ulonglong2 *c2 = (const ulonglong2 *)cc;
-    for (int i = threadIdx.x; i < C; i += TOPK_THREADS) {    /* 3. rank among the candidates */
+    for (int i = threadIdx.x; i < C; i += NT) {              /* 3. rank among the candidates */
         const unsigned long long ci = cc[i];
         int r = 0;
         for (int j = 0; j < (C + 1) / 2; j++) {
@@ -826,8 +1146,13 @@ cudaError_t k_topk(cudaStream_t st, const topk_args *a)
     const int64_t nb_max = (a->p0 + a->t0 + a->n - 1) / a->block + 1;
     const bool filter = cu_env_is("SALA_CUDA_TOPK", "filter") ||
                         (!topk_old() && (a->n <= 16 || nb_max > TK_FILTER_MIN_NB));
-    if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
-        topk_filter_kernel<<<grid, TOPK_THREADS, 0, st>>>(*a);
+    /* decode-sized launches (<= 16 queries): 1,024 threads a CTA (16 keys a thread in one round
+     * of loads at 16K blocks, and 32 warps' thresholds) unless SALA_CUDA_TOPK=f256 */
+    const bool wide = a->n <= 16 && !cu_env_is("SALA_CUDA_TOPK", "f256");
+    if (filter && wide && a->K >= 1 && a->K <= TOPK_THREADS)
+        topk_filter_kernel<1024><<<grid, 1024, 0, st>>>(*a);
+    else if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
+        topk_filter_kernel<TOPK_THREADS><<<grid, TOPK_THREADS, 0, st>>>(*a);
     else
         topk_kernel<<<grid, TOPK_THREADS, (size_t)a->nbs * 4, st>>>(*a);
     return cudaGetLastError();
