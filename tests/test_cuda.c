@@ -864,15 +864,19 @@ static void t_select(void)
     select_case(16, 2, 64, 64, 2048, 20000, 1, 19);
     select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
     unsetenv("SALA_CUDA_TOPK");
-    /* the transposed stage-1 kernel (default at G = 16) at d = 64, prefill and decode; queries
-     * before the first K2 window (P = 0) next to ones after it (K = 2 blocks, 1 local); the
-     * decode top-K with 256 threads (f256); V2 (SALA_CUDA_SCORE=v2, the default before) */
+    /* the transposed stage-1 kernel (default for split launches at G = 16; SALA_CUDA_SCORE=t:
+     * every launch) at d = 64, prefill and decode shapes; queries before the first K2 window
+     * (P = 0) next to ones after it (K = 2 blocks, 1 local); V2 on every launch
+     * (SALA_CUDA_SCORE=v2, the default before) */
     select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
     select_case(32, 2, 64, 64, 2048, 20000, 1, 23);
     select_case(32, 2, 128, 1, 64, 100, 100, 24);
-    setenv("SALA_CUDA_TOPK", "f256", 1);
-    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
-    unsetenv("SALA_CUDA_TOPK");
+    setenv("SALA_CUDA_SCORE", "t", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(16, 2, 64, 64, 2048, 30000, 40, 15);
+    select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
+    select_case(32, 2, 128, 1, 64, 100, 100, 24);
+    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
     setenv("SALA_CUDA_SCORE", "v2", 1);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
@@ -883,8 +887,8 @@ static void t_select(void)
 /* Benchmark (SALA_BENCH_SELECT=1): stage 1 and top-K of one layer, decode (T = 1, 8 layers'
  * keys in turn, so they come from HBM) at 32K / 256K / 1M and prefill (the last 8,192-token
  * chunk) at 128K / 1M, for the variants of SALA_BENCH_SELECT_VARIANTS ("label:VAR=val,VAR=val;
- * ..."; default: the current kernels and the previous defaults SALA_CUDA_SCORE=v2
- * SALA_CUDA_TOPK=f256). Each variant's switches are set, run, and unset. */
+ * ..."; default: the current default, V2 everywhere (SALA_CUDA_SCORE=v2, the default before)
+ * and the transposed kernel everywhere (=t)). Each variant's switches are set, run, unset. */
 static void select_speed_env(const char *spec, bool set)
 {
     char buf[256];
@@ -908,7 +912,7 @@ static void t_select_speed(void)
     const char *vs = getenv("SALA_BENCH_SELECT_VARIANTS");
     char list[1024];
     snprintf(list, sizeof(list), "%s",
-             vs && *vs ? vs : "new:;v2:SALA_CUDA_SCORE=v2,SALA_CUDA_TOPK=f256");
+             vs && *vs ? vs : "new:;v2:SALA_CUDA_SCORE=v2;t:SALA_CUDA_SCORE=t");
     char *save = NULL;
     for (char *v = strtok_r(list, ";", &save); v; v = strtok_r(NULL, ";", &save)) {
         char *colon = strchr(v, ':');

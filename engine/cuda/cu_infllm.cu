@@ -544,7 +544,7 @@ static __global__ void __launch_bounds__(128, 2)
  * Pass 1 keeps per (query, head) online (max, sum) per thread over its 8 windows, merged over
  * the 8 lane groups at the end of the pass (or of the split range). Same masks, split modes,
  * early exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum
- * (hi/lo tf32 terms, tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
+ * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
  * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
  * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
  * merge of mode 2 runs over the 8 lane groups of a head in parallel. */
@@ -766,14 +766,14 @@ static __global__ void __launch_bounds__(128, 2)
                 }
         }
         /* pass 2: Σ_h P per window on the tensor cores, masked, pooled onto blocks 2rq, 2rq+1 */
-        const int64_t i0 = (int64_t)(t - nt2) * CU_KT + 8 * rq;
+        const int it = (t - nt2) * CU_KT, i0 = it + 8 * rq;   /* windows < 2^31 (v1q is int) */
 #pragma unroll
         for (int q = 0; q < QPW; q++) {
             if (w * QPW + q >= nq) continue;                /* warp-uniform */
             float W[8];
 #pragma unroll
             for (int mt = 0; mt < 4; mt++) {
-                float s[4];
+                float sh[4], so[4];                         /* Σ hi and Σ lo: two short chains */
 #pragma unroll
                 for (int n8 = 0; n8 < 2; n8++) {
                     uint32_t hi[4], lo[4];
@@ -787,22 +787,27 @@ static __global__ void __launch_bounds__(128, 2)
                         hi[e] = hb;
                         lo[e] = __float_as_uint(P - __uint_as_float(hb));
                     }
-                    mma_tf32_ones(s, hi, n8 == 0);
-                    mma_tf32_ones(s, lo, false);
+                    mma_tf32_ones(sh, hi, n8 == 0);
+                    mma_tf32_ones(so, lo, n8 == 0);
                 }
-                W[2 * mt] = s[0];
-                W[2 * mt + 1] = s[2];
+                W[2 * mt] = sh[0] + so[0];
+                W[2 * mt + 1] = sh[2] + so[2];
             }
+            if (it + CU_KT <= v1q[q] && !nk2q[q]) {         /* whole tile valid (warp-uniform) */
 #pragma unroll
-            for (int j = 0; j < 8; j++) {
-                if (i0 + j >= v1q[q]) W[j] = -INFINITY;     /* not complete at p: not pooled */
-                else if (nk2q[q] || isnan(W[j])) W[j] = 0.0f;
+                for (int j = 0; j < 8; j++) W[j] = isnan(W[j]) ? 0.0f : W[j];
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if (i0 + j >= v1q[q]) W[j] = -INFINITY; /* not complete at p: not pooled */
+                    else if (nk2q[q] || isnan(W[j])) W[j] = 0.0f;
+                }
             }
             const float x = __shfl_sync(0xffffffffu, W[7], (lane + 28) & 31);
             const float wm1 = rq == 0 ? carry[q] : x;
             carry[q] = x;                                   /* read by rq == 0 next tile */
             if (t >= twr && qd < 2) {
-                const int64_t b = (int64_t)(t - nt2) * (CU_KT / 4) + 2 * rq + qd;
+                const int b = it / 4 + 2 * rq + qd;
                 if (b <= qbq[q]) {
                     const float v = qd ? pool_max(W + 3, 5) : fmaxf(wm1, pool_max(W, 4));
                     a.score[((size_t)(tq0 + w * QPW + q) * a.nkv + g) * a.nbs + b] = v;
@@ -840,17 +845,20 @@ static size_t score_mma_smem(int d, int lg)
 }
 
 /* Environment switches, read at every launch (the parity tests and benchmarks flip them):
- * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2, the default
- * before the transposed kernel), otherwise the transposed kernel where it applies (G = 16, K1
- * stride 16); SALA_CUDA_S1TPS=a,b (benchmarks: split ranges of a K2 / b K1 tiles);
- * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch), =filter (the filter top-K for
- * every launch), =f256 (the filter with 256 threads for decode too). */
+ * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2 for every
+ * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
+ * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
+ * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
+ * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
+ * top-K for every launch). */
 enum { SC_OLD, SC_V2, SC_T };
-static int score_variant(int lg, int s1)
+static int score_variant(int lg, int s1, bool split)
 {
     if (cu_env_is("SALA_CUDA_SCORE", "old")) return SC_OLD;
     if (cu_env_is("SALA_CUDA_SCORE", "v2") || lg != 4 || s1 != 16) return SC_V2;
-    return SC_T;
+    if (cu_env_is("SALA_CUDA_SCORE", "t")) return SC_T;
+    return split ? SC_T : SC_V2;
 }
 static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
 
@@ -880,9 +888,9 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
     const int G = a->nh / a->nkv, lg = ilog2_16(G);
     if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && a->s1 > 0 &&
         CU_KT % a->s1 == 0 && !getenv("SALA_CUDA_WMMA")) {
-        const int var = score_variant(lg, a->s1);
         const int qc = SC_NW * SC_MW * (16 >> lg);          /* = 4 ST_QPW for the T kernel */
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
+        int var = score_variant(lg, a->s1, false);
         /* few CTAs (decode): split both passes over the SMs when the stream is long. V2 splits
          * from 1 K2 / 2 K1 tiles on (ranges of >= 1 K2 / 2 K1 tiles): the 8K-32K decode shapes
          * too, which the old thresholds (4 / 8 tiles, ranges of 2 / 4) left on 2 CTAs. */
@@ -896,13 +904,14 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int nt2 = (int)((v2 + CU_KT - 1) / CU_KT), nt1 = (int)((v1 + CU_KT - 1) / CU_KT);
         const int ctas = (int)(grid.x * grid.y), want = 264 / ctas;
         if (ctas <= 16 && nt2 >= min2 && nt1 >= min1 && !getenv("SALA_CUDA_NOSPLIT")) {
+            var = score_variant(lg, a->s1, true);
             int tps1 = (nt2 + want - 1) / want;
             if (tps1 < mtps1) tps1 = mtps1;
             int tps2 = (nt1 + want - 1) / want;
             if (tps2 < mtps2) tps2 = mtps2;
             const char *ov = getenv("SALA_CUDA_S1TPS");
             int o1 = 0, o2 = 0;
-            if (ov && sscanf(ov, "%d,%d", &o1, &o2) == 2 && o1 > 0 && o2 > 0) tps1 = o1, tps2 = o2;
+            if (ov && sscanf(ov, "%dx%d", &o1, &o2) == 2 && o1 > 0 && o2 > 0) tps1 = o1, tps2 = o2;
             const int ns1 = (nt2 + tps1 - 1) / tps1, ns2 = (nt1 + tps2 - 1) / tps2;
             if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
                 const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
@@ -929,24 +938,24 @@ static __device__ __forceinline__ uint32_t fkey(float f)
 
 #define TOPK_THREADS 256
 
-template <int NT> static __device__ int block_sum_int(int v, int *red)
+static __device__ int block_sum_int(int v, int *red)
 {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     __syncthreads();
     if ((threadIdx.x & 31) == 0) red[threadIdx.x >> 5] = v;
     __syncthreads();
     int s = 0;
-    for (int i = 0; i < NT / 32; i++) s += red[i];
+    for (int i = 0; i < TOPK_THREADS / 32; i++) s += red[i];
     return s;
 }
 
 /* Exclusive prefix sum of v over the block's threads (in thread order). */
-template <int NT> static __device__ int block_excl_scan(int v, int *buf)
+static __device__ int block_excl_scan(int v, int *buf)
 {
     __syncthreads();
     buf[threadIdx.x] = v;
     __syncthreads();
-    for (int o = 1; o < NT; o <<= 1) {
+    for (int o = 1; o < TOPK_THREADS; o <<= 1) {
         const int add = threadIdx.x >= (unsigned)o ? buf[threadIdx.x - o] : 0;
         __syncthreads();
         buf[threadIdx.x] += add;
@@ -958,7 +967,7 @@ template <int NT> static __device__ int block_excl_scan(int v, int *buf)
 /* The K largest of nb keys key(b) (ties: lower b first), written ascending to out[0..K):
  * a bitwise radix select of the K-th key (32 counting passes), then an ordered compaction over
  * per-thread contiguous segments. Every thread of the CTA calls it (barriers inside). */
-template <int NT, class KeyF>
+template <class KeyF>
 static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *out, int *red,
                                   int *scan)
 {
@@ -967,10 +976,10 @@ static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *o
         const uint32_t cand = res | (1u << bit);
         int cnt = 0;
         for (int64_t b = threadIdx.x; b < nb; b += blockDim.x) cnt += key(b) >= cand;
-        if (block_sum_int<NT>(cnt, red) >= K) res = cand;
+        if (block_sum_int(cnt, red) >= K) res = cand;
     }
     /* res = K-th largest key. Per-thread contiguous segments keep block-id order. */
-    const int64_t seg = (nb + NT - 1) / NT;
+    const int64_t seg = (nb + TOPK_THREADS - 1) / TOPK_THREADS;
     const int64_t b0 = threadIdx.x * seg, b1 = b0 + seg < nb ? b0 + seg : nb;
     int above = 0, ties = 0;
     for (int64_t b = b0; b < b1; b++) {
@@ -978,21 +987,21 @@ static __device__ void topk_radix(const KeyF &key, int64_t nb, int K, int32_t *o
         above += k > res;
         ties += k == res;
     }
-    const int above_all = block_sum_int<NT>(above, red);
-    int tie_rank = block_excl_scan<NT>(ties, scan);
+    const int above_all = block_sum_int(above, red);
+    int tie_rank = block_excl_scan(ties, scan);
     const int ties_in = K - above_all;
     int nsel = 0;
     for (int64_t b = b0; b < b1; b++) {
         const uint32_t k = key(b);
         nsel += k > res || (k == res && tie_rank++ < ties_in);
     }
-    int pos = block_excl_scan<NT>(nsel, scan);
+    int pos = block_excl_scan(nsel, scan);
     tie_rank -= ties;                                       /* restart the segment's tie rank */
     for (int64_t b = b0; b < b1; b++) {
         const uint32_t k = key(b);
         if (k > res || (k == res && tie_rank++ < ties_in)) out[pos++] = (int32_t)b;
     }
-    const int total = block_sum_int<NT>(nsel, red);
+    const int total = block_sum_int(nsel, red);
     for (int k = total + threadIdx.x; k < K; k += blockDim.x) out[k] = -1;
 }
 
@@ -1015,11 +1024,11 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
         keys[b] = fkey(s);
     }
     __syncthreads();
-    topk_radix<TOPK_THREADS>([&](int64_t b) { return keys[b]; }, nb, a.K, out, red, scan);
+    topk_radix([&](int64_t b) { return keys[b]; }, nb, a.K, out, red, scan);
 }
 
 /* ---- top-K, second version: threshold filter + exact rank among the candidates ----
- * A CTA per (query, group), NT threads (256, or 1,024 for decode), no copy of the row in shared memory:
+ * A CTA per (query, group), TOPK_THREADS threads, no copy of the row in shared memory:
  *  1. each thread takes the max key of its strided share of the row (float4 loads when the row
  *     is 16-byte aligned); each warp sorts its 32 maxima (bitonic, in registers) and
  *     tau = the least over the warps of their kw-th largest, kw = ceil(K / warps). Every warp
@@ -1034,8 +1043,9 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_kernel(topk_args a)
  * Needs K <= TOPK_THREADS (k_topk checks). */
 #define TK_CAP 2048
 #define TK_FILTER_MIN_NB 2048
+#define TK_WARPS (TOPK_THREADS / 32)
 
-template <int NT, class F>
+template <class F>
 static __device__ __forceinline__ void row_keys(const float *sc, int nb, int init, int local0,
                                                 const F &f)
 {
@@ -1047,7 +1057,7 @@ static __device__ __forceinline__ void row_keys(const float *sc, int nb, int ini
         const float4 *s4 = (const float4 *)sc;
         const int n4 = nb / 4;
 #pragma unroll 4
-        for (int i = threadIdx.x; i < n4; i += NT) {
+        for (int i = threadIdx.x; i < n4; i += TOPK_THREADS) {
             const float4 v = __ldg(s4 + i);
             const int b = 4 * i;
             f(b, key(b, v.x));
@@ -1058,15 +1068,14 @@ static __device__ __forceinline__ void row_keys(const float *sc, int nb, int ini
         b4 = 4 * n4;
     }
 #pragma unroll 4
-    for (int b = b4 + threadIdx.x; b < nb; b += NT) f(b, key(b, __ldg(sc + b)));
+    for (int b = b4 + threadIdx.x; b < nb; b += TOPK_THREADS) f(b, key(b, __ldg(sc + b)));
 }
 
-template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kernel(topk_args a)
+static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_args a)
 {
-    constexpr int TK_WARPS = NT / 32;
     __shared__ __align__(16) unsigned long long cc[TK_CAP];
-    __shared__ __align__(16) int sb[NT];
-    __shared__ int red[TK_WARPS], scan[NT];
+    __shared__ __align__(16) int sb[TOPK_THREADS];
+    __shared__ int red[TOPK_THREADS / 32], scan[TOPK_THREADS];
     __shared__ uint32_t wt[TK_WARPS];
     __shared__ int ncand, nsel;
     const int t = a.t0 + blockIdx.x, g = blockIdx.y, K = a.K;
@@ -1082,7 +1091,7 @@ template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kerne
     const int local0 = (int)(l0 < 0 ? 0 : l0), n = (int)nb;  /* nb <= nbs: an int */
     if (threadIdx.x == 0) ncand = nsel = 0;
     uint32_t m = 0;                                         /* 0: below every key */
-    row_keys<NT>(sc, n, a.init_blocks, local0, [&](int, uint32_t k) { m = k > m ? k : m; });
+    row_keys(sc, n, a.init_blocks, local0, [&](int, uint32_t k) { m = k > m ? k : m; });
 #pragma unroll
     for (int k = 2; k <= 32; k <<= 1)                       /* 1. descending bitonic sort */
 #pragma unroll
@@ -1097,7 +1106,7 @@ template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kerne
     uint32_t th = wt[0];
 #pragma unroll
     for (int i = 1; i < TK_WARPS; i++) th = wt[i] < th ? wt[i] : th;
-    row_keys<NT>(sc, n, a.init_blocks, local0, [&](int b, uint32_t k) {    /* 2. candidates */
+    row_keys(sc, n, a.init_blocks, local0, [&](int b, uint32_t k) {        /* 2. candidates */
         if (k >= th) {
             const int i = atomicAdd(&ncand, 1);
             if (i < TK_CAP) cc[i] = (unsigned long long)k << 32 | (uint32_t)~b;
@@ -1106,7 +1115,7 @@ template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kerne
     __syncthreads();
     const int C = ncand;
     if (C > TK_CAP) {                                       /* many equal keys: radix select */
-        topk_radix<NT>([&](int64_t b) {
+        topk_radix([&](int64_t b) {
             return ((int)b < a.init_blocks || (int)b >= local0) ? 0xFF800000u : fkey(sc[b]);
         }, nb, K, out, red, scan);
         return;
@@ -1115,7 +1124,7 @@ template <int NT> static __global__ void __launch_bounds__(NT) topk_filter_kerne
     if (threadIdx.x >= K && threadIdx.x < ((K + 3) & ~3)) sb[threadIdx.x] = 0x7fffffff;
     __syncthreads();
     const ulonglong2 *c2 = (const ulonglong2 *)cc;
-    for (int i = threadIdx.x; i < C; i += NT) {              /* 3. rank among the candidates */
+    for (int i = threadIdx.x; i < C; i += TOPK_THREADS) {    /* 3. rank among the candidates */
         const unsigned long long ci = cc[i];
         int r = 0;
         for (int j = 0; j < (C + 1) / 2; j++) {
@@ -1146,13 +1155,8 @@ cudaError_t k_topk(cudaStream_t st, const topk_args *a)
     const int64_t nb_max = (a->p0 + a->t0 + a->n - 1) / a->block + 1;
     const bool filter = cu_env_is("SALA_CUDA_TOPK", "filter") ||
                         (!topk_old() && (a->n <= 16 || nb_max > TK_FILTER_MIN_NB));
-    /* decode-sized launches (<= 16 queries): 1,024 threads a CTA (16 keys a thread in one round
-     * of loads at 16K blocks, and 32 warps' thresholds) unless SALA_CUDA_TOPK=f256 */
-    const bool wide = a->n <= 16 && !cu_env_is("SALA_CUDA_TOPK", "f256");
-    if (filter && wide && a->K >= 1 && a->K <= TOPK_THREADS)
-        topk_filter_kernel<1024><<<grid, 1024, 0, st>>>(*a);
-    else if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
-        topk_filter_kernel<TOPK_THREADS><<<grid, TOPK_THREADS, 0, st>>>(*a);
+    if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
+        topk_filter_kernel<<<grid, TOPK_THREADS, 0, st>>>(*a);
     else
         topk_kernel<<<grid, TOPK_THREADS, (size_t)a->nbs * 4, st>>>(*a);
     return cudaGetLastError();
