@@ -547,7 +547,10 @@ static __global__ void __launch_bounds__(128, 2)
  * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
  * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
  * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
- * merge of mode 2 runs over the 8 lane groups of a head in parallel. */
+ * merge of mode 2 runs over the 8 lane groups of a head in parallel. MO (SALA_CUDA_SCORE=t2):
+ * pass-2 tiles go m-tile by m-tile, each m-tile's group sums issued right after its MMAs, so
+ * that the exp2 / tensor-core sums of one m-tile can run beside the MMAs of the next (the same
+ * arithmetic). */
 #define ST_QPW 2
 
 static __device__ __forceinline__ void mma_tf32_ones(float c[4], const uint32_t a[4], bool zero)
@@ -580,7 +583,7 @@ static __device__ __forceinline__ void tile_async_sw(bf16 *dst, const bf16 *src,
     }
 }
 
-template <int D>
+template <int D, bool MO>
 static __global__ void __launch_bounds__(128, 2)
     score_t_kernel(score_args a, int mode, int tps, int nsplit1)
 {
@@ -699,6 +702,49 @@ static __global__ void __launch_bounds__(128, 2)
         for (int kl = 0; kl < 4; kl++) abase[kl] = row + (uint32_t)((((2 * kl + hk) ^ s)) * 16);
     }
 
+    /* scores of m-tiles [mt0, mt0 + nmt) of the tile in buffer boff (bytes) */
+    float acc[QPW][4][2][4];
+    auto mma_rows = [&](int mt0, int nmt, uint32_t boff) {
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int mt = mt0; mt < mt0 + nmt; mt++) {
+                uint32_t af[4];
+                ldsm_x4(af, abase[ks & 3] + boff + (uint32_t)(mt * 4 * D + (ks >> 2) * 128));
+#pragma unroll
+                for (int q = 0; q < QPW; q++)
+#pragma unroll
+                    for (int n8 = 0; n8 < 2; n8++) {
+                        if (ks == 0)
+                            mma_bf16_z(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                        else
+                            mma_bf16(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                    }
+            }
+    };
+    /* pass 2, windows 8 rq + 2 mt, + 1 of query q: Σ_h exp2(s - lse) on the tensor cores */
+    float W[QPW][8];
+    auto psum = [&](int q, int mt) {
+        float sh[4], so[4];                                 /* Σ hi and Σ lo: two short chains */
+#pragma unroll
+        for (int n8 = 0; n8 < 2; n8++) {
+            uint32_t hi[4], lo[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                /* A slot order: a0 = c0 (row rq), a1 = c2 (row rq+8), a2 = c1, a3 = c3 */
+                const int ce = (e & 1) * 2 + (e >> 1);
+                const float P = sc_exp2<true>(acc[q][mt][n8][ce] * sl - mh[q][n8 * 2 + (ce & 1)]);
+                const uint32_t hb = __float_as_uint(P) & 0xffffe000u;
+                hi[e] = hb;
+                lo[e] = __float_as_uint(P - __uint_as_float(hb));
+            }
+            mma_tf32_ones(sh, hi, n8 == 0);
+            mma_tf32_ones(so, lo, n8 == 0);
+        }
+        W[q][2 * mt] = sh[0] + so[0];
+        W[q][2 * mt + 1] = sh[2] + so[2];
+    };
+
     if (tbeg < tlast) load(tbeg);
     for (int t = tbeg; t < tlast; t++) {
         if (t + 1 < tlast) {
@@ -707,24 +753,30 @@ static __global__ void __launch_bounds__(128, 2)
         } else {
             cp_async_wait<0>();
         }
+        if (t == nt2 && mode == 0 && wact) {                /* lse (log2 domain) per head */
+#pragma unroll
+            for (int q = 0; q < QPW; q++)
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float m = mh[q][h], l = lh[q][h];
+                    merge_ml<4, 16>(m, l);
+                    mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+                }
+        }
         __syncthreads();
-        float acc[QPW][4][2][4];
         if (wact) {
             const uint32_t boff = (uint32_t)((t & 1) * CU_KT * D * 2);
-#pragma unroll
-            for (int ks = 0; ks < KS; ks++)
+            if (MO && t >= nt2) {       /* m-tile by m-tile: its sums beside the next MMAs */
 #pragma unroll
                 for (int mt = 0; mt < 4; mt++) {
-                    uint32_t af[4];
-                    ldsm_x4(af, abase[ks & 3] + boff + (uint32_t)(mt * 4 * D + (ks >> 2) * 128));
+                    mma_rows(mt, 1, boff);
 #pragma unroll
                     for (int q = 0; q < QPW; q++)
-#pragma unroll
-                        for (int n8 = 0; n8 < 2; n8++) {
-                            if (ks == 0) mma_bf16_z(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
-                            else mma_bf16(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
-                        }
+                        if (w * QPW + q < nq) psum(q, mt);
                 }
+            } else {
+                mma_rows(0, 4, boff);
+            }
         }
         __syncthreads();                                    /* tile buffer free for t + 2 */
         if (!wact) continue;
@@ -755,61 +807,33 @@ static __global__ void __launch_bounds__(128, 2)
             }
             continue;
         }
-        if (t == nt2 && mode == 0) {                        /* lse (log2 domain) per head */
-#pragma unroll
-            for (int q = 0; q < QPW; q++)
-#pragma unroll
-                for (int h = 0; h < 4; h++) {
-                    float m = mh[q][h], l = lh[q][h];
-                    merge_ml<4, 16>(m, l);
-                    mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
-                }
-        }
-        /* pass 2: Σ_h P per window on the tensor cores, masked, pooled onto blocks 2rq, 2rq+1 */
+        /* pass 2: Σ_h P per window (psum), masked, pooled onto blocks 2rq, 2rq+1 */
         const int it = (t - nt2) * CU_KT, i0 = it + 8 * rq;   /* windows < 2^31 (v1q is int) */
 #pragma unroll
         for (int q = 0; q < QPW; q++) {
             if (w * QPW + q >= nq) continue;                /* warp-uniform */
-            float W[8];
+            if (!MO) {
 #pragma unroll
-            for (int mt = 0; mt < 4; mt++) {
-                float sh[4], so[4];                         /* Σ hi and Σ lo: two short chains */
-#pragma unroll
-                for (int n8 = 0; n8 < 2; n8++) {
-                    uint32_t hi[4], lo[4];
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        /* A slot order: a0 = c0 (row rq), a1 = c2 (row rq+8), a2 = c1, a3 = c3 */
-                        const int ce = (e & 1) * 2 + (e >> 1);
-                        const float P = sc_exp2<true>(acc[q][mt][n8][ce] * sl -
-                                                      mh[q][n8 * 2 + (ce & 1)]);
-                        const uint32_t hb = __float_as_uint(P) & 0xffffe000u;
-                        hi[e] = hb;
-                        lo[e] = __float_as_uint(P - __uint_as_float(hb));
-                    }
-                    mma_tf32_ones(sh, hi, n8 == 0);
-                    mma_tf32_ones(so, lo, n8 == 0);
-                }
-                W[2 * mt] = sh[0] + so[0];
-                W[2 * mt + 1] = sh[2] + so[2];
+                for (int mt = 0; mt < 4; mt++) psum(q, mt);
             }
+            float *Wq = W[q];
             if (it + CU_KT <= v1q[q] && !nk2q[q]) {         /* whole tile valid (warp-uniform) */
 #pragma unroll
-                for (int j = 0; j < 8; j++) W[j] = isnan(W[j]) ? 0.0f : W[j];
+                for (int j = 0; j < 8; j++) Wq[j] = isnan(Wq[j]) ? 0.0f : Wq[j];
             } else {
 #pragma unroll
                 for (int j = 0; j < 8; j++) {
-                    if (i0 + j >= v1q[q]) W[j] = -INFINITY; /* not complete at p: not pooled */
-                    else if (nk2q[q] || isnan(W[j])) W[j] = 0.0f;
+                    if (i0 + j >= v1q[q]) Wq[j] = -INFINITY;    /* not complete at p: not pooled */
+                    else if (nk2q[q] || isnan(Wq[j])) Wq[j] = 0.0f;
                 }
             }
-            const float x = __shfl_sync(0xffffffffu, W[7], (lane + 28) & 31);
+            const float x = __shfl_sync(0xffffffffu, Wq[7], (lane + 28) & 31);
             const float wm1 = rq == 0 ? carry[q] : x;
             carry[q] = x;                                   /* read by rq == 0 next tile */
             if (t >= twr && qd < 2) {
                 const int b = it / 4 + 2 * rq + qd;
                 if (b <= qbq[q]) {
-                    const float v = qd ? pool_max(W + 3, 5) : fmaxf(wm1, pool_max(W, 4));
+                    const float v = qd ? pool_max(Wq + 3, 5) : fmaxf(wm1, pool_max(Wq, 4));
                     a.score[((size_t)(tq0 + w * QPW + q) * a.nkv + g) * a.nbs + b] = v;
                 }
             }
@@ -847,17 +871,18 @@ static size_t score_mma_smem(int d, int lg)
 /* Environment switches, read at every launch (the parity tests and benchmarks flip them):
  * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2 for every
  * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
- * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
+ * applies: G = 16, K1 stride 16), =t2 (the same, m-tile-major pass 2); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch). */
-enum { SC_OLD, SC_V2, SC_T };
+enum { SC_OLD, SC_V2, SC_T, SC_T2 };
 static int score_variant(int lg, int s1, bool split)
 {
     if (cu_env_is("SALA_CUDA_SCORE", "old")) return SC_OLD;
     if (cu_env_is("SALA_CUDA_SCORE", "v2") || lg != 4 || s1 != 16) return SC_V2;
     if (cu_env_is("SALA_CUDA_SCORE", "t")) return SC_T;
+    if (cu_env_is("SALA_CUDA_SCORE", "t2")) return SC_T2;
     return split ? SC_T : SC_V2;
 }
 static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
@@ -866,8 +891,10 @@ template <int D>
 static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
                              int mode, int tps, int nsplit1)
 {
-    if (var == SC_T) {
-        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(*a, mode, tps, nsplit1);
+    if (var == SC_T || var == SC_T2) {
+        const size_t sm = (size_t)2 * CU_KT * D * 2;
+        if (var == SC_T2) score_t_kernel<D, true><<<grid, 128, sm, st>>>(*a, mode, tps, nsplit1);
+        else score_t_kernel<D, false><<<grid, 128, sm, st>>>(*a, mode, tps, nsplit1);
         return;
     }
     const size_t sm = score_mma_smem(D, lg);
