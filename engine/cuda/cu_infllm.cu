@@ -208,6 +208,71 @@ template <bool V2> static __device__ __forceinline__ float sc_exp2(float x)
     }
 }
 
+/* The tile stream of a stage-1 CTA whose last query is at pmax (both mma kernels): nt2 K2 tiles,
+ * then the K1 tiles (r windows a block) of the blocks it scores (b < qb - local when local >= 0);
+ * in split modes its range [tbeg, tlast) (mode 2 starts a tile early for the carried window)
+ * and the first tile it writes, twr. false: the CTA has nothing to do. */
+struct sc_stream {
+    int64_t v2max, v1max;
+    int nt2, nt, tbeg, tlast, twr;
+};
+static __device__ __forceinline__ bool sc_stream_init(const score_args &a, int64_t pmax, int r,
+                                                      int mode, int tps, sc_stream &S)
+{
+    const int64_t qbmax = pmax / a.block;
+    S.v2max = nwin(pmax + 1, 4 * a.k1, 4 * a.s1);
+    S.v1max = nwin(pmax + 1, a.k1, a.s1);
+    if (S.v2max > a.n2) S.v2max = a.n2;
+    if (S.v1max > a.n1) S.v1max = a.n1;
+    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
+    if (nblk < 0) nblk = 0;
+    S.nt2 = (int)((S.v2max + CU_KT - 1) / CU_KT);
+    const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
+    S.nt = nt1 > 0 ? S.nt2 + nt1 : 0;                       /* no block to score: nothing */
+    if (S.nt == 0) return false;
+    S.tbeg = 0, S.tlast = S.nt, S.twr = 0;
+    if (mode == 1) {
+        S.tbeg = (int)blockIdx.z * tps;
+        S.tlast = S.tbeg + tps < S.nt2 ? S.tbeg + tps : S.nt2;
+    } else if (mode == 2) {
+        S.twr = S.nt2 + (int)blockIdx.z * tps;
+        if (S.twr >= S.nt) return false;
+        S.tbeg = blockIdx.z > 0 ? S.twr - 1 : S.twr;
+        S.tlast = S.twr + tps < S.nt ? S.twr + tps : S.nt;
+    }
+    return true;
+}
+
+/* Rows of tile t of the stream for kv group g: K2 windows for t < nt2, then K1; *nk rows
+ * (0..64) are present. */
+static __device__ __forceinline__ const bf16 *sc_tile_src(const score_args &a, const sc_stream &S,
+                                                          int t, int g, int D, int *nk)
+{
+    const size_t krow = (size_t)a.nkv * D;
+    if (t < S.nt2) {
+        const int64_t c0 = (int64_t)t * CU_KT, left = S.v2max - c0;
+        *nk = (int)(left < CU_KT ? left : CU_KT);
+        return a.K2 + c0 * krow + (size_t)g * D;
+    }
+    const int64_t i0 = (int64_t)(t - S.nt2) * CU_KT, left = S.v1max - i0;
+    *nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
+    return a.K1 + (*nk > 0 ? i0 * krow : 0) + (size_t)g * D;
+}
+
+/* One tile's step of a row's online (max m, sum l) of exp2 terms: x[N] (log2 domain, -inf for
+ * masked entries) with mx = their max. */
+template <int N, bool V2>
+static __device__ __forceinline__ void online_ml(const float (&x)[N], float mx, float &m, float &l)
+{
+    const float mn = fmaxf(m, mx);
+    if (mn == -INFINITY) return;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) s += sc_exp2<V2>(x[i] - mn);
+    l = l * sc_exp2<V2>(m - mn) + s;
+    m = mn;
+}
+
 /* V2 (default; SALA_CUDA_SCORE=old selects V2 = false): the per-query window counts and query
  * blocks are computed once before the tile loop (the old kernel did six 64-bit divisions per
  * tile and thread inside it) and exp2 is the single-op ftz form. Same scores otherwise. */
@@ -257,25 +322,9 @@ static __global__ void __launch_bounds__(128, 2)
                 qa[mt][ks][2 + hf] = x1;
             }
         }
-    int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
-    if (v2max > a.n2) v2max = a.n2;
-    if (v1max > a.n1) v1max = a.n1;
-    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
-    if (nblk < 0) nblk = 0;
-    const int nt2 = (int)((v2max + CU_KT - 1) / CU_KT);
-    const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
-    const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
-    if (nt == 0) return;
-    int tbeg = 0, tlast = nt, twr = 0;
-    if (mode == 1) {
-        tbeg = (int)blockIdx.z * tps;
-        tlast = tbeg + tps < nt2 ? tbeg + tps : nt2;
-    } else if (mode == 2) {
-        twr = nt2 + (int)blockIdx.z * tps;
-        if (twr >= nt) return;
-        tbeg = blockIdx.z > 0 ? twr - 1 : twr;
-        tlast = twr + tps < nt ? twr + tps : nt;
-    }
+    sc_stream S;
+    if (!sc_stream_init(a, pmax, r, mode, tps, S)) return;
+    const int nt2 = S.nt2, tbeg = S.tbeg, tlast = S.tlast, twr = S.twr;
     const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32 + rq;
     if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
     if (V2 && lane < QPW)               /* query block per warp query, -1 past the last query */
@@ -283,16 +332,9 @@ static __global__ void __launch_bounds__(128, 2)
     __syncwarp();
 
     auto load = [&](int t) {
-        bf16 *dst = Kb + (t & 1) * CU_KT * LDS;
-        if (t < nt2) {
-            const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
-            tile_async<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
-                          (int)(left < CU_KT ? left : CU_KT), 128);
-        } else {
-            const int64_t i0 = (int64_t)(t - nt2) * CU_KT, left = v1max - i0;
-            const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
-            tile_async<D>(dst, a.K1 + (nk > 0 ? i0 * krow : 0) + (size_t)g * D, krow, nk, 128);
-        }
+        int nk;
+        const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
+        tile_async<D>(Kb + (t & 1) * CU_KT * LDS, src, krow, nk, 128);
         cp_async_commit();
     };
 
@@ -379,14 +421,7 @@ static __global__ void __launch_bounds__(128, 2)
                             x[j * 2 + e] = v;
                             mx = fmaxf(mx, v);
                         }
-                    const float mo = mrow[mt][hf], mn = fmaxf(mo, mx);
-                    if (mn != -INFINITY) {
-                        float s = 0.0f;
-#pragma unroll
-                        for (int i = 0; i < 16; i++) s += sc_exp2<V2>(x[i] - mn);
-                        lrow[mt][hf] = lrow[mt][hf] * sc_exp2<V2>(mo - mn) + s;
-                        mrow[mt][hf] = mn;
-                    }
+                    online_ml<16, V2>(x, mx, mrow[mt][hf], lrow[mt][hf]);
                 }
             continue;
         }
@@ -626,38 +661,15 @@ static __global__ void __launch_bounds__(128, 2)
             }
         }
     }
-    int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
-    if (v2max > a.n2) v2max = a.n2;
-    if (v1max > a.n1) v1max = a.n1;
-    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
-    if (nblk < 0) nblk = 0;
-    const int nt2 = (int)((v2max + CU_KT - 1) / CU_KT);
-    const int nt1 = (int)((nblk * 4 + CU_KT - 1) / CU_KT);
-    const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
-    if (nt == 0) return;
-    int tbeg = 0, tlast = nt, twr = 0;
-    if (mode == 1) {
-        tbeg = (int)blockIdx.z * tps;
-        tlast = tbeg + tps < nt2 ? tbeg + tps : nt2;
-    } else if (mode == 2) {
-        twr = nt2 + (int)blockIdx.z * tps;
-        if (twr >= nt) return;
-        tbeg = blockIdx.z > 0 ? twr - 1 : twr;
-        tlast = twr + tps < nt ? twr + tps : nt;
-    }
+    sc_stream S;
+    if (!sc_stream_init(a, pmax, 4, mode, tps, S)) return;
+    const int nt2 = S.nt2, tbeg = S.tbeg, tlast = S.tlast, twr = S.twr;
     const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32;
 
     auto load = [&](int t) {
-        bf16 *dst = Kb + (t & 1) * CU_KT * D;
-        if (t < nt2) {
-            const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
-            tile_async_sw<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
-                             (int)(left < CU_KT ? left : CU_KT));
-        } else {
-            const int64_t i0 = (int64_t)(t - nt2) * CU_KT, left = v1max - i0;
-            const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
-            tile_async_sw<D>(dst, a.K1 + (nk > 0 ? i0 * krow : 0) + (size_t)g * D, krow, nk);
-        }
+        int nk;
+        const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
+        tile_async_sw<D>(Kb + (t & 1) * CU_KT * D, src, krow, nk);
         cp_async_commit();
     };
 
@@ -795,14 +807,7 @@ static __global__ void __launch_bounds__(128, 2)
                         x[j] = v;
                         mx = fmaxf(mx, v);
                     }
-                    const float mo = mh[q][h], mn = fmaxf(mo, mx);
-                    if (mn != -INFINITY) {
-                        float s = 0.0f;
-#pragma unroll
-                        for (int j = 0; j < 8; j++) s += sc_exp2<true>(x[j] - mn);
-                        lh[q][h] = lh[q][h] * sc_exp2<true>(mo - mn) + s;
-                        mh[q][h] = mn;
-                    }
+                    online_ml<8, true>(x, mx, mh[q][h], lh[q][h]);
                 }
             }
             continue;
