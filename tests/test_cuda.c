@@ -877,12 +877,6 @@ static void t_select(void)
     select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
     select_case(32, 2, 128, 1, 64, 100, 100, 24);
     select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
-    setenv("SALA_CUDA_SCORE", "t2", 1);               /* m-tile-major pass 2 */
-    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
-    select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
-    select_case(32, 2, 128, 1, 64, 100, 100, 24);
-    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
-    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
     setenv("SALA_CUDA_SCORE", "v2", 1);
     select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
     select_case(32, 2, 128, 64, 2048, 200003, 1, 16);

@@ -582,10 +582,9 @@ static __global__ void __launch_bounds__(128, 2)
  * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
  * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
  * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
- * merge of mode 2 runs over the 8 lane groups of a head in parallel. MO (SALA_CUDA_SCORE=t2):
- * pass-2 tiles go m-tile by m-tile, each m-tile's group sums issued right after its MMAs, so
- * that the exp2 / tensor-core sums of one m-tile can run beside the MMAs of the next (the same
- * arithmetic). */
+ * merge of mode 2 runs over the 8 lane groups of a head in parallel. (An m-tile-major pass 2,
+ * each m-tile's sums issued right after its MMAs, was 1.12x slower in prefill: branch s1c,
+ * 93a23d2.) */
 #define ST_QPW 2
 
 static __device__ __forceinline__ void mma_tf32_ones(float c[4], const uint32_t a[4], bool zero)
@@ -618,7 +617,7 @@ static __device__ __forceinline__ void tile_async_sw(bf16 *dst, const bf16 *src,
     }
 }
 
-template <int D, bool MO>
+template <int D>
 static __global__ void __launch_bounds__(128, 2)
     score_t_kernel(score_args a, int mode, int tps, int nsplit1)
 {
@@ -778,17 +777,7 @@ static __global__ void __launch_bounds__(128, 2)
         __syncthreads();
         if (wact) {
             const uint32_t boff = (uint32_t)((t & 1) * CU_KT * D * 2);
-            if (MO && t >= nt2) {       /* m-tile by m-tile: its sums beside the next MMAs */
-#pragma unroll
-                for (int mt = 0; mt < 4; mt++) {
-                    mma_rows(mt, 1, boff);
-#pragma unroll
-                    for (int q = 0; q < QPW; q++)
-                        if (w * QPW + q < nq) psum(q, mt);
-                }
-            } else {
-                mma_rows(0, 4, boff);
-            }
+            mma_rows(0, 4, boff);
         }
         __syncthreads();                                    /* tile buffer free for t + 2 */
         if (!wact) continue;
@@ -817,10 +806,8 @@ static __global__ void __launch_bounds__(128, 2)
 #pragma unroll
         for (int q = 0; q < QPW; q++) {
             if (w * QPW + q >= nq) continue;                /* warp-uniform */
-            if (!MO) {
 #pragma unroll
-                for (int mt = 0; mt < 4; mt++) psum(q, mt);
-            }
+            for (int mt = 0; mt < 4; mt++) psum(q, mt);
             float *Wq = W[q];
             if (it + CU_KT <= v1q[q] && !nk2q[q]) {         /* whole tile valid (warp-uniform) */
 #pragma unroll
@@ -876,18 +863,17 @@ static size_t score_mma_smem(int d, int lg)
 /* Environment switches, read at every launch (the parity tests and benchmarks flip them):
  * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2 for every
  * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
- * applies: G = 16, K1 stride 16), =t2 (the same, m-tile-major pass 2); unset: the transposed kernel for split launches (decode; 2.5x
+ * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch). */
-enum { SC_OLD, SC_V2, SC_T, SC_T2 };
+enum { SC_OLD, SC_V2, SC_T };
 static int score_variant(int lg, int s1, bool split)
 {
     if (cu_env_is("SALA_CUDA_SCORE", "old")) return SC_OLD;
     if (cu_env_is("SALA_CUDA_SCORE", "v2") || lg != 4 || s1 != 16) return SC_V2;
     if (cu_env_is("SALA_CUDA_SCORE", "t")) return SC_T;
-    if (cu_env_is("SALA_CUDA_SCORE", "t2")) return SC_T2;
     return split ? SC_T : SC_V2;
 }
 static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
@@ -896,10 +882,8 @@ template <int D>
 static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
                              int mode, int tps, int nsplit1)
 {
-    if (var == SC_T || var == SC_T2) {
-        const size_t sm = (size_t)2 * CU_KT * D * 2;
-        if (var == SC_T2) score_t_kernel<D, true><<<grid, 128, sm, st>>>(*a, mode, tps, nsplit1);
-        else score_t_kernel<D, false><<<grid, 128, sm, st>>>(*a, mode, tps, nsplit1);
+    if (var == SC_T) {
+        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(*a, mode, tps, nsplit1);
         return;
     }
     const size_t sm = score_mma_smem(D, lg);
