@@ -33,6 +33,7 @@ SALA_SUITE(cuda_ops);
 SALA_SUITE(cuda_golden);
 SALA_SUITE(cuda_batch);
 SALA_SUITE(cuda_gemm_speed);
+SALA_SUITE(cuda_select_speed);
 
 static const sala_cuda_ops *ops(void)
 {
@@ -864,6 +865,70 @@ static void t_select(void)
     select_case(16, 2, 64, 64, 2048, 20000, 1, 19);
     select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
     unsetenv("SALA_CUDA_TOPK");
+    /* the transposed stage-1 kernel (default for split launches at G = 16; SALA_CUDA_SCORE=t:
+     * every launch) at d = 64, prefill and decode shapes; queries before the first K2 window
+     * (P = 0) next to ones after it (K = 2 blocks, 1 local); V2 on every launch
+     * (SALA_CUDA_SCORE=v2, the default before) */
+    select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
+    select_case(32, 2, 64, 64, 2048, 20000, 1, 23);
+    select_case(32, 2, 128, 1, 64, 100, 100, 24);
+    setenv("SALA_CUDA_SCORE", "t", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(16, 2, 64, 64, 2048, 30000, 40, 15);
+    select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
+    select_case(32, 2, 128, 1, 64, 100, 100, 24);
+    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
+    setenv("SALA_CUDA_SCORE", "v2", 1);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
+    unsetenv("SALA_CUDA_SCORE");
+}
+
+/* Benchmark (SALA_BENCH_SELECT=1): stage 1 and top-K of one layer, decode (T = 1, 8 layers'
+ * keys in turn, so they come from HBM) at 32K / 256K / 1M and prefill (the last 8,192-token
+ * chunk) at 128K / 1M, for the variants of SALA_BENCH_SELECT_VARIANTS ("label:VAR=val,VAR=val;
+ * ..."; default: the current default, V2 everywhere (SALA_CUDA_SCORE=v2, the default before)
+ * and the transposed kernel everywhere (=t)). Each variant's switches are set, run, unset. */
+static void select_speed_env(const char *spec, bool set)
+{
+    char buf[256];
+    snprintf(buf, sizeof(buf), "%s", spec);
+    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = 0;
+        if (set) setenv(tok, eq + 1, 1);
+        else unsetenv(tok);
+    }
+}
+
+static void t_select_speed(void)
+{
+    OPS();
+    static const struct { int64_t L; int T, layers, reps; } S[] = {
+        {32768, 1, 8, 20}, {262144, 1, 8, 20}, {1048576, 1, 8, 20},
+        {131072, 8192, 1, 3}, {1048576, 8192, 1, 2},
+    };
+    const char *vs = getenv("SALA_BENCH_SELECT_VARIANTS");
+    char list[1024];
+    snprintf(list, sizeof(list), "%s",
+             vs && *vs ? vs : "new:;v2:SALA_CUDA_SCORE=v2;t:SALA_CUDA_SCORE=t");
+    char *save = NULL;
+    for (char *v = strtok_r(list, ";", &save); v; v = strtok_r(NULL, ";", &save)) {
+        char *colon = strchr(v, ':');
+        const char *env = colon ? colon + 1 : "";
+        if (colon) *colon = 0;
+        select_speed_env(env, true);
+        for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++) {
+            double ss = 0, st = 0;
+            CU_ASSERT_EQUAL_FATAL(O->select_speed(S[i].L, S[i].T, S[i].layers, S[i].reps, &ss,
+                                                  &st, &e), SALA_OK);
+            fprintf(stderr, "\n  select %-8s L=%8lld T=%5d: stage 1 %9.4f ms  top-K %8.4f ms  "
+                    "(%s)", v, (long long)S[i].L, S[i].T, ss * 1e3, st * 1e3, env);
+        }
+        select_speed_env(env, false);
+    }
 }
 
 void suite_cuda_ops(void)
@@ -885,6 +950,13 @@ void suite_cuda_gemm_speed(void)
 {
     if (!getenv("SALA_TEST_CUDA") || !getenv("SALA_BENCH_GEMM")) return;
     SALA_ADD("cuda_gemm_speed", {"prefill GEMMs: cublasGemmEx vs cuBLASLt tuned", t_gemm_speed});
+}
+
+void suite_cuda_select_speed(void)
+{
+    if (!getenv("SALA_TEST_CUDA") || !getenv("SALA_BENCH_SELECT")) return;
+    SALA_ADD("cuda_select_speed", {"stage 1 and top-K: decode and prefill launches",
+                                   t_select_speed});
 }
 
 /* ---- whole model against ../shared/golden ---- */

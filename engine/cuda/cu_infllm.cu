@@ -19,20 +19,31 @@
 #include "engine/cuda/cu_wmma.cuh"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Merge a row's running (max m, sum l) of exp2 terms across the 4 lanes of an mma quad. */
-static __device__ __forceinline__ void quad_merge_ml(float &m, float &l)
+/* Merge a row's running (max m, sum l) of exp2 terms across the lanes lane ^ LO .. lane ^ HI
+ * (LO, 2 LO, .., HI): <1, 2> an mma quad, <4, 16> the 8 lane groups of a quad position. */
+template <int LO, int HI> static __device__ __forceinline__ void merge_ml(float &m, float &l)
 {
 #pragma unroll
-    for (int o = 1; o <= 2; o <<= 1) {
+    for (int o = LO; o <= HI; o <<= 1) {
         const float mo = __shfl_xor_sync(0xffffffffu, m, o);
         const float lo = __shfl_xor_sync(0xffffffffu, l, o);
         const float mn = fmaxf(m, mo);
         l = mn == -INFINITY ? 0.0f : l * exp2f(m - mn) + lo * exp2f(mo - mn);
         m = mn;
     }
+}
+static __device__ __forceinline__ void quad_merge_ml(float &m, float &l) { merge_ml<1, 2>(m, l); }
+
+/* Max-pool of n consecutive window scores onto one block (SALA-SPEC §3.6 step 3). */
+static __device__ __forceinline__ float pool_max(const float *v, int n)
+{
+    float m = -INFINITY;
+    for (int k = 0; k < n; k++) m = fmaxf(m, v[k]);
+    return m;
 }
 
 static __device__ __forceinline__ int64_t nwin(int64_t L, int k, int s)
@@ -142,10 +153,8 @@ static __global__ void __launch_bounds__(128) score_kernel(score_args a, int qt)
             if (qi >= nq) continue;
             const int64_t p = a.p0 + tq0 + qi, b = i0 / r + bl;
             if (b > p / a.block) continue;
-            const float *pw = Pw + qi * (CU_KT + 1) + r * bl;
-            float m = -INFINITY;
-            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
-            a.score[((size_t)(tq0 + qi) * a.nkv + g) * a.nbs + b] = m;
+            a.score[((size_t)(tq0 + qi) * a.nkv + g) * a.nbs + b] =
+                pool_max(Pw + qi * (CU_KT + 1) + r * bl, r + 1);
         }
         __syncthreads();
         for (int qi = threadIdx.x; qi < qt; qi += blockDim.x)
@@ -199,6 +208,71 @@ template <bool V2> static __device__ __forceinline__ float sc_exp2(float x)
     }
 }
 
+/* The tile stream of a stage-1 CTA whose last query is at pmax (both mma kernels): nt2 K2 tiles,
+ * then the K1 tiles (r windows a block) of the blocks it scores (b < qb - local when local >= 0);
+ * in split modes its range [tbeg, tlast) (mode 2 starts a tile early for the carried window)
+ * and the first tile it writes, twr. false: the CTA has nothing to do. */
+struct sc_stream {
+    int64_t v2max, v1max;
+    int nt2, nt, tbeg, tlast, twr;
+};
+static __device__ __forceinline__ bool sc_stream_init(const score_args &a, int64_t pmax, int r,
+                                                      int mode, int tps, sc_stream &S)
+{
+    const int64_t qbmax = pmax / a.block;
+    S.v2max = nwin(pmax + 1, 4 * a.k1, 4 * a.s1);
+    S.v1max = nwin(pmax + 1, a.k1, a.s1);
+    if (S.v2max > a.n2) S.v2max = a.n2;
+    if (S.v1max > a.n1) S.v1max = a.n1;
+    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
+    if (nblk < 0) nblk = 0;
+    S.nt2 = (int)((S.v2max + CU_KT - 1) / CU_KT);
+    const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
+    S.nt = nt1 > 0 ? S.nt2 + nt1 : 0;                       /* no block to score: nothing */
+    if (S.nt == 0) return false;
+    S.tbeg = 0, S.tlast = S.nt, S.twr = 0;
+    if (mode == 1) {
+        S.tbeg = (int)blockIdx.z * tps;
+        S.tlast = S.tbeg + tps < S.nt2 ? S.tbeg + tps : S.nt2;
+    } else if (mode == 2) {
+        S.twr = S.nt2 + (int)blockIdx.z * tps;
+        if (S.twr >= S.nt) return false;
+        S.tbeg = blockIdx.z > 0 ? S.twr - 1 : S.twr;
+        S.tlast = S.twr + tps < S.nt ? S.twr + tps : S.nt;
+    }
+    return true;
+}
+
+/* Rows of tile t of the stream for kv group g: K2 windows for t < nt2, then K1; *nk rows
+ * (0..64) are present. */
+static __device__ __forceinline__ const bf16 *sc_tile_src(const score_args &a, const sc_stream &S,
+                                                          int t, int g, int D, int *nk)
+{
+    const size_t krow = (size_t)a.nkv * D;
+    if (t < S.nt2) {
+        const int64_t c0 = (int64_t)t * CU_KT, left = S.v2max - c0;
+        *nk = (int)(left < CU_KT ? left : CU_KT);
+        return a.K2 + c0 * krow + (size_t)g * D;
+    }
+    const int64_t i0 = (int64_t)(t - S.nt2) * CU_KT, left = S.v1max - i0;
+    *nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
+    return a.K1 + (*nk > 0 ? i0 * krow : 0) + (size_t)g * D;
+}
+
+/* One tile's step of a row's online (max m, sum l) of exp2 terms: x[N] (log2 domain, -inf for
+ * masked entries) with mx = their max. */
+template <int N, bool V2>
+static __device__ __forceinline__ void online_ml(const float (&x)[N], float mx, float &m, float &l)
+{
+    const float mn = fmaxf(m, mx);
+    if (mn == -INFINITY) return;
+    float s = 0.0f;
+#pragma unroll
+    for (int i = 0; i < N; i++) s += sc_exp2<V2>(x[i] - mn);
+    l = l * sc_exp2<V2>(m - mn) + s;
+    m = mn;
+}
+
 /* V2 (default; SALA_CUDA_SCORE=old selects V2 = false): the per-query window counts and query
  * blocks are computed once before the tile loop (the old kernel did six 64-bit divisions per
  * tile and thread inside it) and exp2 is the single-op ftz form. Same scores otherwise. */
@@ -248,25 +322,9 @@ static __global__ void __launch_bounds__(128, 2)
                 qa[mt][ks][2 + hf] = x1;
             }
         }
-    int64_t v2max = nwin(pmax + 1, k2, s2), v1max = nwin(pmax + 1, a.k1, a.s1);
-    if (v2max > a.n2) v2max = a.n2;
-    if (v1max > a.n1) v1max = a.n1;
-    int64_t nblk = a.local >= 0 ? qbmax - a.local : qbmax + 1;
-    if (nblk < 0) nblk = 0;
-    const int nt2 = (int)((v2max + CU_KT - 1) / CU_KT);
-    const int nt1 = (int)((nblk * r + CU_KT - 1) / CU_KT);
-    const int nt = nt1 > 0 ? nt2 + nt1 : 0;                 /* no block to score: nothing */
-    if (nt == 0) return;
-    int tbeg = 0, tlast = nt, twr = 0;
-    if (mode == 1) {
-        tbeg = (int)blockIdx.z * tps;
-        tlast = tbeg + tps < nt2 ? tbeg + tps : nt2;
-    } else if (mode == 2) {
-        twr = nt2 + (int)blockIdx.z * tps;
-        if (twr >= nt) return;
-        tbeg = blockIdx.z > 0 ? twr - 1 : twr;
-        tlast = twr + tps < nt ? twr + tps : nt;
-    }
+    sc_stream S;
+    if (!sc_stream_init(a, pmax, r, mode, tps, S)) return;
+    const int nt2 = S.nt2, tbeg = S.tbeg, tlast = S.tlast, twr = S.twr;
     const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32 + rq;
     if (lane < QPW) Pw[lane * (CU_KT + 1)] = -INFINITY;
     if (V2 && lane < QPW)               /* query block per warp query, -1 past the last query */
@@ -274,16 +332,9 @@ static __global__ void __launch_bounds__(128, 2)
     __syncwarp();
 
     auto load = [&](int t) {
-        bf16 *dst = Kb + (t & 1) * CU_KT * LDS;
-        if (t < nt2) {
-            const int64_t c0 = (int64_t)t * CU_KT, left = v2max - c0;
-            tile_async<D>(dst, a.K2 + c0 * krow + (size_t)g * D, krow,
-                          (int)(left < CU_KT ? left : CU_KT), 128);
-        } else {
-            const int64_t i0 = (int64_t)(t - nt2) * CU_KT, left = v1max - i0;
-            const int nk = (int)(left <= 0 ? 0 : (left < CU_KT ? left : CU_KT));
-            tile_async<D>(dst, a.K1 + (nk > 0 ? i0 * krow : 0) + (size_t)g * D, krow, nk, 128);
-        }
+        int nk;
+        const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
+        tile_async<D>(Kb + (t & 1) * CU_KT * LDS, src, krow, nk, 128);
         cp_async_commit();
     };
 
@@ -370,14 +421,7 @@ static __global__ void __launch_bounds__(128, 2)
                             x[j * 2 + e] = v;
                             mx = fmaxf(mx, v);
                         }
-                    const float mo = mrow[mt][hf], mn = fmaxf(mo, mx);
-                    if (mn != -INFINITY) {
-                        float s = 0.0f;
-#pragma unroll
-                        for (int i = 0; i < 16; i++) s += sc_exp2<V2>(x[i] - mn);
-                        lrow[mt][hf] = lrow[mt][hf] * sc_exp2<V2>(mo - mn) + s;
-                        mrow[mt][hf] = mn;
-                    }
+                    online_ml<16, V2>(x, mx, mrow[mt][hf], lrow[mt][hf]);
                 }
             continue;
         }
@@ -494,10 +538,8 @@ static __global__ void __launch_bounds__(128, 2)
                 b = i0 / r + bl;
                 if (b > p / a.block) continue;
             }
-            const float *pw = Pw + qw * (CU_KT + 1) + r * bl;
-            float m = -INFINITY;
-            for (int k = 0; k <= r; k++) m = fmaxf(m, pw[k]);
-            a.score[((size_t)(tq0 + qc) * a.nkv + g) * a.nbs + b] = m;
+            a.score[((size_t)(tq0 + qc) * a.nkv + g) * a.nbs + b] =
+                pool_max(Pw + qw * (CU_KT + 1) + r * bl, r + 1);
         }
         __syncwarp();
         if (lane < QPW) Pw[lane * (CU_KT + 1)] = Pw[lane * (CU_KT + 1) + CU_KT];
@@ -519,6 +561,292 @@ static __global__ void __launch_bounds__(128, 2)
     }
 }
 
+/* ---- stage 1, transposed form (V4; the default for G = 16 and a K1 stride of 16) ----
+ * The scores are computed as Sᵀ = K1 · Qᵀ: the 64 windows of a tile are the M dimension (four
+ * m16 tiles) and a query's 16 heads the N dimension (two n8 tiles). A thread then holds, per
+ * query, 8 windows x 4 heads, and the group sum over the heads runs on the tensor cores: the
+ * exp2 values of a (16 windows x 8 heads) C fragment are, as they lie, the A fragment of a tf32
+ * m16n8k8 mma against a matrix of ones (which head lands in which k slot does not matter for a
+ * sum). tf32 keeps 10 mantissa bits, so each P is split into hi = P with the low 13 bits cleared
+ * (exact in tf32) and lo = P - hi (exact in fp32, read by the mma as tf32: relative error of the
+ * term < 2^-21); four mmas (hi, lo for each n8 tile) give Σ_h P per window, in fp32 accumulation.
+ * The rows of each m16 tile are permuted (row ρ < 8 of m-tile mt = window 8ρ + 2mt, row ρ + 8 =
+ * window 8ρ + 2mt + 1) so that lane group rq holds windows 8rq .. 8rq + 7 = blocks 2rq and
+ * 2rq + 1 of the tile: the max-pool needs one shuffle (window 8rq - 1 from the lane group before,
+ * the tile before's window 63 carried in a register) and no shared memory. Tiles are stored
+ * without padding with 16-byte chunks XOR-swizzled by (row / 8) % 8, so the ldmatrix phases of
+ * the permuted rows (8 rows 8 apart) hit distinct banks.
+ * Pass 1 keeps per (query, head) online (max, sum) per thread over its 8 windows, merged over
+ * the 8 lane groups at the end of the pass (or of the split range). Same masks, split modes,
+ * early exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum
+ * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
+ * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
+ * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
+ * merge of mode 2 runs over the 8 lane groups of a head in parallel. (An m-tile-major pass 2,
+ * each m-tile's sums issued right after its MMAs, was 1.12x slower in prefill: branch s1c,
+ * 93a23d2.) */
+#define ST_QPW 2
+
+static __device__ __forceinline__ void mma_tf32_ones(float c[4], const uint32_t a[4], bool zero)
+{
+    if (zero)
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%8}, {%9,%9,%9,%9};\n"
+                     : "=f"(c[0]), "=f"(c[1]), "=f"(c[2]), "=f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(0x3f800000u), "f"(0.0f));
+    else
+        asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+                     "{%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%8}, {%0,%1,%2,%3};\n"
+                     : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(0x3f800000u));
+}
+
+/* Rows [0, nrows) of a (rows, D) bf16 matrix (row stride ld) -> a swizzled shared tile (64, D):
+ * 16-byte chunk c of row r at chunk c ^ ((r / 8) % 8); rows past nrows are zero. */
+template <int D>
+static __device__ __forceinline__ void tile_async_sw(bf16 *dst, const bf16 *src, size_t ld,
+                                                     int nrows)
+{
+    constexpr int PER = D / 8;
+#pragma unroll 4
+    for (int idx = threadIdx.x; idx < 64 * PER; idx += 128) {
+        const int r = idx / PER, c = idx % PER;
+        const bool ok = r < nrows;
+        cp_async16(smem_u32(dst + r * D + ((c ^ ((r >> 3) & 7)) << 3)),
+                   src + (ok ? (size_t)r * ld : 0) + c * 8, ok);
+    }
+}
+
+template <int D>
+static __global__ void __launch_bounds__(128, 2)
+    score_t_kernel(score_args a, int mode, int tps, int nsplit1)
+{
+    constexpr int KS = D / 16, QPW = ST_QPW, QC = 4 * QPW;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
+    if (a.Ksel > 0 && qbmax + 1 <= a.Ksel) return;          /* top-K takes every block */
+    const int k2 = 4 * a.k1, s2 = 4 * a.s1;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+    const bool wact = w * QPW < nq;                         /* warp has a valid query */
+
+    uint32_t qb[QPW][KS][2][2];                             /* B fragments: Q (head, dim) */
+    int v2q[QPW], v1q[QPW], qbq[QPW];
+    bool nk2q[QPW];
+#pragma unroll
+    for (int q = 0; q < QPW; q++) {
+        const int qc = w * QPW + q;
+        const bool ok = qc < nq;
+        const int64_t p = a.p0 + tq0 + qc;
+        int64_t v2 = nwin(p + 1, k2, s2), v1 = nwin(p + 1, a.k1, a.s1);
+        nk2q[q] = v2 == 0;
+        if (v2 > a.n2) v2 = a.n2;
+        if (v1 > a.n1) v1 = a.n1;
+        v2q[q] = ok ? (int)v2 : 0;
+        v1q[q] = ok ? (int)v1 : 0;
+        qbq[q] = ok ? (int)(p / a.block) : -1;
+#pragma unroll
+        for (int nt = 0; nt < 2; nt++) {
+            const bf16 *qrow = a.Q + ((size_t)(tq0 + (ok ? qc : 0)) * a.nh + g * 16 + nt * 8 + rq) * D;
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++) {
+                const int col = ks * 16 + 2 * qd;
+                qb[q][ks][nt][0] = ok ? *(const uint32_t *)(qrow + col) : 0u;
+                qb[q][ks][nt][1] = ok ? *(const uint32_t *)(qrow + col + 8) : 0u;
+            }
+        }
+    }
+    sc_stream S;
+    if (!sc_stream_init(a, pmax, 4, mode, tps, S)) return;
+    const int nt2 = S.nt2, tbeg = S.tbeg, tlast = S.tlast, twr = S.twr;
+    const size_t pbase = (((size_t)blockIdx.x * gridDim.y + g) * nsplit1) * 256 + w * 32;
+
+    auto load = [&](int t) {
+        int nk;
+        const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
+        tile_async_sw<D>(Kb + (t & 1) * CU_KT * D, src, krow, nk);
+        cp_async_commit();
+    };
+
+    /* per (query, head nt * 2 + e = head 8 nt + 2 qd + e): running max / sum, then the lse */
+    float mh[QPW][4], lh[QPW][4];
+#pragma unroll
+    for (int q = 0; q < QPW; q++)
+#pragma unroll
+        for (int h = 0; h < 4; h++) {
+            mh[q][h] = -INFINITY;
+            lh[q][h] = 0.0f;
+        }
+    auto hrow = [&](int q, int h) { return q * 16 + (h >> 1) * 8 + 2 * qd + (h & 1); };
+    if (mode == 2 && wact) {                                /* lse from the pass-1 partials */
+#pragma unroll
+        for (int q = 0; q < QPW; q++)
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                const float *pp = sc_part + pbase + hrow(q, h);
+                float m = -INFINITY, l = 0.0f;
+                for (int z = rq; z < nsplit1; z += 8) {
+                    const float mz = pp[(size_t)z * 256], lz = pp[(size_t)z * 256 + 128];
+                    if (mz == -INFINITY) continue;
+                    const float mn = fmaxf(m, mz);
+                    l = l * sc_exp2<true>(m - mn) + lz * sc_exp2<true>(mz - mn);
+                    m = mn;
+                }
+                merge_ml<4, 16>(m, l);
+                mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+            }
+    }
+    float carry[QPW];
+#pragma unroll
+    for (int q = 0; q < QPW; q++) carry[q] = -INFINITY;
+    /* ldmatrix addresses: this lane's A row (window 8 (lane & 7) + 2 mt + hf) and its k chunk
+     * 2 ks + hk swizzled by s = lane & 7; (2 ks + hk) ^ s = 8 (ks >> 2) + ((2 (ks & 3) + hk) ^ s) */
+    uint32_t abase[4];
+    {
+        const int s = lane & 7, hf = (lane >> 3) & 1, hk = (lane >> 4) & 1;
+        const uint32_t row = smem_u32(Kb) + (uint32_t)((8 * s + hf) * D * 2);
+#pragma unroll
+        for (int kl = 0; kl < 4; kl++) abase[kl] = row + (uint32_t)((((2 * kl + hk) ^ s)) * 16);
+    }
+
+    /* scores of m-tiles [mt0, mt0 + nmt) of the tile in buffer boff (bytes) */
+    float acc[QPW][4][2][4];
+    auto mma_rows = [&](int mt0, int nmt, uint32_t boff) {
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+#pragma unroll
+            for (int mt = mt0; mt < mt0 + nmt; mt++) {
+                uint32_t af[4];
+                ldsm_x4(af, abase[ks & 3] + boff + (uint32_t)(mt * 4 * D + (ks >> 2) * 128));
+#pragma unroll
+                for (int q = 0; q < QPW; q++)
+#pragma unroll
+                    for (int n8 = 0; n8 < 2; n8++) {
+                        if (ks == 0)
+                            mma_bf16_z(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                        else
+                            mma_bf16(acc[q][mt][n8], af, qb[q][ks][n8][0], qb[q][ks][n8][1]);
+                    }
+            }
+    };
+    /* pass 2, windows 8 rq + 2 mt, + 1 of query q: Σ_h exp2(s - lse) on the tensor cores */
+    float W[QPW][8];
+    auto psum = [&](int q, int mt) {
+        float sh[4], so[4];                                 /* Σ hi and Σ lo: two short chains */
+#pragma unroll
+        for (int n8 = 0; n8 < 2; n8++) {
+            uint32_t hi[4], lo[4];
+#pragma unroll
+            for (int e = 0; e < 4; e++) {
+                /* A slot order: a0 = c0 (row rq), a1 = c2 (row rq+8), a2 = c1, a3 = c3 */
+                const int ce = (e & 1) * 2 + (e >> 1);
+                const float P = sc_exp2<true>(acc[q][mt][n8][ce] * sl - mh[q][n8 * 2 + (ce & 1)]);
+                const uint32_t hb = __float_as_uint(P) & 0xffffe000u;
+                hi[e] = hb;
+                lo[e] = __float_as_uint(P - __uint_as_float(hb));
+            }
+            mma_tf32_ones(sh, hi, n8 == 0);
+            mma_tf32_ones(so, lo, n8 == 0);
+        }
+        W[q][2 * mt] = sh[0] + so[0];
+        W[q][2 * mt + 1] = sh[2] + so[2];
+    };
+
+    if (tbeg < tlast) load(tbeg);
+    for (int t = tbeg; t < tlast; t++) {
+        if (t + 1 < tlast) {
+            load(t + 1);
+            cp_async_wait<1>();
+        } else {
+            cp_async_wait<0>();
+        }
+        if (t == nt2 && mode == 0 && wact) {                /* lse (log2 domain) per head */
+#pragma unroll
+            for (int q = 0; q < QPW; q++)
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float m = mh[q][h], l = lh[q][h];
+                    merge_ml<4, 16>(m, l);
+                    mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+                }
+        }
+        __syncthreads();
+        if (wact) {
+            const uint32_t boff = (uint32_t)((t & 1) * CU_KT * D * 2);
+            mma_rows(0, 4, boff);
+        }
+        __syncthreads();                                    /* tile buffer free for t + 2 */
+        if (!wact) continue;
+        if (t < nt2) {                                      /* pass 1: online lse over K2 */
+            const int c0 = t * CU_KT + 8 * rq;
+#pragma unroll
+            for (int q = 0; q < QPW; q++) {
+                const int lim = v2q[q] - c0;                /* windows j < lim are valid */
+#pragma unroll
+                for (int h = 0; h < 4; h++) {
+                    float x[8], mx = -INFINITY;
+#pragma unroll
+                    for (int j = 0; j < 8; j++) {
+                        const float v = j < lim ? acc[q][j >> 1][h >> 1][2 * (j & 1) + (h & 1)] * sl
+                                                : -INFINITY;
+                        x[j] = v;
+                        mx = fmaxf(mx, v);
+                    }
+                    online_ml<8, true>(x, mx, mh[q][h], lh[q][h]);
+                }
+            }
+            continue;
+        }
+        /* pass 2: Σ_h P per window (psum), masked, pooled onto blocks 2rq, 2rq+1 */
+        const int it = (t - nt2) * CU_KT, i0 = it + 8 * rq;   /* windows < 2^31 (v1q is int) */
+#pragma unroll
+        for (int q = 0; q < QPW; q++) {
+            if (w * QPW + q >= nq) continue;                /* warp-uniform */
+#pragma unroll
+            for (int mt = 0; mt < 4; mt++) psum(q, mt);
+            float *Wq = W[q];
+            if (it + CU_KT <= v1q[q] && !nk2q[q]) {         /* whole tile valid (warp-uniform) */
+#pragma unroll
+                for (int j = 0; j < 8; j++) Wq[j] = isnan(Wq[j]) ? 0.0f : Wq[j];
+            } else {
+#pragma unroll
+                for (int j = 0; j < 8; j++) {
+                    if (i0 + j >= v1q[q]) Wq[j] = -INFINITY;    /* not complete at p: not pooled */
+                    else if (nk2q[q] || isnan(Wq[j])) Wq[j] = 0.0f;
+                }
+            }
+            const float x = __shfl_sync(0xffffffffu, Wq[7], (lane + 28) & 31);
+            const float wm1 = rq == 0 ? carry[q] : x;
+            carry[q] = x;                                   /* read by rq == 0 next tile */
+            if (t >= twr && qd < 2) {
+                const int b = it / 4 + 2 * rq + qd;
+                if (b <= qbq[q]) {
+                    const float v = qd ? pool_max(Wq + 3, 5) : fmaxf(wm1, pool_max(Wq, 4));
+                    a.score[((size_t)(tq0 + w * QPW + q) * a.nkv + g) * a.nbs + b] = v;
+                }
+            }
+        }
+    }
+    if (mode == 1 && wact) {                                /* this range's (max, sum) per head */
+#pragma unroll
+        for (int q = 0; q < QPW; q++)
+#pragma unroll
+            for (int h = 0; h < 4; h++) {
+                float m = mh[q][h], l = lh[q][h];
+                merge_ml<4, 16>(m, l);
+                if (rq == 0) {
+                    float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + hrow(q, h);
+                    pp[0] = m;
+                    pp[128] = l;
+                }
+            }
+    }
+}
+
 static int ilog2_16(int G)
 {
     for (int lg = 0; lg <= 4; lg++)
@@ -532,28 +860,42 @@ static size_t score_mma_smem(int d, int lg)
            (size_t)SC_NW * SC_MW * (16 >> lg) * (CU_KT + 1) * 4 + (size_t)SC_NW * 32 * 4;
 }
 
-/* Environment switches, read at every launch (the parity tests flip them): SALA_CUDA_SCORE=old
- * (the stage-1 kernel and split thresholds before V2),
- * SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter top-K for
- * every launch). */
-static bool score_old(void) { return cu_env_is("SALA_CUDA_SCORE", "old"); }
+/* Environment switches, read at every launch (the parity tests and benchmarks flip them):
+ * SALA_CUDA_SCORE=old (the stage-1 kernel and split thresholds before V2), =v2 (V2 for every
+ * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
+ * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
+ * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
+ * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
+ * top-K for every launch). */
+enum { SC_OLD, SC_V2, SC_T };
+static int score_variant(int lg, int s1, bool split)
+{
+    if (cu_env_is("SALA_CUDA_SCORE", "old")) return SC_OLD;
+    if (cu_env_is("SALA_CUDA_SCORE", "v2") || lg != 4 || s1 != 16) return SC_V2;
+    if (cu_env_is("SALA_CUDA_SCORE", "t")) return SC_T;
+    return split ? SC_T : SC_V2;
+}
 static bool topk_old(void) { return cu_env_is("SALA_CUDA_TOPK", "old"); }
 
 template <int D>
-static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int lg, int mode,
-                             int tps, int nsplit1)
+static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
+                             int mode, int tps, int nsplit1)
 {
+    if (var == SC_T) {
+        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(*a, mode, tps, nsplit1);
+        return;
+    }
     const size_t sm = score_mma_smem(D, lg);
-    if (score_old()) score_mma_kernel<D, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
+    if (var == SC_OLD) score_mma_kernel<D, false><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
     else score_mma_kernel<D, true><<<grid, 128, sm, st>>>(*a, lg, mode, tps, nsplit1);
 }
 
-static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, size_t sm, int lg,
+static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int var, int lg,
                          int mode, int tps, int nsplit1)
 {
-    (void)sm;
-    if (a->d == 128) score_mma_launch<128>(st, a, grid, lg, mode, tps, nsplit1);
-    else score_mma_launch<64>(st, a, grid, lg, mode, tps, nsplit1);
+    if (a->d == 128) score_mma_launch<128>(st, a, grid, var, lg, mode, tps, nsplit1);
+    else score_mma_launch<64>(st, a, grid, var, lg, mode, tps, nsplit1);
 }
 
 cudaError_t k_score(cudaStream_t st, const score_args *a)
@@ -562,13 +904,13 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
     const int G = a->nh / a->nkv, lg = ilog2_16(G);
     if (lg >= 0 && (a->d == 64 || a->d == 128) && a->block == CU_KT && a->s1 > 0 &&
         CU_KT % a->s1 == 0 && !getenv("SALA_CUDA_WMMA")) {
-        const int qc = SC_NW * SC_MW * (16 >> lg);
+        const int qc = SC_NW * SC_MW * (16 >> lg);          /* = 4 ST_QPW for the T kernel */
         const dim3 grid((a->n + qc - 1) / qc, a->nkv);
-        const size_t sm = 0;                                /* per variant, in the launch */
+        int var = score_variant(lg, a->s1, false);
         /* few CTAs (decode): split both passes over the SMs when the stream is long. V2 splits
          * from 1 K2 / 2 K1 tiles on (ranges of >= 1 K2 / 2 K1 tiles): the 8K-32K decode shapes
          * too, which the old thresholds (4 / 8 tiles, ranges of 2 / 4) left on 2 CTAs. */
-        const bool old = score_old();
+        const bool old = var == SC_OLD;
         const int min2 = old ? 4 : 1, min1 = old ? 8 : 2, mtps1 = old ? 2 : 1, mtps2 = old ? 4 : 2;
         const int64_t pmax = a->p0 + a->t0 + a->n - 1;
         const int64_t k2 = 4 * a->k1, s2 = 4 * a->s1;
@@ -578,20 +920,23 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int nt2 = (int)((v2 + CU_KT - 1) / CU_KT), nt1 = (int)((v1 + CU_KT - 1) / CU_KT);
         const int ctas = (int)(grid.x * grid.y), want = 264 / ctas;
         if (ctas <= 16 && nt2 >= min2 && nt1 >= min1 && !getenv("SALA_CUDA_NOSPLIT")) {
+            var = score_variant(lg, a->s1, true);
             int tps1 = (nt2 + want - 1) / want;
             if (tps1 < mtps1) tps1 = mtps1;
-            const int ns1 = (nt2 + tps1 - 1) / tps1;
             int tps2 = (nt1 + want - 1) / want;
             if (tps2 < mtps2) tps2 = mtps2;
-            const int ns2 = (nt1 + tps2 - 1) / tps2;
+            const char *ov = getenv("SALA_CUDA_S1TPS");
+            int o1 = 0, o2 = 0;
+            if (ov && sscanf(ov, "%dx%d", &o1, &o2) == 2 && o1 > 0 && o2 > 0) tps1 = o1, tps2 = o2;
+            const int ns1 = (nt2 + tps1 - 1) / tps1, ns2 = (nt1 + tps2 - 1) / tps2;
             if ((size_t)ctas * ns1 * 256 <= SC_PART_CAP) {
                 const dim3 g1(grid.x, grid.y, ns1), g2(grid.x, grid.y, ns2);
-                score_mma_go(st, a, g1, sm, lg, 1, tps1, ns1);
-                score_mma_go(st, a, g2, sm, lg, 2, tps2, ns1);
+                score_mma_go(st, a, g1, var, lg, 1, tps1, ns1);
+                score_mma_go(st, a, g2, var, lg, 2, tps2, ns1);
                 return cudaGetLastError();
             }
         }
-        score_mma_go(st, a, grid, sm, lg, 0, 0, 1);
+        score_mma_go(st, a, grid, var, lg, 0, 0, 1);
         return cudaGetLastError();
     }
     const int qt = 64 / G;

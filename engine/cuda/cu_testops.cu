@@ -478,10 +478,73 @@ int op_gemm_speed(int kind, int out, int in, int T, int reps, double *sec_ex, do
     return rc;
 }
 
+/* Seconds a stage-1 launch (k_score, its split launches included) and a top-K launch (k_topk)
+ * take for T queries at positions L - T .. L - 1 of the model's sparse shape (32 q heads, 2 kv
+ * groups, d = 128, K1 32/16, K2 128/64, 96 blocks of 64 with 32 local), averaged over reps rounds
+ * of `layers` launches, each layer with its own K1/K2 (hashed values in [-1, 1)), so that with
+ * enough layers a launch reads its keys from HBM as a decode step does. The environment switches
+ * (SALA_CUDA_SCORE, SALA_CUDA_TOPK, ...) apply as in the forward pass. */
+int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, double *sec_topk,
+                    sala_err *e)
+{
+    const int nh = 32, nkv = 2, d = 128, K = 96;
+    if (T < 1 || L < T || L > ((int64_t)1 << 26) || layers < 1 || layers > 12 || reps < 1)
+        return sala_errf(e, SALA_EINVAL, "select_speed: bad shape L=%lld T=%d layers=%d",
+                         (long long)L, T, layers);
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    const int64_t n1 = nw(L, 32, 16), n2 = nw(L, 128, 64), nbs = (L - 1) / 64 + 1;
+    const size_t row = (size_t)nkv * d;
+    bf16 *dQ = P.get<bf16>((size_t)T * nh * d, &err), *K1[12], *K2[12];
+    for (int l = 0; l < layers; l++) {
+        K1[l] = P.get<bf16>((size_t)(n1 + 1) * row, &err);
+        K2[l] = P.get<bf16>((size_t)(n2 + 1) * row, &err);
+    }
+    float *score = P.get<float>((size_t)T * nkv * nbs, &err);
+    int32_t *dsel = P.get<int32_t>((size_t)T * nkv * K, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cu_kernels_init());
+    fill_kernel<<<1024, 256>>>(dQ, (size_t)T * nh * d, 7u);
+    for (int l = 0; l < layers; l++) {
+        fill_kernel<<<1024, 256>>>(K1[l], (size_t)n1 * row, 11u + l);
+        fill_kernel<<<1024, 256>>>(K2[l], (size_t)n2 * row, 31u + l);
+    }
+    CUDA_CHECK(cudaGetLastError());
+    const float scale = (float)(1.0 / sqrt((double)d));
+    score_args sa = {dQ, nullptr, nullptr, n1, n2, score, (int)nbs, L - T, 0, T, nh, nkv, d,
+                     32, 16, 64, scale, 32, K};
+    topk_args ta = {score, (int)nbs, dsel, K, L - T, 0, T, nkv, 64, 1, 32};
+    cudaEvent_t ev[3];
+    for (int i = 0; i < 3; i++) CUDA_CHECK(cudaEventCreate(&ev[i]));
+    int rc = SALA_OK;
+    for (int pass = 0; pass < 2 && !rc; pass++) {           /* pass 0: warm-up */
+        const int n = pass ? reps : 1;
+        err = cudaEventRecord(ev[0], 0);
+        for (int r = 0; r < n && !err; r++)
+            for (int l = 0; l < layers && !err; l++) {
+                sa.K1 = K1[l], sa.K2 = K2[l];
+                err = k_score(0, &sa);
+            }
+        if (!err) err = cudaEventRecord(ev[1], 0);
+        for (int r = 0; r < n && !err; r++)
+            for (int l = 0; l < layers && !err; l++) err = k_topk(0, &ta);
+        if (!err) err = cudaEventRecord(ev[2], 0);
+        if (!err) err = cudaEventSynchronize(ev[2]);
+        float m1 = 0, m2 = 0;
+        if (!err) err = cudaEventElapsedTime(&m1, ev[0], ev[1]);
+        if (!err) err = cudaEventElapsedTime(&m2, ev[1], ev[2]);
+        if (err) rc = sala_errf(e, SALA_EINTERNAL, "select_speed: %s", cudaGetErrorString(err));
+        *sec_score = m1 * 1e-3 / ((double)n * layers);
+        *sec_topk = m2 * 1e-3 / ((double)n * layers);
+    }
+    for (int i = 0; i < 3; i++) cudaEventDestroy(ev[i]);
+    return rc;
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
-                           op_mlp_gu,    op_gemm_speed};
+                           op_mlp_gu,    op_gemm_speed, op_select_speed};
 
 }   // namespace
 

@@ -70,6 +70,11 @@ typedef struct {
      * the timed cuBLASLt choice, over reps calls each; *lt_won: the choice is cuBLASLt. */
     int (*gemm_speed)(int kind, int out, int in, int T, int reps, double *sec_ex, double *sec_lt,
                       int *lt_won, sala_err *e);
+    /* Benchmark, not parity: seconds a stage-1 launch and a top-K launch take for T queries at
+     * the end of L tokens (the model's sparse shape), over reps rounds of `layers` (<= 12)
+     * layers' keys, each layer its own K1/K2 (more layers: keys read from HBM, as in decode). */
+    int (*select_speed)(int64_t L, int T, int layers, int reps, double *sec_score,
+                        double *sec_topk, sala_err *e);
 } sala_cuda_ops;
 
 #endif
