@@ -580,8 +580,8 @@ static __global__ void __launch_bounds__(128, 2)
  * the 8 lane groups at the end of the pass (or of the split range). Same masks, split modes,
  * early exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum
  * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
- * the pass-1 sums; a P that overflows to +inf gives a NaN sum here (inf - inf in lo), written
- * as 0, where V2 writes +inf. Warps without a valid query (decode: 3 of 4) only load. The split
+ * the pass-1 sums. A P that overflows to +inf keeps lo = 0 (inf - inf would make the sum NaN,
+ * which the pooling would drop), so the window scores +inf as in V2. Warps without a valid query (decode: 3 of 4) only load. The split
  * merge of mode 2 runs over the 8 lane groups of a head in parallel. (An m-tile-major pass 2,
  * each m-tile's sums issued right after its MMAs, was 1.12x slower in prefill: branch s1c,
  * 93a23d2.) */
@@ -747,7 +747,8 @@ static __global__ void __launch_bounds__(128, 2)
                 const float P = sc_exp2<true>(acc[q][mt][n8][ce] * sl - mh[q][n8 * 2 + (ce & 1)]);
                 const uint32_t hb = __float_as_uint(P) & 0xffffe000u;
                 hi[e] = hb;
-                lo[e] = __float_as_uint(P - __uint_as_float(hb));
+                /* P = +inf (score ~88 nats above the lse): lo = 0, so the sum is +inf as in V2 */
+                lo[e] = __float_as_uint(P == INFINITY ? 0.0f : P - __uint_as_float(hb));
             }
             mma_tf32_ones(sh, hi, n8 == 0);
             mma_tf32_ones(so, lo, n8 == 0);
