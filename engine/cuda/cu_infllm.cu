@@ -576,15 +576,15 @@ static __global__ void __launch_bounds__(128, 2)
  * the tile before's window 63 carried in a register) and no shared memory. Tiles are stored
  * without padding with 16-byte chunks XOR-swizzled by (row / 8) % 8, so the ldmatrix phases of
  * the permuted rows (8 rows 8 apart) hit distinct banks.
- * Pass 1 keeps per (query, head) online (max, sum) per thread over its 8 windows, merged over
- * the 8 lane groups at the end of the pass (or of the split range). Same masks, split modes,
- * early exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum
- * (Σ hi + Σ lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of
- * the pass-1 sums. A P that overflows to +inf keeps lo = 0 (inf - inf would make the sum NaN,
- * which the pooling would drop), so the window scores +inf as in V2. Warps without a valid query (decode: 3 of 4) only load. The split
- * merge of mode 2 runs over the 8 lane groups of a head in parallel. (An m-tile-major pass 2,
- * each m-tile's sums issued right after its MMAs, was 1.12x slower in prefill: branch s1c,
- * 93a23d2.) */
+ * Pass 1 keeps per (query, head) online (max, sum) per thread over its 8 windows, merged over the
+ * 8 lane groups at the end of the pass (or of the split range). Same masks, split modes, early
+ * exits and skipped local blocks as score_mma_kernel. Differences from V2: the group sum (Σ hi + Σ
+ * lo, each a tf32 tensor-core accumulation; V2: fp32 adds in a butterfly) and the order of the
+ * pass-1 sums. A P that overflows to +inf keeps lo = 0 (inf - inf would make the sum NaN, which
+ * the pooling would drop), so the window scores +inf as in V2. Warps without a valid query
+ * (decode: 3 of 4) only load. The split merge of mode 2 runs over the 8 lane groups of a head in
+ * parallel. (An m-tile-major pass 2, each m-tile's sums issued right after its MMAs, was 1.12x
+ * slower in prefill: branch s1c, 93a23d2.) */
 #define ST_QPW 2
 
 static __device__ __forceinline__ void mma_tf32_ones(float c[4], const uint32_t a[4], bool zero)
