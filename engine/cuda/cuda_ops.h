@@ -70,6 +70,18 @@ typedef struct {
      * the timed cuBLASLt choice, over reps calls each; *lt_won: the choice is cuBLASLt. */
     int (*gemm_speed)(int kind, int out, int in, int T, int reps, double *sec_ex, double *sec_lt,
                       int *lt_won, sala_err *e);
+    /* The decode GEMV (cu_gemv.cu, whatever SALA_CUDA_GEMV says): y (T, ldy) fp32, in and out
+     * (columns >= out untouched) = bf16(x) (T, in) · bf16(W) (out, in)ᵀ for form 0, += alpha ·
+     * that for form 1, bf16 of it for form 2 (y uploaded and returned as bf16 values); T 1..8,
+     * in % 8 == 0; variant -1: the default for the shape, else 0 .. nvar - 1 (gemv_speed). */
+    int (*gemv)(const float *W, int out, int in, const float *x, int T, int form, float alpha,
+                int variant, float *y, int ldy, sala_err *e);
+    /* Benchmark, not parity: microseconds a call of y (T, out) fp32 = x Wᵀ takes with the
+     * weights from HBM (rotating copies), us[nus >= *nvar + 4]: [0] cublasGemmEx, [1] the best
+     * cuBLASLt heuristic candidate (-1: none ran), [2 + v] GEMV variant v (v < *nvar) with
+     * programmatic dependent launch, [2 + nvar] the default variant without it, [3 + nvar] a
+     * plain read of the same bytes (the bandwidth floor). out 0: only *nvar. */
+    int (*gemv_speed)(int out, int in, int T, double *us, int nus, int *nvar, sala_err *e);
 } sala_cuda_ops;
 
 #endif
