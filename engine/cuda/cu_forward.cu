@@ -28,13 +28,13 @@ static double sala_now_cu(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The three GEMM forms: few rows (T <= CU_GEMV_T: decode, a prompt's last few tokens) through
- * the GEMV of cu_gemv.cu unless SALA_CUDA_GEMV=0 or the operands do not fit it; otherwise
+/* The three GEMM forms: few rows (T <= cu_gemv_max_t(): decode, a prompt's last few tokens)
+ * through the GEMV of cu_gemv.cu when the operands fit it (SALA_CUDA_GEMV=0: never); otherwise
  * cu_lt_gemm (cuBLASLt for prefill shapes, cublasGemmEx otherwise). */
 static int gemm_any(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T,
                     float alpha, float beta, void *y, int ldy, int form, sala_err *e)
 {
-    if (T <= CU_GEMV_T && cu_gemv_on() && cu_gemv_fits(W, in, x, in, T)) {
+    if (T <= cu_gemv_max_t() && cu_gemv_fits(W, in, x, in, T)) {
         const cu_gemv_args ga = {W, out, in, x, in, T, y, ldy, alpha, form,
                                  cu_gemv_pick(out, in, T)};
         CUDA_CHECK(k_gemv(m->st, &ga));

@@ -179,14 +179,22 @@ cudaError_t launch_t(cudaStream_t st, const cu_gemv_args &a, bool pdl)
 
 int cu_gemv_variants(void) { return NVAR; }
 
-/* The default variant of a shape: R rows a warp for T tokens (the x reads from L1 are T per
- * chunk step against R weight loads; more rows a warp keep that ratio down at larger T). */
+/* The default variant for T tokens, from the microbenchmark of run V1 (docs/BENCHMARKS.md "decode
+ * GEMV 2"): T = 1 one row a warp, 8 steps in flight; T = 2 two rows; T >= 3 four rows (the x reads
+ * from L1 are T per chunk step against R weight loads). */
 int cu_gemv_pick(int out, int in, int T)
 {
     (void)out, (void)in;
     const char *v = getenv("SALA_CUDA_GEMV_VAR");
     if (v && *v >= '0' && *v < '0' + NVAR && !v[1]) return *v - '0';
-    return T <= 2 ? 1 : 3;
+    return T <= 1 ? 0 : T == 2 ? 2 : 3;
+}
+
+int cu_gemv_max_t(void)
+{
+    const char *v = getenv("SALA_CUDA_GEMV");
+    if (v && *v >= '0' && *v <= '0' + CU_GEMV_T && !v[1]) return *v - '0';
+    return CU_GEMV_DEFAULT_T;
 }
 
 bool cu_gemv_fits(const bf16 *W, int in, const bf16 *x, int ldx, int T)
@@ -238,5 +246,3 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
     read_kernel<<<sms * 8, 256, 0, st>>>((const uint4 *)p, bytes / 16, sink);
     return cudaGetLastError();
 }
-
-bool cu_gemv_on(void) { return !cu_env_is("SALA_CUDA_GEMV", "0"); }

@@ -312,7 +312,9 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
                  int ldy, sala_err *e);
 
 /* ---- few-row products on the FMA units (cu_gemv.cu, docs/CUDA.md "Decode GEMV 2") ---- */
-#define CU_GEMV_T 8                   /* T <= this: cu_gemm and its forms may take the GEMV */
+#define CU_GEMV_T 8                   /* the kernel takes T <= this */
+#define CU_GEMV_DEFAULT_T 4           /* cu_gemm and its forms use it for T <= this (above,
+                                         cuBLAS is faster: run V1) */
 enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16 };
 typedef struct {
     const bf16 *W; int out, in;       /* (out, in) */
@@ -331,8 +333,9 @@ int cu_gemv_pick(int out, int in, int T);
 cudaError_t k_gemv(cudaStream_t st, const cu_gemv_args *a);
 /* Microbenchmark floor: read bytes (a multiple of 16) at p with the GEMV's loads. */
 cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t *sink, int sms);
-/* SALA_CUDA_GEMV=0 (read at each call): every product through cu_lt_gemm (cuBLAS). */
-bool cu_gemv_on(void);
+/* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
+ * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
+int cu_gemv_max_t(void);
 
 /* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
 enum { CU_LT_OFF, CU_LT_TUNED, CU_LT_FORCE };
