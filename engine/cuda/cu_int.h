@@ -313,8 +313,11 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
 
 /* ---- few-row products on the FMA units (cu_gemv.cu, docs/CUDA.md "Decode GEMV 2") ---- */
 #define CU_GEMV_T 8                   /* the kernel takes T <= this */
-#define CU_GEMV_DEFAULT_T 4           /* cu_gemm and its forms use it for T <= this (above,
-                                         cuBLAS is faster: run V1) */
+/* cu_gemm and its forms use it for T <= this. All of CU_GEMV_T, though cuBLAS is faster at T 5-8
+ * (run V1): the GEMV's result for a token does not depend on T, so a batched decode step of <= 8
+ * sequences equals single decode bit for bit (with 4, batches of 5-8 on cuBLAS drifted past
+ * cuda_batch's tolerance: run V4). SALA_CUDA_GEMV=4 trades that for batch speed. */
+#define CU_GEMV_DEFAULT_T 8
 enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16 };
 typedef struct {
     const bf16 *W; int out, in;       /* (out, in) */
