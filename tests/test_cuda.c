@@ -34,6 +34,7 @@ SALA_SUITE(cuda_golden);
 SALA_SUITE(cuda_batch);
 SALA_SUITE(cuda_gemm_speed);
 SALA_SUITE(cuda_select_speed);
+SALA_SUITE(cuda_gemv_speed);
 
 static const sala_cuda_ops *ops(void)
 {
@@ -271,6 +272,109 @@ static void t_gemm_lt(void)
     free(W), free(x), free(y), free(yr), free(tile), free(y0);
     mlp_gu_case(72, 2048, 4096, 65);   /* bf16 output through Lt */
     unsetenv("SALA_CUDA_LT");
+}
+
+/* The decode GEMV (cu_gemv.cu) against the CPU GEMM (cpu_matmul on the bf16-rounded operands)
+ * in its three forms, y with row stride out + 3 whose extra columns must come back untouched.
+ * Tolerances: fp32 forms those of t_gemm (1e-5: fp32 sums in another order); bf16 output 4e-3 /
+ * 8e-3 (one bf16 rounding of the result). Batch invariance: for every case each token's row must
+ * equal, bit for bit, the same token run alone (T = 1), and every variant must give the same
+ * bits (the summation order depends on `in` only). */
+static void gemv_case(int T, int out, int in, int form, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int ldy = out + 3;
+    const float alpha = 0.37f;
+    const size_t ny = (size_t)T * ldy;
+    float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
+    float *y0 = randv(&r, ny, 3.0, form == 2), *y = malloc(ny * 4), *yr = malloc(ny * 4);
+    float *y1 = malloc((size_t)ldy * 4), *yv = malloc(ny * 4), *ref = malloc((size_t)T * out * 4);
+    const int64_t tf = (int64_t)64 * in;
+    float *tile = malloc((size_t)tf * omp_get_max_threads() * 4);
+    st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
+                   .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
+    cpu_matmul(&t, x, T, ref, tile, tf);
+    memcpy(yr, y0, ny * 4);
+    for (int tt = 0; tt < T; tt++)
+        for (int o = 0; o < out; o++) {
+            const float v = ref[(size_t)tt * out + o];
+            float *d = yr + (size_t)tt * ldy + o;
+            *d = form == 0 ? v : form == 1 ? *d + alpha * v : bfr(v);
+        }
+    memcpy(y, y0, ny * 4);
+    CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x, T, form, alpha, -1, y, ldy, &e), SALA_OK);
+    double rel, mr;
+    diff(y, yr, ny, &rel, &mr);
+    char what[80];
+    snprintf(what, sizeof(what), "gemv %s T=%d %dx%d", form == 0 ? "f32" : form == 1 ? "acc" : "bf16",
+             T, out, in);
+    report(what, rel, mr, form == 2 ? 4e-3 : 1e-5, form == 2 ? 8e-3 : 1e-5);
+    int untouched = 1, alone = 1, variants = 1, nvar = 0;
+    for (int tt = 0; tt < T; tt++)
+        for (int o = out; o < ldy; o++)
+            untouched &= y[(size_t)tt * ldy + o] == y0[(size_t)tt * ldy + o];
+    for (int tt = 0; tt < T && T > 1; tt++) {   /* token tt alone */
+        memcpy(y1, y0 + (size_t)tt * ldy, (size_t)ldy * 4);
+        CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x + (size_t)tt * in, 1, form, alpha, -1, y1, ldy,
+                                      &e), SALA_OK);
+        alone &= !memcmp(y1, y + (size_t)tt * ldy, (size_t)ldy * 4);
+    }
+    double us[16];
+    CU_ASSERT_EQUAL_FATAL(O->gemv_speed(0, 8, 1, us, 16, &nvar, &e), SALA_OK);   /* nvar only */
+    for (int v = 0; v < nvar; v++) {
+        memcpy(yv, y0, ny * 4);
+        CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x, T, form, alpha, v, yv, ldy, &e), SALA_OK);
+        variants &= !memcmp(yv, y, ny * 4);
+    }
+    fprintf(stderr, " | extra columns untouched %d, == alone %d, %d variants equal %d", untouched,
+            alone, nvar, variants);
+    CU_ASSERT(untouched);
+    CU_ASSERT(alone);
+    CU_ASSERT(variants);
+    free(W), free(x), free(y0), free(y), free(yr), free(y1), free(yv), free(ref), free(tile);
+}
+
+static void t_gemv(void)
+{
+    static const struct { int T, out, in, form; } C[] = {
+        {1, 4096, 4096, 0}, {2, 301, 512, 0}, {3, 1001, 1000, 0}, {4, 257, 16384, 0},
+        {5, 77, 8, 0},      {6, 130, 264, 1}, {7, 8704, 520, 0},  {8, 999, 4096, 0},
+        {1, 515, 4096, 1},  {8, 4096, 2048, 1}, {2, 333, 4096, 2}, {8, 1000, 1024, 2},
+        {1, 73, 16392, 2},
+    };
+    for (size_t i = 0; i < sizeof(C) / sizeof(C[0]); i++)
+        gemv_case(C[i].T, C[i].out, C[i].in, C[i].form, 70 + i);
+}
+
+/* Benchmark (SALA_BENCH_GEMV=1): the decode products of the model at T = 1, 2, 4, 8, weights from
+ * HBM: cublasGemmEx, the best cuBLASLt candidate, the GEMV variants, a plain read (GB/s of
+ * weights). The default GEMV must not be slower than cublasGemmEx by more than 3%. */
+static void t_gemv_speed(void)
+{
+    OPS();
+    static const struct { const char *what; int out, in; } S[] = {
+        {"sparse q|k|v|gate", 8704, 4096}, {"lightning q|k|v|z", 16384, 4096},
+        {"o_proj", 4096, 4096},            {"gate|up", 32768, 4096},
+        {"down", 4096, 16384},             {"lm_head", 73448, 4096},
+    };
+    static const int Ts[] = {1, 2, 4, 8};
+    for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++)
+        for (size_t ti = 0; ti < sizeof(Ts) / sizeof(Ts[0]); ti++) {
+            double us[16];
+            int nv = 0;
+            const int T = Ts[ti];
+            CU_ASSERT_EQUAL_FATAL(O->gemv_speed(S[i].out, S[i].in, T, us, 16, &nv, &e), SALA_OK);
+            const double gb = 2.0 * S[i].out * S[i].in * 1e-9;
+            fprintf(stderr, "\n  GEMV %-17s %5dx%5d T=%d us(GB/s): Ex %.1f(%.0f) Lt %.1f(%.0f)",
+                    S[i].what, S[i].out, S[i].in, T, us[0], gb / us[0] * 1e6, us[1],
+                    gb / us[1] * 1e6);
+            for (int v = 0; v < nv; v++)
+                fprintf(stderr, " v%d %.1f(%.0f)", v, us[2 + v], gb / us[2 + v] * 1e6);
+            fprintf(stderr, " nopdl %.1f(%.0f) read %.1f(%.0f)", us[2 + nv],
+                    gb / us[2 + nv] * 1e6, us[3 + nv], gb / us[3 + nv] * 1e6);
+        }
 }
 
 /* Benchmark (SALA_BENCH_GEMM=1): the prefill GEMMs of the model at T = 8192 (one CU_CHUNK step)
@@ -936,7 +1040,7 @@ void suite_cuda_ops(void)
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_ops", {"add_norm", t_add_norm}, {"gemm", t_gemm}, {"swiglu", t_swiglu},
              {"gemm acc", t_gemm_acc}, {"mlp gate/up bf16", t_mlp_gu},
-             {"gemm cuBLASLt (forced) at a prefill shape", t_gemm_lt},
+             {"gemm cuBLASLt (forced) at a prefill shape", t_gemm_lt}, {"gemv (decode)", t_gemv},
              {"gate", t_gate}, {"norm_rows", t_norm_rows}, {"sparse_prep", t_sparse_prep},
              {"embed", t_embed},
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
@@ -957,6 +1061,12 @@ void suite_cuda_select_speed(void)
     if (!getenv("SALA_TEST_CUDA") || !getenv("SALA_BENCH_SELECT")) return;
     SALA_ADD("cuda_select_speed", {"stage 1 and top-K: decode and prefill launches",
                                    t_select_speed});
+}
+
+void suite_cuda_gemv_speed(void)
+{
+    if (!getenv("SALA_TEST_CUDA") || !getenv("SALA_BENCH_GEMV")) return;
+    SALA_ADD("cuda_gemv_speed", {"decode products: cuBLAS, cuBLASLt, GEMV, read", t_gemv_speed});
 }
 
 /* ---- whole model against ../shared/golden ---- */

@@ -28,23 +28,38 @@ static double sala_now_cu(void)
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* The three GEMM forms: cu_lt_gemm (cuBLASLt for prefill shapes, cublasGemmEx otherwise). */
+/* The three GEMM forms: few rows (T <= cu_gemv_max_t(): decode, a prompt's last few tokens)
+ * through the GEMV of cu_gemv.cu when the operands fit it (SALA_CUDA_GEMV=0: never); otherwise
+ * cu_lt_gemm (cuBLASLt for prefill shapes, cublasGemmEx otherwise). */
+static int gemm_any(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T,
+                    float alpha, float beta, void *y, int ldy, int form, sala_err *e)
+{
+    if (T <= cu_gemv_max_t() && cu_gemv_fits(W, in, x, in, T)) {
+        const cu_gemv_args ga = {W, out, in, x, in, T, y, ldy, alpha, form,
+                                 cu_gemv_pick(out, in, T)};
+        CUDA_CHECK(k_gemv(m->st, &ga));
+        return SALA_OK;
+    }
+    return cu_lt_gemm(m, W, out, in, x, T, alpha, beta, y, ldy,
+                      form == CU_GEMV_BF16 ? CUDA_R_16BF : CUDA_R_32F, e);
+}
+
 int cu_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float *y, int ldy,
             sala_err *e)
 {
-    return cu_lt_gemm(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CUDA_R_32F, e);
+    return gemm_any(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CU_GEMV_F32, e);
 }
 
 int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
                 float *y, int ldy, sala_err *e)
 {
-    return cu_lt_gemm(m, W, out, in, x, T, alpha, 1.0f, y, ldy, CUDA_R_32F, e);
+    return gemm_any(m, W, out, in, x, T, alpha, 1.0f, y, ldy, CU_GEMV_ACC, e);
 }
 
 int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
                  int ldy, sala_err *e)
 {
-    return cu_lt_gemm(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CUDA_R_16BF, e);
+    return gemm_any(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CU_GEMV_BF16, e);
 }
 
 /* Prefill steps (T > CU_FOLD_MIN tokens; decode keeps its own path):

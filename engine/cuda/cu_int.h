@@ -350,6 +350,35 @@ int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int 
 int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
                  int ldy, sala_err *e);
 
+/* ---- few-row products on the FMA units (cu_gemv.cu, docs/CUDA.md "Decode GEMV 2") ---- */
+#define CU_GEMV_T 8                   /* the kernel takes T <= this */
+/* cu_gemm and its forms use it for T <= this. All of CU_GEMV_T, though cuBLAS is faster at T 5-8
+ * (run V1): the GEMV's result for a token does not depend on T, so a batched decode step of <= 8
+ * sequences equals single decode bit for bit (with 4, batches of 5-8 on cuBLAS drifted past
+ * cuda_batch's tolerance: run V4). SALA_CUDA_GEMV=4 trades that for batch speed. */
+#define CU_GEMV_DEFAULT_T 8
+enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16 };
+typedef struct {
+    const bf16 *W; int out, in;       /* (out, in) */
+    const bf16 *x; int ldx, T;        /* (T, ldx), T 1..CU_GEMV_T */
+    void *y; int ldy;                 /* (T, ldy): fp32 (F32, ACC) or bf16 (BF16) */
+    float alpha;                      /* ACC: y += alpha · x Wᵀ */
+    int form;                         /* CU_GEMV_F32 / _ACC / _BF16 */
+    int variant;                      /* 0 .. cu_gemv_variants() - 1 (cu_gemv_pick) */
+} cu_gemv_args;
+/* Whether the GEMV takes the operands (T range, in % 8, ldx % 8, 16-byte aligned W and x). */
+bool cu_gemv_fits(const bf16 *W, int in, const bf16 *x, int ldx, int T);
+int cu_gemv_variants(void);
+/* The variant for a shape (SALA_CUDA_GEMV_VAR=n forces one, read at each call). */
+int cu_gemv_pick(int out, int in, int T);
+/* Enqueue y = or += x Wᵀ on st (programmatic dependent launch unless SALA_CUDA_GEMV_PDL=0). */
+cudaError_t k_gemv(cudaStream_t st, const cu_gemv_args *a);
+/* Microbenchmark floor: read bytes (a multiple of 16) at p with the GEMV's loads. */
+cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t *sink, int sms);
+/* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
+ * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
+int cu_gemv_max_t(void);
+
 /* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
 enum { CU_LT_OFF, CU_LT_TUNED, CU_LT_FORCE };
 #define CU_LT_MIN_T 8                 /* T <= this (decode): always cublasGemmEx */
@@ -369,5 +398,10 @@ typedef struct {
     float ms_ex, ms_lt;               /* one call: cublasGemmEx, best Lt (-1: none ran) */
 } cu_lt_stat;
 int cu_lt_stats(const cu_model *m, int i, cu_lt_stat *s);
+/* Microbenchmark: *best_ms = the fastest of cublasLtMatmulAlgoGetHeuristic's candidates for
+ * y (T, out) fp32 = x Wᵀ, each timed over reps calls (after one) rotating over the ncopy copies
+ * W[k] (weights from HBM); *ncand = candidates that ran. */
+int cu_lt_bench(cu_model *m, const bf16 *const *W, int ncopy, int out, int in, const bf16 *x,
+                int T, float *y, int reps, float *best_ms, int *ncand, sala_err *e);
 
 #endif

@@ -305,3 +305,46 @@ int cu_lt_stats(const cu_model *m, int i, cu_lt_stat *s)
     s->wins = x->have_algo && x->wins;
     return 1;
 }
+
+int cu_lt_bench(cu_model *m, const bf16 *const *W, int ncopy, int out, int in, const bf16 *x,
+                int T, float *y, int reps, float *best_ms, int *ncand, sala_err *e)
+{
+    lt_entry x0;
+    memset(&x0, 0, sizeof(x0));
+    x0.out = out, x0.in = in, x0.T = T, x0.ldy = out, x0.yt = CUDA_R_32F, x0.align = 16;
+    *best_ms = -1;
+    *ncand = 0;
+    int rc = entry_init(m->lt, &x0, e);
+    cublasLtMatmulPreference_t pref = NULL;
+    cublasLtMatmulHeuristicResult_t res[CU_LT_CAND];
+    int nres = 0;
+    cudaEvent_t a = NULL, b = NULL;
+    const uint64_t ws = m->blas_ws ? CU_BLAS_WS : 0;
+    if (!rc && (cublasLtMatmulPreferenceCreate(&pref) != CUBLAS_STATUS_SUCCESS ||
+                cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess))
+        rc = sala_errf(e, SALA_EINTERNAL, "cuBLASLt bench: preference or events");
+    if (!rc) {
+        cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                             sizeof(ws));
+        if (cublasLtMatmulAlgoGetHeuristic(m->lt->h, x0.op, x0.la, x0.lb, x0.lc, x0.lc, pref,
+                                           CU_LT_CAND, res, &nres) != CUBLAS_STATUS_SUCCESS)
+            nres = 0;
+    }
+    for (int i = 0; i < nres && !rc; i++) {
+        if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
+        int k = 0;
+        const float ms = time_it(m, a, b, reps, [&] {
+            const bf16 *Wk = W[k++ % ncopy];
+            return lt_run(m, &x0, &res[i].algo, Wk, x, 1.0f, 0.0f, y);
+        });
+        if (ms < 0) continue;
+        (*ncand)++;
+        if (*best_ms < 0 || ms < *best_ms) *best_ms = ms;
+    }
+    cudaGetLastError();
+    if (pref) cublasLtMatmulPreferenceDestroy(pref);
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    entry_clear(&x0);
+    return rc;
+}

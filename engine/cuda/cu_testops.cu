@@ -541,10 +541,116 @@ int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, d
     return rc;
 }
 
+/* The GEMV (cu_gemv.cu) itself, whatever SALA_CUDA_GEMV says: y (T, ldy) host fp32 in and out;
+ * form CU_GEMV_BF16 uploads y as bf16 and returns its bf16 values. variant < 0: cu_gemv_pick. */
+int op_gemv(const float *W, int out, int in, const float *x, int T, int form, float alpha,
+            int variant, float *y, int ldy, sala_err *e)
+{
+    Pool P;
+    bf16 *dW, *dx;
+    void *dy;
+    const size_t ny = (size_t)T * ldy;
+    CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
+    CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
+    if (form == CU_GEMV_BF16) CU_TRY(up_b(P, y, ny, (bf16 **)&dy, e));
+    else CU_TRY(up_f(P, y, ny, (float **)&dy, e));
+    if (!cu_gemv_fits(dW, in, dx, in, T))
+        return sala_errf(e, SALA_EINVAL, "gemv: operands do not fit (in %d, T %d)", in, T);
+    const cu_gemv_args a = {dW, out, in, dx, in, T, dy, ldy, alpha, form,
+                            variant < 0 ? cu_gemv_pick(out, in, T) : variant};
+    CUDA_CHECK(k_gemv(0, &a));
+    CUDA_CHECK(cudaDeviceSynchronize());
+    if (form == CU_GEMV_BF16) return down_b(P, (const bf16 *)dy, ny, y, e);
+    CUDA_CHECK(cudaMemcpy(y, dy, ny * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
+/* Microseconds a call of y (T, out) fp32 = x Wᵀ takes, weights from HBM (calls rotate over
+ * copies of W totalling >= 400 MB), slots of cuda_ops.h gemv_speed. */
+int op_gemv_speed(int out, int in, int T, double *us, int nus, int *nvar, sala_err *e)
+{
+    const int nv = cu_gemv_variants();
+    *nvar = nv;
+    if (out <= 0 || in <= 0) return SALA_OK;   /* the count only */
+    if (nus < nv + 4) return sala_errf(e, SALA_EINVAL, "gemv_speed: %d slots, need %d", nus, nv + 4);
+    for (int i = 0; i < nus; i++) us[i] = -1;
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    const size_t wb = (size_t)out * in * 2;
+    int ncopy = (int)(((size_t)400 << 20) / wb + 1);
+    if (ncopy < 2) ncopy = 2;
+    if (ncopy > 16) ncopy = 16;
+    const int reps = ncopy * (ncopy >= 8 ? 3 : 24 / ncopy);
+    bf16 *W[16];
+    for (int k = 0; k < ncopy; k++) W[k] = P.get<bf16>((size_t)out * in, &err);
+    bf16 *dx = P.get<bf16>((size_t)T * in, &err);
+    float *dy = P.get<float>((size_t)T * out, &err);
+    uint32_t *sink = P.get<uint32_t>(1, &err);
+    CUDA_CHECK(err);
+    for (int k = 0; k < ncopy; k++) fill_kernel<<<1024, 256>>>(W[k], (size_t)out * in, 1u + k);
+    fill_kernel<<<1024, 256>>>(dx, (size_t)T * in, 99u);
+    CUDA_CHECK(cudaGetLastError());
+    int sms = 0;
+    CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+    cu_model m;
+    int rc = gemm_shell(&m, e);
+    cudaEvent_t a = NULL, b = NULL;
+    if (!rc && (cudaEventCreate(&a) != cudaSuccess || cudaEventCreate(&b) != cudaSuccess))
+        rc = sala_errf(e, SALA_EINTERNAL, "CUDA: events");
+    /* us a call of fn(k) over reps calls after a pass over the copies */
+    auto timed = [&](auto fn) -> double {
+        for (int k = 0; k < ncopy; k++) if (fn(k)) return -1;
+        cudaEventRecord(a, 0);
+        for (int k = 0; k < reps; k++) if (fn(k)) return -1;
+        cudaEventRecord(b, 0);
+        float ms = 0;
+        if (cudaEventSynchronize(b) != cudaSuccess || cudaEventElapsedTime(&ms, a, b) != cudaSuccess)
+            return -1;
+        return ms * 1e3 / reps;
+    };
+    const float one = 1.0f, zero = 0.0f;
+    if (!rc) us[0] = timed([&](int k) {
+        return (int)cublasGemmEx(m.blas, CUBLAS_OP_T, CUBLAS_OP_N, out, T, in, &one,
+                                 W[k % ncopy], CUDA_R_16BF, in, dx, CUDA_R_16BF, in, &zero, dy,
+                                 CUDA_R_32F, out, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+    });
+    if (!rc) {
+        float ms = -1;
+        int nc = 0;
+        rc = cu_lt_bench(&m, W, ncopy, out, in, dx, T, dy, reps, &ms, &nc, e);
+        us[1] = ms < 0 ? -1 : ms * 1e3;
+    }
+    const char *old = getenv("SALA_CUDA_GEMV_PDL");
+    char *keep = old ? strdup(old) : NULL;
+    for (int v = 0; v <= nv && !rc; v++) {
+        if (v == nv) setenv("SALA_CUDA_GEMV_PDL", "0", 1);
+        const cu_gemv_args ga0 = {W[0], out, in, dx, in, T, dy, out, 1.0f, CU_GEMV_F32,
+                                  v < nv ? v : cu_gemv_pick(out, in, T)};
+        us[2 + v] = timed([&](int k) {
+            cu_gemv_args ga = ga0;
+            ga.W = W[k % ncopy];
+            return (int)k_gemv(0, &ga);
+        });
+    }
+    if (keep) setenv("SALA_CUDA_GEMV_PDL", keep, 1);
+    else unsetenv("SALA_CUDA_GEMV_PDL");
+    free(keep);
+    if (!rc) us[3 + nv] = timed([&](int k) {
+        return (int)k_read_floor(0, W[k % ncopy], wb, sink, sms);
+    });
+    if (a) cudaEventDestroy(a);
+    if (b) cudaEventDestroy(b);
+    gemm_shell_free(&m);
+    CU_TRY(rc);
+    CUDA_CHECK(cudaDeviceSynchronize());
+    return SALA_OK;
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
-                           op_mlp_gu,    op_gemm_speed, op_select_speed};
+                           op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
+                           op_gemv_speed};
 
 }   // namespace
 

@@ -75,6 +75,18 @@ typedef struct {
      * layers' keys, each layer its own K1/K2 (more layers: keys read from HBM, as in decode). */
     int (*select_speed)(int64_t L, int T, int layers, int reps, double *sec_score,
                         double *sec_topk, sala_err *e);
+    /* The decode GEMV (cu_gemv.cu, whatever SALA_CUDA_GEMV says): y (T, ldy) fp32, in and out
+     * (columns >= out untouched) = bf16(x) (T, in) · bf16(W) (out, in)ᵀ for form 0, += alpha ·
+     * that for form 1, bf16 of it for form 2 (y uploaded and returned as bf16 values); T 1..8,
+     * in % 8 == 0; variant -1: the default for the shape, else 0 .. nvar - 1 (gemv_speed). */
+    int (*gemv)(const float *W, int out, int in, const float *x, int T, int form, float alpha,
+                int variant, float *y, int ldy, sala_err *e);
+    /* Benchmark, not parity: microseconds a call of y (T, out) fp32 = x Wᵀ takes with the
+     * weights from HBM (rotating copies), us[nus >= *nvar + 4]: [0] cublasGemmEx, [1] the best
+     * cuBLASLt heuristic candidate (-1: none ran), [2 + v] GEMV variant v (v < *nvar) with
+     * programmatic dependent launch, [2 + nvar] the default variant without it, [3 + nvar] a
+     * plain read of the same bytes (the bandwidth floor). out 0: only *nvar. */
+    int (*gemv_speed)(int out, int in, int T, double *us, int nus, int *nvar, sala_err *e);
 } sala_cuda_ops;
 
 #endif
