@@ -311,6 +311,8 @@ typedef struct {
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
     int32_t *dstep;                   /* (4): a graph step's token, row 0, position (int64) */
+    int32_t *hpin;                    /* pinned (4 + V): dstep's upload, then a graph step's
+                                         logits row from [4] (NULL: pageable copies) */
     cu_graph g;
 } cu_seq;
 
@@ -357,13 +359,15 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
  * sequences equals single decode bit for bit (with 4, batches of 5-8 on cuBLAS drifted past
  * cuda_batch's tolerance: run V4). SALA_CUDA_GEMV=4 trades that for batch speed. */
 #define CU_GEMV_DEFAULT_T 8
-enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16 };
+/* SWIGLU: W (out = 2I, in) is gate | up; y (T, ldy) bf16 = bf16(g · sigmoid(g) · u) for the I
+ * columns (k_swiglu's arithmetic on the F32 form's g and u: the same bits as GEMV + k_swiglu). */
+enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16, CU_GEMV_SWIGLU };
 typedef struct {
     const bf16 *W; int out, in;       /* (out, in) */
     const bf16 *x; int ldx, T;        /* (T, ldx), T 1..CU_GEMV_T */
-    void *y; int ldy;                 /* (T, ldy): fp32 (F32, ACC) or bf16 (BF16) */
+    void *y; int ldy;                 /* (T, ldy): fp32 (F32, ACC) or bf16 (BF16, SWIGLU) */
     float alpha;                      /* ACC: y += alpha · x Wᵀ */
-    int form;                         /* CU_GEMV_F32 / _ACC / _BF16 */
+    int form;                         /* CU_GEMV_F32 / _ACC / _BF16 / _SWIGLU */
     int variant;                      /* 0 .. cu_gemv_variants() - 1 (cu_gemv_pick) */
 } cu_gemv_args;
 /* Whether the GEMV takes the operands (T range, in % 8, ldx % 8, 16-byte aligned W and x). */
