@@ -184,15 +184,17 @@ void cu_graph_free(cu_seq *s)
 }
 
 /* The device addresses a decode step's static segments bake in (k: room for graph_key_n). */
-static int graph_key_n(const cu_model *m) { return 25 + 2 * (int)m->c.n_sparse; }
+static int graph_key_n(const cu_model *m) { return 26 + 2 * (int)m->c.n_sparse; }
 static int graph_key(const cu_seq *s, void **k)
 {
     int n = 0;
     void *fixed[] = {s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act, s->hf,
                      s->logits, s->dstep, s->S, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh,
                      s->Sb, s->Ab, (void *)(intptr_t)s->tmax,
-                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu */
-                     (void *)(intptr_t)cu_env_is("SALA_CUDA_FUSE", "0")};
+                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row norms with
+                        programmatic dependent launch or without */
+                     (void *)(intptr_t)cu_env_is("SALA_CUDA_FUSE", "0"),
+                     (void *)(intptr_t)cu_row_pdl(1)};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) k[n++] = fixed[i];
     for (int64_t i = 0; i < s->m->c.n_sparse; i++) {
         k[n++] = s->K[i];
@@ -223,7 +225,7 @@ static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *f
                 return no ? sala_errf(e, no, "CUDA graph forced: no fused lightning decode")
                           : SALA_OK;
         }
-    void *k[25 + 2 * 64];
+    void *k[26 + 2 * 64];
     if (graph_key_n(m) > (int)(sizeof(k) / sizeof(k[0])))
         return no ? sala_errf(e, no, "CUDA graph forced: %lld sparse layers",
                               (long long)c->n_sparse) : SALA_OK;

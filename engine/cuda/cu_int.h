@@ -382,6 +382,34 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
 /* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
  * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
 int cu_gemv_max_t(void);
+/* Whether the row kernels of an n-row step (norms, output gates, sparse_prep, the fused
+ * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T, unless
+ * SALA_CUDA_ROW_PDL=0 (read at each launch; cu_kernels.cu). */
+bool cu_row_pdl(int n);
+/* First statement of a kernel launched by cu_launch_pdl: wait until the kernel before it has
+ * completed (and what it wrote is visible), then let the next one launch. Without the launch
+ * attribute both do nothing. */
+__device__ __forceinline__ void cu_pdl_enter()
+{
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+/* k<<<grid, block, 0, st>>>(args), with programmatic stream serialization when pdl. */
+template <typename... P, typename... A>
+static cudaError_t cu_launch_pdl(bool pdl, dim3 grid, dim3 block, cudaStream_t st,
+                                 void (*k)(P...), A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
 
 /* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
 enum { CU_LT_OFF, CU_LT_TUNED, CU_LT_FORCE };
