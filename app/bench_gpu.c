@@ -96,11 +96,11 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
 }
 
 /* The decode configurations timed side by side: the default (CUDA graph and this session's step
- * boundary: SwiGLU in the GEMV, pinned copies, row norms with programmatic dependent launch),
- * plain launches, the graph with the step boundary's switches off (the step as it was before),
- * and the default without the row norms' programmatic launch. */
-enum { DC_NEW, DC_PLAIN, DC_OFF, DC_NOPDL, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "switches off", "no row PDL"};
+ * boundary: SwiGLU in the GEMV, pinned copies), plain launches, the graph with the step
+ * boundary's switches off (the step as it was before), and the default plus programmatic
+ * dependent launch of the row kernels (SALA_CUDA_ROW_PDL=1, off by default). */
+enum { DC_NEW, DC_PLAIN, DC_OFF, DC_PDL, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "switches off", "row PDL"};
 static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_FUSE", "SALA_CUDA_PINNED",
                                      "SALA_CUDA_ROW_PDL"};
 #define DC_ENV 4
@@ -141,7 +141,8 @@ static void dc_env_set(int c, const dc_keep *k)
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
     if (c == DC_OFF) setenv("SALA_CUDA_FUSE", "0", 1), setenv("SALA_CUDA_PINNED", "0", 1);
-    if (c == DC_OFF || c == DC_NOPDL) setenv("SALA_CUDA_ROW_PDL", "0", 1);
+    if (c == DC_OFF) setenv("SALA_CUDA_ROW_PDL", "0", 1);
+    if (c == DC_PDL) setenv("SALA_CUDA_ROW_PDL", "1", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -239,7 +240,7 @@ static void print_decode(int64_t L, const dec_stats *d)
            "\"plain_tokens_per_s\":%.2f,\"off_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
            1.0 / d->mean[DC_OFF], 1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "off", "nopdl"};
+    static const char *const jn[DC_N] = {"graph", "plain", "off", "rowpdl"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);

@@ -383,8 +383,10 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
  * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
 int cu_gemv_max_t(void);
 /* Whether the row kernels of an n-row step (norms, output gates, sparse_prep, the fused
- * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T, unless
- * SALA_CUDA_ROW_PDL=0 (read at each launch; cu_kernels.cu). */
+ * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T with
+ * SALA_CUDA_ROW_PDL=1 (read at each launch; cu_kernels.cu). Off by default: no gain measured
+ * (docs/CUDA.md "Decode step boundary"), and the kernels' CUPTI durations then include their
+ * wait, so the bench's per-step breakdown no longer adds up. */
 bool cu_row_pdl(int n);
 /* First statement of a kernel launched by cu_launch_pdl: wait until the kernel before it has
  * completed (and what it wrote is visible), then let the next one launch. Without the launch

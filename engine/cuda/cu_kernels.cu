@@ -177,7 +177,7 @@ static __global__ void __launch_bounds__(1024)
     }
 }
 
-bool cu_row_pdl(int n) { return n <= CU_GEMV_T && !cu_env_is("SALA_CUDA_ROW_PDL", "0"); }
+bool cu_row_pdl(int n) { return n <= CU_GEMV_T && cu_env_is("SALA_CUDA_ROW_PDL", "1"); }
 
 /* Launch norm4_kernel on n rows (programmatic dependent launch when cu_row_pdl(n)); false
  * (nothing launched) when the shape or the pointers do not fit it, or with SALA_CUDA_DECODE=old. */
