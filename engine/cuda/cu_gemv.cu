@@ -181,16 +181,8 @@ cudaError_t launch_v(cudaStream_t st, const cu_gemv_args &a, bool pdl)
     if (sw && (R % 2 || a.out % 2)) return cudaErrorInvalidValue;
     constexpr int H = R / 2 > 0 ? R / 2 : 1;   /* SwiGLU: output columns a warp */
     const int64_t warps = sw ? ((int64_t)a.out / 2 + H - 1) / H : ((int64_t)a.out + R - 1) / R;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((warps + WARPS - 1) / WARPS));
-    cfg.blockDim = dim3(WARPS * 32);
-    cfg.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, gemv_kernel<NT, R, U>, a);
+    return cu_launch_pdl(pdl, dim3((unsigned)((warps + WARPS - 1) / WARPS)), dim3(WARPS * 32), st,
+                         gemv_kernel<NT, R, U>, a);
 }
 
 template <int NT>
