@@ -428,7 +428,7 @@ void cu_prof_end(cu_model *m)
 
 static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
                                            "sparse_attn", "dense_attn", "other", "topk",
-                                           "idle"};
+                                           "idle", "overlap"};
 
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {

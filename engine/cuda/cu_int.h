@@ -61,9 +61,12 @@ static inline bool cu_env_is(const char *name, const char *val)
 
 /* ---- op categories of the profile (bench) ----
  * OP_IDLE: from the end of one launch (cu_prof_end) to the next mark: the device waiting for the
- * host (launch overhead it could not hide), and the host's time between calls. */
+ * host (launch overhead it could not hide), and the host's time between calls.
+ * OP_OVERLAP (kernel records, mode 2): the seconds in which two or more kernels were on the
+ * device at once, counted in each one's category (a kernel launched with programmatic dependent
+ * launch is resident while it waits for the one before): categories minus it = device busy. */
 enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_IDLE,
-       OP_N };
+       OP_OVERLAP, OP_N };
 /* Events of the profile between flushes (a decode step makes about 900: two per launch). */
 #define CU_PROF_EV 4096
 
