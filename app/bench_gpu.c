@@ -72,90 +72,154 @@ static int prefill(bench *b, void *seq, const int32_t *tok, int64_t L, double *s
     return rc;
 }
 
-/* steps greedy decode steps from *t; *sec = their wall seconds. */
-static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec, sala_err *e)
+/* steps greedy decode steps from *t; *sec = their wall seconds, each[i] (if not NULL) step i's
+ * (forward call and the argmax over the logits: what the next step waits for). */
+static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec, double *each,
+                        sala_err *e)
 {
     int64_t row = 0;
     eng_forward_args a = {.tokens = t, .n = 1, .rows = &row, .nrows = 1, .logits = b->logits};
     int rc = SALA_OK;
-    double t0 = sala_now();
+    double t0 = sala_now(), ti = t0;
     for (int i = 0; i < steps && !rc; i++) {
         rc = b->be->forward(seq, &a, e);
         int64_t best = 0;
         for (int64_t j = 1; j < b->vocab; j++)
             if (b->logits[j] > b->logits[best]) best = j;
         *t = (int32_t)best;
+        const double now = sala_now();
+        if (each) each[i] = now - ti;
+        ti = now;
     }
     *sec = sala_now() - t0;
     return rc;
 }
 
+/* The decode configurations timed side by side: the default (CUDA graph and this session's step
+ * boundary: SwiGLU in the GEMV, pinned copies), plain launches, the graph with the step
+ * boundary's switches off (the step as it was before), and the default plus programmatic
+ * dependent launch of the row kernels (SALA_CUDA_ROW_PDL=1, off by default). */
+enum { DC_NEW, DC_PLAIN, DC_OFF, DC_PDL, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "switches off", "row PDL"};
+static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_FUSE", "SALA_CUDA_PINNED",
+                                     "SALA_CUDA_ROW_PDL"};
+#define DC_ENV 4
+
 /* What a decode measurement reports (all per step, seconds). */
 typedef struct {
     double first;          /* the warm step (with a graph: its capture) */
-    double graph, plain;   /* wall: default launches (a CUDA graph unless SALA_CUDA_GRAPH=0),
+    double graph, plain;   /* mean wall: default launches (a CUDA graph unless SALA_CUDA_GRAPH=0),
                               SALA_CUDA_GRAPH=0 */
+    double mean[DC_N], med[DC_N], lo[DC_N], hi[DC_N];   /* per configuration: mean, median,
+                                                           10th and 90th percentile */
     double kwall[2];       /* wall of the kernel-profiled steps: plain, graph */
     eng_profile kp[2];     /* their kernel seconds per category */
     int mode;              /* 2: CUPTI kernel records; 1: events around launches (no CUPTI) */
-    int n;                 /* steps of each kind */
+    int n;                 /* timed steps of each kind */
 } dec_stats;
 
+/* Device busy seconds: the kernel categories, less "overlap" (time counted in two kernels at
+ * once, CUPTI mode), without "idle" (mode 1's time between launches). */
 static double kernel_sum(const eng_profile *p)
 {
     double k = 0;
     for (int i = 0; i < p->nops; i++)
-        if (strcmp(p->op_name[i], "idle")) k += p->op_seconds[i];
+        if (!strcmp(p->op_name[i], "overlap")) k -= p->op_seconds[i];
+        else if (strcmp(p->op_name[i], "idle")) k += p->op_seconds[i];
     return k;
 }
 
-/* SALA_CUDA_GRAPH=0 when plain, else as the caller had it (keep). */
-static void graph_env(bool plain, const char *keep)
+/* The caller's values of dc_env (NULL: unset), restored by dc_env_set(-1, keep). */
+typedef struct {
+    char v[DC_ENV][64];
+    bool set[DC_ENV];
+} dc_keep;
+
+/* Configuration c's switches over the caller's environment; c < 0: the caller's. */
+static void dc_env_set(int c, const dc_keep *k)
 {
-    if (plain) setenv("SALA_CUDA_GRAPH", "0", 1);
-    else if (keep) setenv("SALA_CUDA_GRAPH", keep, 1);
-    else unsetenv("SALA_CUDA_GRAPH");
+    for (int i = 0; i < DC_ENV; i++) {
+        if (k->set[i]) setenv(dc_env[i], k->v[i], 1);
+        else unsetenv(dc_env[i]);
+    }
+    if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
+    if (c == DC_OFF) setenv("SALA_CUDA_FUSE", "0", 1), setenv("SALA_CUDA_PINNED", "0", 1);
+    if (c == DC_OFF) setenv("SALA_CUDA_ROW_PDL", "0", 1);
+    if (c == DC_PDL) setenv("SALA_CUDA_ROW_PDL", "1", 1);
 }
 
-/* Decode at the sequence's length, all on one sequence (positions differ by a few steps): a
- * warm step, `steps` steps with the default launches and `steps` with SALA_CUDA_GRAPH=0 (the
- * backend reads it per step), printed; then `steps` of each again with the kernels' own device
- * time recorded (profile mode 2: CUPTI activity records, nothing added to the stream; mode 1,
- * events around each launch, where CUPTI is missing), so that wall - kernels = the gaps. */
+static int cmp_dbl(const void *a, const void *b)
+{
+    const double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+#define DC_ROUND 16   /* timed steps of a configuration in a row */
+
+/* Decode at the sequence's length, all on one sequence (positions differ by a few hundred steps
+ * at most): a warm step, then rounds in which each configuration runs one untimed step (a graph
+ * capture when the switches changed) and DC_ROUND timed steps, until each has `steps`; the
+ * configurations interleave so that drift over the run (clocks, the growing length) falls on all
+ * of them alike. Mean, median, 10th and 90th percentile of the step times. Then `steps` steps
+ * each of plain launches and the graph with the kernels' own device time recorded (profile mode
+ * 2: CUPTI activity records, nothing added to the stream; mode 1, events around each launch,
+ * where CUPTI is missing), so that wall - kernels = the gaps. */
 static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_err *e)
 {
     int32_t t = 5;
     double s = 0;
     memset(d, 0, sizeof(*d));
     d->n = steps;
-    const char *g = getenv("SALA_CUDA_GRAPH");
-    char keep[64] = "";
-    if (g) snprintf(keep, sizeof(keep), "%s", g);
-    const char *kp = g ? keep : NULL;
-    int rc = decode_steps(b, seq, 1, &t, &d->first, e);
-    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
-    d->graph = s / steps;
-    graph_env(true, kp);
-    if (!rc) rc = decode_steps(b, seq, steps, &t, &s, e);
-    d->plain = s / steps;
-    graph_env(false, kp);
+    dc_keep k;
+    memset(&k, 0, sizeof(k));
+    for (int i = 0; i < DC_ENV; i++) {
+        const char *v = getenv(dc_env[i]);
+        if (v) k.set[i] = true, snprintf(k.v[i], sizeof(k.v[i]), "%s", v);
+    }
+    double *st = malloc((size_t)DC_N * (size_t)steps * sizeof(double));
+    if (!st) return sala_errf(e, SALA_ENOMEM, "bench: %d decode steps", steps);
+    int rc = decode_steps(b, seq, 1, &t, &d->first, NULL, e);
+    for (int done = 0; done < steps && !rc; done += DC_ROUND) {
+        const int n = steps - done < DC_ROUND ? steps - done : DC_ROUND;
+        for (int c = 0; c < DC_N && !rc; c++) {
+            dc_env_set(c, &k);
+            rc = decode_steps(b, seq, 1, &t, &s, NULL, e);
+            if (!rc) rc = decode_steps(b, seq, n, &t, &s, st + (size_t)c * steps + done, e);
+        }
+    }
+    dc_env_set(-1, &k);
+    for (int c = 0; c < DC_N && !rc; c++) {
+        double *x = st + (size_t)c * steps, sum = 0;
+        for (int i = 0; i < steps; i++) sum += x[i];
+        qsort(x, (size_t)steps, sizeof(double), cmp_dbl);
+        d->mean[c] = sum / steps;
+        d->med[c] = steps % 2 ? x[steps / 2] : 0.5 * (x[steps / 2 - 1] + x[steps / 2]);
+        d->lo[c] = x[steps / 10];
+        d->hi[c] = x[steps - 1 - steps / 10];
+    }
+    free(st);
     if (rc) return rc;
-    printf("  decode at %8lld tokens: %.1f tokens/s (%s), %.1f with SALA_CUDA_GRAPH=0; "
-           "first step %.2f ms\n", (long long)L, 1.0 / d->graph,
-           g ? "SALA_CUDA_GRAPH as set" : "graph", 1.0 / d->plain, 1e3 * d->first);
+    d->graph = d->mean[DC_NEW];
+    d->plain = d->mean[DC_PLAIN];
+    printf("  decode at %8lld tokens (%d steps each, interleaved rounds of %d): first step "
+           "%.2f ms\n", (long long)L, steps, DC_ROUND, 1e3 * d->first);
+    for (int c = 0; c < DC_N; c++)
+        printf("    %-13s %.1f tokens/s (mean %.3f ms a step), median %.3f ms (%.1f tokens/s), "
+               "p10 %.3f, p90 %.3f\n", dc_name[c], 1.0 / d->mean[c], 1e3 * d->mean[c],
+               1e3 * d->med[c], 1.0 / d->med[c], 1e3 * d->lo[c], 1e3 * d->hi[c]);
     fflush(stdout);
     d->mode = 2;
-    for (int k = 0; k < 2 && !rc; k++) {   /* k = 0: plain launches, 1: graph */
-        graph_env(k == 0, kp);
+    for (int kk = 0; kk < 2 && !rc; kk++) {   /* kk = 0: plain launches, 1: graph */
+        dc_env_set(kk == 0 ? DC_PLAIN : -1, &k);
         if (b->be->profile(b->bm, d->mode, NULL)) {
             d->mode = 1;
             b->be->profile(b->bm, 1, NULL);
         }
-        rc = decode_steps(b, seq, steps, &t, &s, e);
-        d->kwall[k] = s / steps;
-        b->be->profile(b->bm, 0, &d->kp[k]);
+        rc = decode_steps(b, seq, steps, &t, &s, NULL, e);
+        d->kwall[kk] = s / steps;
+        b->be->profile(b->bm, 0, &d->kp[kk]);
     }
-    graph_env(false, kp);
+    dc_env_set(-1, &k);
     return rc;
 }
 
@@ -172,12 +236,18 @@ static void print_decode(int64_t L, const dec_stats *d)
         for (int i = 0; i < p->nops; i++)
             if (p->op_seconds[i] > 0)
                 printf("%s %.3f, ", p->op_name[i], 1e3 * p->op_seconds[i] / n);
-        printf("kernels %.3f ms; wall %.3f ms (%.3f while profiled): gaps %.3f ms\n", 1e3 * ker,
+        printf("busy (kernels less overlap) %.3f ms; wall %.3f ms (%.3f while profiled): "
+               "gaps %.3f ms\n", 1e3 * ker,
                1e3 * wall, 1e3 * d->kwall[k], 1e3 * (wall - ker));
     }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
-           "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,\"profile_mode\":%d",
-           (long long)L, 1.0 / d->graph, 1.0 / d->plain, 1e3 * d->first, d->mode);
+           "\"plain_tokens_per_s\":%.2f,\"off_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
+           "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
+           1.0 / d->mean[DC_OFF], 1e3 * d->first, d->mode, d->n);
+    static const char *const jn[DC_N] = {"graph", "plain", "off", "rowpdl"};
+    for (int c = 0; c < DC_N; c++)
+        printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
+               1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);
     for (int k = 0; k < 2; k++) {
         const char *w = k ? "graph" : "plain";
         const eng_profile *p = &d->kp[k];

@@ -45,8 +45,8 @@ typedef struct {
  * category and memory high-water mark (bytes in use on the device). */
 typedef struct {
     int nops;
-    const char *op_name[8];
-    double op_seconds[8];
+    const char *op_name[9];
+    double op_seconds[9];
     uint64_t mem_peak, mem_total, weight_bytes;
 } eng_profile;
 

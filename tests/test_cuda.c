@@ -274,6 +274,19 @@ static void t_gemm_lt(void)
     unsetenv("SALA_CUDA_LT");
 }
 
+/* ref (T, out), malloc'd = x (T, in) · W (out, in)ᵀ through the CPU GEMM (cpu_matmul). */
+static float *cpu_gemm_ref(const float *W, int out, int in, const float *x, int T)
+{
+    float *ref = malloc((size_t)T * out * 4);
+    const int64_t tf = (int64_t)64 * in;
+    float *tile = malloc((size_t)tf * omp_get_max_threads() * 4);
+    st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
+                   .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
+    cpu_matmul(&t, x, T, ref, tile, tf);
+    free(tile);
+    return ref;
+}
+
 /* The decode GEMV (cu_gemv.cu) against the CPU GEMM (cpu_matmul on the bf16-rounded operands)
  * in its three forms, y with row stride out + 3 whose extra columns must come back untouched.
  * Tolerances: fp32 forms those of t_gemm (1e-5: fp32 sums in another order); bf16 output 4e-3 /
@@ -290,12 +303,8 @@ static void gemv_case(int T, int out, int in, int form, uint64_t seed)
     const size_t ny = (size_t)T * ldy;
     float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
     float *y0 = randv(&r, ny, 3.0, form == 2), *y = malloc(ny * 4), *yr = malloc(ny * 4);
-    float *y1 = malloc((size_t)ldy * 4), *yv = malloc(ny * 4), *ref = malloc((size_t)T * out * 4);
-    const int64_t tf = (int64_t)64 * in;
-    float *tile = malloc((size_t)tf * omp_get_max_threads() * 4);
-    st_tensor t = {.name = "W", .dtype = ST_F32, .ndim = 2, .shape = {out, in},
-                   .numel = (int64_t)out * in, .nbytes = (size_t)out * in * 4, .data = W};
-    cpu_matmul(&t, x, T, ref, tile, tf);
+    float *y1 = malloc((size_t)ldy * 4), *yv = malloc(ny * 4);
+    float *ref = cpu_gemm_ref(W, out, in, x, T);
     memcpy(yr, y0, ny * 4);
     for (int tt = 0; tt < T; tt++)
         for (int o = 0; o < out; o++) {
@@ -333,7 +342,60 @@ static void gemv_case(int T, int out, int in, int form, uint64_t seed)
     CU_ASSERT(untouched);
     CU_ASSERT(alone);
     CU_ASSERT(variants);
-    free(W), free(x), free(y0), free(y), free(yr), free(y1), free(yv), free(ref), free(tile);
+    free(W), free(x), free(y0), free(y), free(yr), free(y1), free(yv), free(ref);
+}
+
+/* The SwiGLU form (W = gate | up, 2I rows): against the CPU twin (cpu_matmul, then silu(g) u;
+ * tolerances of a bf16 result, swiglu_check) and, bit for bit, against the unfused pair (the
+ * GEMV's fp32 form, then k_swiglu: op_swiglu), which is what decode ran before; each token alone
+ * and every variant (those of one row a warp run as two) give the same bits. */
+static void gemv_swiglu_case(int T, int I, int in, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int out = 2 * I, ldy = I + 5;
+    const size_t ny = (size_t)T * ldy;
+    float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
+    float *y0 = randv(&r, ny, 1.0, true), *y = malloc(ny * 4), *yv = malloc(ny * 4);
+    float *gu = malloc((size_t)T * out * 4), *ref = cpu_gemm_ref(W, out, in, x, T);
+    float *act = malloc((size_t)T * I * 4), *packed = calloc((size_t)T * I, 4);
+    float *y1 = malloc((size_t)ldy * 4);
+    memcpy(y, y0, ny * 4);
+    CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x, T, 3, 0, -1, y, ldy, &e), SALA_OK);
+    for (int tt = 0; tt < T; tt++) memcpy(packed + (size_t)tt * I, y + (size_t)tt * ldy, I * 4);
+    char what[80];
+    snprintf(what, sizeof(what), "gemv swiglu T=%d I=%d in=%d vs CPU", T, I, in);
+    swiglu_check(what, ref, T, I, false, packed);
+    /* the unfused pair on the GPU: fp32 GEMV (default variant), then k_swiglu */
+    CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x, T, 0, 0, -1, gu, out, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->swiglu(gu, T, I, act, &e), SALA_OK);
+    int same = !memcmp(act, packed, (size_t)T * I * 4), untouched = 1, alone = 1, variants = 1;
+    for (int tt = 0; tt < T; tt++)
+        for (int o = I; o < ldy; o++)
+            untouched &= y[(size_t)tt * ldy + o] == y0[(size_t)tt * ldy + o];
+    for (int tt = 0; tt < T && T > 1; tt++) {
+        memcpy(y1, y0 + (size_t)tt * ldy, (size_t)ldy * 4);
+        CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x + (size_t)tt * in, 1, 3, 0, -1, y1, ldy, &e),
+                              SALA_OK);
+        alone &= !memcmp(y1, y + (size_t)tt * ldy, (size_t)ldy * 4);
+    }
+    double us[16];
+    int nvar = 0;
+    CU_ASSERT_EQUAL_FATAL(O->gemv_speed(0, 8, 1, us, 16, &nvar, &e), SALA_OK);   /* nvar only */
+    for (int v = 0; v < nvar; v++) {
+        memcpy(yv, y0, ny * 4);
+        CU_ASSERT_EQUAL_FATAL(O->gemv(W, out, in, x, T, 3, 0, v, yv, ldy, &e), SALA_OK);
+        variants &= !memcmp(yv, y, ny * 4);
+    }
+    fprintf(stderr, " | == GEMV + k_swiglu bitwise %d, extra columns untouched %d, == alone %d, "
+            "%d variants equal %d", same, untouched, alone, nvar, variants);
+    CU_ASSERT(same);
+    CU_ASSERT(untouched);
+    CU_ASSERT(alone);
+    CU_ASSERT(variants);
+    free(W), free(x), free(y0), free(y), free(yv), free(gu), free(ref), free(act), free(packed);
+    free(y1);
 }
 
 static void t_gemv(void)
@@ -346,6 +408,11 @@ static void t_gemv(void)
     };
     for (size_t i = 0; i < sizeof(C) / sizeof(C[0]); i++)
         gemv_case(C[i].T, C[i].out, C[i].in, C[i].form, 70 + i);
+    static const struct { int T, I, in; } S[] = {
+        {1, 16384, 4096}, {1, 37, 520}, {2, 1001, 1000}, {4, 515, 264}, {8, 258, 4096},
+    };
+    for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++)
+        gemv_swiglu_case(S[i].T, S[i].I, S[i].in, 90 + i);
 }
 
 /* Benchmark (SALA_BENCH_GEMV=1): the decode products of the model at T = 1, 2, 4, 8, weights from

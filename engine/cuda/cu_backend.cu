@@ -428,7 +428,7 @@ void cu_prof_end(cu_model *m)
 
 static const char *const op_names[OP_N] = {"gemm", "lightning", "sparse_scoring",
                                            "sparse_attn", "dense_attn", "other", "topk",
-                                           "idle"};
+                                           "idle", "overlap"};
 
 static int cu_profile(void *bm, int enable, eng_profile *out)
 {
@@ -477,7 +477,8 @@ static void seq_scratch_free(cu_seq *s)
                   s->sel, s->score, s->dstep};
     for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
     cudaFreeHost(s->sel_host);
-    s->tok = s->rows = s->sel = s->sel_host = s->dstep = NULL;
+    cudaFreeHost(s->hpin);
+    s->tok = s->rows = s->sel = s->sel_host = s->dstep = s->hpin = NULL;
     s->x = s->a = s->proj = s->o = s->gu = s->Qh = s->Qd = s->Kh = s->Kw = s->Vh = s->Oh = NULL;
     s->Sb = s->Ab = s->logits = s->score = NULL;
     s->h = s->ob = s->Qb = s->act = s->hf = NULL;
@@ -564,6 +565,11 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
     if (cudaMallocHost((void **)&s->sel_host, t * nkv * K * 4) != cudaSuccess) {
         s->sel_host = NULL;
         rc = sala_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the selections");
+        goto fail;
+    }
+    if (cudaMallocHost((void **)&s->hpin, (4 + V) * 4) != cudaSuccess) {
+        s->hpin = NULL;
+        rc = sala_errf(e, SALA_ENOMEM, "CUDA: no pinned memory for the step's copies");
         goto fail;
     }
     s->tmax = T;

@@ -62,6 +62,29 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
     return gemm_any(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CU_GEMV_BF16, e);
 }
 
+/* Few-row steps: the gate/up product and SwiGLU as one GEMV (form CU_GEMV_SWIGLU: the same bits
+ * as the GEMV + k_swiglu) when the GEMV takes the operands; SALA_CUDA_FUSE=0 (read per step):
+ * the two launches. *ga: the launch's arguments. */
+static bool swiglu_fused(const cu_seq *s, const cu_layer *L, int T, cu_gemv_args *ga)
+{
+    const eng_config *c = &s->m->c;
+    const int I = (int)c->intermediate_size, D = (int)c->hidden_size;
+    if (cu_env_is("SALA_CUDA_FUSE", "0") || T > cu_gemv_max_t() ||
+        !cu_gemv_fits(L->w_gu, D, s->h, D, T))
+        return false;
+    const cu_gemv_args a = {L->w_gu, 2 * I, D, s->h, D, T, s->act, I, 1.0f, CU_GEMV_SWIGLU,
+                            cu_gemv_pick(2 * I, D, T)};
+    *ga = a;
+    return true;
+}
+
+/* Pinned host memory for a graph step's upload and logits (s->hpin), unless SALA_CUDA_PINNED=0
+ * (read per step: pageable copies from the stack and into the caller's buffer, as before). */
+static bool step_pinned(const cu_seq *s)
+{
+    return s->hpin && !cu_env_is("SALA_CUDA_PINNED", "0");
+}
+
 /* Prefill steps (T > CU_FOLD_MIN tokens; decode keeps its own path):
  *   fold: o_proj and down accumulate rs · W o into the residual x in the GEMM (beta 1), so the
  *         norms read x only (SALA_CUDA_RES=old: outputs to a, then k_add_norm adds);
@@ -161,13 +184,17 @@ void cu_graph_free(cu_seq *s)
 }
 
 /* The device addresses a decode step's static segments bake in (k: room for graph_key_n). */
-static int graph_key_n(const cu_model *m) { return 24 + 2 * (int)m->c.n_sparse; }
+static int graph_key_n(const cu_model *m) { return 26 + 2 * (int)m->c.n_sparse; }
 static int graph_key(const cu_seq *s, void **k)
 {
     int n = 0;
     void *fixed[] = {s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act, s->hf,
                      s->logits, s->dstep, s->S, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh,
-                     s->Sb, s->Ab, (void *)(intptr_t)s->tmax};
+                     s->Sb, s->Ab, (void *)(intptr_t)s->tmax,
+                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row norms with
+                        programmatic dependent launch or without */
+                     (void *)(intptr_t)cu_env_is("SALA_CUDA_FUSE", "0"),
+                     (void *)(intptr_t)cu_row_pdl(1)};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) k[n++] = fixed[i];
     for (int64_t i = 0; i < s->m->c.n_sparse; i++) {
         k[n++] = s->K[i];
@@ -198,7 +225,7 @@ static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *f
                 return no ? sala_errf(e, no, "CUDA graph forced: no fused lightning decode")
                           : SALA_OK;
         }
-    void *k[24 + 2 * 64];
+    void *k[26 + 2 * 64];
     if (graph_key_n(m) > (int)(sizeof(k) / sizeof(k[0])))
         return no ? sala_errf(e, no, "CUDA graph forced: %lld sparse layers",
                               (long long)c->n_sparse) : SALA_OK;
@@ -445,6 +472,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const bool fold = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_RES", "old");
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
+    cu_gemv_args ga;   /* the SwiGLU GEMV of a layer (swiglu_fused) */
 
     const int tmax0 = s->tmax;
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
@@ -455,10 +483,13 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
     CU_TRY(graph_setup(s, T, nout, fa, e));
     const bool graph = m->gmode != CU_G_OFF;
+    const bool pin = graph && step_pinned(s);
     if (graph) {   /* token, logits row 0, position: what a replayed step reads */
-        int32_t up[4] = {tok[0], 0, 0, 0};
+        int32_t stk[4], *up = pin ? s->hpin : stk;   /* hpin: the last step's copies are done */
+        up[0] = tok[0];
+        up[1] = 0;
         memcpy(up + 2, &p0, sizeof(p0));
-        CUDA_CHECK(cudaMemcpyAsync(s->dstep, up, sizeof(up), cudaMemcpyHostToDevice, st));
+        CUDA_CHECK(cudaMemcpyAsync(s->dstep, up, 16, cudaMemcpyHostToDevice, st));
     } else {
         CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
     }
@@ -479,6 +510,8 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
             CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, s->h, T, gb, 2 * I, e));
             cu_prof_end(m);
             K(OP_OTHER, k_swiglu_bf16(st, gb, T, I, s->act));
+        } else if (swiglu_fused(s, L, T, &ga)) {   /* (T, I) act straight from the product */
+            K(OP_GEMM, k_gemv(st, &ga));
         } else {
             GEMM(L->w_gu, 2 * I, D, s->h, T, s->gu, 2 * I);           /* (T, gate|up) */
             K(OP_OTHER, k_swiglu(st, s->gu, T, I, s->act));
@@ -503,8 +536,10 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         K(OP_OTHER, k_norm_rows(st, s->x, s->dstep + 1, 1, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, 1, s->logits, V);
         CU_TRY(seg_end(s, e));
-        CUDA_CHECK(cudaMemcpyAsync(logits, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
+        float *hl = pin ? (float *)(s->hpin + 4) : logits;
+        CUDA_CHECK(cudaMemcpyAsync(hl, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
         CUDA_CHECK(cudaStreamSynchronize(st));
+        if (pin) memcpy(logits, hl, (size_t)V * 4);
         nout = 0;
     }
     for (int64_t r0 = 0; r0 < nout; r0 += CU_LOGIT_ROWS) {

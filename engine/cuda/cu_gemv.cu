@@ -11,7 +11,10 @@
  * token's result is bit for bit the same whether it is decoded alone or in a batch of <= 8, and
  * whichever variant (R, U) runs. No shared memory, no split-K, no atomics.
  *
- * Output forms: y = acc (fp32), y += alpha · acc (fp32, the residual add), y = bf16(acc).
+ * Output forms: y = acc (fp32), y += alpha · acc (fp32, the residual add), y = bf16(acc), and
+ * SwiGLU (W = gate | up, 2I rows): a warp's R rows are R/2 gate rows and the R/2 up rows I below
+ * them, and it stores act = bf16(g · sigmoid(g) · u), k_swiglu's arithmetic, so the decode MLP
+ * needs no SwiGLU kernel (docs/CUDA.md "Decode step boundary").
  * Launch: cudaLaunchKernelEx with programmatic stream serialization (SALA_CUDA_GEMV_PDL=0: plain
  * launch): a warp issues its first weight loads, then griddepcontrol.wait before it reads x or
  * touches y, so the launch gap and the first weight bytes overlap the previous kernel's end.
@@ -62,17 +65,26 @@ __device__ __forceinline__ void chunk_fma(float *acc, const uint4 w, const uint4
 
 constexpr int WARPS = 4;   /* a CTA: WARPS independent warps */
 
+/* k_swiglu's (cu_kernels.cu) per-element arithmetic, the same expression and rounding. */
+__device__ __forceinline__ float sigm_g(float x) { return 1.0f / (1.0f + expf(-x)); }
+
 /* y (NT, ldy) from W (out, in), x (NT, ldx): warp g of the grid owns rows g·R .. g·R + R - 1. */
 template <int NT, int R, int U>
 __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const cu_gemv_args a)
 {
     const int lane = threadIdx.x & 31;
-    const int64_t row0 = ((int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5)) * R;
+    const int64_t warp = (int64_t)blockIdx.x * WARPS + (threadIdx.x >> 5);
     const int n8 = a.in / 8;                       /* chunks a row */
+    /* SwiGLU: rows j0 .. j0 + H - 1 of the gate half, then the same rows of the up half */
+    const bool sw = R % 2 == 0 && a.form == CU_GEMV_SWIGLU;
+    constexpr int H = R / 2 > 0 ? R / 2 : 1;
+    const int64_t nout = sw ? a.out / 2 : a.out;   /* stored columns */
+    const int64_t row0 = sw ? warp * H : warp * R;
     const uint4 *Wr[R];
 #pragma unroll
     for (int r = 0; r < R; r++) {
-        const int64_t row = row0 + r < a.out ? row0 + r : a.out - 1;   /* tail: re-read, no store */
+        const int64_t rr = sw ? row0 + r % H : row0 + r;   /* tail: re-read, no store */
+        const int64_t row = (rr < nout ? rr : nout - 1) + (sw && r >= H ? nout : 0);
         Wr[r] = (const uint4 *)(a.W + row * a.in);
     }
     const uint4 *xr[NT];
@@ -127,6 +139,21 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const cu_gemv_args a)
                 acc[r][t] += __shfl_xor_sync(0xffffffffu, acc[r][t], o);
     /* every lane holds every sum (the butterfly gives all lanes the same bits); lane r·NT + t
      * (mod 32) stores (r, t) */
+    if constexpr (R % 2 == 0) {
+        if (sw) {
+#pragma unroll
+            for (int r = 0; r < H; r++)
+#pragma unroll
+                for (int t = 0; t < NT; t++) {
+                    const int64_t row = row0 + r;
+                    if (row >= nout || lane != (r * NT + t) % 32) continue;
+                    const float g = acc[r][t], u = acc[r + H][t];
+                    ((bf16 *)a.y)[(size_t)t * a.ldy + (size_t)row] =
+                        __float2bfloat16_rn(g * sigm_g(g) * u);
+                }
+            return;
+        }
+    }
 #pragma unroll
     for (int r = 0; r < R; r++) {
         const int64_t row = row0 + r;
@@ -150,17 +177,12 @@ template <int NT, int V>
 cudaError_t launch_v(cudaStream_t st, const cu_gemv_args &a, bool pdl)
 {
     constexpr int R = VAR_R[V], U = VAR_U[V];
-    const int64_t warps = ((int64_t)a.out + R - 1) / R;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)((warps + WARPS - 1) / WARPS));
-    cfg.blockDim = dim3(WARPS * 32);
-    cfg.stream = st;
-    cudaLaunchAttribute at[1];
-    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, gemv_kernel<NT, R, U>, a);
+    const bool sw = a.form == CU_GEMV_SWIGLU;
+    if (sw && (R % 2 || a.out % 2)) return cudaErrorInvalidValue;
+    constexpr int H = R / 2 > 0 ? R / 2 : 1;   /* SwiGLU: output columns a warp */
+    const int64_t warps = sw ? ((int64_t)a.out / 2 + H - 1) / H : ((int64_t)a.out + R - 1) / R;
+    return cu_launch_pdl(pdl, dim3((unsigned)((warps + WARPS - 1) / WARPS)), dim3(WARPS * 32), st,
+                         gemv_kernel<NT, R, U>, a);
 }
 
 template <int NT>
@@ -207,15 +229,18 @@ cudaError_t k_gemv(cudaStream_t st, const cu_gemv_args *a)
 {
     const bool pdl = !cu_env_is("SALA_CUDA_GEMV_PDL", "0");
     if (a->out <= 0) return cudaSuccess;
-    switch (a->T) {
-    case 1: return launch_t<1>(st, *a, pdl);
-    case 2: return launch_t<2>(st, *a, pdl);
-    case 3: return launch_t<3>(st, *a, pdl);
-    case 4: return launch_t<4>(st, *a, pdl);
-    case 5: return launch_t<5>(st, *a, pdl);
-    case 6: return launch_t<6>(st, *a, pdl);
-    case 7: return launch_t<7>(st, *a, pdl);
-    case 8: return launch_t<8>(st, *a, pdl);
+    cu_gemv_args b = *a;
+    if (b.form == CU_GEMV_SWIGLU && b.variant >= 0 && b.variant < NVAR && VAR_R[b.variant] == 1)
+        b.variant = VAR_U[b.variant] == 8 ? 2 : 1;   /* a gate row needs its up row: 2 rows */
+    switch (b.T) {
+    case 1: return launch_t<1>(st, b, pdl);
+    case 2: return launch_t<2>(st, b, pdl);
+    case 3: return launch_t<3>(st, b, pdl);
+    case 4: return launch_t<4>(st, b, pdl);
+    case 5: return launch_t<5>(st, b, pdl);
+    case 6: return launch_t<6>(st, b, pdl);
+    case 7: return launch_t<7>(st, b, pdl);
+    case 8: return launch_t<8>(st, b, pdl);
     default: return cudaErrorInvalidValue;
     }
 }

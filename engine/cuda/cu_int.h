@@ -61,9 +61,12 @@ static inline bool cu_env_is(const char *name, const char *val)
 
 /* ---- op categories of the profile (bench) ----
  * OP_IDLE: from the end of one launch (cu_prof_end) to the next mark: the device waiting for the
- * host (launch overhead it could not hide), and the host's time between calls. */
+ * host (launch overhead it could not hide), and the host's time between calls.
+ * OP_OVERLAP (kernel records, mode 2): the seconds in which two or more kernels were on the
+ * device at once, counted in each one's category (a kernel launched with programmatic dependent
+ * launch is resident while it waits for the one before): categories minus it = device busy. */
 enum { OP_GEMM, OP_LIGHTNING, OP_SCORE, OP_SPARSE_ATTN, OP_DENSE_ATTN, OP_OTHER, OP_TOPK, OP_IDLE,
-       OP_N };
+       OP_OVERLAP, OP_N };
 /* Events of the profile between flushes (a decode step makes about 900: two per launch). */
 #define CU_PROF_EV 4096
 
@@ -311,6 +314,8 @@ typedef struct {
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
     int32_t *dstep;                   /* (4): a graph step's token, row 0, position (int64) */
+    int32_t *hpin;                    /* pinned (4 + V): dstep's upload, then a graph step's
+                                         logits row from [4] (NULL: pageable copies) */
     cu_graph g;
 } cu_seq;
 
@@ -357,13 +362,15 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
  * sequences equals single decode bit for bit (with 4, batches of 5-8 on cuBLAS drifted past
  * cuda_batch's tolerance: run V4). SALA_CUDA_GEMV=4 trades that for batch speed. */
 #define CU_GEMV_DEFAULT_T 8
-enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16 };
+/* SWIGLU: W (out = 2I, in) is gate | up; y (T, ldy) bf16 = bf16(g · sigmoid(g) · u) for the I
+ * columns (k_swiglu's arithmetic on the F32 form's g and u: the same bits as GEMV + k_swiglu). */
+enum { CU_GEMV_F32, CU_GEMV_ACC, CU_GEMV_BF16, CU_GEMV_SWIGLU };
 typedef struct {
     const bf16 *W; int out, in;       /* (out, in) */
     const bf16 *x; int ldx, T;        /* (T, ldx), T 1..CU_GEMV_T */
-    void *y; int ldy;                 /* (T, ldy): fp32 (F32, ACC) or bf16 (BF16) */
+    void *y; int ldy;                 /* (T, ldy): fp32 (F32, ACC) or bf16 (BF16, SWIGLU) */
     float alpha;                      /* ACC: y += alpha · x Wᵀ */
-    int form;                         /* CU_GEMV_F32 / _ACC / _BF16 */
+    int form;                         /* CU_GEMV_F32 / _ACC / _BF16 / _SWIGLU */
     int variant;                      /* 0 .. cu_gemv_variants() - 1 (cu_gemv_pick) */
 } cu_gemv_args;
 /* Whether the GEMV takes the operands (T range, in % 8, ldx % 8, 16-byte aligned W and x). */
@@ -378,6 +385,36 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
 /* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
  * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
 int cu_gemv_max_t(void);
+/* Whether the row kernels of an n-row step (norms, output gates, sparse_prep, the fused
+ * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T with
+ * SALA_CUDA_ROW_PDL=1 (read at each launch; cu_kernels.cu). Off by default: no gain measured
+ * (docs/CUDA.md "Decode step boundary"), and the kernels' CUPTI durations then include their
+ * wait, so the bench's per-step breakdown no longer adds up. */
+bool cu_row_pdl(int n);
+/* First statement of a kernel launched by cu_launch_pdl: wait until the kernel before it has
+ * completed (and what it wrote is visible), then let the next one launch. Without the launch
+ * attribute both do nothing. */
+__device__ __forceinline__ void cu_pdl_enter()
+{
+    asm volatile("griddepcontrol.wait;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+}
+/* k<<<grid, block, 0, st>>>(args), with programmatic stream serialization when pdl. */
+template <typename... P, typename... A>
+static cudaError_t cu_launch_pdl(bool pdl, dim3 grid, dim3 block, cudaStream_t st,
+                                 void (*k)(P...), A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = pdl ? 1 : 0;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
 
 /* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
 enum { CU_LT_OFF, CU_LT_TUNED, CU_LT_FORCE };

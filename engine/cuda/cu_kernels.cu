@@ -125,7 +125,10 @@ static __global__ void add_norm_kernel(float *x, const float *a, float rs, const
  * only then); h = bf16(rmsnorm(x) * w * scale) when h != NULL, w loaded before the sum so that
  * its latency overlaps the reduction. D % 4 == 0, D / 4 <= NV blockDim.x. The arithmetic of
  * add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares is reduced in
- * another order. */
+ * another order. Programmatic dependent launch (few rows, norm4_launch): w (never written by a
+ * kernel) is loaded before griddepcontrol.wait, rows, x and a after it; the next kernel may
+ * launch at once (a GEMV's first weight loads overlap this one). Without the launch attribute
+ * both instructions do nothing. */
 template <int NV>
 static __global__ void __launch_bounds__(1024)
     norm4_kernel(float *__restrict__ x, const int32_t *__restrict__ rows,
@@ -133,16 +136,21 @@ static __global__ void __launch_bounds__(1024)
                  float scale, int D, bf16 *__restrict__ h)
 {
     const int n4 = D / 4;
+    float4 v[NV], wv[NV];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+        const int i = threadIdx.x + k * blockDim.x;
+        if (h && i < n4) wv[k] = ((const float4 *)w)[i];
+    }
+    cu_pdl_enter();
     const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
     float4 *xr = (float4 *)(x + row * D);
     const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
-    float4 v[NV], wv[NV];
     float ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= n4) continue;
-        if (h) wv[k] = ((const float4 *)w)[i];
         float4 u = xr[i];
         if (ar) {
             const float4 b = ar[i];
@@ -169,17 +177,20 @@ static __global__ void __launch_bounds__(1024)
     }
 }
 
-/* Launch norm4_kernel on n rows; false (nothing launched) when the shape or the pointers do not
- * fit it, or with SALA_CUDA_DECODE=old. */
+bool cu_row_pdl(int n) { return n <= CU_GEMV_T && cu_env_is("SALA_CUDA_ROW_PDL", "1"); }
+
+/* Launch norm4_kernel on n rows (programmatic dependent launch when cu_row_pdl(n)); false
+ * (nothing launched) when the shape or the pointers do not fit it, or with SALA_CUDA_DECODE=old. */
 static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const float *a, float rs,
                          const float *w, float eps, float scale, int n, int D, bf16 *h)
 {
     const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
     if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
-    const int thr = row_threads(n4, nv);
-    if (nv == 1) norm4_kernel<1><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
-    else if (nv == 2) norm4_kernel<2><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
-    else norm4_kernel<4><<<n, thr, 0, st>>>(x, rows, a, rs, w, eps, scale, D, h);
+    const bool pdl = cu_row_pdl(n);
+    const dim3 g((unsigned)n), b((unsigned)row_threads(n4, nv));
+    /* a launch error stays for the caller's cudaGetLastError */
+    auto k = nv == 1 ? norm4_kernel<1> : nv == 2 ? norm4_kernel<2> : norm4_kernel<4>;
+    (void)cu_launch_pdl(pdl, g, b, st, k, x, rows, a, rs, w, eps, scale, D, h);
     return true;
 }
 
@@ -302,6 +313,7 @@ static __global__ void gate_kernel(const float *o, const float *proj, int ld, in
 static __global__ void gate4_kernel(const float *__restrict__ o, const float *__restrict__ proj,
                                     int ld, int zoff, int W, bf16 *__restrict__ out)
 {
+    cu_pdl_enter();
     const int t = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= W / 4) return;
     const float4 v = ((const float4 *)(o + (size_t)t * W))[j];
@@ -316,9 +328,9 @@ cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, i
     if (T <= 0) return cudaSuccess;
     if (!cu_decode_old() && W % 4 == 0 && ld % 4 == 0 && zoff % 4 == 0 && T <= 65535 &&
         al16(o) && al16(proj) && al8(out))
-        gate4_kernel<<<dim3((W / 4 + 255) / 256, T), 256, 0, st>>>(o, proj, ld, zoff, W, out);
-    else
-        gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
+        return cu_launch_pdl(cu_row_pdl(T), dim3((W / 4 + 255) / 256, T), dim3(256), st,
+                             gate4_kernel, o, proj, ld, zoff, W, out);
+    gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
     return cudaGetLastError();
 }
 
@@ -344,6 +356,7 @@ static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int l
                                            bf16 *__restrict__ Vc, int64_t p0,
                                            const int64_t *__restrict__ p0d)
 {
+    cu_pdl_enter();
     const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= nq + 2 * nk) return;
     if (p0d) p0 = *p0d;
@@ -363,8 +376,8 @@ cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int
     if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 && al8(proj) &&
         ((uintptr_t)Qb & 3u) == 0 && ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
         const int pairs = (nq + 2 * nk) / 2;
-        sparse_prep2_kernel<<<dim3((pairs + 255) / 256, T), 256, 0, st>>>(proj, ld, nq, nk, Qb, Kc,
-                                                                          Vc, p0, p0d);
+        return cu_launch_pdl(cu_row_pdl(T), dim3((pairs + 255) / 256, T), dim3(256), st,
+                             sparse_prep2_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
     } else {
         sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
     }
@@ -564,6 +577,7 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
     __shared__ float cs[half], sn[half], qs[d], ks[d], qr[d], kr[d];
     __shared__ __align__(16) float red[32 * 32];
     __shared__ float wsum[2][KR];
+    cu_pdl_enter();
     const int n = blockIdx.y, x0 = blockIdx.x * 32, tid = threadIdx.x, r = tid >> 3, c = tid & 7;
     const size_t nd = (size_t)a.nh * d;
     float *S = a.S + (size_t)n * d * d + x0 + 4 * c;
@@ -640,12 +654,12 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
 cudaError_t k_la_step(cudaStream_t st, const la_args *a)
 {
     if (cu_la_decode_fused(a)) {
-        const dim3 grid(a->d / 32, a->nh);
-        if (a->d == 32) la_decode_kernel<1><<<grid, 256, 0, st>>>(*a);
-        else if (a->d == 64) la_decode_kernel<2><<<grid, 256, 0, st>>>(*a);
-        else if (a->d == 128) la_decode_kernel<4><<<grid, 256, 0, st>>>(*a);
-        else la_decode_kernel<8><<<grid, 256, 0, st>>>(*a);
-        return cudaGetLastError();
+        const dim3 grid(a->d / 32, a->nh), b(256);
+        const bool pdl = cu_row_pdl(a->T);
+        if (a->d == 32) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<1>, *a);
+        if (a->d == 64) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<2>, *a);
+        if (a->d == 128) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<4>, *a);
+        return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<8>, *a);
     }
     la_step_kernel<<<a->nh, a->d < 1024 ? a->d : 1024, 0, st>>>(*a);
     return cudaGetLastError();
@@ -686,6 +700,7 @@ static __global__ void la_out_kernel(la_args a, bf16 *out)
  * up to 1024 threads (add_norm4_kernel's layout). */
 template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(la_args a, bf16 *out)
 {
+    cu_pdl_enter();
     const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
     const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
     float4 v[NV], zv[NV], wv[NV];
@@ -720,10 +735,11 @@ cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
     if (a->T <= 0) return cudaSuccess;
     const int n4 = a->nh * a->d / 4, nv = row_nv(n4);
     if (!cu_decode_old() && nv) {
-        const int thr = row_threads(n4, nv);
-        if (nv == 1) la_out4_kernel<1><<<a->T, thr, 0, st>>>(*a, out);
-        else if (nv == 2) la_out4_kernel<2><<<a->T, thr, 0, st>>>(*a, out);
-        else la_out4_kernel<4><<<a->T, thr, 0, st>>>(*a, out);
+        const dim3 g(a->T), b(row_threads(n4, nv));
+        const bool pdl = cu_row_pdl(a->T);
+        if (nv == 1) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<1>, *a, out);
+        if (nv == 2) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<2>, *a, out);
+        return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<4>, *a, out);
     } else {
         la_out_kernel<<<a->T, 256, 0, st>>>(*a, out);
     }

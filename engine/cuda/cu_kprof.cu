@@ -5,6 +5,10 @@
  * asked for (it ships with the CUDA toolkit; the backend does not link it), so a machine without
  * it loses only this profile mode.
  *
+ * The kernels' [start, end) intervals are kept too: at the stop, sorted and merged, their union is
+ * the device's busy time, and the sum of the durations minus the union goes to OP_OVERLAP (kernels
+ * resident at once: programmatic dependent launch, side streams).
+ *
  * One measurement at a time per process (CUPTI's buffer callbacks are process-wide); the sums
  * are guarded by a mutex because CUPTI may deliver buffers on its own thread. */
 #include "engine/cuda/cu_int.h"
@@ -28,7 +32,53 @@ static struct {
     double sec[OP_N];
     int64_t kernels;
     bool on;
-} kp = {NULL, NULL, NULL, NULL, NULL, NULL, PTHREAD_MUTEX_INITIALIZER, {0}, 0, false};
+    uint64_t (*iv)[2];   /* kernel intervals [start, end), ns on the device clock */
+    size_t niv, civ;
+    bool iv_lost;        /* an interval could not be kept: no overlap figure */
+} kp = {NULL, NULL, NULL, NULL, NULL, NULL, PTHREAD_MUTEX_INITIALIZER, {0}, 0, false,
+        NULL, 0, 0, false};
+
+/* Appends [s, e) to kp.iv (kp.mu held). */
+static void kp_keep(uint64_t s, uint64_t e)
+{
+    if (kp.niv == kp.civ) {
+        const size_t c = kp.civ ? 2 * kp.civ : 65536;
+        void *p = c > kp.civ ? realloc(kp.iv, c * sizeof(kp.iv[0])) : NULL;
+        if (!p) {
+            kp.iv_lost = true;
+            return;
+        }
+        kp.iv = (uint64_t(*)[2])p;
+        kp.civ = c;
+    }
+    kp.iv[kp.niv][0] = s;
+    kp.iv[kp.niv][1] = e;
+    kp.niv++;
+}
+
+static int kp_cmp_iv(const void *a, const void *b)
+{
+    const uint64_t x = ((const uint64_t *)a)[0], y = ((const uint64_t *)b)[0];
+    return x < y ? -1 : x > y;
+}
+
+/* Seconds of the kept intervals' union (sorts them). */
+static double kp_union(void)
+{
+    qsort(kp.iv, kp.niv, sizeof(kp.iv[0]), kp_cmp_iv);
+    uint64_t tot = 0, s = 0, e = 0;
+    for (size_t i = 0; i < kp.niv; i++) {
+        if (i == 0 || kp.iv[i][0] > e) {   /* a new busy span */
+            tot += e - s;
+            s = kp.iv[i][0];
+            e = kp.iv[i][1];
+        } else if (kp.iv[i][1] > e) {
+            e = kp.iv[i][1];
+        }
+    }
+    tot += e - s;
+    return (double)tot * 1e-9;
+}
 
 /* The op category of a kernel by its (mangled) name: the backend's own kernels by their names
  * (cu_kernels, cu_attn, cu_infllm, cu_lightning), cuBLAS's by the words its kernels carry.
@@ -62,15 +112,18 @@ static void CUPTIAPI kp_complete(CUcontext, uint32_t, uint8_t *buf, size_t, size
     CUpti_Activity *r = NULL;
     double sec[OP_N] = {0};
     int64_t n = 0;
+    pthread_mutex_lock(&kp.mu);
     while (buf && kp.next(buf, valid, &r) == CUPTI_SUCCESS) {
         if (r->kind != CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL &&
             r->kind != CUPTI_ACTIVITY_KIND_KERNEL)
             continue;
         const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)r;
-        if (k->end > k->start) sec[kp_cat(k->name)] += (double)(k->end - k->start) * 1e-9;
+        if (k->end > k->start) {
+            sec[kp_cat(k->name)] += (double)(k->end - k->start) * 1e-9;
+            kp_keep(k->start, k->end);
+        }
         n++;
     }
-    pthread_mutex_lock(&kp.mu);
     for (int i = 0; i < OP_N; i++) kp.sec[i] += sec[i];
     kp.kernels += n;
     pthread_mutex_unlock(&kp.mu);
@@ -102,6 +155,8 @@ int cu_kprof_start(sala_err *e)
     pthread_mutex_lock(&kp.mu);
     memset(kp.sec, 0, sizeof(kp.sec));
     kp.kernels = 0;
+    kp.niv = 0;
+    kp.iv_lost = false;
     pthread_mutex_unlock(&kp.mu);
     if (kp.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
         return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: cuptiActivityEnable failed");
@@ -110,7 +165,8 @@ int cu_kprof_start(sala_err *e)
 }
 
 /* Stops the records (the caller has synchronised the device) and adds the kernel seconds per
- * category to sec; *kernels = kernels seen. No-op when not started. */
+ * category to sec, and to sec[OP_OVERLAP] the seconds counted more than once (none when an
+ * interval could not be kept); *kernels = kernels seen. No-op when not started. */
 void cu_kprof_stop(double *sec, int64_t *kernels)
 {
     if (!kp.on) return;
@@ -118,7 +174,10 @@ void cu_kprof_stop(double *sec, int64_t *kernels)
     kp.flush(CUPTI_ACTIVITY_FLAG_FLUSH_FORCED);
     kp.on = false;
     pthread_mutex_lock(&kp.mu);
-    for (int i = 0; i < OP_N; i++) sec[i] += kp.sec[i];
+    double sum = 0;
+    for (int i = 0; i < OP_N; i++) sum += kp.sec[i], sec[i] += kp.sec[i];
+    if (!kp.iv_lost && kp.niv) sec[OP_OVERLAP] += sum - kp_union();
     if (kernels) *kernels = kp.kernels;
+    kp.niv = 0;
     pthread_mutex_unlock(&kp.mu);
 }

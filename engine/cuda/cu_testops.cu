@@ -542,7 +542,8 @@ int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, d
 }
 
 /* The GEMV (cu_gemv.cu) itself, whatever SALA_CUDA_GEMV says: y (T, ldy) host fp32 in and out;
- * form CU_GEMV_BF16 uploads y as bf16 and returns its bf16 values. variant < 0: cu_gemv_pick. */
+ * forms CU_GEMV_BF16 and _SWIGLU (out = 2I rows, y (T, ldy >= I)) upload y as bf16 and return
+ * its bf16 values. variant < 0: cu_gemv_pick. */
 int op_gemv(const float *W, int out, int in, const float *x, int T, int form, float alpha,
             int variant, float *y, int ldy, sala_err *e)
 {
@@ -552,7 +553,8 @@ int op_gemv(const float *W, int out, int in, const float *x, int T, int form, fl
     const size_t ny = (size_t)T * ldy;
     CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
     CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
-    if (form == CU_GEMV_BF16) CU_TRY(up_b(P, y, ny, (bf16 **)&dy, e));
+    const bool b16 = form == CU_GEMV_BF16 || form == CU_GEMV_SWIGLU;
+    if (b16) CU_TRY(up_b(P, y, ny, (bf16 **)&dy, e));
     else CU_TRY(up_f(P, y, ny, (float **)&dy, e));
     if (!cu_gemv_fits(dW, in, dx, in, T))
         return sala_errf(e, SALA_EINVAL, "gemv: operands do not fit (in %d, T %d)", in, T);
@@ -560,7 +562,7 @@ int op_gemv(const float *W, int out, int in, const float *x, int T, int form, fl
                             variant < 0 ? cu_gemv_pick(out, in, T) : variant};
     CUDA_CHECK(k_gemv(0, &a));
     CUDA_CHECK(cudaDeviceSynchronize());
-    if (form == CU_GEMV_BF16) return down_b(P, (const bf16 *)dy, ny, y, e);
+    if (b16) return down_b(P, (const bf16 *)dy, ny, y, e);
     CUDA_CHECK(cudaMemcpy(y, dy, ny * 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
 }

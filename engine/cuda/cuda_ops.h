@@ -77,7 +77,8 @@ typedef struct {
                         double *sec_topk, sala_err *e);
     /* The decode GEMV (cu_gemv.cu, whatever SALA_CUDA_GEMV says): y (T, ldy) fp32, in and out
      * (columns >= out untouched) = bf16(x) (T, in) · bf16(W) (out, in)ᵀ for form 0, += alpha ·
-     * that for form 1, bf16 of it for form 2 (y uploaded and returned as bf16 values); T 1..8,
+     * that for form 1, bf16 of it for form 2 (y uploaded and returned as bf16 values), form 3
+     * SwiGLU (W = gate | up, out = 2I; y (T, ldy >= I) bf16 values = bf16(g sigmoid(g) u)); T 1..8,
      * in % 8 == 0; variant -1: the default for the shape, else 0 .. nvar - 1 (gemv_speed). */
     int (*gemv)(const float *W, int out, int in, const float *x, int T, int form, float alpha,
                 int variant, float *y, int ldy, sala_err *e);
