@@ -195,6 +195,31 @@ static __device__ __forceinline__ void mma_bf16_z(float c[4], const uint32_t a[4
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1), "f"(0.0f));
 }
 
+/* Double-buffered tile stream of a stage-1 pass: start loading tile t + 1 (if any), then wait
+ * until tile t has landed. */
+template <class F> static __device__ __forceinline__ void tile_next(F &load, int t, int tlast)
+{
+    if (t + 1 < tlast) {
+        load(t + 1);
+        cp_async_wait<1>();
+    } else {
+        cp_async_wait<0>();
+    }
+}
+
+/* Online softmax state (running max, sum) of a stage-1 pass: max -inf, sum 0. */
+template <int A, int B>
+static __device__ __forceinline__ void ml_init(float (&m)[A][B], float (&l)[A][B])
+{
+#pragma unroll
+    for (int i = 0; i < A; i++)
+#pragma unroll
+        for (int j = 0; j < B; j++) {
+            m[i][j] = -INFINITY;
+            l[i][j] = 0.0f;
+        }
+}
+
 /* exp2 for the V2 kernel: ex2.approx.ftz (one MUFU op; results below 2^-126 flush to 0, far
  * under the bf16 P of the reference kernel); the old kernel keeps exp2f (denormal-exact). */
 template <bool V2> static __device__ __forceinline__ float sc_exp2(float x)
@@ -339,13 +364,7 @@ static __global__ void __launch_bounds__(128, 2)
     };
 
     float mrow[MW][2], lrow[MW][2];
-#pragma unroll
-    for (int mt = 0; mt < MW; mt++)
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            mrow[mt][hf] = -INFINITY;
-            lrow[mt][hf] = 0.0f;
-        }
+    ml_init(mrow, lrow);
     if (mode == 2) {                                        /* lse from the pass-1 partials */
 #pragma unroll
         for (int mt = 0; mt < MW; mt++)
@@ -365,12 +384,7 @@ static __global__ void __launch_bounds__(128, 2)
     }
     if (tbeg < tlast) load(tbeg);
     for (int t = tbeg; t < tlast; t++) {
-        if (t + 1 < tlast) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        tile_next(load, t, tlast);
         __syncthreads();
         const bf16 *Kt = Kb + (t & 1) * CU_KT * LDS;
         float acc[MW][8][4];
@@ -674,13 +688,7 @@ static __global__ void __launch_bounds__(128, 2)
 
     /* per (query, head nt * 2 + e = head 8 nt + 2 qd + e): running max / sum, then the lse */
     float mh[QPW][4], lh[QPW][4];
-#pragma unroll
-    for (int q = 0; q < QPW; q++)
-#pragma unroll
-        for (int h = 0; h < 4; h++) {
-            mh[q][h] = -INFINITY;
-            lh[q][h] = 0.0f;
-        }
+    ml_init(mh, lh);
     auto hrow = [&](int q, int h) { return q * 16 + (h >> 1) * 8 + 2 * qd + (h & 1); };
     if (mode == 2 && wact) {                                /* lse from the pass-1 partials */
 #pragma unroll
@@ -759,12 +767,7 @@ static __global__ void __launch_bounds__(128, 2)
 
     if (tbeg < tlast) load(tbeg);
     for (int t = tbeg; t < tlast; t++) {
-        if (t + 1 < tlast) {
-            load(t + 1);
-            cp_async_wait<1>();
-        } else {
-            cp_async_wait<0>();
-        }
+        tile_next(load, t, tlast);
         if (t == nt2 && mode == 0 && wact) {                /* lse (log2 domain) per head */
 #pragma unroll
             for (int q = 0; q < QPW; q++)
