@@ -36,7 +36,23 @@ template <int LO, int HI> static __device__ __forceinline__ void merge_ml(float 
         m = mn;
     }
 }
-static __device__ __forceinline__ void quad_merge_ml(float &m, float &l) { merge_ml<1, 2>(m, l); }
+/* The merged row's lse (log2 domain), -inf for an empty row. */
+template <int LO, int HI> static __device__ __forceinline__ float merged_lse(float m, float l)
+{
+    merge_ml<LO, HI>(m, l);
+    return l > 0.0f ? m + log2f(l) : -INFINITY;
+}
+/* A split range's merged (max, sum) of a row into its partial slot pp (pp[0], pp[128]), written
+ * by one lane (writer) of the merged ones. */
+template <int LO, int HI>
+static __device__ __forceinline__ void merged_store(float m, float l, bool writer, float *pp)
+{
+    merge_ml<LO, HI>(m, l);
+    if (writer) {
+        pp[0] = m;
+        pp[128] = l;
+    }
+}
 
 /* Max-pool of n consecutive window scores onto one block (SALA-SPEC §3.6 step 3). */
 static __device__ __forceinline__ float pool_max(const float *v, int n)
@@ -443,11 +459,8 @@ static __global__ void __launch_bounds__(128, 2)
 #pragma unroll
             for (int mt = 0; mt < MW; mt++)
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++) {
-                    float m = mrow[mt][hf], l = lrow[mt][hf];
-                    quad_merge_ml(m, l);
-                    mrow[mt][hf] = l > 0.0f ? m + log2f(l) : -INFINITY;
-                }
+                for (int hf = 0; hf < 2; hf++)
+                    mrow[mt][hf] = merged_lse<1, 2>(mrow[mt][hf], lrow[mt][hf]);
         }
         /* pass 2: group-summed P of 64 K1 windows -> Pw, then pooled onto 64 / r blocks */
         const int64_t i0 = (int64_t)(t - nt2) * CU_KT;
@@ -563,15 +576,9 @@ static __global__ void __launch_bounds__(128, 2)
 #pragma unroll
         for (int mt = 0; mt < MW; mt++)
 #pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                float m = mrow[mt][hf], l = lrow[mt][hf];
-                quad_merge_ml(m, l);
-                if (qd == 0) {
-                    float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + mt * 16 + hf * 8;
-                    pp[0] = m;
-                    pp[128] = l;
-                }
-            }
+            for (int hf = 0; hf < 2; hf++)
+                merged_store<1, 2>(mrow[mt][hf], lrow[mt][hf], qd == 0,
+                                   sc_part + pbase + (size_t)blockIdx.z * 256 + mt * 16 + hf * 8);
     }
 }
 
@@ -704,8 +711,7 @@ static __global__ void __launch_bounds__(128, 2)
                     l = l * sc_exp2<true>(m - mn) + lz * sc_exp2<true>(mz - mn);
                     m = mn;
                 }
-                merge_ml<4, 16>(m, l);
-                mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
+                mh[q][h] = merged_lse<4, 16>(m, l);
             }
     }
     float carry[QPW];
@@ -772,11 +778,7 @@ static __global__ void __launch_bounds__(128, 2)
 #pragma unroll
             for (int q = 0; q < QPW; q++)
 #pragma unroll
-                for (int h = 0; h < 4; h++) {
-                    float m = mh[q][h], l = lh[q][h];
-                    merge_ml<4, 16>(m, l);
-                    mh[q][h] = l > 0.0f ? m + log2f(l) : -INFINITY;
-                }
+                for (int h = 0; h < 4; h++) mh[q][h] = merged_lse<4, 16>(mh[q][h], lh[q][h]);
         }
         __syncthreads();
         if (wact) {
@@ -839,15 +841,9 @@ static __global__ void __launch_bounds__(128, 2)
 #pragma unroll
         for (int q = 0; q < QPW; q++)
 #pragma unroll
-            for (int h = 0; h < 4; h++) {
-                float m = mh[q][h], l = lh[q][h];
-                merge_ml<4, 16>(m, l);
-                if (rq == 0) {
-                    float *pp = sc_part + pbase + (size_t)blockIdx.z * 256 + hrow(q, h);
-                    pp[0] = m;
-                    pp[128] = l;
-                }
-            }
+            for (int h = 0; h < 4; h++)
+                merged_store<4, 16>(mh[q][h], lh[q][h], rq == 0,
+                                    sc_part + pbase + (size_t)blockIdx.z * 256 + hrow(q, h));
     }
 }
 
