@@ -1369,6 +1369,26 @@ static double twin_rewrite(eng_seq *a, eng_seq *b, int64_t len, const int32_t *t
     return d;
 }
 
+/* *s saved into memory and loaded back as a new sequence, which replaces it (the old one freed);
+ * on failure *s is left as it was. */
+static int seq_reload(eng_engine *en, eng_seq **s)
+{
+    sala_err e = {0};
+    mem_store ms = {.ns = 0};
+    const eng_state_reader rd = {mem_size, mem_read, &ms};
+    eng_seq *L = NULL;
+    int rc = eng_seq_save(*s, mem_write, &ms, &e);
+    if (!rc) rc = eng_seq_load(en, &rd, &L, &e);
+    mem_free(&ms);
+    if (rc) {
+        fprintf(stderr, "\n  save/load: %s", e.msg);
+        return rc;
+    }
+    eng_seq_free(*s);
+    *s = L;
+    return SALA_OK;
+}
+
 static int fork_copy(eng_seq *s, eng_seq **out)
 {
     sala_err e = {0};
@@ -1411,14 +1431,7 @@ static void fork_scenario(eng_engine *en, bool vmm, bool loaded)
     CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(P, &e), SALA_OK);
     CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + 9000, N - 9000, NULL, 0, NULL, &e), SALA_OK);
     if (loaded) {
-        mem_store ms = {.ns = 0};
-        const eng_state_reader rd = {mem_size, mem_read, &ms};
-        eng_seq *L = NULL;
-        CU_ASSERT_EQUAL_FATAL(eng_seq_save(P, mem_write, &ms, &e), SALA_OK);
-        CU_ASSERT_EQUAL_FATAL(eng_seq_load(en, &rd, &L, &e), SALA_OK);
-        mem_free(&ms);
-        eng_seq_free(P);
-        P = L;
+        CU_ASSERT_EQUAL_FATAL(seq_reload(en, &P), SALA_OK);
     }
     double t0 = sala_now();
     CU_ASSERT_EQUAL_FATAL(eng_seq_fork(P, &A, &e), SALA_OK);
@@ -1518,14 +1531,7 @@ static void b_graph(void)
         const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V);
         if (!(x <= d[0])) d[0] = x;
     }
-    mem_store ms = {.ns = 0};
-    const eng_state_reader rd = {mem_size, mem_read, &ms};
-    eng_seq *L = NULL;
-    CU_ASSERT_EQUAL_FATAL(eng_seq_save(G, mem_write, &ms, &e), SALA_OK);
-    CU_ASSERT_EQUAL_FATAL(eng_seq_load(en, &rd, &L, &e), SALA_OK);
-    mem_free(&ms);
-    eng_seq_free(G);
-    G = L;
+    CU_ASSERT_EQUAL_FATAL(seq_reload(en, &G), SALA_OK);
     for (int i = 0; i < 20; i++) {
         const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V);
         if (!(x <= d[1])) d[1] = x;
