@@ -732,12 +732,12 @@ static void t_lightning_ranges(void)
     unsetenv("SALA_CUDA_LA_RANGES");
 }
 
-/* The state walk's tilings other than the default (SALA_CUDA_LA_WALK=split, every other case):
- * old (64 x 64 blocks) and full (the whole state per CTA, splits in registers), each with the
- * device-sized ranges and with 7 ranges. */
+/* The state walk's tilings other than the default (old, 64 x 64 blocks: every other case):
+ * SALA_CUDA_LA_WALK=full (the whole state per CTA, splits in registers) and split (operands split
+ * once per chunk in shared memory), each with the device-sized ranges and with 7 ranges. */
 static void t_lightning_walks(void)
 {
-    static const char *kinds[] = {"old", "full"};
+    static const char *kinds[] = {"split", "full"};
     for (int i = 0; i < 2; i++) {
         setenv("SALA_CUDA_LA_WALK", kinds[i], 1);
         lightning_case(1030, 8, 128, 5000, 7);

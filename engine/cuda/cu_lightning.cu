@@ -262,8 +262,9 @@ la_state_kernel(la_args a, int cr)
 /* Ranges of cr chunks (1 < R = ceil(nch / cr) <= LA_RMAX): Eb = a.Ab (nh, R, d, d) holds each
  * range's local end state; in place, Eb[n][r] <- the true state at the start of range r
  * (r >= 1), and S <- the state after the last chunk. Sst(r+1) = Λ_r Sst(r) + E_r, Sst(0) = S,
- * E_0 already includes S; Λ_r = Π λ^{len_c} over the chunks of range r (thread r of the CTA).
- * grid (d²/256, nh), a thread per element. */
+ * E_0 already includes S; Λ_r = Π λ^{len_c} over the chunks of range r in chunk order (thread r
+ * of the CTA, from two register values: only the last chunk of the call is partial).
+ * grid (d²/256, nh), a thread per element; each E load is issued before the store ahead of it. */
 #define LA_RMAX 128
 static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int cr)
 {
@@ -272,20 +273,22 @@ static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int c
     const float *dn = a.dec + n * (CU_LA_C + 1);
     if ((int)threadIdx.x < R) {
         const int r = threadIdx.x, ce = (r + 1) * cr < nch ? (r + 1) * cr : nch;
+        const float full = dn[CU_LA_C];
+        const float last = dn[a.T - (nch - 1) * CU_LA_C];   /* len of chunk nch - 1 */
         float l = 1.0f;
-        for (int c = r * cr; c < ce; c++)
-            l *= dn[a.T - c * CU_LA_C < CU_LA_C ? a.T - c * CU_LA_C : CU_LA_C];
+        for (int c = r * cr; c < ce; c++) l *= c == nch - 1 ? last : full;
         lam[r] = l;
     }
     __syncthreads();
     const int e = blockIdx.x * blockDim.x + threadIdx.x;
     if (e >= dd) return;
     float *E = a.Ab + (size_t)n * R * dd + e;
-    float s = E[0];
+    float s = E[0], loc = E[dd];
     for (int r = 1; r < R; r++) {
-        const float loc = E[(size_t)r * dd];
+        const float next = r + 1 < R ? E[(size_t)(r + 1) * dd] : 0.0f;
         E[(size_t)r * dd] = s;
         s = lam[r] * s + loc;
+        loc = next;
     }
     a.S[(size_t)n * dd + e] = s;
 }
@@ -516,11 +519,12 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
 /* Pass 1 tilings, all of 32 x 32 warp tiles (32 x 32 blocks of 16 x 16 warp tiles, 4x the CTAs
  * and twice the operand splits per product, measured 4% slower overall at 128K: docs/BENCHMARKS.md
  * run L3). la_walk<BI, PRE>: BI x BI blocks, (d/BI)² nh R CTAs of (BI/32)² warps.
- *   old    64 x 64 blocks, splits in registers (the fourth version; at d = 128 K and V are read
- *          by 2 CTAs each)
+ *   old    (default) 64 x 64 blocks, splits in registers (the fourth version; at d = 128 K and V
+ *          are read by 2 CTAs each)
  *   full   the whole d x d state per CTA (K and V read once), splits in registers
- *   split  (default) the whole state per CTA, each chunk's tiles split once in shared memory
- * SALA_CUDA_LA_WALK=old|full|split, read at each call. */
+ *   split  the whole state per CTA, each chunk's tiles split once in shared memory (measured
+ *          10% slower than old at an 8K step: docs/CUDA.md "Lightning prefill 2")
+ * SALA_CUDA_LA_WALK=full|split (read at each call) selects the experiments. */
 template <int BI, bool PRE> struct la_walk {
     static constexpr int threads = 32 * (BI / 32) * (BI / 32);
     static constexpr size_t smem = la_state_smem<BI, BI, PRE>();
@@ -600,7 +604,7 @@ static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
     const char *wv = getenv("SALA_CUDA_LA_WALK");
-    const int kind = wv && !strcmp(wv, "old") ? 0 : wv && !strcmp(wv, "full") ? 1 : 2;
+    const int kind = wv && !strcmp(wv, "split") ? 2 : wv && !strcmp(wv, "full") ? 1 : 0;
     int cr;
     if (a->d == 64 || kind == 0)   /* at d = 64 "full" is the old tiling */
         cr = kind == 2 ? la_walk_run<la_walk<64, true>>(st, a, 64)
