@@ -95,13 +95,13 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
     return rc;
 }
 
-/* The decode configurations timed side by side: the default (CUDA graph, L2 prefetch of the
- * products' weights: SALA_CUDA_PREFETCH unset = 1), plain launches, the graph without prefetch
- * (the step before branch dec4), with prefetch under the evict_last policy, and without the
- * step-boundary prefetch, and with the stage-1 split's pass-2 merge as before
- * (SALA_CUDA_S1MERGE=old; docs/CUDA.md "Decode 4"). */
-enum { DC_NEW, DC_PLAIN, DC_OFF, DC_LAST, DC_NOB, DC_S1, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "no prefetch", "pf evict_last",
+/* The decode configurations timed side by side: the default (CUDA graph), plain launches, the
+ * graph with the L2 prefetch of the products' weights (SALA_CUDA_PREFETCH=1, off by default),
+ * with it under the evict_last policy (=2), without its step-boundary site (=3), and with the
+ * stage-1 split's pass-2 merge as before branch dec4 (SALA_CUDA_S1MERGE=old; docs/CUDA.md
+ * "Decode 4"). */
+enum { DC_NEW, DC_PLAIN, DC_PF, DC_LAST, DC_NOB, DC_S1, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "prefetch", "pf evict_last",
                                           "pf no boundary", "s1 merge old"};
 static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PREFETCH",
                                      "SALA_CUDA_S1MERGE"};
@@ -145,7 +145,7 @@ static void dc_env_set(int c, const dc_keep *k)
         else unsetenv(dc_env[i]);
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
-    if (c == DC_OFF) setenv("SALA_CUDA_PREFETCH", "0", 1);
+    if (c == DC_PF) setenv("SALA_CUDA_PREFETCH", "1", 1);
     if (c == DC_LAST) setenv("SALA_CUDA_PREFETCH", "2", 1);
     if (c == DC_NOB) setenv("SALA_CUDA_PREFETCH", "3", 1);
     if (c == DC_S1) setenv("SALA_CUDA_S1MERGE", "old", 1);
@@ -244,10 +244,10 @@ static void print_decode(int64_t L, const dec_stats *d)
                1e3 * wall, 1e3 * d->kwall[k], 1e3 * (wall - ker));
     }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
-           "\"plain_tokens_per_s\":%.2f,\"off_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
+           "\"plain_tokens_per_s\":%.2f,\"pf_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
-           1.0 / d->mean[DC_OFF], 1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "nopf", "pflast", "pfnob",
+           1.0 / d->mean[DC_PF], 1e3 * d->first, d->mode, d->n);
+    static const char *const jn[DC_N] = {"graph", "plain", "pf", "pflast", "pfnob",
                                          "s1old"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],

@@ -1516,9 +1516,9 @@ static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, floa
  * many steps, two sequences' steps interleaved on one model); then G saved and loaded back (new
  * caches: a re-capture) and G regrown by a 2000-token prefill (new scratch: a re-capture) and
  * rewound to the checkpoint before that prefill, with P doing the same, 20 steps after each.
- * The graph side runs the L2 prefetch (default mode; evict_last after the load, no boundary
- * site after the prefill, modes 1 and 2 in turn after the rewind: a re-capture every step), the
- * plain side none: hints only, so still bit for bit. */
+ * The graph side runs the L2 prefetch (SALA_CUDA_PREFETCH: the default first, evict_last after
+ * the load, no boundary site after the prefill, modes 1 and 2 in turn after the rewind: a
+ * re-capture every step), the plain side none: hints only, so still bit for bit. */
 static void b_graph(void)
 {
     eng_engine *en = open_cuda();
@@ -1536,7 +1536,7 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(fork_copy(G, &P), SALA_OK);
     double d[4] = {0, 0, 0, 0};
     for (int i = 0; i < 100; i++) {
-        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, NULL);
+        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, i < 50 ? NULL : "1");
         if (!(x <= d[0])) d[0] = x;
     }
     CU_ASSERT_EQUAL_FATAL(seq_reload(en, &G), SALA_OK);

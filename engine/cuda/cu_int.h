@@ -89,8 +89,9 @@ typedef struct {
     int last;                             /* L2::evict_last policy (else the default) */
 } cu_pf;
 #define CU_PF_CHUNK ((size_t)32 << 10)    /* bytes a prefetch instruction */
-/* SALA_CUDA_PREFETCH (read at each call): 0 none, 1 (default) every site with the default L2
- * policy, 2 every site with evict_last, 3 as 1 without the step-boundary site. */
+/* SALA_CUDA_PREFETCH (read at each call): 0 (default) none, 1 every site with the default L2
+ * policy, 2 every site with evict_last, 3 as 1 without the step-boundary site. Off by default:
+ * no gain at 32K, slower at 1M (run E1, docs/CUDA.md "Decode 4"). */
 int cu_pf_mode(void);
 /* The prefetch of the first `cap` bytes of W (bytes in all) under mode; none when mode is 0 or
  * the range does not fit (alignment). */

@@ -338,9 +338,9 @@ cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, i
 int cu_pf_mode(void)
 {
     const char *v = getenv("SALA_CUDA_PREFETCH");
-    if (!v || !*v) return 1;
+    if (!v || !*v) return 0;
     const int m = atoi(v);
-    return m >= 0 && m <= 3 ? m : 1;
+    return m >= 0 && m <= 3 ? m : 0;
 }
 
 cu_pf cu_pf_of(const void *W, size_t bytes, size_t cap, int mode)
