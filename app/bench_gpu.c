@@ -95,15 +95,17 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
     return rc;
 }
 
-/* The decode configurations timed side by side: the default (CUDA graph and this session's step
- * boundary: SwiGLU in the GEMV, pinned copies), plain launches, the graph with the step
- * boundary's switches off (the step as it was before), and the default plus programmatic
- * dependent launch of the row kernels (SALA_CUDA_ROW_PDL=1, off by default). */
-enum { DC_NEW, DC_PLAIN, DC_OFF, DC_PDL, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "switches off", "row PDL"};
-static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_FUSE", "SALA_CUDA_PINNED",
-                                     "SALA_CUDA_ROW_PDL"};
-#define DC_ENV 4
+/* The decode configurations timed side by side: the default (CUDA graph), plain launches, the
+ * graph with the L2 prefetch of the products' weights (SALA_CUDA_PREFETCH=1, off by default),
+ * with it under the evict_last policy (=2), without its step-boundary site (=3), and with the
+ * stage-1 split's pass-2 merge as before branch dec4 (SALA_CUDA_S1MERGE=old; docs/CUDA.md
+ * "Decode 4"). */
+enum { DC_NEW, DC_PLAIN, DC_PF, DC_LAST, DC_NOB, DC_S1, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "prefetch", "pf evict_last",
+                                          "pf no boundary", "s1 merge old"};
+static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PREFETCH",
+                                     "SALA_CUDA_S1MERGE"};
+#define DC_ENV 3
 
 /* What a decode measurement reports (all per step, seconds). */
 typedef struct {
@@ -143,9 +145,10 @@ static void dc_env_set(int c, const dc_keep *k)
         else unsetenv(dc_env[i]);
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
-    if (c == DC_OFF) setenv("SALA_CUDA_FUSE", "0", 1), setenv("SALA_CUDA_PINNED", "0", 1);
-    if (c == DC_OFF) setenv("SALA_CUDA_ROW_PDL", "0", 1);
-    if (c == DC_PDL) setenv("SALA_CUDA_ROW_PDL", "1", 1);
+    if (c == DC_PF) setenv("SALA_CUDA_PREFETCH", "1", 1);
+    if (c == DC_LAST) setenv("SALA_CUDA_PREFETCH", "2", 1);
+    if (c == DC_NOB) setenv("SALA_CUDA_PREFETCH", "3", 1);
+    if (c == DC_S1) setenv("SALA_CUDA_S1MERGE", "old", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -204,7 +207,7 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
     printf("  decode at %8lld tokens (%d steps each, interleaved rounds of %d): first step "
            "%.2f ms\n", (long long)L, steps, DC_ROUND, 1e3 * d->first);
     for (int c = 0; c < DC_N; c++)
-        printf("    %-13s %.1f tokens/s (mean %.3f ms a step), median %.3f ms (%.1f tokens/s), "
+        printf("    %-15s %.1f tokens/s (mean %.3f ms a step), median %.3f ms (%.1f tokens/s), "
                "p10 %.3f, p90 %.3f\n", dc_name[c], 1.0 / d->mean[c], 1e3 * d->mean[c],
                1e3 * d->med[c], 1.0 / d->med[c], 1e3 * d->lo[c], 1e3 * d->hi[c]);
     fflush(stdout);
@@ -241,10 +244,11 @@ static void print_decode(int64_t L, const dec_stats *d)
                1e3 * wall, 1e3 * d->kwall[k], 1e3 * (wall - ker));
     }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
-           "\"plain_tokens_per_s\":%.2f,\"off_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
+           "\"plain_tokens_per_s\":%.2f,\"pf_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
-           1.0 / d->mean[DC_OFF], 1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "off", "rowpdl"};
+           1.0 / d->mean[DC_PF], 1e3 * d->first, d->mode, d->n);
+    static const char *const jn[DC_N] = {"graph", "plain", "pf", "pflast", "pfnob",
+                                         "s1old"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);

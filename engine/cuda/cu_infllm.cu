@@ -640,7 +640,7 @@ static __device__ __forceinline__ void tile_async_sw(bf16 *dst, const bf16 *src,
 
 template <int D>
 static __global__ void __launch_bounds__(128, 2)
-    score_t_kernel(score_args a, int mode, int tps, int nsplit1)
+    score_t_kernel(score_args a, int mode, int tps, int nsplit1, bool hoist)
 {
     constexpr int KS = D / 16, QPW = ST_QPW, QC = 4 * QPW;
     extern __shared__ __align__(128) unsigned char smraw[];
@@ -697,7 +697,41 @@ static __global__ void __launch_bounds__(128, 2)
     float mh[QPW][4], lh[QPW][4];
     ml_init(mh, lh);
     auto hrow = [&](int q, int h) { return q * 16 + (h >> 1) * 8 + 2 * qd + (h & 1); };
-    if (mode == 2 && wact) {                                /* lse from the pass-1 partials */
+    if (mode == 2 && wact && hoist) {                       /* lse from the pass-1 partials */
+        /* valid queries only; per lane group the partials z = rq, rq + 8, .. merged in that
+         * order as below, their loads issued HZ ranges x 4 heads at a time */
+        constexpr int HZ = 4;
+#pragma unroll
+        for (int q = 0; q < QPW; q++) {
+            if (w * QPW + q >= nq) continue;                /* warp-uniform */
+            float m[4], l[4];
+#pragma unroll
+            for (int h = 0; h < 4; h++) m[h] = -INFINITY, l[h] = 0.0f;
+            for (int z0 = rq; z0 < nsplit1; z0 += 8 * HZ) {
+                float mz[HZ][4], lz[HZ][4];
+#pragma unroll
+                for (int k = 0; k < HZ; k++)
+#pragma unroll
+                    for (int h = 0; h < 4; h++) {
+                        const int z = z0 + 8 * k;
+                        const float *pp = sc_part + pbase + hrow(q, h) + (size_t)z * 256;
+                        mz[k][h] = z < nsplit1 ? pp[0] : -INFINITY;
+                        lz[k][h] = z < nsplit1 ? pp[128] : 0.0f;
+                    }
+#pragma unroll
+                for (int k = 0; k < HZ; k++)
+#pragma unroll
+                    for (int h = 0; h < 4; h++) {
+                        if (mz[k][h] == -INFINITY) continue;
+                        const float mn = fmaxf(m[h], mz[k][h]);
+                        l[h] = l[h] * sc_exp2<true>(m[h] - mn) + lz[k][h] * sc_exp2<true>(mz[k][h] - mn);
+                        m[h] = mn;
+                    }
+            }
+#pragma unroll
+            for (int h = 0; h < 4; h++) mh[q][h] = merged_lse<4, 16>(m[h], l[h]);
+        }
+    } else if (mode == 2 && wact) {                         /* SALA_CUDA_S1MERGE=old */
 #pragma unroll
         for (int q = 0; q < QPW; q++)
 #pragma unroll
@@ -867,7 +901,9 @@ static size_t score_mma_smem(int d, int lg)
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
- * top-K for every launch). */
+ * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
+ * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
+ * default merges the valid queries only, with 16 ranges' loads in flight; same arithmetic). */
 enum { SC_OLD, SC_V2, SC_T };
 static int score_variant(int lg, int s1, bool split)
 {
@@ -883,7 +919,8 @@ static void score_mma_launch(cudaStream_t st, const score_args *a, dim3 grid, in
                              int mode, int tps, int nsplit1)
 {
     if (var == SC_T) {
-        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(*a, mode, tps, nsplit1);
+        score_t_kernel<D><<<grid, 128, (size_t)2 * CU_KT * D * 2, st>>>(
+            *a, mode, tps, nsplit1, !cu_env_is("SALA_CUDA_S1MERGE", "old"));
         return;
     }
     const size_t sm = score_mma_smem(D, lg);

@@ -334,6 +334,37 @@ cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, i
     return cudaGetLastError();
 }
 
+/* ---- L2 prefetch (cu_int.h "L2 prefetch") ---- */
+int cu_pf_mode(void)
+{
+    const char *v = getenv("SALA_CUDA_PREFETCH");
+    if (!v || !*v) return 0;
+    const int m = atoi(v);
+    return m >= 0 && m <= 3 ? m : 0;
+}
+
+cu_pf cu_pf_of(const void *W, size_t bytes, size_t cap, int mode)
+{
+    cu_pf pf = {NULL, 0, 0};
+    if (!mode || !W || (uintptr_t)W % 16) return pf;
+    pf.p = W;
+    pf.bytes = (bytes < cap ? bytes : cap) / 16 * 16;
+    pf.last = mode == 2;
+    return pf;
+}
+
+static __global__ void prefetch_kernel(cu_pf pf)
+{
+    cu_pf_issue(pf, blockIdx.x, gridDim.x);
+}
+
+cudaError_t k_prefetch(cudaStream_t st, const cu_pf *pf, int nparts)
+{
+    if (!pf->bytes || nparts <= 0) return cudaSuccess;
+    prefetch_kernel<<<nparts, 32, 0, st>>>(*pf);
+    return cudaGetLastError();
+}
+
 static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int nkv, int d,
                                           bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0,
                                           const int64_t *p0d)
@@ -577,6 +608,7 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
     __shared__ float cs[half], sn[half], qs[d], ks[d], qr[d], kr[d];
     __shared__ __align__(16) float red[32 * 32];
     __shared__ float wsum[2][KR];
+    cu_pf_issue(a.pf, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
     cu_pdl_enter();
     const int n = blockIdx.y, x0 = blockIdx.x * 32, tid = threadIdx.x, r = tid >> 3, c = tid & 7;
     const size_t nd = (size_t)a.nh * d;
