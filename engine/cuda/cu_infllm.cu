@@ -881,6 +881,312 @@ static __global__ void __launch_bounds__(128, 2)
     }
 }
 
+/* ---- stage 1 on wgmma (sm_90a; branch s1w): prefill launches at D = 128, G = 16, K1 stride 16 ----
+ * A CTA is one warpgroup (128 threads) and takes 8 queries of kv group g. Scores are computed
+ * transposed, Sᵀ = K · Qᵀ, one wgmma m64n128k16 chain (8 k steps) a tile: M = the 64 windows of a
+ * K2 / K1 tile (A, shared memory), N = 128 columns n = 8 h + qi (head h, query qi; B, shared
+ * memory), K = D = 128. Both operands K-major with the 128-byte swizzle: a tile is two 64-column
+ * halves, each (rows, 128 B) with 16-byte chunk c of row r at chunk c ^ (r % 8) (1024-byte
+ * aligned, so the descriptor's k step is a 32-byte advance of its start address). Accumulator
+ * layout: thread (warp w, lane = 4 rq + qd) holds rows (windows) 16 w + rq + 8 hf and columns
+ * 8 j + 2 qd + e, i.e. head j of queries 2 qd + e: the group sum over a query's 16 heads is 16
+ * local adds, no shuffles, at the price of 32 per-thread lse registers (head j, query e).
+ *   pass 1 (K2 tiles): one accumulator set, wgmma then wait; per (head, query) a thread-local
+ *     online (max, sum) over its 2 rows a tile (rescaled only when the max grows), merged over
+ *     the 8 lane groups (shuffles) and the 4 warps (shared memory) into the lse (log2 domain);
+ *   pass 2 (K1 tiles): two accumulator sets: the wgmma chain of tile t + 1 is issued
+ *     (commit_group) before the exp2 / group-sum epilogue of tile t (wait_group 1), so the tensor
+ *     cores run beside the MUFU work. The epilogue writes masked window sums to a per-tile row
+ *     (3 rotating buffers) that is max-pooled onto blocks after the next tile's barrier (one
+ *     (query, block) a thread, the window before from the previous buffer).
+ * K tiles arrive by cp.async (8 x 16 bytes a thread a tile, swizzled on the way) into a 4-slot
+ * ring, 2 tiles ahead; one CTA barrier a tile; made visible to the tensor cores' async proxy by
+ * fence.proxy.async before the barrier. Same masks, early exits and skipped local blocks as
+ * score_mma_kernel (mode 0 only: no split ranges). Body compiled only for sm_90a
+ * (__CUDA_ARCH_FEAT_SM90_ALL); score_w_probe tells the host whether that image runs. */
+#define SW_NS 4                         /* K tile ring slots (16 KB each) */
+#define SW_PWS 68                       /* window-row stride (floats): conflict-free stores */
+
+static __device__ int sc_w_arch;        /* 1: the sm_90a image of this file runs */
+static bool sc_w_ok;                    /* host copy, set by cu_kernels_init */
+
+static __global__ void score_w_probe(void)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    sc_w_arch = 1;
+#else
+    sc_w_arch = 0;
+#endif
+}
+
+static size_t score_w_smem(void)
+{
+    return 1024 + 32768 + (size_t)SW_NS * 16384 + (size_t)3 * 8 * SW_PWS * 4 + (size_t)4 * 128 * 2 * 4;
+}
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+/* Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart. */
+static __device__ __forceinline__ uint64_t wg_desc(uint32_t addr)
+{
+    return (uint64_t)((addr & 0x3ffffu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
+           (uint64_t)1 << 62;
+}
+static __device__ __forceinline__ void wg_fence()
+{
+    asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+}
+static __device__ __forceinline__ void wg_commit()
+{
+    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+}
+template <int N> static __device__ __forceinline__ void wg_wait()
+{
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+/* Keeps the compiler from moving accesses of an accumulator set across a wait. */
+static __device__ __forceinline__ void wg_keep(float (&d)[64])
+{
+#pragma unroll
+    for (int i = 0; i < 64; i++) asm volatile("" : "+f"(d[i])::"memory");
+}
+static __device__ __forceinline__ void proxy_fence()
+{
+    asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+}
+/* d (+)= A (64 x 16, desc da) · B (16 x 128, desc db); acc = 0: d = A · B */
+static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+                 : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
+                   "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
+                   "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
+                   "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
+                   "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
+                   "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
+                   "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
+                   "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+#endif
+
+static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    constexpr int D = 128, QC = 8;
+    extern __shared__ unsigned char smraw[];
+    unsigned char *sm = (unsigned char *)(((uintptr_t)smraw + 1023) & ~(uintptr_t)1023);
+    const uint32_t qs = smem_u32(sm), kr = qs + 32768;      /* Q (128, D); ring of (64, D) */
+    float *Pw = (float *)(sm + 32768 + SW_NS * 16384);       /* 3 x (8 queries, SW_PWS) */
+    float *red = Pw + 3 * 8 * SW_PWS;                       /* (4 warps, 128 columns, 2) */
+    const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, qd = lane & 3, rq = lane >> 2;
+    const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const int64_t pmax = a.p0 + tq0 + nq - 1, qbmax = pmax / a.block;
+    if (a.Ksel > 0 && qbmax + 1 <= a.Ksel) return;          /* top-K takes every block */
+    sc_stream S;
+    if (!sc_stream_init(a, pmax, 4, 0, 0, S)) return;
+    const int nt2 = S.nt2, nt = S.nt, k2 = 4 * a.k1, s2 = 4 * a.s1;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+
+    int v2q[2], v1q[2];                 /* this thread's queries 2 qd + e: K2 / K1 windows */
+    bool nk2q[2];                       /* no K2 window yet */
+#pragma unroll
+    for (int e = 0; e < 2; e++) {
+        const int qc = 2 * qd + e;
+        const int64_t p = a.p0 + tq0 + qc;
+        int64_t v2 = nwin(p + 1, k2, s2), v1 = nwin(p + 1, a.k1, a.s1);
+        nk2q[e] = v2 == 0;
+        if (v2 > a.n2) v2 = a.n2;
+        if (v1 > a.n1) v1 = a.n1;
+        v2q[e] = qc < nq ? (int)v2 : 0;
+        v1q[e] = qc < nq ? (int)v1 : 0;
+    }
+    const int pq = tid >> 4, pbl = tid & 15;                /* pooled (query, block of tile) */
+    const int pqb = pq < nq ? (int)((a.p0 + tq0 + pq) / a.block) : -1;
+
+    for (int idx = tid; idx < 128 * 16; idx += 128) {       /* Q: row n = 8 h + qi */
+        const int n = idx >> 4, c = idx & 15, h = n >> 3, qi = n & 7;
+        const bool ok = qi < nq;
+        cp_async16(qs + (c >> 3) * 16384 + n * 128 + (((c & 7) ^ (n & 7)) << 4),
+                   a.Q + ((size_t)(tq0 + (ok ? qi : 0)) * a.nh + g * 16 + h) * D + c * 8, ok);
+    }
+    cp_async_commit();
+    auto load = [&](int t) {                                /* tile t -> slot t % 4 (a group) */
+        if (t < nt) {
+            int nk;
+            const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
+            const uint32_t dst = kr + (t & (SW_NS - 1)) * 16384;
+#pragma unroll
+            for (int k = 0; k < 8; k++) {
+                const int idx = tid + 128 * k, r = idx >> 4, c = idx & 15;
+                const bool ok = r < nk;
+                cp_async16(dst + (c >> 3) * 8192 + r * 128 + (((c & 7) ^ (r & 7)) << 4),
+                           src + (ok ? (size_t)r * krow : 0) + c * 8, ok);
+            }
+        }
+        cp_async_commit();
+    };
+    /* wait for tile t, barrier (every warp is past the wait for tile t - 2's wgmma: its slot is
+     * free), load tile t + 2, issue tile t's wgmma chain into d */
+    auto issue = [&](int t, float (&d)[64]) {
+        cp_async_wait<1>();
+        proxy_fence();
+        __syncthreads();
+        load(t + 2);
+        const uint32_t kb = kr + (t & (SW_NS - 1)) * 16384;
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < 8; ks++)
+            wg_mma(d, wg_desc(kb + (ks >> 2) * 8192 + (ks & 3) * 32),
+                   wg_desc(qs + (ks >> 2) * 16384 + (ks & 3) * 32), ks);
+        wg_commit();
+    };
+    load(0);
+    load(1);
+
+    float acc0[64], acc1[64], lse[16][2];
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc0[i] = 0.0f;
+    {                                                       /* pass 1: lse over K2 */
+        float m[16][2], l[16][2];
+        ml_init(m, l);
+        for (int t = 0; t < nt2; t++) {
+            issue(t, acc0);
+            wg_wait<0>();
+            wg_keep(acc0);
+            const int c0 = t * CU_KT + 16 * w + rq;
+            bool ok[2][2];
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) ok[hf][e] = c0 + 8 * hf < v2q[e];
+            /* every read of the accumulators outside divergent code (a read in a branch makes
+             * ptxas serialize the wgmma chains, warning C7518) */
+            float x[64];
+#pragma unroll
+            for (int i = 0; i < 64; i++) x[i] = ok[(i >> 1) & 1][i & 1] ? acc0[i] * sl : -INFINITY;
+            wg_keep(x);
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float x0 = x[4 * j + e], x1 = x[4 * j + 2 + e];
+                    const float mx = fmaxf(x0, x1);
+                    if (mx > -INFINITY) {
+                        if (mx > m[j][e]) {
+                            l[j][e] *= sc_exp2<true>(m[j][e] - mx);
+                            m[j][e] = mx;
+                        }
+                        l[j][e] += sc_exp2<true>(x0 - m[j][e]) + sc_exp2<true>(x1 - m[j][e]);
+                    }
+                }
+        }
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                merge_ml<4, 16>(m[j][e], l[j][e]);
+                if (rq == 0) {
+                    float *rp = red + (w * 128 + 8 * j + 2 * qd + e) * 2;
+                    rp[0] = m[j][e];
+                    rp[1] = l[j][e];
+                }
+            }
+        __syncthreads();
+#pragma unroll
+        for (int j = 0; j < 16; j++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float M = -INFINITY, L = 0.0f;
+#pragma unroll
+                for (int ww = 0; ww < 4; ww++) {
+                    const float *rp = red + (ww * 128 + 8 * j + 2 * qd + e) * 2;
+                    const float mz = rp[0], lz = rp[1], mn = fmaxf(M, mz);
+                    L = mn == -INFINITY ? 0.0f : L * sc_exp2<true>(M - mn) + lz * sc_exp2<true>(mz - mn);
+                    M = mn;
+                }
+                lse[j][e] = L > 0.0f ? M + log2f(L) : -INFINITY;
+            }
+    }
+
+    /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) % 3 */
+    auto epi = [&](int t, float (&d)[64]) {
+        const int u = t - nt2, i = u * CU_KT + 16 * w + rq;
+        float *pw = Pw + (u % 3) * 8 * SW_PWS + 16 * w + rq;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                float s0 = 0.0f, s1 = 0.0f;
+#pragma unroll
+                for (int j = 0; j < 16; j += 2) {
+                    s0 += sc_exp2<true>(fmaf(d[4 * j + 2 * hf + e], sl, -lse[j][e]));
+                    s1 += sc_exp2<true>(fmaf(d[4 * j + 4 + 2 * hf + e], sl, -lse[j + 1][e]));
+                }
+                float v = s0 + s1;
+                asm volatile("" : "+f"(v)::"memory");   /* computed outside the branches */
+                if (i + 8 * hf >= v1q[e]) v = -INFINITY;    /* not complete at p: not pooled */
+                else if (nk2q[e] || isnan(v)) v = 0.0f;
+                pw[(2 * qd + e) * SW_PWS + 8 * hf] = v;
+            }
+    };
+    /* max-pool of tile t's windows onto its 16 blocks (after a barrier that follows epi(t)) */
+    auto pool = [&](int t) {
+        const int u = t - nt2, b = u * (CU_KT / 4) + pbl;
+        if (b > pqb) return;
+        const float *pw = Pw + (u % 3) * 8 * SW_PWS + pq * SW_PWS;
+        const float4 v = *(const float4 *)(pw + 4 * pbl);
+        const float prev = pbl ? pw[4 * pbl - 1]
+                          : u == 0 ? -INFINITY
+                                   : Pw[((u + 2) % 3) * 8 * SW_PWS + pq * SW_PWS + CU_KT - 1];
+        a.score[((size_t)(tq0 + pq) * a.nkv + g) * a.nbs + b] =
+            fmaxf(fmaxf(prev, v.x), fmaxf(fmaxf(v.y, v.z), v.w));
+    };
+#pragma unroll
+    for (int i = 0; i < 64; i++) acc1[i] = 0.0f;
+    /* ptxas serializes the wgmma chains (C7518) when an issue sits in a branch of the loop
+     * body, so the loop always issues two tiles and the tail is unrolled after it */
+    issue(nt2, acc0);                                       /* nt > nt2 (sc_stream_init) */
+    int t = nt2 + 1;                                        /* acc0: even tiles of pass 2 */
+    for (; t + 1 < nt; t += 2) {
+        issue(t, acc1);
+        wg_wait<1>();
+        wg_keep(acc0);
+        if (t - 2 >= nt2) pool(t - 2);
+        epi(t - 1, acc0);
+        issue(t + 1, acc0);
+        wg_wait<1>();
+        wg_keep(acc1);
+        pool(t - 1);
+        epi(t, acc1);
+    }
+    if (t < nt) {                                           /* tiles t - 1 and t left */
+        issue(t, acc1);
+        wg_wait<1>();
+        wg_keep(acc0);
+        if (t - 2 >= nt2) pool(t - 2);
+        epi(t - 1, acc0);
+        wg_wait<0>();
+        wg_keep(acc1);
+        __syncthreads();
+        pool(t - 1);
+        epi(t, acc1);
+        t++;
+    } else {                                                /* tile t - 1 left */
+        wg_wait<0>();
+        wg_keep(acc0);
+        __syncthreads();                                    /* epi(t - 2) done everywhere */
+        if (t - 2 >= nt2) pool(t - 2);
+        epi(t - 1, acc0);
+    }
+    __syncthreads();
+    pool(t - 1);
+#endif
+}
+
 static int ilog2_16(int G)
 {
     for (int lg = 0; lg <= 4; lg++)
@@ -899,7 +1205,8 @@ static size_t score_mma_smem(int d, int lg)
  * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
  * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
- * there; docs/CUDA.md "Stage 1 C"); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * there; docs/CUDA.md "Stage 1 C"), =w (the wgmma kernel on every unsplit launch of its shape;
+ * unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
@@ -933,6 +1240,19 @@ static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int va
 {
     if (a->d == 128) score_mma_launch<128>(st, a, grid, var, lg, mode, tps, nsplit1);
     else score_mma_launch<64>(st, a, grid, var, lg, mode, tps, nsplit1);
+}
+
+/* The wgmma kernel for an unsplit launch? Its shape (D = 128, G = 16, K1 stride 16, 16-byte
+ * aligned Q / K1 / K2); SALA_CUDA_SCORE=w: every such launch (-1 when the sm_90a image does not
+ * run), any other value: never; unset: prefill launches (more than 16 queries). */
+static int score_w_pick(const score_args *a, int lg)
+{
+    if (a->d != 128 || lg != 4 || a->s1 != 16 ||
+        (((uintptr_t)a->Q | (uintptr_t)a->K1 | (uintptr_t)a->K2) & 15))
+        return 0;
+    const char *v = getenv("SALA_CUDA_SCORE");
+    if (v && *v) return strcmp(v, "w") ? 0 : sc_w_ok ? 1 : -1;
+    return sc_w_ok && a->n > 16;
 }
 
 cudaError_t k_score(cudaStream_t st, const score_args *a)
@@ -972,6 +1292,12 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
                 score_mma_go(st, a, g2, var, lg, 2, tps2, ns1);
                 return cudaGetLastError();
             }
+        }
+        const int wv = score_w_pick(a, lg);
+        if (wv < 0) return cudaErrorInvalidDeviceFunction;  /* forced, but no sm_90a image */
+        if (wv > 0) {
+            score_w_kernel<<<grid, 128, score_w_smem(), st>>>(*a);
+            return cudaGetLastError();
         }
         score_mma_go(st, a, grid, var, lg, 0, 0, 1);
         return cudaGetLastError();
@@ -1230,6 +1556,15 @@ cudaError_t cu_kernels_init(void)
         (err = cudaFuncSetAttribute(score_mma_kernel<128, false>, dyn, sm128)) != cudaSuccess ||
         (err = cudaFuncSetAttribute(score_mma_kernel<64, true>, dyn, sm64)) != cudaSuccess ||
         (err = cudaFuncSetAttribute(score_mma_kernel<64, false>, dyn, sm64)) != cudaSuccess)
+        return err;
+    score_w_probe<<<1, 1>>>();
+    int arch = 0;
+    if ((err = cudaGetLastError()) != cudaSuccess ||
+        (err = cudaMemcpyFromSymbol(&arch, sc_w_arch, sizeof(arch))) != cudaSuccess)
+        return err;
+    sc_w_ok = arch == 1;
+    if (sc_w_ok && (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) !=
+                       cudaSuccess)
         return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);

@@ -7,6 +7,7 @@ extern "C" {
 }
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -541,6 +542,83 @@ int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, d
     return rc;
 }
 
+/* Stage-1 scores of two variants on the same inputs: SALA_CUDA_SCORE = va, then vb ("" unsets
+ * it; the caller's value is restored), T queries at positions L - T .. L - 1 of the model's
+ * sparse shape (32 q heads, 2 kv groups, d = 128, K1 32/16, K2 128/64, blocks of 64) on hashed
+ * keys, local / Ksel as in score_args. Every score slot starts as NaN; a slot counts as bad when
+ * one variant wrote it and the other did not, or |a - b| > tol max(|a|, |b|). *max_rel: the
+ * largest relative difference over slots both wrote (equal values, infinities too: 0); *nbad;
+ * where: the first bad slot (t, g, b, a, b). */
+int op_score_diff(int64_t L, int T, int local, int Ksel, const char *va, const char *vb,
+                  double tol, double *max_rel, int64_t *nbad, char *where, size_t wlen,
+                  sala_err *e)
+{
+    const int nh = 32, nkv = 2, d = 128;
+    if (T < 1 || L < T || L > ((int64_t)1 << 22) || (int64_t)T * ((L - 1) / 64 + 1) > (1 << 26))
+        return sala_errf(e, SALA_EINVAL, "score_diff: bad shape L=%lld T=%d", (long long)L, T);
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    const int64_t n1 = nw(L, 32, 16), n2 = nw(L, 128, 64), nbs = (L - 1) / 64 + 1;
+    const size_t row = (size_t)nkv * d, ns = (size_t)T * nkv * nbs;
+    bf16 *dQ = P.get<bf16>((size_t)T * nh * d, &err);
+    bf16 *K1 = P.get<bf16>((size_t)(n1 + 1) * row, &err), *K2 = P.get<bf16>((size_t)(n2 + 1) * row, &err);
+    float *sc[2] = {P.get<float>(ns, &err), P.get<float>(ns, &err)};
+    CUDA_CHECK(err);
+    CUDA_CHECK(cu_kernels_init());
+    fill_kernel<<<1024, 256>>>(dQ, (size_t)T * nh * d, 7u);
+    fill_kernel<<<1024, 256>>>(K1, (size_t)n1 * row, 11u);
+    fill_kernel<<<1024, 256>>>(K2, (size_t)n2 * row, 31u);
+    CUDA_CHECK(cudaGetLastError());
+    const float scale = (float)(1.0 / sqrt((double)d));
+    score_args sa = {dQ, K1, K2, n1, n2, nullptr, (int)nbs, L - T, 0, T, nh, nkv, d,
+                     32, 16, 64, scale, local, Ksel};
+    const char *old = getenv("SALA_CUDA_SCORE");
+    char keep[64];
+    snprintf(keep, sizeof(keep), "%s", old ? old : "");
+    const char *var[2] = {va, vb};
+    for (int v = 0; v < 2 && !err; v++) {
+        if (var[v] && *var[v]) setenv("SALA_CUDA_SCORE", var[v], 1);
+        else unsetenv("SALA_CUDA_SCORE");
+        sa.score = sc[v];
+        err = cudaMemset(sc[v], 0xff, ns * 4);               /* NaN: not written */
+        if (!err) err = k_score(0, &sa);
+        if (!err) err = cudaDeviceSynchronize();
+    }
+    if (old) setenv("SALA_CUDA_SCORE", keep, 1);
+    else unsetenv("SALA_CUDA_SCORE");
+    CUDA_CHECK(err);
+    float *h = (float *)malloc(ns * 2 * sizeof(float));
+    if (!h) return sala_errf(e, SALA_ENOMEM, "score_diff: no host memory");
+    err = cudaMemcpy(h, sc[0], ns * 4, cudaMemcpyDeviceToHost);
+    if (!err) err = cudaMemcpy(h + ns, sc[1], ns * 4, cudaMemcpyDeviceToHost);
+    if (err) {
+        free(h);
+        CUDA_CHECK(err);
+    }
+    *max_rel = 0.0;
+    *nbad = 0;
+    if (wlen) where[0] = 0;
+    for (size_t i = 0; i < ns; i++) {
+        const float x = h[i], y = h[ns + i];
+        bool bad;
+        if (isnan(x) || isnan(y)) {
+            bad = isnan(x) != isnan(y);
+        } else if (x == y) {
+            bad = false;
+        } else {
+            const double m = fmax(fabs((double)x), fabs((double)y));
+            const double r = isinf(x) || isinf(y) ? INFINITY : fabs((double)x - (double)y) / m;
+            if (r > *max_rel) *max_rel = r;
+            bad = r > tol;
+        }
+        if (bad && (*nbad)++ == 0 && wlen)
+            snprintf(where, wlen, "t=%lld g=%lld b=%lld: %g vs %g", (long long)(i / (nkv * nbs)),
+                     (long long)(i / nbs % nkv), (long long)(i % nbs), x, y);
+    }
+    free(h);
+    return SALA_OK;
+}
+
 /* The GEMV (cu_gemv.cu) itself, whatever SALA_CUDA_GEMV says: y (T, ldy) host fp32 in and out;
  * forms CU_GEMV_BF16 and _SWIGLU (out = 2I rows, y (T, ldy >= I)) upload y as bf16 and return
  * its bf16 values. variant < 0: cu_gemv_pick. */
@@ -652,7 +730,7 @@ const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightnin
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
-                           op_gemv_speed};
+                           op_gemv_speed, op_score_diff};
 
 }   // namespace
 

@@ -88,6 +88,13 @@ typedef struct {
      * programmatic dependent launch, [2 + nvar] the default variant without it, [3 + nvar] a
      * plain read of the same bytes (the bandwidth floor). out 0: only *nvar. */
     int (*gemv_speed)(int out, int in, int T, double *us, int nus, int *nvar, sala_err *e);
+    /* Parity of two stage-1 variants (SALA_CUDA_SCORE = va, then vb; "" = unset) on the GPU:
+     * block scores of T queries at the end of L tokens (the model's sparse shape, hashed keys;
+     * local, Ksel as in the forward pass): *max_rel the largest relative difference, *nbad the
+     * scores differing by more than tol (or written by one only), where the first of them. */
+    int (*score_diff)(int64_t L, int T, int local, int Ksel, const char *va, const char *vb,
+                      double tol, double *max_rel, int64_t *nbad, char *where, size_t wlen,
+                      sala_err *e);
 } sala_cuda_ops;
 
 #endif
