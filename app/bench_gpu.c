@@ -96,15 +96,15 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
 }
 
 /* The decode configurations timed side by side: the default (CUDA graph), plain launches, the
- * graph with the L2 prefetch of the products' weights (SALA_CUDA_PREFETCH=1, off by default),
- * with it under the evict_last policy (=2), without its step-boundary site (=3), and with the
- * stage-1 split's pass-2 merge as before branch dec4 (SALA_CUDA_S1MERGE=old; docs/CUDA.md
- * "Decode 4"). */
-enum { DC_NEW, DC_PLAIN, DC_PF, DC_LAST, DC_NOB, DC_S1, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "prefetch", "pf evict_last",
-                                          "pf no boundary", "s1 merge old"};
+ * graph with the row kernels launched plainly (SALA_CUDA_ROW_PDL=0: the step before branch
+ * dec5) and with programmatic launch letting the successor go after the wait (=1; docs/CUDA.md
+ * "Decode 5"), and the graph with the L2 prefetch of the products' weights
+ * (SALA_CUDA_PREFETCH=1, off by default; "Decode 4"). */
+enum { DC_NEW, DC_PLAIN, DC_RP0, DC_RP1, DC_PF, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "row pdl off", "row pdl late",
+                                          "prefetch"};
 static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PREFETCH",
-                                     "SALA_CUDA_S1MERGE"};
+                                     "SALA_CUDA_ROW_PDL"};
 #define DC_ENV 3
 
 /* What a decode measurement reports (all per step, seconds). */
@@ -145,10 +145,9 @@ static void dc_env_set(int c, const dc_keep *k)
         else unsetenv(dc_env[i]);
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
+    if (c == DC_RP0) setenv("SALA_CUDA_ROW_PDL", "0", 1);
+    if (c == DC_RP1) setenv("SALA_CUDA_ROW_PDL", "1", 1);
     if (c == DC_PF) setenv("SALA_CUDA_PREFETCH", "1", 1);
-    if (c == DC_LAST) setenv("SALA_CUDA_PREFETCH", "2", 1);
-    if (c == DC_NOB) setenv("SALA_CUDA_PREFETCH", "3", 1);
-    if (c == DC_S1) setenv("SALA_CUDA_S1MERGE", "old", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -247,8 +246,7 @@ static void print_decode(int64_t L, const dec_stats *d)
            "\"plain_tokens_per_s\":%.2f,\"pf_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
            1.0 / d->mean[DC_PF], 1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "pf", "pflast", "pfnob",
-                                         "s1old"};
+    static const char *const jn[DC_N] = {"graph", "plain", "rpdl0", "rpdl1", "pf"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);

@@ -1549,20 +1549,24 @@ static void b_fork_shared(void)
 }
 
 /* Decode step t of g (SALA_CUDA_GRAPH=force: a replayed or captured CUDA graph, an error if the
- * step cannot take one; L2 prefetch mode pf, NULL: the default) and of p (SALA_CUDA_GRAPH=0:
- * plain launches, SALA_CUDA_PREFETCH=0), same token: |dlogit|. */
+ * step cannot take one; L2 prefetch mode pf and row-kernel launch mode rp (SALA_CUDA_ROW_PDL),
+ * NULL: the default) and of p (SALA_CUDA_GRAPH=0: plain launches, SALA_CUDA_PREFETCH=0,
+ * SALA_CUDA_ROW_PDL=0), same token: |dlogit|. */
 static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, float *lp, int64_t V,
-                              const char *pf)
+                              const char *pf, const char *rp)
 {
     sala_err e = {0};
     setenv("SALA_CUDA_GRAPH", "force", 1);
     if (pf) setenv("SALA_CUDA_PREFETCH", pf, 1);
+    if (rp) setenv("SALA_CUDA_ROW_PDL", rp, 1);
     int rc = eng_seq_decode(g, t, lg, &e);
     setenv("SALA_CUDA_GRAPH", "0", 1);
     setenv("SALA_CUDA_PREFETCH", "0", 1);
+    setenv("SALA_CUDA_ROW_PDL", "0", 1);
     if (!rc) rc = eng_seq_decode(p, t, lp, &e);
     unsetenv("SALA_CUDA_GRAPH");
     unsetenv("SALA_CUDA_PREFETCH");
+    unsetenv("SALA_CUDA_ROW_PDL");
     if (rc) {
         fprintf(stderr, "\n  decode: %s", e.msg);
         return INFINITY;
@@ -1579,7 +1583,10 @@ static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, floa
  * rewound to the checkpoint before that prefill, with P doing the same, 20 steps after each.
  * The graph side runs the L2 prefetch (SALA_CUDA_PREFETCH: the default first, evict_last after
  * the load, no boundary site after the prefill, modes 1 and 2 in turn after the rewind: a
- * re-capture every step), the plain side none: hints only, so still bit for bit. */
+ * re-capture every step), the plain side none: hints only, so still bit for bit. Likewise the
+ * row kernels' launches: the graph side in the default mode (programmatic launch letting the
+ * successor go early) or modes 1, 2, 0 in turn after the rewind, the plain side plain
+ * (SALA_CUDA_ROW_PDL=0): launch order only, the same bits. */
 static void b_graph(void)
 {
     eng_engine *en = open_cuda();
@@ -1597,12 +1604,13 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(fork_copy(G, &P), SALA_OK);
     double d[4] = {0, 0, 0, 0};
     for (int i = 0; i < 100; i++) {
-        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, i < 50 ? NULL : "1");
+        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, i < 50 ? NULL : "1",
+                                         i < 50 ? NULL : "1");
         if (!(x <= d[0])) d[0] = x;
     }
     CU_ASSERT_EQUAL_FATAL(seq_reload(en, &G), SALA_OK);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V, "2");
+        const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V, "2", NULL);
         if (!(x <= d[1])) d[1] = x;
     }
     CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(G, &e), SALA_OK);
@@ -1610,7 +1618,7 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(G, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
     CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 2120 + i], lg, lp, V, "3");
+        const double x = graph_twin_step(G, P, ids[N + 2120 + i], lg, lp, V, "3", "2");
         if (!(x <= d[2])) d[2] = x;
     }
     int64_t rg = -1, rp = -1;
@@ -1618,7 +1626,8 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_truncate(P, N + 120, &rp, &e), SALA_OK);
     CU_ASSERT(rg == N + 120 && rp == N + 120);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V, i % 2 ? "1" : "2");
+        const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V, i % 2 ? "1" : "2",
+                                         i % 3 == 0 ? "0" : i % 3 == 1 ? "1" : "2");
         if (!(x <= d[3])) d[3] = x;
     }
     fprintf(stderr, "\n  graph vs plain decode: max |dlogit| %g (100 steps from %lld), %g "

@@ -191,10 +191,10 @@ static int graph_key(const cu_seq *s, void **k)
     void *fixed[] = {s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act, s->hf,
                      s->logits, s->dstep, s->S, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh,
                      s->Sb, s->Ab, (void *)(intptr_t)s->tmax,
-                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row norms with
-                        programmatic dependent launch or without */
+                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row kernels with
+                        plain launches, PDL, or PDL letting the successor go early */
                      (void *)(intptr_t)cu_env_is("SALA_CUDA_FUSE", "0"),
-                     (void *)(intptr_t)cu_row_pdl(1),
+                     (void *)(intptr_t)cu_row_pdl_mode(1),
                      /* the lightning layers' L2 prefetch of w_o (baked into the segments) */
                      (void *)(intptr_t)cu_pf_mode()};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) k[n++] = fixed[i];

@@ -433,19 +433,28 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
 /* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
  * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
 int cu_gemv_max_t(void);
-/* Whether the row kernels of an n-row step (norms, output gates, sparse_prep, the fused
- * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T with
- * SALA_CUDA_ROW_PDL=1 (read at each launch; cu_kernels.cu). Off by default: no gain measured
- * (docs/CUDA.md "Decode step boundary"), and the kernels' CUPTI durations then include their
- * wait, so the bench's per-step breakdown no longer adds up. */
+/* How the row kernels of an n-row step (norms, output gates, sparse_prep, the fused lightning
+ * decode and its output) launch, SALA_CUDA_ROW_PDL (read at each launch; cu_kernels.cu), for
+ * n <= CU_GEMV_T: 0 plain launches; 1 programmatic dependent launch, each kernel waits for its
+ * predecessor and then lets its successor launch (branch dec3: no gain measured); 2 (the
+ * default) programmatic dependent launch with the successor let go *before* the wait, so that a
+ * GEMV two kernels ahead may be resident and streaming its first weights while the row kernel
+ * still waits; measured as fast as 1, both 0.02-0.035 ms a step ahead of 0 (docs/CUDA.md
+ * "Decode 5"). With PDL the kernels' CUPTI durations include their wait (the
+ * bench's breakdown counts the union: "overlap"). n > CU_GEMV_T: 0. */
+int cu_row_pdl_mode(int n);
+/* cu_row_pdl_mode(n) != 0 */
 bool cu_row_pdl(int n);
 /* First statement of a kernel launched by cu_launch_pdl: wait until the kernel before it has
- * completed (and what it wrote is visible), then let the next one launch. Without the launch
- * attribute both do nothing. */
-__device__ __forceinline__ void cu_pdl_enter()
+ * completed (and what it wrote is visible) and let the next one launch; early: let it launch
+ * first. Without the launch attribute both do nothing. Early is safe for any chain A -> B -> C of
+ * such kernels: C's wait returns only once B has completed, and B completes only after its own
+ * wait for A; what C does before its wait reads only data no kernel writes (weights). */
+__device__ __forceinline__ void cu_pdl_enter(bool early)
 {
+    if (early) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    if (!early) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 /* k<<<grid, block, 0, st>>>(args), with programmatic stream serialization when pdl. */
 template <typename... P, typename... A>
