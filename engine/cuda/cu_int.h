@@ -435,12 +435,12 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
 int cu_gemv_max_t(void);
 /* How the row kernels of an n-row step (norms, output gates, sparse_prep, the fused lightning
  * decode and its output) launch, SALA_CUDA_ROW_PDL (read at each launch; cu_kernels.cu), for
- * n <= CU_GEMV_T: 0 plain launches; 1 programmatic dependent launch, each kernel waits for its
- * predecessor and then lets its successor launch (branch dec3: no gain measured); 2 (the
- * default) programmatic dependent launch with the successor let go *before* the wait, so that a
- * GEMV two kernels ahead may be resident and streaming its first weights while the row kernel
- * still waits; measured as fast as 1, both 0.02-0.035 ms a step ahead of 0 (docs/CUDA.md
- * "Decode 5"). With PDL the kernels' CUPTI durations include their wait (the
+ * n <= CU_GEMV_T: 0 plain launches; 1 (the default) programmatic dependent launch, each kernel
+ * waits for its predecessor and then lets its successor launch; 2 programmatic dependent launch
+ * with the successor let go *before* the wait, so that a GEMV two kernels ahead may be resident
+ * and streaming its first weights while the row kernel still waits. Measured: 1 and 2 equal in
+ * one call, 1 ahead of 2 by 0.025 ms a step in the next (1M and 32K), both 0.02-0.07 ms ahead
+ * of 0 (docs/CUDA.md "Decode 5"). With PDL the kernels' CUPTI durations include their wait (the
  * bench's breakdown counts the union: "overlap"). n > CU_GEMV_T: 0. */
 int cu_row_pdl_mode(int n);
 /* cu_row_pdl_mode(n) != 0 */

@@ -181,7 +181,7 @@ int cu_row_pdl_mode(int n)
 {
     if (n > CU_GEMV_T) return 0;
     const char *v = getenv("SALA_CUDA_ROW_PDL");
-    return v && (!strcmp(v, "0") || !strcmp(v, "1")) ? *v - '0' : 2;
+    return v && (!strcmp(v, "0") || !strcmp(v, "2")) ? *v - '0' : 1;
 }
 
 bool cu_row_pdl(int n) { return cu_row_pdl_mode(n) != 0; }
