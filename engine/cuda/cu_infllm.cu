@@ -1351,8 +1351,9 @@ static size_t score_mma_smem(int d, int lg)
  * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
  * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
- * there; docs/CUDA.md "Stage 1 C"), =w (the wgmma kernel on every unsplit launch of its shape;
- * unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * there; docs/CUDA.md "Stage 1 C"), =w or =w1 (s1w's wgmma kernel on every unsplit launch of
+ * its shape), =wx (the trimmed wgmma kernel, branch s1x, likewise; unset: the trimmed kernel on
+ * prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
@@ -1392,7 +1393,7 @@ static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int va
  * aligned Q / K1 / K2); SALA_CUDA_SCORE=w or w1: s1w's form (1) on every such launch, =wx: the
  * trimmed form (2) (-1 when the sm_90a image does not run), any other value: never; unset:
  * prefill launches (more than 16 queries), form SW_DEFAULT. */
-#define SW_DEFAULT 1
+#define SW_DEFAULT 2
 static int score_w_pick(const score_args *a, int lg)
 {
     if (a->d != 128 || lg != 4 || a->s1 != 16 ||
