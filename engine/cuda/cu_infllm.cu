@@ -1260,20 +1260,25 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
      * body, so the loop always issues two tiles and the tail is unrolled after it */
     issue(nt2, acc0);                                       /* nt > nt2 (sc_stream_init) */
     int t = nt2 + 1;                                        /* acc0: even tiles of pass 2 */
-    if constexpr (X) {
-        /* window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2 while epi(t - 1) writes row
-         * t - 1; epi(t) (row t - 4) comes after the next barrier */
-        for (; t + 1 < nt; t += 2) {
-            issue(t, acc1);
-            wg_wait<1>();
-            wg_keep(acc0);
+    /* X: window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2 while epi(t - 1) writes row
+     * t - 1; epi(t) (row t - 4) comes after the next barrier */
+    for (; t + 1 < nt; t += 2) {
+        issue(t, acc1);
+        wg_wait<1>();
+        wg_keep(acc0);
+        if constexpr (X) {
             if (t - 3 >= nt2) pool2(t - 3);
-            epi(t - 1, acc0);
-            issue(t + 1, acc0);
-            wg_wait<1>();
-            wg_keep(acc1);
-            epi(t, acc1);
+        } else if (t - 2 >= nt2) {
+            pool(t - 2);
         }
+        epi(t - 1, acc0);
+        issue(t + 1, acc0);
+        wg_wait<1>();
+        wg_keep(acc1);
+        if constexpr (!X) pool(t - 1);
+        epi(t, acc1);
+    }
+    if constexpr (X) {
         if (t < nt) {                                       /* tiles t - 1 and t left */
             issue(t, acc1);
             wg_wait<1>();
@@ -1296,18 +1301,6 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
             pool(t - 1);
         }
     } else {
-        for (; t + 1 < nt; t += 2) {
-            issue(t, acc1);
-            wg_wait<1>();
-            wg_keep(acc0);
-            if (t - 2 >= nt2) pool(t - 2);
-            epi(t - 1, acc0);
-            issue(t + 1, acc0);
-            wg_wait<1>();
-            wg_keep(acc1);
-            pool(t - 1);
-            epi(t, acc1);
-        }
         if (t < nt) {                                           /* tiles t - 1 and t left */
             issue(t, acc1);
             wg_wait<1>();
