@@ -96,16 +96,12 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
 }
 
 /* The decode configurations timed side by side: the default (CUDA graph, the row kernels on
- * programmatic launch letting the successor go after their wait), plain launches, the graph with
- * the row kernels launched plainly (SALA_CUDA_ROW_PDL=0) and with the successor let go before
- * the wait (=2; docs/CUDA.md "Decode 5"), and the graph with the L2 prefetch of the products'
- * weights (SALA_CUDA_PREFETCH=1, off by default; "Decode 4"). */
-enum { DC_NEW, DC_PLAIN, DC_RP0, DC_RP2, DC_PF, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "row pdl off", "row pdl early",
-                                          "prefetch"};
-static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PREFETCH",
-                                     "SALA_CUDA_ROW_PDL"};
-#define DC_ENV 3
+ * programmatic dependent launch), plain launches, and the graph with the row kernels launched
+ * plainly (SALA_CUDA_ROW_PDL=0; docs/CUDA.md "Decode 5"). */
+enum { DC_NEW, DC_PLAIN, DC_RP0, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "row pdl off"};
+static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_ROW_PDL"};
+#define DC_ENV 2
 
 /* What a decode measurement reports (all per step, seconds). */
 typedef struct {
@@ -146,8 +142,6 @@ static void dc_env_set(int c, const dc_keep *k)
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
     if (c == DC_RP0) setenv("SALA_CUDA_ROW_PDL", "0", 1);
-    if (c == DC_RP2) setenv("SALA_CUDA_ROW_PDL", "2", 1);
-    if (c == DC_PF) setenv("SALA_CUDA_PREFETCH", "1", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -243,10 +237,10 @@ static void print_decode(int64_t L, const dec_stats *d)
                1e3 * wall, 1e3 * d->kwall[k], 1e3 * (wall - ker));
     }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
-           "\"plain_tokens_per_s\":%.2f,\"pf_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
+           "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
-           1.0 / d->mean[DC_PF], 1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "rpdl0", "rpdl2", "pf"};
+           1e3 * d->first, d->mode, d->n);
+    static const char *const jn[DC_N] = {"graph", "plain", "rpdl0"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);

@@ -1558,23 +1558,19 @@ static void b_fork_shared(void)
 }
 
 /* Decode step t of g (SALA_CUDA_GRAPH=force: a replayed or captured CUDA graph, an error if the
- * step cannot take one; L2 prefetch mode pf and row-kernel launch mode rp (SALA_CUDA_ROW_PDL),
- * NULL: the default) and of p (SALA_CUDA_GRAPH=0: plain launches, SALA_CUDA_PREFETCH=0,
- * SALA_CUDA_ROW_PDL=0), same token: |dlogit|. */
+ * step cannot take one; row-kernel launch mode rp (SALA_CUDA_ROW_PDL), NULL: the default) and
+ * of p (SALA_CUDA_GRAPH=0: plain launches, SALA_CUDA_ROW_PDL=0), same token: |dlogit|. */
 static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, float *lp, int64_t V,
-                              const char *pf, const char *rp)
+                              const char *rp)
 {
     sala_err e = {0};
     setenv("SALA_CUDA_GRAPH", "force", 1);
-    if (pf) setenv("SALA_CUDA_PREFETCH", pf, 1);
     if (rp) setenv("SALA_CUDA_ROW_PDL", rp, 1);
     int rc = eng_seq_decode(g, t, lg, &e);
     setenv("SALA_CUDA_GRAPH", "0", 1);
-    setenv("SALA_CUDA_PREFETCH", "0", 1);
     setenv("SALA_CUDA_ROW_PDL", "0", 1);
     if (!rc) rc = eng_seq_decode(p, t, lp, &e);
     unsetenv("SALA_CUDA_GRAPH");
-    unsetenv("SALA_CUDA_PREFETCH");
     unsetenv("SALA_CUDA_ROW_PDL");
     if (rc) {
         fprintf(stderr, "\n  decode: %s", e.msg);
@@ -1590,13 +1586,9 @@ static double graph_twin_step(eng_seq *g, eng_seq *p, int32_t t, float *lg, floa
  * many steps, two sequences' steps interleaved on one model); then G saved and loaded back (new
  * caches: a re-capture) and G regrown by a 2000-token prefill (new scratch: a re-capture) and
  * rewound to the checkpoint before that prefill, with P doing the same, 20 steps after each.
- * The graph side runs the L2 prefetch (SALA_CUDA_PREFETCH: the default first, evict_last after
- * the load, no boundary site after the prefill, modes 1 and 2 in turn after the rewind: a
- * re-capture every step), the plain side none: hints only, so still bit for bit. Likewise the
- * row kernels' launches: the graph side in the default mode (programmatic launch letting the
- * successor go after the wait; mode 2 in the first run's second half and after the prefill;
- * 0, 1, 2 in turn after the rewind), the plain side plain
- * (SALA_CUDA_ROW_PDL=0): launch order only, the same bits. */
+ * The row kernels' launches: the graph side in the default mode (programmatic dependent launch)
+ * or plain (SALA_CUDA_ROW_PDL=0: in the first run's second half, and every other step after the
+ * rewind: a re-capture each time), the plain side plain: launch order only, the same bits. */
 static void b_graph(void)
 {
     eng_engine *en = open_cuda();
@@ -1614,13 +1606,12 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(fork_copy(G, &P), SALA_OK);
     double d[4] = {0, 0, 0, 0};
     for (int i = 0; i < 100; i++) {
-        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, i < 50 ? NULL : "1",
-                                         i < 50 ? NULL : "2");
+        const double x = graph_twin_step(G, P, ids[N + i], lg, lp, V, i < 50 ? NULL : "0");
         if (!(x <= d[0])) d[0] = x;
     }
     CU_ASSERT_EQUAL_FATAL(seq_reload(en, &G), SALA_OK);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V, "2", NULL);
+        const double x = graph_twin_step(G, P, ids[N + 100 + i], lg, lp, V, NULL);
         if (!(x <= d[1])) d[1] = x;
     }
     CU_ASSERT_EQUAL_FATAL(eng_seq_checkpoint(G, &e), SALA_OK);
@@ -1628,7 +1619,7 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(G, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
     CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(P, ids + N + 120, 2000, NULL, 0, NULL, &e), SALA_OK);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 2120 + i], lg, lp, V, "3", "2");
+        const double x = graph_twin_step(G, P, ids[N + 2120 + i], lg, lp, V, NULL);
         if (!(x <= d[2])) d[2] = x;
     }
     int64_t rg = -1, rp = -1;
@@ -1636,8 +1627,7 @@ static void b_graph(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_truncate(P, N + 120, &rp, &e), SALA_OK);
     CU_ASSERT(rg == N + 120 && rp == N + 120);
     for (int i = 0; i < 20; i++) {
-        const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V, i % 2 ? "1" : "2",
-                                         i % 3 == 0 ? "0" : i % 3 == 1 ? "1" : "2");
+        const double x = graph_twin_step(G, P, ids[N + 2200 + i], lg, lp, V, i % 2 ? "0" : "1");
         if (!(x <= d[3])) d[3] = x;
     }
     fprintf(stderr, "\n  graph vs plain decode: max |dlogit| %g (100 steps from %lld), %g "

@@ -620,8 +620,6 @@ static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args 
     const int s = blockIdx.x, g = blockIdx.y, z = blockIdx.z, t = a.t0 + z, G = 1 << lg;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
     const int bpc = SD_W * bpw, e0 = s * bpc;
-    cu_pf_issue(a.pf, (blockIdx.z * gridDim.y + g) * gridDim.x + s,
-                gridDim.x * gridDim.y * gridDim.z);
     const int64_t p = a.p0 + t, qb = p / CU_KT;
     const size_t krow = (size_t)a.nkv * D;
 

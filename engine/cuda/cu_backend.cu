@@ -132,7 +132,6 @@ static void cu_model_free(void *bm)
         cudaFree(m->side_part[i]);
     }
     if (m->ev_fork) cudaEventDestroy(m->ev_fork);
-    if (m->ev_step) cudaEventDestroy(m->ev_step);
     if (m->blas) cublasDestroy(m->blas);
     cu_lt_free(m->lt);
     if (m->st) cudaStreamDestroy(m->st);
@@ -209,8 +208,7 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         }
         if ((rc = dalloc((void **)&m->side_part[i], CU_ATTN_PART_FLOATS * 4, NULL, e))) goto fail;
     }
-    if (cudaEventCreateWithFlags(&m->ev_fork, cudaEventDisableTiming) != cudaSuccess ||
-        cudaEventCreateWithFlags(&m->ev_step, cudaEventDisableTiming) != cudaSuccess) {
+    if (cudaEventCreateWithFlags(&m->ev_fork, cudaEventDisableTiming) != cudaSuccess) {
         rc = sala_errf(e, SALA_EINTERNAL, "CUDA: event: %s", cudaGetErrorString(cudaGetLastError()));
         goto fail;
     }

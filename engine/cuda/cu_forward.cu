@@ -191,12 +191,10 @@ static int graph_key(const cu_seq *s, void **k)
     void *fixed[] = {s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act, s->hf,
                      s->logits, s->dstep, s->S, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh,
                      s->Sb, s->Ab, (void *)(intptr_t)s->tmax,
-                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row kernels with
-                        plain launches, PDL, or PDL letting the successor go early */
+                     /* the step's form: the SwiGLU GEMV or GEMV + k_swiglu; row norms with
+                        programmatic dependent launch or without */
                      (void *)(intptr_t)cu_env_is("SALA_CUDA_FUSE", "0"),
-                     (void *)(intptr_t)cu_row_pdl_mode(1),
-                     /* the lightning layers' L2 prefetch of w_o (baked into the segments) */
-                     (void *)(intptr_t)cu_pf_mode()};
+                     (void *)(intptr_t)cu_row_pdl(1)};
     for (size_t i = 0; i < sizeof(fixed) / sizeof(fixed[0]); i++) k[n++] = fixed[i];
     for (int64_t i = 0; i < s->m->c.n_sparse; i++) {
         k[n++] = s->K[i];
@@ -276,27 +274,6 @@ static void graph_finish(cu_seq *s, int rc)
     m->gskip = false;
 }
 
-/* The end of a graph step, after its logits copy: with SALA_CUDA_PREFETCH 1 or 2 the first
- * CU_PF_STEP bytes of the next step's first product (layer 0's w_in) go into L2 while the host
- * takes the logits and picks the next token (the device is idle then); the host waits for the
- * copy only (m->ev_step), not for the prefetch kernel behind it. */
-#define CU_PF_STEP ((size_t)40 << 20)
-#define CU_PF_STEP_CTAS 64
-static cudaError_t boundary_prefetch(cu_seq *s, cudaStream_t st)
-{
-    cu_model *m = s->m;
-    const int mode = cu_pf_mode();
-    m->pf_tail = false;
-    if (mode != 1 && mode != 2) return cudaStreamSynchronize(st);
-    const cu_layer *L0 = &m->L[0];
-    const cu_pf pf = cu_pf_of(L0->w_in, (size_t)L0->nin * m->c.hidden_size * 2, CU_PF_STEP, mode);
-    cudaError_t err = cudaEventRecord(m->ev_step, st);
-    if (err == cudaSuccess) err = k_prefetch(st, &pf, CU_PF_STEP_CTAS);
-    if (err == cudaSuccess) err = cudaEventSynchronize(m->ev_step);
-    m->pf_tail = err == cudaSuccess;
-    return err;
-}
-
 /* The shapes a sparse layer's launches need. */
 typedef struct {
     int li, D, nh, nkv, hd, nq, Kq, k1, s1;
@@ -374,9 +351,7 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     if (split > T) split = T;
     const int ts = (int)split;
     attn_args aa = {s->Qb, s->K[li], s->V[li], s->o, s->sel, Kq, p0, 0, ts, nh, nkv, hd,
-                    (int)sc->block_size, scale, NULL, 0, {NULL, 0, 0}};
-    if (T == 1)   /* w_o into L2 while the attention runs (the split kernel issues it) */
-        aa.pf = cu_pf_of(L->w_o, (size_t)D * nh * hd * 2, SIZE_MAX, cu_pf_mode());
+                    (int)sc->block_size, scale, NULL, 0};
     K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
     if (ts < T) {
         const int64_t nbs = (p0 + T - 1) / sc->block_size + 1;
@@ -438,7 +413,6 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
     la.Sb = s->Sb;
     la.Ab = s->Ab;
     la.S = s->S + (size_t)L->kind_index * nh * d * d;
-    la.pf = cu_pf_of(NULL, 0, 0, 0);
     return la;
 }
 
@@ -453,8 +427,7 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, const float 
 
     GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|z) */
     la_args la = la_of(s, L, s->proj, L->nin, T, p0);
-    if (T == 1) {   /* w_o into L2 while the step runs (HBM idle until the product) */
-        la.pf = cu_pf_of(L->w_o, (size_t)D * nh * d * 2, SIZE_MAX, cu_pf_mode());
+    if (T == 1) {
         K(OP_LIGHTNING, k_la_prep(st, &la));
         K(OP_LIGHTNING, k_la_step(st, &la));
     } else {
@@ -565,7 +538,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         CU_TRY(seg_end(s, e));
         float *hl = pin ? (float *)(s->hpin + 4) : logits;
         CUDA_CHECK(cudaMemcpyAsync(hl, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
-        CUDA_CHECK(boundary_prefetch(s, st));
+        CUDA_CHECK(cudaStreamSynchronize(st));
         if (pin) memcpy(logits, hl, (size_t)V * 4);
         nout = 0;
     }
@@ -603,7 +576,6 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
     int64_t r = 0;
     int64_t rows[CU_CHUNK];
     cu_prof_mark(m, OP_OTHER);
-    m->pf_tail = false;
     for (int64_t t0 = 0; t0 < a->n; t0 += CU_CHUNK) {
         const int T = (int)(a->n - t0 < CU_CHUNK ? a->n - t0 : CU_CHUNK);
         const int64_t r0 = r;
@@ -613,8 +585,7 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
                               nout ? a->logits + r0 * V : NULL, a, e);
         if (rc) return rc;
     }
-    /* a graph step with a boundary prefetch has waited for its own work (the event) */
-    cudaError_t err = m->pf_tail && !m->prof.on ? cudaSuccess : cudaStreamSynchronize(m->st);
+    cudaError_t err = cudaStreamSynchronize(m->st);
     if (m->prof.on) {
         cu_prof_flush(m);
         m->prof.nev = 0;
@@ -671,7 +642,7 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         float *o = s0->o + (size_t)b * nq;
         CU_TRY(sparse_append(s, &z, proj, L->nin, 1, p, Qb, e));
         attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
-                        (int)sc->block_size, scale, NULL, 0, {NULL, 0, 0}};
+                        (int)sc->block_size, scale, NULL, 0};
         const bool dense = p + 1 < sc->dense_len;
         if (!dense) {   /* stage 1 and top-K, in order on the model stream */
             score_args sa = {Qb, s->K1[li], s->K2[li], s->n1[li], s->n2[li], s->score,

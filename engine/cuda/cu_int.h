@@ -77,49 +77,6 @@ cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits o
  * docs/CUDA.md "Decode kernels"), for same-run comparisons. */
 bool cu_decode_old(void);
 
-/* ---- L2 prefetch of the next product's weights (decode; docs/CUDA.md "Decode 4") ----
- * A decode step's products read their weights from HBM at the read floor, and the device's HBM
- * is idle while the kernels between two products run (lightning step, stage 1 .. attention, the
- * step boundary). A kernel there that is handed a cu_pf issues asynchronous bulk L2 prefetches
- * (cp.async.bulk.prefetch.L2, sm_90) of [p, p + bytes) at its start, so the next product finds
- * (part of) its weights in L2. Only hints: no result depends on them. bytes == 0: none. */
-typedef struct {
-    const void *p;
-    size_t bytes;                         /* a multiple of 16, p 16-byte aligned */
-    int last;                             /* L2::evict_last policy (else the default) */
-} cu_pf;
-#define CU_PF_CHUNK ((size_t)32 << 10)    /* bytes a prefetch instruction */
-/* SALA_CUDA_PREFETCH (read at each call): 0 (default) none, 1 every site with the default L2
- * policy, 2 every site with evict_last, 3 as 1 without the step-boundary site. Off by default:
- * no gain at 32K, slower at 1M (run E1, docs/CUDA.md "Decode 4"). */
-int cu_pf_mode(void);
-/* The prefetch of the first `cap` bytes of W (bytes in all) under mode; none when mode is 0 or
- * the range does not fit (alignment). */
-cu_pf cu_pf_of(const void *W, size_t bytes, size_t cap, int mode);
-/* CTA part of nparts issues its share (warp 0, one 32 KiB chunk a lane at a time). */
-__device__ __forceinline__ void cu_pf_issue(const cu_pf &pf, unsigned part, unsigned nparts)
-{
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-    if (!pf.bytes || threadIdx.x >= 32 || threadIdx.y || threadIdx.z) return;
-    const size_t nch = (pf.bytes + CU_PF_CHUNK - 1) / CU_PF_CHUNK;
-    uint64_t pol = 0;
-    if (pf.last) asm volatile("createpolicy.fractional.L2::evict_last.b64 %0, 1.0;" : "=l"(pol));
-    for (size_t c = part + (size_t)nparts * threadIdx.x; c < nch; c += (size_t)32 * nparts) {
-        const size_t off = c * CU_PF_CHUNK, left = pf.bytes - off;
-        const unsigned sz = (unsigned)(left < CU_PF_CHUNK ? left : CU_PF_CHUNK);
-        const size_t g = __cvta_generic_to_global((const char *)pf.p + off);
-        if (pf.last)
-            asm volatile("cp.async.bulk.prefetch.L2.global.L2::cache_hint [%0], %1, %2;"
-                         :: "l"(g), "r"(sz), "l"(pol) : "memory");
-        else
-            asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" :: "l"(g), "r"(sz)
-                         : "memory");
-    }
-#endif
-}
-/* A kernel of nparts CTAs that only issues pf (the step-boundary site). */
-cudaError_t k_prefetch(cudaStream_t st, const cu_pf *pf, int nparts);
-
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
 /* x (T, D) += rs * a (a may be NULL); then h = bf16(rmsnorm(x) * w) when h != NULL. */
@@ -158,7 +115,6 @@ typedef struct {
     float *Ab;                            /* (nh, Tp/C, C, C); the tensor-core path: the state
                                              walk's range states (nh, R, d, d), R d² <= Tp C */
     float *S;                             /* (nh, d, d) the layer's state */
-    cu_pf pf;                             /* the fused decode step issues it (w_o of the layer) */
 } la_args;
 /* Prep: Qh, Kh (and Qd, Kw, Vh when not NULL). For a decode step (T == Tp == 1, d 32, 64, 128
  * or 256) it does nothing: k_la_step then reads q/k/v from proj and does the prep itself. */
@@ -193,7 +149,6 @@ typedef struct {
     int nh, nkv, d, block;
     float scale;
     float *part; size_t part_cap;         /* optional split scratch (NULL: the shared one) */
-    cu_pf pf;                             /* the split kernel issues it (w_o of the layer) */
 } attn_args;
 /* Floats of split scratch a side stream's attention launches need (cu_model.side_part). */
 #define CU_ATTN_PART_FLOATS ((size_t)1 << 20)
@@ -275,14 +230,11 @@ typedef struct {
     /* batched decode: per-sequence lightning steps spread over side streams (fork/join events) */
     cudaStream_t side[CU_SIDE];
     cudaEvent_t ev_fork, ev_join[CU_SIDE];
-    cudaEvent_t ev_step;                  /* a graph step's logits copied (step boundary) */
     float *side_part[CU_SIDE];        /* split-attention scratch of each side stream */
     /* CUDA graph of the current decode step (cu_forward.cu): CU_G_OFF, _CAPTURE or _REPLAY,
      * the next segment, and whether launches are skipped (the replayed segment made them) */
     int gmode, gseg;
     bool gskip;
-    bool pf_tail;                         /* the last step waited for its logits only: a
-                                             boundary prefetch kernel may still run */
 } cu_model;
 
 enum { CU_G_OFF, CU_G_CAPTURE, CU_G_REPLAY };
@@ -433,28 +385,20 @@ cudaError_t k_read_floor(cudaStream_t st, const void *p, size_t bytes, uint32_t 
 /* The largest T the forward pass gives the GEMV: SALA_CUDA_GEMV=n (0 .. CU_GEMV_T, read at each
  * call; 0: every product through cu_lt_gemm, today's cuBLAS path), else CU_GEMV_DEFAULT_T. */
 int cu_gemv_max_t(void);
-/* How the row kernels of an n-row step (norms, output gates, sparse_prep, the fused lightning
- * decode and its output) launch, SALA_CUDA_ROW_PDL (read at each launch; cu_kernels.cu), for
- * n <= CU_GEMV_T: 0 plain launches; 1 (the default) programmatic dependent launch, each kernel
- * waits for its predecessor and then lets its successor launch; 2 programmatic dependent launch
- * with the successor let go *before* the wait, so that a GEMV two kernels ahead may be resident
- * and streaming its first weights while the row kernel still waits. Measured: 1 and 2 equal in
- * one call, 1 ahead of 2 by 0.025 ms a step in the next (1M and 32K), both 0.02-0.07 ms ahead
- * of 0 (docs/CUDA.md "Decode 5"). With PDL the kernels' CUPTI durations include their wait (the
- * bench's breakdown counts the union: "overlap"). n > CU_GEMV_T: 0. */
-int cu_row_pdl_mode(int n);
-/* cu_row_pdl_mode(n) != 0 */
+/* Whether the row kernels of an n-row step (norms, output gates, sparse_prep, the fused
+ * lightning decode and its output) take programmatic dependent launch: n <= CU_GEMV_T unless
+ * SALA_CUDA_ROW_PDL=0 (read at each launch; cu_kernels.cu). On by default since the fifth
+ * session's end-of-session call: 0.02-0.07 ms a step ahead of plain launches (docs/CUDA.md
+ * "Decode 5"). The kernels' CUPTI durations then include their wait (the bench's breakdown
+ * counts the union: "overlap"). */
 bool cu_row_pdl(int n);
 /* First statement of a kernel launched by cu_launch_pdl: wait until the kernel before it has
- * completed (and what it wrote is visible) and let the next one launch; early: let it launch
- * first. Without the launch attribute both do nothing. Early is safe for any chain A -> B -> C of
- * such kernels: C's wait returns only once B has completed, and B completes only after its own
- * wait for A; what C does before its wait reads only data no kernel writes (weights). */
-__device__ __forceinline__ void cu_pdl_enter(bool early)
+ * completed (and what it wrote is visible), then let the next one launch. Without the launch
+ * attribute both do nothing. */
+__device__ __forceinline__ void cu_pdl_enter()
 {
-    if (early) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
-    if (!early) asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
+    asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
 /* k<<<grid, block, 0, st>>>(args), with programmatic stream serialization when pdl. */
 template <typename... P, typename... A>

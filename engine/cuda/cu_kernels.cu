@@ -127,13 +127,13 @@ static __global__ void add_norm_kernel(float *x, const float *a, float rs, const
  * add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares is reduced in
  * another order. Programmatic dependent launch (few rows, norm4_launch): w (never written by a
  * kernel) is loaded before griddepcontrol.wait, rows, x and a after it; the next kernel may
- * launch once this one has waited (early: at once), so a GEMV's first weight loads overlap it. Without the launch attribute
- * both instructions do nothing. */
+ * launch once this one has waited (a GEMV's first weight loads overlap the rest of it). Without
+ * the launch attribute both instructions do nothing. */
 template <int NV>
 static __global__ void __launch_bounds__(1024)
     norm4_kernel(float *__restrict__ x, const int32_t *__restrict__ rows,
                  const float *__restrict__ a, float rs, const float *__restrict__ w, float eps,
-                 float scale, int D, bf16 *__restrict__ h, bool early)
+                 float scale, int D, bf16 *__restrict__ h)
 {
     const int n4 = D / 4;
     float4 v[NV], wv[NV];
@@ -142,7 +142,7 @@ static __global__ void __launch_bounds__(1024)
         const int i = threadIdx.x + k * blockDim.x;
         if (h && i < n4) wv[k] = ((const float4 *)w)[i];
     }
-    cu_pdl_enter(early);
+    cu_pdl_enter();
     const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
     float4 *xr = (float4 *)(x + row * D);
     const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
@@ -177,14 +177,7 @@ static __global__ void __launch_bounds__(1024)
     }
 }
 
-int cu_row_pdl_mode(int n)
-{
-    if (n > CU_GEMV_T) return 0;
-    const char *v = getenv("SALA_CUDA_ROW_PDL");
-    return v && (!strcmp(v, "0") || !strcmp(v, "2")) ? *v - '0' : 1;
-}
-
-bool cu_row_pdl(int n) { return cu_row_pdl_mode(n) != 0; }
+bool cu_row_pdl(int n) { return n <= CU_GEMV_T && !cu_env_is("SALA_CUDA_ROW_PDL", "0"); }
 
 /* Launch norm4_kernel on n rows (programmatic dependent launch when cu_row_pdl(n)); false
  * (nothing launched) when the shape or the pointers do not fit it, or with SALA_CUDA_DECODE=old. */
@@ -193,11 +186,11 @@ static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const f
 {
     const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
     if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
-    const int pm = cu_row_pdl_mode(n);
+    const bool pdl = cu_row_pdl(n);
     const dim3 g((unsigned)n), b((unsigned)row_threads(n4, nv));
     /* a launch error stays for the caller's cudaGetLastError */
     auto k = nv == 1 ? norm4_kernel<1> : nv == 2 ? norm4_kernel<2> : norm4_kernel<4>;
-    (void)cu_launch_pdl(pm != 0, g, b, st, k, x, rows, a, rs, w, eps, scale, D, h, pm == 2);
+    (void)cu_launch_pdl(pdl, g, b, st, k, x, rows, a, rs, w, eps, scale, D, h);
     return true;
 }
 
@@ -318,10 +311,9 @@ static __global__ void gate_kernel(const float *o, const float *proj, int ld, in
 
 /* grid (column blocks of 256 float4 groups, T); W, ld, zoff multiples of 4. */
 static __global__ void gate4_kernel(const float *__restrict__ o, const float *__restrict__ proj,
-                                    int ld, int zoff, int W, bf16 *__restrict__ out,
-                                    bool early)
+                                    int ld, int zoff, int W, bf16 *__restrict__ out)
 {
-    cu_pdl_enter(early);
+    cu_pdl_enter();
     const int t = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= W / 4) return;
     const float4 v = ((const float4 *)(o + (size_t)t * W))[j];
@@ -337,39 +329,8 @@ cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, i
     if (!cu_decode_old() && W % 4 == 0 && ld % 4 == 0 && zoff % 4 == 0 && T <= 65535 &&
         al16(o) && al16(proj) && al8(out))
         return cu_launch_pdl(cu_row_pdl(T), dim3((W / 4 + 255) / 256, T), dim3(256), st,
-                             gate4_kernel, o, proj, ld, zoff, W, out, cu_row_pdl_mode(T) == 2);
+                             gate4_kernel, o, proj, ld, zoff, W, out);
     gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
-    return cudaGetLastError();
-}
-
-/* ---- L2 prefetch (cu_int.h "L2 prefetch") ---- */
-int cu_pf_mode(void)
-{
-    const char *v = getenv("SALA_CUDA_PREFETCH");
-    if (!v || !*v) return 0;
-    const int m = atoi(v);
-    return m >= 0 && m <= 3 ? m : 0;
-}
-
-cu_pf cu_pf_of(const void *W, size_t bytes, size_t cap, int mode)
-{
-    cu_pf pf = {NULL, 0, 0};
-    if (!mode || !W || (uintptr_t)W % 16) return pf;
-    pf.p = W;
-    pf.bytes = (bytes < cap ? bytes : cap) / 16 * 16;
-    pf.last = mode == 2;
-    return pf;
-}
-
-static __global__ void prefetch_kernel(cu_pf pf)
-{
-    cu_pf_issue(pf, blockIdx.x, gridDim.x);
-}
-
-cudaError_t k_prefetch(cudaStream_t st, const cu_pf *pf, int nparts)
-{
-    if (!pf->bytes || nparts <= 0) return cudaSuccess;
-    prefetch_kernel<<<nparts, 32, 0, st>>>(*pf);
     return cudaGetLastError();
 }
 
@@ -393,9 +354,9 @@ static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int
 static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int ld, int nq, int nk,
                                            bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
                                            bf16 *__restrict__ Vc, int64_t p0,
-                                           const int64_t *__restrict__ p0d, bool early)
+                                           const int64_t *__restrict__ p0d)
 {
-    cu_pdl_enter(early);
+    cu_pdl_enter();
     const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= nq + 2 * nk) return;
     if (p0d) p0 = *p0d;
@@ -416,8 +377,7 @@ cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int
         ((uintptr_t)Qb & 3u) == 0 && ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
         const int pairs = (nq + 2 * nk) / 2;
         return cu_launch_pdl(cu_row_pdl(T), dim3((pairs + 255) / 256, T), dim3(256), st,
-                             sparse_prep2_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d,
-                             cu_row_pdl_mode(T) == 2);
+                             sparse_prep2_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
     } else {
         sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
     }
@@ -611,14 +571,13 @@ static __global__ void la_step_kernel(la_args a)
  * squares in another order). Then S = λS + k vᵀ in place and the column partials of Sᵀq are
  * summed over r in a fixed order through shared memory -> Oh (unscaled). */
 template <int KR>
-static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a, bool early)
+static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
 {
     constexpr int d = 32 * KR, half = d / 2;
     __shared__ float cs[half], sn[half], qs[d], ks[d], qr[d], kr[d];
     __shared__ __align__(16) float red[32 * 32];
     __shared__ float wsum[2][KR];
-    cu_pf_issue(a.pf, blockIdx.y * gridDim.x + blockIdx.x, gridDim.x * gridDim.y);
-    cu_pdl_enter(early);
+    cu_pdl_enter();
     const int n = blockIdx.y, x0 = blockIdx.x * 32, tid = threadIdx.x, r = tid >> 3, c = tid & 7;
     const size_t nd = (size_t)a.nh * d;
     float *S = a.S + (size_t)n * d * d + x0 + 4 * c;
@@ -696,12 +655,11 @@ cudaError_t k_la_step(cudaStream_t st, const la_args *a)
 {
     if (cu_la_decode_fused(a)) {
         const dim3 grid(a->d / 32, a->nh), b(256);
-        const int pm = cu_row_pdl_mode(a->T);
-        const bool pdl = pm != 0, ea = pm == 2;
-        if (a->d == 32) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<1>, *a, ea);
-        if (a->d == 64) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<2>, *a, ea);
-        if (a->d == 128) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<4>, *a, ea);
-        return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<8>, *a, ea);
+        const bool pdl = cu_row_pdl(a->T);
+        if (a->d == 32) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<1>, *a);
+        if (a->d == 64) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<2>, *a);
+        if (a->d == 128) return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<4>, *a);
+        return cu_launch_pdl(pdl, grid, b, st, la_decode_kernel<8>, *a);
     }
     la_step_kernel<<<a->nh, a->d < 1024 ? a->d : 1024, 0, st>>>(*a);
     return cudaGetLastError();
@@ -740,10 +698,9 @@ static __global__ void la_out_kernel(la_args a, bf16 *out)
 
 /* la_out_kernel with the row's NV float4 groups per thread in registers (O read once), CTA of
  * up to 1024 threads (add_norm4_kernel's layout). */
-template <int NV>
-static __global__ void __launch_bounds__(1024) la_out4_kernel(la_args a, bf16 *out, bool early)
+template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(la_args a, bf16 *out)
 {
-    cu_pdl_enter(early);
+    cu_pdl_enter();
     const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
     const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
     float4 v[NV], zv[NV], wv[NV];
@@ -779,11 +736,10 @@ cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
     const int n4 = a->nh * a->d / 4, nv = row_nv(n4);
     if (!cu_decode_old() && nv) {
         const dim3 g(a->T), b(row_threads(n4, nv));
-        const int pm = cu_row_pdl_mode(a->T);
-        const bool pdl = pm != 0, ea = pm == 2;
-        if (nv == 1) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<1>, *a, out, ea);
-        if (nv == 2) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<2>, *a, out, ea);
-        return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<4>, *a, out, ea);
+        const bool pdl = cu_row_pdl(a->T);
+        if (nv == 1) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<1>, *a, out);
+        if (nv == 2) return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<2>, *a, out);
+        return cu_launch_pdl(pdl, g, b, st, la_out4_kernel<4>, *a, out);
     } else {
         la_out_kernel<<<a->T, 256, 0, st>>>(*a, out);
     }

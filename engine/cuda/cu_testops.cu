@@ -274,7 +274,7 @@ int op_attention(const float *Q, const float *K, const float *V, int64_t L, int6
     }
     CUDA_CHECK(cu_kernels_init());
     attn_args a = {dQ, dK, dV, dO, dsel, Ksel, p0, 0, T, nh, nkv, d, CU_KT,
-                   (float)(1.0 / sqrt((double)d)), NULL, 0, {NULL, 0, 0}};
+                   (float)(1.0 / sqrt((double)d)), NULL, 0};
     CUDA_CHECK(sel ? k_attn_sparse(0, &a) : k_attn_dense(0, &a));
     CUDA_CHECK(cudaMemcpy(out, dO, (size_t)T * nh * d * 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
