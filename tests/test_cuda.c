@@ -732,23 +732,6 @@ static void t_lightning_ranges(void)
     unsetenv("SALA_CUDA_LA_RANGES");
 }
 
-/* The state walk's tilings other than the default (old, 64 x 64 blocks: every other case):
- * SALA_CUDA_LA_WALK=full (the whole state per CTA, splits in registers) and split (operands split
- * once per chunk in shared memory), each with the device-sized ranges and with 7 ranges. */
-static void t_lightning_walks(void)
-{
-    static const char *kinds[] = {"split", "full"};
-    for (int i = 0; i < 2; i++) {
-        setenv("SALA_CUDA_LA_WALK", kinds[i], 1);
-        lightning_case(1030, 8, 128, 5000, 7);
-        lightning_case(150, 4, 64, 37, 5);
-        setenv("SALA_CUDA_LA_RANGES", "7", 1);
-        lightning_case(2100, 4, 128, 300, 70);
-        unsetenv("SALA_CUDA_LA_RANGES");
-    }
-    unsetenv("SALA_CUDA_LA_WALK");
-}
-
 /* The state carried across calls (prefill, decode steps, more prefill) at the real head shape
  * far from 0, on the tensor-core path and on the cuBLAS path. */
 static void t_lightning_calls(void)
@@ -1181,7 +1164,6 @@ void suite_cuda_ops(void)
              {"embed", t_embed},
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
              {"lightning ranges", t_lightning_ranges},
-             {"lightning walks", t_lightning_walks},
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
              {"compress", t_compress},
              {"stage 1 wgmma vs V2 scores", t_score_diff}, {"select", t_select});

@@ -82,38 +82,30 @@ static __device__ __forceinline__ void rows_async(float *dst, int ldd, const flo
 
 /* ---- pass 1: the state walk ---- */
 
-/* CTA block BI (rows i) x BJ (cols j) of one head's state, warps of WM x WN each. Shared: two
- * stages of K (64, BI+8) and V (64, BJ+8) (row strides ≡ 8 mod 32: the fragment rows are
- * indexed by t); with PRE also the lo parts of one stage, Kl (64, BI+8) and Vl (64, BJ+8); then
- * dn (65). */
-template <int BI, int BJ, bool PRE> static constexpr size_t la_state_smem()
+/* CTA block BI (rows i) x BJ (cols j) of one head's state, 4 warps of WM x WN each (2 x 2 warps
+ * when BI == 2 WM). Shared: two stages of K (64, BI+8) and V (64, BJ+8) (row strides ≡ 8 mod
+ * 32: the fragment rows are indexed by t), then dn (65). */
+template <int BI, int BJ> static constexpr size_t la_state_smem()
 {
-    return (size_t)((PRE ? 3 : 2) * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
+    return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
 }
 
-/* grid (d/BJ column blocks j, d/BI row blocks i, nh R), 32 (BI/WM) (BJ/WN) threads. Warp w owns
- * rows i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block:
- * MT = WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state.
- *
- * Operand split: without PRE each warp splits its fragments (K λ^{len-1-σ}, V) into TF32 hi
- * and lo in registers at every k step (an element is split once per warp that reads it); with
- * PRE the CTA splits each chunk's tiles once in shared memory (hi in place of the stage, lo in
- * Kl/Vl) and the product loop only loads them.
+/* grid (d/BJ column blocks j, d/BI row blocks i, nh R), 128 threads. Warp w owns rows
+ * i0 + WM (w % (BI/WM)) .. + WM and columns j0 + WN (w / (BI/WM)) .. + WN of the block: MT =
+ * WM/16 m-tiles x NT = WN/8 n-tiles of accumulators, i.e. its part of the fp32 state.
  *
  * Chunk ranges: blockIdx.z = r nh + n walks chunks [r cr, (r+1) cr) of head n. Range 0 starts
  * from the layer state S and writes the true S_in(c) (TF32-rounded); a range r > 0 starts from
  * zero and writes the local S_in(c) unrounded (la_chunk_kernel adds the decayed start state
  * of the range, then rounds). With one range (cr >= nch) the final state goes to S, otherwise
  * each range's local end state to Eb = a.Ab (nh, R, d, d) for la_combine_kernel. */
-template <int BI, int BJ, int WM, int WN, bool PRE>
-static __global__ void __launch_bounds__(32 * (BI / WM) * (BJ / WN))
-la_state_kernel(la_args a, int cr)
+template <int BI, int BJ, int WM, int WN>
+static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
 {
     constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
-    constexpr int NTH = 32 * WI * (BJ / WN);
+    static_assert(WI * (BJ / WN) == 4, "4 warps");
     extern __shared__ __align__(16) float la_st[];
-    float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *Kl = Vs + 2 * CU_LA_C * LV;
-    float *Vl = Kl + CU_LA_C * LK, *dn = PRE ? Vl + CU_LA_C * LV : Kl;
+    float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
     const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z % a.nh;
     const int r = blockIdx.z / a.nh, cb = r * cr, ce = cb + cr < nch ? cb + cr : nch;
     if (cb >= ce) return;   /* the whole CTA: an empty last range */
@@ -176,68 +168,25 @@ la_state_kernel(la_args a, int cr)
                 v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
             }
         const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
-        if (PRE) {   /* split stage b once: Kw (and V) hi in place, lo into Kl (Vl) */
-            float *Kb = Ks + b * CU_LA_C * LK, *Vb = Vs + b * CU_LA_C * LV;
-            for (int idx = threadIdx.x; idx < CU_LA_C * (BI + BJ) / 4; idx += NTH) {
-                const bool isk = idx < CU_LA_C * BI / 4;
-                const int x4 = isk ? idx : idx - CU_LA_C * BI / 4, per = (isk ? BI : BJ) / 4;
-                const int s = x4 / per, q = 4 * (x4 % per), ld = isk ? LK : LV;
-                const float wgt = !isk ? 1.0f : s < len ? dn[len - 1 - s] : 0.0f;
-                float4 *ph = (float4 *)((isk ? Kb : Vb) + s * ld + q);
-                float4 *pl = (float4 *)((isk ? Kl : Vl) + s * ld + q);
-                const float4 x = *ph;
-                uint32_t h[4], l[4];
-                tf32_split(x.x * wgt, h[0], l[0]);
-                tf32_split(x.y * wgt, h[1], l[1]);
-                tf32_split(x.z * wgt, h[2], l[2]);
-                tf32_split(x.w * wgt, h[3], l[3]);
-                *ph = make_float4(__uint_as_float(h[0]), __uint_as_float(h[1]),
-                                  __uint_as_float(h[2]), __uint_as_float(h[3]));
-                *pl = make_float4(__uint_as_float(l[0]), __uint_as_float(l[1]),
-                                  __uint_as_float(l[2]), __uint_as_float(l[3]));
-            }
-            __syncthreads();
-        }
-        const float *KL = Kl + mi + g, *VL = Vl + nj + g;
 #pragma unroll
         for (int ks = 0; ks < CU_LA_C / 8; ks++) {
             /* A = Kwᵀ (16 rows i x 8 tokens σ), B = V (8 σ x 8 columns j) */
             const int s0 = 8 * ks + t, s1 = s0 + 4;
+            const float w0 = s0 < len ? dn[len - 1 - s0] : 0.0f;
+            const float w1 = s1 < len ? dn[len - 1 - s1] : 0.0f;
             uint32_t ah[MT][4], al[MT][4];
-            if (PRE) {
 #pragma unroll
-                for (int m = 0; m < MT; m++) {
-                    const int o[4] = {s0 * LK + 16 * m, s0 * LK + 16 * m + 8, s1 * LK + 16 * m,
-                                      s1 * LK + 16 * m + 8};
-#pragma unroll
-                    for (int e = 0; e < 4; e++) {
-                        ah[m][e] = __float_as_uint(K[o[e]]);
-                        al[m][e] = __float_as_uint(KL[o[e]]);
-                    }
-                }
-            } else {
-                const float w0 = s0 < len ? dn[len - 1 - s0] : 0.0f;
-                const float w1 = s1 < len ? dn[len - 1 - s1] : 0.0f;
-#pragma unroll
-                for (int m = 0; m < MT; m++) {
-                    tf32_split(K[s0 * LK + 16 * m] * w0, ah[m][0], al[m][0]);
-                    tf32_split(K[s0 * LK + 16 * m + 8] * w0, ah[m][1], al[m][1]);
-                    tf32_split(K[s1 * LK + 16 * m] * w1, ah[m][2], al[m][2]);
-                    tf32_split(K[s1 * LK + 16 * m + 8] * w1, ah[m][3], al[m][3]);
-                }
+            for (int m = 0; m < MT; m++) {
+                tf32_split(K[s0 * LK + 16 * m] * w0, ah[m][0], al[m][0]);
+                tf32_split(K[s0 * LK + 16 * m + 8] * w0, ah[m][1], al[m][1]);
+                tf32_split(K[s1 * LK + 16 * m] * w1, ah[m][2], al[m][2]);
+                tf32_split(K[s1 * LK + 16 * m + 8] * w1, ah[m][3], al[m][3]);
             }
 #pragma unroll
             for (int q = 0; q < NT; q++) {
                 uint32_t bh0, bl0, bh1, bl1;
-                if (PRE) {
-                    bh0 = __float_as_uint(V[s0 * LV + 8 * q]);
-                    bl0 = __float_as_uint(VL[s0 * LV + 8 * q]);
-                    bh1 = __float_as_uint(V[s1 * LV + 8 * q]);
-                    bl1 = __float_as_uint(VL[s1 * LV + 8 * q]);
-                } else {
-                    tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
-                    tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
-                }
+                tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
+                tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
 #pragma unroll
                 for (int m = 0; m < MT; m++) {
                     mma_tf32(acc[m][q], al[m], bh0, bh1);
@@ -516,42 +465,10 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     }
 }
 
-/* Pass 1 tilings, all of 32 x 32 warp tiles (32 x 32 blocks of 16 x 16 warp tiles, 4x the CTAs
- * and twice the operand splits per product, measured 4% slower overall at 128K: docs/BENCHMARKS.md
- * run L3). la_walk<BI, PRE>: BI x BI blocks, (d/BI)² nh R CTAs of (BI/32)² warps.
- *   old    (default) 64 x 64 blocks, splits in registers (the fourth version; at d = 128 K and V
- *          are read by 2 CTAs each)
- *   full   the whole d x d state per CTA (K and V read once), splits in registers
- *   split  the whole state per CTA, each chunk's tiles split once in shared memory (measured
- *          10% slower than old at an 8K step: docs/CUDA.md "Lightning prefill 2")
- * SALA_CUDA_LA_WALK=full|split (read at each call) selects the experiments. */
-template <int BI, bool PRE> struct la_walk {
-    static constexpr int threads = 32 * (BI / 32) * (BI / 32);
-    static constexpr size_t smem = la_state_smem<BI, BI, PRE>();
-    static cudaError_t setup(void)
-    {
-        return cudaFuncSetAttribute(la_state_kernel<BI, BI, 32, 32, PRE>,
-                                    cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem);
-    }
-    /* CTAs the device holds at once: SMs x resident CTAs per SM (0 on failure). */
-    static int slots(void)
-    {
-        static int n = -1;   /* once per process (one device) */
-        if (n >= 0) return n;
-        int dev = 0, sms = 0, per = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<BI, BI, 32, 32, PRE>,
-                                                          threads, smem) != cudaSuccess)
-            return 0;
-        return n = sms * per;
-    }
-    static void launch(cudaStream_t st, const la_args *a, int cr, int R)
-    {
-        la_state_kernel<BI, BI, 32, 32, PRE><<<dim3(a->d / BI, a->d / BI, a->nh * R), threads,
-                                               smem, st>>>(*a, cr);
-    }
-};
+/* Pass 1 tiling: 64 x 64 blocks of 32 x 32 warp tiles, d/64 x d/64 x nh CTAs (32 x 32 blocks of
+ * 16 x 16 warp tiles, 4x the CTAs and twice the operand splits per product, measured 4% slower
+ * overall at 128K: docs/BENCHMARKS.md run L3). */
+#define LA_STATE64 64, 64, 32, 32
 
 static cudaError_t la_setup(void)
 {
@@ -562,21 +479,33 @@ static cudaError_t la_setup(void)
         err = cudaFuncSetAttribute(la_chunk_kernel<128>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)la_chunk_smem<128>());
-    if (err == cudaSuccess) err = la_walk<64, false>::setup();
-    if (err == cudaSuccess) err = la_walk<64, true>::setup();
-    if (err == cudaSuccess) err = la_walk<128, false>::setup();
-    if (err == cudaSuccess) err = la_walk<128, true>::setup();
+    if (err == cudaSuccess)
+        err = cudaFuncSetAttribute(la_state_kernel<LA_STATE64>,
+                                   cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   (int)la_state_smem<64, 64>());
     return err;
 }
 
-/* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
- * start states fixed up afterwards), R = the number of whole waves of the walk's base =
- * (head, block) CTAs that fit the device's slots at once, at most nch and what Ab holds
- * (R d² <= nch C²); SALA_CUDA_LA_RANGES=R (read at each call) overrides, 1 = the single walk of
- * the fourth version. */
-static int la_range_chunks(const la_args *a, int slots, int base)
+/* State-walk CTAs the device holds at once: SMs x resident la_state_kernel CTAs per SM. */
+static int la_state_slots(void)
 {
-    const int nch = a->Tp / CU_LA_C;
+    int dev = 0, sms = 0, per = 0;
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64>, 128,
+                                                      la_state_smem<64, 64>()) != cudaSuccess)
+        return 0;
+    return sms * per;
+}
+
+/* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
+ * start states fixed up afterwards), R = the number of whole waves of (head, 64x64 block) CTAs
+ * that fit the device at once, at most nch and what Ab holds (R d² <= nch C²);
+ * SALA_CUDA_LA_RANGES=R (read at each call) overrides, 1 = the single walk of the fourth version. */
+static int la_range_chunks(const la_args *a)
+{
+    static const int slots = la_state_slots();   /* once per process (one device) */
+    const int nch = a->Tp / CU_LA_C, base = a->nh * (a->d / 64) * (a->d / 64);
     const char *v = getenv("SALA_CUDA_LA_RANGES");
     long R = v && *v ? atol(v) : slots / base;
     const long cap = (long)nch * CU_LA_C * CU_LA_C / ((long)a->d * a->d);
@@ -587,32 +516,17 @@ static int la_range_chunks(const la_args *a, int slots, int base)
     return (int)((nch + R - 1) / R);
 }
 
-/* The walk of one tiling W: ranges, the walk, the combine. Returns cr (chunks per range). */
-template <class W> static int la_walk_run(cudaStream_t st, const la_args *a, int bi)
-{
-    const int nch = a->Tp / CU_LA_C, base = a->nh * (a->d / bi) * (a->d / bi);
-    const int cr = la_range_chunks(a, W::slots(), base), R = (nch + cr - 1) / cr;
-    W::launch(st, a, cr, R);
-    if (R > 1) la_combine_kernel<<<dim3((a->d * a->d + 255) / 256, a->nh), 256, 0, st>>>(*a, cr);
-    return cr;
-}
-
 /* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them; Q from proj
  * and the rotation table cs when cs != NULL, else from Qh. */
 static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    const char *wv = getenv("SALA_CUDA_LA_WALK");
-    const int kind = wv && !strcmp(wv, "split") ? 2 : wv && !strcmp(wv, "full") ? 1 : 0;
-    int cr;
-    if (a->d == 64 || kind == 0)   /* at d = 64 "full" is the old tiling */
-        cr = kind == 2 ? la_walk_run<la_walk<64, true>>(st, a, 64)
-                       : la_walk_run<la_walk<64, false>>(st, a, 64);
-    else
-        cr = kind == 2 ? la_walk_run<la_walk<128, true>>(st, a, 128)
-                       : la_walk_run<la_walk<128, false>>(st, a, 128);
-    const dim3 grid(a->Tp / CU_LA_C, a->nh);
+    const int nch = a->Tp / CU_LA_C, cr = la_range_chunks(a), R = (nch + cr - 1) / cr;
+    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
+                                  la_state_smem<64, 64>(), st>>>(*a, cr);
+    if (R > 1) la_combine_kernel<<<dim3((a->d * a->d + 255) / 256, a->nh), 256, 0, st>>>(*a, cr);
+    const dim3 grid(nch, a->nh);
     if (a->d == 128)
         la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
     else
