@@ -1055,25 +1055,21 @@ static void t_select(void)
     select_case_f(32, 2, 128, 64, 2048, 40000, 3, 20, true);
     /* the wgmma kernel (sm_90a; SALA_CUDA_SCORE=w: every unsplit launch at d = 128, G = 16, K1
      * stride 16, an error where its image does not run; other shapes fall back to V2): every
-     * case above again, single-query launches unsplit too; =w (= w1) the s1w form, =wx the
-     * trimmed form (branch s1x: unmasked interior tiles, pooling two tiles at a time) */
-    static const char *const wforms[] = {"w", "wx"};
-    for (size_t f = 0; f < sizeof(wforms) / sizeof(wforms[0]); f++) {
-        setenv("SALA_CUDA_SCORE", wforms[f], 1);
-        select_case(4, 2, 64, 8, 512, 2000, 100, 12);
-        select_case(32, 2, 128, 64, 2048, 12000, 48, 13);
-        select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
-        select_case(16, 2, 128, 64, 2048, 30000, 40, 15);
-        select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
-        select_case(32, 2, 128, 1, 64, 100, 100, 24);
-        select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
-        select_case_f(32, 2, 128, 64, 2048, 40000, 21, 20, true);
-        setenv("SALA_CUDA_NOSPLIT", "1", 1);
-        select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
-        select_case(32, 2, 128, 64, 2048, 9000, 1, 17);
-        select_case_f(32, 2, 128, 64, 2048, 2100 * 64, 1, 21, true);
-        unsetenv("SALA_CUDA_NOSPLIT");
-    }
+     * case above again, single-query launches unsplit too */
+    setenv("SALA_CUDA_SCORE", "w", 1);
+    select_case(4, 2, 64, 8, 512, 2000, 100, 12);
+    select_case(32, 2, 128, 64, 2048, 12000, 48, 13);
+    select_case(32, 2, 128, 64, 2048, 100000 - 4, 21, 14);
+    select_case(16, 2, 128, 64, 2048, 30000, 40, 15);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    select_case(32, 2, 128, 1, 64, 100, 100, 24);
+    select_case(32, 2, 64, 64, 2048, 30000, 40, 22);
+    select_case_f(32, 2, 128, 64, 2048, 40000, 21, 20, true);
+    setenv("SALA_CUDA_NOSPLIT", "1", 1);
+    select_case(32, 2, 128, 64, 2048, 200003, 1, 16);
+    select_case(32, 2, 128, 64, 2048, 9000, 1, 17);
+    select_case_f(32, 2, 128, 64, 2048, 2100 * 64, 1, 21, true);
+    unsetenv("SALA_CUDA_NOSPLIT");
     unsetenv("SALA_CUDA_SCORE");
 }
 
@@ -1088,9 +1084,8 @@ static void t_score_diff(void)
     static const struct { int64_t L; int T, local, Ksel; } S[] = {
         {70001, 1027, 32, 96}, {300, 300, -1, 0}, {9000, 61, -1, 0}, {131072, 1, 32, 96},
     };
-    /* the s1w form and the trimmed form (=wx) against V2, and the trimmed form against s1w's
-     * (the same arithmetic in the same order: expected equal) */
-    static const char *const P[][2] = {{"w", "v2"}, {"wx", "v2"}, {"wx", "w1"}};
+    /* the wgmma kernel against V2 */
+    static const char *const P[][2] = {{"w", "v2"}};
     setenv("SALA_CUDA_NOSPLIT", "1", 1);                   /* both unsplit, one query too */
     for (size_t p = 0; p < sizeof(P) / sizeof(P[0]); p++)
         for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++) {

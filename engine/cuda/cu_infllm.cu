@@ -919,10 +919,10 @@ static __global__ void score_w_probe(void)
 #endif
 }
 
-/* X: the trimmed form (4 window rows, see score_w_kernel) */
-static size_t score_w_smem(bool X)
+/* score_w_kernel's shared memory: alignment slack, Q, the K ring, 4 window rows, reductions */
+static size_t score_w_smem(void)
 {
-    return 1024 + 32768 + (size_t)SW_NS * 16384 + (size_t)(X ? 4 : 3) * 8 * SW_PWS * 4 +
+    return 1024 + 32768 + (size_t)SW_NS * 16384 + (size_t)4 * 8 * SW_PWS * 4 +
            (size_t)4 * 128 * 2 * 4;
 }
 
@@ -973,22 +973,21 @@ static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint6
 }
 #endif
 
-/* X = false: the s1w kernel (SALA_CUDA_SCORE=w1). X = true (branch s1x, SALA_CUDA_SCORE=wx): the
- * same arithmetic with less fixed work a tile: tiles whose windows are all valid for all 8
- * queries (a CTA-uniform test on the first query, whose window counts are the smallest) skip the
- * masks (pass 1: 64 selects; pass 2: the compares and selects of the 4 window sums); the window
- * sums are max-pooled two tiles at a time (4 window rows, indexed u & 3 instead of u % 3); the
- * wgmma descriptors are one 32-bit add from a hoisted base; the cp.async addresses are hoisted
- * (a thread's 8 rows of a tile are r0 + 8 k: the same swizzle, 1024 bytes apart). */
-template <bool X>
+/* The trimmed form (branch s1x; its first form, s1w, is in docs/CUDA.md "Stage 1 on wgmma"):
+ * tiles whose windows are all valid for all 8 queries (a CTA-uniform test on the first query,
+ * whose window counts are the smallest) skip the masks (pass 1: 64 selects; pass 2: the compares
+ * and selects of the 4 window sums); the window sums are max-pooled two tiles at a time (4 window
+ * rows, indexed u & 3); the wgmma descriptors are one 32-bit add from a hoisted base; the
+ * cp.async addresses are hoisted (a thread's 8 rows of a tile are r0 + 8 k: the same swizzle,
+ * 1024 bytes apart). */
 static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int D = 128, QC = 8, NPW = X ? 4 : 3;
+    constexpr int D = 128, QC = 8, NPW = 4;
     extern __shared__ unsigned char smraw[];
     unsigned char *sm = (unsigned char *)(((uintptr_t)smraw + 1023) & ~(uintptr_t)1023);
     const uint32_t qs = smem_u32(sm), kr = qs + 32768;      /* Q (128, D); ring of (64, D) */
-    float *Pw = (float *)(sm + 32768 + SW_NS * 16384);       /* 3 x (8 queries, SW_PWS) */
+    float *Pw = (float *)(sm + 32768 + SW_NS * 16384);       /* 4 x (8 queries, SW_PWS) */
     float *red = Pw + NPW * 8 * SW_PWS;                     /* (4 warps, 128 columns, 2) */
     const int tid = threadIdx.x, w = tid >> 5, lane = tid & 31, qd = lane & 3, rq = lane >> 2;
     const int g = blockIdx.y, tq0 = a.t0 + blockIdx.x * QC, tend = a.t0 + a.n;
@@ -1016,10 +1015,10 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     }
     const int pq = tid >> 4, pbl = tid & 15;                /* pooled (query, block of tile) */
     const int pqb = pq < nq ? (int)((a.p0 + tq0 + pq) / a.block) : -1;
-    /* X: the first query's K2 / K1 window counts (0 / 0 when it has no K2 window): a tile whose
+    /* the first query's K2 / K1 window counts (0 / 0 when it has no K2 window): a tile whose
      * windows all lie below them needs no mask for any of the 8 queries (counts grow with p) */
-    int v2lo = 0, v1lo = 0;
-    if (X) {
+    int v2lo, v1lo;
+    {
         const int64_t p = a.p0 + tq0;
         int64_t v2 = nwin(p + 1, k2, s2), v1 = nwin(p + 1, a.k1, a.s1);
         if (v2 > a.n2) v2 = a.n2;
@@ -1028,8 +1027,8 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
         v1lo = v2 > 0 ? (int)v1 : 0;
     }
     float *const sco = a.score + ((size_t)(tq0 + (pq < nq ? pq : 0)) * a.nkv + g) * a.nbs;
-    float *const Pq = Pw + pq * SW_PWS;                     /* X: this thread's pooled row */
-    /* X: a thread's cp.async chunks of a tile: rows r0 + 8 k, column chunk c */
+    float *const Pq = Pw + pq * SW_PWS;                     /* this thread's pooled row */
+    /* a thread's cp.async chunks of a tile: rows r0 + 8 k, column chunk c */
     const int r0 = tid >> 4, c16 = tid & 15;
     const uint32_t dofs = (c16 >> 3) * 8192 + r0 * 128 + (((c16 & 7) ^ (r0 & 7)) << 4);
     const size_t sofs = (size_t)r0 * krow + c16 * 8;
@@ -1046,26 +1045,16 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
             int nk;
             const bf16 *src = sc_tile_src(a, S, t, g, D, &nk);
             const uint32_t dst = kr + (t & (SW_NS - 1)) * 16384;
-            if (X) {
-                const bf16 *s0 = src + sofs;
+            const bf16 *s0 = src + sofs;
 #pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const bool ok = r0 + 8 * k < nk;
-                    cp_async16(dst + dofs + k * 1024, ok ? s0 + (size_t)8 * k * krow : src, ok);
-                }
-            } else {
-#pragma unroll
-                for (int k = 0; k < 8; k++) {
-                    const int idx = tid + 128 * k, r = idx >> 4, c = idx & 15;
-                    const bool ok = r < nk;
-                    cp_async16(dst + (c >> 3) * 8192 + r * 128 + (((c & 7) ^ (r & 7)) << 4),
-                               src + (ok ? (size_t)r * krow : 0) + c * 8, ok);
-                }
+            for (int k = 0; k < 8; k++) {
+                const bool ok = r0 + 8 * k < nk;
+                cp_async16(dst + dofs + k * 1024, ok ? s0 + (size_t)8 * k * krow : src, ok);
             }
         }
         cp_async_commit();
     };
-    const uint64_t dhi = wg_desc(0);                        /* X: descriptor fields but the start */
+    const uint64_t dhi = wg_desc(0);                        /* descriptor fields but the start */
     const uint32_t dka = (uint32_t)wg_desc(kr), dqa = (uint32_t)wg_desc(qs);
     /* wait for tile t, barrier (every warp is past the wait for tile t - 2's wgmma: its slot is
      * free), load tile t + 2, issue tile t's wgmma chain into d */
@@ -1074,20 +1063,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
         proxy_fence();
         __syncthreads();
         load(t + 2);
-        const uint32_t kb = kr + (t & (SW_NS - 1)) * 16384;
         wg_fence();
-        if (X) {                        /* the start field (addr >> 4, 14 bits) never carries */
-            const uint32_t ka = dka + (t & (SW_NS - 1)) * 1024;
+        /* the start field (addr >> 4, 14 bits) never carries */
+        const uint32_t ka = dka + (t & (SW_NS - 1)) * 1024;
 #pragma unroll
-            for (int ks = 0; ks < 8; ks++)
-                wg_mma(d, dhi | (ka + (ks >> 2) * 512 + (ks & 3) * 2),
-                       dhi | (dqa + (ks >> 2) * 1024 + (ks & 3) * 2), ks);
-        } else {
-#pragma unroll
-            for (int ks = 0; ks < 8; ks++)
-                wg_mma(d, wg_desc(kb + (ks >> 2) * 8192 + (ks & 3) * 32),
-                       wg_desc(qs + (ks >> 2) * 16384 + (ks & 3) * 32), ks);
-        }
+        for (int ks = 0; ks < 8; ks++)
+            wg_mma(d, dhi | (ka + (ks >> 2) * 512 + (ks & 3) * 2),
+                   dhi | (dqa + (ks >> 2) * 1024 + (ks & 3) * 2), ks);
         wg_commit();
     };
     load(0);
@@ -1112,20 +1094,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
             /* every read of the accumulators outside divergent code (a read in a branch makes
              * ptxas serialize the wgmma chains, warning C7518) */
             float x[64];
-            if (X) {                    /* masks only where a window of the tile may be invalid */
 #pragma unroll
-                for (int i = 0; i < 64; i++) x[i] = acc0[i] * sl;
-                wg_keep(x);
-                if (t * CU_KT + CU_KT > v2lo) {
-#pragma unroll
-                    for (int i = 0; i < 64; i++)
-                        if (!ok[(i >> 1) & 1][i & 1]) x[i] = -INFINITY;
-                }
-            } else {
+            for (int i = 0; i < 64; i++) x[i] = acc0[i] * sl;
+            wg_keep(x);
+            if (t * CU_KT + CU_KT > v2lo) {     /* masks only where a window may be invalid */
 #pragma unroll
                 for (int i = 0; i < 64; i++)
-                    x[i] = ok[(i >> 1) & 1][i & 1] ? acc0[i] * sl : -INFINITY;
-                wg_keep(x);
+                    if (!ok[(i >> 1) & 1][i & 1]) x[i] = -INFINITY;
             }
 #pragma unroll
             for (int j = 0; j < 16; j++)
@@ -1170,7 +1145,7 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
             }
     }
 
-    /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) % 3 (X: & 3) */
+    /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) & 3 */
     auto wsum = [&](float (&d)[64], int hf, int e) {    /* rows hf, query 2 qd + e: 16 heads */
         float s0 = 0.0f, s1 = 0.0f;
 #pragma unroll
@@ -1182,43 +1157,30 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     };
     auto epi = [&](int t, float (&d)[64]) {
         const int u = t - nt2, i = u * CU_KT + 16 * w + rq;
-        float *pw = Pw + (X ? u & 3 : u % 3) * 8 * SW_PWS + 16 * w + rq;
-        if constexpr (X) {
-            float v[2][2];
+        float *pw = Pw + (u & 3) * 8 * SW_PWS + 16 * w + rq;
+        float v[2][2];
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++)
+#pragma unroll
+            for (int e = 0; e < 2; e++) {
+                v[hf][e] = wsum(d, hf, e);
+                asm volatile("" : "+f"(v[hf][e])::"memory");    /* computed outside the branches */
+            }
+        if (u * CU_KT + CU_KT <= v1lo) {        /* every window complete, K2 windows exist */
 #pragma unroll
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    v[hf][e] = wsum(d, hf, e);
-                    asm volatile("" : "+f"(v[hf][e])::"memory");
-                }
-            if (u * CU_KT + CU_KT <= v1lo) {    /* every window complete, K2 windows exist */
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++)
-                        pw[(2 * qd + e) * SW_PWS + 8 * hf] = isnan(v[hf][e]) ? 0.0f : v[hf][e];
-            } else {
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        float x = v[hf][e];
-                        if (i + 8 * hf >= v1q[e]) x = -INFINITY;
-                        else if (nk2q[e] || isnan(x)) x = 0.0f;
-                        pw[(2 * qd + e) * SW_PWS + 8 * hf] = x;
-                    }
-            }
+                for (int e = 0; e < 2; e++)
+                    pw[(2 * qd + e) * SW_PWS + 8 * hf] = isnan(v[hf][e]) ? 0.0f : v[hf][e];
         } else {
 #pragma unroll
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
                 for (int e = 0; e < 2; e++) {
-                    float v = wsum(d, hf, e);
-                    asm volatile("" : "+f"(v)::"memory");   /* computed outside the branches */
-                    if (i + 8 * hf >= v1q[e]) v = -INFINITY;    /* not complete at p: not pooled */
-                    else if (nk2q[e] || isnan(v)) v = 0.0f;
-                    pw[(2 * qd + e) * SW_PWS + 8 * hf] = v;
+                    float x = v[hf][e];
+                    if (i + 8 * hf >= v1q[e]) x = -INFINITY;    /* not complete at p: not pooled */
+                    else if (nk2q[e] || isnan(x)) x = 0.0f;
+                    pw[(2 * qd + e) * SW_PWS + 8 * hf] = x;
                 }
         }
     };
@@ -1226,23 +1188,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     auto pool = [&](int t) {
         const int u = t - nt2, b = u * (CU_KT / 4) + pbl;
         if (b > pqb) return;
-        if (X) {
-            const float *pw = Pq + (u & 3) * 8 * SW_PWS;
-            const float4 v = *(const float4 *)(pw + 4 * pbl);
-            const float prev = pbl ? pw[4 * pbl - 1]
-                              : u == 0 ? -INFINITY : Pq[((u + 3) & 3) * 8 * SW_PWS + CU_KT - 1];
-            sco[b] = fmaxf(fmaxf(prev, v.x), fmaxf(fmaxf(v.y, v.z), v.w));
-            return;
-        }
-        const float *pw = Pw + (u % 3) * 8 * SW_PWS + pq * SW_PWS;
+        const float *pw = Pq + (u & 3) * 8 * SW_PWS;
         const float4 v = *(const float4 *)(pw + 4 * pbl);
         const float prev = pbl ? pw[4 * pbl - 1]
-                          : u == 0 ? -INFINITY
-                                   : Pw[((u + 2) % 3) * 8 * SW_PWS + pq * SW_PWS + CU_KT - 1];
-        a.score[((size_t)(tq0 + pq) * a.nkv + g) * a.nbs + b] =
-            fmaxf(fmaxf(prev, v.x), fmaxf(fmaxf(v.y, v.z), v.w));
+                          : u == 0 ? -INFINITY : Pq[((u + 3) & 3) * 8 * SW_PWS + CU_KT - 1];
+        sco[b] = fmaxf(fmaxf(prev, v.x), fmaxf(fmaxf(v.y, v.z), v.w));
     };
-    /* X: tiles t and t + 1 onto their 32 blocks */
+    /* tiles t and t + 1 onto their 32 blocks */
     auto pool2 = [&](int t) {
         const int u = t - nt2, b = u * (CU_KT / 4) + pbl;
         if (b > pqb) return;
@@ -1260,66 +1212,37 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
      * body, so the loop always issues two tiles and the tail is unrolled after it */
     issue(nt2, acc0);                                       /* nt > nt2 (sc_stream_init) */
     int t = nt2 + 1;                                        /* acc0: even tiles of pass 2 */
-    /* X: window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2 while epi(t - 1) writes row
+    /* window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2 while epi(t - 1) writes row
      * t - 1; epi(t) (row t - 4) comes after the next barrier */
     for (; t + 1 < nt; t += 2) {
         issue(t, acc1);
         wg_wait<1>();
         wg_keep(acc0);
-        if constexpr (X) {
-            if (t - 3 >= nt2) pool2(t - 3);
-        } else if (t - 2 >= nt2) {
-            pool(t - 2);
-        }
+        if (t - 3 >= nt2) pool2(t - 3);
         epi(t - 1, acc0);
         issue(t + 1, acc0);
         wg_wait<1>();
         wg_keep(acc1);
-        if constexpr (!X) pool(t - 1);
         epi(t, acc1);
     }
-    if constexpr (X) {
-        if (t < nt) {                                       /* tiles t - 1 and t left */
-            issue(t, acc1);
-            wg_wait<1>();
-            wg_keep(acc0);
-            if (t - 3 >= nt2) pool2(t - 3);
-            epi(t - 1, acc0);
-            wg_wait<0>();
-            wg_keep(acc1);
-            __syncthreads();                                /* pool2(t - 3) read row t - 4 */
-            epi(t, acc1);
-            __syncthreads();
-            pool2(t - 1);
-        } else {                                            /* tile t - 1 left */
-            wg_wait<0>();
-            wg_keep(acc0);
-            __syncthreads();                                /* epi(t - 2) done everywhere */
-            if (t - 3 >= nt2) pool2(t - 3);
-            epi(t - 1, acc0);
-            __syncthreads();
-            pool(t - 1);
-        }
-    } else {
-        if (t < nt) {                                           /* tiles t - 1 and t left */
-            issue(t, acc1);
-            wg_wait<1>();
-            wg_keep(acc0);
-            if (t - 2 >= nt2) pool(t - 2);
-            epi(t - 1, acc0);
-            wg_wait<0>();
-            wg_keep(acc1);
-            __syncthreads();
-            pool(t - 1);
-            epi(t, acc1);
-            t++;
-        } else {                                                /* tile t - 1 left */
-            wg_wait<0>();
-            wg_keep(acc0);
-            __syncthreads();                                    /* epi(t - 2) done everywhere */
-            if (t - 2 >= nt2) pool(t - 2);
-            epi(t - 1, acc0);
-        }
+    if (t < nt) {                                           /* tiles t - 1 and t left */
+        issue(t, acc1);
+        wg_wait<1>();
+        wg_keep(acc0);
+        if (t - 3 >= nt2) pool2(t - 3);
+        epi(t - 1, acc0);
+        wg_wait<0>();
+        wg_keep(acc1);
+        __syncthreads();                                    /* pool2(t - 3) read row t - 4 */
+        epi(t, acc1);
+        __syncthreads();
+        pool2(t - 1);
+    } else {                                                /* tile t - 1 left */
+        wg_wait<0>();
+        wg_keep(acc0);
+        __syncthreads();                                    /* epi(t - 2) done everywhere */
+        if (t - 3 >= nt2) pool2(t - 3);
+        epi(t - 1, acc0);
         __syncthreads();
         pool(t - 1);
     }
@@ -1344,9 +1267,8 @@ static size_t score_mma_smem(int d, int lg)
  * launch: the default before the transposed kernel), =t (the transposed kernel wherever it
  * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
- * there; docs/CUDA.md "Stage 1 C"), =w or =w1 (s1w's wgmma kernel on every unsplit launch of
- * its shape), =wx (the trimmed wgmma kernel, branch s1x, likewise; unset: the trimmed kernel on
- * prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * there; docs/CUDA.md "Stage 1 C"), =w or =wx (the wgmma kernel on every unsplit launch of
+ * its shape; unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
@@ -1383,10 +1305,8 @@ static void score_mma_go(cudaStream_t st, const score_args *a, dim3 grid, int va
 }
 
 /* The wgmma kernel for an unsplit launch? Its shape (D = 128, G = 16, K1 stride 16, 16-byte
- * aligned Q / K1 / K2); SALA_CUDA_SCORE=w or w1: s1w's form (1) on every such launch, =wx: the
- * trimmed form (2) (-1 when the sm_90a image does not run), any other value: never; unset:
- * prefill launches (more than 16 queries), form SW_DEFAULT. */
-#define SW_DEFAULT 2
+ * aligned Q / K1 / K2); SALA_CUDA_SCORE=w (or wx): on every such launch (-1 when the sm_90a
+ * image does not run), any other value: never; unset: prefill launches (more than 16 queries). */
 static int score_w_pick(const score_args *a, int lg)
 {
     if (a->d != 128 || lg != 4 || a->s1 != 16 ||
@@ -1394,10 +1314,10 @@ static int score_w_pick(const score_args *a, int lg)
         return 0;
     const char *v = getenv("SALA_CUDA_SCORE");
     if (v && *v) {
-        const int f = !strcmp(v, "w") || !strcmp(v, "w1") ? 1 : !strcmp(v, "wx") ? 2 : 0;
+        const int f = !strcmp(v, "w") || !strcmp(v, "wx");
         return f && !sc_w_ok ? -1 : f;
     }
-    return sc_w_ok && a->n > 16 ? SW_DEFAULT : 0;
+    return sc_w_ok && a->n > 16;
 }
 
 cudaError_t k_score(cudaStream_t st, const score_args *a)
@@ -1441,8 +1361,7 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int wv = score_w_pick(a, lg);
         if (wv < 0) return cudaErrorInvalidDeviceFunction;  /* forced, but no sm_90a image */
         if (wv > 0) {
-            if (wv == 2) score_w_kernel<true><<<grid, 128, score_w_smem(true), st>>>(*a);
-            else score_w_kernel<false><<<grid, 128, score_w_smem(false), st>>>(*a);
+            score_w_kernel<<<grid, 128, score_w_smem(), st>>>(*a);
             return cudaGetLastError();
         }
         score_mma_go(st, a, grid, var, lg, 0, 0, 1);
@@ -1710,10 +1629,7 @@ cudaError_t cu_kernels_init(void)
         return err;
     sc_w_ok = arch == 1;
     if (sc_w_ok &&
-        ((err = cudaFuncSetAttribute(score_w_kernel<false>, dyn, (int)score_w_smem(false))) !=
-             cudaSuccess ||
-         (err = cudaFuncSetAttribute(score_w_kernel<true>, dyn, (int)score_w_smem(true))) !=
-             cudaSuccess))
+        (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
         return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
