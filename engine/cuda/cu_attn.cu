@@ -600,15 +600,22 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
 
 /* ---- block-sparse ring with users-only release (branch sat4, docs/CUDA.md "Sparse attention 4")
  * The ring of sparse_ring_kernel, with two changes:
- *   1. Consumers touch only their own slots. The producer warp first walks the ascending union of
- *      the CTA's lists into a table in shared memory (tab_b: block id, tab_m: NQ-bit query mask;
- *      at most NQ x K_sel entries) while the consumers load their Q fragments, issuing the first
- *      ns elements' loads as it finds them; one CTA barrier publishes the table. Consumer warp w
- *      walks the table and, for each element k whose mask has one of its queries, waits for
- *      `full[k % ns]`, computes, arrives on `empty[k % ns]`. When the producer issues element k
- *      it arrives on `empty[k % ns]` for itself and every non-user warp at once (count
- *      ncw + 1 - users; empty's count is ncw + 1), so a slot is free as soon as its users are
- *      done, not when the slowest warp of the CTA has walked past it.
+ *   1. Consumers touch only their own slots. The producer warp walks the ascending union of the
+ *      CTA's lists (redux.sync minimum of the list heads) into a table in shared memory (tab_b:
+ *      block id, tab_m: NQ-bit query mask; at most NQ x K_sel entries), publishing each entry by
+ *      a release store of the count `pub` (| DONE at the end). It walks only as far as it must
+ *      (entry k before element k is issued) plus, while the next slot is still busy, up to LEAD
+ *      entries ahead: so the first loads go out at once and the walk hides behind the waits (a
+ *      whole walk before the first load, with one CTA barrier, was 20% slower at 32K: run 1 of
+ *      docs/BENCHMARKS.md "sparse attention 4", as sat2's up-front union pass was). Consumer warp
+ *      w takes the table 32 entries at a time once they are published (ballot of its mask bits)
+ *      and, for each element k whose mask has one of its queries, waits for `full[k % ns]`,
+ *      computes, arrives on `empty[k % ns]`. When the producer issues element k it arrives on
+ *      `empty[k % ns]` for itself and every non-user warp at once (count ncw + 1 - users;
+ *      empty's count is ncw + 1), so a slot is free as soon as its users are done, not when the
+ *      slowest warp of the CTA has walked past it. No deadlock: when the producer blocks on a
+ *      slot for element k, at least k + LEAD >= k + 32 entries are published (or all), so the
+ *      users of element k - ns can see their chunk of the table.
  *   2. With TMA, one producer lane loads a slot by 2-D tensor boxes of 64 columns x 64 rows (2 a
  *      K or V tile at D = 128) into unpadded 128B-swizzled tiles (flash_block<D, true>), the
  *      bytes completing on `full` (expect_tx); else the producer warp's cp.async, as before.
@@ -634,7 +641,8 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char smraw[];
     uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
-    int *issued = (int *)(empty + SR_MAXNS), *ntab = issued + 1;
+    int *issued = (int *)(empty + SR_MAXNS), *pub = issued + 1;
+    constexpr int DONE = 1 << 30, LEAD = 64;             /* pub: entries written (| DONE) */
     int32_t *lists = (int32_t *)(smraw + SU_HDR);
     int32_t *tab_b = (int32_t *)(smraw + SU_HDR + lst_bytes);
     uint32_t *tab_m = (uint32_t *)(smraw + SU_HDR + 2 * (size_t)lst_bytes);
@@ -657,6 +665,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             mbar_init(smem_u32(empty + s), (uint32_t)ncw + 1);
         }
         *issued = 0;
+        *pub = 0;
         mbar_init_fence();
     }
     for (int idx = threadIdx.x; idx < NQ * a.K_sel; idx += blockDim.x) {
@@ -665,12 +674,12 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     }
     __syncthreads();
 
-    /* producer: element k (block b, query mask) into slot k % ns; the whole warp calls it */
+    /* producer: element k (block b, query mask) into slot k % ns once that slot is free; the
+     * whole warp calls it */
     auto issue = [&](int k, int b, uint32_t mask) {
-        const int s = k % ns, ph = k / ns;
+        const int s = k % ns;
         const bool use = lane < ncw && ((mask >> (lane * QPT)) & qmask);
         const int users = __popc(__ballot_sync(0xffffffffu, use));
-        if (ph > 0) mbar_wait(smem_u32(empty + s), (uint32_t)(ph - 1) & 1);
         const uint32_t fb = smem_u32(full + s);
         const int64_t j0 = (int64_t)b * CU_KT;
         bf16 *Kt = ring + (size_t)s * 2 * TILE;
@@ -702,47 +711,58 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     int qwr[2];
     bool rv[2];
     uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
-    if (w == NC) {                                          /* the union table */
+    if (w == NC) {                                          /* producer */
         sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
                        (a.p0 + tq0 + lane) / CU_KT);
-        int nt = 0;
-        for (;;) {
-            int b = cur.head;
-#pragma unroll
-            for (int o = 16; o > 0; o >>= 1) b = min(b, __shfl_xor_sync(0xffffffffu, b, o));
-            if (b == NONE) break;
+        int walked = 0;
+        bool wdone = false;
+        auto walk_one = [&]() {                             /* the next union entry */
+            const int b = __reduce_min_sync(0xffffffffu, cur.head);
+            if (b == NONE) {
+                wdone = true;
+                if (lane == 0) st_release_cta(smem_u32(pub), walked | DONE);
+                return;
+            }
             const bool mine = cur.head == b;
             const uint32_t mask = __ballot_sync(0xffffffffu, mine);
             if (mine) cur.next(b);
             if (lane == 0) {
-                tab_b[nt] = b;
-                tab_m[nt] = mask;
+                tab_b[walked] = b;
+                tab_m[walked] = mask;
+                st_release_cta(smem_u32(pub), walked + 1);
             }
-            if (nt < ns) issue(nt, b, mask);
-            nt++;
+            walked++;
+        };
+        for (int k = 0;; k++) {
+            while (!wdone && walked <= k) walk_one();
+            if (k >= walked) break;                         /* walk done, all issued */
+            const int ph = k / ns;
+            if (ph > 0) {                                   /* walk on while the slot is busy */
+                const uint32_t eb = smem_u32(empty + k % ns), par = (uint32_t)(ph - 1) & 1;
+                while (!wdone && walked < k + LEAD &&
+                       !__shfl_sync(0xffffffffu, (int)mbar_test(eb, par), 0))
+                    walk_one();
+                mbar_wait(eb, par);
+            }
+            __syncwarp();                                   /* lane 0's entry k */
+            issue(k, tab_b[k], tab_m[k]);
         }
-        if (lane == 0) *ntab = nt;
-    } else if (w < ncw) {                                   /* m16 tile of queries w*QPT.. */
-        flash_q<D>(
-            a, lg, g, tq0, w * QPT, nq,
-            [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-                if constexpr (QREG) {
-                    qa[ks][hf] = lo;
-                    qa[ks][2 + hf] = hi;
-                } else {
-                    qs[ks * 128 + hf] = lo;
-                    qs[ks * 128 + 2 + hf] = hi;
-                }
-            },
-            prow, qwr, rv);
-    }
-    __syncthreads();                                        /* table, Q fragments */
-    const int nt = *ntab;
-    if (w == NC) {
-        for (int k = ns; k < nt; k++) issue(k, tab_b[k], tab_m[k]);
         return;
     }
     if (w >= ncw) return;                                   /* no queries for this warp */
+    flash_q<D>(                                             /* m16 tile of queries w*QPT.. */
+        a, lg, g, tq0, w * QPT, nq,
+        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+            if constexpr (QREG) {
+                qa[ks][hf] = lo;
+                qa[ks][2 + hf] = hi;
+            } else {
+                qs[ks * 128 + hf] = lo;
+                qs[ks * 128 + 2 + hf] = hi;
+            }
+        },
+        prow, qwr, rv);
+    __syncwarp();
 
     auto qf = [&](int ks, uint32_t (&q)[4]) {
         if constexpr (QREG) {
@@ -758,7 +778,16 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     };
     flash_acc<D> acc;
     const uint32_t wmask = qmask << (w * QPT);
-    for (int base = 0; base < nt; base += 32) {
+    for (int base = 0;; base += 32) {
+        /* entries base.. published (each lane acquires; the warp takes the least it saw) */
+        int p = ld_acquire_cta(smem_u32(pub));
+        while (!(p & DONE) && p < base + 32) {
+            __nanosleep(64);
+            p = ld_acquire_cta(smem_u32(pub));
+        }
+        p = __reduce_min_sync(0xffffffffu, p);
+        const int nt = p & (DONE - 1);
+        if (base >= nt) break;                              /* only once DONE */
         const uint32_t m = base + lane < nt ? tab_m[base + lane] : 0u;
         uint32_t own = __ballot_sync(0xffffffffu, (m & wmask) != 0);
         while (own) {
@@ -1052,8 +1081,9 @@ static bool use_wmma(void)
 /* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), user15 / tma15
- * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads; tma15
- * falls back to user15 where no tensor map can be made); otherwise
+ * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads),
+ * tma11 (TMA, 11 consumer warps: 168 registers, 5 slots); the TMA forms fall back to user15
+ * where no tensor map can be made; otherwise
  * (1) the split kernels for few queries, else ring15, the fastest measured (docs/CUDA.md, fourth
  * version). */
 static int sattn_variant(void)
@@ -1065,6 +1095,7 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "ring15")) return 15;
     if (s && !strcmp(s, "user15")) return 115;
     if (s && !strcmp(s, "tma15")) return 215;
+    if (s && !strcmp(s, "tma11")) return 211;
     return 1;
 }
 
@@ -1183,7 +1214,10 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 215)
             done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
                         : su_launch<64, 15, false, true>(st, a, lg, &err);
-        if (!done && (v == 115 || v == 215))
+        else if (v == 211)
+            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
+                        : su_launch<64, 11, false, true>(st, a, lg, &err);
+        if (!done && (v == 115 || v == 215 || v == 211))
             done = d128 ? su_launch<128, 15, false, false>(st, a, lg, &err)
                         : su_launch<64, 15, false, false>(st, a, lg, &err);
         if (!done && (v == 15 || v == 1))
@@ -1211,9 +1245,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, bool TMA> static cudaError_t su_init(void)
+template <int D, int NC, bool TMA> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, 15, false, TMA>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, TMA>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1238,8 +1272,9 @@ cudaError_t cu_attn_init(void)
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
                              sr_init<128, 15, false>(), sr_init<64, 15, false>(),
-                             su_init<128, false>(),     su_init<64, false>(),
-                             su_init<128, true>(),      su_init<64, true>(),
+                             su_init<128, 15, false>(), su_init<64, 15, false>(),
+                             su_init<128, 15, true>(),  su_init<64, 15, true>(),
+                             su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)

@@ -85,6 +85,18 @@ static __device__ __forceinline__ void mbar_arrive(uint32_t bar)
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
 }
+/* Non-blocking: has the phase of parity `parity` completed? */
+static __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity)
+{
+    uint32_t done;
+    asm volatile("{\n.reg .pred p;\n"
+                 "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return done != 0;
+}
 /* count arrivals at once (1 <= count < 2^20; sm_90). */
 static __device__ __forceinline__ void mbar_arrive_cnt(uint32_t bar, uint32_t count)
 {
