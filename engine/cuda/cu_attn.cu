@@ -448,6 +448,47 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
+/* A ring consumer warp's Q fragments (its m16 tile): in registers (QREG) or in shared memory in
+ * fragment order at qs (uint4 per lane and k-step: conflict-free). load() fills them by flash_q
+ * (and returns the rows' positions, queries and validity); qf(ks, q) gives k-step ks's A operand
+ * (the QF of flash_block). */
+template <int D, bool QREG> struct ring_q {
+    uint32_t qa[QREG ? D / 16 : 1][4];
+    uint32_t *qs;
+    __device__ __forceinline__ void load(const attn_args &a, int lg, int g, int tq0, int qbase,
+                                         int nq, uint32_t *qs_, int64_t prow[2], int qwr[2],
+                                         bool rv[2])
+    {
+        qs = qs_;
+        flash_q<D>(
+            a, lg, g, tq0, qbase, nq,
+            [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+                if constexpr (QREG) {
+                    qa[ks][hf] = lo;
+                    qa[ks][2 + hf] = hi;
+                } else {
+                    qs[ks * 128 + hf] = lo;
+                    qs[ks * 128 + 2 + hf] = hi;
+                }
+            },
+            prow, qwr, rv);
+        __syncwarp();
+    }
+    __device__ __forceinline__ void operator()(int ks, uint32_t (&q)[4]) const
+    {
+        if constexpr (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+        } else {
+            const uint4 v = *(const uint4 *)(qs + ks * 128);
+            q[0] = v.x;
+            q[1] = v.y;
+            q[2] = v.z;
+            q[3] = v.w;
+        }
+    }
+};
+
 /* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
  * CTA = NC consumer warps + 1 producer warp, one kv group g, NQ = ncw x 16/G consecutive queries
  * (ncw = min(NC, 32 G / 16) consumer warps hold one m16 tile each: the G = 16 heads of one query
@@ -540,36 +581,12 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     if (w >= ncw) return;                                   /* no queries for this warp */
 
     /* consumer warp w: m16 tile of queries w*QPT .. w*QPT + QPT - 1 */
-    uint32_t qa[QREG ? KS : 1][4];
     int64_t prow[2];
     int qwr[2];
     bool rv[2];
     uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
-    flash_q<D>(
-        a, lg, g, tq0, w * QPT, nq,
-        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-            if constexpr (QREG) {
-                qa[ks][hf] = lo;
-                qa[ks][2 + hf] = hi;
-            } else {
-                qs[ks * 128 + hf] = lo;
-                qs[ks * 128 + 2 + hf] = hi;
-            }
-        },
-        prow, qwr, rv);
-    __syncwarp();
-    auto qf = [&](int ks, uint32_t (&q)[4]) {
-        if constexpr (QREG) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
-        } else {
-            const uint4 v = *(const uint4 *)(qs + ks * 128);
-            q[0] = v.x;
-            q[1] = v.y;
-            q[2] = v.z;
-            q[3] = v.w;
-        }
-    };
+    ring_q<D, QREG> qf;
+    qf.load(a, lg, g, tq0, w * QPT, nq, qs, prow, qwr, rv);
     flash_acc<D> acc;
     const uint32_t qmask = (1u << QPT) - 1;
     int s = 0;
@@ -629,17 +646,13 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * needs this warp's arrival for element k, not made yet. So the parity wait on j & 1 is exact.
  * The producer's own `empty` waits are exact the same way (it issues in order and arrives on
  * phase j itself). Every table entry has at least one user, so every load is waited for.
- * With rdyg (SALA_CUDA_SATTN=tma15r / user15r) the consumer waits on mbarriers instead of polling
- * `issued`: the producer, having issued element k, arrives on rdy[u][k % ns] for each user warp u
- * (count 1). Phase i of rdy[w][s] is warp w's i-th own element on slot s; the next one after
- * element k is >= k + ns, which needs w's release of k, so rdy[w][s] is never two phases ahead
- * of w and w's parity wait (a bit per slot, flipped per own element there) is exact; after it the
- * producer has issued k, so the `full` wait is exact as above. */
-#define SU_HDR 1280          /* bytes: full, empty (8 each), rdy (16 warps x 8), issued, pub */
+ * (Per-(warp, slot) mbarriers in place of polling `issued` were measured: no gain, more spill;
+ * docs/CUDA.md "Sparse attention 4".) */
+#define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
 template <int D, int NC, bool QREG, bool TMA>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
-    sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes, int rdyg,
+    sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv)
 {
@@ -647,8 +660,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char smraw[];
     uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
-    uint64_t *rdy = empty + SR_MAXNS;                       /* (16, SR_MAXNS) */
-    int *issued = (int *)(rdy + 16 * SR_MAXNS), *pub = issued + 1;
+    int *issued = (int *)(empty + SR_MAXNS), *pub = issued + 1;
     constexpr int DONE = 1 << 30, LEAD = 64;             /* pub: entries written (| DONE) */
     int32_t *lists = (int32_t *)(smraw + SU_HDR);
     int32_t *tab_b = (int32_t *)(smraw + SU_HDR + lst_bytes);
@@ -670,7 +682,6 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         for (int s = 0; s < ns; s++) {
             mbar_init(smem_u32(full + s), TMA ? 1 : 32);
             mbar_init(smem_u32(empty + s), (uint32_t)ncw + 1);
-            for (int u = 0; u < ncw; u++) mbar_init(smem_u32(rdy + u * SR_MAXNS + s), 1);
         }
         *issued = 0;
         *pub = 0;
@@ -712,10 +723,8 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             mbar_arrive_cnt(smem_u32(empty + s), (uint32_t)(ncw + 1 - users));
             st_release_cta(smem_u32(issued), k + 1);
         }
-        if (rdyg && use) mbar_arrive(smem_u32(rdy + lane * SR_MAXNS + s));
     };
 
-    uint32_t qa[QREG ? KS : 1][4];
     int64_t prow[2];
     int qwr[2];
     bool rv[2];
@@ -759,35 +768,10 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         return;
     }
     if (w >= ncw) return;                                   /* no queries for this warp */
-    flash_q<D>(                                             /* m16 tile of queries w*QPT.. */
-        a, lg, g, tq0, w * QPT, nq,
-        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-            if constexpr (QREG) {
-                qa[ks][hf] = lo;
-                qa[ks][2 + hf] = hi;
-            } else {
-                qs[ks * 128 + hf] = lo;
-                qs[ks * 128 + 2 + hf] = hi;
-            }
-        },
-        prow, qwr, rv);
-    __syncwarp();
-
-    auto qf = [&](int ks, uint32_t (&q)[4]) {
-        if constexpr (QREG) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
-        } else {
-            const uint4 v = *(const uint4 *)(qs + ks * 128);
-            q[0] = v.x;
-            q[1] = v.y;
-            q[2] = v.z;
-            q[3] = v.w;
-        }
-    };
+    ring_q<D, QREG> qf;                                     /* m16 tile of queries w*QPT.. */
+    qf.load(a, lg, g, tq0, w * QPT, nq, qs, prow, qwr, rv);
     flash_acc<D> acc;
     const uint32_t wmask = qmask << (w * QPT);
-    uint32_t rpar = 0;                                      /* rdyg: bit s, next rdy[w][s] parity */
     for (int base = 0;; base += 32) {
         /* entries base.. published (each lane acquires; the warp takes the least it saw) */
         int p = ld_acquire_cta(smem_u32(pub));
@@ -805,12 +789,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             own &= own - 1;
             const uint32_t wm = (__shfl_sync(0xffffffffu, m, i) >> (w * QPT)) & qmask;
             const int64_t j0 = (int64_t)tab_b[k] * CU_KT;
-            if (rdyg) {
-                mbar_wait(smem_u32(rdy + w * SR_MAXNS + s), (rpar >> s) & 1);
-                rpar ^= 1u << s;
-            } else {
-                while (ld_acquire_cta(smem_u32(issued)) <= k) __nanosleep(32);
-            }
+            while (ld_acquire_cta(smem_u32(issued)) <= k) __nanosleep(32);
             mbar_wait(smem_u32(full + s), (uint32_t)(k / ns) & 1);
             int lim[2];
 #pragma unroll
@@ -1098,8 +1077,7 @@ static bool use_wmma(void)
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), user15 / tma15
  * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads),
  * tma11 (TMA, 11 consumer warps: 168 registers, 5 slots); the TMA forms fall back to user15
- * where no tensor map can be made; a suffix r (user15r, tma15r, tma11r: value + 1000): consumers
- * gate on per-warp rdy mbarriers instead of polling a counter; otherwise (1) the split kernels
+ * where no tensor map can be made; otherwise (1) the split kernels
  * for few queries, else tma15 (docs/CUDA.md "Sparse attention 4": faster than ring15 at 32K,
  * 128K and 1M), else ring15 where no tensor map can be made. */
 static int sattn_variant(void)
@@ -1109,13 +1087,9 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "ring7")) return 7;
     if (s && !strcmp(s, "ring11")) return 11;
     if (s && !strcmp(s, "ring15")) return 15;
-    static const struct {
-        const char *name;
-        int v;
-    } su[] = {{"user15", 115}, {"tma15", 215}, {"tma11", 211},
-              {"user15r", 1115}, {"tma15r", 1215}, {"tma11r", 1211}};
-    for (size_t i = 0; s && i < sizeof(su) / sizeof(su[0]); i++)
-        if (!strcmp(s, su[i].name)) return su[i].v;
+    if (s && !strcmp(s, "user15")) return 115;
+    if (s && !strcmp(s, "tma15")) return 215;
+    if (s && !strcmp(s, "tma11")) return 211;
     return 1;
 }
 
@@ -1151,7 +1125,7 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
  * (TMA) no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
  * Q fragments (!QREG), then ns slots (unpadded and 1 KB aligned with TMA). */
 template <int D, int NC, bool QREG, bool TMA>
-static bool su_launch(cudaStream_t st, const attn_args *a, int lg, int rdyg, cudaError_t *err)
+static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
     const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
     const size_t qbytes = QREG ? 0 : (size_t)NC * D * 32;
@@ -1173,7 +1147,7 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, int rdyg, cud
     }
     const dim3 grid((a->n + nq - 1) / nq, a->nkv);
     sparse_user_kernel<D, NC, QREG, TMA><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
-        *a, lg, ncw, (int)ns, (int)lst, rdyg, tk, tv);
+        *a, lg, ncw, (int)ns, (int)lst, tk, tv);
     *err = cudaGetLastError();
     return true;
 }
@@ -1222,7 +1196,7 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
     const int lg = attn_lg(a);
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
-        const int vr = sattn_variant(), v = vr % 1000, rg = vr >= 1000;
+        const int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
         if (v == 1 && split_launch<true>(st, a, lg, &err)) return err;
@@ -1233,14 +1207,14 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
             done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
                         : sr_launch<64, 11, false>(st, a, lg, &err);
         else if (v == 215 || v == 1)
-            done = d128 ? su_launch<128, 15, false, true>(st, a, lg, rg, &err)
-                        : su_launch<64, 15, false, true>(st, a, lg, rg, &err);
+            done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
+                        : su_launch<64, 15, false, true>(st, a, lg, &err);
         else if (v == 211)
-            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, rg, &err)
-                        : su_launch<64, 11, false, true>(st, a, lg, rg, &err);
+            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
+                        : su_launch<64, 11, false, true>(st, a, lg, &err);
         if (!done && (v == 115 || v == 215 || v == 211))
-            done = d128 ? su_launch<128, 15, false, false>(st, a, lg, rg, &err)
-                        : su_launch<64, 15, false, false>(st, a, lg, rg, &err);
+            done = d128 ? su_launch<128, 15, false, false>(st, a, lg, &err)
+                        : su_launch<64, 15, false, false>(st, a, lg, &err);
         if (!done && (v == 15 || v == 1))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
