@@ -270,7 +270,7 @@ int bench_gpu(int argc, char **argv)
 {
     const char *weights = NULL, *lens = "8K,32K,128K,256K,1M", *peer = NULL;
     const char *peer_lens = "8K,32K,64K,128K";
-    const char *ctxs = NULL, *batch_at = "256K";
+    const char *ctxs = NULL, *batch_at = "256K", *sattn = NULL;
     int steps = 32;
     bench_ctx_opts co = {.questions = 32, .qtokens = 50, .answer = 32, .state_dir = "/tmp"};
     static const struct option opts[] = {
@@ -280,7 +280,8 @@ int bench_gpu(int argc, char **argv)
         {"questions", required_argument, 0, 'q'}, {"question-tokens", required_argument, 0, 'Q'},
         {"answer", required_argument, 0, 'a'}, {"batch-at", required_argument, 0, 'b'},
         {"state-dir", required_argument, 0, 's'}, {"keep", no_argument, 0, 'k'},
-        {"batch-width", required_argument, 0, 'W'}, {0, 0, 0, 0}};
+        {"batch-width", required_argument, 0, 'W'}, {"sattn", required_argument, 0, 'S'},
+        {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -298,6 +299,7 @@ int bench_gpu(int argc, char **argv)
         case 's': co.state_dir = optarg; break;
         case 'k': co.keep = true; break;
         case 'W': co.width = atoi(optarg); break;
+        case 'S': sattn = optarg; break;
         default: goto usage;
         }
     }
@@ -305,6 +307,16 @@ int bench_gpu(int argc, char **argv)
     int64_t L[32], PL[32];
     int nl = parse_lengths(lens, L, 32), npl = parse_lengths(peer_lens, PL, 32);
     if (nl <= 0 || npl <= 0 || steps < 1) goto usage;
+    /* --sattn a,b,c: each length prefilled once per SALA_CUDA_SATTN value, in this order (the
+     * summary and decode use the first); without it, once under the environment's value */
+    char sv_buf[256], *sv[8];
+    int nsv = 0;
+    if (sattn) {
+        if (strlen(sattn) >= sizeof(sv_buf)) goto usage;
+        strcpy(sv_buf, sattn);
+        for (char *t = strtok(sv_buf, ","); t && nsv < 8; t = strtok(NULL, ",")) sv[nsv++] = t;
+        if (nsv == 0) goto usage;
+    }
 
     sala_err e = {0};
     eng_config cfg;
@@ -383,24 +395,29 @@ int bench_gpu(int argc, char **argv)
         b.be->seq_free(seq);
         if (rc) goto fail;
     }
-    for (int i = 0; i < nl; i++) {
+    for (int iv = 0; iv < nl * (nsv ? nsv : 1); iv++) {
+        const int i = nsv ? iv / nsv : iv, v = nsv ? iv % nsv : 0;
+        if (nsv) setenv("SALA_CUDA_SATTN", sv[v], 1);
         void *seq = NULL;
+        double tt = 0;
         if ((rc = b.be->seq_new(b.bm, &seq, &e))) goto fail;
         b.be->profile(b.bm, 1, NULL);
-        rc = prefill(&b, seq, tok, L[i], &ttft[i], &e);
+        rc = prefill(&b, seq, tok, L[i], &tt, &e);
         if (!rc) {
             b.be->profile(b.bm, 0, &prof);
-            peak[i] = prof.mem_peak / 1073741824.0;
-            printf("  prefill %8lld tokens: TTFT %8.3f s  (%.0f tok/s)  peak %.1f GiB\n",
-                   (long long)L[i], ttft[i], L[i] / ttft[i], peak[i]);
-            print_profile(&prof, ttft[i]);
+            const double pk = prof.mem_peak / 1073741824.0;
+            if (v == 0) ttft[i] = tt, peak[i] = pk;
+            printf("  prefill %8lld tokens%s%s: TTFT %8.3f s  (%.0f tok/s)  peak %.1f GiB\n",
+                   (long long)L[i], nsv ? " sattn " : "", nsv ? sv[v] : "", tt, L[i] / tt, pk);
+            print_profile(&prof, tt);
             printf("{\"bench\":\"sala_gpu_prefill\",\"tokens\":%lld,\"ttft_s\":%.4f,"
-                   "\"peak_gib\":%.2f", (long long)L[i], ttft[i], peak[i]);
+                   "\"peak_gib\":%.2f", (long long)L[i], tt, pk);
+            if (nsv) printf(",\"sattn\":\"%s\"", sv[v]);
             for (int k = 0; k < prof.nops; k++)
                 printf(",\"%s_s\":%.4f", prof.op_name[k], prof.op_seconds[k]);
             printf("}\n");
             fflush(stdout);
-            if (L[i] == 32768 || L[i] == Lmax) {
+            if (v == 0 && (L[i] == 32768 || L[i] == Lmax)) {
                 dec_stats d;
                 rc = decode(&b, seq, L[i], steps, &d, &e);
                 if (!rc) {
@@ -443,6 +460,7 @@ usage:
           "       sala bench gpu --random-weights full|tiny --context 1M,256K [--questions 32]\n"
           "                      [--question-tokens 50] [--answer 32] [--batch-at 256K]\n"
           "                      [--batch-width W] [--state-dir /tmp] [--keep]\n"
+          "--sattn a,b: prefill each length once per SALA_CUDA_SATTN value (same run).\n"
           "--random-weights: full (the real shapes, samples/models/minicpm-sala-9b.json), tiny\n"
           "(samples/models/tiny-random.json), or the path of a config.json.\n", stderr);
     return EXIT_USER;

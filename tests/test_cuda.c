@@ -799,9 +799,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else the ring of 15 consumer warps),
- * each ring size and the second version's kernel. */
-static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "old"};
+ * the default (the split kernels for at most 16 queries, else tma15), each ring size, the
+ * users-only rings (cp.async, TMA with 15 and 11 consumer warps) and the second version's
+ * kernel. */
+static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "user15", "tma15",
+                                             "tma11", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -908,6 +910,50 @@ static void t_attn_sparse(void)
     attn_run(true, 32, 2, 128, 30000, 1, 96, model_sel(&r, 30000, 1, 2, 96, 32, 0), 81);
     attn_run(true, 16, 2, 128, 12345, 3, 96, model_sel(&r, 12345, 3, 2, 96, 32, -1), 82);
     attn_run(true, 4, 2, 64, 9001, 1, 24, model_sel(&r, 9001, 1, 2, 24, 8, -1), 83);
+}
+
+/* The users-only rings (user15: cp.async, tma15 / tma11: TMA into swizzled slots) against ring15
+ * on many CTAs of model-shaped lists with random picks (each union block has few users, so consumers
+ * skip most of the stream and the ring wraps often): same blocks, same order, same arithmetic
+ * per warp, so the outputs should be equal; tolerance 1e-6 rel_l2 / 1e-5 max (no CPU twin: the
+ * other cases compare every variant with it). Outputs are poisoned with NaN before each run. */
+static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
+{
+    OPS();
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const int nkv = 2, K = 96;
+    const int64_t L = p0 + T;
+    float *Q = randv(&r, (size_t)T * nh * d, 1.0, true), *Kc = randv(&r, (size_t)L * nkv * d, 1.0, true),
+          *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
+    int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
+    const size_t n = (size_t)T * nh * d;
+    enum { NV = 4 };
+    float *o[NV];
+    const char *const v[NV] = {"ring15", "user15", "tma15", "tma11"};
+    for (int i = 0; i < NV; i++) {
+        o[i] = malloc(n * 4);
+        for (size_t j = 0; j < n; j++) o[i][j] = NAN;
+        setenv("SALA_CUDA_SATTN", v[i], 1);
+        CU_ASSERT_EQUAL(O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, o[i], &e), SALA_OK);
+    }
+    unsetenv("SALA_CUDA_SATTN");
+    for (int i = 1; i < NV; i++) {
+        char what[128];
+        double rel, mr;
+        snprintf(what, sizeof(what), "%s vs ring15 nh=%d d=%d L=%lld T=%d", v[i], nh, d,
+                 (long long)L, T);
+        diff(o[i], o[0], n, &rel, &mr);
+        report(what, rel, mr, 1e-6, 1e-5);
+    }
+    for (int i = 0; i < NV; i++) free(o[i]);
+    free(Q), free(Kc), free(Vc), free(sel);
+}
+
+static void t_attn_sparse_rings(void)
+{
+    ring_vs_user(32, 128, 30000 - 5, 3000, 91);   /* G = 16: 200 CTAs a group, partial last */
+    ring_vs_user(8, 64, 50000, 1111, 92);         /* G = 4, d = 64: 4 queries a warp */
 }
 
 static void t_compress(void)
@@ -1160,6 +1206,7 @@ void suite_cuda_ops(void)
              {"lightning", t_lightning}, {"lightning calls", t_lightning_calls},
              {"lightning ranges", t_lightning_ranges},
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
+             {"attention sparse rings", t_attn_sparse_rings},
              {"compress", t_compress},
              {"stage 1 wgmma vs V2 scores", t_score_diff}, {"select", t_select});
 }

@@ -9,6 +9,8 @@
 #include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
 
+#include <cudaTypedefs.h>
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,8 +159,13 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
 /* One key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
  * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
  * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
- * (64, D + 8) shared tiles. */
-template <int D, typename QF>
+ * (64, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
+ * (SWIZZLE_128B, boxes of 64 columns x 64 rows, 1 KB aligned: D / 64 boxes of 64 rows x 128
+ * bytes; 16-byte chunk c of row r of a box lives at chunk c ^ (r & 7) of that row). The same
+ * arithmetic; only the ldmatrix row addresses differ. An ldmatrix lane's row is r = 16 i + 8 x +
+ * (lane & 7), so r & 7 = lane & 7, and its chunk 2 k + bit (k compile-time) is swizzled to
+ * (2 k & 7) ^ (bit ^ (lane & 7)): one XOR with a per-lane constant. */
+template <int D, bool SW = false, typename QF>
 static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
                                                    const int lim[2], float sl, flash_acc<D> &acc)
 {
@@ -171,8 +178,9 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
     for (int j = 0; j < 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
-    const uint32_t kbase =
-        smem_u32(Kt + (((lane >> 4) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 3) & 1) * 8);
+    const int krow = ((lane >> 4) & 1) * 8 + (lane & 7), kcol = (lane >> 3) & 1;
+    const uint32_t kbase = SW ? smem_u32(Kt) + krow * 128 : smem_u32(Kt + krow * LDS + kcol * 8);
+    const uint32_t kx = (uint32_t)((kcol ^ (lane & 7)) << 4);
 #pragma unroll
     for (int ks = 0; ks < KS; ks++) {
         uint32_t q[4];
@@ -180,7 +188,9 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
 #pragma unroll
         for (int nc = 0; nc < 4; nc++) {
             uint32_t b[4];
-            ldsm_x4(b, kbase + (uint32_t)((nc * 16 * LDS + ks * 16) * 2));
+            ldsm_x4(b, kbase + (SW ? (uint32_t)((ks >> 2) * 8192 + nc * 2048) +
+                                         ((uint32_t)((2 * ks & 7) << 4) ^ kx)
+                                   : (uint32_t)((nc * 16 * LDS + ks * 16) * 2)));
             mma_bf16(s[2 * nc], q, b[0], b[1]);
             mma_bf16(s[2 * nc + 1], q, b[2], b[3]);
         }
@@ -221,8 +231,9 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
         o[i][2] *= corr[1];
         o[i][3] *= corr[1];
     }
-    const uint32_t vbase =
-        smem_u32(Vt + (((lane >> 3) & 1) * 8 + (lane & 7)) * LDS + ((lane >> 4) & 1) * 8);
+    const int vrow = ((lane >> 3) & 1) * 8 + (lane & 7), vcol = (lane >> 4) & 1;
+    const uint32_t vbase = SW ? smem_u32(Vt) + vrow * 128 : smem_u32(Vt + vrow * LDS + vcol * 8);
+    const uint32_t vx = (uint32_t)((vcol ^ (lane & 7)) << 4);
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
         uint32_t pa[4];
@@ -233,7 +244,9 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
 #pragma unroll
         for (int dn = 0; dn < D / 16; dn++) {
             uint32_t b[4];
-            ldsm_x4_t(b, vbase + (uint32_t)((kk * 16 * LDS + dn * 16) * 2));
+            ldsm_x4_t(b, vbase + (SW ? (uint32_t)((dn >> 2) * 8192 + kk * 2048) +
+                                           ((uint32_t)((2 * dn & 7) << 4) ^ vx)
+                                     : (uint32_t)((kk * 16 * LDS + dn * 16) * 2)));
             mma_bf16(o[2 * dn], pa, b[0], b[1]);
             mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
         }
@@ -435,6 +448,47 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
+/* A ring consumer warp's Q fragments (its m16 tile): in registers (QREG) or in shared memory in
+ * fragment order at qs (uint4 per lane and k-step: conflict-free). load() fills them by flash_q
+ * (and returns the rows' positions, queries and validity); qf(ks, q) gives k-step ks's A operand
+ * (the QF of flash_block). */
+template <int D, bool QREG> struct ring_q {
+    uint32_t qa[QREG ? D / 16 : 1][4];
+    uint32_t *qs;
+    __device__ __forceinline__ void load(const attn_args &a, int lg, int g, int tq0, int qbase,
+                                         int nq, uint32_t *qs_, int64_t prow[2], int qwr[2],
+                                         bool rv[2])
+    {
+        qs = qs_;
+        flash_q<D>(
+            a, lg, g, tq0, qbase, nq,
+            [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+                if constexpr (QREG) {
+                    qa[ks][hf] = lo;
+                    qa[ks][2 + hf] = hi;
+                } else {
+                    qs[ks * 128 + hf] = lo;
+                    qs[ks * 128 + 2 + hf] = hi;
+                }
+            },
+            prow, qwr, rv);
+        __syncwarp();
+    }
+    __device__ __forceinline__ void operator()(int ks, uint32_t (&q)[4]) const
+    {
+        if constexpr (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+        } else {
+            const uint4 v = *(const uint4 *)(qs + ks * 128);
+            q[0] = v.x;
+            q[1] = v.y;
+            q[2] = v.z;
+            q[3] = v.w;
+        }
+    }
+};
+
 /* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
  * CTA = NC consumer warps + 1 producer warp, one kv group g, NQ = ncw x 16/G consecutive queries
  * (ncw = min(NC, 32 G / 16) consumer warps hold one m16 tile each: the G = 16 heads of one query
@@ -527,36 +581,12 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     if (w >= ncw) return;                                   /* no queries for this warp */
 
     /* consumer warp w: m16 tile of queries w*QPT .. w*QPT + QPT - 1 */
-    uint32_t qa[QREG ? KS : 1][4];
     int64_t prow[2];
     int qwr[2];
     bool rv[2];
     uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
-    flash_q<D>(
-        a, lg, g, tq0, w * QPT, nq,
-        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-            if constexpr (QREG) {
-                qa[ks][hf] = lo;
-                qa[ks][2 + hf] = hi;
-            } else {
-                qs[ks * 128 + hf] = lo;
-                qs[ks * 128 + 2 + hf] = hi;
-            }
-        },
-        prow, qwr, rv);
-    __syncwarp();
-    auto qf = [&](int ks, uint32_t (&q)[4]) {
-        if constexpr (QREG) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
-        } else {
-            const uint4 v = *(const uint4 *)(qs + ks * 128);
-            q[0] = v.x;
-            q[1] = v.y;
-            q[2] = v.z;
-            q[3] = v.w;
-        }
-    };
+    ring_q<D, QREG> qf;
+    qf.load(a, lg, g, tq0, w * QPT, nq, qs, prow, qwr, rv);
     flash_acc<D> acc;
     const uint32_t qmask = (1u << QPT) - 1;
     int s = 0;
@@ -580,6 +610,195 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         if (++s == ns) {
             s = 0;
             par ^= 1;
+        }
+    }
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
+}
+
+/* ---- block-sparse ring with users-only release (branch sat4, docs/CUDA.md "Sparse attention 4")
+ * The ring of sparse_ring_kernel, with two changes:
+ *   1. Consumers touch only their own slots. The producer warp walks the ascending union of the
+ *      CTA's lists (redux.sync minimum of the list heads) into a table in shared memory (tab_b:
+ *      block id, tab_m: NQ-bit query mask; at most NQ x K_sel entries), publishing each entry by
+ *      a release store of the count `pub` (| DONE at the end). It walks only as far as it must
+ *      (entry k before element k is issued) plus, while the next slot is still busy, up to LEAD
+ *      entries ahead: so the first loads go out at once and the walk hides behind the waits (a
+ *      whole walk before the first load, with one CTA barrier, was 20% slower at 32K: run 1 of
+ *      docs/BENCHMARKS.md "sparse attention 4", as sat2's up-front union pass was). Consumer warp
+ *      w takes the table 32 entries at a time once they are published (ballot of its mask bits)
+ *      and, for each element k whose mask has one of its queries, waits for `full[k % ns]`,
+ *      computes, arrives on `empty[k % ns]`. When the producer issues element k it arrives on
+ *      `empty[k % ns]` for itself and every non-user warp at once (count ncw + 1 - users;
+ *      empty's count is ncw + 1), so a slot is free as soon as its users are done, not when the
+ *      slowest warp of the CTA has walked past it. No deadlock: when the producer blocks on a
+ *      slot for element k, at least k + LEAD >= k + 32 entries are published (or all), so the
+ *      users of element k - ns can see their chunk of the table.
+ *   2. With TMA, one producer lane loads a slot by 2-D tensor boxes of 64 columns x 64 rows (2 a
+ *      K or V tile at D = 128) into unpadded 128B-swizzled tiles (flash_block<D, true>), the
+ *      bytes completing on `full` (expect_tx); else the producer warp's cp.async, as before.
+ * Parity. Element k is phase j = k / ns of slot s = k % ns. A consumer skips elements, so it may
+ * reach element k while `full[s]` is still several phases behind j, where a parity test alone
+ * would pass on phase j - 1's completion. So it first waits for `issued` > k (the producer
+ * stores k + 1 with release after it saw `empty[s]` complete phase j - 1; that needed phase
+ * j - 1's users, who had waited for `full[s]` phase j - 1): then `full[s]` has completed at
+ * least j phases. It cannot have completed j + 2 (two ahead, same parity): phase j + 1 is
+ * element k + ns, which the producer issues only after `empty[s]` phase j completes, and that
+ * needs this warp's arrival for element k, not made yet. So the parity wait on j & 1 is exact.
+ * The producer's own `empty` waits are exact the same way (it issues in order and arrives on
+ * phase j itself). Every table entry has at least one user, so every load is waited for.
+ * (Per-(warp, slot) mbarriers in place of polling `issued` were measured: no gain, more spill;
+ * docs/CUDA.md "Sparse attention 4".) */
+#define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
+
+template <int D, int NC, bool QREG, bool TMA>
+static __global__ void __launch_bounds__(32 * (NC + 1), 1)
+    sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
+                       const __grid_constant__ CUtensorMap tk,
+                       const __grid_constant__ CUtensorMap tv)
+{
+    constexpr int LDS = TMA ? D : D + 8, KS = D / 16, NONE = sel_cursor::NONE;
+    constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
+    extern __shared__ __align__(128) unsigned char smraw[];
+    uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
+    int *issued = (int *)(empty + SR_MAXNS), *pub = issued + 1;
+    constexpr int DONE = 1 << 30, LEAD = 64;             /* pub: entries written (| DONE) */
+    int32_t *lists = (int32_t *)(smraw + SU_HDR);
+    int32_t *tab_b = (int32_t *)(smraw + SU_HDR + lst_bytes);
+    uint32_t *tab_m = (uint32_t *)(smraw + SU_HDR + 2 * (size_t)lst_bytes);
+    uint4 *Qs = (uint4 *)(smraw + SU_HDR + 3 * (size_t)lst_bytes);   /* !QREG: (NC, KS, 32) */
+    unsigned char *rp = smraw + SU_HDR + 3 * (size_t)lst_bytes + (QREG ? 0 : NC * KS * 32 * 16);
+    if (TMA) rp += (1024u - (smem_u32(rp) & 1023u)) & 1023u;  /* swizzled boxes: 1 KB aligned */
+    bf16 *ring = (bf16 *)rp;
+
+    const int QPT = 16 >> lg, NQ = ncw * QPT;
+    const uint32_t qmask = (1u << QPT) - 1;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
+    const int tq0 = a.t0 + blockIdx.x * NQ, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < NQ ? tend - tq0 : NQ;
+    const size_t krow = (size_t)a.nkv * D;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+
+    if (threadIdx.x == 0) {
+        for (int s = 0; s < ns; s++) {
+            mbar_init(smem_u32(full + s), TMA ? 1 : 32);
+            mbar_init(smem_u32(empty + s), (uint32_t)ncw + 1);
+        }
+        *issued = 0;
+        *pub = 0;
+        mbar_init_fence();
+    }
+    for (int idx = threadIdx.x; idx < NQ * a.K_sel; idx += blockDim.x) {
+        const int q = idx / a.K_sel, k = idx % a.K_sel;
+        lists[idx] = q < nq ? a.sel[((size_t)(tq0 + q) * a.nkv + g) * a.K_sel + k] : -1;
+    }
+    __syncthreads();
+
+    /* producer: element k (block b, query mask) into slot k % ns once that slot is free; the
+     * whole warp calls it */
+    auto issue = [&](int k, int b, uint32_t mask) {
+        const int s = k % ns;
+        const bool use = lane < ncw && ((mask >> (lane * QPT)) & qmask);
+        const int users = __popc(__ballot_sync(0xffffffffu, use));
+        const uint32_t fb = smem_u32(full + s);
+        const int64_t j0 = (int64_t)b * CU_KT;
+        bf16 *Kt = ring + (size_t)s * 2 * TILE;
+        if constexpr (TMA) {
+            if (lane == 0) {
+                mbar_arrive_tx(fb, 2 * TILE * 2);
+#pragma unroll
+                for (int h = 0; h < D / 64; h++) {
+                    tma_load_2d(smem_u32(Kt) + h * 8192, &tk, g * D + h * 64, (int)j0, fb);
+                    tma_load_2d(smem_u32(Kt + TILE) + h * 8192, &tv, g * D + h * 64, (int)j0, fb);
+                }
+            }
+        } else {
+            const int64_t left = pmax - j0 + 1;
+            const int nk = (int)(left < CU_KT ? left : CU_KT);
+            const size_t off = (size_t)j0 * krow + (size_t)g * D;
+            tile_async<D>(Kt, a.K + off, krow, nk, 32, lane);
+            tile_async<D>(Kt + TILE, a.V + off, krow, nk, 32, lane);
+            cp_async_mbar_arrive(fb);                       /* the 32 data arrivals */
+        }
+        if (lane == 0) {
+            mbar_arrive_cnt(smem_u32(empty + s), (uint32_t)(ncw + 1 - users));
+            st_release_cta(smem_u32(issued), k + 1);
+        }
+    };
+
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+    uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
+    if (w == NC) {                                          /* producer */
+        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
+                       (a.p0 + tq0 + lane) / CU_KT);
+        int walked = 0;
+        bool wdone = false;
+        auto walk_one = [&]() {                             /* the next union entry */
+            const int b = __reduce_min_sync(0xffffffffu, cur.head);
+            if (b == NONE) {
+                wdone = true;
+                if (lane == 0) st_release_cta(smem_u32(pub), walked | DONE);
+                return;
+            }
+            const bool mine = cur.head == b;
+            const uint32_t mask = __ballot_sync(0xffffffffu, mine);
+            if (mine) cur.next(b);
+            if (lane == 0) {
+                tab_b[walked] = b;
+                tab_m[walked] = mask;
+                st_release_cta(smem_u32(pub), walked + 1);
+            }
+            walked++;
+        };
+        for (int k = 0;; k++) {
+            while (!wdone && walked <= k) walk_one();
+            if (k >= walked) break;                         /* walk done, all issued */
+            const int ph = k / ns;
+            if (ph > 0) {                                   /* walk on while the slot is busy */
+                const uint32_t eb = smem_u32(empty + k % ns), par = (uint32_t)(ph - 1) & 1;
+                while (!wdone && walked < k + LEAD &&
+                       !__shfl_sync(0xffffffffu, (int)mbar_test(eb, par), 0))
+                    walk_one();
+                mbar_wait(eb, par);
+            }
+            __syncwarp();                                   /* lane 0's entry k */
+            issue(k, tab_b[k], tab_m[k]);
+        }
+        return;
+    }
+    if (w >= ncw) return;                                   /* no queries for this warp */
+    ring_q<D, QREG> qf;                                     /* m16 tile of queries w*QPT.. */
+    qf.load(a, lg, g, tq0, w * QPT, nq, qs, prow, qwr, rv);
+    flash_acc<D> acc;
+    const uint32_t wmask = qmask << (w * QPT);
+    for (int base = 0;; base += 32) {
+        /* entries base.. published (each lane acquires; the warp takes the least it saw) */
+        int p = ld_acquire_cta(smem_u32(pub));
+        while (!(p & DONE) && p < base + 32) {
+            __nanosleep(64);
+            p = ld_acquire_cta(smem_u32(pub));
+        }
+        p = __reduce_min_sync(0xffffffffu, p);
+        const int nt = p & (DONE - 1);
+        if (base >= nt) break;                              /* only once DONE */
+        const uint32_t m = base + lane < nt ? tab_m[base + lane] : 0u;
+        uint32_t own = __ballot_sync(0xffffffffu, (m & wmask) != 0);
+        while (own) {
+            const int i = __ffs(own) - 1, k = base + i, s = k % ns;
+            own &= own - 1;
+            const uint32_t wm = (__shfl_sync(0xffffffffu, m, i) >> (w * QPT)) & qmask;
+            const int64_t j0 = (int64_t)tab_b[k] * CU_KT;
+            while (ld_acquire_cta(smem_u32(issued)) <= k) __nanosleep(32);
+            mbar_wait(smem_u32(full + s), (uint32_t)(k / ns) & 1);
+            int lim[2];
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++)
+                lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
+            const bf16 *Kt = ring + (size_t)s * 2 * TILE;
+            flash_block<D, TMA>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(smem_u32(empty + s));
         }
     }
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
@@ -855,9 +1074,12 @@ static bool use_wmma(void)
 
 /* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
- * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128); otherwise
- * (1) the split kernels for few queries, else ring15, the fastest measured (docs/CUDA.md, fourth
- * version). */
+ * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), user15 / tma15
+ * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads),
+ * tma11 (TMA, 11 consumer warps: 168 registers, 5 slots); the TMA forms fall back to user15
+ * where no tensor map can be made; otherwise (1) the split kernels
+ * for few queries, else tma15 (docs/CUDA.md "Sparse attention 4": faster than ring15 at 32K,
+ * 128K and 1M), else ring15 where no tensor map can be made. */
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -865,7 +1087,69 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "ring7")) return 7;
     if (s && !strcmp(s, "ring11")) return 11;
     if (s && !strcmp(s, "ring15")) return 15;
+    if (s && !strcmp(s, "user15")) return 115;
+    if (s && !strcmp(s, "tma15")) return 215;
+    if (s && !strcmp(s, "tma11")) return 211;
     return 1;
+}
+
+/* A 2-D TMA map of a (rows, cols) row-major bf16 matrix (a K or V cache: cols = nkv x D), boxes
+ * of 64 columns x 64 rows, 128B-swizzled, rows >= `rows` zero-filled. cuTensorMapEncodeTiled is
+ * looked up once through the runtime. false: no driver entry point or the encode failed. */
+static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols)
+{
+    static PFN_cuTensorMapEncodeTiled_v12000 enc;
+    static bool looked;
+    if (!looked) {
+        looked = true;
+        void *f = nullptr;
+        cudaDriverEntryPointQueryResult q;
+        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                             &q) == cudaSuccess &&
+            q == cudaDriverEntryPointSuccess)
+            enc = (PFN_cuTensorMapEncodeTiled_v12000)f;
+        else
+            (void)cudaGetLastError();
+    }
+    if (!enc || rows <= 0 || cols <= 0 || cols > ((int64_t)1 << 32) / 2) return false;
+    const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
+    const cuuint64_t stride[1] = {(cuuint64_t)cols * 2};
+    const cuuint32_t box[2] = {64, 64}, es[2] = {1, 1};
+    return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, es,
+               CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+               CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+               CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
+ * (TMA) no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
+ * Q fragments (!QREG), then ns slots (unpadded and 1 KB aligned with TMA). */
+template <int D, int NC, bool QREG, bool TMA>
+static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
+{
+    const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
+    const size_t qbytes = QREG ? 0 : (size_t)NC * D * 32;
+    const size_t lst = ((size_t)nq * a->K_sel * 4 + 15) / 16 * 16;
+    if (sr_optin <= 0 || a->K_sel <= 0 || lst > (size_t)sr_optin) return false;
+    const size_t head = SU_HDR + 3 * lst + qbytes;
+    const size_t fixed = TMA ? head + 1024 : (head + 127) / 128 * 128;
+    const size_t slot = (size_t)2 * CU_KT * (TMA ? D : D + 8) * 2;
+    if (fixed + 2 * slot > (size_t)sr_optin) return false;
+    size_t ns = ((size_t)sr_optin - fixed) / slot;
+    if (ns > SR_MAXNS) ns = SR_MAXNS;
+    CUtensorMap tk, tv;
+    memset(&tk, 0, sizeof(tk));
+    memset(&tv, 0, sizeof(tv));
+    if (TMA) {
+        const int64_t rows = a->p0 + a->t0 + a->n, cols = (int64_t)a->nkv * D;
+        if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
+            return false;
+    }
+    const dim3 grid((a->n + nq - 1) / nq, a->nkv);
+    sparse_user_kernel<D, NC, QREG, TMA><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+        *a, lg, ncw, (int)ns, (int)lst, tk, tv);
+    *err = cudaGetLastError();
+    return true;
 }
 
 /* Launch the ring kernel; false (nothing launched) when its shared memory does not fit. */
@@ -902,8 +1186,9 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
-/* Few queries (decode): the split kernels; else the ring kernel for the register shapes when its
- * shared memory fits (K_sel up to a few thousand); else, and with SALA_CUDA_SATTN=old, the second
+/* Few queries (decode): the split kernels; else the TMA users-only ring (ring15 where no tensor
+ * map can be made) for the register shapes when its shared memory fits (K_sel up to a few
+ * thousand); else, and with SALA_CUDA_SATTN=old, the second
  * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
@@ -921,7 +1206,16 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 11)
             done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
                         : sr_launch<64, 11, false>(st, a, lg, &err);
-        else if (v == 15 || v == 1)
+        else if (v == 215 || v == 1)
+            done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
+                        : su_launch<64, 15, false, true>(st, a, lg, &err);
+        else if (v == 211)
+            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
+                        : su_launch<64, 11, false, true>(st, a, lg, &err);
+        if (!done && (v == 115 || v == 215 || v == 211))
+            done = d128 ? su_launch<128, 15, false, false>(st, a, lg, &err)
+                        : su_launch<64, 15, false, false>(st, a, lg, &err);
+        if (!done && (v == 15 || v == 1))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;
@@ -946,6 +1240,12 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
+template <int D, int NC, bool TMA> static cudaError_t su_init(void)
+{
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, TMA>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
+}
+
 cudaError_t cu_attn_init(void)
 {
     cudaError_t err = cudaFuncSetAttribute(attn_kernel<false>,
@@ -967,6 +1267,9 @@ cudaError_t cu_attn_init(void)
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
                              sr_init<128, 15, false>(), sr_init<64, 15, false>(),
+                             su_init<128, 15, false>(), su_init<64, 15, false>(),
+                             su_init<128, 15, true>(),  su_init<64, 15, true>(),
+                             su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)

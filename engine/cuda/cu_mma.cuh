@@ -85,6 +85,51 @@ static __device__ __forceinline__ void mbar_arrive(uint32_t bar)
     asm volatile("{\n.reg .b64 st;\nmbarrier.arrive.shared::cta.b64 st, [%0];\n}\n" ::"r"(bar)
                  : "memory");
 }
+/* Non-blocking: has the phase of parity `parity` completed? */
+static __device__ __forceinline__ bool mbar_test(uint32_t bar, uint32_t parity)
+{
+    uint32_t done;
+    asm volatile("{\n.reg .pred p;\n"
+                 "mbarrier.test_wait.parity.shared::cta.b64 p, [%1], %2;\n"
+                 "selp.u32 %0, 1, 0, p;\n}\n"
+                 : "=r"(done)
+                 : "r"(bar), "r"(parity)
+                 : "memory");
+    return done != 0;
+}
+/* count arrivals at once (1 <= count < 2^20; sm_90). */
+static __device__ __forceinline__ void mbar_arrive_cnt(uint32_t bar, uint32_t count)
+{
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(count)
+                 : "memory");
+}
+/* One arrival that also expects tx more bytes of asynchronous (TMA) writes in this phase. */
+static __device__ __forceinline__ void mbar_arrive_tx(uint32_t bar, uint32_t tx)
+{
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(tx)
+                 : "memory");
+}
+/* TMA (sm_90): box (c0, c1) of the 2-D tensor map at generic address map -> shared dst; the
+ * bytes complete_tx on bar. Out-of-bounds elements are zero-filled and count as bytes too. */
+static __device__ __forceinline__ void tma_load_2d(uint32_t dst, const void *map, int c0, int c1,
+                                                   uint32_t bar)
+{
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes "
+                 "[%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+                 "l"(map), "r"(c0), "r"(c1), "r"(bar)
+                 : "memory");
+}
+/* Release store / acquire load of a shared int (CTA scope). */
+static __device__ __forceinline__ void st_release_cta(uint32_t addr, int v)
+{
+    asm volatile("st.release.cta.shared::cta.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+static __device__ __forceinline__ int ld_acquire_cta(uint32_t addr)
+{
+    int v;
+    asm volatile("ld.acquire.cta.shared::cta.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
 /* An arrival on bar once every cp.async this thread issued so far has landed; .noinc: the
  * barrier's init count must include these arrivals. */
 static __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar)
