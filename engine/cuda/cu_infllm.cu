@@ -980,7 +980,10 @@ static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint6
  * rows, indexed u & 3); the wgmma descriptors are one 32-bit add from a hoisted base; the
  * cp.async addresses are hoisted (a thread's 8 rows of a tile are r0 + 8 k: the same swizzle,
  * 1024 bytes apart). */
-static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
+/* P1 (benchmarks only, SALA_CUDA_SW_PASS1=1): stop after pass 1 and write no scores (the lse
+ * feeds a store that never happens unless the sum equals a sentinel, so pass 1 is kept whole);
+ * its time against the full kernel's splits pass 1 from pass 2. */
+template <bool P1> static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int D = 128, QC = 8, NPW = 4;
@@ -1143,6 +1146,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                 }
                 lse[j][e] = L > 0.0f ? M + log2f(L) : -INFINITY;
             }
+    }
+    if constexpr (P1) {
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 16; j++) s += lse[j][0] + lse[j][1];
+        if (s == 1234.5f) sco[0] = s;
+        return;
     }
 
     /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) & 3 */
@@ -1361,7 +1371,10 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int wv = score_w_pick(a, lg);
         if (wv < 0) return cudaErrorInvalidDeviceFunction;  /* forced, but no sm_90a image */
         if (wv > 0) {
-            score_w_kernel<<<grid, 128, score_w_smem(), st>>>(*a);
+            if (cu_env_is("SALA_CUDA_SW_PASS1", "1"))
+                score_w_kernel<true><<<grid, 128, score_w_smem(), st>>>(*a);
+            else
+                score_w_kernel<false><<<grid, 128, score_w_smem(), st>>>(*a);
             return cudaGetLastError();
         }
         score_mma_go(st, a, grid, var, lg, 0, 0, 1);
@@ -1629,7 +1642,10 @@ cudaError_t cu_kernels_init(void)
         return err;
     sc_w_ok = arch == 1;
     if (sc_w_ok &&
-        (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
+        ((err = cudaFuncSetAttribute(score_w_kernel<false>, dyn, (int)score_w_smem())) !=
+             cudaSuccess ||
+         (err = cudaFuncSetAttribute(score_w_kernel<true>, dyn, (int)score_w_smem())) !=
+             cudaSuccess))
         return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
