@@ -1154,6 +1154,10 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
             issue(t, acc0);
             wg_wait<0>();
             wg_keep(acc0);
+            if constexpr (P1M == 1) {
+                p1epi(t, acc0);
+                continue;
+            }
             const int c0 = t * CU_KT + 16 * w + rq;
             bool ok[2][2];
 #pragma unroll
@@ -1171,35 +1175,22 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                 for (int i = 0; i < 64; i++)
                     if (!ok[(i >> 1) & 1][i & 1]) x[i] = -INFINITY;
             }
-            if constexpr (P1M > 0) {
 #pragma unroll
-                for (int j = 0; j < 16; j++)
+            for (int j = 0; j < 16; j++)
 #pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const float x0 = x[4 * j + e], x1 = x[4 * j + 2 + e];
-                        const float mn = fmaxf(m[j][e], fmaxf(x0, x1));
-                        const float s = sc_exp2<true>(x0 - mn) + sc_exp2<true>(x1 - mn);
-                        l[j][e] = __fadd_rn(__fmul_rn(l[j][e], sc_exp2<true>(m[j][e] - mn)), s);
-                        m[j][e] = mn;
-                    }
-            } else {
-#pragma unroll
-                for (int j = 0; j < 16; j++)
-#pragma unroll
-                    for (int e = 0; e < 2; e++) {
-                        const float x0 = x[4 * j + e], x1 = x[4 * j + 2 + e];
-                        const float mx = fmaxf(x0, x1);
-                        if (mx > -INFINITY) {
-                            if (mx > m[j][e]) {
-                                l[j][e] *= sc_exp2<true>(m[j][e] - mx);
-                                m[j][e] = mx;
-                            }
-                            l[j][e] += sc_exp2<true>(x0 - m[j][e]) + sc_exp2<true>(x1 - m[j][e]);
+                for (int e = 0; e < 2; e++) {
+                    const float x0 = x[4 * j + e], x1 = x[4 * j + 2 + e];
+                    const float mx = fmaxf(x0, x1);
+                    if (mx > -INFINITY) {
+                        if (mx > m[j][e]) {
+                            l[j][e] *= sc_exp2<true>(m[j][e] - mx);
+                            m[j][e] = mx;
                         }
+                        l[j][e] += sc_exp2<true>(x0 - m[j][e]) + sc_exp2<true>(x1 - m[j][e]);
                     }
-            }
+                }
         }
-        if constexpr (P1M > 0) {                 /* the sentinel back to -inf: the same merge inputs */
+        if constexpr (P1M > 0) {            /* the sentinel back to -inf: the same merge inputs */
 #pragma unroll
             for (int j = 0; j < 16; j++)
 #pragma unroll
