@@ -906,6 +906,7 @@ static __global__ void __launch_bounds__(128, 2)
  * (__CUDA_ARCH_FEAT_SM90_ALL); score_w_probe tells the host whether that image runs. */
 #define SW_NS 4                         /* K tile ring slots (16 KB each) */
 #define SW_PWS 68                       /* window-row stride (floats): conflict-free stores */
+#define SW_MLO (-1e30f)                 /* pass 1's branch-free running max before any window */
 
 static __device__ int sc_w_arch;        /* 1: the sm_90a image of this file runs */
 static bool sc_w_ok;                    /* host copy, set by cu_kernels_init */
@@ -980,6 +981,17 @@ static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint6
  * rows, indexed u & 3); the wgmma descriptors are one 32-bit add from a hoisted base; the
  * cp.async addresses are hoisted (a thread's 8 rows of a tile are r0 + 8 k: the same swizzle,
  * 1024 bytes apart). */
+/* Pass 1's form (branch s1y; SALA_CUDA_SW_P1, read at every launch): P1M = 2 (unset, the
+ * default): the online (max, sum) update without branches (mn = max(m, x0, x1); l = l 2^(m - mn)
+ * + 2^(x0 - mn) + 2^(x1 - mn), the running max starting at SW_MLO, not -inf, so that no
+ * difference is inf - inf; the same roundings as the branchy form, bit for bit) with two
+ * accumulator sets: tile t + 1's chain is issued before tile t's update, as in pass 2; scores
+ * scaled and masked in place. P1M = 1 (=bf): the same update, one accumulator set. P1M = 0
+ * (=old): s1x's per-(head, query) branches (max test, rescale only when the max grows).
+ * P1 (benchmarks only, SALA_CUDA_SW_PASS1=1): stop after pass 1 and write no scores (the lse
+ * feeds a store that never happens unless the sum equals a sentinel, so pass 1 is kept whole);
+ * its time against the full kernel's splits pass 1 from pass 2. */
+template <bool P1, int P1M>
 static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1081,10 +1093,71 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     {                                                       /* pass 1: lse over K2 */
         float m[16][2], l[16][2];
         ml_init(m, l);
-        for (int t = 0; t < nt2; t++) {
+        if constexpr (P1M > 0) {
+#pragma unroll
+            for (int j = 0; j < 16; j++) m[j][0] = m[j][1] = SW_MLO;
+        }
+        /* branch-free update of tile t's scores in d (scaled and masked in place) */
+        auto p1epi = [&](int t, float (&d)[64]) {
+#pragma unroll
+            for (int i = 0; i < 64; i++) d[i] *= sl;
+            wg_keep(d);
+            if (t * CU_KT + CU_KT > v2lo) {     /* masks only where a window may be invalid */
+                const int c0 = t * CU_KT + 16 * w + rq;
+#pragma unroll
+                for (int i = 0; i < 64; i++)
+                    if (c0 + 8 * ((i >> 1) & 1) >= v2q[i & 1]) d[i] = -INFINITY;
+            }
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const float x0 = d[4 * j + e], x1 = d[4 * j + 2 + e];
+                    const float mn = fmaxf(m[j][e], fmaxf(x0, x1));
+                    const float s = sc_exp2<true>(x0 - mn) + sc_exp2<true>(x1 - mn);
+                    l[j][e] = __fadd_rn(__fmul_rn(l[j][e], sc_exp2<true>(m[j][e] - mn)), s);
+                    m[j][e] = mn;
+                }
+        };
+        if constexpr (P1M == 2) {           /* tile t + 1's chain issued before t's update */
+#pragma unroll
+            for (int i = 0; i < 64; i++) acc1[i] = 0.0f;
+            if (nt2 > 0) {
+                issue(0, acc0);
+                int t = 1;
+                for (; t + 1 < nt2; t += 2) {
+                    issue(t, acc1);
+                    wg_wait<1>();
+                    wg_keep(acc0);
+                    p1epi(t - 1, acc0);
+                    issue(t + 1, acc0);
+                    wg_wait<1>();
+                    wg_keep(acc1);
+                    p1epi(t, acc1);
+                }
+                if (t < nt2) {                  /* tiles t - 1 and t left */
+                    issue(t, acc1);
+                    wg_wait<1>();
+                    wg_keep(acc0);
+                    p1epi(t - 1, acc0);
+                    wg_wait<0>();
+                    wg_keep(acc1);
+                    p1epi(t, acc1);
+                } else {                        /* tile t - 1 left */
+                    wg_wait<0>();
+                    wg_keep(acc0);
+                    p1epi(t - 1, acc0);
+                }
+            }
+        }
+        for (int t = 0; t < (P1M == 2 ? 0 : nt2); t++) {
             issue(t, acc0);
             wg_wait<0>();
             wg_keep(acc0);
+            if constexpr (P1M == 1) {
+                p1epi(t, acc0);
+                continue;
+            }
             const int c0 = t * CU_KT + 16 * w + rq;
             bool ok[2][2];
 #pragma unroll
@@ -1117,6 +1190,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                     }
                 }
         }
+        if constexpr (P1M > 0) {            /* the sentinel back to -inf: the same merge inputs */
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+#pragma unroll
+                for (int e = 0; e < 2; e++)
+                    if (m[j][e] == SW_MLO) m[j][e] = -INFINITY;
+        }
 #pragma unroll
         for (int j = 0; j < 16; j++)
 #pragma unroll
@@ -1143,6 +1223,13 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                 }
                 lse[j][e] = L > 0.0f ? M + log2f(L) : -INFINITY;
             }
+    }
+    if constexpr (P1) {
+        float s = 0.0f;
+#pragma unroll
+        for (int j = 0; j < 16; j++) s += lse[j][0] + lse[j][1];
+        if (s == 1234.5f) sco[0] = s;
+        return;
     }
 
     /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) & 3 */
@@ -1268,7 +1355,8 @@ static size_t score_mma_smem(int d, int lg)
  * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"), =w or =wx (the wgmma kernel on every unsplit launch of
- * its shape; unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * its shape; unset: on prefill launches, score_w_pick; SALA_CUDA_SW_P1=old|bf: its pass 1's
+ * form, see score_w_kernel); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
@@ -1361,7 +1449,14 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int wv = score_w_pick(a, lg);
         if (wv < 0) return cudaErrorInvalidDeviceFunction;  /* forced, but no sm_90a image */
         if (wv > 0) {
-            score_w_kernel<<<grid, 128, score_w_smem(), st>>>(*a);
+            const bool p1 = cu_env_is("SALA_CUDA_SW_PASS1", "1");
+            const int m = cu_env_is("SALA_CUDA_SW_P1", "old") ? 0
+                          : cu_env_is("SALA_CUDA_SW_P1", "bf") ? 1 : 2;
+            void (*const kw[2][3])(score_args) = {
+                {score_w_kernel<false, 0>, score_w_kernel<false, 1>, score_w_kernel<false, 2>},
+                {score_w_kernel<true, 0>, score_w_kernel<true, 1>, score_w_kernel<true, 2>}};
+            void (*k)(score_args) = kw[p1][m];
+            k<<<grid, 128, score_w_smem(), st>>>(*a);
             return cudaGetLastError();
         }
         score_mma_go(st, a, grid, var, lg, 0, 0, 1);
@@ -1628,9 +1723,14 @@ cudaError_t cu_kernels_init(void)
         (err = cudaMemcpyFromSymbol(&arch, sc_w_arch, sizeof(arch))) != cudaSuccess)
         return err;
     sc_w_ok = arch == 1;
-    if (sc_w_ok &&
-        (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
-        return err;
+    if (sc_w_ok) {
+        void (*const kw[6])(score_args) = {score_w_kernel<false, 0>, score_w_kernel<false, 1>,
+                                           score_w_kernel<false, 2>, score_w_kernel<true, 0>,
+                                           score_w_kernel<true, 1>,  score_w_kernel<true, 2>};
+        for (int i = 0; i < 6; i++)
+            if ((err = cudaFuncSetAttribute(kw[i], dyn, (int)score_w_smem())) != cudaSuccess)
+                return err;
+    }
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
 }
