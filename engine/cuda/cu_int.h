@@ -77,6 +77,14 @@ cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits o
  * docs/CUDA.md "Decode kernels"), for same-run comparisons. */
 bool cu_decode_old(void);
 
+/* cu_pick.cu: the greedy pick of a logits row (V) into out[0] (engine/sampler.c's greedy rule),
+ * the ids marked with stamp in mark (V) penalized by pen (pen 1 or mark NULL: none);
+ * k_pick_mark marks ids[0..n) (ids outside [0, V) skipped). */
+cudaError_t k_pick_mark(cudaStream_t st, const int32_t *ids, int64_t n, int V, int32_t *mark,
+                        int32_t stamp);
+cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
+                   int32_t stamp, int32_t *out);
+
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
 /* x (T, D) += rs * a (a may be NULL); then h = bf16(rmsnorm(x) * w) when h != NULL. */
@@ -313,9 +321,15 @@ typedef struct {
     int32_t *sel;                     /* (tmax, nkv, K) */
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
-    int32_t *dstep;                   /* (4): a graph step's token, row 0, position (int64) */
+    int32_t *dstep;                   /* (8): a graph step's token, row 0, position (int64);
+                                         [4]: a greedy pick's output (k_pick) */
     int32_t *hpin;                    /* pinned (4 + V): dstep's upload, then a graph step's
                                          logits row from [4] (NULL: pageable copies) */
+    /* greedy picks with a repetition penalty (cu_forward.cu step_pick): the marks (V) of
+     * stamp pk_stamp, the ids uploaded for them (pk_cap); allocated at the first such pick */
+    int32_t *pk_mark, *pk_ids;
+    int64_t pk_cap;
+    int32_t pk_stamp;
     cu_graph g;
 } cu_seq;
 
