@@ -43,7 +43,7 @@ static __device__ __forceinline__ bool pick_better(float v, int i, float bv, int
 /* One CTA of PICK_THREADS over the row (294 KB at the real vocabulary: ~2-3 us from L2). */
 static __global__ void __launch_bounds__(PICK_THREADS)
 pick_kernel(const float *logits, int V, float pen, const int32_t *mark, int32_t stamp,
-            int32_t *out)
+            int32_t *out, int32_t *ahead, int64_t pos)
 {
     float bv = -INFINITY;
     int bi = INT_MAX;   /* no candidate yet (all NaN) */
@@ -75,14 +75,20 @@ pick_kernel(const float *logits, int V, float pen, const int32_t *mark, int32_t 
     if (!lane) {
         /* id 0's value, penalized or not, is NaN: the sampler's scan never leaves 0 */
         const bool nan0 = isnan(logits[0]);
-        out[0] = nan0 || bi == INT_MAX ? 0 : bi;
+        const int32_t t = nan0 || bi == INT_MAX ? 0 : bi;
+        out[0] = t;
+        if (ahead) {
+            ahead[0] = t;
+            ahead[1] = 0;
+            *(int64_t *)(ahead + 2) = pos;
+        }
     }
 }
 
 cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
-                   int32_t stamp, int32_t *out)
+                   int32_t stamp, int32_t *out, int32_t *ahead, int64_t pos)
 {
     if (V <= 0) return cudaErrorInvalidValue;
-    pick_kernel<<<1, PICK_THREADS, 0, st>>>(logits, V, pen, mark, stamp, out);
+    pick_kernel<<<1, PICK_THREADS, 0, st>>>(logits, V, pen, mark, stamp, out, ahead, pos);
     return cudaGetLastError();
 }
