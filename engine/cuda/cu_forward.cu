@@ -505,7 +505,8 @@ static int pick_marks(cu_seq *s, const eng_pick *pk, sala_err *e)
 }
 
 /* The step's logits row s->logits[0 .. V) to the caller, then wait for the stream: with pk, its
- * greedy pick into *pk->next (4 bytes come back) and, unless SALA_CUDA_PICK=upload (read per
+ * greedy pick into *pk->next (4 bytes: the kernel writes them into the pinned s->hpin when pin,
+ * else they are copied back) and, unless SALA_CUDA_PICK=upload (read per
  * step), the next graph step's upload (the pick, row 0, position len) into dstep, so that a
  * step that feeds the pick skips its upload; else the row into logits. pin: through the pinned
  * buffer s->hpin. */
@@ -517,10 +518,10 @@ static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala
     if (pk) {
         const bool pen = pk->penalty != 1.0f && pk->nrecent > 0;
         const bool ahead = !cu_env_is("SALA_CUDA_PICK", "upload");
+        int32_t one, *h = pin ? s->hpin + 4 : &one;   /* pinned: mapped (UVA), written there */
         K(OP_OTHER, k_pick(st, s->logits, V, pk->penalty, pen ? s->pk_mark : NULL, s->pk_stamp,
-                           s->dstep + 4, ahead ? s->dstep : NULL, s->len));
-        int32_t one, *h = pin ? s->hpin + 4 : &one;
-        CUDA_CHECK(cudaMemcpyAsync(h, s->dstep + 4, 4, cudaMemcpyDeviceToHost, st));
+                           pin ? h : s->dstep + 4, ahead ? s->dstep : NULL, s->len));
+        if (!pin) CUDA_CHECK(cudaMemcpyAsync(h, s->dstep + 4, 4, cudaMemcpyDeviceToHost, st));
         CUDA_CHECK(cudaStreamSynchronize(st));
         *pk->next = *h;
         s->pk_ahead = ahead;
@@ -628,7 +629,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         K(OP_OTHER, k_norm_rows(st, s->x, s->rows, n, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, n, s->logits, V);
         if (fa->pick) {   /* n == 1 (cu_forward) */
-            CU_TRY(step_out(s, NULL, fa->pick, false, e));
+            CU_TRY(step_out(s, NULL, fa->pick, step_pinned(s), e));
             continue;
         }
         CUDA_CHECK(cudaMemcpyAsync(logits + r0 * V, s->logits, (size_t)n * V * 4,
