@@ -61,7 +61,9 @@ static inline bool cu_env_is(const char *name, const char *val)
 
 /* ---- op categories of the profile (bench) ----
  * OP_IDLE: from the end of one launch (cu_prof_end) to the next mark: the device waiting for the
- * host (launch overhead it could not hide), and the host's time between calls.
+ * host (launch overhead it could not hide), and the host's time between calls; with kernel
+ * records (mode 2) the device's idle spans of >= 10 us between two kernels (waits for the host,
+ * e.g. at a decode step's boundary), not counted as busy.
  * OP_OVERLAP (kernel records, mode 2): the seconds in which two or more kernels were on the
  * device at once, counted in each one's category (a kernel launched with programmatic dependent
  * launch is resident while it waits for the one before): categories minus it = device busy. */
