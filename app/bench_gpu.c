@@ -108,9 +108,9 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
 /* The decode configurations timed side by side: the default (CUDA graph, the greedy pick on the
  * device), plain launches (SALA_CUDA_GRAPH=0, pick on the device), the graph with the logits
  * row to the host and the sampler there (SALA_CUDA_PICK=0: the step before branch dec6), and
- * the device pick without the next step's segment 0 launched ahead (SALA_CUDA_PICK=nospec). */
-enum { DC_NEW, DC_PLAIN, DC_HOST, DC_NOSPEC, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "host pick", "pick, no spec"};
+ * the device pick with the token uploaded (SALA_CUDA_PICK=upload). */
+enum { DC_NEW, DC_PLAIN, DC_HOST, DC_UPLOAD, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "host pick", "pick, upload"};
 static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PICK"};
 #define DC_ENV 2
 /* The configurations also timed with kernel records: plain, graph, host pick. */
@@ -157,7 +157,7 @@ static void dc_env_set(int c, const dc_keep *k)
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
     if (c == DC_HOST) setenv("SALA_CUDA_PICK", "0", 1);
-    if (c == DC_NOSPEC) setenv("SALA_CUDA_PICK", "nospec", 1);
+    if (c == DC_UPLOAD) setenv("SALA_CUDA_PICK", "upload", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -263,7 +263,7 @@ static void print_decode(int64_t L, const dec_stats *d)
            "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d,\"host_sampler_us\":%.2f", (long long)L,
            1.0 / d->graph, 1.0 / d->plain, 1e3 * d->first, d->mode, d->n, 1e6 * d->host[DC_HOST]);
-    static const char *const jn[DC_N] = {"graph", "plain", "hostpick", "nospec"};
+    static const char *const jn[DC_N] = {"graph", "plain", "hostpick", "upload"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);

@@ -139,8 +139,6 @@ static int seg_begin(cu_seq *s, sala_err *e)
         return sala_errf(e, SALA_EINTERNAL, "CUDA graph: segment %d of %d", m->gseg, s->g.nseg);
     if (m->gmode == CU_G_CAPTURE) {
         CUDA_CHECK(cudaStreamBeginCapture(m->st, cudaStreamCaptureModeThreadLocal));
-    } else if (m->gseg == 0 && m->gspec) {   /* launched ahead by the last step (spec_next) */
-        m->gskip = true;
     } else {
         CUDA_CHECK(cudaGraphLaunch(s->g.ex[m->gseg], m->st));
         m->gskip = true;
@@ -168,9 +166,8 @@ static int seg_end(cu_seq *s, sala_err *e)
     return SALA_OK;
 }
 
-static void graph_drop(cu_graph *g, cudaStream_t st)
+static void graph_drop(cu_graph *g)
 {
-    if (g->nseg) cudaStreamSynchronize(st);   /* a segment 0 launched ahead may still run */
     for (int i = 0; i < g->nseg; i++)
         if (g->ex[i]) cudaGraphExecDestroy(g->ex[i]);
     free(g->ex);
@@ -183,7 +180,7 @@ static void graph_drop(cu_graph *g, cudaStream_t st)
 
 void cu_graph_free(cu_seq *s)
 {
-    graph_drop(&s->g, s->m->st);
+    graph_drop(&s->g);
 }
 
 /* The device addresses a decode step's static segments bake in (k: room for graph_key_n). */
@@ -215,7 +212,6 @@ static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *f
     m->gmode = CU_G_OFF;
     m->gseg = 0;
     m->gskip = false;
-    m->gspec = false;
     if (T != 1 || nout != 1 || cu_env_is("SALA_CUDA_GRAPH", "0")) return SALA_OK;
     /* SALA_CUDA_GRAPH=force (tests): a decode step that cannot take the graph is an error */
     const int no = cu_env_is("SALA_CUDA_GRAPH", "force") ? SALA_EUNSUP : SALA_OK;
@@ -239,12 +235,12 @@ static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *f
         m->gmode = CU_G_REPLAY;
         return SALA_OK;
     }
-    graph_drop(g, m->st);
+    graph_drop(g);
     const int nseg = 1 + (int)c->n_sparse;
     g->ex = (cudaGraphExec_t *)calloc((size_t)nseg, sizeof(cudaGraphExec_t));
     g->key = (void **)malloc((size_t)nk * sizeof(void *));
     if (!g->ex || !g->key) {
-        graph_drop(g, m->st);
+        graph_drop(g);
         return sala_errf(e, SALA_ENOMEM, "CUDA graph: out of memory");
     }
     g->nseg = nseg;
@@ -269,14 +265,13 @@ static void graph_finish(cu_seq *s, int rc)
     }
     if (m->gmode == CU_G_CAPTURE) {
         if (!rc && m->gseg == s->g.nseg) s->g.ok = true;
-        else graph_drop(&s->g, s->m->st);
+        else graph_drop(&s->g);
     } else if (rc) {
-        graph_drop(&s->g, s->m->st);
+        graph_drop(&s->g);
     }
     m->gmode = CU_G_OFF;
     m->gseg = 0;
     m->gskip = false;
-    m->gspec = false;
 }
 
 /* The shapes a sparse layer's launches need. */
@@ -509,35 +504,6 @@ static int pick_marks(cu_seq *s, const eng_pick *pk, sala_err *e)
     return SALA_OK;
 }
 
-/* After a replayed graph step whose pick wrote the next step's upload (s->pk_ahead): launch the
- * next step's segment 0 now, while the caller looks at the pick, unless SALA_CUDA_PICK=nospec
- * (read per step). Segment 0 (embed .. layer 0's sparse_prep; layer 0 must be sparse: no
- * recurrent state) writes only scratch and the K/V row at position len, which any next forward
- * rewrites before reading; a step feeding the pick at len finds it done (m->gspec). Room and
- * private chunks for that row first (what the next step would do), and the device addresses
- * the segment baked in must be the ones it has now; if anything fails, nothing is launched.
- * Any forward clears pk_spec; the graph is dropped only after the stream drained. */
-static void spec_next(cu_seq *s)
-{
-    cu_model *m = s->m;
-    if (m->gmode != CU_G_REPLAY || !s->pk_ahead || !s->g.ok || s->g.nseg < 1 ||
-        m->c.mixer[0] != ENG_MIXER_SPARSE || cu_env_is("SALA_CUDA_PICK", "nospec"))
-        return;
-    sala_err le;
-    if (cu_seq_cap(s, s->len + 1, &le) || cu_seq_writable(s, s->len, 1, &le) ||
-        cu_seq_score_room(s, s->len + 1, &le))
-        return;
-    void *k[26 + 2 * 64];
-    if (graph_key_n(m) > (int)(sizeof(k) / sizeof(k[0]))) return;
-    const int nk = graph_key(s, k);
-    if (nk != s->g.nkey || memcmp(k, s->g.key, (size_t)nk * sizeof(void *))) return;
-    if (cudaGraphLaunch(s->g.ex[0], m->st) != cudaSuccess) {
-        cudaGetLastError();
-        return;
-    }
-    s->pk_spec = true;
-}
-
 /* The step's logits row s->logits[0 .. V) to the caller, then wait for the stream: with pk, its
  * greedy pick into *pk->next (4 bytes: the kernel writes them into the pinned s->hpin when pin,
  * else they are copied back) and, unless SALA_CUDA_PICK=upload (read per
@@ -585,8 +551,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const float *frs = fold ? &rs : NULL;
     cu_gemv_args ga;   /* the SwiGLU GEMV of a layer (swiglu_fused) */
     const bool ahead0 = s->pk_ahead;   /* dstep holds (pk_tok, 0, pk_pos): the last pick's */
-    const bool spec0 = s->pk_spec;     /* and segment 0 of this step ran with it */
-    s->pk_ahead = s->pk_spec = false;
+    s->pk_ahead = false;
 
     const int tmax0 = s->tmax;
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
@@ -599,7 +564,6 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const bool graph = m->gmode != CU_G_OFF;
     const bool pin = graph && step_pinned(s);
     const bool have = ahead0 && s->pk_dstep == s->dstep && s->pk_tok == tok[0] && s->pk_pos == p0;
-    m->gspec = spec0 && have && m->gmode == CU_G_REPLAY;
     if (graph && !have) {   /* token, logits row 0, position: what a replayed step reads */
         int32_t stk[4], *up = pin ? s->hpin : stk;   /* hpin: the last step's copies are done */
         up[0] = tok[0];
@@ -655,7 +619,6 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         GEMM(m->lm_head, V, D, s->hf, 1, s->logits, V);
         CU_TRY(seg_end(s, e));
         CU_TRY(step_out(s, logits, fa->pick, pin, e));
-        if (fa->pick) spec_next(s);
         nout = 0;
     }
     for (int64_t r0 = 0; r0 < nout; r0 += CU_LOGIT_ROWS) {
@@ -906,7 +869,6 @@ static int batch_step(cu_seq *const *S, const eng_batch_args *a, sala_err *e)
 int cu_forward_batch(cu_seq *const *S, const eng_batch_args *a, sala_err *e)
 {
     cu_model *m = S[0]->m;
-    for (int b = 0; b < a->n; b++) S[b]->pk_ahead = S[b]->pk_spec = false;   /* scratch reused */
     cu_prof_mark(m, OP_OTHER);
     const int rc = batch_step(S, a, e);
     cudaError_t err = cudaStreamSynchronize(m->st);

@@ -246,7 +246,6 @@ typedef struct {
      * the next segment, and whether launches are skipped (the replayed segment made them) */
     int gmode, gseg;
     bool gskip;
-    bool gspec;                       /* this step's segment 0 already ran (cu_seq.pk_spec) */
 } cu_model;
 
 enum { CU_G_OFF, CU_G_CAPTURE, CU_G_REPLAY };
@@ -337,9 +336,6 @@ typedef struct {
     /* the last step's pick wrote the next graph step's upload (pk_tok, row 0, pk_pos) into
        dstep (pk_dstep): a step feeding exactly that skips its upload */
     bool pk_ahead;
-    /* ... and, after it, the graph's segment 0 of the step that feeds the pick (embed, layer 0
-       up to sparse_prep: scratch and the K/V row at pk_pos only) was launched already */
-    bool pk_spec;
     int32_t pk_tok;
     int64_t pk_pos;
     const int32_t *pk_dstep;
