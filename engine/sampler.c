@@ -55,8 +55,7 @@ static int cmp_desc(const void *a, const void *b, void *base)
     return x < y ? -1 : x > y;
 }
 
-/* The greedy rule: the first id of the largest value (NaN never wins; v[0] NaN: 0). The best
- * value is kept in a register (not reloaded through best: ~4x faster on 73K floats). */
+/* The greedy rule: the first id of the largest value (NaN never wins; v[0] NaN: 0). */
 static int32_t argmax(const float *v, int64_t V)
 {
     int64_t best = 0;
