@@ -59,6 +59,7 @@ typedef struct {
     void *bm;
     int64_t vocab;
     float *logits;
+    eng_sampler *smp;   /* greedy, no penalty: the product's default sampler */
 } bench;
 
 /* Prefill L random tokens into a new sequence; *sec = wall seconds to the last row's logits. */
@@ -73,20 +74,29 @@ static int prefill(bench *b, void *seq, const int32_t *tok, int64_t L, double *s
 }
 
 /* steps greedy decode steps from *t; *sec = their wall seconds, each[i] (if not NULL) step i's
- * (forward call and the argmax over the logits: what the next step waits for). */
+ * (forward call and the pick: what the next step waits for). The pick is the product's
+ * (eng_seq_decode_greedy): on the device where the backend picks now (pick_native), else the
+ * logits row to the host and engine/sampler.c; *host (if not NULL) += the sampler's seconds. */
 static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec, double *each,
-                        sala_err *e)
+                        double *host, sala_err *e)
 {
     int64_t row = 0;
-    eng_forward_args a = {.tokens = t, .n = 1, .rows = &row, .nrows = 1, .logits = b->logits};
+    int32_t next = 0;
+    const eng_pick pk = {.penalty = 1.0f, .next = &next};
+    eng_forward_args a = {.tokens = t, .n = 1, .rows = &row, .nrows = 1};
     int rc = SALA_OK;
     double t0 = sala_now(), ti = t0;
     for (int i = 0; i < steps && !rc; i++) {
+        const bool dev = b->be->pick_native && b->be->pick_native(b->bm);
+        a.pick = dev ? &pk : NULL;
+        a.logits = dev ? NULL : b->logits;
         rc = b->be->forward(seq, &a, e);
-        int64_t best = 0;
-        for (int64_t j = 1; j < b->vocab; j++)
-            if (b->logits[j] > b->logits[best]) best = j;
-        *t = (int32_t)best;
+        if (!dev) {
+            const double th = sala_now();
+            next = eng_sampler_sample(b->smp, b->logits, NULL, 0);
+            if (host) *host += sala_now() - th;
+        }
+        *t = next;
         const double now = sala_now();
         if (each) each[i] = now - ti;
         ti = now;
@@ -95,13 +105,17 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
     return rc;
 }
 
-/* The decode configurations timed side by side: the default (CUDA graph, the row kernels on
- * programmatic dependent launch), plain launches, and the graph with the row kernels launched
- * plainly (SALA_CUDA_ROW_PDL=0; docs/CUDA.md "Decode 5"). */
-enum { DC_NEW, DC_PLAIN, DC_RP0, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "row pdl off"};
-static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_ROW_PDL"};
+/* The decode configurations timed side by side: the default (CUDA graph, the greedy pick on the
+ * device), plain launches (SALA_CUDA_GRAPH=0, pick on the device), the graph with the logits
+ * row to the host and the sampler there (SALA_CUDA_PICK=0: the step before branch dec6), and
+ * the device pick with the token uploaded (SALA_CUDA_PICK=upload). */
+enum { DC_NEW, DC_PLAIN, DC_HOST, DC_UPLOAD, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "host pick", "pick, upload"};
+static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PICK"};
 #define DC_ENV 2
+/* The configurations also timed with kernel records: plain, graph, host pick. */
+#define DC_KP 3
+static const int dc_kp[DC_KP] = {DC_PLAIN, DC_NEW, DC_HOST};
 
 /* What a decode measurement reports (all per step, seconds). */
 typedef struct {
@@ -110,8 +124,9 @@ typedef struct {
                               SALA_CUDA_GRAPH=0 */
     double mean[DC_N], med[DC_N], lo[DC_N], hi[DC_N];   /* per configuration: mean, median,
                                                            10th and 90th percentile */
-    double kwall[2];       /* wall of the kernel-profiled steps: plain, graph */
-    eng_profile kp[2];     /* their kernel seconds per category */
+    double host[DC_N];     /* per step: the host sampler's seconds (host pick) */
+    double kwall[DC_KP];   /* wall of the kernel-profiled steps (dc_kp's configurations) */
+    eng_profile kp[DC_KP]; /* their kernel seconds per category */
     int mode;              /* 2: CUPTI kernel records; 1: events around launches (no CUPTI) */
     int n;                 /* timed steps of each kind */
 } dec_stats;
@@ -141,7 +156,8 @@ static void dc_env_set(int c, const dc_keep *k)
         else unsetenv(dc_env[i]);
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
-    if (c == DC_RP0) setenv("SALA_CUDA_ROW_PDL", "0", 1);
+    if (c == DC_HOST) setenv("SALA_CUDA_PICK", "0", 1);
+    if (c == DC_UPLOAD) setenv("SALA_CUDA_PICK", "upload", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -174,13 +190,15 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
     }
     double *st = malloc((size_t)DC_N * (size_t)steps * sizeof(double));
     if (!st) return sala_errf(e, SALA_ENOMEM, "bench: %d decode steps", steps);
-    int rc = decode_steps(b, seq, 1, &t, &d->first, NULL, e);
+    int rc = decode_steps(b, seq, 1, &t, &d->first, NULL, NULL, e);
     for (int done = 0; done < steps && !rc; done += DC_ROUND) {
         const int n = steps - done < DC_ROUND ? steps - done : DC_ROUND;
         for (int c = 0; c < DC_N && !rc; c++) {
             dc_env_set(c, &k);
-            rc = decode_steps(b, seq, 1, &t, &s, NULL, e);
-            if (!rc) rc = decode_steps(b, seq, n, &t, &s, st + (size_t)c * steps + done, e);
+            rc = decode_steps(b, seq, 1, &t, &s, NULL, NULL, e);
+            if (!rc)
+                rc = decode_steps(b, seq, n, &t, &s, st + (size_t)c * steps + done, &d->host[c],
+                                  e);
         }
     }
     dc_env_set(-1, &k);
@@ -192,6 +210,7 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
         d->med[c] = steps % 2 ? x[steps / 2] : 0.5 * (x[steps / 2 - 1] + x[steps / 2]);
         d->lo[c] = x[steps / 10];
         d->hi[c] = x[steps - 1 - steps / 10];
+        d->host[c] /= steps;
     }
     free(st);
     if (rc) return rc;
@@ -203,15 +222,17 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
         printf("    %-15s %.1f tokens/s (mean %.3f ms a step), median %.3f ms (%.1f tokens/s), "
                "p10 %.3f, p90 %.3f\n", dc_name[c], 1.0 / d->mean[c], 1e3 * d->mean[c],
                1e3 * d->med[c], 1.0 / d->med[c], 1e3 * d->lo[c], 1e3 * d->hi[c]);
+    printf("    host pick: the sampler's argmax %.1f us a step (in its step time)\n",
+           1e6 * d->host[DC_HOST]);
     fflush(stdout);
     d->mode = 2;
-    for (int kk = 0; kk < 2 && !rc; kk++) {   /* kk = 0: plain launches, 1: graph */
-        dc_env_set(kk == 0 ? DC_PLAIN : -1, &k);
+    for (int kk = 0; kk < DC_KP && !rc; kk++) {
+        dc_env_set(dc_kp[kk], &k);
         if (b->be->profile(b->bm, d->mode, NULL)) {
             d->mode = 1;
             b->be->profile(b->bm, 1, NULL);
         }
-        rc = decode_steps(b, seq, steps, &t, &s, NULL, e);
+        rc = decode_steps(b, seq, steps, &t, &s, NULL, NULL, e);
         d->kwall[kk] = s / steps;
         b->be->profile(b->bm, 0, &d->kp[kk]);
     }
@@ -220,15 +241,17 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
 }
 
 /* Per step: the kernels by category, their sum, and wall minus that sum (gaps: launch overhead
- * the device saw, the host's work between steps), for plain launches and the graph. */
+ * the device saw, the host's work between steps), for dc_kp's configurations. */
 static void print_decode(int64_t L, const dec_stats *d)
 {
     const double n = d->n;
     const char *how = d->mode == 2 ? "CUPTI kernel records" : "events around launches";
-    for (int k = 0; k < 2; k++) {
+    static const char *const kn[DC_KP] = {"plain launches", "graph", "graph, host pick"};
+    static const char *const jk[DC_KP] = {"plain", "graph", "hostpick"};
+    for (int k = 0; k < DC_KP; k++) {
         const eng_profile *p = &d->kp[k];
-        const double ker = kernel_sum(p) / n, wall = k ? d->graph : d->plain;
-        printf("      %s, per step (%s): ", k ? "graph" : "plain launches", how);
+        const double ker = kernel_sum(p) / n, wall = d->mean[dc_kp[k]];
+        printf("      %s, per step (%s): ", kn[k], how);
         for (int i = 0; i < p->nops; i++)
             if (p->op_seconds[i] > 0)
                 printf("%s %.3f, ", p->op_name[i], 1e3 * p->op_seconds[i] / n);
@@ -238,17 +261,17 @@ static void print_decode(int64_t L, const dec_stats *d)
     }
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
            "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
-           "\"profile_mode\":%d,\"steps\":%d", (long long)L, 1.0 / d->graph, 1.0 / d->plain,
-           1e3 * d->first, d->mode, d->n);
-    static const char *const jn[DC_N] = {"graph", "plain", "rpdl0"};
+           "\"profile_mode\":%d,\"steps\":%d,\"host_sampler_us\":%.2f", (long long)L,
+           1.0 / d->graph, 1.0 / d->plain, 1e3 * d->first, d->mode, d->n, 1e6 * d->host[DC_HOST]);
+    static const char *const jn[DC_N] = {"graph", "plain", "hostpick", "upload"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);
-    for (int k = 0; k < 2; k++) {
-        const char *w = k ? "graph" : "plain";
+    for (int k = 0; k < DC_KP; k++) {
+        const char *w = jk[k];
         const eng_profile *p = &d->kp[k];
         printf(",\"%s_step_ms\":%.4f,\"%s_profiled_step_ms\":%.4f,\"%s_kernels_ms\":%.4f", w,
-               1e3 * (k ? d->graph : d->plain), w, 1e3 * d->kwall[k], w, 1e3 * kernel_sum(p) / n);
+               1e3 * d->mean[dc_kp[k]], w, 1e3 * d->kwall[k], w, 1e3 * kernel_sum(p) / n);
         for (int i = 0; i < p->nops; i++)
             printf(",\"%s_%s_ms\":%.4f", w, p->op_name[i], 1e3 * p->op_seconds[i] / n);
     }
@@ -384,6 +407,9 @@ int bench_gpu(int argc, char **argv)
         rc = sala_errf(&e, SALA_ENOMEM, "out of memory");
         goto fail;
     }
+    const eng_sampler_params greedy = {.temperature = 0, .top_p = 1.0f,
+                                       .repetition_penalty = 1.0f};
+    if ((rc = eng_sampler_new(&greedy, cfg.vocab_size, &b.smp, &e))) goto fail;
     eng_rng r;
     eng_rng_seed(&r, 7);
     for (int64_t i = 0; i < Lmax; i++) tok[i] = (int32_t)(3 + eng_rng_next(&r) % (cfg.vocab_size - 3));
@@ -446,12 +472,14 @@ int bench_gpu(int argc, char **argv)
     }
     free(tok);
     free(b.logits);
+    eng_sampler_free(b.smp);
     return EXIT_OK;
 fail:
     app_errorf("%s", e.msg);
     if (b.bm) b.be->model_free(b.bm);
     free(tok);
     free(b.logits);
+    eng_sampler_free(b.smp);
     return app_exit_code(rc);
 usage:
     fputs("usage: sala bench gpu --random-weights full|tiny [--lengths 8K,32K,128K,256K,1M]\n"

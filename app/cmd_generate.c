@@ -132,8 +132,10 @@ int cmd_generate(int argc, char **argv)
     if ((rc = eng_seq_new(en, &seq, &e))) goto fail;
     int64_t last = n - 1;
     if ((rc = eng_seq_prefill(seq, hist, n, &last, 1, logits, &e))) goto fail;
+    /* the first token from the prompt's logits; then, with a greedy sampler, the engine picks
+     * each next one (on the device where the backend can: the sampler's token, no logits row) */
+    int32_t t = eng_sampler_sample(smp, logits, hist, n);
     for (long long i = 0; i < ntok; i++) {
-        int32_t t = eng_sampler_sample(smp, logits, hist, n);
         hist[n++] = t;
         bool eos = false;
         for (int j = 0; j < c->n_eos; j++) eos |= t == c->eos_token_ids[j];
@@ -147,7 +149,12 @@ int cmd_generate(int argc, char **argv)
         }
         fflush(stdout);
         if (eos || i + 1 == ntok) break;
-        if ((rc = eng_seq_decode(seq, t, logits, &e))) goto fail;
+        if (sp.temperature <= 0) {
+            if ((rc = eng_seq_decode_greedy(seq, t, &sp, hist, n, &t, &e))) goto fail;
+        } else {
+            if ((rc = eng_seq_decode(seq, t, logits, &e))) goto fail;
+            t = eng_sampler_sample(smp, logits, hist, n);
+        }
     }
     if (ts) {
         const char *txt;

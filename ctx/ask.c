@@ -417,13 +417,11 @@ static int slot_open(ctx_ctx *c, slot *s, const char *question, const ctx_ask_op
     return SALA_OK;
 }
 
-/* Sample the next answer token from logits [vocab]; stream its text. Sets s->done at
- * <|im_end|>/eos, at max_tokens or when the text callback asked to stop; else s->next is the
- * token to feed. */
-static int slot_take(ctx_ctx *c, slot *s, const float *logits, sala_err *e)
+/* Take t as the next answer token; stream its text. Sets s->done at <|im_end|>/eos, at
+ * max_tokens or when the text callback asked to stop; else s->next is the token to feed. */
+static int slot_accept(ctx_ctx *c, slot *s, int32_t t, sala_err *e)
 {
     const eng_config *cf = eng_engine_config(c->m->en);
-    const int32_t t = eng_sampler_sample(s->smp, logits, s->hist, s->nh);
     if (s->ngen == 0) {
         s->a.t_first = sala_now() - s->t0;
         s->td = sala_now();
@@ -449,6 +447,28 @@ static int slot_take(ctx_ctx *c, slot *s, const float *logits, sala_err *e)
     if (s->ngen >= s->steps) s->ev.on = false;
     s->next = t;
     return SALA_OK;
+}
+
+/* Sample the next answer token from logits [vocab] and take it (slot_accept). */
+static int slot_take(ctx_ctx *c, slot *s, const float *logits, sala_err *e)
+{
+    return slot_accept(c, s, eng_sampler_sample(s->smp, logits, s->hist, s->nh), e);
+}
+
+/* Feed s->next and take the token after it: with a greedy sampler the engine picks it
+ * (eng_seq_decode_greedy: on the device where the backend can, the same token as the sampler on
+ * the logits), else the logits row goes through s's sampler. */
+static int slot_step(ctx_ctx *c, slot *s, const eng_sampler_params *sp, float *logits,
+                     sala_err *e)
+{
+    int rc;
+    if (sp->temperature <= 0) {
+        int32_t t;
+        rc = eng_seq_decode_greedy(s->seq, s->next, sp, s->hist, s->nh, &t, e);
+        return rc ? rc : slot_accept(c, s, t, e);
+    }
+    rc = eng_seq_decode(s->seq, s->next, logits, e);
+    return rc ? rc : slot_take(c, s, logits, e);
 }
 
 /* The finished answer into s->a: text, tokens, tokens/s, quotes, evidence. */
@@ -484,8 +504,8 @@ int ctx_ask(ctx_ctx *c, const char *question, const ctx_ask_opts *o, ctx_text_fn
     float *logits = malloc((size_t)cf->vocab_size * sizeof(float));
     int rc = logits ? rewind_prefix(c, e) : sala_errf(e, SALA_ENOMEM, "out of memory");
     if (!rc) rc = slot_open(c, &s, question, o, fn, ud, c->seq, false, t0, logits, e);
-    while (!rc && !(rc = slot_take(c, &s, logits, e)) && !s.done)
-        rc = eng_seq_decode(s.seq, s.next, logits, e);
+    if (!rc) rc = slot_take(c, &s, logits, e);
+    while (!rc && !s.done) rc = slot_step(c, &s, &o->sampler, logits, e);
     if (!rc) rc = slot_finish(c, &s, o->max_evidence, e);
     if (!rc) {
         *a = s.a;

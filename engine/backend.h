@@ -20,6 +20,18 @@
  * (layer = absolute layer index, group = kv group, pos = absolute query position, blocks[0..n)
  * ascending block ids, padded with -1 up to n = topk + window/block). Backends call it from one
  * thread, per layer in order of position, then group. */
+/* A greedy pick in place of a decode step's logits row (eng_seq_decode_greedy): the argmax of
+ * the row after the repetition penalty over the ids recent[0..nrecent) (engine/sampler.h's
+ * greedy rule: a distinct id's logit divided by penalty when positive, multiplied when
+ * negative; penalty 1: none; ids outside [0, vocab) ignored; ties to the lowest id) goes to
+ * *next. */
+typedef struct {
+    float penalty;
+    const int32_t *recent;
+    int64_t nrecent;
+    int32_t *next;
+} eng_pick;
+
 /* One forward call: the tokens at positions len .. len+n-1 of the sequence. */
 typedef struct {
     const int32_t *tokens;      /* [n], already checked to lie in [0, vocab) */
@@ -30,6 +42,8 @@ typedef struct {
     eng_select_fn select_fn;    /* optional */
     void *select_ud;
     double *layer_seconds;      /* optional [num_hidden_layers]: time spent per layer is added */
+    const eng_pick *pick;       /* optional, only where pick_native says so: n == 1, nrows == 1,
+                                   logits NULL; the row's greedy pick instead of its logits */
 } eng_forward_args;
 
 /* One batched decode step (forward_batch): n sequences, one token each. */
@@ -95,6 +109,10 @@ typedef struct eng_backend {
     int (*forward_batch)(void *const *bs, const eng_batch_args *a, sala_err *e);
     /* Optional: bytes of the sequence's caches shared with other sequences (forks). */
     uint64_t (*seq_shared_bytes)(const void *bs);
+    /* Optional (NULL: no): whether forward takes eng_forward_args.pick now (a backend may read
+     * a switch here, so callers ask before each step). Where it does not, engine.c computes
+     * the pick from the logits with engine/sampler.c. */
+    bool (*pick_native)(void *bm);
 } eng_backend;
 
 /* The profile entry of en's backend (benchmarks): as `profile` above; SALA_EUNSUP when the

@@ -21,6 +21,11 @@ struct eng_seq {
     eng_select_fn select_fn;
     void *select_ud;
     double *layer_seconds;
+    /* eng_seq_decode_greedy where the backend does not pick: the row and a greedy sampler
+     * with pick_pen as its penalty, allocated at the first such call, freed with the sequence */
+    float *pick_logits;
+    eng_sampler *pick_smp;
+    float pick_pen;
 };
 
 int eng_engine_open(const char *dir, const char *backend, eng_engine **out, sala_err *e)
@@ -121,6 +126,8 @@ void eng_seq_free(eng_seq *s)
 {
     if (!s) return;
     s->en->be->seq_free(s->bs);
+    free(s->pick_logits);
+    eng_sampler_free(s->pick_smp);
     free(s);
 }
 
@@ -134,10 +141,11 @@ void eng_seq_set_select_hook(eng_seq *s, eng_select_fn fn, void *ud)
 
 void eng_seq_set_layer_timer(eng_seq *s, double *layer_seconds) { s->layer_seconds = layer_seconds; }
 
-int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t *rows,
-                    int64_t nrows, float *logits, sala_err *e)
+/* A forward call of a->n tokens: counts, the length, the ids and the rows checked first. */
+static int seq_forward(eng_seq *s, eng_forward_args *a, sala_err *e)
 {
     const eng_config *c = &s->en->model->cfg;
+    const int64_t n = a->n, nrows = a->nrows;
     if (n < 0 || nrows < 0 || nrows > n)
         return sala_errf(e, SALA_EINVAL, "prefill: bad counts n=%lld nrows=%lld", (long long)n,
                          (long long)nrows);
@@ -148,25 +156,72 @@ int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t 
                          "max_position_embeddings %lld", (long long)len, (long long)n,
                          (long long)c->max_position_embeddings);
     for (int64_t i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
+        if (a->tokens[i] < 0 || a->tokens[i] >= c->vocab_size)
             return sala_errf(e, SALA_EINVAL, "prefill: token %lld is %d, outside [0, %lld)",
-                             (long long)i, tokens[i], (long long)c->vocab_size);
+                             (long long)i, a->tokens[i], (long long)c->vocab_size);
     for (int64_t r = 0; r < nrows; r++)
-        if (rows[r] < 0 || rows[r] >= n || (r && rows[r] <= rows[r - 1]))
+        if (a->rows[r] < 0 || a->rows[r] >= n || (r && a->rows[r] <= a->rows[r - 1]))
             return sala_errf(e, SALA_EINVAL, "prefill: logits row %lld (%lld) is not ascending "
-                             "inside [0, %lld)", (long long)r, (long long)rows[r], (long long)n);
-    if (nrows && !logits) return sala_errf(e, SALA_EINVAL, "prefill: rows asked, no logits buffer");
-    eng_forward_args a = {
-        .tokens = tokens, .n = n, .rows = rows, .nrows = nrows, .logits = logits,
-        .select_fn = s->select_fn, .select_ud = s->select_ud, .layer_seconds = s->layer_seconds,
-    };
-    return s->en->be->forward(s->bs, &a, e);
+                             "inside [0, %lld)", (long long)r, (long long)a->rows[r],
+                             (long long)n);
+    if (nrows && !a->logits && !a->pick)
+        return sala_errf(e, SALA_EINVAL, "prefill: rows asked, no logits buffer");
+    a->select_fn = s->select_fn;
+    a->select_ud = s->select_ud;
+    a->layer_seconds = s->layer_seconds;
+    return s->en->be->forward(s->bs, a, e);
+}
+
+int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t *rows,
+                    int64_t nrows, float *logits, sala_err *e)
+{
+    eng_forward_args a = {.tokens = tokens, .n = n, .rows = rows, .nrows = nrows,
+                          .logits = logits};
+    return seq_forward(s, &a, e);
 }
 
 int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e)
 {
     int64_t row = 0;
     return eng_seq_prefill(s, &token, 1, &row, logits ? 1 : 0, logits, e);
+}
+
+int eng_seq_decode_greedy(eng_seq *s, int32_t token, const eng_sampler_params *p,
+                          const int32_t *recent, int64_t n, int32_t *next, sala_err *e)
+{
+    if (!p || !next || n < 0 || (n && !recent) || !(p->temperature <= 0) ||
+        !(p->repetition_penalty > 0))
+        return sala_errf(e, SALA_EINVAL, "decode greedy: need a greedy sampler (temperature "
+                         "<= 0, repetition_penalty > 0), next and recent[%lld]", (long long)n);
+    const eng_backend *be = s->en->be;
+    int64_t row = 0;
+    const eng_pick pk = {.penalty = p->repetition_penalty, .recent = recent, .nrecent = n,
+                         .next = next};
+    eng_forward_args a = {.tokens = &token, .n = 1, .rows = &row, .nrows = 1};
+    if (be->pick_native && be->pick_native(s->en->bm)) {
+        a.pick = &pk;
+        return seq_forward(s, &a, e);
+    }
+    /* the sampler's own rule on the row (one code path for it: engine/sampler.c) */
+    const int64_t V = s->en->model->cfg.vocab_size;
+    if (s->pick_smp && s->pick_pen != p->repetition_penalty) {
+        eng_sampler_free(s->pick_smp);
+        s->pick_smp = NULL;
+    }
+    if (!s->pick_logits && !(s->pick_logits = malloc((size_t)V * sizeof(float))))
+        return sala_errf(e, SALA_ENOMEM, "out of memory");
+    if (!s->pick_smp) {
+        const eng_sampler_params g = {.temperature = 0, .top_k = 0, .top_p = 1.0f,
+                                      .repetition_penalty = p->repetition_penalty, .seed = 0};
+        int rc = eng_sampler_new(&g, V, &s->pick_smp, e);
+        if (rc) return rc;
+        s->pick_pen = p->repetition_penalty;
+    }
+    a.logits = s->pick_logits;
+    int rc = seq_forward(s, &a, e);
+    if (rc) return rc;
+    *next = eng_sampler_sample(s->pick_smp, s->pick_logits, recent, n);
+    return SALA_OK;
 }
 
 bool eng_engine_batch_native(const eng_engine *en) { return en->be->forward_batch != NULL; }

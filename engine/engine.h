@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "engine/config.h"
+#include "engine/sampler.h"
 
 typedef struct eng_engine eng_engine;
 typedef struct eng_seq eng_seq;
@@ -53,6 +54,13 @@ int eng_seq_prefill(eng_seq *s, const int32_t *tokens, int64_t n, const int64_t 
                     int64_t nrows, float *logits, sala_err *e);
 /* Feed one token; logits receives [vocab] floats (NULL: not wanted). */
 int eng_seq_decode(eng_seq *s, int32_t token, float *logits, sala_err *e);
+/* Feed one token and return in *next the token a greedy sampler (engine/sampler.h with
+ * p->temperature <= 0; p->repetition_penalty over the ids recent[0..n)) picks from the next-token
+ * logits, exactly as eng_sampler_sample would on the logits eng_seq_decode returns. A backend
+ * that can pick on its device does so (no logits row leaves it); otherwise the logits go
+ * through engine/sampler.c. Refuses (SALA_EINVAL, nothing changed) a non-greedy *p. */
+int eng_seq_decode_greedy(eng_seq *s, int32_t token, const eng_sampler_params *p,
+                          const int32_t *recent, int64_t n, int32_t *next, sala_err *e);
 
 /* Feed one token to each of the distinct sequences s[0..n) (all on one engine, lengths may
  * differ): tokens[b] goes to s[b] at its own next position, logits receives [n, vocab] floats,

@@ -55,11 +55,22 @@ static int cmp_desc(const void *a, const void *b, void *base)
     return x < y ? -1 : x > y;
 }
 
+/* The greedy rule: the first id of the largest value (NaN never wins; v[0] NaN: 0). */
+static int32_t argmax(const float *v, int64_t V)
+{
+    int64_t best = 0;
+    float bv = v[0];
+    for (int64_t i = 1; i < V; i++)
+        if (v[i] > bv) bv = v[i], best = i;
+    return (int32_t)best;
+}
+
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits, const int32_t *history,
                            int64_t nhist)
 {
     const int64_t V = s->vocab;
     float *v = s->val;
+    if (s->p.temperature <= 0 && s->p.repetition_penalty == 1.0f) return argmax(logits, V);
     memcpy(v, logits, (size_t)V * sizeof(float));
     if (s->p.repetition_penalty != 1.0f)
         for (int64_t i = 0; i < nhist; i++) {
@@ -69,12 +80,7 @@ int32_t eng_sampler_sample(eng_sampler *s, const float *logits, const int32_t *h
             if (v[t] != logits[t]) continue;
             v[t] = v[t] > 0 ? v[t] / s->p.repetition_penalty : v[t] * s->p.repetition_penalty;
         }
-    if (s->p.temperature <= 0) {
-        int64_t best = 0;
-        for (int64_t i = 1; i < V; i++)
-            if (v[i] > v[best]) best = i;
-        return (int32_t)best;
-    }
+    if (s->p.temperature <= 0) return argmax(v, V);
     /* candidates sorted by value */
     int64_t n = V;
     for (int64_t i = 0; i < V; i++) {

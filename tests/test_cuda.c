@@ -1199,6 +1199,73 @@ static void t_select_speed(void)
     }
 }
 
+/* The device's greedy pick (cu_pick.cu) against engine/sampler.c's greedy rule on the same row:
+ * equal ids (exact: the pick is a comparison, the penalty one IEEE division or product). */
+static int pick_case(int V, float pen, const float *row, const int32_t *ids, int64_t n,
+                     const int32_t *stale, int64_t nstale, const char *what)
+{
+    OPS();
+    eng_sampler *smp = NULL;
+    const eng_sampler_params sp = {.temperature = 0, .top_p = 1.0f, .repetition_penalty = pen};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&sp, V, &smp, &e), SALA_OK);
+    const int32_t want = eng_sampler_sample(smp, row, ids, n);
+    int32_t got = -1;
+    CU_ASSERT_EQUAL_FATAL(O->pick(row, V, pen, ids, n, stale, nstale, &got, &e), SALA_OK);
+    eng_sampler_free(smp);
+    fprintf(stderr, "\n  pick V=%d pen %g (%lld ids, %lld stale) %s: device %d, sampler %d", V,
+            pen, (long long)n, (long long)nstale, what, got, want);
+    CU_ASSERT_EQUAL(got, want);
+    return want;
+}
+
+static void t_pick(void)
+{
+    const int V = 73448;
+    eng_rng r;
+    eng_rng_seed(&r, 91);
+    float *row = randv(&r, V, 3.0, false);
+    int32_t ids[300], stale[300];
+    pick_case(V, 1.0f, row, NULL, 0, NULL, 0, "random");
+    /* ties: values on a coarse grid cut at 4, the maximum held by many ids */
+    for (int i = 0; i < V; i++) row[i] = fminf(roundf(row[i]), 4.0f);
+    int32_t top = pick_case(V, 1.0f, row, NULL, 0, NULL, 0, "ties");
+    int nt = 0;
+    for (int i = 0; i < V; i++) nt += row[i] == row[top];
+    fprintf(stderr, " (%d ids hold the maximum)", nt);
+    CU_ASSERT(nt > 1);
+    /* penalty on the tied maxima (with duplicates, ids out of range), stale marks elsewhere */
+    int n = 0;
+    for (int i = 0; i < V && n < 200; i++)
+        if (row[i] == row[top]) ids[n++] = i, ids[n++] = i;
+    ids[n++] = -5, ids[n++] = V, ids[n++] = V + 100;
+    for (int i = 0; i < 300; i++) stale[i] = (int32_t)(eng_rng_next(&r) % (uint64_t)V);
+    const int32_t p1 = pick_case(V, 1.3f, row, ids, n, stale, 300, "ties penalized");
+    CU_ASSERT(p1 != top);
+    pick_case(V, 0.5f, row, ids, n, stale, 300, "ties boosted");
+    /* negative rows: the penalty multiplies */
+    for (int i = 0; i < V; i++) row[i] = -1.0f - fabsf(row[i]) - (float)(i % 7) * 0.25f;
+    n = 0;
+    for (int i = 0; i < 300; i++) ids[n++] = (int32_t)(eng_rng_next(&r) % (uint64_t)V);
+    pick_case(V, 1.7f, row, ids, n, NULL, 0, "negative");
+    pick_case(V, 0.9f, row, ids, n, stale, 300, "negative boosted");
+    /* NaN away from id 0 never wins; at id 0 the sampler keeps 0; all -inf: 0 */
+    row[17] = NAN, row[V - 1] = NAN;
+    pick_case(V, 1.0f, row, NULL, 0, NULL, 0, "NaN inside");
+    row[0] = NAN;
+    CU_ASSERT_EQUAL(pick_case(V, 1.2f, row, ids, n, NULL, 0, "NaN at 0"), 0);
+    for (int i = 0; i < V; i++) row[i] = -INFINITY;
+    row[5] = NAN;
+    CU_ASSERT_EQUAL(pick_case(V, 1.0f, row, NULL, 0, NULL, 0, "all -inf"), 0);
+    /* small vocabularies */
+    float small[37];
+    for (int i = 0; i < 37; i++) small[i] = (float)((i * 11) % 5);
+    pick_case(37, 1.0f, small, NULL, 0, NULL, 0, "V=37");
+    const int32_t sid[3] = {4, 4, 9};
+    pick_case(37, 2.0f, small, sid, 3, NULL, 0, "V=37 penalized");
+    pick_case(1, 1.5f, small, sid, 0, NULL, 0, "V=1");
+    free(row);
+}
+
 void suite_cuda_ops(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
@@ -1212,7 +1279,8 @@ void suite_cuda_ops(void)
              {"attention dense", t_attn_dense}, {"attention sparse", t_attn_sparse},
              {"attention sparse rings", t_attn_sparse_rings},
              {"compress", t_compress},
-             {"stage 1 wgmma vs V2 scores", t_score_diff}, {"select", t_select});
+             {"stage 1 wgmma vs V2 scores", t_score_diff}, {"select", t_select},
+             {"greedy pick", t_pick});
 }
 
 void suite_cuda_gemm_speed(void)
@@ -1667,6 +1735,67 @@ static void b_graph(void)
     eng_engine_close(en);
 }
 
+/* eng_seq_decode_greedy with the pick on the device (G) against eng_seq_decode and
+ * engine/sampler.c on the logits row (P, a copying fork), each fed its own picks: equal tokens
+ * at every step (the rows are the same bits, the rule the same). Steps through the graph and
+ * with plain launches, without and with a repetition penalty over the tokens so far (each
+ * twice) and the row's unpenalized pick (so the penalty moves the pick); every 13th step
+ * feeds another token than the pick (the step that would have read the pick's token from device
+ * memory must upload); then without the token from device memory (SALA_CUDA_PICK=upload) and
+ * the engine's fallback (SALA_CUDA_PICK=0: the row to the host, the sampler) on G. */
+static void b_pick(void)
+{
+    eng_engine *en = open_cuda();
+    const int64_t V = eng_engine_config(en)->vocab_size, N = 1000;
+    int32_t *ids = malloc((size_t)N * 4), hist[3 * 160];
+    float *lg = malloc((size_t)V * 4);
+    eng_rng r;
+    eng_rng_seed(&r, 57);
+    for (int64_t i = 0; i < N; i++) ids[i] = (int32_t)(3 + eng_rng_next(&r) % (uint64_t)(V - 3));
+    sala_err e = {0};
+    eng_seq *G = NULL, *P = NULL;
+    eng_sampler *smp[2] = {NULL, NULL};
+    eng_sampler_params sp = {.temperature = 0, .top_p = 1.0f, .repetition_penalty = 1.0f};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&sp, V, &smp[0], &e), SALA_OK);
+    sp.repetition_penalty = 1.4f;
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&sp, V, &smp[1], &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &G, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(G, ids, N, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(fork_copy(G, &P), SALA_OK);
+    int32_t tg = ids[N - 1], tp = tg;
+    int bad = 0, nh = 0, rc = SALA_OK, moved = 0;
+    for (int i = 0; i < 160 && !rc; i++) {
+        const int k = i >= 80;
+        sp.repetition_penalty = k ? 1.4f : 1.0f;
+        if (i % 40 >= 20) setenv("SALA_CUDA_GRAPH", "0", 1);
+        if (i >= 120) setenv("SALA_CUDA_PICK", i >= 140 ? "0" : "upload", 1);
+        if (i % 13 == 12) tg = tp = ids[i];   /* not the pick: the step must upload it */
+        rc = eng_seq_decode(P, tp, lg, &e);
+        const int32_t plain = eng_sampler_sample(smp[0], lg, hist, nh);
+        if (k) hist[nh++] = plain;
+        tp = eng_sampler_sample(smp[k], lg, hist, nh);
+        moved += tp != plain;
+        if (!rc) rc = eng_seq_decode_greedy(G, tg, &sp, hist, nh, &tg, &e);
+        unsetenv("SALA_CUDA_PICK");
+        unsetenv("SALA_CUDA_GRAPH");
+        bad += tg != tp;
+        hist[nh++] = tp;
+        hist[nh++] = tp;
+    }
+    if (rc) fprintf(stderr, "\n  decode: %s", e.msg);
+    fprintf(stderr, "\n  greedy pick on the device vs the sampler on the logits: %d of 160 "
+            "steps differ (the penalty moved %d of 80)", bad, moved);
+    CU_ASSERT_EQUAL(rc, SALA_OK);
+    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT(moved > 0);
+    sp.temperature = 0.5f;
+    CU_ASSERT_EQUAL(eng_seq_decode_greedy(G, tg, &sp, NULL, 0, &tg, &e), SALA_EINVAL);
+    eng_sampler_free(smp[0]), eng_sampler_free(smp[1]);
+    eng_seq_free(G), eng_seq_free(P);
+    free(ids), free(lg);
+    eng_engine_close(en);
+}
+
 /* The fallback where VMM is off: caches in one allocation each, forks copy. */
 static void b_fork_plain(void)
 {
@@ -1692,5 +1821,6 @@ void suite_cuda_batch(void)
     SALA_ADD("cuda_batch", {"batched decode == single decode (6 lengths, 16 steps)", b_parity},
              {"shared fork == copied fork; copy-on-write both ways (VMM)", b_fork_shared},
              {"decode through the CUDA graph == plain launches (bit for bit)", b_graph},
+             {"greedy pick on the device == sampler on the logits", b_pick},
              {"fallback without VMM: copying forks, batched decode", b_fork_plain});
 }

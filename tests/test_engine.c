@@ -649,6 +649,58 @@ static void t_state_bf16_refused(void)
     eng_engine_close(en);
 }
 
+/* eng_seq_decode_greedy == eng_seq_decode + eng_sampler_sample on the logits (the CPU backend
+ * has no device pick: the engine runs the sampler): two forks of one prefix, each fed its own
+ * picks, without and with a repetition penalty over the tokens so far (duplicates included);
+ * a non-greedy sampler and bad arguments refused with the length unchanged. */
+static void t_decode_greedy(void)
+{
+    eng_engine *en = open_tiny();
+    const int64_t V = eng_engine_config(en)->vocab_size;
+    int32_t *ids = tokens(40, 12), hist[64];   /* 16 steps, at most 3 ids each */
+    sala_err e;
+    eng_seq *a = NULL, *b = NULL;
+    CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &a, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(a, ids, 40, NULL, 0, NULL, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(eng_seq_fork(a, &b, &e), SALA_OK);
+    float *lg = malloc((size_t)V * sizeof(float));
+    eng_sampler_params sp = {.temperature = 0, .top_p = 1.0f, .repetition_penalty = 1.0f};
+    eng_sampler *smp[2] = {NULL, NULL};
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&sp, V, &smp[0], &e), SALA_OK);
+    sp.repetition_penalty = 5.0f;
+    CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&sp, V, &smp[1], &e), SALA_OK);
+    int32_t ta = ids[39], tb = ta;
+    int nh = 0, bad = 0, pen_moved = 0;
+    for (int i = 0; i < 16; i++) {
+        const int k = i >= 8;
+        sp.repetition_penalty = k ? 5.0f : 1.0f;
+        CU_ASSERT_EQUAL_FATAL(eng_seq_decode(b, tb, lg, &e), SALA_OK);
+        const int32_t plain = eng_sampler_sample(smp[0], lg, hist, nh);
+        if (k) hist[nh++] = plain;   /* the unpenalized pick penalized: the pick must move */
+        tb = eng_sampler_sample(smp[k], lg, hist, nh);
+        pen_moved += tb != plain;
+        CU_ASSERT_EQUAL_FATAL(eng_seq_decode_greedy(a, ta, &sp, hist, nh, &ta, &e), SALA_OK);
+        bad += ta != tb;
+        hist[nh++] = tb;
+        hist[nh++] = tb;   /* a duplicate: penalized once */
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+    fprintf(stderr, "\n  decode greedy: %d of 16 picks differ, the penalty moved %d of 8",
+            bad, pen_moved);
+    CU_ASSERT(pen_moved > 0);   /* the penalty changed some picks: the test sees it */
+    const int64_t len = eng_seq_len(a);
+    sp.temperature = 0.7f;
+    CU_ASSERT_EQUAL(eng_seq_decode_greedy(a, ta, &sp, hist, nh, &ta, &e), SALA_EINVAL);
+    sp.temperature = 0;
+    CU_ASSERT_EQUAL(eng_seq_decode_greedy(a, ta, &sp, NULL, 3, &ta, &e), SALA_EINVAL);
+    CU_ASSERT_EQUAL(eng_seq_decode_greedy(a, (int32_t)V, &sp, NULL, 0, &ta, &e), SALA_EINVAL);
+    CU_ASSERT_EQUAL(eng_seq_len(a), len);
+    eng_sampler_free(smp[0]), eng_sampler_free(smp[1]);
+    eng_seq_free(a), eng_seq_free(b);
+    free(lg), free(ids);
+    eng_engine_close(en);
+}
+
 void suite_engine(void)
 {
     SALA_ADD("engine", {"chunked prefill (1, 7, 64, 1000) == one-shot", t_chunked},
@@ -658,6 +710,7 @@ void suite_engine(void)
              {"decode batch == one by one (lengths 5..1100), hooks, refusals", t_decode_batch},
              {"truncate to checkpoint + prefill == fresh prefill", t_truncate},
              {"bad input refused, backend registry", t_bad_input}, {"sampler", t_sampler},
+             {"decode greedy == decode + sampler", t_decode_greedy},
              {"generate and logits commands", t_commands},
              {"random-weight engine refused without backend support", t_random_engine},
              {"bf16 state (dtype 1) loads on the CPU, within bf16 rounding", t_state_bf16},

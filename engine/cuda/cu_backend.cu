@@ -515,6 +515,8 @@ static void cu_seq_free(void *bs)
     ckpt_clear(s, 0);
     free(s->ckpt);
     seq_scratch_free(s);
+    cudaFree(s->pk_mark);
+    cudaFree(s->pk_ids);
     cu_graph_free(s);
     free(s);
 }
@@ -540,7 +542,7 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
     int rc;
     if ((rc = dalloc((void **)&s->tok, t * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->rows, CU_LOGIT_ROWS * 4, NULL, e)) ||
-        (rc = dalloc((void **)&s->dstep, 16, NULL, e)) ||
+        (rc = dalloc((void **)&s->dstep, 32, NULL, e)) ||
         (rc = dalloc((void **)&s->x, t * D * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->a, t * D * 4, NULL, e)) ||
         (rc = dalloc((void **)&s->h, t * D * 2, NULL, e)) ||
@@ -1096,6 +1098,14 @@ static int cu_forward_batch_entry(void *const *bs, const eng_batch_args *a, sala
     return cu_forward_batch((cu_seq *const *)bs, a, e);
 }
 
+/* Greedy picks on the device unless SALA_CUDA_PICK=0 (read per step: the logits row goes to
+ * the host and engine/sampler.c picks, as before). */
+static bool cu_pick_native(void *bm)
+{
+    (void)bm;
+    return !cu_env_is("SALA_CUDA_PICK", "0");
+}
+
 static const eng_backend cu_backend = {
     /* .name = */ "cuda",
     /* .model_load = */ cu_model_load,
@@ -1115,6 +1125,7 @@ static const eng_backend cu_backend = {
     /* .state_dtype = */ ENG_STATE_BF16,   /* its caches are bf16: saved as they are */
     /* .forward_batch = */ cu_forward_batch_entry,
     /* .seq_shared_bytes = */ cu_seq_shared_bytes,
+    /* .pick_native = */ cu_pick_native,
 };
 
 extern "C" __attribute__((visibility("default"))) const eng_backend *sala_cuda_backend(void)

@@ -460,6 +460,83 @@ int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
     return SALA_OK;
 }
 
+/* ---- greedy pick of a decode step (eng_seq_decode_greedy; cu_pick.cu) ----
+ * Launched directly after the step's last graph segment (its arguments change with the
+ * penalty), so the graph is the same with and without a pick. */
+
+/* Mark pk's penalized ids with a new stamp (the mark and id buffers allocated or grown here). */
+static int pick_marks(cu_seq *s, const eng_pick *pk, sala_err *e)
+{
+    cudaStream_t st = s->m->st;
+    const size_t V = (size_t)s->m->c.vocab_size;
+    const int64_t n = pk->nrecent;
+    if (n > (int64_t)(SIZE_MAX / 8))
+        return sala_errf(e, SALA_ERANGE, "greedy pick: %lld penalized ids", (long long)n);
+    if (!s->pk_mark) {
+        if (cudaMalloc((void **)&s->pk_mark, V * 4) != cudaSuccess) {
+            s->pk_mark = NULL;
+            cudaGetLastError();
+            return sala_errf(e, SALA_ENOMEM, "CUDA: no memory for the pick's marks (%zu bytes)",
+                             V * 4);
+        }
+        CUDA_CHECK(cudaMemsetAsync(s->pk_mark, 0, V * 4, st));
+        s->pk_stamp = 0;
+    }
+    if (n > s->pk_cap) {
+        const int64_t cap = n > 2 * s->pk_cap ? n : 2 * s->pk_cap;
+        cudaFree(s->pk_ids);   /* synchronizes: no kernel still reads the old ids */
+        s->pk_cap = 0;
+        if (cudaMalloc((void **)&s->pk_ids, (size_t)cap * 4) != cudaSuccess) {
+            s->pk_ids = NULL;
+            cudaGetLastError();
+            return sala_errf(e, SALA_ENOMEM, "CUDA: no memory for %lld penalized ids",
+                             (long long)cap);
+        }
+        s->pk_cap = cap;
+    }
+    if (s->pk_stamp == INT32_MAX) {   /* stamps would repeat: clear the marks */
+        CUDA_CHECK(cudaMemsetAsync(s->pk_mark, 0, V * 4, st));
+        s->pk_stamp = 0;
+    }
+    s->pk_stamp++;
+    CUDA_CHECK(cudaMemcpyAsync(s->pk_ids, pk->recent, (size_t)n * 4, cudaMemcpyHostToDevice, st));
+    CUDA_CHECK(k_pick_mark(st, s->pk_ids, n, (int)V, s->pk_mark, s->pk_stamp));
+    return SALA_OK;
+}
+
+/* The step's logits row s->logits[0 .. V) to the caller, then wait for the stream: with pk, its
+ * greedy pick into *pk->next (4 bytes: the kernel writes them into the pinned s->hpin when pin,
+ * else they are copied back) and, unless SALA_CUDA_PICK=upload (read per
+ * step), the next graph step's upload (the pick, row 0, position len) into dstep, so that a
+ * step that feeds the pick skips its upload; else the row into logits. pin: through the pinned
+ * buffer s->hpin. */
+static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala_err *e)
+{
+    cu_model *m = s->m;
+    const int V = (int)m->c.vocab_size;
+    cudaStream_t st = m->st;
+    if (pk) {
+        const bool pen = pk->penalty != 1.0f && pk->nrecent > 0;
+        const bool ahead = !cu_env_is("SALA_CUDA_PICK", "upload");
+        int32_t one, *h = pin ? s->hpin + 4 : &one;   /* pinned: mapped (UVA), written there */
+        K(OP_OTHER, k_pick(st, s->logits, V, pk->penalty, pen ? s->pk_mark : NULL, s->pk_stamp,
+                           pin ? h : s->dstep + 4, ahead ? s->dstep : NULL, s->len));
+        if (!pin) CUDA_CHECK(cudaMemcpyAsync(h, s->dstep + 4, 4, cudaMemcpyDeviceToHost, st));
+        CUDA_CHECK(cudaStreamSynchronize(st));
+        *pk->next = *h;
+        s->pk_ahead = ahead;
+        s->pk_tok = *h;
+        s->pk_pos = s->len;
+        s->pk_dstep = s->dstep;
+        return SALA_OK;
+    }
+    float *hl = pin ? (float *)(s->hpin + 4) : logits;
+    CUDA_CHECK(cudaMemcpyAsync(hl, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
+    CUDA_CHECK(cudaStreamSynchronize(st));
+    if (pin) memcpy(logits, hl, (size_t)V * 4);
+    return SALA_OK;
+}
+
 static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
                     float *logits, const eng_forward_args *fa, sala_err *e)
 {
@@ -473,6 +550,8 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
     cu_gemv_args ga;   /* the SwiGLU GEMV of a layer (swiglu_fused) */
+    const bool ahead0 = s->pk_ahead;   /* dstep holds (pk_tok, 0, pk_pos): the last pick's */
+    s->pk_ahead = false;
 
     const int tmax0 = s->tmax;
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
@@ -484,15 +563,18 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     CU_TRY(graph_setup(s, T, nout, fa, e));
     const bool graph = m->gmode != CU_G_OFF;
     const bool pin = graph && step_pinned(s);
-    if (graph) {   /* token, logits row 0, position: what a replayed step reads */
+    const bool have = ahead0 && s->pk_dstep == s->dstep && s->pk_tok == tok[0] && s->pk_pos == p0;
+    if (graph && !have) {   /* token, logits row 0, position: what a replayed step reads */
         int32_t stk[4], *up = pin ? s->hpin : stk;   /* hpin: the last step's copies are done */
         up[0] = tok[0];
         up[1] = 0;
         memcpy(up + 2, &p0, sizeof(p0));
         CUDA_CHECK(cudaMemcpyAsync(s->dstep, up, 16, cudaMemcpyHostToDevice, st));
-    } else {
+    } else if (!graph) {
         CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
     }
+    if (fa->pick && fa->pick->penalty != 1.0f && fa->pick->nrecent > 0)
+        CU_TRY(pick_marks(s, fa->pick, e));   /* before the first segment: never captured */
     CU_TRY(seg_begin(s, e));
     K(OP_OTHER, k_embed(st, m->embed, graph ? s->dstep : s->tok, T, D, (float)c->scale_emb, s->x));
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -536,10 +618,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         K(OP_OTHER, k_norm_rows(st, s->x, s->dstep + 1, 1, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, 1, s->logits, V);
         CU_TRY(seg_end(s, e));
-        float *hl = pin ? (float *)(s->hpin + 4) : logits;
-        CUDA_CHECK(cudaMemcpyAsync(hl, s->logits, (size_t)V * 4, cudaMemcpyDeviceToHost, st));
-        CUDA_CHECK(cudaStreamSynchronize(st));
-        if (pin) memcpy(logits, hl, (size_t)V * 4);
+        CU_TRY(step_out(s, logits, fa->pick, pin, e));
         nout = 0;
     }
     for (int64_t r0 = 0; r0 < nout; r0 += CU_LOGIT_ROWS) {
@@ -549,6 +628,10 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         CUDA_CHECK(cudaMemcpyAsync(s->rows, rr, (size_t)n * 4, cudaMemcpyHostToDevice, st));
         K(OP_OTHER, k_norm_rows(st, s->x, s->rows, n, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, n, s->logits, V);
+        if (fa->pick) {   /* n == 1 (cu_forward) */
+            CU_TRY(step_out(s, NULL, fa->pick, step_pinned(s), e));
+            continue;
+        }
         CUDA_CHECK(cudaMemcpyAsync(logits + r0 * V, s->logits, (size_t)n * V * 4,
                                    cudaMemcpyDeviceToHost, st));
         CUDA_CHECK(cudaStreamSynchronize(st));   /* rr and the host rows live on this frame */
@@ -575,6 +658,10 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
     const int64_t V = m->c.vocab_size;
     int64_t r = 0;
     int64_t rows[CU_CHUNK];
+    if (a->pick && (a->n != 1 || a->nrows != 1 || a->logits))
+        return sala_errf(e, SALA_EINVAL, "CUDA: a greedy pick is for one token and one row, "
+                         "without logits (n=%lld, nrows=%lld)", (long long)a->n,
+                         (long long)a->nrows);
     cu_prof_mark(m, OP_OTHER);
     for (int64_t t0 = 0; t0 < a->n; t0 += CU_CHUNK) {
         const int T = (int)(a->n - t0 < CU_CHUNK ? a->n - t0 : CU_CHUNK);
@@ -582,7 +669,7 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
         int64_t nout = 0;
         while (r < a->nrows && a->rows[r] < t0 + T) rows[nout++] = a->rows[r++] - t0;
         int rc = forward_step(s, a->tokens + t0, T, rows, nout,
-                              nout ? a->logits + r0 * V : NULL, a, e);
+                              nout && a->logits ? a->logits + r0 * V : NULL, a, e);
         if (rc) return rc;
     }
     cudaError_t err = cudaStreamSynchronize(m->st);

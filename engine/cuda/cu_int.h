@@ -61,7 +61,9 @@ static inline bool cu_env_is(const char *name, const char *val)
 
 /* ---- op categories of the profile (bench) ----
  * OP_IDLE: from the end of one launch (cu_prof_end) to the next mark: the device waiting for the
- * host (launch overhead it could not hide), and the host's time between calls.
+ * host (launch overhead it could not hide), and the host's time between calls; with kernel
+ * records (mode 2) the device's idle spans of >= 10 us between two kernels (waits for the host,
+ * e.g. at a decode step's boundary), not counted as busy.
  * OP_OVERLAP (kernel records, mode 2): the seconds in which two or more kernels were on the
  * device at once, counted in each one's category (a kernel launched with programmatic dependent
  * launch is resident while it waits for the one before): categories minus it = device busy. */
@@ -76,6 +78,15 @@ cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits o
 /* SALA_CUDA_DECODE=old (read once): the launches before the decode kernels (fifth version,
  * docs/CUDA.md "Decode kernels"), for same-run comparisons. */
 bool cu_decode_old(void);
+
+/* cu_pick.cu: the greedy pick of a logits row (V) into out[0] (engine/sampler.c's greedy rule),
+ * the ids marked with stamp in mark (V) penalized by pen (pen 1 or mark NULL: none); ahead (if
+ * not NULL, 4 int32) receives what a graph step uploads: the pick, row 0, pos (int64).
+ * k_pick_mark marks ids[0..n) (ids outside [0, V) skipped). */
+cudaError_t k_pick_mark(cudaStream_t st, const int32_t *ids, int64_t n, int V, int32_t *mark,
+                        int32_t stamp);
+cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
+                   int32_t stamp, int32_t *out, int32_t *ahead, int64_t pos);
 
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
@@ -313,9 +324,21 @@ typedef struct {
     int32_t *sel;                     /* (tmax, nkv, K) */
     int32_t *sel_host;                /* pinned copy */
     float *score; int64_t score_nbs;  /* (tmax, nkv, score_nbs) */
-    int32_t *dstep;                   /* (4): a graph step's token, row 0, position (int64) */
+    int32_t *dstep;                   /* (8): a graph step's token, row 0, position (int64);
+                                         [4]: a greedy pick's output (k_pick) */
     int32_t *hpin;                    /* pinned (4 + V): dstep's upload, then a graph step's
                                          logits row from [4] (NULL: pageable copies) */
+    /* greedy picks with a repetition penalty (cu_forward.cu step_pick): the marks (V) of
+     * stamp pk_stamp, the ids uploaded for them (pk_cap); allocated at the first such pick */
+    int32_t *pk_mark, *pk_ids;
+    int64_t pk_cap;
+    int32_t pk_stamp;
+    /* the last step's pick wrote the next graph step's upload (pk_tok, row 0, pk_pos) into
+       dstep (pk_dstep): a step feeding exactly that skips its upload */
+    bool pk_ahead;
+    int32_t pk_tok;
+    int64_t pk_pos;
+    const int32_t *pk_dstep;
     cu_graph g;
 } cu_seq;
 

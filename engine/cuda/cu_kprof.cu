@@ -62,14 +62,20 @@ static int kp_cmp_iv(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Seconds of the kept intervals' union (sorts them). */
-static double kp_union(void)
+/* Device idle spans of at least this many ns count as OP_IDLE in the kernel profile: a wait for
+ * the host (a step boundary), not a launch bubble between two queued kernels (~1 us). */
+#define KP_IDLE_NS 10000
+
+/* Seconds of the kept intervals' union (sorts them); *idle = seconds of the idle spans between
+ * them of at least KP_IDLE_NS. */
+static double kp_union(double *idle)
 {
     qsort(kp.iv, kp.niv, sizeof(kp.iv[0]), kp_cmp_iv);
-    uint64_t tot = 0, s = 0, e = 0;
+    uint64_t tot = 0, s = 0, e = 0, gap = 0;
     for (size_t i = 0; i < kp.niv; i++) {
         if (i == 0 || kp.iv[i][0] > e) {   /* a new busy span */
             tot += e - s;
+            if (i && kp.iv[i][0] - e >= KP_IDLE_NS) gap += kp.iv[i][0] - e;
             s = kp.iv[i][0];
             e = kp.iv[i][1];
         } else if (kp.iv[i][1] > e) {
@@ -77,6 +83,7 @@ static double kp_union(void)
         }
     }
     tot += e - s;
+    *idle = (double)gap * 1e-9;
     return (double)tot * 1e-9;
 }
 
@@ -165,8 +172,9 @@ int cu_kprof_start(sala_err *e)
 }
 
 /* Stops the records (the caller has synchronised the device) and adds the kernel seconds per
- * category to sec, and to sec[OP_OVERLAP] the seconds counted more than once (none when an
- * interval could not be kept); *kernels = kernels seen. No-op when not started. */
+ * category to sec, to sec[OP_OVERLAP] the seconds counted more than once and to sec[OP_IDLE]
+ * the device's idle spans of >= 10 us between kernels (none when an interval could not be
+ * kept); *kernels = kernels seen. No-op when not started. */
 void cu_kprof_stop(double *sec, int64_t *kernels)
 {
     if (!kp.on) return;
@@ -176,7 +184,11 @@ void cu_kprof_stop(double *sec, int64_t *kernels)
     pthread_mutex_lock(&kp.mu);
     double sum = 0;
     for (int i = 0; i < OP_N; i++) sum += kp.sec[i], sec[i] += kp.sec[i];
-    if (!kp.iv_lost && kp.niv) sec[OP_OVERLAP] += sum - kp_union();
+    double idle = 0;
+    if (!kp.iv_lost && kp.niv) {
+        sec[OP_OVERLAP] += sum - kp_union(&idle);
+        sec[OP_IDLE] += idle;
+    }
     if (kernels) *kernels = kp.kernels;
     kp.niv = 0;
     pthread_mutex_unlock(&kp.mu);

@@ -750,11 +750,37 @@ int op_gemv_speed(int out, int in, int T, double *us, int nus, int *nvar, sala_e
     return SALA_OK;
 }
 
+/* The greedy pick (cu_pick.cu) as a decode step runs it: stale[0..nstale) marked with stamp 1
+ * first (an earlier step's marks, which must not count), then ids[0..n) with stamp 2. */
+int op_pick(const float *logits, int V, float pen, const int32_t *ids, int64_t n,
+            const int32_t *stale, int64_t nstale, int32_t *out, sala_err *e)
+{
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    float *dl = P.get<float>((size_t)V, &err);
+    int32_t *mark = P.get<int32_t>((size_t)V, &err);   /* zeroed */
+    int32_t *dids = P.get<int32_t>((size_t)(n > nstale ? n : nstale) + 1, &err);
+    int32_t *dout = P.get<int32_t>(1, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(dl, logits, (size_t)V * 4, cudaMemcpyHostToDevice));
+    if (nstale) {
+        CUDA_CHECK(cudaMemcpy(dids, stale, (size_t)nstale * 4, cudaMemcpyHostToDevice));
+        CUDA_CHECK(k_pick_mark(0, dids, nstale, V, mark, 1));
+    }
+    if (n) {
+        CUDA_CHECK(cudaMemcpy(dids, ids, (size_t)n * 4, cudaMemcpyHostToDevice));
+        CUDA_CHECK(k_pick_mark(0, dids, n, V, mark, 2));
+    }
+    CUDA_CHECK(k_pick(0, dl, V, pen, mark, 2, dout, NULL, 0));
+    CUDA_CHECK(cudaMemcpy(out, dout, 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
-                           op_gemv_speed, op_score_diff};
+                           op_gemv_speed, op_score_diff, op_pick};
 
 }   // namespace
 

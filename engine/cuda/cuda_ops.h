@@ -95,6 +95,11 @@ typedef struct {
     int (*score_diff)(int64_t L, int T, int local, int Ksel, const char *va, const char *vb,
                       double tol, double *max_rel, int64_t *nbad, char *where, size_t wlen,
                       sala_err *e);
+    /* The greedy pick of a decode step (cu_pick.cu) on logits (V): *out = argmax after the
+     * repetition penalty pen over ids[0..n), the ids stale[0..nstale) having been marked for an
+     * earlier step (they must not count). */
+    int (*pick)(const float *logits, int V, float pen, const int32_t *ids, int64_t n,
+                const int32_t *stale, int64_t nstale, int32_t *out, sala_err *e);
 } sala_cuda_ops;
 
 #endif
