@@ -156,29 +156,26 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
     return d < -1 ? -1 : (d > CU_KT ? CU_KT : (int)d);
 }
 
-/* One key tile of NK (64 or 32) for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)),
- * masked to col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile),
- * online softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt:
- * padded (NK, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
- * (SWIZZLE_128B, boxes of 64 columns x NK rows, 1 KB aligned: D / 64 boxes of NK rows x 128
+/* One key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
+ * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
+ * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
+ * (64, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
+ * (SWIZZLE_128B, boxes of 64 columns x 64 rows, 1 KB aligned: D / 64 boxes of 64 rows x 128
  * bytes; 16-byte chunk c of row r of a box lives at chunk c ^ (r & 7) of that row). The same
  * arithmetic; only the ldmatrix row addresses differ. An ldmatrix lane's row is r = 16 i + 8 x +
  * (lane & 7), so r & 7 = lane & 7, and its chunk 2 k + bit (k compile-time) is swizzled to
- * (2 k & 7) ^ (bit ^ (lane & 7)): one XOR with a per-lane constant. NK = 32 holds half the
- * score registers (s[4][4]); two calls over the halves of a 64-key tile differ from one call in
- * rounding only (the running max, and so P's bf16 rounding and o's rescale, move per half). */
-template <int D, bool SW = false, int NK = CU_KT, typename QF>
+ * (2 k & 7) ^ (bit ^ (lane & 7)): one XOR with a per-lane constant. */
+template <int D, bool SW = false, typename QF>
 static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
                                                    const int lim[2], float sl, flash_acc<D> &acc)
 {
-    static_assert(NK == 64 || NK == 32, "flash_block: 64 or 32 keys");
     float (&o)[D / 8][4] = acc.o;
     float *mrow = acc.mrow, *lrow = acc.lrow;
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8, NJ = NK / 8, BOX = NK * 128;
+    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8;
     const int lane = threadIdx.x & 31, qd = lane & 3;
-    float s[NJ][4];
+    float s[8][4];
 #pragma unroll
-    for (int j = 0; j < NJ; j++)
+    for (int j = 0; j < 8; j++)
 #pragma unroll
         for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
     const int krow = ((lane >> 4) & 1) * 8 + (lane & 7), kcol = (lane >> 3) & 1;
@@ -189,9 +186,9 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
         uint32_t q[4];
         qf(ks, q);
 #pragma unroll
-        for (int nc = 0; nc < NK / 16; nc++) {
+        for (int nc = 0; nc < 4; nc++) {
             uint32_t b[4];
-            ldsm_x4(b, kbase + (SW ? (uint32_t)((ks >> 2) * BOX + nc * 2048) +
+            ldsm_x4(b, kbase + (SW ? (uint32_t)((ks >> 2) * 8192 + nc * 2048) +
                                          ((uint32_t)((2 * ks & 7) << 4) ^ kx)
                                    : (uint32_t)((nc * 16 * LDS + ks * 16) * 2)));
             mma_bf16(s[2 * nc], q, b[0], b[1]);
@@ -203,7 +200,7 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
     for (int hf = 0; hf < 2; hf++) {
         float mx = -INFINITY;
 #pragma unroll
-        for (int j = 0; j < NJ; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const int col = j * 8 + 2 * qd + e;
@@ -218,7 +215,7 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
         mrow[hf] = mn;
         float sum = 0.0f;
 #pragma unroll
-        for (int j = 0; j < NJ; j++)
+        for (int j = 0; j < 8; j++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
                 const float pe = exp2f(s[j][2 * hf + e] - mu);
@@ -238,7 +235,7 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
     const uint32_t vbase = SW ? smem_u32(Vt) + vrow * 128 : smem_u32(Vt + vrow * LDS + vcol * 8);
     const uint32_t vx = (uint32_t)((vcol ^ (lane & 7)) << 4);
 #pragma unroll
-    for (int kk = 0; kk < NK / 16; kk++) {
+    for (int kk = 0; kk < 4; kk++) {
         uint32_t pa[4];
         pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
         pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
@@ -247,7 +244,7 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
 #pragma unroll
         for (int dn = 0; dn < D / 16; dn++) {
             uint32_t b[4];
-            ldsm_x4_t(b, vbase + (SW ? (uint32_t)((dn >> 2) * BOX + kk * 2048) +
+            ldsm_x4_t(b, vbase + (SW ? (uint32_t)((dn >> 2) * 8192 + kk * 2048) +
                                            ((uint32_t)((2 * dn & 7) << 4) ^ vx)
                                      : (uint32_t)((kk * 16 * LDS + dn * 16) * 2)));
             mma_bf16(o[2 * dn], pa, b[0], b[1]);
@@ -650,31 +647,20 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * The producer's own `empty` waits are exact the same way (it issues in order and arrives on
  * phase j itself). Every table entry has at least one user, so every load is waited for.
  * (Per-(warp, slot) mbarriers in place of polling `issued` were measured: no gain, more spill;
- * docs/CUDA.md "Sparse attention 4".)
- * Half slots (H = 2, TMA only; branch sat5, docs/CUDA.md "Sparse attention 5"): a slot holds 32
- * keys (K and V: 16 KB at D = 128, boxes of 64 columns x 32 rows), so twice the slots fit in the
- * same shared memory. The table stays per 64-key block; block k of the table is the two ring
- * elements e = 2k, 2k + 1 (keys j0 .. j0 + 31, j0 + 32 .. j0 + 63), each issued, waited for and
- * released as above (`issued` and the phases count elements, not blocks), and a consumer runs
- * flash_block over 32 keys per element (s[4][4]: the NC = 15 spill goes; one more rescale of o a
- * block, so the result differs from H = 1 in rounding). A half whose keys are past every row of
- * the warp (the second half of a query's own block) is waited for and released, not computed:
- * exact, since a fully masked tile leaves o, max and sum as they are. */
-#define SU_MAXNS 16
-#define SU_HDR 512                           /* bytes: full, empty (SU_MAXNS each), issued, pub */
+ * docs/CUDA.md "Sparse attention 4".) */
+#define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
-template <int D, int NC, bool QREG, bool TMA, int H>
+template <int D, int NC, bool QREG, bool TMA>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv)
 {
-    static_assert(H == 1 || (H == 2 && TMA), "sparse_user_kernel: half slots need TMA");
-    constexpr int LDS = TMA ? D : D + 8, KS = D / 16, NONE = sel_cursor::NONE, NK = CU_KT / H;
-    constexpr int TILE = NK * LDS;                          /* bf16 elements of one K or V tile */
+    constexpr int LDS = TMA ? D : D + 8, KS = D / 16, NONE = sel_cursor::NONE;
+    constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char smraw[];
-    uint64_t *full = (uint64_t *)smraw, *empty = full + SU_MAXNS;
-    int *issued = (int *)(empty + SU_MAXNS), *pub = issued + 1;
+    uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
+    int *issued = (int *)(empty + SR_MAXNS), *pub = issued + 1;
     constexpr int DONE = 1 << 30, LEAD = 64;             /* pub: entries written (| DONE) */
     int32_t *lists = (int32_t *)(smraw + SU_HDR);
     int32_t *tab_b = (int32_t *)(smraw + SU_HDR + lst_bytes);
@@ -707,23 +693,22 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     }
     __syncthreads();
 
-    /* producer: element k (keys j0 = b x 64 + x x NK.., query mask) into slot k % ns once that
-     * slot is free; the whole warp calls it */
-    auto issue = [&](int k, int b, int x, uint32_t mask) {
+    /* producer: element k (block b, query mask) into slot k % ns once that slot is free; the
+     * whole warp calls it */
+    auto issue = [&](int k, int b, uint32_t mask) {
         const int s = k % ns;
         const bool use = lane < ncw && ((mask >> (lane * QPT)) & qmask);
         const int users = __popc(__ballot_sync(0xffffffffu, use));
         const uint32_t fb = smem_u32(full + s);
-        const int64_t j0 = (int64_t)b * CU_KT + x * NK;
+        const int64_t j0 = (int64_t)b * CU_KT;
         bf16 *Kt = ring + (size_t)s * 2 * TILE;
         if constexpr (TMA) {
             if (lane == 0) {
                 mbar_arrive_tx(fb, 2 * TILE * 2);
 #pragma unroll
                 for (int h = 0; h < D / 64; h++) {
-                    tma_load_2d(smem_u32(Kt) + h * NK * 128, &tk, g * D + h * 64, (int)j0, fb);
-                    tma_load_2d(smem_u32(Kt + TILE) + h * NK * 128, &tv, g * D + h * 64, (int)j0,
-                                fb);
+                    tma_load_2d(smem_u32(Kt) + h * 8192, &tk, g * D + h * 64, (int)j0, fb);
+                    tma_load_2d(smem_u32(Kt + TILE) + h * 8192, &tv, g * D + h * 64, (int)j0, fb);
                 }
             }
         } else {
@@ -769,19 +754,16 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         for (int k = 0;; k++) {
             while (!wdone && walked <= k) walk_one();
             if (k >= walked) break;                         /* walk done, all issued */
-#pragma unroll
-            for (int x = 0; x < H; x++) {                   /* element e = H k + x */
-                const int e = H * k + x, ph = e / ns;
-                if (ph > 0) {                               /* walk on while the slot is busy */
-                    const uint32_t eb = smem_u32(empty + e % ns), par = (uint32_t)(ph - 1) & 1;
-                    while (!wdone && walked < k + LEAD &&
-                           !__shfl_sync(0xffffffffu, (int)mbar_test(eb, par), 0))
-                        walk_one();
-                    mbar_wait(eb, par);
-                }
-                __syncwarp();                               /* lane 0's entry k */
-                issue(e, tab_b[k], x, tab_m[k]);
+            const int ph = k / ns;
+            if (ph > 0) {                                   /* walk on while the slot is busy */
+                const uint32_t eb = smem_u32(empty + k % ns), par = (uint32_t)(ph - 1) & 1;
+                while (!wdone && walked < k + LEAD &&
+                       !__shfl_sync(0xffffffffu, (int)mbar_test(eb, par), 0))
+                    walk_one();
+                mbar_wait(eb, par);
             }
+            __syncwarp();                                   /* lane 0's entry k */
+            issue(k, tab_b[k], tab_m[k]);
         }
         return;
     }
@@ -803,27 +785,20 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         const uint32_t m = base + lane < nt ? tab_m[base + lane] : 0u;
         uint32_t own = __ballot_sync(0xffffffffu, (m & wmask) != 0);
         while (own) {
-            const int i = __ffs(own) - 1, k = base + i;
+            const int i = __ffs(own) - 1, k = base + i, s = k % ns;
             own &= own - 1;
             const uint32_t wm = (__shfl_sync(0xffffffffu, m, i) >> (w * QPT)) & qmask;
-            const int64_t jb = (int64_t)tab_b[k] * CU_KT;
-#pragma unroll 1
-            for (int x = 0; x < H; x++) {                   /* element e = H k + x */
-                const int e = H * k + x, s = e % ns;
-                const int64_t j0 = jb + x * NK;
-                while (ld_acquire_cta(smem_u32(issued)) <= e) __nanosleep(32);
-                mbar_wait(smem_u32(full + s), (uint32_t)(e / ns) & 1);
-                int lim[2];
+            const int64_t j0 = (int64_t)tab_b[k] * CU_KT;
+            while (ld_acquire_cta(smem_u32(issued)) <= k) __nanosleep(32);
+            mbar_wait(smem_u32(full + s), (uint32_t)(k / ns) & 1);
+            int lim[2];
 #pragma unroll
-                for (int hf = 0; hf < 2; hf++)
-                    lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
-                const bf16 *Kt = ring + (size_t)s * 2 * TILE;
-                if (H == 1 || __any_sync(0xffffffffu, lim[0] >= 0 || lim[1] >= 0))
-                    flash_block<D, TMA, NK>(qf, Kt, Kt + TILE, lim,
-                                            a.scale * 1.4426950408889634f, acc);
-                __syncwarp();
-                if (lane == 0) mbar_arrive(smem_u32(empty + s));
-            }
+            for (int hf = 0; hf < 2; hf++)
+                lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
+            const bf16 *Kt = ring + (size_t)s * 2 * TILE;
+            flash_block<D, TMA>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
+            __syncwarp();
+            if (lane == 0) mbar_arrive(smem_u32(empty + s));
         }
     }
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
@@ -1101,8 +1076,7 @@ static bool use_wmma(void)
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), user15 / tma15
  * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads),
- * tmah15 (TMA into 32-key half slots), tma11 (TMA, 11 consumer warps: 168 registers, 5 slots);
- * the TMA forms fall back to user15
+ * tma11 (TMA, 11 consumer warps: 168 registers, 5 slots); the TMA forms fall back to user15
  * where no tensor map can be made; otherwise (1) the split kernels
  * for few queries, else tma15 (docs/CUDA.md "Sparse attention 4": faster than ring15 at 32K,
  * 128K and 1M), else ring15 where no tensor map can be made. */
@@ -1116,14 +1090,13 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "user15")) return 115;
     if (s && !strcmp(s, "tma15")) return 215;
     if (s && !strcmp(s, "tma11")) return 211;
-    if (s && !strcmp(s, "tmah15")) return 315;
     return 1;
 }
 
 /* A 2-D TMA map of a (rows, cols) row-major bf16 matrix (a K or V cache: cols = nkv x D), boxes
- * of 64 columns x brows rows, 128B-swizzled, rows >= `rows` zero-filled. cuTensorMapEncodeTiled
- * is looked up once through the runtime. false: no driver entry point or the encode failed. */
-static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols, int brows)
+ * of 64 columns x 64 rows, 128B-swizzled, rows >= `rows` zero-filled. cuTensorMapEncodeTiled is
+ * looked up once through the runtime. false: no driver entry point or the encode failed. */
+static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols)
 {
     static PFN_cuTensorMapEncodeTiled_v12000 enc;
     static bool looked;
@@ -1141,7 +1114,7 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
     if (!enc || rows <= 0 || cols <= 0 || cols > ((int64_t)1 << 32) / 2) return false;
     const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
     const cuuint64_t stride[1] = {(cuuint64_t)cols * 2};
-    const cuuint32_t box[2] = {64, (cuuint32_t)brows}, es[2] = {1, 1};
+    const cuuint32_t box[2] = {64, 64}, es[2] = {1, 1};
     return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, es,
                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
@@ -1150,8 +1123,8 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
 
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
  * (TMA) no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
- * Q fragments (!QREG), then ns slots of 64 / H keys (unpadded and 1 KB aligned with TMA). */
-template <int D, int NC, bool QREG, bool TMA, int H = 1>
+ * Q fragments (!QREG), then ns slots (unpadded and 1 KB aligned with TMA). */
+template <int D, int NC, bool QREG, bool TMA>
 static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
     const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
@@ -1160,22 +1133,20 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     if (sr_optin <= 0 || a->K_sel <= 0 || lst > (size_t)sr_optin) return false;
     const size_t head = SU_HDR + 3 * lst + qbytes;
     const size_t fixed = TMA ? head + 1024 : (head + 127) / 128 * 128;
-    const size_t slot = (size_t)2 * (CU_KT / H) * (TMA ? D : D + 8) * 2;
+    const size_t slot = (size_t)2 * CU_KT * (TMA ? D : D + 8) * 2;
     if (fixed + 2 * slot > (size_t)sr_optin) return false;
     size_t ns = ((size_t)sr_optin - fixed) / slot;
-    const size_t maxns = H == 1 ? SR_MAXNS : SU_MAXNS;
-    if (ns > maxns) ns = maxns;
+    if (ns > SR_MAXNS) ns = SR_MAXNS;
     CUtensorMap tk, tv;
     memset(&tk, 0, sizeof(tk));
     memset(&tv, 0, sizeof(tv));
     if (TMA) {
         const int64_t rows = a->p0 + a->t0 + a->n, cols = (int64_t)a->nkv * D;
-        if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols, CU_KT / H) ||
-            !tmap_kv(&tv, a->V, rows, cols, CU_KT / H))
+        if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
             return false;
     }
     const dim3 grid((a->n + nq - 1) / nq, a->nkv);
-    sparse_user_kernel<D, NC, QREG, TMA, H><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+    sparse_user_kernel<D, NC, QREG, TMA><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
         *a, lg, ncw, (int)ns, (int)lst, tk, tv);
     *err = cudaGetLastError();
     return true;
@@ -1241,10 +1212,7 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 211)
             done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
                         : su_launch<64, 11, false, true>(st, a, lg, &err);
-        else if (v == 315)
-            done = d128 ? su_launch<128, 15, false, true, 2>(st, a, lg, &err)
-                        : su_launch<64, 15, false, true, 2>(st, a, lg, &err);
-        if (!done && (v == 115 || v == 215 || v == 211 || v == 315))
+        if (!done && (v == 115 || v == 215 || v == 211))
             done = d128 ? su_launch<128, 15, false, false>(st, a, lg, &err)
                         : su_launch<64, 15, false, false>(st, a, lg, &err);
         if (!done && (v == 15 || v == 1))
@@ -1272,9 +1240,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, int NC, bool TMA, int H = 1> static cudaError_t su_init(void)
+template <int D, int NC, bool TMA> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, TMA, H>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, TMA>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1302,7 +1270,6 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 15, false>(), su_init<64, 15, false>(),
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
-                             su_init<128, 15, true, 2>(), su_init<64, 15, true, 2>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
