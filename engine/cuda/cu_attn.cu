@@ -633,9 +633,11 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  *      slowest warp of the CTA has walked past it. No deadlock: when the producer blocks on a
  *      slot for element k, at least k + LEAD >= k + 32 entries are published (or all), so the
  *      users of element k - ns can see their chunk of the table.
- *   2. With TMA, one producer lane loads a slot by 2-D tensor boxes of 64 columns x 64 rows (2 a
- *      K or V tile at D = 128) into unpadded 128B-swizzled tiles (flash_block<D, true>), the
- *      bytes completing on `full` (expect_tx); else the producer warp's cp.async, as before.
+ *   2. One producer lane loads a slot by TMA: 2-D tensor boxes of 64 columns x 64 rows (2 a K or
+ *      V tile at D = 128) into unpadded 128B-swizzled tiles (flash_block<D, true>), the bytes
+ *      completing on `full` (expect_tx). (The cp.async form, `user15`, was slower than ring15 in
+ *      every call of sat4 and was removed in sat5; where no tensor map can be made the caller
+ *      falls back to sparse_ring_kernel.)
  * Parity. Element k is phase j = k / ns of slot s = k % ns. A consumer skips elements, so it may
  * reach element k while `full[s]` is still several phases behind j, where a parity test alone
  * would pass on phase j - 1's completion. So it first waits for `issued` > k (the producer
@@ -650,13 +652,13 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * docs/CUDA.md "Sparse attention 4".) */
 #define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
-template <int D, int NC, bool QREG, bool TMA>
+template <int D, int NC, bool QREG>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
                        const __grid_constant__ CUtensorMap tv)
 {
-    constexpr int LDS = TMA ? D : D + 8, KS = D / 16, NONE = sel_cursor::NONE;
+    constexpr int LDS = D, KS = D / 16, NONE = sel_cursor::NONE;   /* unpadded swizzled tiles */
     constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
     extern __shared__ __align__(128) unsigned char smraw[];
     uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
@@ -667,7 +669,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     uint32_t *tab_m = (uint32_t *)(smraw + SU_HDR + 2 * (size_t)lst_bytes);
     uint4 *Qs = (uint4 *)(smraw + SU_HDR + 3 * (size_t)lst_bytes);   /* !QREG: (NC, KS, 32) */
     unsigned char *rp = smraw + SU_HDR + 3 * (size_t)lst_bytes + (QREG ? 0 : NC * KS * 32 * 16);
-    if (TMA) rp += (1024u - (smem_u32(rp) & 1023u)) & 1023u;  /* swizzled boxes: 1 KB aligned */
+    rp += (1024u - (smem_u32(rp) & 1023u)) & 1023u;           /* swizzled boxes: 1 KB aligned */
     bf16 *ring = (bf16 *)rp;
 
     const int QPT = 16 >> lg, NQ = ncw * QPT;
@@ -675,12 +677,10 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
     const int tq0 = a.t0 + blockIdx.x * NQ, tend = a.t0 + a.n;
     const int nq = tend - tq0 < NQ ? tend - tq0 : NQ;
-    const size_t krow = (size_t)a.nkv * D;
-    const int64_t pmax = a.p0 + tq0 + nq - 1;
 
     if (threadIdx.x == 0) {
         for (int s = 0; s < ns; s++) {
-            mbar_init(smem_u32(full + s), TMA ? 1 : 32);
+            mbar_init(smem_u32(full + s), 1);
             mbar_init(smem_u32(empty + s), (uint32_t)ncw + 1);
         }
         *issued = 0;
@@ -702,22 +702,13 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         const uint32_t fb = smem_u32(full + s);
         const int64_t j0 = (int64_t)b * CU_KT;
         bf16 *Kt = ring + (size_t)s * 2 * TILE;
-        if constexpr (TMA) {
-            if (lane == 0) {
-                mbar_arrive_tx(fb, 2 * TILE * 2);
+        if (lane == 0) {
+            mbar_arrive_tx(fb, 2 * TILE * 2);
 #pragma unroll
-                for (int h = 0; h < D / 64; h++) {
-                    tma_load_2d(smem_u32(Kt) + h * 8192, &tk, g * D + h * 64, (int)j0, fb);
-                    tma_load_2d(smem_u32(Kt + TILE) + h * 8192, &tv, g * D + h * 64, (int)j0, fb);
-                }
+            for (int h = 0; h < D / 64; h++) {
+                tma_load_2d(smem_u32(Kt) + h * 8192, &tk, g * D + h * 64, (int)j0, fb);
+                tma_load_2d(smem_u32(Kt + TILE) + h * 8192, &tv, g * D + h * 64, (int)j0, fb);
             }
-        } else {
-            const int64_t left = pmax - j0 + 1;
-            const int nk = (int)(left < CU_KT ? left : CU_KT);
-            const size_t off = (size_t)j0 * krow + (size_t)g * D;
-            tile_async<D>(Kt, a.K + off, krow, nk, 32, lane);
-            tile_async<D>(Kt + TILE, a.V + off, krow, nk, 32, lane);
-            cp_async_mbar_arrive(fb);                       /* the 32 data arrivals */
         }
         if (lane == 0) {
             mbar_arrive_cnt(smem_u32(empty + s), (uint32_t)(ncw + 1 - users));
@@ -796,7 +787,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             for (int hf = 0; hf < 2; hf++)
                 lim[hf] = rv[hf] && ((wm >> qwr[hf]) & 1) ? flash_lim(prow[hf] - j0) : -1;
             const bf16 *Kt = ring + (size_t)s * 2 * TILE;
-            flash_block<D, TMA>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
+            flash_block<D, true>(qf, Kt, Kt + TILE, lim, a.scale * 1.4426950408889634f, acc);
             __syncwarp();
             if (lane == 0) mbar_arrive(smem_u32(empty + s));
         }
@@ -1074,9 +1065,9 @@ static bool use_wmma(void)
 
 /* Which block-sparse kernel: SALA_CUDA_SATTN=old (the second version's flash_kernel), ring7,
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
- * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), user15 / tma15
- * (sparse_user_kernel with 15 consumer warps: users-only release with cp.async / TMA loads),
- * tma11 (TMA, 11 consumer warps: 168 registers, 5 slots); the TMA forms fall back to user15
+ * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), tma15
+ * (sparse_user_kernel with 15 consumer warps: users-only release, TMA loads), tma11 (11 consumer
+ * warps: 168 registers, 5 slots); the TMA forms fall back to ring15
  * where no tensor map can be made; otherwise (1) the split kernels
  * for few queries, else tma15 (docs/CUDA.md "Sparse attention 4": faster than ring15 at 32K,
  * 128K and 1M), else ring15 where no tensor map can be made. */
@@ -1087,7 +1078,6 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "ring7")) return 7;
     if (s && !strcmp(s, "ring11")) return 11;
     if (s && !strcmp(s, "ring15")) return 15;
-    if (s && !strcmp(s, "user15")) return 115;
     if (s && !strcmp(s, "tma15")) return 215;
     if (s && !strcmp(s, "tma11")) return 211;
     return 1;
@@ -1122,9 +1112,9 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
 }
 
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
- * (TMA) no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
- * Q fragments (!QREG), then ns slots (unpadded and 1 KB aligned with TMA). */
-template <int D, int NC, bool QREG, bool TMA>
+ * no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
+ * Q fragments (!QREG), then ns slots (unpadded, 1 KB aligned). */
+template <int D, int NC, bool QREG>
 static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
     const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
@@ -1132,21 +1122,19 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     const size_t lst = ((size_t)nq * a->K_sel * 4 + 15) / 16 * 16;
     if (sr_optin <= 0 || a->K_sel <= 0 || lst > (size_t)sr_optin) return false;
     const size_t head = SU_HDR + 3 * lst + qbytes;
-    const size_t fixed = TMA ? head + 1024 : (head + 127) / 128 * 128;
-    const size_t slot = (size_t)2 * CU_KT * (TMA ? D : D + 8) * 2;
+    const size_t fixed = head + 1024;
+    const size_t slot = (size_t)2 * CU_KT * D * 2;
     if (fixed + 2 * slot > (size_t)sr_optin) return false;
     size_t ns = ((size_t)sr_optin - fixed) / slot;
     if (ns > SR_MAXNS) ns = SR_MAXNS;
     CUtensorMap tk, tv;
     memset(&tk, 0, sizeof(tk));
     memset(&tv, 0, sizeof(tv));
-    if (TMA) {
-        const int64_t rows = a->p0 + a->t0 + a->n, cols = (int64_t)a->nkv * D;
-        if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
-            return false;
-    }
+    const int64_t rows = a->p0 + a->t0 + a->n, cols = (int64_t)a->nkv * D;
+    if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
+        return false;
     const dim3 grid((a->n + nq - 1) / nq, a->nkv);
-    sparse_user_kernel<D, NC, QREG, TMA><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+    sparse_user_kernel<D, NC, QREG><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
         *a, lg, ncw, (int)ns, (int)lst, tk, tv);
     *err = cudaGetLastError();
     return true;
@@ -1207,15 +1195,12 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
             done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
                         : sr_launch<64, 11, false>(st, a, lg, &err);
         else if (v == 215 || v == 1)
-            done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
-                        : su_launch<64, 15, false, true>(st, a, lg, &err);
+            done = d128 ? su_launch<128, 15, false>(st, a, lg, &err)
+                        : su_launch<64, 15, false>(st, a, lg, &err);
         else if (v == 211)
-            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
-                        : su_launch<64, 11, false, true>(st, a, lg, &err);
-        if (!done && (v == 115 || v == 215 || v == 211))
-            done = d128 ? su_launch<128, 15, false, false>(st, a, lg, &err)
-                        : su_launch<64, 15, false, false>(st, a, lg, &err);
-        if (!done && (v == 15 || v == 1))
+            done = d128 ? su_launch<128, 11, false>(st, a, lg, &err)
+                        : su_launch<64, 11, false>(st, a, lg, &err);
+        if (!done && (v == 15 || v == 1 || v == 215 || v == 211))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;
@@ -1240,9 +1225,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, int NC, bool TMA> static cudaError_t su_init(void)
+template <int D, int NC> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, TMA>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1267,9 +1252,8 @@ cudaError_t cu_attn_init(void)
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
                              sr_init<128, 15, false>(), sr_init<64, 15, false>(),
-                             su_init<128, 15, false>(), su_init<64, 15, false>(),
-                             su_init<128, 15, true>(),  su_init<64, 15, true>(),
-                             su_init<128, 11, true>(),  su_init<64, 11, true>(),
+                             su_init<128, 15>(),        su_init<64, 15>(),
+                             su_init<128, 11>(),        su_init<64, 11>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
