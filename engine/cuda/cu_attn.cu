@@ -1083,24 +1083,28 @@ static int sattn_variant(void)
     return 1;
 }
 
+/* cuTensorMapEncodeTiled, looked up through the runtime by cu_attn_init (NULL: none; the TMA
+ * ring is then never launched). */
+static PFN_cuTensorMapEncodeTiled_v12000 tmap_enc;
+
+static void tmap_lookup(void)
+{
+    void *f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
+                                         &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+        tmap_enc = (PFN_cuTensorMapEncodeTiled_v12000)f;
+    else
+        (void)cudaGetLastError();
+}
+
 /* A 2-D TMA map of a (rows, cols) row-major bf16 matrix (a K or V cache: cols = nkv x D), boxes
- * of 64 columns x 64 rows, 128B-swizzled, rows >= `rows` zero-filled. cuTensorMapEncodeTiled is
- * looked up once through the runtime. false: no driver entry point or the encode failed. */
+ * of 64 columns x 64 rows, 128B-swizzled, rows >= `rows` zero-filled. false: no driver entry
+ * point or the encode failed. */
 static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols)
 {
-    static PFN_cuTensorMapEncodeTiled_v12000 enc;
-    static bool looked;
-    if (!looked) {
-        looked = true;
-        void *f = nullptr;
-        cudaDriverEntryPointQueryResult q;
-        if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault,
-                                             &q) == cudaSuccess &&
-            q == cudaDriverEntryPointSuccess)
-            enc = (PFN_cuTensorMapEncodeTiled_v12000)f;
-        else
-            (void)cudaGetLastError();
-    }
+    const PFN_cuTensorMapEncodeTiled_v12000 enc = tmap_enc;
     if (!enc || rows <= 0 || cols <= 0 || cols > ((int64_t)1 << 32) / 2) return false;
     const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
     const cuuint64_t stride[1] = {(cuuint64_t)cols * 2};
@@ -1249,6 +1253,7 @@ cudaError_t cu_attn_init(void)
             cudaSuccess)
         return err;
     sr_optin = optin;
+    tmap_lookup();
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
                              sr_init<128, 15, false>(), sr_init<64, 15, false>(),
