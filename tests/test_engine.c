@@ -397,6 +397,35 @@ static void t_sampler(void)
     CU_ASSERT_EQUAL(eng_sampler_new(&p, V, &s, NULL), SALA_EINVAL);
 }
 
+/* The greedy pick is the one scan from id 0 that keeps a value only when it compares above the
+ * best so far (engine/sampler.h): checked against that scan on rows of ties, signed zeros,
+ * infinities and NaNs (NaN at id 0 too), of lengths around the sampler's 8-value lanes. */
+static void t_sampler_greedy_rule(void)
+{
+    static const float pool[] = {0.0f, -0.0f, 1.0f, -1.0f, INFINITY, -INFINITY, NAN, 2.0f, 1.0f};
+    enum { NP = sizeof(pool) / sizeof(pool[0]), MAXV = 41 };
+    float row[MAXV];
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int bad = 0;
+    for (int V = 1; V <= MAXV; V++) {
+        eng_sampler *s;
+        const eng_sampler_params p = {.temperature = 0, .top_p = 1, .repetition_penalty = 1};
+        CU_ASSERT_EQUAL_FATAL(eng_sampler_new(&p, V, &s, NULL), SALA_OK);
+        for (int r = 0; r < 2000; r++) {
+            for (int i = 0; i < V; i++) {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                row[i] = pool[x % NP];
+            }
+            int32_t want = 0;
+            for (int i = 1; i < V; i++)
+                if (row[i] > row[want]) want = i;
+            bad += eng_sampler_sample(s, row, NULL, 0) != want;
+        }
+        eng_sampler_free(s);
+    }
+    CU_ASSERT_EQUAL(bad, 0);
+}
+
 static void t_commands(void)
 {
     char cmd[9000], out[4096];
@@ -710,6 +739,7 @@ void suite_engine(void)
              {"decode batch == one by one (lengths 5..1100), hooks, refusals", t_decode_batch},
              {"truncate to checkpoint + prefill == fresh prefill", t_truncate},
              {"bad input refused, backend registry", t_bad_input}, {"sampler", t_sampler},
+             {"sampler greedy rule", t_sampler_greedy_rule},
              {"decode greedy == decode + sampler", t_decode_greedy},
              {"generate and logits commands", t_commands},
              {"random-weight engine refused without backend support", t_random_engine},
