@@ -106,11 +106,10 @@ static int decode_steps(bench *b, void *seq, int steps, int32_t *t, double *sec,
 }
 
 /* The decode configurations timed side by side: the default (CUDA graph, the greedy pick on the
- * device), plain launches (SALA_CUDA_GRAPH=0, pick on the device), the graph with the logits
- * row to the host and the sampler there (SALA_CUDA_PICK=0: the step before branch dec6), and
- * the device pick with the token uploaded (SALA_CUDA_PICK=upload). */
-enum { DC_NEW, DC_PLAIN, DC_HOST, DC_UPLOAD, DC_N };
-static const char *const dc_name[DC_N] = {"graph", "plain", "host pick", "pick, upload"};
+ * device), plain launches (SALA_CUDA_GRAPH=0, pick on the device) and the graph with the logits
+ * row to the host and the sampler there (SALA_CUDA_PICK=0: the step before branch dec6). */
+enum { DC_NEW, DC_PLAIN, DC_HOST, DC_N };
+static const char *const dc_name[DC_N] = {"graph", "plain", "host pick"};
 static const char *const dc_env[] = {"SALA_CUDA_GRAPH", "SALA_CUDA_PICK"};
 #define DC_ENV 2
 /* The configurations also timed with kernel records: plain, graph, host pick. */
@@ -120,8 +119,6 @@ static const int dc_kp[DC_KP] = {DC_PLAIN, DC_NEW, DC_HOST};
 /* What a decode measurement reports (all per step, seconds). */
 typedef struct {
     double first;          /* the warm step (with a graph: its capture) */
-    double graph, plain;   /* mean wall: default launches (a CUDA graph unless SALA_CUDA_GRAPH=0),
-                              SALA_CUDA_GRAPH=0 */
     double mean[DC_N], med[DC_N], lo[DC_N], hi[DC_N];   /* per configuration: mean, median,
                                                            10th and 90th percentile */
     double host[DC_N];     /* per step: the host sampler's seconds (host pick) */
@@ -157,7 +154,6 @@ static void dc_env_set(int c, const dc_keep *k)
     }
     if (c == DC_PLAIN) setenv("SALA_CUDA_GRAPH", "0", 1);
     if (c == DC_HOST) setenv("SALA_CUDA_PICK", "0", 1);
-    if (c == DC_UPLOAD) setenv("SALA_CUDA_PICK", "upload", 1);
 }
 
 static int cmp_dbl(const void *a, const void *b)
@@ -214,8 +210,6 @@ static int decode(bench *b, void *seq, int64_t L, int steps, dec_stats *d, sala_
     }
     free(st);
     if (rc) return rc;
-    d->graph = d->mean[DC_NEW];
-    d->plain = d->mean[DC_PLAIN];
     printf("  decode at %8lld tokens (%d steps each, interleaved rounds of %d): first step "
            "%.2f ms\n", (long long)L, steps, DC_ROUND, 1e3 * d->first);
     for (int c = 0; c < DC_N; c++)
@@ -262,8 +256,8 @@ static void print_decode(int64_t L, const dec_stats *d)
     printf("{\"bench\":\"sala_gpu_decode\",\"context\":%lld,\"tokens_per_s\":%.2f,"
            "\"plain_tokens_per_s\":%.2f,\"first_step_ms\":%.3f,"
            "\"profile_mode\":%d,\"steps\":%d,\"host_sampler_us\":%.2f", (long long)L,
-           1.0 / d->graph, 1.0 / d->plain, 1e3 * d->first, d->mode, d->n, 1e6 * d->host[DC_HOST]);
-    static const char *const jn[DC_N] = {"graph", "plain", "hostpick", "upload"};
+           1.0 / d->mean[DC_NEW], 1.0 / d->mean[DC_PLAIN], 1e3 * d->first, d->mode, d->n, 1e6 * d->host[DC_HOST]);
+    static const char *const jn[DC_N] = {"graph", "plain", "hostpick"};
     for (int c = 0; c < DC_N; c++)
         printf(",\"%s_median_ms\":%.4f,\"%s_p10_ms\":%.4f,\"%s_p90_ms\":%.4f", jn[c],
                1e3 * d->med[c], jn[c], 1e3 * d->lo[c], jn[c], 1e3 * d->hi[c]);
@@ -447,7 +441,7 @@ int bench_gpu(int argc, char **argv)
                 dec_stats d;
                 rc = decode(&b, seq, L[i], steps, &d, &e);
                 if (!rc) {
-                    tps[i] = 1.0 / d.graph;
+                    tps[i] = 1.0 / d.mean[DC_NEW];
                     print_decode(L[i], &d);
                 }
             }

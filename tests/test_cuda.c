@@ -1739,9 +1739,8 @@ static void b_graph(void)
  * at every step (the rows are the same bits, the rule the same). Steps through the graph and
  * with plain launches, without and with a repetition penalty over the tokens so far (each
  * twice) and the row's unpenalized pick (so the penalty moves the pick); every 13th step
- * feeds another token than the pick (the step that would have read the pick's token from device
- * memory must upload); then without the token from device memory (SALA_CUDA_PICK=upload) and
- * the engine's fallback (SALA_CUDA_PICK=0: the row to the host, the sampler) on G. */
+ * feeds another token than the pick; then the engine's fallback (SALA_CUDA_PICK=0: the row to
+ * the host, the sampler) on G. */
 static void b_pick(void)
 {
     eng_engine *en = open_cuda();
@@ -1767,8 +1766,8 @@ static void b_pick(void)
         const int k = i >= 80;
         sp.repetition_penalty = k ? 1.4f : 1.0f;
         if (i % 40 >= 20) setenv("SALA_CUDA_GRAPH", "0", 1);
-        if (i >= 120) setenv("SALA_CUDA_PICK", i >= 140 ? "0" : "upload", 1);
-        if (i % 13 == 12) tg = tp = ids[i];   /* not the pick: the step must upload it */
+        if (i >= 140) setenv("SALA_CUDA_PICK", "0", 1);
+        if (i % 13 == 12) tg = tp = ids[i];   /* not the pick */
         rc = eng_seq_decode(P, tp, lg, &e);
         const int32_t plain = eng_sampler_sample(smp[0], lg, hist, nh);
         if (k) hist[nh++] = plain;

@@ -506,9 +506,7 @@ static int pick_marks(cu_seq *s, const eng_pick *pk, sala_err *e)
 
 /* The step's logits row s->logits[0 .. V) to the caller, then wait for the stream: with pk, its
  * greedy pick into *pk->next (4 bytes: the kernel writes them into the pinned s->hpin when pin,
- * else they are copied back) and, unless SALA_CUDA_PICK=upload (read per
- * step), the next graph step's upload (the pick, row 0, position len) into dstep, so that a
- * step that feeds the pick skips its upload; else the row into logits. pin: through the pinned
+ * else they are copied back from dstep[4]); else the row into logits. pin: through the pinned
  * buffer s->hpin. */
 static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala_err *e)
 {
@@ -517,17 +515,12 @@ static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala
     cudaStream_t st = m->st;
     if (pk) {
         const bool pen = pk->penalty != 1.0f && pk->nrecent > 0;
-        const bool ahead = !cu_env_is("SALA_CUDA_PICK", "upload");
         int32_t one, *h = pin ? s->hpin + 4 : &one;   /* pinned: mapped (UVA), written there */
         K(OP_OTHER, k_pick(st, s->logits, V, pk->penalty, pen ? s->pk_mark : NULL, s->pk_stamp,
-                           pin ? h : s->dstep + 4, ahead ? s->dstep : NULL, s->len));
+                           pin ? h : s->dstep + 4));
         if (!pin) CUDA_CHECK(cudaMemcpyAsync(h, s->dstep + 4, 4, cudaMemcpyDeviceToHost, st));
         CUDA_CHECK(cudaStreamSynchronize(st));
         *pk->next = *h;
-        s->pk_ahead = ahead;
-        s->pk_tok = *h;
-        s->pk_pos = s->len;
-        s->pk_dstep = s->dstep;
         return SALA_OK;
     }
     float *hl = pin ? (float *)(s->hpin + 4) : logits;
@@ -550,8 +543,6 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
     cu_gemv_args ga;   /* the SwiGLU GEMV of a layer (swiglu_fused) */
-    const bool ahead0 = s->pk_ahead;   /* dstep holds (pk_tok, 0, pk_pos): the last pick's */
-    s->pk_ahead = false;
 
     const int tmax0 = s->tmax;
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
@@ -563,14 +554,13 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     CU_TRY(graph_setup(s, T, nout, fa, e));
     const bool graph = m->gmode != CU_G_OFF;
     const bool pin = graph && step_pinned(s);
-    const bool have = ahead0 && s->pk_dstep == s->dstep && s->pk_tok == tok[0] && s->pk_pos == p0;
-    if (graph && !have) {   /* token, logits row 0, position: what a replayed step reads */
+    if (graph) {   /* token, logits row 0, position: what a replayed step reads */
         int32_t stk[4], *up = pin ? s->hpin : stk;   /* hpin: the last step's copies are done */
         up[0] = tok[0];
         up[1] = 0;
         memcpy(up + 2, &p0, sizeof(p0));
         CUDA_CHECK(cudaMemcpyAsync(s->dstep, up, 16, cudaMemcpyHostToDevice, st));
-    } else if (!graph) {
+    } else {
         CUDA_CHECK(cudaMemcpyAsync(s->tok, tok, (size_t)T * 4, cudaMemcpyHostToDevice, st));
     }
     if (fa->pick && fa->pick->penalty != 1.0f && fa->pick->nrecent > 0)

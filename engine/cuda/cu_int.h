@@ -80,13 +80,12 @@ cudaError_t cu_kernels_init(void);   /* raise the dynamic shared-memory limits o
 bool cu_decode_old(void);
 
 /* cu_pick.cu: the greedy pick of a logits row (V) into out[0] (engine/sampler.c's greedy rule),
- * the ids marked with stamp in mark (V) penalized by pen (pen 1 or mark NULL: none); ahead (if
- * not NULL, 4 int32) receives what a graph step uploads: the pick, row 0, pos (int64).
+ * the ids marked with stamp in mark (V) penalized by pen (pen 1 or mark NULL: none).
  * k_pick_mark marks ids[0..n) (ids outside [0, V) skipped). */
 cudaError_t k_pick_mark(cudaStream_t st, const int32_t *ids, int64_t n, int V, int32_t *mark,
                         int32_t stamp);
 cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
-                   int32_t stamp, int32_t *out, int32_t *ahead, int64_t pos);
+                   int32_t stamp, int32_t *out);
 
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
@@ -328,17 +327,11 @@ typedef struct {
                                          [4]: a greedy pick's output (k_pick) */
     int32_t *hpin;                    /* pinned (4 + V): dstep's upload, then a graph step's
                                          logits row from [4] (NULL: pageable copies) */
-    /* greedy picks with a repetition penalty (cu_forward.cu step_pick): the marks (V) of
+    /* greedy picks with a repetition penalty (cu_forward.cu pick_marks): the marks (V) of
      * stamp pk_stamp, the ids uploaded for them (pk_cap); allocated at the first such pick */
     int32_t *pk_mark, *pk_ids;
     int64_t pk_cap;
     int32_t pk_stamp;
-    /* the last step's pick wrote the next graph step's upload (pk_tok, row 0, pk_pos) into
-       dstep (pk_dstep): a step feeding exactly that skips its upload */
-    bool pk_ahead;
-    int32_t pk_tok;
-    int64_t pk_pos;
-    const int32_t *pk_dstep;
     cu_graph g;
 } cu_seq;
 

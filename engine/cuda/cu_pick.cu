@@ -52,7 +52,7 @@ static __device__ __forceinline__ float pick_val(float v, bool use_pen, int32_t 
  * L2), else one float a load. */
 static __global__ void __launch_bounds__(PICK_THREADS)
 pick_kernel(const float *logits, int V, float pen, const int32_t *mark, int32_t stamp,
-            int32_t *out, int32_t *ahead, int64_t pos)
+            int32_t *out)
 {
     float bv = -INFINITY;
     int bi = INT_MAX;   /* no candidate yet (all NaN) */
@@ -101,18 +101,13 @@ pick_kernel(const float *logits, int V, float pen, const int32_t *mark, int32_t 
         const bool nan0 = isnan(logits[0]);
         const int32_t t = nan0 || bi == INT_MAX ? 0 : bi;
         out[0] = t;
-        if (ahead) {
-            ahead[0] = t;
-            ahead[1] = 0;
-            *(int64_t *)(ahead + 2) = pos;
-        }
     }
 }
 
 cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
-                   int32_t stamp, int32_t *out, int32_t *ahead, int64_t pos)
+                   int32_t stamp, int32_t *out)
 {
     if (V <= 0) return cudaErrorInvalidValue;
-    pick_kernel<<<1, PICK_THREADS, 0, st>>>(logits, V, pen, mark, stamp, out, ahead, pos);
+    pick_kernel<<<1, PICK_THREADS, 0, st>>>(logits, V, pen, mark, stamp, out);
     return cudaGetLastError();
 }

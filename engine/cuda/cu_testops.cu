@@ -771,7 +771,7 @@ int op_pick(const float *logits, int V, float pen, const int32_t *ids, int64_t n
         CUDA_CHECK(cudaMemcpy(dids, ids, (size_t)n * 4, cudaMemcpyHostToDevice));
         CUDA_CHECK(k_pick_mark(0, dids, n, V, mark, 2));
     }
-    CUDA_CHECK(k_pick(0, dl, V, pen, mark, 2, dout, NULL, 0));
+    CUDA_CHECK(k_pick(0, dl, V, pen, mark, 2, dout));
     CUDA_CHECK(cudaMemcpy(out, dout, 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
 }
