@@ -147,3 +147,16 @@ double sala_now(void)
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
 }
+
+void sala_env_spec(const char *spec, bool set)
+{
+    char buf[256], *save = NULL;
+    snprintf(buf, sizeof(buf), "%s", spec ? spec : "");
+    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq) continue;
+        *eq = 0;
+        if (set) setenv(tok, eq + 1, 1);
+        else unsetenv(tok);
+    }
+}

@@ -66,6 +66,10 @@ int sala_file_read(const char *path, size_t max_bytes, char **out, size_t *len, 
 /* Monotonic seconds, for progress and benchmarks. */
 double sala_now(void);
 
+/* Sets (set) or unsets the environment variables of spec "NAME=VAL,NAME=VAL" (items without '='
+ * skipped, the first 255 bytes read): how tests and benchmarks flip the engine's switches. */
+void sala_env_spec(const char *spec, bool set);
+
 #define SALA_VERSION "0.1.0"
 
 #endif

@@ -1157,19 +1157,6 @@ static void t_score_diff(void)
  * chunk) at 128K / 1M, for the variants of SALA_BENCH_SELECT_VARIANTS ("label:VAR=val,VAR=val;
  * ..."; default: the current default, V2 everywhere (SALA_CUDA_SCORE=v2, the default before)
  * and the transposed kernel everywhere (=t)). Each variant's switches are set, run, unset. */
-static void select_speed_env(const char *spec, bool set)
-{
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", spec);
-    for (char *tok = strtok(buf, ","); tok; tok = strtok(NULL, ",")) {
-        char *eq = strchr(tok, '=');
-        if (!eq) continue;
-        *eq = 0;
-        if (set) setenv(tok, eq + 1, 1);
-        else unsetenv(tok);
-    }
-}
-
 static void t_select_speed(void)
 {
     OPS();
@@ -1186,7 +1173,7 @@ static void t_select_speed(void)
         char *colon = strchr(v, ':');
         const char *env = colon ? colon + 1 : "";
         if (colon) *colon = 0;
-        select_speed_env(env, true);
+        sala_env_spec(env, true);
         for (size_t i = 0; i < sizeof(S) / sizeof(S[0]); i++) {
             double ss = 0, st = 0;
             CU_ASSERT_EQUAL_FATAL(O->select_speed(S[i].L, S[i].T, S[i].layers, S[i].reps, &ss,
@@ -1194,7 +1181,7 @@ static void t_select_speed(void)
             fprintf(stderr, "\n  select %-8s L=%8lld T=%5d: stage 1 %9.4f ms  top-K %8.4f ms  "
                     "(%s)", v, (long long)S[i].L, S[i].T, ss * 1e3, st * 1e3, env);
         }
-        select_speed_env(env, false);
+        sala_env_spec(env, false);
     }
 }
 

@@ -547,17 +547,7 @@ int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, d
 static void variant_env(const char *v, bool set)
 {
     const char *c = v ? strchr(v, ':') : nullptr;
-    if (!c) return;
-    char buf[256];
-    snprintf(buf, sizeof(buf), "%s", c + 1);
-    char *save = nullptr;
-    for (char *tok = strtok_r(buf, ",", &save); tok; tok = strtok_r(nullptr, ",", &save)) {
-        char *eq = strchr(tok, '=');
-        if (!eq) continue;
-        *eq = 0;
-        if (set) setenv(tok, eq + 1, 1);
-        else unsetenv(tok);
-    }
+    if (c) sala_env_spec(c + 1, set);
 }
 
 /* Stage-1 scores of two variants on the same inputs: SALA_CUDA_SCORE = va, then vb ("" unsets
