@@ -981,17 +981,13 @@ static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint6
  * rows, indexed u & 3); the wgmma descriptors are one 32-bit add from a hoisted base; the
  * cp.async addresses are hoisted (a thread's 8 rows of a tile are r0 + 8 k: the same swizzle,
  * 1024 bytes apart). */
-/* Pass 1's form (branch s1y; SALA_CUDA_SW_P1, read at every launch): P1M = 2 (unset, the
- * default): the online (max, sum) update without branches (mn = max(m, x0, x1); l = l 2^(m - mn)
- * + 2^(x0 - mn) + 2^(x1 - mn), the running max starting at SW_MLO, not -inf, so that no
- * difference is inf - inf; the same roundings as the branchy form, bit for bit) with two
- * accumulator sets: tile t + 1's chain is issued before tile t's update, as in pass 2; scores
- * scaled and masked in place. P1M = 1 (=bf): the same update, one accumulator set. P1M = 0
- * (=old): s1x's per-(head, query) branches (max test, rescale only when the max grows).
- * P1 (benchmarks only, SALA_CUDA_SW_PASS1=1): stop after pass 1 and write no scores (the lse
- * feeds a store that never happens unless the sum equals a sentinel, so pass 1 is kept whole);
- * its time against the full kernel's splits pass 1 from pass 2. */
-template <bool P1, int P1M>
+/* Pass 1 (branch s1y): the online (max, sum) update without branches (mn = max(m, x0, x1);
+ * l = l 2^(m - mn) + 2^(x0 - mn) + 2^(x1 - mn), the running max starting at SW_MLO, not -inf, so
+ * that no difference is inf - inf; the same roundings as s1x's per-(head, query) branches, bit
+ * for bit) with two accumulator sets: tile t + 1's chain is issued before tile t's update, as in
+ * pass 2; scores scaled and masked in place. (s1x's branchy form, a one-set form and a
+ * pass-1-only timing instance were measured beside it and removed: docs/CUDA.md "Stage 1 on
+ * wgmma 5".) */
 static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1093,10 +1089,8 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     {                                                       /* pass 1: lse over K2 */
         float m[16][2], l[16][2];
         ml_init(m, l);
-        if constexpr (P1M > 0) {
 #pragma unroll
-            for (int j = 0; j < 16; j++) m[j][0] = m[j][1] = SW_MLO;
-        }
+        for (int j = 0; j < 16; j++) m[j][0] = m[j][1] = SW_MLO;
         /* branch-free update of tile t's scores in d (scaled and masked in place) */
         auto p1epi = [&](int t, float (&d)[64]) {
 #pragma unroll
@@ -1119,84 +1113,42 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                     m[j][e] = mn;
                 }
         };
-        if constexpr (P1M == 2) {           /* tile t + 1's chain issued before t's update */
+        /* tile t + 1's chain issued before t's update */
 #pragma unroll
-            for (int i = 0; i < 64; i++) acc1[i] = 0.0f;
-            if (nt2 > 0) {
-                issue(0, acc0);
-                int t = 1;
-                for (; t + 1 < nt2; t += 2) {
-                    issue(t, acc1);
-                    wg_wait<1>();
-                    wg_keep(acc0);
-                    p1epi(t - 1, acc0);
-                    issue(t + 1, acc0);
-                    wg_wait<1>();
-                    wg_keep(acc1);
-                    p1epi(t, acc1);
-                }
-                if (t < nt2) {                  /* tiles t - 1 and t left */
-                    issue(t, acc1);
-                    wg_wait<1>();
-                    wg_keep(acc0);
-                    p1epi(t - 1, acc0);
-                    wg_wait<0>();
-                    wg_keep(acc1);
-                    p1epi(t, acc1);
-                } else {                        /* tile t - 1 left */
-                    wg_wait<0>();
-                    wg_keep(acc0);
-                    p1epi(t - 1, acc0);
-                }
+        for (int i = 0; i < 64; i++) acc1[i] = 0.0f;
+        if (nt2 > 0) {
+            issue(0, acc0);
+            int t = 1;
+            for (; t + 1 < nt2; t += 2) {
+                issue(t, acc1);
+                wg_wait<1>();
+                wg_keep(acc0);
+                p1epi(t - 1, acc0);
+                issue(t + 1, acc0);
+                wg_wait<1>();
+                wg_keep(acc1);
+                p1epi(t, acc1);
+            }
+            if (t < nt2) {                  /* tiles t - 1 and t left */
+                issue(t, acc1);
+                wg_wait<1>();
+                wg_keep(acc0);
+                p1epi(t - 1, acc0);
+                wg_wait<0>();
+                wg_keep(acc1);
+                p1epi(t, acc1);
+            } else {                        /* tile t - 1 left */
+                wg_wait<0>();
+                wg_keep(acc0);
+                p1epi(t - 1, acc0);
             }
         }
-        for (int t = 0; t < (P1M == 2 ? 0 : nt2); t++) {
-            issue(t, acc0);
-            wg_wait<0>();
-            wg_keep(acc0);
-            if constexpr (P1M == 1) {
-                p1epi(t, acc0);
-                continue;
-            }
-            const int c0 = t * CU_KT + 16 * w + rq;
-            bool ok[2][2];
+        /* the sentinel back to -inf: the same merge inputs */
 #pragma unroll
-            for (int hf = 0; hf < 2; hf++)
+        for (int j = 0; j < 16; j++)
 #pragma unroll
-                for (int e = 0; e < 2; e++) ok[hf][e] = c0 + 8 * hf < v2q[e];
-            /* every read of the accumulators outside divergent code (a read in a branch makes
-             * ptxas serialize the wgmma chains, warning C7518) */
-            float x[64];
-#pragma unroll
-            for (int i = 0; i < 64; i++) x[i] = acc0[i] * sl;
-            wg_keep(x);
-            if (t * CU_KT + CU_KT > v2lo) {     /* masks only where a window may be invalid */
-#pragma unroll
-                for (int i = 0; i < 64; i++)
-                    if (!ok[(i >> 1) & 1][i & 1]) x[i] = -INFINITY;
-            }
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++) {
-                    const float x0 = x[4 * j + e], x1 = x[4 * j + 2 + e];
-                    const float mx = fmaxf(x0, x1);
-                    if (mx > -INFINITY) {
-                        if (mx > m[j][e]) {
-                            l[j][e] *= sc_exp2<true>(m[j][e] - mx);
-                            m[j][e] = mx;
-                        }
-                        l[j][e] += sc_exp2<true>(x0 - m[j][e]) + sc_exp2<true>(x1 - m[j][e]);
-                    }
-                }
-        }
-        if constexpr (P1M > 0) {            /* the sentinel back to -inf: the same merge inputs */
-#pragma unroll
-            for (int j = 0; j < 16; j++)
-#pragma unroll
-                for (int e = 0; e < 2; e++)
-                    if (m[j][e] == SW_MLO) m[j][e] = -INFINITY;
-        }
+            for (int e = 0; e < 2; e++)
+                if (m[j][e] == SW_MLO) m[j][e] = -INFINITY;
 #pragma unroll
         for (int j = 0; j < 16; j++)
 #pragma unroll
@@ -1224,14 +1176,6 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
                 lse[j][e] = L > 0.0f ? M + log2f(L) : -INFINITY;
             }
     }
-    if constexpr (P1) {
-        float s = 0.0f;
-#pragma unroll
-        for (int j = 0; j < 16; j++) s += lse[j][0] + lse[j][1];
-        if (s == 1234.5f) sco[0] = s;
-        return;
-    }
-
     /* pass 2: window sums of tile t (accumulators d) -> window row (t - nt2) & 3 */
     auto wsum = [&](float (&d)[64], int hf, int e) {    /* rows hf, query 2 qd + e: 16 heads */
         float s0 = 0.0f, s1 = 0.0f;
@@ -1355,8 +1299,7 @@ static size_t score_mma_smem(int d, int lg)
  * applies: G = 16, K1 stride 16); unset: the transposed kernel for split launches (decode; 2.5x
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"), =w or =wx (the wgmma kernel on every unsplit launch of
- * its shape; unset: on prefill launches, score_w_pick; SALA_CUDA_SW_P1=old|bf: its pass 1's
- * form, see score_w_kernel); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
+ * its shape; unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
  * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
@@ -1449,14 +1392,7 @@ cudaError_t k_score(cudaStream_t st, const score_args *a)
         const int wv = score_w_pick(a, lg);
         if (wv < 0) return cudaErrorInvalidDeviceFunction;  /* forced, but no sm_90a image */
         if (wv > 0) {
-            const bool p1 = cu_env_is("SALA_CUDA_SW_PASS1", "1");
-            const int m = cu_env_is("SALA_CUDA_SW_P1", "old") ? 0
-                          : cu_env_is("SALA_CUDA_SW_P1", "bf") ? 1 : 2;
-            void (*const kw[2][3])(score_args) = {
-                {score_w_kernel<false, 0>, score_w_kernel<false, 1>, score_w_kernel<false, 2>},
-                {score_w_kernel<true, 0>, score_w_kernel<true, 1>, score_w_kernel<true, 2>}};
-            void (*k)(score_args) = kw[p1][m];
-            k<<<grid, 128, score_w_smem(), st>>>(*a);
+            score_w_kernel<<<grid, 128, score_w_smem(), st>>>(*a);
             return cudaGetLastError();
         }
         score_mma_go(st, a, grid, var, lg, 0, 0, 1);
@@ -1723,14 +1659,9 @@ cudaError_t cu_kernels_init(void)
         (err = cudaMemcpyFromSymbol(&arch, sc_w_arch, sizeof(arch))) != cudaSuccess)
         return err;
     sc_w_ok = arch == 1;
-    if (sc_w_ok) {
-        void (*const kw[6])(score_args) = {score_w_kernel<false, 0>, score_w_kernel<false, 1>,
-                                           score_w_kernel<false, 2>, score_w_kernel<true, 0>,
-                                           score_w_kernel<true, 1>,  score_w_kernel<true, 2>};
-        for (int i = 0; i < 6; i++)
-            if ((err = cudaFuncSetAttribute(kw[i], dyn, (int)score_w_smem())) != cudaSuccess)
-                return err;
-    }
+    if (sc_w_ok &&
+        (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
+        return err;
     return cudaFuncSetAttribute(topk_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 200 * 1024);
 }

@@ -542,17 +542,8 @@ int op_select_speed(int64_t L, int T, int layers, int reps, double *sec_score, d
     return rc;
 }
 
-/* Sets (set) or unsets the switches "NAME=VAL,NAME=VAL" that follow the first ':' of a variant
- * (none without one). */
-static void variant_env(const char *v, bool set)
-{
-    const char *c = v ? strchr(v, ':') : nullptr;
-    if (c) sala_env_spec(c + 1, set);
-}
-
 /* Stage-1 scores of two variants on the same inputs: SALA_CUDA_SCORE = va, then vb ("" unsets
- * it; the caller's value is restored; a variant "w:NAME=VAL,..." also sets those switches for its
- * launch only), T queries at positions L - T .. L - 1 of the model's
+ * it; the caller's value is restored), T queries at positions L - T .. L - 1 of the model's
  * sparse shape (32 q heads, 2 kv groups, d = 128, K1 32/16, K2 128/64, blocks of 64) on hashed
  * keys, local / Ksel as in score_args. Every score slot starts as NaN; a slot counts as bad when
  * one variant wrote it and the other did not, or |a - b| > tol max(|a|, |b|). *max_rel: the
@@ -586,17 +577,12 @@ int op_score_diff(int64_t L, int T, int local, int Ksel, const char *va, const c
     snprintf(keep, sizeof(keep), "%s", old ? old : "");
     const char *var[2] = {va, vb};
     for (int v = 0; v < 2 && !err; v++) {
-        char sv[64];
-        snprintf(sv, sizeof(sv), "%s", var[v] ? var[v] : "");
-        sv[strcspn(sv, ":")] = 0;
-        if (*sv) setenv("SALA_CUDA_SCORE", sv, 1);
+        if (var[v] && *var[v]) setenv("SALA_CUDA_SCORE", var[v], 1);
         else unsetenv("SALA_CUDA_SCORE");
-        variant_env(var[v], true);
         sa.score = sc[v];
         err = cudaMemset(sc[v], 0xff, ns * 4);               /* NaN: not written */
         if (!err) err = k_score(0, &sa);
         if (!err) err = cudaDeviceSynchronize();
-        variant_env(var[v], false);
     }
     if (old) setenv("SALA_CUDA_SCORE", keep, 1);
     else unsetenv("SALA_CUDA_SCORE");
