@@ -1086,6 +1086,23 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     float acc0[64], acc1[64], lse[16][2];
 #pragma unroll
     for (int i = 0; i < 64; i++) acc0[i] = 0.0f;
+    /* Both passes' main loop: tiles from t on, two at a time over the two accumulator sets (tile
+     * t - 1's chain already issued into acc0): even(t - 1) reads acc0 while tile t's chain runs
+     * into acc1, odd(t) reads acc1 while tile t + 1's runs into acc0. Returns the first tile not
+     * issued (the tails differ per pass). */
+    auto pairs = [&](int t, int tend, auto &&even, auto &&odd) {
+        for (; t + 1 < tend; t += 2) {
+            issue(t, acc1);
+            wg_wait<1>();
+            wg_keep(acc0);
+            even(t - 1);
+            issue(t + 1, acc0);
+            wg_wait<1>();
+            wg_keep(acc1);
+            odd(t);
+        }
+        return t;
+    };
     {                                                       /* pass 1: lse over K2 */
         float m[16][2], l[16][2];
         ml_init(m, l);
@@ -1118,17 +1135,8 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
         for (int i = 0; i < 64; i++) acc1[i] = 0.0f;
         if (nt2 > 0) {
             issue(0, acc0);
-            int t = 1;
-            for (; t + 1 < nt2; t += 2) {
-                issue(t, acc1);
-                wg_wait<1>();
-                wg_keep(acc0);
-                p1epi(t - 1, acc0);
-                issue(t + 1, acc0);
-                wg_wait<1>();
-                wg_keep(acc1);
-                p1epi(t, acc1);
-            }
+            const int t = pairs(
+                1, nt2, [&](int u) { p1epi(u, acc0); }, [&](int u) { p1epi(u, acc1); });
             if (t < nt2) {                  /* tiles t - 1 and t left */
                 issue(t, acc1);
                 wg_wait<1>();
@@ -1242,20 +1250,15 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
     /* ptxas serializes the wgmma chains (C7518) when an issue sits in a branch of the loop
      * body, so the loop always issues two tiles and the tail is unrolled after it */
     issue(nt2, acc0);                                       /* nt > nt2 (sc_stream_init) */
-    int t = nt2 + 1;                                        /* acc0: even tiles of pass 2 */
-    /* window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2 while epi(t - 1) writes row
-     * t - 1; epi(t) (row t - 4) comes after the next barrier */
-    for (; t + 1 < nt; t += 2) {
-        issue(t, acc1);
-        wg_wait<1>();
-        wg_keep(acc0);
-        if (t - 3 >= nt2) pool2(t - 3);
-        epi(t - 1, acc0);
-        issue(t + 1, acc0);
-        wg_wait<1>();
-        wg_keep(acc1);
-        epi(t, acc1);
-    }
+    /* acc0: even tiles of pass 2. Window rows u & 3: pool2(t - 3) reads rows t - 4 .. t - 2
+     * while epi(t - 1) writes row t - 1; epi(t) (row t - 4) comes after the next barrier */
+    int t = pairs(
+        nt2 + 1, nt,
+        [&](int u) {
+            if (u - 2 >= nt2) pool2(u - 2);
+            epi(u, acc0);
+        },
+        [&](int u) { epi(u, acc1); });
     if (t < nt) {                                           /* tiles t - 1 and t left */
         issue(t, acc1);
         wg_wait<1>();
