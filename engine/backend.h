@@ -12,6 +12,8 @@
 #define SALA_BACKEND_H
 
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "engine/engine.h"
 #include "engine/model.h"
@@ -45,6 +47,20 @@ typedef struct {
     const eng_pick *pick;       /* optional, only where pick_native says so: n == 1, nrows == 1,
                                    logits NULL; the row's greedy pick instead of its logits */
 } eng_forward_args;
+
+/* The last layer's output feeds only the logits, so a forward step of T tokens whose wanted
+ * rows are rows[0..nrows) (ascending, into the step) needs that layer's mixer output, o_proj and
+ * MLP only from its first wanted row on; its caches (K/V, compressed keys, linear state) still
+ * take all T tokens. Returns that first token: T when no row is wanted, 0 when a selection hook
+ * is set (it reports every query's blocks) or SALA_TAIL=full (read per step: the whole layer,
+ * for comparisons). Both backends use it, the CUDA one from its shared object, so it is inline. */
+static inline int64_t eng_tail_from(const eng_forward_args *a, int64_t T, const int64_t *rows,
+                                    int64_t nrows)
+{
+    const char *v = getenv("SALA_TAIL");
+    if (a->select_fn || (v && !strcmp(v, "full"))) return 0;
+    return nrows > 0 ? rows[0] : T;
+}
 
 /* One batched decode step (forward_batch): n sequences, one token each. */
 typedef struct {

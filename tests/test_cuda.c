@@ -1431,12 +1431,87 @@ static void g_save_load(void)
     eng_engine_close(en);
 }
 
+/* The last layer's tail (attention output, o_proj, MLP) runs only from a step's first wanted
+ * row on (engine/backend.h eng_tail_from) against the whole layer (SALA_TAIL=full), on the tiny
+ * model: one call of 3000 tokens (sparse queries) with the last row, two wanted rows at the
+ * dense/sparse switch in calls of 700, none (then decode), and 9000 tokens in one call (two
+ * CUDA steps, the first with no row: the last layer's tail skipped whole). The caches are the
+ * same operations on the same rows either way, so the two decode steps after each prefill must
+ * match bit for bit; the prefill rows go through other GEMM shapes (the GEMV for few rows):
+ * per-row relative L2 <= 1e-2 and |dlogit| <= 0.5 (the batched-decode tolerances). */
+static void g_tail(void)
+{
+    eng_engine *en = NULL;
+    sala_err e = {0};
+    CU_ASSERT_EQUAL_FATAL(eng_engine_open(test_shared("golden/models/tiny-a"), "cuda", &en, &e),
+                          SALA_OK);
+    const int64_t V = eng_engine_config(en)->vocab_size;
+    static const int64_t r3000[] = {2999}, rsw[] = {1023, 1024}, r9000[] = {8999};
+    static const struct { int64_t n, call; const int64_t *rows; int nrows; } cases[] = {
+        {3000, 3000, r3000, 1}, {2100, 700, rsw, 2}, {3000, 3000, NULL, 0}, {9000, 9000, r9000, 1}};
+    int32_t *tok = malloc((size_t)9002 * 4);
+    eng_rng r;
+    eng_rng_seed(&r, 41);
+    for (int i = 0; i < 9002; i++) tok[i] = (int32_t)(eng_rng_next(&r) % (uint64_t)V);
+    float *lg[2] = {malloc((size_t)4 * V * 4), malloc((size_t)4 * V * 4)};
+    for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
+        const int64_t n = cases[c].n;
+        for (int k = 0; k < 2; k++) {   /* k = 0: SALA_TAIL=full */
+            if (k) unsetenv("SALA_TAIL");
+            else setenv("SALA_TAIL", "full", 1);
+            eng_seq *s = NULL;
+            CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s, &e), SALA_OK);
+            int64_t ri = 0;
+            for (int64_t t0 = 0; t0 < n; t0 += cases[c].call) {
+                const int64_t m = n - t0 < cases[c].call ? n - t0 : cases[c].call;
+                int64_t loc[2], nl = 0;
+                while (ri + nl < cases[c].nrows && cases[c].rows[ri + nl] < t0 + m) {
+                    loc[nl] = cases[c].rows[ri + nl] - t0;
+                    nl++;
+                }
+                CU_ASSERT_EQUAL_FATAL(eng_seq_prefill(s, tok + t0, m, loc, nl, lg[k] + ri * V,
+                                                      &e), SALA_OK);
+                ri += nl;
+            }
+            float *dl = lg[k] + ri * V;
+            CU_ASSERT_EQUAL_FATAL(eng_seq_decode(s, tok[n], dl, &e), SALA_OK);
+            CU_ASSERT_EQUAL_FATAL(eng_seq_decode(s, tok[n + 1], dl + V, &e), SALA_OK);
+            eng_seq_free(s);
+        }
+        unsetenv("SALA_TAIL");
+        const int nr = cases[c].nrows;
+        double rel = 0, mx = 0;
+        for (int i = 0; i < nr; i++) {
+            double nn = 0, dd = 0;
+            for (int64_t j = 0; j < V; j++) {
+                const double d = (double)lg[0][i * V + j] - lg[1][i * V + j];
+                nn += d * d;
+                dd += (double)lg[0][i * V + j] * lg[0][i * V + j];
+            }
+            const double rr = dd > 0 ? sqrt(nn / dd) : INFINITY;
+            if (!(rr <= rel)) rel = rr;
+            const double d = max_abs_diff(lg[0] + i * V, lg[1] + i * V, (size_t)V);
+            if (!(d <= mx)) mx = d;
+        }
+        const double dec = max_abs_diff(lg[0] + nr * V, lg[1] + nr * V, (size_t)(2 * V));
+        fprintf(stderr, "\n  tail vs whole last layer, %lld tokens in calls of %lld, %d rows: "
+                "row_rel %.2e max |dlogit| %.3g; decode after: max |dlogit| %.3g",
+                (long long)n, (long long)cases[c].call, nr, rel, mx, dec);
+        CU_ASSERT(rel <= 1e-2);
+        CU_ASSERT(mx <= 0.5);
+        CU_ASSERT(dec == 0);
+    }
+    free(lg[0]), free(lg[1]), free(tok);
+    eng_engine_close(en);
+}
+
 void suite_cuda_golden(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
     SALA_ADD("cuda_golden", {"dense_prefill", g_dense}, {"dense_prefill --chunk 97", g_dense_chunked},
              {"sparse_prefill", g_sparse}, {"sparse_prefill --chunk 700", g_sparse_chunked},
-             {"decode", g_decode}, {"crossing", g_crossing}, {"save/load", g_save_load});
+             {"decode", g_decode}, {"crossing", g_crossing}, {"save/load", g_save_load},
+             {"last layer's tail == whole layer", g_tail});
 }
 
 /* ---- batched decode and shared forks ---- */

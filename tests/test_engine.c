@@ -137,21 +137,30 @@ static void t_decode_matches_prefill(void)
     eng_engine_close(en);
 }
 
-/* A copy of the tiny model directory whose config.json has sparse_config.dense_len = dl
- * (model.safetensors copied). Returns the directory. */
-static const char *tiny_variant(const char *name, int dl)
+/* A copy of the tiny model directory named name whose config.json is the original through the
+ * GNU sed script sed (model.safetensors copied). Returns the directory. */
+static const char *tiny_edit(const char *name, const char *sed)
 {
     static char dir[3][4200];
     static int slot;
     char *d = dir[slot++ % 3], path[4400], cmd[13000];
     snprintf(d, sizeof(dir[0]), "%s/%s", test_tmpdir(), name);
     snprintf(cmd, sizeof(cmd), "mkdir -p %s && cp %s/model.safetensors %s/ && "
-             "sed 's/\"dense_len\": *[0-9]*/\"dense_len\": %d/' %s/config.json > %s/config.json",
-             d, test_shared("golden/models/tiny-a"), d, dl, test_shared("golden/models/tiny-a"), d);
+             "sed -z '%s' %s/config.json > %s/config.json",
+             d, test_shared("golden/models/tiny-a"), d, sed, test_shared("golden/models/tiny-a"),
+             d);
     CU_ASSERT_EQUAL(test_run(cmd, NULL, 0), 0);
     snprintf(path, sizeof(path), "%s/config.json", d);
     CU_ASSERT_EQUAL(access(path, R_OK), 0);
     return d;
+}
+
+/* The tiny model with sparse_config.dense_len = dl. */
+static const char *tiny_variant(const char *name, int dl)
+{
+    char sed[128];
+    snprintf(sed, sizeof(sed), "s/\"dense_len\": *[0-9]*/\"dense_len\": %d/", dl);
+    return tiny_edit(name, sed);
 }
 
 /* With dense_len 1 every query takes the InfLLM-V2 path; below topk+window/block blocks
@@ -730,10 +739,57 @@ static void t_decode_greedy(void)
     eng_engine_close(en);
 }
 
+/* The last layer's tail (mixer output, o_proj, MLP) runs only from a step's first wanted row on
+ * (eng_tail_from): the logits, and the caches later steps read, equal the whole layer's
+ * (SALA_TAIL=full), with a sparse last layer (tiny-a) and a lightning one (tiny-a's first three
+ * layers), in one call and in calls of 300 tokens (steps with and without rows). */
+static void t_tail(void)
+{
+    const char *dirs[2] = {test_shared("golden/models/tiny-a"),
+                           tiny_edit("three-layers", "s/\"lightning-attn\",\\n *\"minicpm4\"\\n/"
+                                     "\"lightning-attn\"\\n/; s/\"num_hidden_layers\": 4/"
+                                     "\"num_hidden_layers\": 3/")};
+    static const int64_t rows_a[] = {1099}, rows_b[] = {500, 1099}, rows_c[] = {1023, 1024};
+    static const struct { const int64_t *rows; int64_t n, chunk; } cases[] = {
+        {NULL, 0, NTOK}, {rows_a, 1, NTOK}, {rows_b, 2, NTOK}, {rows_c, 2, 300}, {rows_a, 1, 300}};
+    int32_t *ids = tokens(NTOK + 2, 13);
+    for (int d = 0; d < 2; d++) {
+        eng_engine *en = open_model(dirs[d]);
+        CU_ASSERT_EQUAL(eng_engine_config(en)->mixer[eng_engine_config(en)->num_hidden_layers - 1],
+                        d ? ENG_MIXER_LIGHTNING : ENG_MIXER_SPARSE);
+        const int64_t V = eng_engine_config(en)->vocab_size;
+        float *lg[2];
+        for (int k = 0; k < 2; k++) lg[k] = malloc((size_t)(4 * V) * sizeof(float));
+        for (size_t c = 0; c < SALA_ARRAY_LEN(cases); c++) {
+            for (int k = 0; k < 2; k++) {   /* k = 0: SALA_TAIL=full, 1: the tail only */
+                if (k) unsetenv("SALA_TAIL");
+                else setenv("SALA_TAIL", "full", 1);
+                eng_seq *s;
+                CU_ASSERT_EQUAL_FATAL(eng_seq_new(en, &s, NULL), SALA_OK);
+                prefill_chunked(s, ids, NTOK, cases[c].chunk, cases[c].rows, cases[c].n, lg[k],
+                                V);
+                float *dl = lg[k] + cases[c].n * V;   /* then two decode steps */
+                CU_ASSERT_EQUAL(eng_seq_decode(s, ids[NTOK], dl, NULL), SALA_OK);
+                CU_ASSERT_EQUAL(eng_seq_decode(s, ids[NTOK + 1], dl + V, NULL), SALA_OK);
+                eng_seq_free(s);
+            }
+            const double r = row_rel(lg[0], lg[1], cases[c].n + 2, V);
+            if (r > 1e-5)
+                fprintf(stderr, "\n%s case %zu: row_rel %.3g\n", d ? "lightning" : "sparse", c, r);
+            CU_ASSERT(r <= 1e-5);
+        }
+        unsetenv("SALA_TAIL");
+        free(lg[0]), free(lg[1]);
+        eng_engine_close(en);
+    }
+    free(ids);
+}
+
 void suite_engine(void)
 {
     SALA_ADD("engine", {"chunked prefill (1, 7, 64, 1000) == one-shot", t_chunked},
              {"prefill(N) + decode == prefill(N+1)", t_decode_matches_prefill},
+             {"last layer's tail from the first wanted row == whole layer", t_tail},
              {"InfLLM-V2 with every block selected == dense", t_sparse_all_blocks_is_dense},
              {"forks == independent sequences", t_fork},
              {"decode batch == one by one (lengths 5..1100), hooks, refusals", t_decode_batch},

@@ -80,8 +80,21 @@ static int ensure_thr(cpu_seq *s, int64_t pmax, sala_err *e)
     return SALA_OK;
 }
 
-/* Sparse (InfLLM-V2 / dense causal) attention mixer: h [T, D] -> a [T, D]. */
-static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng_forward_args *fa)
+/* Output gate and o_proj of a mixer, rows [r0, r0 + n): a = W_o (o * sigmoid(W_gate h)). */
+static void out_gate(cpu_seq *s, const eng_layer_weights *W, int64_t r0, int64_t n, int64_t nq)
+{
+    const cpu_model *cm = s->cm;
+    const int64_t D = cm->c->hidden_size;
+    float *o = s->o + r0 * nq;
+    cpu_matmul(W->gate, s->h + r0 * D, n, s->z, s->tile, cm->tile_floats);   /* (n, nq) */
+    for (int64_t i = 0; i < n * nq; i++) o[i] *= sigmoidf(s->z[i]);
+    cpu_matmul(W->o, o, n, s->a + r0 * D, s->tile, cm->tile_floats);        /* (n, D) */
+}
+
+/* Sparse (InfLLM-V2 / dense causal) attention mixer: h [T, D] -> a rows [r0, T) (K/V and the
+ * compressed keys take all T tokens; r0 > 0 only in the last layer, eng_tail_from). */
+static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, int64_t r0,
+                         const eng_forward_args *fa)
 {
     const cpu_model *cm = s->cm;
     const eng_config *c = cm->c;
@@ -92,7 +105,8 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
     const int64_t G = nh / nkv, Kb = eng_config_topk_blocks(c);
     const float scale = (float)(1.0 / sqrt((double)hd));
 
-    cpu_matmul(W->q, s->h, T, s->q, s->tile, cm->tile_floats);          /* (T, nh*hd) */
+    const int64_t D = c->hidden_size, n = T - r0, nq = nh * hd;
+    cpu_matmul(W->q, s->h + r0 * D, n, s->q + r0 * nq, s->tile, cm->tile_floats);  /* (T, nq) */
     cpu_matmul(W->k, s->h, T, s->k, s->tile, cm->tile_floats);          /* (T, nkv*hd) */
     cpu_matmul(W->v, s->h, T, s->v, s->tile, cm->tile_floats);
     float *K = s->K[li], *V = s->V[li];                                  /* (cap, nkv, hd) */
@@ -100,8 +114,8 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
     memcpy(V + p0 * nkv * hd, s->v, (size_t)(T * nkv * hd) * sizeof(float));
     infllm_compress(sc, nkv, hd, K, p0 + T, s->K1[li], &s->n1[li], s->K2[li], &s->n2[li]);
 
-    #pragma omp parallel for schedule(dynamic, 1) if (T * (p0 + T) * nh * hd >= CPU_PAR_MIN)
-    for (int64_t it = 0; it < T * nkv; it++) {
+    #pragma omp parallel for schedule(dynamic, 1) if (n * (p0 + T) * nh * hd >= CPU_PAR_MIN)
+    for (int64_t it = r0 * nkv; it < T * nkv; it++) {
         const int64_t t = it / nkv, p = p0 + t;
         const int g = (int)(it % nkv);
         float *scr = s->thr[omp_get_thread_num()];
@@ -125,13 +139,12 @@ static void sparse_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, const eng
                     fa->select_fn(fa->select_ud, layer, g, p0 + t, s->sel + (t * nkv + g) * Kb,
                                   (int)Kb);
 
-    cpu_matmul(W->gate, s->h, T, s->z, s->tile, cm->tile_floats);       /* o_gate (T, nh*hd) */
-    for (int64_t i = 0; i < T * nh * hd; i++) s->o[i] *= sigmoidf(s->z[i]);
-    cpu_matmul(W->o, s->o, T, s->a, s->tile, cm->tile_floats);          /* (T, D) */
+    out_gate(s, W, r0, n, nq);
 }
 
-/* Lightning mixer (SALA-SPEC §3.5): h [T, D] -> a [T, D], state S of this layer updated. */
-static void lightning_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T)
+/* Lightning mixer (SALA-SPEC §3.5): h [T, D] -> a rows [r0, T), state S of this layer updated
+ * by all T tokens. */
+static void lightning_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T, int64_t r0)
 {
     const cpu_model *cm = s->cm;
     const eng_config *c = cm->c;
@@ -150,23 +163,23 @@ static void lightning_mixer(cpu_seq *s, int layer, int64_t p0, int64_t T)
     cpu_rope(s->k, T, nh, hd, p0, cm->inv_freq);
     cpu_lightning(T, nh, hd, cm->dec, (float)(1.0 / sqrt((double)hd)), s->q, s->k, s->v, S, s->o,
                   s->la_scratch);
-    cpu_rmsnorm(s->o, s->o, L->o_norm, T, nh * hd, eps);               /* over all heads */
-    cpu_matmul(W->gate, s->h, T, s->z, s->tile, cm->tile_floats);       /* z_proj */
-    for (int64_t i = 0; i < T * nh * hd; i++) s->o[i] *= sigmoidf(s->z[i]);
-    cpu_matmul(W->o, s->o, T, s->a, s->tile, cm->tile_floats);          /* (T, D) */
+    const int64_t n = T - r0, nq = nh * hd;
+    cpu_rmsnorm(s->o + r0 * nq, s->o + r0 * nq, L->o_norm, n, nq, eps);  /* over all heads */
+    out_gate(s, W, r0, n, nq);                                          /* z_proj gate, o_proj */
 }
 
-/* SwiGLU MLP (SALA-SPEC §3.3): h [T, D] -> a [T, D]. */
-static void mlp(cpu_seq *s, int layer, int64_t T)
+/* SwiGLU MLP (SALA-SPEC §3.3): h rows [r0, r0 + n) -> a rows [r0, r0 + n). */
+static void mlp(cpu_seq *s, int layer, int64_t r0, int64_t n)
 {
     const cpu_model *cm = s->cm;
     const eng_layer_weights *W = &cm->m->layers[layer];
-    const int64_t I = cm->c->intermediate_size;
-    cpu_matmul(W->mlp_gate, s->h, T, s->g, s->tile, cm->tile_floats);   /* (T, I) */
-    cpu_matmul(W->mlp_up, s->h, T, s->u, s->tile, cm->tile_floats);
-    #pragma omp parallel for if (T * I * 64 >= CPU_PAR_MIN) schedule(static)
-    for (int64_t i = 0; i < T * I; i++) s->g[i] = s->g[i] * sigmoidf(s->g[i]) * s->u[i];
-    cpu_matmul(W->mlp_down, s->g, T, s->a, s->tile, cm->tile_floats);   /* (T, D) */
+    const int64_t I = cm->c->intermediate_size, D = cm->c->hidden_size;
+    const float *h = s->h + r0 * D;
+    cpu_matmul(W->mlp_gate, h, n, s->g, s->tile, cm->tile_floats);      /* (n, I) */
+    cpu_matmul(W->mlp_up, h, n, s->u, s->tile, cm->tile_floats);
+    #pragma omp parallel for if (n * I * 64 >= CPU_PAR_MIN) schedule(static)
+    for (int64_t i = 0; i < n * I; i++) s->g[i] = s->g[i] * sigmoidf(s->g[i]) * s->u[i];
+    cpu_matmul(W->mlp_down, s->g, n, s->a + r0 * D, s->tile, cm->tile_floats);   /* (n, D) */
 }
 
 static void residual_add(float *x, const float *a, int64_t n, float rs)
@@ -193,17 +206,20 @@ static int forward_step(cpu_seq *s, const int32_t *tok, int64_t T, const int64_t
         cpu_convert(cm->m->embed, (size_t)tok[t] * (size_t)D, (size_t)D, xt);
         for (int64_t i = 0; i < D; i++) xt[i] *= (float)c->scale_emb;
     }
+    const int64_t tail = eng_tail_from(fa, T, out_rows, nout);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fa->layer_seconds ? sala_now() : 0;
+        const int64_t r0 = l == c->num_hidden_layers - 1 ? tail : 0, n = T - r0;
+        float *x = s->x + r0 * D, *h = s->h + r0 * D, *a = s->a + r0 * D;
         cpu_rmsnorm(s->h, s->x, cm->layers[l].in_norm, T, D, eps);
         if (c->mixer[l] == ENG_MIXER_SPARSE)
-            sparse_mixer(s, l, p0, T, fa);
+            sparse_mixer(s, l, p0, T, r0, fa);
         else
-            lightning_mixer(s, l, p0, T);
-        residual_add(s->x, s->a, T * D, rs);
-        cpu_rmsnorm(s->h, s->x, cm->layers[l].post_norm, T, D, eps);
-        mlp(s, l, T);
-        residual_add(s->x, s->a, T * D, rs);
+            lightning_mixer(s, l, p0, T, r0);
+        residual_add(x, a, n * D, rs);
+        cpu_rmsnorm(h, x, cm->layers[l].post_norm, n, D, eps);
+        mlp(s, l, r0, n);
+        residual_add(x, a, n * D, rs);
         if (fa->layer_seconds) fa->layer_seconds[l] += sala_now() - t0;
     }
     s->len = p0 + T;

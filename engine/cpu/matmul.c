@@ -29,6 +29,7 @@ void cpu_convert(const st_tensor *W, size_t first, size_t n, float *dst)
 void cpu_matmul(const st_tensor *W, const float *x, int64_t T, float *y, float *tile,
                 int64_t tile_floats)
 {
+    if (T <= 0) return;
     const int64_t out = W->shape[0], in = W->shape[1];
     const int nthr = omp_get_max_threads();
     /* rows per tile: what fits the per-thread slice, and at most an even share per thread */

@@ -65,14 +65,15 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
 /* Few-row steps: the gate/up product and SwiGLU as one GEMV (form CU_GEMV_SWIGLU: the same bits
  * as the GEMV + k_swiglu) when the GEMV takes the operands; SALA_CUDA_FUSE=0 (read per step):
  * the two launches. *ga: the launch's arguments. */
-static bool swiglu_fused(const cu_seq *s, const cu_layer *L, int T, cu_gemv_args *ga)
+static bool swiglu_fused(const cu_seq *s, const cu_layer *L, const bf16 *h, int T,
+                         cu_gemv_args *ga)
 {
     const eng_config *c = &s->m->c;
     const int I = (int)c->intermediate_size, D = (int)c->hidden_size;
     if (cu_env_is("SALA_CUDA_FUSE", "0") || T > cu_gemv_max_t() ||
-        !cu_gemv_fits(L->w_gu, D, s->h, D, T))
+        !cu_gemv_fits(L->w_gu, D, h, D, T))
         return false;
-    const cu_gemv_args a = {L->w_gu, 2 * I, D, s->h, D, T, s->act, I, 1.0f, CU_GEMV_SWIGLU,
+    const cu_gemv_args a = {L->w_gu, 2 * I, D, h, D, T, s->act, I, 1.0f, CU_GEMV_SWIGLU,
                             cu_gemv_pick(2 * I, D, T)};
     *ga = a;
     return true;
@@ -317,21 +318,25 @@ static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, int ld
     return SALA_OK;
 }
 
-/* The mixer's o_proj of o (T, in): into s->a, or with fold (rs != NULL) x += rs · W o. */
-static int out_proj(cu_seq *s, const bf16 *W, int out, int in, const bf16 *o, int T,
+/* The mixer's o_proj of the rows [r0, T) of o (T, in): into s->a's, or with fold (rs != NULL)
+ * x += rs · W o. */
+static int out_proj(cu_seq *s, const bf16 *W, int out, int in, const bf16 *o, int r0, int T,
                     const float *rs, sala_err *e)
 {
     cu_model *m = s->m;
-    if (m->gskip) return SALA_OK;
+    if (m->gskip || r0 == T) return SALA_OK;
+    const bf16 *or0 = o + (size_t)r0 * in;
     cu_prof_mark(m, OP_GEMM);
-    if (rs) CU_TRY(cu_gemm_acc(m, W, out, in, o, T, *rs, s->x, out, e));
-    else CU_TRY(cu_gemm(m, W, out, in, o, T, s->a, out, e));
+    if (rs) CU_TRY(cu_gemm_acc(m, W, out, in, or0, T - r0, *rs, s->x + (size_t)r0 * out, out, e));
+    else CU_TRY(cu_gemm(m, W, out, in, or0, T - r0, s->a + (size_t)r0 * out, out, e));
     cu_prof_end(m);
     return SALA_OK;
 }
 
-static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forward_args *fa,
-                        const float *fold, sala_err *e)
+/* Sparse layer: K/V and the compressed keys of all T tokens; attention, gate and o_proj for the
+ * queries [r0, T) (r0 > 0 only in the last layer, eng_tail_from). */
+static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
+                        const eng_forward_args *fa, const float *fold, sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
@@ -349,8 +354,8 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     int64_t split = sc->dense_len - 1 - p0;                            /* queries t < split: dense */
     if (split < 0) split = 0;
     if (split > T) split = T;
-    const int ts = (int)split;
-    attn_args aa = {s->Qb, s->K[li], s->V[li], s->o, s->sel, Kq, p0, 0, ts, nh, nkv, hd,
+    const int ts = (int)split < r0 ? r0 : (int)split;                  /* first sparse query */
+    attn_args aa = {s->Qb, s->K[li], s->V[li], s->o, s->sel, Kq, p0, r0, ts - r0, nh, nkv, hd,
                     (int)sc->block_size, scale, NULL, 0};
     K(OP_DENSE_ATTN, k_attn_dense(st, &aa));
     if (ts < T) {
@@ -381,8 +386,10 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, const eng_forwa
     }
     const int nq = nh * hd;
     CU_TRY(seg_begin(s, e));
-    K(OP_OTHER, k_gate(st, s->o, s->proj, L->nin, L->nq + L->nk + L->nv, T, nq, s->ob));
-    return out_proj(s, L->w_o, D, nq, s->ob, T, fold, e);
+    if (r0 == T) return SALA_OK;
+    K(OP_OTHER, k_gate(st, s->o + (size_t)r0 * nq, s->proj + (size_t)r0 * L->nin, L->nin,
+                       L->nq + L->nk + L->nv, T - r0, nq, s->ob + (size_t)r0 * nq));
+    return out_proj(s, L->w_o, D, nq, s->ob, r0, T, fold, e);
 }
 
 /* Lightning arguments for T tokens of sequence s at p0 of layer L, q|k|v|z read from proj (row
@@ -416,7 +423,8 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
     return la;
 }
 
-static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, const float *fold,
+/* Lightning layer: the state takes all T tokens, o_proj the rows [r0, T). */
+static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0, const float *fold,
                            sala_err *e)
 {
     cu_model *m = s->m;
@@ -436,7 +444,7 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, const float 
         cu_prof_end(m);
     }
     K(OP_LIGHTNING, k_la_out(st, &la, s->ob));
-    return out_proj(s, L->w_o, D, nh * d, s->ob, T, fold, e);
+    return out_proj(s, L->w_o, D, nh * d, s->ob, r0, T, fold, e);
 }
 
 int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
@@ -530,19 +538,50 @@ static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala
     return SALA_OK;
 }
 
+/* The MLP of layer L over n rows: h (n, D) -> down(SwiGLU(gate|up h)), added as rs · into x
+ * (n, D) with fold (rs != NULL), else written to a (n, D). gu16 as in step_run. */
+static int mlp(cu_seq *s, const cu_layer *L, const bf16 *h, int n, bool gu16, const float *rs,
+               float *x, float *a, sala_err *e)
+{
+    cu_model *m = s->m;
+    const int D = (int)m->c.hidden_size, I = (int)m->c.intermediate_size;
+    cudaStream_t st = m->st;
+    cu_gemv_args ga;
+    if (gu16) {   /* (n, gate|up) bf16 in the fp32 buffer's first half */
+        bf16 *gb = (bf16 *)s->gu;
+        cu_prof_mark(m, OP_GEMM);
+        CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, h, n, gb, 2 * I, e));
+        cu_prof_end(m);
+        K(OP_OTHER, k_swiglu_bf16(st, gb, n, I, s->act));
+    } else if (swiglu_fused(s, L, h, n, &ga)) {   /* (n, I) act straight from the product */
+        K(OP_GEMM, k_gemv(st, &ga));
+    } else {
+        GEMM(L->w_gu, 2 * I, D, h, n, s->gu, 2 * I);                  /* (n, gate|up) */
+        K(OP_OTHER, k_swiglu(st, s->gu, n, I, s->act));
+    }
+    if (rs) {
+        cu_prof_mark(m, OP_GEMM);
+        CU_TRY(cu_gemm_acc(m, L->w_down, D, I, s->act, n, *rs, x, D, e));
+        cu_prof_end(m);
+    } else {
+        GEMM(L->w_down, D, I, s->act, n, a, D);
+    }
+    return SALA_OK;
+}
+
 static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, int64_t nout,
                     float *logits, const eng_forward_args *fa, sala_err *e)
 {
     cu_model *m = s->m;
     const eng_config *c = &m->c;
-    const int D = (int)c->hidden_size, I = (int)c->intermediate_size, V = (int)c->vocab_size;
+    const int D = (int)c->hidden_size, V = (int)c->vocab_size;
     const float eps = (float)c->rms_norm_eps, rs = (float)eng_config_residual_scale_cu(c);
     const int64_t p0 = s->len;
     cudaStream_t st = m->st;
     const bool fold = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_RES", "old");
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
-    cu_gemv_args ga;   /* the SwiGLU GEMV of a layer (swiglu_fused) */
+    const int tail = (int)eng_tail_from(fa, T, rows, nout);   /* the last layer's rows */
 
     const int tmax0 = s->tmax;
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
@@ -570,37 +609,27 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fa->layer_seconds ? sala_now_cu() : 0;
         const cu_layer *L = &m->L[l];
+        const int r0 = l == c->num_hidden_layers - 1 ? tail : 0, n = T - r0;
+        const size_t o0 = (size_t)r0 * D;
         K(OP_OTHER, k_add_norm(st, s->x, l ? res : NULL, rs, L->in_norm, eps, T, D, s->h));
         if (c->mixer[l] == ENG_MIXER_SPARSE)
-            CU_TRY(sparse_mixer(s, l, p0, T, fa, frs, e));
+            CU_TRY(sparse_mixer(s, l, p0, T, r0, fa, frs, e));
         else
-            CU_TRY(lightning_mixer(s, l, p0, T, frs, e));
-        K(OP_OTHER, k_add_norm(st, s->x, res, rs, L->post_norm, eps, T, D, s->h));
-        if (gu16) {   /* (T, gate|up) bf16 in the fp32 buffer's first half */
-            bf16 *gb = (bf16 *)s->gu;
-            cu_prof_mark(m, OP_GEMM);
-            CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, s->h, T, gb, 2 * I, e));
-            cu_prof_end(m);
-            K(OP_OTHER, k_swiglu_bf16(st, gb, T, I, s->act));
-        } else if (swiglu_fused(s, L, T, &ga)) {   /* (T, I) act straight from the product */
-            K(OP_GEMM, k_gemv(st, &ga));
-        } else {
-            GEMM(L->w_gu, 2 * I, D, s->h, T, s->gu, 2 * I);           /* (T, gate|up) */
-            K(OP_OTHER, k_swiglu(st, s->gu, T, I, s->act));
-        }
-        if (fold) {
-            cu_prof_mark(m, OP_GEMM);
-            CU_TRY(cu_gemm_acc(m, L->w_down, D, I, s->act, T, rs, s->x, D, e));
-            cu_prof_end(m);
-        } else {
-            GEMM(L->w_down, D, I, s->act, T, s->a, D);
+            CU_TRY(lightning_mixer(s, l, p0, T, r0, frs, e));
+        if (n > 0) {
+            K(OP_OTHER, k_add_norm(st, s->x + o0, res ? res + o0 : NULL, rs, L->post_norm, eps, n,
+                                   D, s->h + o0));
+            CU_TRY(mlp(s, L, s->h + o0, n, gu16 && n > CU_FOLD_MIN, frs, s->x + o0, s->a + o0,
+                       e));
         }
         if (fa->layer_seconds) {
             CUDA_CHECK(cudaStreamSynchronize(st));
             fa->layer_seconds[l] += sala_now_cu() - t0;
         }
     }
-    if (!fold) K(OP_OTHER, k_add_norm(st, s->x, s->a, rs, NULL, eps, T, D, NULL));
+    if (!fold && tail < T)
+        K(OP_OTHER, k_add_norm(st, s->x + (size_t)tail * D, s->a + (size_t)tail * D, rs, NULL, eps,
+                               T - tail, D, NULL));
     s->len = p0 + T;
     /* logits = lm_head(RMSNorm(x) * dim_model_base / hidden), requested rows only */
     const float ls = (float)(c->dim_model_base / (double)c->hidden_size);
