@@ -348,7 +348,13 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
     const float scale = z.scale;
     cudaStream_t st = m->st;
 
-    GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|gate) */
+    /* (T, q|k|v|gate); rows before r0 need only k|v (their q and gate columns are left as they
+     * were: sparse_prep copies them into Qb rows no query reads) */
+    if (r0 > 0)
+        GEMM(L->w_in + (size_t)L->nq * D, L->nk + L->nv, D, s->h, r0, s->proj + L->nq, L->nin);
+    if (r0 < T)
+        GEMM(L->w_in, L->nin, D, s->h + (size_t)r0 * D, T - r0, s->proj + (size_t)r0 * L->nin,
+             L->nin);
     CU_TRY(sparse_append(s, &z, s->proj, L->nin, T, p0, s->Qb, e));
 
     int64_t split = sc->dense_len - 1 - p0;                            /* queries t < split: dense */
