@@ -1248,6 +1248,96 @@ static void t_pick(void)
     free(row);
 }
 
+/* The top-K rule (SALA-SPEC §3.6 step 4) on the host: the K largest of the row's keys (forced
+ * blocks b < init and b >= qb - local count as +inf; equal keys: lower block first), ascending,
+ * -1 padded. */
+static const float *tk_row;
+static int64_t tk_init, tk_local0;
+static float tk_key(int64_t b)
+{
+    return b < tk_init || b >= tk_local0 ? INFINITY : tk_row[b];
+}
+static int tk_cmp(const void *x, const void *y)
+{
+    const int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    const float ka = tk_key(a), kb = tk_key(b);
+    if (ka != kb) return ka > kb ? -1 : 1;
+    return a < b ? -1 : a > b;
+}
+static int asc32(const void *x, const void *y)
+{
+    const int32_t a = *(const int32_t *)x, b = *(const int32_t *)y;
+    return (a > b) - (a < b);
+}
+static void topk_ref(const float *row, int64_t p, int block, int init, int local, int K,
+                     int32_t *out)
+{
+    const int64_t qb = p / block, nb = qb + 1;
+    if (nb <= K) {
+        for (int k = 0; k < K; k++) out[k] = k < nb ? k : -1;
+        return;
+    }
+    int32_t *id = malloc((size_t)nb * 4);
+    for (int64_t b = 0; b < nb; b++) id[b] = (int32_t)b;
+    tk_row = row, tk_init = init, tk_local0 = qb - local;
+    qsort(id, (size_t)nb, 4, tk_cmp);
+    memcpy(out, id, (size_t)K * 4);
+    qsort(out, (size_t)K, 4, asc32);
+    free(id);
+}
+
+/* k_topk against topk_ref, every kernel (SALA_CUDA_TOPK=warp, filter, old, and the default
+ * pick), bit for bit: scores on a coarse grid (many exact ties) with some -inf, rows that fit
+ * whole (nb <= K) next to ones that do not, K = 16 / 96 / 128 (one, three and four keys a lane
+ * in the warp kernel), rows of 1.6K and 16K blocks, an odd row stride (unaligned rows), and a
+ * flat case (every key equal: more candidates than the warp kernel's 512 slots). */
+static void topk_case(int64_t p0, int T, int K, int local, int nbs_pad, bool flat, uint64_t seed)
+{
+    OPS();
+    const int nkv = 2, block = 64, init = 1;
+    const int nbs = (int)((p0 + T - 1) / block + 1) + nbs_pad;
+    eng_rng r;
+    eng_rng_seed(&r, seed);
+    const size_t ns = (size_t)T * nkv * nbs;
+    float *sc = malloc(ns * 4);
+    for (size_t i = 0; i < ns; i++) {
+        const uint64_t u = eng_rng_next(&r);
+        sc[i] = flat ? 0.5f : u % 97 == 0 ? -INFINITY : ((float)(u % 64) - 32.0f) * 0.25f + 0.125f;
+    }
+    int32_t *ref = malloc((size_t)T * nkv * K * 4), *got = malloc((size_t)T * nkv * K * 4);
+    for (int t = 0; t < T; t++)
+        for (int g = 0; g < nkv; g++)
+            topk_ref(sc + ((size_t)t * nkv + g) * nbs, p0 + t, block, init, local, K,
+                     ref + ((size_t)t * nkv + g) * K);
+    static const char *const kinds[4] = {"warp", "filter", "old", NULL};
+    for (int v = 0; v < 4; v++) {
+        if (kinds[v]) setenv("SALA_CUDA_TOPK", kinds[v], 1);
+        else unsetenv("SALA_CUDA_TOPK");
+        memset(got, 0x55, (size_t)T * nkv * K * 4);
+        CU_ASSERT_EQUAL_FATAL(O->topk(sc, nbs, p0, T, nkv, K, block, init, local, got, &e),
+                              SALA_OK);
+        int bad = 0;
+        for (int i = 0; i < T * nkv; i++)
+            bad += memcmp(got + (size_t)i * K, ref + (size_t)i * K, (size_t)K * 4) != 0;
+        fprintf(stderr, "\n  topk p0=%lld T=%d K=%d nbs=%d%s %s: %d of %d rows differ",
+                (long long)p0, T, K, nbs, flat ? " flat" : "", kinds[v] ? kinds[v] : "default",
+                bad, T * nkv);
+        CU_ASSERT_EQUAL(bad, 0);
+    }
+    unsetenv("SALA_CUDA_TOPK");
+    free(sc), free(ref), free(got);
+}
+
+static void t_topk(void)
+{
+    topk_case(96 * 64 - 100, 200, 96, 32, 0, false, 101);   /* nb <= K and above */
+    topk_case(100000, 40, 96, 32, 1, false, 102);
+    topk_case(1040000, 20, 96, 32, 0, false, 103);
+    topk_case(3000, 50, 16, 8, 3, false, 104);
+    topk_case(30000, 24, 128, 32, 0, false, 105);
+    topk_case(50000, 20, 96, 32, 0, true, 106);
+}
+
 void suite_cuda_ops(void)
 {
     if (!getenv("SALA_TEST_CUDA")) return;
@@ -1262,7 +1352,7 @@ void suite_cuda_ops(void)
              {"attention sparse rings", t_attn_sparse_rings},
              {"compress", t_compress},
              {"stage 1 wgmma vs V2 scores", t_score_diff}, {"select", t_select},
-             {"greedy pick", t_pick});
+             {"greedy pick", t_pick}, {"top-K kernels == the host rule", t_topk});
 }
 
 void suite_cuda_gemm_speed(void)

@@ -11,9 +11,10 @@
  *           blocks b <= qb. Windows not complete at p are left out of the pool.
  * k_topk: a CTA per (query, group): forced +inf for b < init_blocks and qb - local <= b <= qb,
  *   then every block above the K-th largest score plus the lowest ids equal to it (lower block id
- *   wins ties), written ascending, -1 padded. Two kernels pick that set: topk_kernel (radix
- *   select of the K-th key on order-preserving keys; short rows) and topk_filter_kernel
- *   (threshold from per-thread maxima, exact rank among the candidates; decode, long rows).
+ *   wins ties), written ascending, -1 padded. Three kernels pick that set: topk_warp_kernel (a
+ *   warp per row: threshold from per-lane maxima, radix select among the candidates; prefill),
+ *   topk_kernel (radix select of the K-th key on order-preserving keys) and topk_filter_kernel
+ *   (threshold from per-thread maxima, exact rank among the candidates; decode).
  * fp32 sums (the CPU twin sums in double), so exact ties and near-ties may order differently. */
 #include "engine/cuda/cu_mma.cuh"
 #include "engine/cuda/cu_wmma.cuh"
@@ -1303,8 +1304,9 @@ static size_t score_mma_smem(int d, int lg)
  * faster than V2 there at 1M) and V2 for prefill (1.24x faster than the transposed kernel
  * there; docs/CUDA.md "Stage 1 C"), =w or =wx (the wgmma kernel on every unsplit launch of
  * its shape; unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
- * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch) or =filter (the filter
- * top-K for every launch); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
+ * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch), =filter (the filter
+ * top-K for every launch) or =warp (the warp-per-row top-K for every launch; unset: for
+ * launches of more than 16 queries, K <= 128); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
  * default merges the valid queries only, with 16 ranges' loads in flight; same arithmetic). */
 enum { SC_OLD, SC_V2, SC_T };
@@ -1624,6 +1626,105 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
     }
 }
 
+/* ---- top-K, third version: a warp per (query, group) row, no CTA barrier ----
+ *  1. each lane keeps the KW = ceil(K / 32) largest keys of its strided share of the row (a
+ *     max/min chain in registers); tau = the least over the lanes of their KW-th largest, so at
+ *     least 32 KW >= K keys are >= tau;
+ *  2. the keys >= tau go, in block order (ballot + prefix count), to the warp's TKW_CAP slots of
+ *     shared memory as (key, block) pairs (~2-3 K of them on random scores);
+ *  3. warp_topk on them: a bitwise radix select of the K-th key (32 passes of warp sums), then
+ *     one ordered pass taking the keys above it and the first ties (lower block id wins), which
+ *     writes the selected block ids ascending. More than TKW_CAP candidates (many equal keys):
+ *     warp_topk on the whole row in global memory. The same set and order as topk_radix.
+ * A CTA holds TKW_WARPS rows. For prefill launches (many rows); decode keeps the filter. */
+#define TKW_WARPS 8
+#define TKW_CAP 512
+#define TKW_MAX 4                     /* KW <= 4: K <= 128 */
+
+/* The K largest of n keys key(i) (i ascending = block order; ties: lower i first), their ids
+ * id(i) written ascending to out[0..K); n >= K. Every lane of the warp calls it. */
+template <class KeyF, class IdF>
+static __device__ void warp_topk(const KeyF &key, const IdF &id, int n, int K, int32_t *out)
+{
+    const int lane = threadIdx.x & 31;
+    const unsigned below = (1u << lane) - 1;
+    uint32_t res = 0;
+    for (int bit = 31; bit >= 0; bit--) {
+        const uint32_t cand = res | (1u << bit);
+        int cnt = 0;
+        for (int i = lane; i < n; i += 32) cnt += key(i) >= cand;
+        if ((int)__reduce_add_sync(0xffffffffu, (unsigned)cnt) >= K) res = cand;
+    }
+    int above = 0;
+    for (int i = lane; i < n; i += 32) above += key(i) > res;
+    const int ties_in = K - (int)__reduce_add_sync(0xffffffffu, (unsigned)above);
+    int ties = 0, pos = 0;                                  /* warp-uniform running counts */
+    for (int i0 = 0; i0 < n; i0 += 32) {
+        const int i = i0 + lane;
+        const uint32_t k = i < n ? key(i) : 0;
+        const bool eq = i < n && k == res;
+        const unsigned be = __ballot_sync(0xffffffffu, eq);
+        const bool sel = (i < n && k > res) || (eq && ties + __popc(be & below) < ties_in);
+        const unsigned bs = __ballot_sync(0xffffffffu, sel);
+        if (sel) out[pos + __popc(bs & below)] = id(i);
+        ties += __popc(be);
+        pos += __popc(bs);
+    }
+}
+
+template <int KW>
+static __global__ void __launch_bounds__(TKW_WARPS * 32) topk_warp_kernel(topk_args a)
+{
+    __shared__ unsigned long long cc[TKW_WARPS][TKW_CAP];
+    const int lane = threadIdx.x & 31, w = threadIdx.x >> 5;
+    const unsigned below = (1u << lane) - 1;
+    const int r = blockIdx.x * TKW_WARPS + w, K = a.K;
+    if (r >= a.n * a.nkv) return;                           /* warp-uniform; no CTA barrier */
+    const int t = a.t0 + r / a.nkv, g = r % a.nkv;
+    const int64_t p = a.p0 + t, qb = p / a.block, nb = qb + 1;
+    int32_t *out = a.sel + ((size_t)t * a.nkv + g) * K;
+    if (nb <= K) {                                          /* every causal block fits */
+        for (int k = lane; k < K; k += 32) out[k] = k < nb ? k : -1;
+        return;
+    }
+    const float *sc = a.score + ((size_t)t * a.nkv + g) * a.nbs;
+    const int64_t l0 = qb - a.local;
+    const int local0 = (int)(l0 < 0 ? 0 : l0), n = (int)nb, init = a.init_blocks;
+    auto key = [&](int b) {
+        return (b < init || b >= local0) ? 0xFF800000u /* fkey(+inf) */ : fkey(__ldg(sc + b));
+    };
+    uint32_t m[KW];                                         /* 1. descending, 0: below all */
+#pragma unroll
+    for (int j = 0; j < KW; j++) m[j] = 0;
+    for (int b = lane; b < n; b += 32) {
+        uint32_t x = key(b);
+#pragma unroll
+        for (int j = 0; j < KW; j++) {
+            const uint32_t hi = m[j] > x ? m[j] : x, lo = m[j] > x ? x : m[j];
+            m[j] = hi;
+            x = lo;
+        }
+    }
+    const uint32_t tau = __reduce_min_sync(0xffffffffu, m[KW - 1]);
+    unsigned long long *c = cc[w];
+    int C = 0;                                              /* 2. candidates in block order */
+    for (int b0 = 0; b0 < n; b0 += 32) {
+        const int b = b0 + lane;
+        const uint32_t k = b < n ? key(b) : 0;
+        const bool in = b < n && k >= tau;
+        const unsigned bal = __ballot_sync(0xffffffffu, in);
+        const int at = C + __popc(bal & below);
+        if (in && at < TKW_CAP) c[at] = (unsigned long long)k << 32 | (uint32_t)b;
+        C += __popc(bal);
+    }
+    __syncwarp();
+    if (C > TKW_CAP)                                        /* many equal keys: the whole row */
+        warp_topk(key, [](int b) { return b; }, n, K, out);
+    else
+        warp_topk([&](int i) { return (uint32_t)(c[i] >> 32); },
+                  [&](int i) { return (int)(uint32_t)c[i]; }, C, K, out);
+}
+
 cudaError_t k_topk(cudaStream_t st, const topk_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -1631,7 +1732,21 @@ cudaError_t k_topk(cudaStream_t st, const topk_args *a)
     /* the filter where it wins (H100): few queries (decode: fewer barriers) and long rows; on
      * short rows its fixed cost (warp sorts, candidate ranks) exceeds the 32 radix passes */
     const int64_t nb_max = (a->p0 + a->t0 + a->n - 1) / a->block + 1;
-    const bool filter = cu_env_is("SALA_CUDA_TOPK", "filter") ||
+    const int kw = (a->K + 31) / 32;
+    const bool force_filter = cu_env_is("SALA_CUDA_TOPK", "filter");
+    if (!topk_old() && !force_filter && a->K >= 1 && kw <= TKW_MAX &&
+        (cu_env_is("SALA_CUDA_TOPK", "warp") || a->n > 16)) {
+        const unsigned rows = (unsigned)a->n * (unsigned)a->nkv;
+        const dim3 gw((rows + TKW_WARPS - 1) / TKW_WARPS);
+        switch (kw) {
+        case 1: topk_warp_kernel<1><<<gw, TKW_WARPS * 32, 0, st>>>(*a); break;
+        case 2: topk_warp_kernel<2><<<gw, TKW_WARPS * 32, 0, st>>>(*a); break;
+        case 3: topk_warp_kernel<3><<<gw, TKW_WARPS * 32, 0, st>>>(*a); break;
+        default: topk_warp_kernel<4><<<gw, TKW_WARPS * 32, 0, st>>>(*a); break;
+        }
+        return cudaGetLastError();
+    }
+    const bool filter = force_filter ||
                         (!topk_old() && (a->n <= 16 || nb_max > TK_FILTER_MIN_NB));
     if (filter && a->K >= 1 && a->K <= TOPK_THREADS)
         topk_filter_kernel<<<grid, TOPK_THREADS, 0, st>>>(*a);

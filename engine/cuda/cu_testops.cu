@@ -752,11 +752,30 @@ int op_pick(const float *logits, int V, float pen, const int32_t *ids, int64_t n
     return SALA_OK;
 }
 
+int op_topk(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int block, int init,
+            int local, int32_t *sel, sala_err *e)
+{
+    if (T <= 0 || nkv <= 0 || K <= 0 || nbs <= 0 || block <= 0 || (p0 + T - 1) / block >= nbs)
+        return sala_errf(e, SALA_EINVAL, "topk: bad shape T=%d nkv=%d K=%d nbs=%d", T, nkv, K,
+                         nbs);
+    Pool P;
+    cudaError_t err = cudaSuccess;
+    const size_t ns = (size_t)T * nkv * nbs, no = (size_t)T * nkv * K;
+    float *ds = P.get<float>(ns, &err);
+    int32_t *dsel = P.get<int32_t>(no, &err);
+    CUDA_CHECK(err);
+    CUDA_CHECK(cudaMemcpy(ds, score, ns * 4, cudaMemcpyHostToDevice));
+    const topk_args ta = {ds, nbs, dsel, K, p0, 0, T, nkv, block, init, local};
+    CUDA_CHECK(k_topk(0, &ta));
+    CUDA_CHECK(cudaMemcpy(sel, dsel, no * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
-                           op_gemv_speed, op_score_diff, op_pick};
+                           op_gemv_speed, op_score_diff, op_pick,  op_topk};
 
 }   // namespace
 

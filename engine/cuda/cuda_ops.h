@@ -100,6 +100,10 @@ typedef struct {
      * earlier step (they must not count). */
     int (*pick)(const float *logits, int V, float pen, const int32_t *ids, int64_t n,
                 const int32_t *stale, int64_t nstale, int32_t *out, sala_err *e);
+    /* The top-K of block scores score (T, nkv, nbs) of the queries at positions p0.. (k_topk,
+     * the kernel SALA_CUDA_TOPK and the shape select) -> sel (T, nkv, K). */
+    int (*topk)(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int block,
+                int init, int local, int32_t *sel, sala_err *e);
 } sala_cuda_ops;
 
 #endif
