@@ -304,21 +304,17 @@ static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, i
 }
 
 /* One query's selection list (ascending block ids, -1 padded) walked by a lane: head is the
- * first entry > the block last taken, NONE once the list ends (at a -1 or a block past qb: the
- * query's own block, or the last block of a KV segment; nothing when lst is NULL). Repeats are
- * skipped, as in the CPU twin. The walk starts after block `from` (a segment's first block - 1):
- * the blocks taken are exactly those of the whole walk that lie in (from, qb], in the same order
- * (the whole walk takes the strict running maxima of the list before its end; an entry that
- * ends a segment's walk early is above every block the whole walk takes after it). */
+ * first entry > the block last taken, NONE once the list ends (at a -1 or a block past the query's
+ * own block qb; nothing when lst is NULL). Repeats are skipped, as in the CPU twin. */
 struct sel_cursor {
     static constexpr int NONE = 0x7fffffff;
     const int32_t *lst;
     int n, ptr, head;
     int64_t qb;
-    __device__ __forceinline__ sel_cursor(const int32_t *l, int K, int64_t qb_, int from = -1)
+    __device__ __forceinline__ sel_cursor(const int32_t *l, int K, int64_t qb_)
         : lst(l), n(K), ptr(0), head(NONE), qb(qb_)
     {
-        next(from);
+        next(-1);
     }
     __device__ __forceinline__ void next(int after)
     {
@@ -653,56 +649,14 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * The producer's own `empty` waits are exact the same way (it issues in order and arrives on
  * phase j itself). Every table entry has at least one user, so every load is waited for.
  * (Per-(warp, slot) mbarriers in place of polling `issued` were measured: no gain, more spill;
- * docs/CUDA.md "Sparse attention 4".)
- * SEG: KV segments (su_seg below); without it the grid is (query tile, group) and O is written. */
+ * docs/CUDA.md "Sparse attention 4".) */
 #define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
-/* KV segments of a sparse_user_kernel launch (docs/CUDA.md "Sparse attention 6", the design of
- * branch sat3): len blocks each. The grid is 1-D, CTA x = (segment, group, query tile)
- * segment-major, so the CTAs running together read one segment's K/V, which stays in L2. A CTA's
- * producer walks only its segment's blocks (sel_cursor from the segment's first block - 1, qb
- * clamped to its last: the whole walk's blocks there, in its order); the consumers write per
- * (query, head) the O over them normalised, in bf16, to o (nseg, n, nh, D) and the log2-domain
- * log-sum-exp to lse (nseg, n, nh) (-inf and o not written where the row took no key there);
- * attn_merge_kernel<D, part_seg<D>> combines the segments into O. */
-struct su_seg {
-    int len, ntiles;
-    float *lse;
-    bf16 *o;
-};
-
-/* The segment partials of the valid rows of a warp's m16 tile (su_seg). */
-template <int D>
-static __device__ __forceinline__ void flash_store_seg(const attn_args &a, const su_seg &sg,
-                                                       int seg, int lg, int g, int tq0, int qbase,
-                                                       const flash_acc<D> &acc, const int qwr[2],
-                                                       const bool rv[2])
-{
-    const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2, G = 1 << lg;
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++) {
-        float l = acc.lrow[hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
-        if (!rv[hf]) continue;
-        const int row = rq + 8 * hf, h = row & (G - 1);
-        const size_t r = ((size_t)seg * a.n + (tq0 - a.t0 + qbase + qwr[hf])) * a.nh + g * G + h;
-        if (qd == 0) __stcs(sg.lse + r, l > 0.0f ? acc.mrow[hf] + log2f(l) : -INFINITY);
-        if (!(l > 0.0f)) continue;
-        const float inv = 1.0f / l;
-        unsigned *orow = (unsigned *)(sg.o + r * D);       /* streaming stores: keep L2 for K/V */
-#pragma unroll
-        for (int i = 0; i < D / 8; i++)
-            __stcs(orow + i * 4 + qd,
-                   pack_bf16(acc.o[i][2 * hf] * inv, acc.o[i][2 * hf + 1] * inv));
-    }
-}
-
-template <int D, int NC, bool QREG, bool SEG>
+template <int D, int NC, bool QREG>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
-                       const __grid_constant__ CUtensorMap tv, su_seg sg)
+                       const __grid_constant__ CUtensorMap tv)
 {
     constexpr int LDS = D, KS = D / 16, NONE = sel_cursor::NONE;   /* unpadded swizzled tiles */
     constexpr int TILE = CU_KT * LDS;                       /* bf16 elements of one K or V tile */
@@ -720,11 +674,8 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
 
     const int QPT = 16 >> lg, NQ = ncw * QPT;
     const uint32_t qmask = (1u << QPT) - 1;
-    const unsigned tile = SEG ? blockIdx.x % (unsigned)sg.ntiles : blockIdx.x;
-    const int gs = SEG ? (int)(blockIdx.x / (unsigned)sg.ntiles) : 0, seg = SEG ? gs / a.nkv : 0;
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
-    const int g = SEG ? gs % a.nkv : (int)blockIdx.y;
-    const int tq0 = a.t0 + tile * NQ, tend = a.t0 + a.n;
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
+    const int tq0 = a.t0 + blockIdx.x * NQ, tend = a.t0 + a.n;
     const int nq = tend - tq0 < NQ ? tend - tq0 : NQ;
 
     if (threadIdx.x == 0) {
@@ -770,14 +721,8 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     bool rv[2];
     uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
     if (w == NC) {                                          /* producer */
-        int64_t qb = (a.p0 + tq0 + lane) / CU_KT;
-        int from = -1;
-        if (SEG) {                                          /* this segment's blocks only */
-            const int64_t lo = (int64_t)seg * sg.len;
-            if (qb > lo + sg.len - 1) qb = lo + sg.len - 1;
-            from = (int)lo - 1;
-        }
-        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel, qb, from);
+        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
+                       (a.p0 + tq0 + lane) / CU_KT);
         int walked = 0;
         bool wdone = false;
         auto walk_one = [&]() {                             /* the next union entry */
@@ -847,8 +792,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             if (lane == 0) mbar_arrive(smem_u32(empty + s));
         }
     }
-    if (SEG) flash_store_seg<D>(a, sg, seg, lg, g, tq0, w * QPT, acc, qwr, rv);
-    else flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
+    flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
 /* ---- split attention for few queries (decode; fifth version, docs/CUDA.md "Decode kernels") --
@@ -1001,66 +945,21 @@ static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args 
     }
 }
 
-/* The partials a merge reads, as (max m_s, sum l_s, o_s) of row (query z, group g, head h) for
- * split s, the row's result being sum_s f_s o_s / sum_s f_s l_s with f_s = 2^(m_s - max m).
- * part_split: attn_split_kernel's (unnormalised o, max, sum; o_s is 0 where m_s = -inf);
- * part_seg: sparse_user_kernel's segments (su_seg: normalised o, m = lse, l = 1; o_s unwritten
- * where m_s = -inf, so SKIP: the f_s = 0 terms are not read). */
-template <int D> struct part_split {
-    static constexpr bool SKIP = false;
-    const float *part;
-    const float *base;
-    int h;
-    __device__ __forceinline__ void at(const attn_args &a, int lg, int nsplit, int z, int g, int h_)
-    {
-        (void)lg;
-        base = part + ((size_t)z * a.nkv + g) * nsplit * sd_tile(D);
-        h = h_;
-    }
-    __device__ __forceinline__ float m(int s) const { return base[s * sd_tile(D) + 16 * D + h]; }
-    __device__ __forceinline__ float l(int s) const
-    {
-        return base[s * sd_tile(D) + 16 * D + 16 + h];
-    }
-    __device__ __forceinline__ float o(int s, int i) const
-    {
-        return base[(size_t)s * sd_tile(D) + h * D + i];
-    }
-};
-template <int D> struct part_seg {
-    static constexpr bool SKIP = true;
-    const float *lse;
-    const bf16 *ob;
-    size_t r0, stride;
-    __device__ __forceinline__ void at(const attn_args &a, int lg, int nsplit, int z, int g, int h)
-    {
-        (void)nsplit;
-        r0 = (size_t)z * a.nh + ((size_t)g << lg) + h;
-        stride = (size_t)a.n * a.nh;
-    }
-    __device__ __forceinline__ float m(int s) const { return lse[s * stride + r0]; }
-    __device__ __forceinline__ float l(int s) const { return (void)s, 1.0f; }
-    __device__ __forceinline__ float o(int s, int i) const
-    {
-        return __bfloat162float(ob[(s * stride + r0) * D + i]);
-    }
-};
-
 /* CTA (head h of group g, group g, query z), thread = output column: the nsplit partials of the
- * row (PART, above) rescaled to their common max, o / sum -> O. The maxima and sums are read
- * once into shared memory (nsplit factors f_s), so the o loads are independent of each other.
- * Dynamic shared memory: nsplit floats. */
-template <int D, typename PART>
+ * row rescaled to their common max, o / sum -> O. The maxima and sums are read once into shared
+ * memory (nsplit factors f_s), so the o loads are independent of each other. Dynamic shared
+ * memory: nsplit floats. */
+template <int D>
 static __global__ void __launch_bounds__(D) attn_merge_kernel(attn_args a, int lg, int nsplit,
-                                                             PART pt)
+                                                             const float *part)
 {
     extern __shared__ float fs[];
     __shared__ float red[D / 32], Ls;
     const int h = blockIdx.x, g = blockIdx.y, z = blockIdx.z, i = threadIdx.x;
-    pt.at(a, lg, nsplit, z, g, h);
+    const float *base = part + ((size_t)z * a.nkv + g) * nsplit * sd_tile(D);
     float mx = -INFINITY;
     for (int s = i; s < nsplit; s += D) {
-        fs[s] = pt.m(s);
+        fs[s] = base[s * sd_tile(D) + 16 * D + h];
         mx = fmaxf(mx, fs[s]);
     }
 #pragma unroll
@@ -1074,7 +973,7 @@ static __global__ void __launch_bounds__(D) attn_merge_kernel(attn_args a, int l
     for (int s = i; s < nsplit; s += D) {
         const float f = fs[s] == -INFINITY ? 0.0f : exp2f(fs[s] - M);
         fs[s] = f;
-        L += pt.l(s) * f;
+        L += base[s * sd_tile(D) + 16 * D + 16 + h] * f;
     }
 #pragma unroll
     for (int o = 16; o > 0; o >>= 1) L += __shfl_xor_sync(0xffffffffu, L, o);
@@ -1087,9 +986,9 @@ static __global__ void __launch_bounds__(D) attn_merge_kernel(attn_args a, int l
         Ls = t;
     }
     float o = 0.0f;
+    const float *col = base + (size_t)h * D + i;
 #pragma unroll 8
-    for (int s = 0; s < nsplit; s++)
-        if (!PART::SKIP || fs[s] != 0.0f) o += pt.o(s, i) * fs[s];
+    for (int s = 0; s < nsplit; s++) o += col[s * sd_tile(D)] * fs[s];
     __syncthreads();
     L = Ls;
     a.O[((size_t)(a.t0 + z) * a.nh + ((size_t)g << lg) + h) * D + i] = L > 0.0f ? o / L : 0.0f;
@@ -1144,15 +1043,12 @@ static bool split_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_
         if ((size_t)a->n * a->nkv * nsplit * tile > cap || nsplit > 12288) continue;
         const size_t sm = sd_smem(a->d, bpw);
         const dim3 grid((unsigned)nsplit, a->nkv, a->n), mg(1 << lg, a->nkv, a->n);
-        const int nsp = (int)nsplit;
         if (a->d == 128) {
             attn_split_kernel<128, SPARSE><<<grid, 32 * SD_W, sm, st>>>(*a, lg, bpw, part);
-            attn_merge_kernel<128>
-                <<<mg, 128, nsplit * 4, st>>>(*a, lg, nsp, part_split<128>{part, nullptr, 0});
+            attn_merge_kernel<128><<<mg, 128, nsplit * 4, st>>>(*a, lg, (int)nsplit, part);
         } else {
             attn_split_kernel<64, SPARSE><<<grid, 32 * SD_W, sm, st>>>(*a, lg, bpw, part);
-            attn_merge_kernel<64>
-                <<<mg, 64, nsplit * 4, st>>>(*a, lg, nsp, part_split<64>{part, nullptr, 0});
+            attn_merge_kernel<64><<<mg, 64, nsplit * 4, st>>>(*a, lg, (int)nsplit, part);
         }
         *err = cudaGetLastError();
         return true;
@@ -1219,86 +1115,9 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
 }
 
-/* The L2 size in bytes (cu_attn_init; 0 before it ran or when unknown). */
-static int su_l2;
-
-/* Blocks a KV segment of a sparse_user_kernel launch holds, from SALA_CUDA_SATTN_SEG (read at
- * every launch): unset, empty or 0: none, one pass (the default: docs/CUDA.md "Sparse attention
- * 6"); a number: that many blocks; "l2": the most whole 64-block steps whose K and V of one group
- * (the grid runs one group's tiles of a segment together) fill half the L2 (H100: 50 MiB, D 128:
- * 768 blocks = 25 MiB); 0 where the L2 size is unknown. */
-static int64_t sattn_seg(int d)
-{
-    const char *s = getenv("SALA_CUDA_SATTN_SEG");
-    if (!s || !*s) return 0;
-    if (strcmp(s, "l2")) {
-        const long long v = atoll(s);
-        return v > 0 ? (int64_t)v : 0;
-    }
-    const int64_t per = (int64_t)2 * CU_KT * d * 2;          /* bytes of one group's K and V */
-    return su_l2 / 2 / per / 64 * 64;
-}
-
-/* Floats of scratch nseg segments of n queries need: lse (nseg, n, nh) fp32 (*lse floats,
- * rounded up to a multiple of 4 so that o starts 16-byte aligned), then o (nseg, n, nh, d)
- * bf16; 0 on overflow. */
-static size_t seg_floats(int64_t nseg, int64_t n, int nh, int d, size_t *lse)
-{
-    size_t rows, o, sum;
-    if (nseg <= 0 || n <= 0 || nh <= 0 || d <= 0 ||
-        __builtin_mul_overflow((size_t)nseg, (size_t)n, &rows) ||
-        __builtin_mul_overflow(rows, (size_t)nh, &rows) ||
-        __builtin_add_overflow(rows, (size_t)3, lse) ||
-        __builtin_mul_overflow(rows, (size_t)d, &o))
-        return 0;
-    *lse = *lse / 4 * 4;
-    o = o / 2 + o % 2;                                      /* bf16 pairs = floats */
-    if (__builtin_add_overflow(*lse, o, &sum) || sum > SIZE_MAX / 4) return 0;
-    return sum;
-}
-
-/* The segment partials' memory: a pool of its own, made at the first segmented launch, used
- * stream-ordered (cudaMallocFromPoolAsync, cudaFreeAsync after the merge, on the launch's
- * stream: launches on different streams never share it) and keeping what it once held (release
- * threshold: all), so the launches of a prefill reuse the first one's memory without a device
- * synchronisation. NULL: none could be made (segments are then not run). The memory stays with
- * the pool for the process: at most one launch's partials (1M context, chunk of 8192, "l2":
- * 22 segments x 8192 x 32 heads x 260 bytes = 1.5 GB). */
-static cudaMemPool_t seg_pool;
-
-static bool seg_pool_get(void)
-{
-    static bool tried;
-    if (tried) return seg_pool != nullptr;
-    tried = true;
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess) {
-        (void)cudaGetLastError();
-        return false;
-    }
-    cudaMemPoolProps pp;
-    memset(&pp, 0, sizeof(pp));
-    pp.allocType = cudaMemAllocationTypePinned;
-    pp.handleTypes = cudaMemHandleTypeNone;
-    pp.location.type = cudaMemLocationTypeDevice;
-    pp.location.id = dev;
-    uint64_t keep = UINT64_MAX;
-    if (cudaMemPoolCreate(&seg_pool, &pp) != cudaSuccess) {
-        seg_pool = nullptr;
-        (void)cudaGetLastError();
-        return false;
-    }
-    if (cudaMemPoolSetAttribute(seg_pool, cudaMemPoolAttrReleaseThreshold, &keep) != cudaSuccess)
-        (void)cudaGetLastError();                           /* works, only slower */
-    return true;
-}
-
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
  * no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
- * Q fragments (!QREG), then ns slots (unpadded, 1 KB aligned). With SALA_CUDA_SATTN_SEG and more
- * than one segment (sattn_seg) of the launch's p0 + t0 + n keys, the segmented form (su_seg;
- * segments doubled until there are at most 12,288, the merge's shared floats) and
- * attn_merge_kernel; where its scratch cannot be had, one pass. */
+ * Q fragments (!QREG), then ns slots (unpadded, 1 KB aligned). */
 template <int D, int NC, bool QREG>
 static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
@@ -1318,45 +1137,10 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     const int64_t rows = a->p0 + a->t0 + a->n, cols = (int64_t)a->nkv * D;
     if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
         return false;
-    const int ntiles = (a->n + nq - 1) / nq;
-    const int64_t nblk = (rows - 1) / CU_KT + 1;
-    int64_t seg = a->n > SD_MAXQ && a->n <= 65535 ? sattn_seg(D) : 0, nseg = 1;
-    while (seg > 0 && (nblk + seg - 1) / seg > 12288) seg *= 2;
-    su_seg sg = {0, ntiles, nullptr, nullptr};
-    void *scr = nullptr;
-    if (seg > 0 && nblk > seg && seg <= INT32_MAX) {
-        nseg = (nblk + seg - 1) / seg;
-        size_t lse = 0;
-        const size_t nf = seg_floats(nseg, a->n, a->nh, D, &lse);
-        if (nf > 0 && (int64_t)ntiles * a->nkv * nseg <= INT32_MAX && seg_pool_get() &&
-            cudaMallocFromPoolAsync(&scr, nf * 4, seg_pool, st) == cudaSuccess) {
-            sg.len = (int)seg;
-            sg.lse = (float *)scr;
-            sg.o = (bf16 *)((float *)scr + lse);
-        } else {
-            (void)cudaGetLastError();                       /* no scratch: one pass */
-            nseg = 1;
-        }
-    }
-    const size_t smem = fixed + ns * slot;
-    if (!sg.len) {
-        const dim3 grid(ntiles, a->nkv);
-        sparse_user_kernel<D, NC, QREG, false><<<grid, 32 * (NC + 1), smem, st>>>(
-            *a, lg, ncw, (int)ns, (int)lst, tk, tv, sg);
-        *err = cudaGetLastError();
-        return true;
-    }
-    const unsigned nx = (unsigned)(ntiles * a->nkv * nseg);   /* <= INT32_MAX (above) */
-    sparse_user_kernel<D, NC, QREG, true><<<nx, 32 * (NC + 1), smem, st>>>(*a, lg, ncw, (int)ns,
-                                                                          (int)lst, tk, tv, sg);
-    if ((*err = cudaGetLastError()) == cudaSuccess) {
-        const dim3 mg(1 << lg, a->nkv, a->n);
-        attn_merge_kernel<D><<<mg, D, (size_t)nseg * 4, st>>>(*a, lg, (int)nseg,
-                                                              part_seg<D>{sg.lse, sg.o, 0, 0});
-        *err = cudaGetLastError();
-    }
-    const cudaError_t fe = cudaFreeAsync(scr, st);
-    if (*err == cudaSuccess) *err = fe;
+    const dim3 grid((a->n + nq - 1) / nq, a->nkv);
+    sparse_user_kernel<D, NC, QREG><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+        *a, lg, ncw, (int)ns, (int)lst, tk, tv);
+    *err = cudaGetLastError();
     return true;
 }
 
@@ -1447,11 +1231,7 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
 
 template <int D, int NC> static cudaError_t su_init(void)
 {
-    const cudaError_t err = cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, false>,
-                                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                                 sr_optin);
-    if (err != cudaSuccess) return err;
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, true>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1473,10 +1253,6 @@ cudaError_t cu_attn_init(void)
             cudaSuccess)
         return err;
     sr_optin = optin;
-    if (cudaDeviceGetAttribute(&su_l2, cudaDevAttrL2CacheSize, dev) != cudaSuccess) {
-        su_l2 = 0;                                          /* "l2" segments then off */
-        (void)cudaGetLastError();
-    }
     tmap_lookup();
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
