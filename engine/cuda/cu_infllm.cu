@@ -994,7 +994,10 @@ static __global__ void __launch_bounds__(128, 2) score_w_kernel(score_args a)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     constexpr int D = 128, QC = 8, NPW = 4;
     extern __shared__ unsigned char smraw[];
-    unsigned char *sm = (unsigned char *)(((uintptr_t)smraw + 1023) & ~(uintptr_t)1023);
+    /* 1024-aligned in the shared window, offset from smraw so that the compiler keeps the
+     * shared address space (a round trip through an integer made every Pw / red access a
+     * generic load) */
+    unsigned char *sm = smraw + ((1024u - (smem_u32(smraw) & 1023u)) & 1023u);
     const uint32_t qs = smem_u32(sm), kr = qs + 32768;      /* Q (128, D); ring of (64, D) */
     float *Pw = (float *)(sm + 32768 + SW_NS * 16384);       /* 4 x (8 queries, SW_PWS) */
     float *red = Pw + NPW * 8 * SW_PWS;                     /* (4 warps, 128 columns, 2) */
