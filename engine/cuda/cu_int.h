@@ -49,8 +49,11 @@ static inline bool cu_env_is(const char *name, const char *val)
     } while (0)
 #define CU_TRY(x) do { int rc_ = (x); if (rc_) return rc_; } while (0)
 
-/* Tokens one forward step processes (activations exist for one step); lightning chunk. */
+/* Tokens one forward step processes (activations exist for one step; -DCU_CHUNK=... builds
+ * another size for measurements); lightning chunk. */
+#ifndef CU_CHUNK
 #define CU_CHUNK 8192
+#endif
 #define CU_LA_C 64
 /* Side streams of a batched decode step (SALA_CUDA_SIDE_STREAMS=0..CU_SIDE, default CU_SIDE). */
 #define CU_SIDE 8
