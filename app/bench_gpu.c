@@ -407,11 +407,12 @@ int bench_gpu(int argc, char **argv)
     eng_rng r;
     eng_rng_seed(&r, 7);
     for (int64_t i = 0; i < Lmax; i++) tok[i] = (int32_t)(3 + eng_rng_next(&r) % (cfg.vocab_size - 3));
-    {   /* warm-up: library handles, cuBLAS heuristics, first-touch allocations */
+    {   /* warm-up: library handles, cuBLAS heuristics (timed for full steps: 32K tokens hold
+         * one for any step size up to 32K), first-touch allocations */
         void *seq = NULL;
         double s;
         if ((rc = b.be->seq_new(b.bm, &seq, &e))) goto fail;
-        rc = prefill(&b, seq, tok, SALA_MIN((int64_t)8192, Lmax), &s, &e);
+        rc = prefill(&b, seq, tok, SALA_MIN((int64_t)32768, Lmax), &s, &e);
         b.be->seq_free(seq);
         if (rc) goto fail;
     }

@@ -1524,8 +1524,8 @@ static void g_save_load(void)
 /* The last layer's tail (attention output, o_proj, MLP) runs only from a step's first wanted
  * row on (engine/backend.h eng_tail_from) against the whole layer (SALA_TAIL=full), on the tiny
  * model: one call of 3000 tokens (sparse queries) with the last row, two wanted rows at the
- * dense/sparse switch in calls of 700, none (then decode), and 9000 tokens in one call (two
- * CUDA steps, the first with no row: the last layer's tail skipped whole). The caches are the
+ * dense/sparse switch in calls of 700, none (then decode), and 17000 tokens in one call (two
+ * or more CUDA steps, the first with no row: the last layer's tail skipped whole). The caches are the
  * same operations on the same rows either way, so the two decode steps after each prefill must
  * match bit for bit; the prefill rows go through other GEMM shapes (the GEMV for few rows):
  * per-row relative L2 <= 1e-2 and |dlogit| <= 0.5 (the batched-decode tolerances). */
@@ -1536,13 +1536,14 @@ static void g_tail(void)
     CU_ASSERT_EQUAL_FATAL(eng_engine_open(test_shared("golden/models/tiny-a"), "cuda", &en, &e),
                           SALA_OK);
     const int64_t V = eng_engine_config(en)->vocab_size;
-    static const int64_t r3000[] = {2999}, rsw[] = {1023, 1024}, r9000[] = {8999};
+    static const int64_t r3000[] = {2999}, rsw[] = {1023, 1024}, rlong[] = {16999};
     static const struct { int64_t n, call; const int64_t *rows; int nrows; } cases[] = {
-        {3000, 3000, r3000, 1}, {2100, 700, rsw, 2}, {3000, 3000, NULL, 0}, {9000, 9000, r9000, 1}};
-    int32_t *tok = malloc((size_t)9002 * 4);
+        {3000, 3000, r3000, 1}, {2100, 700, rsw, 2}, {3000, 3000, NULL, 0},
+        {17000, 17000, rlong, 1}};
+    int32_t *tok = malloc((size_t)17002 * 4);
     eng_rng r;
     eng_rng_seed(&r, 41);
-    for (int i = 0; i < 9002; i++) tok[i] = (int32_t)(eng_rng_next(&r) % (uint64_t)V);
+    for (int i = 0; i < 17002; i++) tok[i] = (int32_t)(eng_rng_next(&r) % (uint64_t)V);
     float *lg[2] = {malloc((size_t)4 * V * 4), malloc((size_t)4 * V * 4)};
     for (size_t c = 0; c < sizeof(cases) / sizeof(cases[0]); c++) {
         const int64_t n = cases[c].n;

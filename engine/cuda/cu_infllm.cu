@@ -1309,7 +1309,7 @@ static size_t score_mma_smem(int d, int lg)
  * its shape; unset: on prefill launches, score_w_pick); SALA_CUDA_S1TPS=AxB (benchmarks: split ranges of A K2 / B K1
  * tiles); SALA_CUDA_TOPK=old (the 32-pass radix top-K for every launch), =filter (the filter
  * top-K for every launch) or =warp (the warp-per-row top-K for every launch; unset: for
- * launches of more than 16 queries, K <= 128); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
+ * launches of more than 16 queries, K <= 128, rows of at most TKW_MAX_NB blocks); SALA_CUDA_S1MERGE=old (the transposed kernel's pass-2 merge of the
  * pass-1 partials as before branch dec4: every query slot, one partial's loads at a time; the
  * default merges the valid queries only, with 16 ranges' loads in flight; same arithmetic). */
 enum { SC_OLD, SC_V2, SC_T };
@@ -1643,6 +1643,11 @@ static __global__ void __launch_bounds__(TOPK_THREADS) topk_filter_kernel(topk_a
 #define TKW_WARPS 8
 #define TKW_CAP 512
 #define TKW_MAX 4                     /* KW <= 4: K <= 128 */
+/* Longest rows (blocks) the warp kernel takes by default: on the H100 it was 3.8x faster than
+ * the radix kernel at 128K (rows <= 2,048 blocks) and 2x faster than radix + filter at 256K
+ * (<= 4,096), but 2.3x slower than the filter over a 1M prefill (rows up to 16K blocks: a lane
+ * walks 1/32 of the row twice, the filter's threads 1/256) */
+#define TKW_MAX_NB 4096
 
 /* The K largest of n keys key(i) (i ascending = block order; ties: lower i first), their ids
  * id(i) written ascending to out[0..K); n >= K. Every lane of the warp calls it. */
@@ -1738,7 +1743,7 @@ cudaError_t k_topk(cudaStream_t st, const topk_args *a)
     const int kw = (a->K + 31) / 32;
     const bool force_filter = cu_env_is("SALA_CUDA_TOPK", "filter");
     if (!topk_old() && !force_filter && a->K >= 1 && kw <= TKW_MAX &&
-        (cu_env_is("SALA_CUDA_TOPK", "warp") || a->n > 16)) {
+        (cu_env_is("SALA_CUDA_TOPK", "warp") || (a->n > 16 && nb_max <= TKW_MAX_NB))) {
         const unsigned rows = (unsigned)a->n * (unsigned)a->nkv;
         const dim3 gw((rows + TKW_WARPS - 1) / TKW_WARPS);
         switch (kw) {

@@ -52,7 +52,7 @@ static inline bool cu_env_is(const char *name, const char *val)
 /* Tokens one forward step processes (activations exist for one step; -DCU_CHUNK=... builds
  * another size for measurements); lightning chunk. */
 #ifndef CU_CHUNK
-#define CU_CHUNK 8192
+#define CU_CHUNK 16384
 #endif
 #define CU_LA_C 64
 /* Side streams of a batched decode step (SALA_CUDA_SIDE_STREAMS=0..CU_SIDE, default CU_SIDE). */
