@@ -6,6 +6,7 @@
 #include <CUnit/Basic.h>
 #include <dirent.h>
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -106,6 +107,22 @@ int test_write_file(const char *path, const void *data, size_t len)
     size_t w = fwrite(data, 1, len, f);
     int rc = fclose(f);
     return (w == len && rc == 0) ? 0 : -1;
+}
+
+double test_row_rel(const float *ref, const float *got, int64_t rows, int64_t V)
+{
+    double worst = 0;
+    for (int64_t r = 0; r < rows; r++) {
+        double n = 0, d = 0;
+        for (int64_t j = 0; j < V; j++) {
+            const double x = (double)got[r * V + j] - ref[r * V + j];
+            n += x * x;
+            d += (double)ref[r * V + j] * ref[r * V + j];
+        }
+        const double rr = d > 0 ? sqrt(n / d) : n > 0 ? INFINITY : n;
+        if (!(rr <= worst)) worst = rr;
+    }
+    return worst;
 }
 
 int test_run(const char *cmd, char *out, size_t cap)

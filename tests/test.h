@@ -9,6 +9,7 @@
 #include <CUnit/CUnit.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "common.h"
 
@@ -35,5 +36,9 @@ int test_write_file(const char *path, const void *data, size_t len);
 /* Run a shell command, capturing stdout+stderr (up to cap bytes) into out (NUL-terminated,
  * may be NULL). Returns the exit status (0..255), or -1 when it could not run or was signalled. */
 int test_run(const char *cmd, char *out, size_t cap);
+/* The worst over rows r < rows of the relative L2 difference of got's row r to ref's
+ * (|got - ref| / |ref|, rows of V floats): 0 for equal rows, +inf where ref's row is zero and
+ * got's is not, NaN as soon as a row holds one. */
+double test_row_rel(const float *ref, const float *got, int64_t rows, int64_t V);
 
 #endif

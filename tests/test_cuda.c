@@ -1485,12 +1485,7 @@ static void g_save_load(void)
         if (!(d <= worst)) worst = d;
         const double dc = max_abs_diff(la, lc, (size_t)V);
         if (!(dc <= cpu_abs)) cpu_abs = dc;
-        double nn = 0, dd = 0;
-        for (int64_t j = 0; j < V; j++) {
-            nn += ((double)la[j] - lc[j]) * ((double)la[j] - lc[j]);
-            dd += (double)lc[j] * lc[j];
-        }
-        const double rr = dd > 0 ? sqrt(nn / dd) : INFINITY;
+        const double rr = test_row_rel(lc, la, 1, V);
         if (!(rr <= cpu_rel)) cpu_rel = rr;
     }
     fprintf(stderr, "\n  CUDA-saved (bf16) state on the CPU: 8 decode steps vs CUDA row_rel %.2e "
@@ -1571,19 +1566,8 @@ static void g_tail(void)
         }
         unsetenv("SALA_TAIL");
         const int nr = cases[c].nrows;
-        double rel = 0, mx = 0;
-        for (int i = 0; i < nr; i++) {
-            double nn = 0, dd = 0;
-            for (int64_t j = 0; j < V; j++) {
-                const double d = (double)lg[0][i * V + j] - lg[1][i * V + j];
-                nn += d * d;
-                dd += (double)lg[0][i * V + j] * lg[0][i * V + j];
-            }
-            const double rr = dd > 0 ? sqrt(nn / dd) : INFINITY;
-            if (!(rr <= rel)) rel = rr;
-            const double d = max_abs_diff(lg[0] + i * V, lg[1] + i * V, (size_t)V);
-            if (!(d <= mx)) mx = d;
-        }
+        const double rel = test_row_rel(lg[0], lg[1], nr, V);
+        const double mx = max_abs_diff(lg[0], lg[1], (size_t)nr * V);
         const double dec = max_abs_diff(lg[0] + nr * V, lg[1] + nr * V, (size_t)(2 * V));
         fprintf(stderr, "\n  tail vs whole last layer, %lld tokens in calls of %lld, %d rows: "
                 "row_rel %.2e max |dlogit| %.3g; decode after: max |dlogit| %.3g",

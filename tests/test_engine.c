@@ -44,22 +44,6 @@ static eng_engine *open_model(const char *dir)
 
 static eng_engine *open_tiny(void) { return open_model(test_shared("golden/models/tiny-a")); }
 
-/* Largest per-row relative L2 difference of two [rows, V] logits arrays. */
-static double row_rel(const float *a, const float *b, int64_t rows, int64_t V)
-{
-    double worst = 0;
-    for (int64_t r = 0; r < rows; r++) {
-        double n = 0, d = 0;
-        for (int64_t j = 0; j < V; j++) {
-            double x = (double)a[r * V + j] - b[r * V + j];
-            n += x * x;
-            d += (double)a[r * V + j] * a[r * V + j];
-        }
-        if (sqrt(n / d) > worst) worst = sqrt(n / d);
-    }
-    return worst;
-}
-
 /* Prefill ids[0..n) in calls of `chunk` tokens; logits for the absolute rows[0..nrows). */
 static void prefill_chunked(eng_seq *s, const int32_t *ids, int64_t n, int64_t chunk,
                             const int64_t *rows, int64_t nrows, float *logits, int64_t V)
@@ -97,7 +81,7 @@ static void t_chunked(void)
         prefill_chunked(s, ids, NTOK, chunks[c], rows_chk, NROWS, c ? got : ref, V);
         CU_ASSERT_EQUAL(eng_seq_len(s), NTOK);
         if (c) {
-            double d = row_rel(ref, got, NROWS, V);
+            double d = test_row_rel(ref, got, NROWS, V);
             if (d > 1e-5) fprintf(stderr, "\nchunk %lld: row_rel %.3g\n", (long long)chunks[c], d);
             CU_ASSERT(d <= 1e-5);
         }
@@ -125,7 +109,7 @@ static void t_decode_matches_prefill(void)
         CU_ASSERT_EQUAL(eng_seq_prefill(s1, ids, N, NULL, 0, NULL, NULL), SALA_OK);
         CU_ASSERT_EQUAL(eng_seq_decode(s1, ids[N], a, NULL), SALA_OK);
         CU_ASSERT_EQUAL(eng_seq_prefill(s2, ids, N + 1, &last, 1, b, NULL), SALA_OK);
-        double d = row_rel(b, a, 1, V);
+        double d = test_row_rel(b, a, 1, V);
         if (d > 1e-5) fprintf(stderr, "\nN=%lld: row_rel %.3g\n", (long long)N, d);
         CU_ASSERT(d <= 1e-5);
         eng_seq_free(s1);
@@ -179,7 +163,7 @@ static void t_sparse_all_blocks_is_dense(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_new(de, &s2, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_prefill(s1, ids, N, rows, nr, a, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_prefill(s2, ids, N, rows, nr, b, NULL), SALA_OK);
-    double d = row_rel(b, a, nr, V);
+    double d = test_row_rel(b, a, nr, V);
     if (d > 1e-5) fprintf(stderr, "\nall-sparse vs dense: row_rel %.3g\n", d);
     CU_ASSERT(d <= 1e-5);
     /* and past 1024 tokens the sparse path must really drop blocks: results differ */
@@ -191,7 +175,7 @@ static void t_sparse_all_blocks_is_dense(void)
     CU_ASSERT_EQUAL_FATAL(eng_seq_new(de, &s2, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_prefill(s1, more, 2200, &last, 1, a, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_prefill(s2, more, 2200, &last, 1, b, NULL), SALA_OK);
-    CU_ASSERT(row_rel(b, a, 1, V) > 1e-4);
+    CU_ASSERT(test_row_rel(b, a, 1, V) > 1e-4);
     eng_seq_free(s1);
     eng_seq_free(s2);
     free(more);
@@ -527,7 +511,7 @@ static double decode_diff(eng_seq *a, eng_seq *b, const int32_t *next, int steps
         CU_ASSERT_EQUAL_FATAL(eng_seq_decode(a, next[k], la, NULL), SALA_OK);
         CU_ASSERT_EQUAL_FATAL(eng_seq_decode(b, next[k], lb, NULL), SALA_OK);
         if (memcmp(la, lb, (size_t)V * 4)) {
-            const double d = row_rel(la, lb, 1, V);
+            const double d = test_row_rel(la, lb, 1, V);
             if (!(d <= worst)) worst = d;
         }
     }
@@ -590,7 +574,7 @@ static void t_state_bf16(void)
     for (int k = 0; k < 4; k++) CU_ASSERT_EQUAL(eng_seq_decode(s2, ids[n1 + k], la, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_decode(s2, ids[n1 + 4], la, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_decode(sb, ids[n1 + 4], lb, NULL), SALA_OK);
-    const double d_o = memcmp(la, lb, (size_t)V * 4) ? row_rel(la, lb, 1, V) : -1;
+    const double d_o = memcmp(la, lb, (size_t)V * 4) ? test_row_rel(la, lb, 1, V) : -1;
     /* after a rewind to the checkpoint (lightning state only) and re-prefill, the bf16 state's
      * sequence still carries the rounded caches below n0 */
     int64_t r1 = -1, r2 = -1;
@@ -601,7 +585,7 @@ static void t_state_bf16(void)
     const int64_t row = n1 - 1 - n0;
     CU_ASSERT_EQUAL(eng_seq_prefill(s2, ids + n0, n1 - n0, &row, 1, la, NULL), SALA_OK);
     CU_ASSERT_EQUAL(eng_seq_prefill(sb, ids + n0, n1 - n0, &row, 1, lb, NULL), SALA_OK);
-    const double d_w = row_rel(la, lb, 1, V);
+    const double d_w = test_row_rel(la, lb, 1, V);
     fprintf(stderr, "\n  bf16 state on CPU: vs f32-rounded %s, vs fp32 sequence row_rel %.2e "
             "(after rewind+prefill %.2e); f32 state %s", d_r < 0 ? "bitwise" : "DIFFERS", d_o,
             d_w, d_f < 0 ? "bitwise" : "DIFFERS");
@@ -773,7 +757,7 @@ static void t_tail(void)
                 CU_ASSERT_EQUAL(eng_seq_decode(s, ids[NTOK + 1], dl + V, NULL), SALA_OK);
                 eng_seq_free(s);
             }
-            const double r = row_rel(lg[0], lg[1], cases[c].n + 2, V);
+            const double r = test_row_rel(lg[0], lg[1], cases[c].n + 2, V);
             if (r > 1e-5)
                 fprintf(stderr, "\n%s case %zu: row_rel %.3g\n", d ? "lightning" : "sparse", c, r);
             CU_ASSERT(r <= 1e-5);
