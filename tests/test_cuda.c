@@ -216,8 +216,9 @@ static void t_gemm_acc(void)
     free(W), free(x), free(y), free(yr);
 }
 
-/* Prefill MLP input: gate/up GEMM to bf16, then SwiGLU from bf16 (the twin rounds gu). */
-static void mlp_gu_case(int T, int I, int in, uint64_t seed)
+/* Prefill MLP input: gate/up GEMM to bf16, then SwiGLU from bf16 (the twin rounds gu). fused:
+ * the path mlp_gu must have taken (1: the fused sm_90a kernel, wherever the device runs it). */
+static void mlp_gu_case(int T, int I, int in, uint64_t seed, int fused)
 {
     OPS();
     eng_rng r;
@@ -225,21 +226,50 @@ static void mlp_gu_case(int T, int I, int in, uint64_t seed)
     float *W = randv(&r, (size_t)2 * I * in, 0.08, true), *x = randv(&r, (size_t)T * in, 1.0, true);
     float *gu = malloc((size_t)T * 2 * I * 4);
     float *o = malloc((size_t)T * I * 4);
-    CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o, &e), SALA_OK);
+    int took = -1;
+    CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o, &took, &e), SALA_OK);
+    if (fused && !O->sm90a()) {
+        fprintf(stderr, "\n    NOTE: no sm_90a image on this device: the fused gate/up kernel is not tested");
+        fused = 0;
+    }
+    CU_ASSERT_EQUAL(took, fused);
     for (int tt = 0; tt < T; tt++)
         for (int j = 0; j < 2 * I; j++)
             gu[(size_t)tt * 2 * I + j] =
                 (float)dot64(W + (size_t)j * in, x + (size_t)tt * in, in);
-    char what[64];
-    snprintf(what, sizeof(what), "gate/up bf16 + swiglu T=%d I=%d", T, I);
+    char what[80];
+    snprintf(what, sizeof(what), "gate/up bf16 + swiglu T=%d I=%d%s", T, I,
+             took == 1 ? " (fused)" : "");
     swiglu_check(what, gu, T, I, true, o);
+    if (took == 1) {   /* against the unfused path: the same roundings, sums in another order */
+        float *o2 = malloc((size_t)T * I * 4);
+        setenv("SALA_CUDA_GU_FUSED", "0", 1);
+        CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o2, &took, &e), SALA_OK);
+        CU_ASSERT_EQUAL(took, 0);
+        double rel, mr;
+        size_t same = 0;
+        for (size_t i = 0; i < (size_t)T * I; i++) same += o[i] == o2[i];
+        diff(o, o2, (size_t)T * I, &rel, &mr);
+        fprintf(stderr, "\n    fused vs cuBLAS + swiglu: %zu of %zu equal", same, (size_t)T * I);
+        report("fused gate/up vs cuBLAS path", rel, mr, 4e-3, 8e-3);
+        free(o2);
+    }
     free(W), free(x), free(gu), free(o);
 }
 
 static void t_mlp_gu(void)
 {
-    mlp_gu_case(37, 1024, 256, 62);   /* vector kernel */
-    mlp_gu_case(9, 1001, 128, 63);    /* scalar kernel */
+    mlp_gu_case(37, 1024, 256, 62, 0);   /* vector kernel (below the fused kernel's minimum) */
+    mlp_gu_case(9, 1001, 128, 63, 0);    /* scalar kernel */
+    /* the fused kernel at any row count: 3 row tiles (a cluster's second CTA past the end),
+     * partial last tile, 16 column tiles; and 2 row tiles x 2 column tiles, K = 2 steps */
+    setenv("SALA_CUDA_GU_FUSED", "1", 1);
+    mlp_gu_case(300, 2048, 4096, 66, 1);
+    setenv("SALA_CUDA_GU_FUSED", "1", 1);
+    mlp_gu_case(129, 256, 128, 67, 1);
+    setenv("SALA_CUDA_GU_FUSED", "1", 1);
+    mlp_gu_case(100, 1001, 128, 68, 0);  /* I % 128 != 0: not taken */
+    unsetenv("SALA_CUDA_GU_FUSED");
 }
 
 /* The three GEMM forms through cuBLASLt (SALA_CUDA_LT=force: the fastest timed Lt algorithm, an
@@ -270,7 +300,7 @@ static void t_gemm_lt(void)
     diff(y, yr, (size_t)T * out, &rel, &mr);
     report("gemm acc Lt T=520: y += a W x", rel, mr, 1e-5, 1e-5);
     free(W), free(x), free(y), free(yr), free(tile), free(y0);
-    mlp_gu_case(72, 2048, 4096, 65);   /* bf16 output through Lt */
+    mlp_gu_case(72, 2048, 4096, 65, 0);   /* bf16 output through Lt */
     unsetenv("SALA_CUDA_LT");
 }
 

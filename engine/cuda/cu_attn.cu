@@ -1099,20 +1099,26 @@ static void tmap_lookup(void)
         (void)cudaGetLastError();
 }
 
-/* A 2-D TMA map of a (rows, cols) row-major bf16 matrix (a K or V cache: cols = nkv x D), boxes
- * of 64 columns x 64 rows, 128B-swizzled, rows >= `rows` zero-filled. false: no driver entry
- * point or the encode failed. */
-static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols)
+bool cu_tmap_2d(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols, int box_rows,
+                int box_cols)
 {
     const PFN_cuTensorMapEncodeTiled_v12000 enc = tmap_enc;
-    if (!enc || rows <= 0 || cols <= 0 || cols > ((int64_t)1 << 32) / 2) return false;
+    if (!enc || rows <= 0 || cols <= 0 || cols > ((int64_t)1 << 32) / 2 || box_rows <= 0 ||
+        box_rows > 256 || box_cols <= 0 || box_cols > 64)
+        return false;
     const cuuint64_t dim[2] = {(cuuint64_t)cols, (cuuint64_t)rows};
     const cuuint64_t stride[1] = {(cuuint64_t)cols * 2};
-    const cuuint32_t box[2] = {64, 64}, es[2] = {1, 1};
+    const cuuint32_t box[2] = {(cuuint32_t)box_cols, (cuuint32_t)box_rows}, es[2] = {1, 1};
     return enc(m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, (void *)base, dim, stride, box, es,
                CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
                CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE) == CUDA_SUCCESS;
+}
+
+/* The map of a K or V cache (cols = nkv x D): boxes of 64 columns x 64 rows. */
+static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols)
+{
+    return cu_tmap_2d(m, base, rows, cols, 64, 64);
 }
 
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or

@@ -553,7 +553,9 @@ static int mlp(cu_seq *s, const cu_layer *L, const bf16 *h, int n, bool gu16, co
     const int D = (int)m->c.hidden_size, I = (int)m->c.intermediate_size;
     cudaStream_t st = m->st;
     cu_gemv_args ga;
-    if (gu16) {   /* (n, gate|up) bf16 in the fp32 buffer's first half */
+    if (gu16 && cu_gu_fused_fits(L->w_gu, I, D, h, n, s->act)) {   /* one kernel, cu_gemm90.cu */
+        K(OP_GEMM, k_gu_swiglu(st, L->w_gu, I, D, h, n, s->act));
+    } else if (gu16) {   /* (n, gate|up) bf16 in the fp32 buffer's first half */
         bf16 *gb = (bf16 *)s->gu;
         cu_prof_mark(m, OP_GEMM);
         CU_TRY(cu_gemm_bf16(m, L->w_gu, 2 * I, D, h, n, gb, 2 * I, e));

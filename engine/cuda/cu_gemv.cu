@@ -65,9 +65,6 @@ __device__ __forceinline__ void chunk_fma(float *acc, const uint4 w, const uint4
 
 constexpr int WARPS = 4;   /* a CTA: WARPS independent warps */
 
-/* k_swiglu's (cu_kernels.cu) per-element arithmetic, the same expression and rounding. */
-__device__ __forceinline__ float sigm_g(float x) { return 1.0f / (1.0f + expf(-x)); }
-
 /* y (NT, ldy) from W (out, in), x (NT, ldx): warp g of the grid owns rows g·R .. g·R + R - 1. */
 template <int NT, int R, int U>
 __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const cu_gemv_args a)
@@ -149,7 +146,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemv_kernel(const cu_gemv_args a)
                     if (row >= nout || lane != (r * NT + t) % 32) continue;
                     const float g = acc[r][t], u = acc[r + H][t];
                     ((bf16 *)a.y)[(size_t)t * a.ldy + (size_t)row] =
-                        __float2bfloat16_rn(g * sigm_g(g) * u);
+                        __float2bfloat16_rn(cu_silu_mul(g, u));
                 }
             return;
         }

@@ -912,6 +912,8 @@ static __global__ void __launch_bounds__(128, 2)
 static __device__ int sc_w_arch;        /* 1: the sm_90a image of this file runs */
 static bool sc_w_ok;                    /* host copy, set by cu_kernels_init */
 
+bool cu_sm90a(void) { return sc_w_ok; }
+
 static __global__ void score_w_probe(void)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
@@ -1785,6 +1787,7 @@ cudaError_t cu_kernels_init(void)
         (err = cudaMemcpyFromSymbol(&arch, sc_w_arch, sizeof(arch))) != cudaSuccess)
         return err;
     sc_w_ok = arch == 1;
+    if ((err = cu_gemm90_init()) != cudaSuccess) return err;
     if (sc_w_ok &&
         (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
         return err;

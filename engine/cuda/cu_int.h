@@ -374,6 +374,33 @@ int cu_gemm_acc(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int 
 int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, bf16 *y,
                  int ldy, sala_err *e);
 
+/* ---- the prefill MLP's gate|up GEMM with SwiGLU in its epilogue (cu_gemm90.cu, sm_90a) ---- */
+/* Steps of at least this many rows take it (SALA_CUDA_GU_FUSED=n at each call: n rows; 0: never).
+ * Measured from 5,000 rows up (docs/CUDA.md "Fused gate|up GEMM"); shorter steps keep cuBLAS. */
+#define CU_GU_FUSED_MIN 4096
+int cu_gu_fused_min(void);
+/* Whether k_gu_swiglu takes these operands: the sm_90a image runs (cu_sm90a), T >= the minimum,
+ * I % 128 == 0, in % 64 == 0, 16-byte aligned W, x, act. */
+bool cu_gu_fused_fits(const bf16 *W, int I, int in, const bf16 *x, int T, const bf16 *act);
+/* act (T, I) bf16 = bf16(g · sigmoid(g) · u) with g | u = bf16(x Wᵀ), W (2I, in) = gate | up, x
+ * (T, in): cu_gemm_bf16 + k_swiglu_bf16 in one kernel (fp32 accumulation). Only after
+ * cu_gu_fused_fits. */
+cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf16 *x, int T,
+                        bf16 *act);
+cudaError_t cu_gemm90_init(void);
+/* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
+bool cu_sm90a(void);
+/* A 2-D TMA map of a (rows, cols) row-major bf16 matrix, boxes of box_rows x box_cols (box_cols
+ * x 2 <= 128 bytes), 128B-swizzled, rows >= `rows` zero-filled on loads and dropped on stores.
+ * false: no driver entry point (cu_attn_init looks it up) or the encode failed. */
+bool cu_tmap_2d(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols, int box_rows,
+                int box_cols);
+/* SwiGLU of one (gate, up) pair in fp32: the arithmetic of every SwiGLU kernel. */
+static __device__ __forceinline__ float cu_silu_mul(float g, float u)
+{
+    return g * (1.0f / (1.0f + expf(-g))) * u;
+}
+
 /* ---- few-row products on the FMA units (cu_gemv.cu, docs/CUDA.md "Decode GEMV 2") ---- */
 #define CU_GEMV_T 8                   /* the kernel takes T <= this */
 /* cu_gemm and its forms use it for T <= this. All of CU_GEMV_T, though cuBLAS is faster at T 5-8

@@ -237,7 +237,7 @@ static __global__ void swiglu_kernel(const In *gu, int T, int I, bf16 *out)
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / I, j = i % I;
         const float g = as_f32(gu[t * 2 * I + j]), u = as_f32(gu[t * 2 * I + I + j]);
-        out[i] = __float2bfloat16(g * sigm(g) * u);
+        out[i] = __float2bfloat16(cu_silu_mul(g, u));
     }
 }
 
@@ -254,8 +254,8 @@ static __global__ void swiglu4_kernel(const float *__restrict__ gu, int I, bf16 
     if (j >= I / 4) return;
     const float4 g = ((const float4 *)(gu + (size_t)t * 2 * I))[j];
     const float4 u = ((const float4 *)(gu + (size_t)t * 2 * I + I))[j];
-    ((uint2 *)(out + (size_t)t * I))[j] = pack4_bf16(g.x * sigm(g.x) * u.x, g.y * sigm(g.y) * u.y,
-                                                    g.z * sigm(g.z) * u.z, g.w * sigm(g.w) * u.w);
+    ((uint2 *)(out + (size_t)t * I))[j] = pack4_bf16(cu_silu_mul(g.x, u.x), cu_silu_mul(g.y, u.y),
+                                                    cu_silu_mul(g.z, u.z), cu_silu_mul(g.w, u.w));
 }
 
 cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out)
@@ -282,7 +282,7 @@ static __global__ void swiglu8_bf16_kernel(const bf16 *__restrict__ gu, int I,
 #pragma unroll
     for (int k = 0; k < 4; k++) {
         const float2 g = __bfloat1622float2(g2[k]), u = __bfloat1622float2(u2[k]);
-        const __nv_bfloat162 r = __floats2bfloat162_rn(g.x * sigm(g.x) * u.x, g.y * sigm(g.y) * u.y);
+        const __nv_bfloat162 r = __floats2bfloat162_rn(cu_silu_mul(g.x, u.x), cu_silu_mul(g.y, u.y));
         o2[k] = *(const uint32_t *)&r;
     }
     ((uint4 *)(out + (size_t)t * I))[j] = o;

@@ -407,17 +407,26 @@ int op_gemm_acc(const float *W, int out, int in, const float *x, int T, float al
     return gemm_f32(true, W, out, in, x, T, alpha, y, e);
 }
 
-int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e)
+int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, int *fused,
+              sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
     bf16 *dW, *dx;
     CU_TRY(up_b(P, W, (size_t)2 * I * in, &dW, e));
     CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
-    bf16 *dgu = P.get<bf16>((size_t)T * 2 * I, &err), *dout = P.get<bf16>((size_t)T * I, &err);
+    bf16 *dout = P.get<bf16>((size_t)T * I, &err);
     CUDA_CHECK(err);
-    CU_TRY(gemm_run(GEMM_BF16, dW, 2 * I, in, dx, T, 1.0f, dgu, e));
-    CUDA_CHECK(k_swiglu_bf16(0, dgu, T, I, dout));
+    *fused = cu_gu_fused_fits(dW, I, in, dx, T, dout);
+    if (*fused) {   /* the forward pass's choice for a prefill step (mlp in cu_forward.cu) */
+        CUDA_CHECK(k_gu_swiglu(0, dW, I, in, dx, T, dout));
+        CUDA_CHECK(cudaDeviceSynchronize());
+    } else {
+        bf16 *dgu = P.get<bf16>((size_t)T * 2 * I, &err);
+        CUDA_CHECK(err);
+        CU_TRY(gemm_run(GEMM_BF16, dW, 2 * I, in, dx, T, 1.0f, dgu, e));
+        CUDA_CHECK(k_swiglu_bf16(0, dgu, T, I, dout));
+    }
     return down_b(P, dout, (size_t)T * I, out, e);
 }
 
@@ -771,11 +780,14 @@ int op_topk(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int 
     return SALA_OK;
 }
 
+int op_sm90a(void) { return cu_sm90a(); }
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
-                           op_gemv_speed, op_score_diff, op_pick,  op_topk};
+                           op_gemv_speed, op_score_diff, op_pick,  op_topk,
+                           op_sm90a};
 
 }   // namespace
 

@@ -63,8 +63,11 @@ typedef struct {
     int (*gemm_acc)(const float *W, int out, int in, const float *x, int T, float alpha,
                     float *y, sala_err *e);
     /* out (T, I) = bf16(silu(g) u) for gu = bf16(bf16(x) bf16(W)ᵀ) (T, 2I), W (2I, in): the
-     * gate/up GEMM with bf16 output and the SwiGLU that reads it */
-    int (*mlp_gu)(const float *W, int I, int in, const float *x, int T, float *out, sala_err *e);
+     * forward pass's choice for a prefill step: the fused sm_90a kernel where it fits (*fused =
+     * 1; cu_gemm90.cu, SALA_CUDA_GU_FUSED), else the gate/up GEMM with bf16 output and the
+     * SwiGLU that reads it (*fused = 0) */
+    int (*mlp_gu)(const float *W, int I, int in, const float *x, int T, float *out, int *fused,
+                  sala_err *e);
     /* Benchmark, not parity: seconds a call of GEMM form kind (0: fp32 out, 1: fp32 y += 0.5 ·,
      * 2: bf16 out; y (T, out) = x (T, in) Wᵀ) takes with SALA_CUDA_LT=0 (cublasGemmEx) and with
      * the timed cuBLASLt choice, over reps calls each; *lt_won: the choice is cuBLASLt. */
@@ -104,6 +107,8 @@ typedef struct {
      * the kernel SALA_CUDA_TOPK and the shape select) -> sel (T, nkv, K). */
     int (*topk)(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int block,
                 int init, int local, int32_t *sel, sala_err *e);
+    /* 1: the backend's sm_90a image runs on this device (wgmma / TMA kernels), else 0 */
+    int (*sm90a)(void);
 } sala_cuda_ops;
 
 #endif
