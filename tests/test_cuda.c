@@ -647,11 +647,13 @@ static void t_embed(void)
  * carried from call to call, against the CPU twin (forward.c's lightning_mixer between the
  * projections) after every call: the state, the core output scale·O before o_norm (o_raw) and
  * the bf16 output after o_norm and the gate. blas: the cuBLAS path (SALA_CUDA_LA_BLAS=1) instead
- * of the tensor-core kernels. Tolerances: state 1e-5 (fp32, or 3xTF32 on the tensor cores);
+ * of the tensor-core kernels. p16: the tensor-core prefill calls (T > 1) read q|k|v|z as bf16
+ * (the forward's prefill form); the twin is given the same bf16-rounded proj, so the
+ * tolerances do not change. Tolerances: state 1e-5 (fp32, or 3xTF32 on the tensor cores);
  * o_raw 1e-5 for fp32 arithmetic (decode, cuBLAS), 2e-3 for the TF32 products (expected ~4e-4);
  * out 4e-3 / 8e-3 (bf16 rounding). */
 static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0, uint64_t seed,
-                            bool blas)
+                            bool blas, bool p16)
 {
     OPS();
     eng_rng r;
@@ -677,9 +679,14 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         const int T = Ts[call];
         float *proj = randv(&r, (size_t)T * 4 * nd, 1.0, false);
         float *og = malloc((size_t)T * nd * 4), *rawg = malloc((size_t)T * nd * 4);
+        const char *pv = getenv("SALA_CUDA_LA_PREP");
+        const bool tc = T > 1 && !blas && (d == 64 || d == 128);
+        const bool h16 = p16 && tc && !(pv && !strcmp(pv, "old"));
+        if (h16)   /* what the op uploads, and the twin's input */
+            for (size_t i = 0; i < (size_t)T * 4 * nd; i++) proj[i] = bfr(proj[i]);
         if (blas) setenv("SALA_CUDA_LA_BLAS", "1", 1);
         const int rc = O->lightning(T, nh, d, p, 10000.0, 1e-6f, proj, qn, kn, on, Sg, og, rawg,
-                                    &e);
+                                    h16, &e);
         if (blas) unsetenv("SALA_CUDA_LA_BLAS");
         CU_ASSERT_EQUAL_FATAL(rc, SALA_OK);
         /* CPU */
@@ -695,23 +702,21 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         cpu_rope(q, T, nh, d, p, inv);
         cpu_rope(k, T, nh, d, p, inv);
         cpu_lightning(T, nh, d, dec, (float)(1.0 / sqrt((double)d)), q, k, v, S0, o, scr);
-        const bool tc = T > 1 && !blas && (d == 64 || d == 128);
+        const char *path = T == 1 ? "step" : blas ? "cublas" : h16 ? "tc bf16-proj" : "tc";
         char what[160];
         double rel, mr;
-        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d p0=%lld: state",
-                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d, (long long)p);
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d p0=%lld: state", path, T, nh,
+                 d, (long long)p);
         diff(Sg, S0, (size_t)nh * d * d, &rel, &mr);
         report(what, rel, mr, 1e-5, 1e-5);
-        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: o_raw",
-                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d);
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: o_raw", path, T, nh, d);
         diff(rawg, o, (size_t)T * nd, &rel, &mr);
         report(what, rel, mr, tc ? 2e-3 : 1e-5, tc ? 2e-3 : 1e-5);
         cpu_rmsnorm(o, o, on, T, nd, 1e-6f);
         for (int t = 0; t < T; t++)
             for (int i = 0; i < nd; i++)
                 o[(size_t)t * nd + i] *= sigm(proj[(size_t)t * 4 * nd + 3 * nd + i]);
-        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: out",
-                 T == 1 ? "step" : blas ? "cublas" : "tc", T, nh, d);
+        snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: out", path, T, nh, d);
         diff(og, o, (size_t)T * nd, &rel, &mr);
         report(what, rel, mr, 4e-3, 8e-3);
         free(proj), free(og), free(rawg), free(q), free(k), free(v), free(o);
@@ -720,9 +725,10 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
     free(qn), free(kn), free(on), free(S0), free(Sg), free(dec), free(scr);
 }
 
+/* One call; the prefill on bf16 proj (the forward's default form). */
 static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
 {
-    lightning_calls(&T, 1, nh, d, p0, seed, false);
+    lightning_calls(&T, 1, nh, d, p0, seed, false, true);
 }
 
 static void t_lightning(void)
@@ -733,6 +739,11 @@ static void t_lightning(void)
     lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
     lightning_case(37, 4, 128, 0, 8);         /* one partial chunk */
     lightning_case(1100, 32, 128, 120000, 12); /* real heads, 4 per prep warp, angles > 1e5 */
+    /* fp32 proj (SALA_CUDA_LA_PROJ=f32 in the forward): the same cases */
+    static const int f32[][4] = {{150, 4, 64, 37}, {300, 32, 128, 100000}, {1030, 8, 128, 5000},
+                                 {37, 4, 128, 0}, {1100, 32, 128, 120000}};
+    for (int i = 0; i < 5; i++)
+        lightning_calls(&f32[i][0], 1, f32[i][1], f32[i][2], f32[i][3], 5 + i, false, false);
     /* decode steps (the fused prep + step kernel, 32-column slices): real shape far out, every
      * head size it takes, and one it does not (d 96: prep + the per-head step kernel) */
     lightning_case(1, 32, 128, 1048576 + 5, 40);
@@ -758,7 +769,8 @@ static void t_lightning_ranges(void)
     unsetenv("SALA_CUDA_LA_PREP");
     setenv("SALA_CUDA_LA_RANGES", "7", 1);
     lightning_case(2100, 4, 128, 300, 70);          /* 33 chunks: 7 ranges of 5, last 3 */
-    lightning_calls(calls, 3, 8, 64, 77777, 71, false);
+    lightning_calls(calls, 3, 8, 64, 77777, 71, false, true);
+    lightning_calls(calls, 3, 8, 64, 77777, 71, false, false);
     unsetenv("SALA_CUDA_LA_RANGES");
 }
 
@@ -768,9 +780,11 @@ static void t_lightning_calls(void)
 {
     static const int real[] = {200, 1, 77, 130, 1, 64, 2};
     static const int small[] = {65, 128, 3};
-    lightning_calls(real, 7, 32, 128, 900000, 9, false);
-    lightning_calls(small, 3, 4, 64, 3, 10, false);
-    lightning_calls(real, 3, 32, 128, 700000, 11, true);
+    lightning_calls(real, 7, 32, 128, 900000, 9, false, true);
+    lightning_calls(real, 7, 32, 128, 900000, 9, false, false);
+    lightning_calls(small, 3, 4, 64, 3, 10, false, true);
+    lightning_calls(small, 3, 4, 64, 3, 10, false, false);
+    lightning_calls(real, 3, 32, 128, 700000, 11, true, false);
 }
 
 /* Random ascending block lists with block 0 and the query's block. */

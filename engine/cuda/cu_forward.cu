@@ -110,8 +110,8 @@ static bool step_pinned(const cu_seq *s)
         } \
     } while (0)
 
-static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int ld, int T,
-                     int64_t p0);
+static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, const bf16 *proj16,
+                     int ld, int T, int64_t p0);
 
 /* ---- CUDA graph of a single-sequence decode step (T = 1, one logits row) ----
  * The step's launches fall into static segments (their arguments are the same at every step:
@@ -221,7 +221,7 @@ static int graph_setup(cu_seq *s, int T, int64_t nout, const eng_forward_args *f
                   : SALA_OK;
     for (int l = 0; l < c->num_hidden_layers; l++)
         if (c->mixer[l] != ENG_MIXER_SPARSE) {
-            la_args la = la_of(s, &m->L[l], s->proj, m->L[l].nin, 1, s->len);
+            la_args la = la_of(s, &m->L[l], s->proj, NULL, m->L[l].nin, 1, s->len);
             if (!cu_la_decode_fused(&la))
                 return no ? sala_errf(e, no, "CUDA graph forced: no fused lightning decode")
                           : SALA_OK;
@@ -398,16 +398,18 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
     return out_proj(s, L->w_o, D, nq, s->ob, r0, T, fold, e);
 }
 
-/* Lightning arguments for T tokens of sequence s at p0 of layer L, q|k|v|z read from proj (row
- * stride ld), with s's scratch and state. */
-static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int ld, int T,
-                     int64_t p0)
+/* Lightning arguments for T tokens of sequence s at p0 of layer L, q|k|v|z read from proj or,
+ * when proj16 is not NULL, from proj16 (bf16; proj NULL) (row stride ld), with s's scratch and
+ * state. */
+static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, const bf16 *proj16,
+                     int ld, int T, int64_t p0)
 {
     const cu_model *m = s->m;
     const eng_config *c = &m->c;
     const int nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
     la_args la;
     la.proj = proj;
+    la.proj16 = proj16;
     la.ld = ld;
     la.T = T;
     la.Tp = T == 1 ? 1 : (T + CU_LA_C - 1) / CU_LA_C * CU_LA_C;
@@ -429,7 +431,11 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, int 
     return la;
 }
 
-/* Lightning layer: the state takes all T tokens, o_proj the rows [r0, T). */
+/* Lightning layer: the state takes all T tokens, o_proj the rows [r0, T). Prefill steps
+ * (T > CU_FOLD_MIN) whose lightning prefill takes bf16 (cu_la_proj16) have the input GEMM
+ * write q|k|v|z in bf16 (fp32 accumulation; HF's bf16 model rounds them so too) into the first
+ * half of proj: half the bytes written and read (SALA_CUDA_LA_PROJ=f32, read at each step:
+ * fp32 as decode). */
 static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0, const float *fold,
                            sala_err *e)
 {
@@ -439,8 +445,17 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0, cons
     const int D = (int)c->hidden_size, nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
     cudaStream_t st = m->st;
 
-    GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);               /* (T, q|k|v|z) */
-    la_args la = la_of(s, L, s->proj, L->nin, T, p0);
+    const bool p16 =
+        T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_LA_PROJ", "f32") && cu_la_proj16(d);
+    bf16 *pb = (bf16 *)s->proj;
+    if (p16) {   /* (T, q|k|v|z) bf16 */
+        cu_prof_mark(m, OP_GEMM);
+        CU_TRY(cu_gemm_bf16(m, L->w_in, L->nin, D, s->h, T, pb, L->nin, e));
+        cu_prof_end(m);
+    } else {
+        GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);           /* (T, q|k|v|z) */
+    }
+    la_args la = la_of(s, L, p16 ? NULL : s->proj, p16 ? pb : NULL, L->nin, T, p0);
     if (T == 1) {
         K(OP_LIGHTNING, k_la_prep(st, &la));
         K(OP_LIGHTNING, k_la_step(st, &la));
@@ -827,7 +842,7 @@ static int batch_lightning(cu_seq *const *S, int n, int layer, sala_err *e)
     for (int b = 0; b < n; b++) {
         cu_seq *s = S[b];
         cudaStream_t sb = ns ? m->side[b % ns] : st;
-        const la_args la = la_of(s, L, s0->proj + (size_t)b * L->nin, L->nin, 1, s->len);
+        const la_args la = la_of(s, L, s0->proj + (size_t)b * L->nin, NULL, L->nin, 1, s->len);
         CUDA_CHECK(k_la_prep(sb, &la));
         CUDA_CHECK(k_la_step(sb, &la));
         CUDA_CHECK(k_la_out(sb, &la, s0->ob + (size_t)b * nh * d));

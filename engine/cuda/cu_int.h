@@ -3,7 +3,8 @@
  * the host-pointer op table of cuda_ops.h.
  *
  * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
- * bf16 inputs and fp32 accumulation and output; lightning q/k/v and state fp32, the chunked
+ * bf16 inputs and fp32 accumulation and output (bf16 output for the prefill's gate/up and
+ * lightning q|k|v|z); lightning state fp32 (q/k/v fp32 in decode), the chunked
  * state products 3xTF32 (fp32-equivalent) and the output products TF32 on the tensor cores (fp32
  * with SALA_CUDA_LA_BLAS=1); attention scores/softmax fp32 with bf16 Q/K/V and bf16
  * probabilities on the tensor cores (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
@@ -116,6 +117,9 @@ cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, i
 /* Lightning (SALA-SPEC §3.5). dec (nh, CU_LA_C + 1): dec[n, e] = λ_n^e. */
 typedef struct {
     const float *proj; int ld;            /* (T, ld): q at 0, k at nh*d, v at 2nh*d, z at 3nh*d */
+    const bf16 *proj16;                   /* not NULL (proj NULL): the same rows in bf16, the
+                                             prefill's bf16 input GEMM output (cu_la_proj16);
+                                             read by the tensor-core prefill and k_la_out only */
     int T, Tp, nh, d;                     /* Tp = T rounded up to CU_LA_C */
     int64_t p0;
     const int64_t *p0d;                   /* not NULL: the fused decode step reads p0 here (a
@@ -146,6 +150,10 @@ cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
  * Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e);
+/* Whether a chunked prefill of head size d can read q|k|v|z as bf16 (proj16): the tensor-core
+ * path with its own prep (d 64 or 128, neither SALA_CUDA_LA_BLAS nor SALA_CUDA_LA_PREP=old;
+ * read at each call). */
+bool cu_la_proj16(int d);
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),
  * out O (T, nh, d) fp32 rows t. Dense: keys 0..p. Sparse: keys j <= p of the blocks of

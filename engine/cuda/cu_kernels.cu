@@ -488,6 +488,7 @@ bool cu_la_decode_fused(const la_args *a)
 
 cudaError_t k_la_prep(cudaStream_t st, const la_args *a)
 {
+    if (a->proj16) return cudaErrorInvalidValue;   /* fp32 proj only (cu_la_proj16) */
     if (cu_la_decode_fused(a)) return cudaSuccess;   /* k_la_step reads proj itself */
     /* long steps: one block per row (angles once per position); short ones (decode): spread
      * the heads over more blocks */
@@ -653,6 +654,7 @@ static __global__ void __launch_bounds__(256) la_decode_kernel(la_args a)
 
 cudaError_t k_la_step(cudaStream_t st, const la_args *a)
 {
+    if (a->proj16) return cudaErrorInvalidValue;   /* fp32 proj only (cu_la_proj16) */
     if (cu_la_decode_fused(a)) {
         const dim3 grid(a->d / 32, a->nh), b(256);
         const bool pdl = cu_row_pdl(a->T);
@@ -663,6 +665,19 @@ cudaError_t k_la_step(cudaStream_t st, const la_args *a)
     }
     la_step_kernel<<<a->nh, a->d < 1024 ? a->d : 1024, 0, st>>>(*a);
     return cudaGetLastError();
+}
+
+/* z[i .. i+3] of row t (i % 4 == 0) from proj, or from proj16 (bf16, exact in fp32: the
+ * prefill's bf16 input GEMM output) by one 8-byte load. */
+static __device__ __forceinline__ float4 la_z4(const la_args &a, int t, int i)
+{
+    const size_t o = (size_t)t * a.ld + 3 * (size_t)a.nh * a.d + i;
+    if (a.proj16) {
+        const uint2 u = *(const uint2 *)(a.proj16 + o);
+        return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                           __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+    }
+    return *(const float4 *)(a.proj + o);
 }
 
 /* Row t per block: scale O (nh, Tp, d) -> rmsnorm over the nh d features -> · on · sigmoid(z),
@@ -680,11 +695,10 @@ static __global__ void la_out_kernel(la_args a, bf16 *out)
     }
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)nd + a.eps);
-    const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
     for (int g = threadIdx.x; g < n4; g += blockDim.x) {
         const int i = 4 * g, n = i / a.d, j = i % a.d;
         const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
-        const float4 zz = *(const float4 *)(z + i), w = *(const float4 *)(a.on + i);
+        const float4 zz = la_z4(a, t, i), w = *(const float4 *)(a.on + i);
         __nv_bfloat162 lo = __floats2bfloat162_rn(a.scale * o.x * inv * w.x * sigm(zz.x),
                                                   a.scale * o.y * inv * w.y * sigm(zz.y));
         __nv_bfloat162 hi = __floats2bfloat162_rn(a.scale * o.z * inv * w.z * sigm(zz.z),
@@ -702,7 +716,6 @@ template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(
 {
     cu_pdl_enter();
     const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
-    const float *z = a.proj + (size_t)t * a.ld + 3 * (size_t)nd;
     float4 v[NV], zv[NV], wv[NV];
     float ss = 0.0f;
 #pragma unroll
@@ -710,7 +723,7 @@ template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(
         const int g = threadIdx.x + k * blockDim.x;
         if (g >= n4) continue;
         const int i = 4 * g, n = i / a.d, j = i % a.d;
-        zv[k] = *(const float4 *)(z + i);                   /* in flight during the sum */
+        zv[k] = la_z4(a, t, i);                             /* in flight during the sum */
         wv[k] = *(const float4 *)(a.on + i);
         const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
         v[k] = make_float4(a.scale * o.x, a.scale * o.y, a.scale * o.z, a.scale * o.w);

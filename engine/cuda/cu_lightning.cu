@@ -20,6 +20,12 @@
  *                    output is rounded to). The masked scores stay in registers and feed the
  *                    A V product directly (k order permuted to the accumulator layout).
  *   V (and Q) are read straight from proj (row stride ld).
+ *   proj16 (prefill steps, cu_la_proj16): the same kernels read q|k|v|z from the bf16 output of
+ *   the input GEMM (P = bf16 instances): half the bytes of every read of proj. bf16 -> fp32 and
+ *   bf16 -> TF32 are exact, so the products see the same kinds of operands; V tiles are kept
+ *   in shared memory as bf16, and the walk's 3xTF32 product drops the term with V's lo part
+ *   (zero): 2 mma a k-step instead of 3, the same sum. SALA_CUDA_LA_PROJ=f32 (cu_forward.cu) is
+ *   the fp32 form.
  *
  * cuBLAS (SALA_CUDA_LA_BLAS=1, and other head sizes): prep also writes Qd = Qh λ^{τ+1},
  * Kw = Kh λ^{len-1-σ} and Vh, then 4 fp32 strided-batched products over (head, chunk) with the
@@ -66,28 +72,52 @@ static __device__ __forceinline__ void mma_tf32(float c[4], const uint32_t a[4],
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 }
 
-/* Rows [0, rows) x cols [0, cols) of a row-major fp32 matrix (row stride lds) -> shared dst (row
- * stride ldd) by 16-byte cp.async; rows >= valid are zero-filled (their source clamped to row
- * 0, never read). cols % 4 == 0, 16-byte aligned rows. All threads of the CTA take part. */
-static __device__ __forceinline__ void rows_async(float *dst, int ldd, const float *src,
-                                                  size_t lds, int valid, int rows, int cols)
+/* Rows [0, rows) x cols [0, cols) of a row-major fp32 or bf16 matrix (row stride lds) -> shared
+ * dst (row stride ldd) by 16-byte cp.async; rows >= valid are zero-filled (their source clamped
+ * to row 0, never read). cols a multiple of 16 bytes, 16-byte aligned rows. All threads of the
+ * CTA take part. */
+template <typename P>
+static __device__ __forceinline__ void rows_async(P *dst, int ldd, const P *src, size_t lds,
+                                                  int valid, int rows, int cols)
 {
-    const int per = cols / 4;
+    constexpr int E = 16 / sizeof(P);   /* elements per copy */
+    const int per = cols / E;
     for (int idx = threadIdx.x; idx < rows * per; idx += blockDim.x) {
         const int r = idx / per, q = idx % per;
         const bool ok = r < valid;
-        cp_async16(smem_u32(dst + r * ldd + 4 * q), src + (ok ? (size_t)r * lds : 0) + 4 * q, ok);
+        cp_async16(smem_u32(dst + r * ldd + E * q), src + (ok ? (size_t)r * lds : 0) + E * q, ok);
     }
+}
+
+/* proj's element type P: fp32 (proj) or bf16 (proj16). la_f: the value as fp32 (exact);
+ * la_tf: as a TF32 operand (fp32 rounded to nearest; bf16 exact, its 8 mantissa bits fit). */
+template <typename P> static __device__ __forceinline__ const P *la_src(const la_args &a);
+template <> __device__ __forceinline__ const float *la_src<float>(const la_args &a)
+{
+    return a.proj;
+}
+template <> __device__ __forceinline__ const bf16 *la_src<bf16>(const la_args &a)
+{
+    return a.proj16;
+}
+static __device__ __forceinline__ float la_f(float x) { return x; }
+static __device__ __forceinline__ float la_f(bf16 x) { return __bfloat162float(x); }
+static __device__ __forceinline__ uint32_t la_tf(float x) { return tf32(x); }
+static __device__ __forceinline__ uint32_t la_tf(bf16 x)
+{
+    return (uint32_t)__bfloat16_as_ushort(x) << 16;
 }
 
 /* ---- pass 1: the state walk ---- */
 
 /* CTA block BI (rows i) x BJ (cols j) of one head's state, 4 warps of WM x WN each (2 x 2 warps
- * when BI == 2 WM). Shared: two stages of K (64, BI+8) and V (64, BJ+8) (row strides ≡ 8 mod
- * 32: the fragment rows are indexed by t), then dn (65). */
-template <int BI, int BJ> static constexpr size_t la_state_smem()
+ * when BI == 2 WM). Shared: two stages of K (64, BI+8) fp32 and V (64, BJ+8) of proj's type P
+ * (row strides ≡ 8 mod 32 words for fp32, ≡ 4 mod 32 words for bf16 with BJ = 64: the fragment
+ * rows are indexed by t, conflict-free), then dn (65). */
+template <int BI, int BJ, typename P> static constexpr size_t la_state_smem()
 {
-    return (size_t)(2 * CU_LA_C * (BI + 8 + BJ + 8) + CU_LA_C + 4) * sizeof(float);
+    return (size_t)2 * CU_LA_C * (BI + 8) * sizeof(float) +
+           (size_t)2 * CU_LA_C * (BJ + 8) * sizeof(P) + (size_t)(CU_LA_C + 4) * sizeof(float);
 }
 
 /* grid (d/BJ column blocks j, d/BI row blocks i, nh R), 128 threads. Warp w owns rows
@@ -99,13 +129,16 @@ template <int BI, int BJ> static constexpr size_t la_state_smem()
  * zero and writes the local S_in(c) unrounded (la_chunk_kernel adds the decayed start state
  * of the range, then rounds). With one range (cr >= nch) the final state goes to S, otherwise
  * each range's local end state to Eb = a.Ab (nh, R, d, d) for la_combine_kernel. */
-template <int BI, int BJ, int WM, int WN>
+template <int BI, int BJ, int WM, int WN, typename P>
 static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
 {
     constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
     static_assert(WI * (BJ / WN) == 4, "4 warps");
+    static_assert((2 * CU_LA_C * LV * sizeof(P)) % 16 == 0, "dn stays aligned");
     extern __shared__ __align__(16) float la_st[];
-    float *Ks = la_st, *Vs = Ks + 2 * CU_LA_C * LK, *dn = Vs + 2 * CU_LA_C * LV;
+    float *Ks = la_st;
+    P *Vs = (P *)(Ks + 2 * CU_LA_C * LK);
+    float *dn = (float *)(Vs + 2 * CU_LA_C * LV);
     const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z % a.nh;
     const int r = blockIdx.z / a.nh, cb = r * cr, ce = cb + cr < nch ? cb + cr : nch;
     if (cb >= ce) return;   /* the whole CTA: an empty last range */
@@ -114,7 +147,7 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
     const int mi = (w % WI) * WM, nj = (w / WI) * WN;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
     const float *Kg = a.Kh + (size_t)n * a.Tp * d + i0;              /* row t: + t d */
-    const float *Vg = a.proj + 2 * (size_t)nd + (size_t)n * d + j0;   /* row t: + t ld */
+    const P *Vg = la_src<P>(a) + 2 * (size_t)nd + (size_t)n * d + j0;   /* row t: + t ld */
     float *S = a.S + (size_t)n * d * d, *Sb = a.Sb + (size_t)n * nch * d * d;
     /* acc[m][q]: rows i0 + mi + 16m + g (+8), columns j0 + nj + 8q + 2t (+1) */
     float acc[MT][NT][4];
@@ -167,7 +200,8 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
                 }
                 v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
             }
-        const float *K = Ks + b * CU_LA_C * LK + mi + g, *V = Vs + b * CU_LA_C * LV + nj + g;
+        const float *K = Ks + b * CU_LA_C * LK + mi + g;
+        const P *V = Vs + b * CU_LA_C * LV + nj + g;
 #pragma unroll
         for (int ks = 0; ks < CU_LA_C / 8; ks++) {
             /* A = Kwᵀ (16 rows i x 8 tokens σ), B = V (8 σ x 8 columns j) */
@@ -184,14 +218,24 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
             }
 #pragma unroll
             for (int q = 0; q < NT; q++) {
-                uint32_t bh0, bl0, bh1, bl1;
-                tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
-                tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
+                if constexpr (sizeof(P) == 2) {   /* V from bf16 is TF32 exactly: lo = 0 */
+                    const uint32_t bh0 = la_tf(V[s0 * LV + 8 * q]);
+                    const uint32_t bh1 = la_tf(V[s1 * LV + 8 * q]);
 #pragma unroll
-                for (int m = 0; m < MT; m++) {
-                    mma_tf32(acc[m][q], al[m], bh0, bh1);
-                    mma_tf32(acc[m][q], ah[m], bl0, bl1);
-                    mma_tf32(acc[m][q], ah[m], bh0, bh1);
+                    for (int m = 0; m < MT; m++) {
+                        mma_tf32(acc[m][q], al[m], bh0, bh1);
+                        mma_tf32(acc[m][q], ah[m], bh0, bh1);
+                    }
+                } else {
+                    uint32_t bh0, bl0, bh1, bl1;
+                    tf32_split(V[s0 * LV + 8 * q], bh0, bl0);
+                    tf32_split(V[s1 * LV + 8 * q], bh1, bl1);
+#pragma unroll
+                    for (int m = 0; m < MT; m++) {
+                        mma_tf32(acc[m][q], al[m], bh0, bh1);   /* K lo · V hi */
+                        mma_tf32(acc[m][q], ah[m], bl0, bl1);   /* K hi · V lo */
+                        mma_tf32(acc[m][q], ah[m], bh0, bh1);
+                    }
                 }
             }
         }
@@ -245,7 +289,10 @@ static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int c
 /* ---- pass 2: the output of one chunk ---- */
 
 /* Shared layout (floats): Q (64, D+4) | slot 1 | slot 2 | dn (65). Slot 1 holds K (64, D+4),
- * later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). */
+ * later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). With bf16
+ * proj (P = bf16) slot 2 first holds V (64, D+8) bf16 and the raw q rows (64, D) bf16, from
+ * which each warp writes its normalized, rotated rows into Q: 64 (2D + 8) bf16 = 64 (D + 4)
+ * floats, the same bytes. */
 template <int D> static constexpr __host__ __device__ int la_slot()
 {
     return CU_LA_C * (D + 4) > D / 2 * (D + 8) ? CU_LA_C * (D + 4) : D / 2 * (D + 8);
@@ -290,7 +337,7 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
  * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
  * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
  * as la_prep_kernel), then a head per warp. */
-template <int D>
+template <int D, typename P>
 static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
 {
     constexpr int KV = D / 32;
@@ -314,19 +361,24 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
     for (int n = w; n < a.nh; n += 8) {
         float *o = a.Kh + ((size_t)n * a.Tp + t) * D;
         float x[KV];
-        const float *r = a.proj + (size_t)t * a.ld + nd + (size_t)n * D;
+        const P *r = la_src<P>(a) + (size_t)t * a.ld + nd + (size_t)n * D;
 #pragma unroll
-        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : r[lane + 32 * k];
+        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : la_f(r[lane + 32 * k]);
         la_norm_rope<D>(x, a.kn, a.eps, cv, o);
     }
 }
 
-template <int D>
+template <int D, typename P>
 static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int cr, const float *cs)
 {
+    constexpr bool H16 = sizeof(P) == 2;   /* bf16 proj: V and raw q rows bf16 in slot 2 */
     constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
+    constexpr int LV = H16 ? D + 8 : LQ;   /* bf16: ≡ 8 mod 32 halves, rows 2t conflict-free */
+    static_assert(!H16 || CU_LA_C * (2 * D + 8) <= 2 * SLOT, "V and raw q fit slot 2");
     extern __shared__ __align__(16) float la_sm[];
     float *Qs = la_sm, *s1 = Qs + CU_LA_C * LQ, *s2 = s1 + SLOT, *dn = s2 + SLOT;
+    P *Vs = (P *)s2;
+    bf16 *Qr = (bf16 *)s2 + CU_LA_C * (D + 8);   /* raw q rows (64, D), bf16 only */
     const int c = blockIdx.x, n = blockIdx.y, nch = a.Tp / CU_LA_C, t0 = c * CU_LA_C;
     const int len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
@@ -334,12 +386,15 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     const size_t hrow = (size_t)n * a.Tp + t0;
     const float *Sg = a.Sb + ((size_t)n * nch + c) * D * D;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
-    const float *qsrc = cs ? a.proj + (size_t)t0 * a.ld + (size_t)n * D : a.Qh + hrow * D;
-    rows_async(Qs, LQ, qsrc, cs ? (size_t)a.ld : (size_t)D, len, CU_LA_C, D);
+    const P *pr = la_src<P>(a) + (size_t)t0 * a.ld + (size_t)n * D;   /* q of row t0 */
+    if constexpr (H16)
+        rows_async(Qr, D, pr, a.ld, len, CU_LA_C, D);
+    else
+        rows_async(Qs, LQ, cs ? pr : a.Qh + hrow * D, cs ? (size_t)a.ld : (size_t)D, len,
+                   CU_LA_C, D);
     rows_async(s1, LQ, a.Kh + hrow * D, D, len, CU_LA_C, D);
     cp_async_commit();
-    rows_async(s2, LQ, a.proj + (size_t)t0 * a.ld + 2 * (size_t)a.nh * D + (size_t)n * D, a.ld,
-               len, CU_LA_C, D);
+    rows_async(Vs, LV, pr + 2 * (size_t)a.nh * D, a.ld, len, CU_LA_C, D);
     cp_async_commit();
     /* raw q rows (cs != NULL): each warp normalizes and rotates its own 16 (zero rows stay 0);
      * their table entries (L2) are loaded while Q and K are in flight */
@@ -362,7 +417,9 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
         for (int rr = 0; rr < 16; rr++) {
             float x[KV];
 #pragma unroll
-            for (int k = 0; k < KV; k++) x[k] = Qs[(m0 + rr) * LQ + lane + 32 * k];
+            for (int k = 0; k < KV; k++)
+                x[k] = H16 ? la_f(Qr[(m0 + rr) * D + lane + 32 * k])
+                           : Qs[(m0 + rr) * LQ + lane + 32 * k];
             la_norm_rope<D>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
         }
         __syncwarp();
@@ -404,9 +461,9 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     for (int j = 0; j < 8; j++) {
         if (j >= ntA) continue;
         const uint32_t af[4] = {tf32(A[j][0]), tf32(A[j][2]), tf32(A[j][1]), tf32(A[j][3])};
-        const float *v0 = s2 + (8 * j + 2 * t) * LQ + g, *v1 = v0 + LQ;
+        const P *v0 = Vs + (8 * j + 2 * t) * LV + g, *v1 = v0 + LV;
 #pragma unroll
-        for (int nt = 0; nt < NT; nt++) mma_tf32(O[nt], af, tf32(v0[8 * nt]), tf32(v1[8 * nt]));
+        for (int nt = 0; nt < NT; nt++) mma_tf32(O[nt], af, la_tf(v0[8 * nt]), la_tf(v1[8 * nt]));
     }
     __syncthreads();   /* V read: slot 2 takes S_in rows [D/2, D) */
     rows_async(s2, LS, Sg + (size_t)(D / 2) * D, D, D / 2, D / 2, D);
@@ -470,41 +527,49 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
  * overall at 128K: docs/BENCHMARKS.md run L3). */
 #define LA_STATE64 64, 64, 32, 32
 
-static cudaError_t la_setup(void)
+/* The dynamic shared memory of each instance (P = float and bf16). */
+template <typename P> static cudaError_t la_setup_p(void)
 {
-    cudaError_t err = cudaFuncSetAttribute(la_chunk_kernel<64>,
+    cudaError_t err = cudaFuncSetAttribute(la_chunk_kernel<64, P>,
                                            cudaFuncAttributeMaxDynamicSharedMemorySize,
                                            (int)la_chunk_smem<64>());
     if (err == cudaSuccess)
-        err = cudaFuncSetAttribute(la_chunk_kernel<128>,
+        err = cudaFuncSetAttribute(la_chunk_kernel<128, P>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
                                    (int)la_chunk_smem<128>());
     if (err == cudaSuccess)
-        err = cudaFuncSetAttribute(la_state_kernel<LA_STATE64>,
+        err = cudaFuncSetAttribute(la_state_kernel<LA_STATE64, P>,
                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   (int)la_state_smem<64, 64>());
+                                   (int)la_state_smem<64, 64, P>());
     return err;
 }
 
+static cudaError_t la_setup(void)
+{
+    const cudaError_t err = la_setup_p<float>();
+    return err == cudaSuccess ? la_setup_p<bf16>() : err;
+}
+
 /* State-walk CTAs the device holds at once: SMs x resident la_state_kernel CTAs per SM. */
-static int la_state_slots(void)
+template <typename P> static int la_state_slots(void)
 {
     int dev = 0, sms = 0, per = 0;
     if (cudaGetDevice(&dev) != cudaSuccess ||
         cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64>, 128,
-                                                      la_state_smem<64, 64>()) != cudaSuccess)
+        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64, P>, 128,
+                                                      la_state_smem<64, 64, P>()) != cudaSuccess)
         return 0;
     return sms * per;
 }
 
 /* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
  * start states fixed up afterwards), R = the number of whole waves of (head, 64x64 block) CTAs
- * that fit the device at once, at most nch and what Ab holds (R d² <= nch C²);
- * SALA_CUDA_LA_RANGES=R (read at each call) overrides, 1 = the single walk of the fourth version. */
-static int la_range_chunks(const la_args *a)
+ * that fit the device at once (of the walk instance that runs: bf16 V stages are smaller), at
+ * most nch and what Ab holds (R d² <= nch C²); SALA_CUDA_LA_RANGES=R (read at each call)
+ * overrides, 1 = the single walk of the fourth version. */
+template <typename P> static int la_range_chunks(const la_args *a)
 {
-    static const int slots = la_state_slots();   /* once per process (one device) */
+    static const int slots = la_state_slots<P>();   /* once per process (one device) */
     const int nch = a->Tp / CU_LA_C, base = a->nh * (a->d / 64) * (a->d / 64);
     const char *v = getenv("SALA_CUDA_LA_RANGES");
     long R = v && *v ? atol(v) : slots / base;
@@ -517,20 +582,20 @@ static int la_range_chunks(const la_args *a)
 }
 
 /* The tensor-core pass pair (d == 64 or 128), with the range fix-up between them; Q from proj
- * and the rotation table cs when cs != NULL, else from Qh. */
-static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
+ * (or proj16, P = bf16) and the rotation table cs when cs != NULL, else from Qh (P = float). */
+template <typename P> static cudaError_t la_tc(cudaStream_t st, const la_args *a, const float *cs)
 {
     static const cudaError_t ready = la_setup();   /* once per process (one device) */
     if (ready != cudaSuccess) return ready;
-    const int nch = a->Tp / CU_LA_C, cr = la_range_chunks(a), R = (nch + cr - 1) / cr;
-    la_state_kernel<LA_STATE64><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
-                                  la_state_smem<64, 64>(), st>>>(*a, cr);
+    const int nch = a->Tp / CU_LA_C, cr = la_range_chunks<P>(a), R = (nch + cr - 1) / cr;
+    la_state_kernel<LA_STATE64, P><<<dim3(a->d / 64, a->d / 64, a->nh * R), 128,
+                                     la_state_smem<64, 64, P>(), st>>>(*a, cr);
     if (R > 1) la_combine_kernel<<<dim3((a->d * a->d + 255) / 256, a->nh), 256, 0, st>>>(*a, cr);
     const dim3 grid(nch, a->nh);
     if (a->d == 128)
-        la_chunk_kernel<128><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
+        la_chunk_kernel<128, P><<<grid, 128, la_chunk_smem<128>(), st>>>(*a, cr, cs);
     else
-        la_chunk_kernel<64><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr, cs);
+        la_chunk_kernel<64, P><<<grid, 128, la_chunk_smem<64>(), st>>>(*a, cr, cs);
     return cudaGetLastError();
 }
 
@@ -567,25 +632,47 @@ static int la_blas(cublasHandle_t h, cudaStream_t st, const la_args *a, cublasCo
     return SALA_OK;
 }
 
+bool cu_la_proj16(int d)
+{
+    return (d == 64 || d == 128) && !getenv("SALA_CUDA_LA_BLAS") &&
+           !cu_env_is("SALA_CUDA_LA_PREP", "old");
+}
+
+/* The tensor-core prefill with its own prep (la_prepk_kernel: Kh and the rotation table). */
+template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_args *a)
+{
+    float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
+    la_args t = *a;
+    t.Qd = t.Kw = t.Vh = NULL;
+    if (a->d == 128)
+        la_prepk_kernel<128, P><<<a->Tp, 256, 0, st>>>(t, cs);
+    else
+        la_prepk_kernel<64, P><<<a->Tp, 256, 0, st>>>(t, cs);
+    const cudaError_t err = cudaGetLastError();
+    return err == cudaSuccess ? la_tc<P>(st, &t, cs) : err;
+}
+
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
                          cublasComputeType_t ct, sala_err *e)
 {
+    if (a->proj16) {
+        if (!cu_la_proj16(a->d))
+            return sala_errf(e, SALA_EINVAL, "lightning prefill: bf16 q|k|v|z with head size %d "
+                             "or SALA_CUDA_LA_BLAS / SALA_CUDA_LA_PREP=old (see cu_la_proj16)",
+                             a->d);
+        CUDA_CHECK(la_tc_prepk<bf16>(st, a));
+        return SALA_OK;
+    }
     if ((a->d == 64 || a->d == 128) && !getenv("SALA_CUDA_LA_BLAS")) {
-        la_args t = *a;
-        t.Qd = t.Kw = t.Vh = NULL;
         const char *pv = getenv("SALA_CUDA_LA_PREP");
         if (pv && !strcmp(pv, "old")) {   /* the fourth version: prep writes Qh and Kh */
+            la_args t = *a;
+            t.Qd = t.Kw = t.Vh = NULL;
             CUDA_CHECK(k_la_prep(st, &t));
-            CUDA_CHECK(la_tc(st, &t, NULL));
+            CUDA_CHECK(la_tc<float>(st, &t, NULL));
             return SALA_OK;
         }
-        float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
-        if (a->d == 128)
-            la_prepk_kernel<128><<<a->Tp, 256, 0, st>>>(t, cs);
-        else
-            la_prepk_kernel<64><<<a->Tp, 256, 0, st>>>(t, cs);
-        CUDA_CHECK(cudaGetLastError());
-        CUDA_CHECK(la_tc(st, &t, cs));
+        CUDA_CHECK(la_tc_prepk<float>(st, a));
         return SALA_OK;
     }
     CUDA_CHECK(k_la_prep(st, a));

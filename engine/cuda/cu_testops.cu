@@ -172,7 +172,7 @@ int op_swiglu(const float *gu, int T, int I, float *out, sala_err *e)
 
 int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, const float *proj,
                  const float *qn, const float *kn, const float *on, float *S, float *out,
-                 float *o_raw, sala_err *e)
+                 float *o_raw, bool proj16, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
@@ -180,8 +180,15 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     memset(&a, 0, sizeof(a));
     const int nd = nh * d;
     const int Tp = T == 1 ? 1 : (T + CU_LA_C - 1) / CU_LA_C * CU_LA_C, nch = (Tp + CU_LA_C - 1) / CU_LA_C;
-    float *dproj, *dqn, *dkn, *don, *dS, *dinv, *ddec;
-    CU_TRY(up_f(P, proj, (size_t)T * 4 * nd, &dproj, e));
+    if (proj16 && (T == 1 || !cu_la_proj16(d)))
+        return sala_errf(e, SALA_EINVAL, "lightning op: bf16 proj needs the tensor-core prefill "
+                         "(T %d, d %d)", T, d);
+    float *dproj = NULL, *dqn, *dkn, *don, *dS, *dinv, *ddec;
+    bf16 *dproj16 = NULL;
+    if (proj16)
+        CU_TRY(up_b(P, proj, (size_t)T * 4 * nd, &dproj16, e));
+    else
+        CU_TRY(up_f(P, proj, (size_t)T * 4 * nd, &dproj, e));
     CU_TRY(up_f(P, qn, d, &dqn, e));
     CU_TRY(up_f(P, kn, d, &dkn, e));
     CU_TRY(up_f(P, on, nd, &don, e));
@@ -202,6 +209,7 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     free(dec);
     if (rc) return rc;
     a.proj = dproj;
+    a.proj16 = dproj16;
     a.ld = 4 * nd;
     a.T = T;
     a.Tp = Tp;

@@ -26,10 +26,12 @@ typedef struct {
      * state S (nh, d, d) in/out, then RMSNorm (on) and · sigmoid(z): out (T, nh d) bf16 values.
      * T == 1 runs the decode step, T > 1 the chunked prefill (the tensor-core kernels, or the
      * cuBLAS products when SALA_CUDA_LA_BLAS is set, read at each call). o_raw, when not NULL,
-     * receives the core's output before o_norm, scale · O (T, nh d) in fp32. */
+     * receives the core's output before o_norm, scale · O (T, nh d) in fp32. proj16: proj goes
+     * up rounded to bf16 (round to nearest even) and the prefill reads it as bf16 (the forward's
+     * prefill form, cu_la_proj16); T > 1 and the tensor-core path only, else SALA_EINVAL. */
     int (*lightning)(int T, int nh, int d, int64_t p0, double theta, float eps, const float *proj,
                      const float *qn, const float *kn, const float *on, float *S, float *out,
-                     float *o_raw, sala_err *e);
+                     float *o_raw, bool proj16, sala_err *e);
     /* Attention of queries Q (T, nh, d) at positions p0.. over K/V (L, nkv, d) (L >= p0 + T):
      * dense (sel NULL): keys 0..p; sparse: keys j <= p of the blocks sel (T, nkv, Ksel) of 64. */
     int (*attention)(const float *Q, const float *K, const float *V, int64_t L, int64_t p0, int T,
