@@ -4,7 +4,7 @@
  *
  * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
  * bf16 inputs and fp32 accumulation and output (bf16 output for the prefill's gate/up and
- * lightning q|k|v|z); lightning state fp32 (q/k/v fp32 in decode), the chunked
+ * lightning q|k|v|z; the prefill's gate/up + SwiGLU on sm_90a in our own kernel, cu_gemm90.cu); lightning state fp32 (q/k/v fp32 in decode), the chunked
  * state products 3xTF32 (fp32-equivalent) and the output products TF32 on the tensor cores (fp32
  * with SALA_CUDA_LA_BLAS=1); attention scores/softmax fp32 with bf16 Q/K/V and bf16
  * probabilities on the tensor cores (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
