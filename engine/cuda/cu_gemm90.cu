@@ -37,11 +37,6 @@
 #define GM_SMEM (1024 + GM_NS * GM_STAGE + GM_STG + 256)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-static __device__ __forceinline__ uint64_t gm_desc(uint32_t addr)
-{
-    return (uint64_t)((addr & 0x3ffffu) >> 4) | (uint64_t)1 << 16 | (uint64_t)(1024 >> 4) << 32 |
-           (uint64_t)1 << 62;
-}
 static __device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const void *map, int c0, int c1,
                                                       uint32_t bar, uint16_t mask)
 {
@@ -76,15 +71,6 @@ static __device__ __forceinline__ void cluster_sync()
 {
     asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
 }
-static __device__ __forceinline__ void gm_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-static __device__ __forceinline__ void gm_commit()
-{
-    asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
-}
-template <int N> static __device__ __forceinline__ void gm_wait()
-{
-    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
 /* d (+)= A (64 x 16, desc da) · B (16 x 256, desc db); acc = 0: d = A · B */
 static __device__ __forceinline__ void gm_mma(float (&d)[128], uint64_t da, uint64_t db, int acc)
 {
@@ -100,29 +86,8 @@ static __device__ __forceinline__ void gm_mma(float (&d)[128], uint64_t da, uint
         "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
         "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
         "%128, %129, p, 1, 1, 0, 0;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]),
-          "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]),
-          "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]),
-          "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]),
-          "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]),
-          "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]),
-          "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]),
-          "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]),
-          "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]),
-          "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]),
-          "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]),
-          "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]),
-          "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]),
-          "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]),
-          "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]),
-          "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+        : WG_ACC64(d, 0), WG_ACC64(d, 64)
         : "l"(da), "l"(db), "r"(acc));
-}
-/* Keeps the compiler from moving accesses of the accumulators across a wait. */
-static __device__ __forceinline__ void gm_keep(float (&d)[128])
-{
-#pragma unroll
-    for (int i = 0; i < 128; i++) asm volatile("" : "+f"(d[i])::"memory");
 }
 #endif
 
@@ -215,7 +180,7 @@ static __global__ void __launch_bounds__(384, 1)
                                  "r"(o.x), "r"(o.y), "r"(o.z), "r"(o.w)
                                  : "memory");
                 }
-                asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+                proxy_fence();
                 asm volatile("bar.sync 1, 96;\n" ::: "memory");
                 if (e == 0) {
 #pragma unroll
@@ -238,20 +203,20 @@ static __global__ void __launch_bounds__(384, 1)
                 const int s = it % GM_NS;
                 const uint32_t st = sb + s * GM_STAGE;
                 mbar_wait(bars + 8 * s, (it / GM_NS) & 1);
-                const uint64_t da = gm_desc(st + c * 64 * GM_ROWB), db = gm_desc(st + GM_BM * GM_ROWB);
-                gm_fence();
+                const uint64_t da = wg_desc(st + c * 64 * GM_ROWB), db = wg_desc(st + GM_BM * GM_ROWB);
+                wg_fence();
 #pragma unroll
                 for (int kk = 0; kk < GM_BK / 16; kk++) gm_mma(d, da + 2 * kk, db + 2 * kk, kt | kk);
-                gm_commit();
+                wg_commit();
                 if (kt > 0) {   /* K step kt - 1's products are done: release its stage */
-                    gm_wait<1>();
-                    gm_keep(d);
+                    wg_wait<1>();
+                    wg_keep(d);
                     __syncwarp();
                     if (lane == 0) gm_release(bars + 8 * (GM_NS + (it - 1) % GM_NS), rank);
                 }
             }
-            gm_wait<0>();
-            gm_keep(d);
+            wg_wait<0>();
+            wg_keep(d);
             __syncwarp();
             if (lane == 0) gm_release(bars + 8 * (GM_NS + (it - 1) % GM_NS), rank);
             mbar_wait(sempty, (n & 1) ^ 1);   /* the previous tile's store has read the staging */
