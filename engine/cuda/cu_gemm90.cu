@@ -1,5 +1,6 @@
 /* cu_gemm90.cu: the prefill MLP's gate|up GEMM with SwiGLU in its epilogue, on sm_90a (TMA +
- * wgmma, warp-specialized, persistent, clusters of two CTAs). docs/CUDA.md "Fused gate|up GEMM".
+ * wgmma, warp-specialized, persistent, clusters of two CTAs).
+ * docs/CUDA.md "Fused gate|up GEMM + SwiGLU".
  *
  *   act (T, I) bf16 = bf16(g · sigmoid(g) · u),  g | u = bf16(x Wᵀ), W (2I, in) = gate | up
  *
@@ -47,9 +48,8 @@ static __device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const void *
 }
 static __device__ __forceinline__ void tma_store_2d(const void *map, int c0, int c1, uint32_t src)
 {
-    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n" ::"l"(
-                     map),
-                 "r"(c0), "r"(c1), "r"(src)
+    asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%1, %2}], [%3];\n"
+                 ::"l"(map), "r"(c0), "r"(c1), "r"(src)
                  : "memory");
 }
 /* An arrival on the barrier at the same offset in the cluster's CTA `rank`. */
@@ -83,8 +83,9 @@ static __device__ __forceinline__ void gm_mma(float (&d)[128], uint64_t da, uint
         "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, "
         "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, "
         "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, "
-        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, "
-        "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, "
+        "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, "
+        "%108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, "
+        "%120, %121, %122, %123, %124, %125, %126, %127}, "
         "%128, %129, p, 1, 1, 0, 0;\n}\n"
         : WG_ACC64(d, 0), WG_ACC64(d, 64)
         : "l"(da), "l"(db), "r"(acc));
@@ -203,10 +204,12 @@ static __global__ void __launch_bounds__(384, 1)
                 const int s = it % GM_NS;
                 const uint32_t st = sb + s * GM_STAGE;
                 mbar_wait(bars + 8 * s, (it / GM_NS) & 1);
-                const uint64_t da = wg_desc(st + c * 64 * GM_ROWB), db = wg_desc(st + GM_BM * GM_ROWB);
+                const uint64_t da = wg_desc(st + c * 64 * GM_ROWB);
+                const uint64_t db = wg_desc(st + GM_BM * GM_ROWB);
                 wg_fence();
 #pragma unroll
-                for (int kk = 0; kk < GM_BK / 16; kk++) gm_mma(d, da + 2 * kk, db + 2 * kk, kt | kk);
+                for (int kk = 0; kk < GM_BK / 16; kk++)
+                    gm_mma(d, da + 2 * kk, db + 2 * kk, kt | kk);
                 wg_commit();
                 if (kt > 0) {   /* K step kt - 1's products are done: release its stage */
                     wg_wait<1>();
@@ -259,6 +262,7 @@ bool cu_gu_fused_fits(const bf16 *W, int I, int in, const bf16 *x, int T, const 
 {
     return cu_sm90a() && gm_sms >= GM_CL && T >= cu_gu_fused_min() && I > 0 && in > 0 &&
            I % GM_BN == 0 && in % GM_BK == 0 && I <= INT32_MAX / 2 &&
+           ((int64_t)T / GM_BM + 1) * (I / GM_BN) <= INT32_MAX &&   /* the kernel's int tile ids */
            ((uintptr_t)W | (uintptr_t)x | (uintptr_t)act) % 16 == 0;
 }
 
@@ -278,7 +282,8 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
                         bf16 *act)
 {
     CUtensorMap ta, tb, tc;
-    if (!cu_tmap_2d(&ta, x, T, in, GM_BM, GM_BK) || !cu_tmap_2d(&tb, W, (int64_t)2 * I, in, GM_BN, GM_BK) ||
+    if (!cu_tmap_2d(&ta, x, T, in, GM_BM, GM_BK) ||
+        !cu_tmap_2d(&tb, W, (int64_t)2 * I, in, GM_BN, GM_BK) ||
         !cu_tmap_2d(&tc, act, T, I, 64, 64))
         return cudaErrorInvalidValue;
     const int sms = gm_sms;
