@@ -216,11 +216,17 @@ static void t_gemm_acc(void)
     free(W), free(x), free(y), free(yr);
 }
 
-/* Prefill MLP input: gate/up GEMM to bf16, then SwiGLU from bf16 (the twin rounds gu). fused:
- * the path mlp_gu must have taken (1: the fused sm_90a kernel, wherever the device runs it). */
-static void mlp_gu_case(int T, int I, int in, uint64_t seed, int fused)
+/* Prefill MLP input: gate/up GEMM to bf16, then SwiGLU from bf16 (the twin rounds gu). fmin:
+ * SALA_CUDA_GU_FUSED for the call (NULL: unset, the default minimum), the caller's value restored
+ * after; fused: the path mlp_gu must have taken (1: the fused sm_90a kernel, wherever the device
+ * runs it). */
+static void mlp_gu_case(int T, int I, int in, uint64_t seed, const char *fmin, int fused)
 {
     OPS();
+    const char *env = getenv("SALA_CUDA_GU_FUSED");
+    char *keep = env ? strdup(env) : NULL;
+    if (fmin) setenv("SALA_CUDA_GU_FUSED", fmin, 1);
+    else unsetenv("SALA_CUDA_GU_FUSED");
     eng_rng r;
     eng_rng_seed(&r, seed);
     float *W = randv(&r, (size_t)2 * I * in, 0.08, true), *x = randv(&r, (size_t)T * in, 1.0, true);
@@ -229,7 +235,8 @@ static void mlp_gu_case(int T, int I, int in, uint64_t seed, int fused)
     int took = -1;
     CU_ASSERT_EQUAL_FATAL(O->mlp_gu(W, I, in, x, T, o, &took, &e), SALA_OK);
     if (fused && !O->sm90a()) {
-        fprintf(stderr, "\n    NOTE: no sm_90a image on this device: the fused gate/up kernel is not tested");
+        fprintf(stderr, "\n    NOTE: no sm_90a image on this device: the fused gate/up kernel "
+                        "is not tested");
         fused = 0;
     }
     CU_ASSERT_EQUAL(took, fused);
@@ -254,22 +261,22 @@ static void mlp_gu_case(int T, int I, int in, uint64_t seed, int fused)
         report("fused gate/up vs cuBLAS path", rel, mr, 4e-3, 8e-3);
         free(o2);
     }
+    if (keep) setenv("SALA_CUDA_GU_FUSED", keep, 1);
+    else unsetenv("SALA_CUDA_GU_FUSED");
+    free(keep);
     free(W), free(x), free(gu), free(o);
 }
 
 static void t_mlp_gu(void)
 {
-    mlp_gu_case(37, 1024, 256, 62, 0);   /* vector kernel (below the fused kernel's minimum) */
-    mlp_gu_case(9, 1001, 128, 63, 0);    /* scalar kernel */
+    mlp_gu_case(37, 1024, 256, 62, NULL, 0);   /* vector kernel (below the fused minimum) */
+    mlp_gu_case(9, 1001, 128, 63, NULL, 0);    /* scalar kernel */
     /* the fused kernel at any row count: 3 row tiles (a cluster's second CTA past the end),
      * partial last tile, 16 column tiles; and 2 row tiles x 2 column tiles, K = 2 steps */
-    setenv("SALA_CUDA_GU_FUSED", "1", 1);
-    mlp_gu_case(300, 2048, 4096, 66, 1);
-    setenv("SALA_CUDA_GU_FUSED", "1", 1);
-    mlp_gu_case(129, 256, 128, 67, 1);
-    setenv("SALA_CUDA_GU_FUSED", "1", 1);
-    mlp_gu_case(100, 1001, 128, 68, 0);  /* I % 128 != 0: not taken */
-    unsetenv("SALA_CUDA_GU_FUSED");
+    mlp_gu_case(300, 2048, 4096, 66, "1", 1);
+    mlp_gu_case(129, 256, 128, 67, "1", 1);
+    mlp_gu_case(100, 1001, 128, 68, "1", 0);   /* I % 128 != 0: not taken */
+    mlp_gu_case(300, 2048, 4096, 69, "0", 0);  /* switched off */
 }
 
 /* The three GEMM forms through cuBLASLt (SALA_CUDA_LT=force: the fastest timed Lt algorithm, an
@@ -300,7 +307,7 @@ static void t_gemm_lt(void)
     diff(y, yr, (size_t)T * out, &rel, &mr);
     report("gemm acc Lt T=520: y += a W x", rel, mr, 1e-5, 1e-5);
     free(W), free(x), free(y), free(yr), free(tile), free(y0);
-    mlp_gu_case(72, 2048, 4096, 65, 0);   /* bf16 output through Lt */
+    mlp_gu_case(72, 2048, 4096, 65, NULL, 0);   /* bf16 output through Lt */
     unsetenv("SALA_CUDA_LT");
 }
 

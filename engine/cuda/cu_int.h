@@ -4,7 +4,8 @@
  *
  * Precision (docs/CUDA.md): weights bf16; the residual stream fp32; GEMMs through cuBLAS with
  * bf16 inputs and fp32 accumulation and output (bf16 output for the prefill's gate/up and
- * lightning q|k|v|z; the prefill's gate/up + SwiGLU on sm_90a in our own kernel, cu_gemm90.cu); lightning state fp32 (q/k/v fp32 in decode), the chunked
+ * lightning q|k|v|z; the prefill's gate/up + SwiGLU on sm_90a in our own kernel, cu_gemm90.cu);
+ * lightning state fp32 (q/k/v fp32 in decode), the chunked
  * state products 3xTF32 (fp32-equivalent) and the output products TF32 on the tensor cores (fp32
  * with SALA_CUDA_LA_BLAS=1); attention scores/softmax fp32 with bf16 Q/K/V and bf16
  * probabilities on the tensor cores (WMMA); InfLLM-V2 compressed keys bf16 (fp32 means), stage-1 sums fp32.
@@ -384,7 +385,8 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
 
 /* ---- the prefill MLP's gate|up GEMM with SwiGLU in its epilogue (cu_gemm90.cu, sm_90a) ---- */
 /* Steps of at least this many rows take it (SALA_CUDA_GU_FUSED=n at each call: n rows; 0: never).
- * Measured from 5,000 rows up (docs/CUDA.md "Fused gate|up GEMM"); shorter steps keep cuBLAS. */
+ * Measured from 5,000 rows up (docs/CUDA.md "Fused gate|up GEMM + SwiGLU"); shorter steps keep
+ * cuBLAS. */
 #define CU_GU_FUSED_MIN 4096
 int cu_gu_fused_min(void);
 /* Whether k_gu_swiglu takes these operands: the sm_90a image runs (cu_sm90a), T >= the minimum,
