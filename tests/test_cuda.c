@@ -850,10 +850,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else tma15), each ring size, the
- * users-only TMA rings (15 and 11 consumer warps) and the second version's kernel. */
+ * the default (the split kernels for at most 16 queries, else tma15o), each ring size, the
+ * users-only TMA rings (15 and 11 consumer warps; 15 with slots reused out of order) and the
+ * second version's kernel. */
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
-                                             "old"};
+                                             "tma15o", "tma11o", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -962,7 +963,8 @@ static void t_attn_sparse(void)
     attn_run(true, 4, 2, 64, 9001, 1, 24, model_sel(&r, 9001, 1, 2, 24, 8, -1), 83);
 }
 
-/* The users-only rings (tma15 / tma11: TMA into swizzled slots) against ring15
+/* The users-only rings (tma15 / tma11 and their out-of-order forms tma15o / tma11o: TMA into
+ * swizzled slots) against ring15
  * on many CTAs of model-shaped lists with random picks (each union block has few users, so consumers
  * skip most of the stream and the ring wraps often): same blocks, same order, same arithmetic
  * per warp, so the outputs should be equal; tolerance 1e-6 rel_l2 / 1e-5 max (no CPU twin: the
@@ -978,9 +980,9 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 3 };
+    enum { NV = 5 };
     float *o[NV];
-    const char *const v[NV] = {"ring15", "tma15", "tma11"};
+    const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o"};
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);
         for (size_t j = 0; j < n; j++) o[i][j] = NAN;

@@ -649,10 +649,17 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * The producer's own `empty` waits are exact the same way (it issues in order and arrives on
  * phase j itself). Every table entry has at least one user, so every load is waited for.
  * (Per-(warp, slot) mbarriers in place of polling `issued` were measured: no gain, more spill;
- * docs/CUDA.md "Sparse attention 4".) */
+ * docs/CUDA.md "Sparse attention 4".)
+ * OOO (tma15o, the default; docs/CUDA.md "Sparse attention 9"): element k goes into the lowest
+ * free slot, not into slot k % ns, so a slot held by one slow consumer no longer stalls the
+ * elements behind it. The producer lane s counts slot s's issues u; the slot is free when u = 0
+ * or `empty[s]` completed phase u - 1 (exact: phase u needs the producer's own arrival at issue
+ * u). At issue it packs the slot and its `full` phase parity (u & 1) into tab_b[k] (block ids
+ * < 2^28) before the release of `issued`, so a user reads them after its acquire of `issued` >
+ * k; the parity wait is exact as above (issue u + 1 of the slot needs this user's arrival). */
 #define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
-template <int D, int NC, bool QREG>
+template <int D, int NC, bool QREG, bool OOO = false>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
@@ -693,10 +700,10 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     }
     __syncthreads();
 
-    /* producer: element k (block b, query mask) into slot k % ns once that slot is free; the
-     * whole warp calls it */
-    auto issue = [&](int k, int b, uint32_t mask) {
-        const int s = k % ns;
+    /* producer: element k (block b, query mask) into slot s (k % ns, or with OOO any free one:
+     * then the slot and its full phase's parity par go into tab_b[k] beside b, for the users to
+     * read once `issued` passed k); the whole warp calls it */
+    auto issue = [&](int k, int b, uint32_t mask, int s, uint32_t par) {
         const bool use = lane < ncw && ((mask >> (lane * QPT)) & qmask);
         const int users = __popc(__ballot_sync(0xffffffffu, use));
         const uint32_t fb = smem_u32(full + s);
@@ -711,6 +718,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             }
         }
         if (lane == 0) {
+            if (OOO) tab_b[k] = (int32_t)((uint32_t)b | (uint32_t)s << 28 | par << 31);
             mbar_arrive_cnt(smem_u32(empty + s), (uint32_t)(ncw + 1 - users));
             st_release_cta(smem_u32(issued), k + 1);
         }
@@ -742,19 +750,39 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
             }
             walked++;
         };
+        int uses = 0;                                       /* OOO: lane s, slot s's issues */
         for (int k = 0;; k++) {
             while (!wdone && walked <= k) walk_one();
             if (k >= walked) break;                         /* walk done, all issued */
-            const int ph = k / ns;
-            if (ph > 0) {                                   /* walk on while the slot is busy */
-                const uint32_t eb = smem_u32(empty + k % ns), par = (uint32_t)(ph - 1) & 1;
+            int s = k % ns;
+            uint32_t par = (uint32_t)(k / ns) & 1;
+            if (OOO) {
+                /* the lowest free slot: never used, or its users of the last issue all done
+                 * (empty completed that phase); walk on while none is */
+                for (;;) {
+                    const bool fr = lane < ns && (uses == 0 || mbar_test(smem_u32(empty + lane),
+                                                                         (uint32_t)(uses - 1) & 1));
+                    const uint32_t fm = __ballot_sync(0xffffffffu, fr);
+                    if (fm) {
+                        s = __ffs(fm) - 1;
+                        break;
+                    }
+                    if (!wdone && walked < k + LEAD)
+                        walk_one();
+                    else
+                        __nanosleep(32);
+                }
+                par = (uint32_t)__shfl_sync(0xffffffffu, uses, s) & 1;
+                if (lane == s) uses++;
+            } else if (k >= ns) {                           /* walk on while the slot is busy */
+                const uint32_t eb = smem_u32(empty + s), ep = par ^ 1;
                 while (!wdone && walked < k + LEAD &&
-                       !__shfl_sync(0xffffffffu, (int)mbar_test(eb, par), 0))
+                       !__shfl_sync(0xffffffffu, (int)mbar_test(eb, ep), 0))
                     walk_one();
-                mbar_wait(eb, par);
+                mbar_wait(eb, ep);
             }
             __syncwarp();                                   /* lane 0's entry k */
-            issue(k, tab_b[k], tab_m[k]);
+            issue(k, tab_b[k], tab_m[k], s, par);
         }
         return;
     }
@@ -776,12 +804,14 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         const uint32_t m = base + lane < nt ? tab_m[base + lane] : 0u;
         uint32_t own = __ballot_sync(0xffffffffu, (m & wmask) != 0);
         while (own) {
-            const int i = __ffs(own) - 1, k = base + i, s = k % ns;
+            const int i = __ffs(own) - 1, k = base + i;
             own &= own - 1;
             const uint32_t wm = (__shfl_sync(0xffffffffu, m, i) >> (w * QPT)) & qmask;
-            const int64_t j0 = (int64_t)tab_b[k] * CU_KT;
             while (ld_acquire_cta(smem_u32(issued)) <= k) __nanosleep(32);
-            mbar_wait(smem_u32(full + s), (uint32_t)(k / ns) & 1);
+            const uint32_t e = (uint32_t)tab_b[k];
+            const int s = OOO ? (int)(e >> 28) & 7 : k % ns;
+            const int64_t j0 = (int64_t)(OOO ? e & 0x0fffffffu : e) * CU_KT;
+            mbar_wait(smem_u32(full + s), OOO ? e >> 31 : (uint32_t)(k / ns) & 1);
             int lim[2];
 #pragma unroll
             for (int hf = 0; hf < 2; hf++)
@@ -1067,10 +1097,12 @@ static bool use_wmma(void)
  * ring11 or ring15 (the ring with that many consumer warps: 8, 12 or 16 warps with the producer,
  * i.e. 2, 3 or 4 per SM sub-partition, which caps registers at 255, 168 or 128), tma15
  * (sparse_user_kernel with 15 consumer warps: users-only release, TMA loads), tma11 (11 consumer
- * warps: 168 registers, 5 slots); the TMA forms fall back to ring15
- * where no tensor map can be made; otherwise (1) the split kernels
- * for few queries, else tma15 (docs/CUDA.md "Sparse attention 4": faster than ring15 at 32K,
- * 128K and 1M), else ring15 where no tensor map can be made. */
+ * warps: 168 registers, 5 slots), tma15o / tma11o (the same with slots reused out of order: an
+ * element goes into any free slot, not only the one of the element ns before); the TMA forms
+ * fall back to ring15 where no tensor map can be made; otherwise (1) the split kernels for few
+ * queries, else tma15o (docs/CUDA.md "Sparse attention 9": 6-7% faster than tma15 at 32K and
+ * 128K; tma15 was faster than ring15 at 32K, 128K and 1M, "Sparse attention 4"), else ring15
+ * where no tensor map can be made. */
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1080,6 +1112,8 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "ring15")) return 15;
     if (s && !strcmp(s, "tma15")) return 215;
     if (s && !strcmp(s, "tma11")) return 211;
+    if (s && !strcmp(s, "tma15o")) return 415;
+    if (s && !strcmp(s, "tma11o")) return 411;
     return 1;
 }
 
@@ -1124,7 +1158,7 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
  * no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
  * Q fragments (!QREG), then ns slots (unpadded, 1 KB aligned). */
-template <int D, int NC, bool QREG>
+template <int D, int NC, bool QREG, bool OOO = false>
 static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
     const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
@@ -1144,7 +1178,7 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
         return false;
     const dim3 grid((a->n + nq - 1) / nq, a->nkv);
-    sparse_user_kernel<D, NC, QREG><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+    sparse_user_kernel<D, NC, QREG, OOO><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
         *a, lg, ncw, (int)ns, (int)lst, tk, tv);
     *err = cudaGetLastError();
     return true;
@@ -1204,13 +1238,19 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 11)
             done = d128 ? sr_launch<128, 11, false>(st, a, lg, &err)
                         : sr_launch<64, 11, false>(st, a, lg, &err);
-        else if (v == 215 || v == 1)
+        else if (v == 215)
             done = d128 ? su_launch<128, 15, false>(st, a, lg, &err)
                         : su_launch<64, 15, false>(st, a, lg, &err);
+        else if (v == 415 || v == 1)
+            done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
+                        : su_launch<64, 15, false, true>(st, a, lg, &err);
+        else if (v == 411)
+            done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
+                        : su_launch<64, 11, false, true>(st, a, lg, &err);
         else if (v == 211)
             done = d128 ? su_launch<128, 11, false>(st, a, lg, &err)
                         : su_launch<64, 11, false>(st, a, lg, &err);
-        if (!done && (v == 15 || v == 1 || v == 215 || v == 211))
+        if (!done && (v == 15 || v == 1 || v == 215 || v == 211 || v == 415 || v == 411))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;
@@ -1235,9 +1275,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, int NC> static cudaError_t su_init(void)
+template <int D, int NC, bool OOO = false> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1265,6 +1305,8 @@ cudaError_t cu_attn_init(void)
                              sr_init<128, 15, false>(), sr_init<64, 15, false>(),
                              su_init<128, 15>(),        su_init<64, 15>(),
                              su_init<128, 11>(),        su_init<64, 11>(),
+                             su_init<128, 15, true>(),  su_init<64, 15, true>(),
+                             su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
