@@ -448,6 +448,85 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
+/* dense_kernel (branch dn): the dense causal prefill with query-major rows. A CTA of NW warps
+ * takes QC = 16 NW consecutive queries of ONE q head h (warp w: queries tq0 + 16 w .. + 15, one
+ * row each, so flash_q / flash_store run with lg = 0 and "group" h) and walks the key tiles
+ * 0 .. pmax / 64 of its kv group h >> lg once for all QC queries (flash_kernel shares a tile
+ * among 64 rows = 64/G queries x G heads; here among 16 NW rows at any G). K/V tiles in a ring
+ * of S stages filled by cp.async S - 1 tiles ahead, one CTA barrier per tile: at tile b every
+ * warp has passed the barrier, so it is done with tile b - 1, whose stage takes tile b + S - 1.
+ * Rows past pmax are zero-filled, never read. A warp computes a tile only while it holds a row
+ * at or past its first key; causal limits are per row (flash_block lim). Grid (nh, CTAs): the
+ * heads vary fastest, so the first wave is every head's longest CTA and the heads of one group
+ * run side by side (their K/V tiles shared in L2). Key j is used iff j <= p. */
+template <int D, int NW, int S>
+static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
+{
+    constexpr int LDS = D + 8, KS = D / 16, QC = 16 * NW;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
+    const int w = threadIdx.x >> 5;
+    const int h = blockIdx.x, g = h >> lg;
+    const int cta = (int)(gridDim.y - 1 - blockIdx.y);              /* long first */
+    const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+
+    uint32_t qa[KS][4];
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+    flash_q<D>(
+        a, 0, h, tq0, w * 16, nq,
+        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+            qa[ks][hf] = lo;
+            qa[ks][2 + hf] = hi;
+        },
+        prow, qwr, rv);
+    int nqw = nq - w * 16;                                   /* valid queries of this warp */
+    nqw = nqw < 0 ? 0 : (nqw > 16 ? 16 : nqw);
+    const int64_t pwmax = a.p0 + tq0 + w * 16 + nqw - 1;
+    const int nb = (int)(pmax / CU_KT) + 1;
+
+    /* tile b into stage b % S when b < nb; a cp.async group either way (the wait counts) */
+    auto load = [&](int b) {
+        if (b < nb) {
+            const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
+            const int nk = (int)(left < CU_KT ? left : CU_KT);
+            bf16 *Kt = Kb + (b % S) * CU_KT * LDS, *Vt = Vb + (b % S) * CU_KT * LDS;
+            tile_async<D>(Kt, a.K + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
+            tile_async<D>(Vt, a.V + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
+        }
+        cp_async_commit();
+    };
+
+    flash_acc<D> acc;
+    auto qf = [&](int ks, uint32_t (&q)[4]) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+    };
+
+#pragma unroll
+    for (int i = 0; i < S - 1; i++) load(i);
+    for (int b = 0; b < nb; b++) {
+        cp_async_wait<S - 2>();                              /* tile b landed (this thread's) */
+        __syncthreads();                                     /* ... everyone's; b - 1 done */
+        load(b + S - 1);
+        const int64_t j0 = (int64_t)b * CU_KT;
+        if (nqw > 0 && j0 <= pwmax) {
+            int lim[2];                                      /* key col valid iff col <= lim */
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
+            const int st = b % S;
+            flash_block<D>(qf, Kb + st * CU_KT * LDS, Vb + st * CU_KT * LDS, lim, sl, acc);
+        }
+    }
+    cp_async_wait<0>();
+    flash_store<D>(a, 0, h, tq0, w * 16, acc, qwr, rv);
+}
+
 /* A ring consumer warp's Q fragments (its m16 tile): in registers (QREG) or in shared memory in
  * fragment order at qs (uint4 per lane and k-step: conflict-free). load() fills them by flash_q
  * (and returns the rows' positions, queries and validity); qf(ks, q) gives k-step ks's A operand
@@ -1044,6 +1123,50 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
+/* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
+ * 64/G queries x G heads a CTA), q4 / q8 (dense_kernel with 4 / 8 warps: 64 / 128 queries of one
+ * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages); otherwise DATTN_DEFAULT.
+ * Read at every launch (tests set it). d = 64 always takes flash_kernel. Returns warps x 10 +
+ * stages, 0 for old. */
+#define DATTN_DEFAULT 82
+static int dattn_variant(void)
+{
+    const char *s = getenv("SALA_CUDA_DATTN");
+    if (s && !strcmp(s, "old")) return 0;
+    if (s && !strcmp(s, "q4")) return 42;
+    if (s && !strcmp(s, "q8")) return 82;
+    if (s && !strcmp(s, "q4s3")) return 43;
+    if (s && !strcmp(s, "q8s3")) return 83;
+    return DATTN_DEFAULT;
+}
+
+static size_t dense_smem(int stages) { return (size_t)2 * stages * CU_KT * (128 + 8) * 2; }
+
+template <int NW, int S> static void dense_go(cudaStream_t st, const attn_args *a, int lg, dim3 grid)
+{
+    dense_kernel<128, NW, S><<<grid, 32 * NW, dense_smem(S), st>>>(*a, lg);
+}
+
+/* dense_kernel for d = 128, variant v of dattn_variant; false: not taken (another d or
+ * variant, or more CTAs than a grid column holds), nothing launched. */
+static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
+{
+    const int nw = v / 10;
+    if (a->d != 128 || (nw != 4 && nw != 8)) return false;
+    const int64_t nc = ((int64_t)a->n + 16 * nw - 1) / (16 * nw);
+    if (nc > 65535) return false;
+    const dim3 grid(a->nh, (unsigned)nc);
+    switch (v) {
+    case 42: dense_go<4, 2>(st, a, lg, grid); break;
+    case 43: dense_go<4, 3>(st, a, lg, grid); break;
+    case 82: dense_go<8, 2>(st, a, lg, grid); break;
+    case 83: dense_go<8, 3>(st, a, lg, grid); break;
+    default: return false;
+    }
+    *err = cudaGetLastError();
+    return true;
+}
+
 /* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
 static int sr_optin;
 
@@ -1210,6 +1333,8 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
+        const int v = dattn_variant();
+        if (v && dense_launch(st, a, lg, v, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
@@ -1269,6 +1394,12 @@ template <int D, bool SPARSE> static cudaError_t sd_init(void)
                                 (int)sd_smem(D, SD_MAXBPW));
 }
 
+template <int NW, int S> static cudaError_t dense_init(void)
+{
+    return cudaFuncSetAttribute(dense_kernel<128, NW, S>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dense_smem(S));
+}
+
 template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
 {
     return cudaFuncSetAttribute(sparse_ring_kernel<D, NC, QREG>,
@@ -1293,6 +1424,10 @@ cudaError_t cu_attn_init(void)
     err = cudaFuncSetAttribute(flash_kernel<128, true>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
+    const cudaError_t dn[] = {dense_init<4, 2>(), dense_init<4, 3>(), dense_init<8, 2>(),
+                              dense_init<8, 3>()};
+    for (cudaError_t x : dn)
+        if (x != cudaSuccess) return x;
     int dev = 0, optin = 0;
     if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
         (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
