@@ -156,7 +156,7 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
     return d < -1 ? -1 : (d > CU_KT ? CU_KT : (int)d);
 }
 
-/* One key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
+/* flash_block (= flash_qk, then flash_sv): one key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
  * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
  * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
  * (64, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
@@ -165,15 +165,12 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
  * arithmetic; only the ldmatrix row addresses differ. An ldmatrix lane's row is r = 16 i + 8 x +
  * (lane & 7), so r & 7 = lane & 7, and its chunk 2 k + bit (k compile-time) is swizzled to
  * (2 k & 7) ^ (bit ^ (lane & 7)): one XOR with a per-lane constant. */
+/* S = Q Kᵀ of the tile into s (the score accumulator, unscaled). */
 template <int D, bool SW = false, typename QF>
-static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
-                                                   const int lim[2], float sl, flash_acc<D> &acc)
+static __device__ __forceinline__ void flash_qk(const QF &qf, const bf16 *Kt, float (&s)[8][4])
 {
-    float (&o)[D / 8][4] = acc.o;
-    float *mrow = acc.mrow, *lrow = acc.lrow;
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8;
-    const int lane = threadIdx.x & 31, qd = lane & 3;
-    float s[8][4];
+    constexpr int LDS = D + 8, KS = D / 16;
+    const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -195,6 +192,17 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
             mma_bf16(s[2 * nc + 1], q, b[2], b[3]);
         }
     }
+}
+
+/* The rest of flash_block for scores s of flash_qk: mask, online softmax, o = o·corr + P V. */
+template <int D, bool SW = false>
+static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt, const int lim[2],
+                                                float sl, flash_acc<D> &acc)
+{
+    float (&o)[D / 8][4] = acc.o;
+    float *mrow = acc.mrow, *lrow = acc.lrow;
+    constexpr int LDS = D + 8, ND = D / 8;
+    const int lane = threadIdx.x & 31, qd = lane & 3;
     float corr[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
@@ -251,6 +259,16 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
             mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
         }
     }
+}
+
+/* The whole tile (the contract above flash_qk). */
+template <int D, bool SW = false, typename QF>
+static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
+                                                   const int lim[2], float sl, flash_acc<D> &acc)
+{
+    float s[8][4];
+    flash_qk<D, SW>(qf, Kt, s);
+    flash_sv<D, SW>(s, Vt, lim, sl, acc);
 }
 
 /* Rows rq + 8 hf of the warp's m16 tile = (query tq0 + qbase + (row >> lg), head row & (G-1)) of
@@ -459,9 +477,10 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
  * at or past its first key; causal limits are per row (flash_block lim). Grid (nh, CTAs): the
  * heads vary fastest, so the first wave is every head's longest CTA and the heads of one group
  * run side by side (their K/V tiles shared in L2). Key j is used iff j <= p. */
-template <int D, int NW, int S>
+template <int D, int NW, int S, bool PIPE>
 static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
 {
+    static_assert(!PIPE || S == 3, "the pipelined walk reads two tiles while a third loads");
     constexpr int LDS = D + 8, KS = D / 16, QC = 16 * NW;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
@@ -510,17 +529,48 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
 
 #pragma unroll
     for (int i = 0; i < S - 1; i++) load(i);
-    for (int b = 0; b < nb; b++) {
-        cp_async_wait<S - 2>();                              /* tile b landed (this thread's) */
-        __syncthreads();                                     /* ... everyone's; b - 1 done */
-        load(b + S - 1);
-        const int64_t j0 = (int64_t)b * CU_KT;
-        if (nqw > 0 && j0 <= pwmax) {
+    if constexpr (PIPE) {
+        /* S of tile b + 1 (flash_qk) is issued beside the softmax and P V of tile b (flash_sv)
+         * in one basic block, so the tensor cores have independent work during the softmax.
+         * Tiles b (V) and b + 1 (K) are read, b + 2 loads into the stage of b - 1. */
+        auto on = [&](int b) { return b < nb && nqw > 0 && (int64_t)b * CU_KT <= pwmax; };
+        float sc[8][4], sn[8][4];
+        cp_async_wait<1>();
+        __syncthreads();
+        if (on(0)) flash_qk<D>(qf, Kb, sc);
+        for (int b = 0; b < nb; b++) {
+            cp_async_wait<0>();                              /* tile b + 1 landed */
+            __syncthreads();                                 /* everyone's; b - 1 done */
+            load(b + 2);
+            const int64_t j0 = (int64_t)b * CU_KT;
             int lim[2];                                      /* key col valid iff col <= lim */
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
-            const int st = b % S;
-            flash_block<D>(qf, Kb + st * CU_KT * LDS, Vb + st * CU_KT * LDS, lim, sl, acc);
+            const bf16 *Vt = Vb + (b % 3) * CU_KT * LDS;
+            if (on(b + 1)) {                                 /* then on(b) too */
+                flash_qk<D>(qf, Kb + ((b + 1) % 3) * CU_KT * LDS, sn);
+                flash_sv<D>(sc, Vt, lim, sl, acc);
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) sc[j][e] = sn[j][e];
+            } else if (on(b)) {
+                flash_sv<D>(sc, Vt, lim, sl, acc);
+            }
+        }
+    } else {
+        for (int b = 0; b < nb; b++) {
+            cp_async_wait<S - 2>();                          /* tile b landed (this thread's) */
+            __syncthreads();                                 /* ... everyone's; b - 1 done */
+            load(b + S - 1);
+            const int64_t j0 = (int64_t)b * CU_KT;
+            if (nqw > 0 && j0 <= pwmax) {
+                int lim[2];                                  /* key col valid iff col <= lim */
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
+                const int st = b % S;
+                flash_block<D>(qf, Kb + st * CU_KT * LDS, Vb + st * CU_KT * LDS, lim, sl, acc);
+            }
         }
     }
     cp_async_wait<0>();
@@ -1125,9 +1175,10 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
 
 /* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
  * 64/G queries x G heads a CTA), q4 / q8 (dense_kernel with 4 / 8 warps: 64 / 128 queries of one
- * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages); otherwise DATTN_DEFAULT.
- * Read at every launch (tests set it). d = 64 always takes flash_kernel. Returns warps x 10 +
- * stages, 0 for old. */
+ * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages), q4p / q8p (3 stages, S of
+ * the next tile beside the softmax of this one); otherwise DATTN_DEFAULT. Read at every launch
+ * (tests set it). d = 64 always takes flash_kernel. Returns 100 pipelined + warps x 10 + stages,
+ * 0 for old. */
 #define DATTN_DEFAULT 82
 static int dattn_variant(void)
 {
@@ -1137,21 +1188,24 @@ static int dattn_variant(void)
     if (s && !strcmp(s, "q8")) return 82;
     if (s && !strcmp(s, "q4s3")) return 43;
     if (s && !strcmp(s, "q8s3")) return 83;
+    if (s && !strcmp(s, "q4p")) return 143;
+    if (s && !strcmp(s, "q8p")) return 183;
     return DATTN_DEFAULT;
 }
 
 static size_t dense_smem(int stages) { return (size_t)2 * stages * CU_KT * (128 + 8) * 2; }
 
-template <int NW, int S> static void dense_go(cudaStream_t st, const attn_args *a, int lg, dim3 grid)
+template <int NW, int S, bool PIPE = false>
+static void dense_go(cudaStream_t st, const attn_args *a, int lg, dim3 grid)
 {
-    dense_kernel<128, NW, S><<<grid, 32 * NW, dense_smem(S), st>>>(*a, lg);
+    dense_kernel<128, NW, S, PIPE><<<grid, 32 * NW, dense_smem(S), st>>>(*a, lg);
 }
 
 /* dense_kernel for d = 128, variant v of dattn_variant; false: not taken (another d or
  * variant, or more CTAs than a grid column holds), nothing launched. */
 static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
 {
-    const int nw = v / 10;
+    const int nw = v % 100 / 10;
     if (a->d != 128 || (nw != 4 && nw != 8)) return false;
     const int64_t nc = ((int64_t)a->n + 16 * nw - 1) / (16 * nw);
     if (nc > 65535) return false;
@@ -1161,6 +1215,8 @@ static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, int v, cud
     case 43: dense_go<4, 3>(st, a, lg, grid); break;
     case 82: dense_go<8, 2>(st, a, lg, grid); break;
     case 83: dense_go<8, 3>(st, a, lg, grid); break;
+    case 143: dense_go<4, 3, true>(st, a, lg, grid); break;
+    case 183: dense_go<8, 3, true>(st, a, lg, grid); break;
     default: return false;
     }
     *err = cudaGetLastError();
@@ -1394,9 +1450,9 @@ template <int D, bool SPARSE> static cudaError_t sd_init(void)
                                 (int)sd_smem(D, SD_MAXBPW));
 }
 
-template <int NW, int S> static cudaError_t dense_init(void)
+template <int NW, int S, bool PIPE = false> static cudaError_t dense_init(void)
 {
-    return cudaFuncSetAttribute(dense_kernel<128, NW, S>,
+    return cudaFuncSetAttribute(dense_kernel<128, NW, S, PIPE>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dense_smem(S));
 }
 
@@ -1424,8 +1480,8 @@ cudaError_t cu_attn_init(void)
     err = cudaFuncSetAttribute(flash_kernel<128, true>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
-    const cudaError_t dn[] = {dense_init<4, 2>(), dense_init<4, 3>(), dense_init<8, 2>(),
-                              dense_init<8, 3>()};
+    const cudaError_t dn[] = {dense_init<4, 2>(), dense_init<4, 3>(),       dense_init<8, 2>(),
+                              dense_init<8, 3>(), dense_init<4, 3, true>(), dense_init<8, 3, true>()};
     for (cudaError_t x : dn)
         if (x != cudaSuccess) return x;
     int dev = 0, optin = 0;
