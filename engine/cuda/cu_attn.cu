@@ -2,7 +2,8 @@
  * for both regimes (SALA-SPEC §3.6; twins: engine/cpu/attention.c cpu_attn_dense and
  * engine/cpu/infllm.c infllm_attend):
  *   dense   a CTA takes 64 rows = (64/G queries) x (G q heads of one kv group) and walks the key
- *           tiles 0..p (flash-attention style online softmax);
+ *           tiles 0..p (flash-attention style online softmax); for prefill (d = 128, more than
+ *           16 queries) dense_kernel: 128 consecutive queries of one q head a CTA;
  *   sparse  a CTA takes one query's G heads (16 rows, G <= 16) and walks its selected blocks.
  * Scores and the softmax are fp32, Q/K/V and the probabilities bf16 on the tensor cores (WMMA);
  * the output accumulator is fp32 in shared memory. Key j is used iff j <= p (token causal mask). */
@@ -466,6 +467,47 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
 }
 
+/* A ring consumer warp's Q fragments (its m16 tile): in registers (QREG) or in shared memory in
+ * fragment order at qs (uint4 per lane and k-step: conflict-free). load() fills them by flash_q
+ * (and returns the rows' positions, queries and validity); qf(ks, q) gives k-step ks's A operand
+ * (the QF of flash_block). */
+template <int D, bool QREG> struct ring_q {
+    uint32_t qa[QREG ? D / 16 : 1][4];
+    uint32_t *qs;
+    __device__ __forceinline__ void load(const attn_args &a, int lg, int g, int tq0, int qbase,
+                                         int nq, uint32_t *qs_, int64_t prow[2], int qwr[2],
+                                         bool rv[2])
+    {
+        qs = qs_;
+        flash_q<D>(
+            a, lg, g, tq0, qbase, nq,
+            [&](int ks, int hf, uint32_t lo, uint32_t hi) {
+                if constexpr (QREG) {
+                    qa[ks][hf] = lo;
+                    qa[ks][2 + hf] = hi;
+                } else {
+                    qs[ks * 128 + hf] = lo;
+                    qs[ks * 128 + 2 + hf] = hi;
+                }
+            },
+            prow, qwr, rv);
+        __syncwarp();
+    }
+    __device__ __forceinline__ void operator()(int ks, uint32_t (&q)[4]) const
+    {
+        if constexpr (QREG) {
+#pragma unroll
+            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
+        } else {
+            const uint4 v = *(const uint4 *)(qs + ks * 128);
+            q[0] = v.x;
+            q[1] = v.y;
+            q[2] = v.z;
+            q[3] = v.w;
+        }
+    }
+};
+
 /* dense_kernel (branch dn): the dense causal prefill with query-major rows. A CTA of NW warps
  * takes QC = 16 NW consecutive queries of ONE q head h (warp w: queries tq0 + 16 w .. + 15, one
  * row each, so flash_q / flash_store run with lg = 0 and "group" h) and walks the key tiles
@@ -481,7 +523,7 @@ template <int D, int NW, int S, bool PIPE>
 static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
 {
     static_assert(!PIPE || S == 3, "the pipelined walk reads two tiles while a third loads");
-    constexpr int LDS = D + 8, KS = D / 16, QC = 16 * NW;
+    constexpr int LDS = D + 8, QC = 16 * NW;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
     const int w = threadIdx.x >> 5;
@@ -493,17 +535,11 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
     const float sl = a.scale * 1.4426950408889634f;
     const int64_t pmax = a.p0 + tq0 + nq - 1;
 
-    uint32_t qa[KS][4];
+    ring_q<D, true> qf;                                     /* rows: queries tq0 + 16 w .. */
     int64_t prow[2];
     int qwr[2];
     bool rv[2];
-    flash_q<D>(
-        a, 0, h, tq0, w * 16, nq,
-        [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-            qa[ks][hf] = lo;
-            qa[ks][2 + hf] = hi;
-        },
-        prow, qwr, rv);
+    qf.load(a, 0, h, tq0, w * 16, nq, nullptr, prow, qwr, rv);
     int nqw = nq - w * 16;                                   /* valid queries of this warp */
     nqw = nqw < 0 ? 0 : (nqw > 16 ? 16 : nqw);
     const int64_t pwmax = a.p0 + tq0 + w * 16 + nqw - 1;
@@ -522,11 +558,6 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
     };
 
     flash_acc<D> acc;
-    auto qf = [&](int ks, uint32_t (&q)[4]) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
-    };
-
 #pragma unroll
     for (int i = 0; i < S - 1; i++) load(i);
     if constexpr (PIPE) {
@@ -576,47 +607,6 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
     cp_async_wait<0>();
     flash_store<D>(a, 0, h, tq0, w * 16, acc, qwr, rv);
 }
-
-/* A ring consumer warp's Q fragments (its m16 tile): in registers (QREG) or in shared memory in
- * fragment order at qs (uint4 per lane and k-step: conflict-free). load() fills them by flash_q
- * (and returns the rows' positions, queries and validity); qf(ks, q) gives k-step ks's A operand
- * (the QF of flash_block). */
-template <int D, bool QREG> struct ring_q {
-    uint32_t qa[QREG ? D / 16 : 1][4];
-    uint32_t *qs;
-    __device__ __forceinline__ void load(const attn_args &a, int lg, int g, int tq0, int qbase,
-                                         int nq, uint32_t *qs_, int64_t prow[2], int qwr[2],
-                                         bool rv[2])
-    {
-        qs = qs_;
-        flash_q<D>(
-            a, lg, g, tq0, qbase, nq,
-            [&](int ks, int hf, uint32_t lo, uint32_t hi) {
-                if constexpr (QREG) {
-                    qa[ks][hf] = lo;
-                    qa[ks][2 + hf] = hi;
-                } else {
-                    qs[ks * 128 + hf] = lo;
-                    qs[ks * 128 + 2 + hf] = hi;
-                }
-            },
-            prow, qwr, rv);
-        __syncwarp();
-    }
-    __device__ __forceinline__ void operator()(int ks, uint32_t (&q)[4]) const
-    {
-        if constexpr (QREG) {
-#pragma unroll
-            for (int e = 0; e < 4; e++) q[e] = qa[ks][e];
-        } else {
-            const uint4 v = *(const uint4 *)(qs + ks * 128);
-            q[0] = v.x;
-            q[1] = v.y;
-            q[2] = v.z;
-            q[3] = v.w;
-        }
-    }
-};
 
 /* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
  * CTA = NC consumer warps + 1 producer warp, one kv group g, NQ = ncw x 16/G consecutive queries
@@ -1176,10 +1166,11 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
 /* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
  * 64/G queries x G heads a CTA), q4 / q8 (dense_kernel with 4 / 8 warps: 64 / 128 queries of one
  * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages), q4p / q8p (3 stages, S of
- * the next tile beside the softmax of this one); otherwise DATTN_DEFAULT. Read at every launch
+ * the next tile beside the softmax of this one); otherwise DATTN_DEFAULT = q8p (the fastest at
+ * 32K on the H100: docs/CUDA.md "Dense prefill attention 2"). Read at every launch
  * (tests set it). d = 64 always takes flash_kernel. Returns 100 pipelined + warps x 10 + stages,
  * 0 for old. */
-#define DATTN_DEFAULT 82
+#define DATTN_DEFAULT 183
 static int dattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_DATTN");
