@@ -855,6 +855,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
  * second version's kernel. */
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
                                              "tma15o", "tma11o", "old"};
+/* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
+ * default, dense_kernel with 4 and 8 warps (64 / 128 queries of one head a CTA), 2 and 3 K/V
+ * stages, pipelined (3 stages), and flash_kernel (64/G queries x G heads a CTA). Cases of at most 16 queries take the
+ * split kernels under all. */
+static const char *const dattn_variants[] = {"", "q4", "q8", "q4s3", "q8s3", "q4p", "q8p", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -884,21 +889,24 @@ static void attn_run(bool sparse, int nh, int nkv, int d, int64_t p0, int T, int
             else
                 cpu_attn_dense(qt + g * G * d, G, nkv, d, g, Kc, Vc, p0 + t + 1, scale, scr, ot);
         }
-    const int nv = sparse ? (int)(sizeof(sattn_variants) / sizeof(sattn_variants[0])) : 1;
+    const char *const *vars = sparse ? sattn_variants : dattn_variants;
+    const char *env = sparse ? "SALA_CUDA_SATTN" : "SALA_CUDA_DATTN";
+    const int nv = sparse ? (int)(sizeof(sattn_variants) / sizeof(sattn_variants[0]))
+                          : (int)(sizeof(dattn_variants) / sizeof(dattn_variants[0]));
     for (int v = 0; v < nv; v++) {
-        if (sparse) setenv("SALA_CUDA_SATTN", sattn_variants[v], 1);
+        setenv(env, vars[v], 1);
         for (size_t i = 0; i < (size_t)T * nh * d; i++) og[i] = NAN;
         const int rc = O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, og, &e);
         CU_ASSERT_EQUAL(rc, SALA_OK);
         char what[128];
         double rel, mr;
         snprintf(what, sizeof(what), "%s%s%s attn nh=%d nkv=%d d=%d L=%lld K=%d",
-                 sparse ? "sparse" : "dense", sparse && *sattn_variants[v] ? " " : "",
-                 sparse ? sattn_variants[v] : "", nh, nkv, d, (long long)L, K);
+                 sparse ? "sparse" : "dense", *vars[v] ? " " : "", vars[v], nh, nkv, d,
+                 (long long)L, K);
         diff(og, o, (size_t)T * nh * d, &rel, &mr);
         report(what, rel, mr, 8e-3, 3e-2);
     }
-    unsetenv("SALA_CUDA_SATTN");
+    unsetenv(env);
     free(Q), free(Kc), free(Vc), free(sel), free(og), free(o), free(scr);
 }
 
@@ -920,6 +928,9 @@ static void t_attn_dense(void)
     /* register (mma.sync) kernel: a partial last CTA, a prefix from 0, G = 8 */
     attn_case(false, 32, 2, 128, 0, 777, 21);
     attn_case(false, 16, 2, 128, 64, 131, 22);
+    /* prefill-like (dense_kernel: 24 CTAs of 128 / 47 of 64 queries a head, the last partial,
+     * causal limits inside the diagonal tiles of every CTA), G = 16 */
+    attn_case(false, 32, 2, 128, 0, 3000, 25);
     /* few queries (the split kernels): one query near dense_len, a few, 16 queries (the
      * partials need 2 blocks a warp), G = 8 / d = 64 / G = 2, a query in block 0 */
     attn_case(false, 32, 2, 128, 8190, 1, 71);

@@ -2,7 +2,8 @@
  * for both regimes (SALA-SPEC §3.6; twins: engine/cpu/attention.c cpu_attn_dense and
  * engine/cpu/infllm.c infllm_attend):
  *   dense   a CTA takes 64 rows = (64/G queries) x (G q heads of one kv group) and walks the key
- *           tiles 0..p (flash-attention style online softmax);
+ *           tiles 0..p (flash-attention style online softmax); for prefill (d = 128, more than
+ *           16 queries) dense_kernel: 128 consecutive queries of one q head a CTA;
  *   sparse  a CTA takes one query's G heads (16 rows, G <= 16) and walks its selected blocks.
  * Scores and the softmax are fp32, Q/K/V and the probabilities bf16 on the tensor cores (WMMA);
  * the output accumulator is fp32 in shared memory. Key j is used iff j <= p (token causal mask). */
@@ -156,7 +157,7 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
     return d < -1 ? -1 : (d > CU_KT ? CU_KT : (int)d);
 }
 
-/* One key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
+/* flash_block (= flash_qk, then flash_sv): one key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
  * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
  * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
  * (64, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
@@ -165,15 +166,12 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
  * arithmetic; only the ldmatrix row addresses differ. An ldmatrix lane's row is r = 16 i + 8 x +
  * (lane & 7), so r & 7 = lane & 7, and its chunk 2 k + bit (k compile-time) is swizzled to
  * (2 k & 7) ^ (bit ^ (lane & 7)): one XOR with a per-lane constant. */
+/* S = Q Kᵀ of the tile into s (the score accumulator, unscaled). */
 template <int D, bool SW = false, typename QF>
-static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
-                                                   const int lim[2], float sl, flash_acc<D> &acc)
+static __device__ __forceinline__ void flash_qk(const QF &qf, const bf16 *Kt, float (&s)[8][4])
 {
-    float (&o)[D / 8][4] = acc.o;
-    float *mrow = acc.mrow, *lrow = acc.lrow;
-    constexpr int LDS = D + 8, KS = D / 16, ND = D / 8;
-    const int lane = threadIdx.x & 31, qd = lane & 3;
-    float s[8][4];
+    constexpr int LDS = D + 8, KS = D / 16;
+    const int lane = threadIdx.x & 31;
 #pragma unroll
     for (int j = 0; j < 8; j++)
 #pragma unroll
@@ -195,6 +193,17 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
             mma_bf16(s[2 * nc + 1], q, b[2], b[3]);
         }
     }
+}
+
+/* The rest of flash_block for scores s of flash_qk: mask, online softmax, o = o·corr + P V. */
+template <int D, bool SW = false>
+static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt, const int lim[2],
+                                                float sl, flash_acc<D> &acc)
+{
+    float (&o)[D / 8][4] = acc.o;
+    float *mrow = acc.mrow, *lrow = acc.lrow;
+    constexpr int LDS = D + 8, ND = D / 8;
+    const int lane = threadIdx.x & 31, qd = lane & 3;
     float corr[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
@@ -251,6 +260,16 @@ static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt,
             mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
         }
     }
+}
+
+/* The whole tile (the contract above flash_qk). */
+template <int D, bool SW = false, typename QF>
+static __device__ __forceinline__ void flash_block(const QF &qf, const bf16 *Kt, const bf16 *Vt,
+                                                   const int lim[2], float sl, flash_acc<D> &acc)
+{
+    float s[8][4];
+    flash_qk<D, SW>(qf, Kt, s);
+    flash_sv<D, SW>(s, Vt, lim, sl, acc);
 }
 
 /* Rows rq + 8 hf of the warp's m16 tile = (query tq0 + qbase + (row >> lg), head row & (G-1)) of
@@ -488,6 +507,106 @@ template <int D, bool QREG> struct ring_q {
         }
     }
 };
+
+/* dense_kernel (branch dn): the dense causal prefill with query-major rows. A CTA of NW warps
+ * takes QC = 16 NW consecutive queries of ONE q head h (warp w: queries tq0 + 16 w .. + 15, one
+ * row each, so flash_q / flash_store run with lg = 0 and "group" h) and walks the key tiles
+ * 0 .. pmax / 64 of its kv group h >> lg once for all QC queries (flash_kernel shares a tile
+ * among 64 rows = 64/G queries x G heads; here among 16 NW rows at any G). K/V tiles in a ring
+ * of S stages filled by cp.async S - 1 tiles ahead, one CTA barrier per tile: at tile b every
+ * warp has passed the barrier, so it is done with tile b - 1, whose stage takes tile b + S - 1.
+ * Rows past pmax are zero-filled, never read. A warp computes a tile only while it holds a row
+ * at or past its first key; causal limits are per row (flash_block lim). Grid (nh, CTAs): the
+ * heads vary fastest, so the first wave is every head's longest CTA and the heads of one group
+ * run side by side (their K/V tiles shared in L2). Key j is used iff j <= p. */
+template <int D, int NW, int S, bool PIPE>
+static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
+{
+    static_assert(!PIPE || S == 3, "the pipelined walk reads two tiles while a third loads");
+    constexpr int LDS = D + 8, QC = 16 * NW;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
+    const int w = threadIdx.x >> 5;
+    const int h = blockIdx.x, g = h >> lg;
+    const int cta = (int)(gridDim.y - 1 - blockIdx.y);              /* long first */
+    const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
+    const int nq = tend - tq0 < QC ? tend - tq0 : QC;
+    const size_t krow = (size_t)a.nkv * D;
+    const float sl = a.scale * 1.4426950408889634f;
+    const int64_t pmax = a.p0 + tq0 + nq - 1;
+
+    ring_q<D, true> qf;                                     /* rows: queries tq0 + 16 w .. */
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+    qf.load(a, 0, h, tq0, w * 16, nq, nullptr, prow, qwr, rv);
+    int nqw = nq - w * 16;                                   /* valid queries of this warp */
+    nqw = nqw < 0 ? 0 : (nqw > 16 ? 16 : nqw);
+    const int64_t pwmax = a.p0 + tq0 + w * 16 + nqw - 1;
+    const int nb = (int)(pmax / CU_KT) + 1;
+
+    /* tile b into stage b % S when b < nb; a cp.async group either way (the wait counts) */
+    auto load = [&](int b) {
+        if (b < nb) {
+            const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
+            const int nk = (int)(left < CU_KT ? left : CU_KT);
+            bf16 *Kt = Kb + (b % S) * CU_KT * LDS, *Vt = Vb + (b % S) * CU_KT * LDS;
+            tile_async<D>(Kt, a.K + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
+            tile_async<D>(Vt, a.V + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
+        }
+        cp_async_commit();
+    };
+
+    flash_acc<D> acc;
+#pragma unroll
+    for (int i = 0; i < S - 1; i++) load(i);
+    if constexpr (PIPE) {
+        /* S of tile b + 1 (flash_qk) is issued beside the softmax and P V of tile b (flash_sv)
+         * in one basic block, so the tensor cores have independent work during the softmax.
+         * Tiles b (V) and b + 1 (K) are read, b + 2 loads into the stage of b - 1. */
+        auto on = [&](int b) { return b < nb && nqw > 0 && (int64_t)b * CU_KT <= pwmax; };
+        float sc[8][4], sn[8][4];
+        cp_async_wait<1>();
+        __syncthreads();
+        if (on(0)) flash_qk<D>(qf, Kb, sc);
+        for (int b = 0; b < nb; b++) {
+            cp_async_wait<0>();                              /* tile b + 1 landed */
+            __syncthreads();                                 /* everyone's; b - 1 done */
+            load(b + 2);
+            const int64_t j0 = (int64_t)b * CU_KT;
+            int lim[2];                                      /* key col valid iff col <= lim */
+#pragma unroll
+            for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
+            const bf16 *Vt = Vb + (b % 3) * CU_KT * LDS;
+            if (on(b + 1)) {                                 /* then on(b) too */
+                flash_qk<D>(qf, Kb + ((b + 1) % 3) * CU_KT * LDS, sn);
+                flash_sv<D>(sc, Vt, lim, sl, acc);
+#pragma unroll
+                for (int j = 0; j < 8; j++)
+#pragma unroll
+                    for (int e = 0; e < 4; e++) sc[j][e] = sn[j][e];
+            } else if (on(b)) {
+                flash_sv<D>(sc, Vt, lim, sl, acc);
+            }
+        }
+    } else {
+        for (int b = 0; b < nb; b++) {
+            cp_async_wait<S - 2>();                          /* tile b landed (this thread's) */
+            __syncthreads();                                 /* ... everyone's; b - 1 done */
+            load(b + S - 1);
+            const int64_t j0 = (int64_t)b * CU_KT;
+            if (nqw > 0 && j0 <= pwmax) {
+                int lim[2];                                  /* key col valid iff col <= lim */
+#pragma unroll
+                for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
+                const int st = b % S;
+                flash_block<D>(qf, Kb + st * CU_KT * LDS, Vb + st * CU_KT * LDS, lim, sl, acc);
+            }
+        }
+    }
+    cp_async_wait<0>();
+    flash_store<D>(a, 0, h, tq0, w * 16, acc, qwr, rv);
+}
 
 /* ---- block-sparse attention with a warp-specialised ring (fourth version) ----
  * CTA = NC consumer warps + 1 producer warp, one kv group g, NQ = ncw x 16/G consecutive queries
@@ -1044,6 +1163,57 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
+/* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
+ * 64/G queries x G heads a CTA), q4 / q8 (dense_kernel with 4 / 8 warps: 64 / 128 queries of one
+ * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages), q4p / q8p (3 stages, S of
+ * the next tile beside the softmax of this one); otherwise DATTN_DEFAULT = q8p (the fastest at
+ * 32K on the H100: docs/CUDA.md "Dense prefill attention 2"). Read at every launch
+ * (tests set it). d = 64 always takes flash_kernel. Returns 100 pipelined + warps x 10 + stages,
+ * 0 for old. */
+#define DATTN_DEFAULT 183
+static int dattn_variant(void)
+{
+    const char *s = getenv("SALA_CUDA_DATTN");
+    if (s && !strcmp(s, "old")) return 0;
+    if (s && !strcmp(s, "q4")) return 42;
+    if (s && !strcmp(s, "q8")) return 82;
+    if (s && !strcmp(s, "q4s3")) return 43;
+    if (s && !strcmp(s, "q8s3")) return 83;
+    if (s && !strcmp(s, "q4p")) return 143;
+    if (s && !strcmp(s, "q8p")) return 183;
+    return DATTN_DEFAULT;
+}
+
+static size_t dense_smem(int stages) { return (size_t)2 * stages * CU_KT * (128 + 8) * 2; }
+
+template <int NW, int S, bool PIPE = false>
+static void dense_go(cudaStream_t st, const attn_args *a, int lg, dim3 grid)
+{
+    dense_kernel<128, NW, S, PIPE><<<grid, 32 * NW, dense_smem(S), st>>>(*a, lg);
+}
+
+/* dense_kernel for d = 128, variant v of dattn_variant; false: not taken (another d or
+ * variant, or more CTAs than a grid column holds), nothing launched. */
+static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
+{
+    const int nw = v % 100 / 10;
+    if (a->d != 128 || (nw != 4 && nw != 8)) return false;
+    const int64_t nc = ((int64_t)a->n + 16 * nw - 1) / (16 * nw);
+    if (nc > 65535) return false;
+    const dim3 grid(a->nh, (unsigned)nc);
+    switch (v) {
+    case 42: dense_go<4, 2>(st, a, lg, grid); break;
+    case 43: dense_go<4, 3>(st, a, lg, grid); break;
+    case 82: dense_go<8, 2>(st, a, lg, grid); break;
+    case 83: dense_go<8, 3>(st, a, lg, grid); break;
+    case 143: dense_go<4, 3, true>(st, a, lg, grid); break;
+    case 183: dense_go<8, 3, true>(st, a, lg, grid); break;
+    default: return false;
+    }
+    *err = cudaGetLastError();
+    return true;
+}
+
 /* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
 static int sr_optin;
 
@@ -1210,6 +1380,8 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
+        const int v = dattn_variant();
+        if (v && dense_launch(st, a, lg, v, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
@@ -1269,6 +1441,12 @@ template <int D, bool SPARSE> static cudaError_t sd_init(void)
                                 (int)sd_smem(D, SD_MAXBPW));
 }
 
+template <int NW, int S, bool PIPE = false> static cudaError_t dense_init(void)
+{
+    return cudaFuncSetAttribute(dense_kernel<128, NW, S, PIPE>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dense_smem(S));
+}
+
 template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
 {
     return cudaFuncSetAttribute(sparse_ring_kernel<D, NC, QREG>,
@@ -1293,6 +1471,10 @@ cudaError_t cu_attn_init(void)
     err = cudaFuncSetAttribute(flash_kernel<128, true>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
+    const cudaError_t dn[] = {dense_init<4, 2>(), dense_init<4, 3>(),       dense_init<8, 2>(),
+                              dense_init<8, 3>(), dense_init<4, 3, true>(), dense_init<8, 3, true>()};
+    for (cudaError_t x : dn)
+        if (x != cudaSuccess) return x;
     int dev = 0, optin = 0;
     if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
         (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
