@@ -856,10 +856,9 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
                                              "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
- * default, dense_kernel with 4 and 8 warps (64 / 128 queries of one head a CTA), 2 and 3 K/V
- * stages, pipelined (3 stages), and flash_kernel (64/G queries x G heads a CTA). Cases of at most 16 queries take the
- * split kernels under all. */
-static const char *const dattn_variants[] = {"", "q4", "q8", "q4s3", "q8s3", "q4p", "q8p", "old"};
+ * default (dense_kernel: 128 queries of one head a CTA) and flash_kernel (64/G queries x G heads
+ * a CTA). Cases of at most 16 queries take the split kernels under both. */
+static const char *const dattn_variants[] = {"", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */

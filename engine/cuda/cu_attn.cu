@@ -513,17 +513,17 @@ template <int D, bool QREG> struct ring_q {
  * row each, so flash_q / flash_store run with lg = 0 and "group" h) and walks the key tiles
  * 0 .. pmax / 64 of its kv group h >> lg once for all QC queries (flash_kernel shares a tile
  * among 64 rows = 64/G queries x G heads; here among 16 NW rows at any G). K/V tiles in a ring
- * of S stages filled by cp.async S - 1 tiles ahead, one CTA barrier per tile: at tile b every
- * warp has passed the barrier, so it is done with tile b - 1, whose stage takes tile b + S - 1.
+ * of 3 stages filled by cp.async 2 tiles ahead, one CTA barrier per tile: at tile b every warp
+ * has passed the barrier, so it is done with tile b - 1, whose stage takes tile b + 2. The S of
+ * tile b + 1 (flash_qk) is issued beside the softmax and P V of tile b (flash_sv).
  * Rows past pmax are zero-filled, never read. A warp computes a tile only while it holds a row
  * at or past its first key; causal limits are per row (flash_block lim). Grid (nh, CTAs): the
  * heads vary fastest, so the first wave is every head's longest CTA and the heads of one group
  * run side by side (their K/V tiles shared in L2). Key j is used iff j <= p. */
-template <int D, int NW, int S, bool PIPE>
+template <int D, int NW>
 static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
 {
-    static_assert(!PIPE || S == 3, "the pipelined walk reads two tiles while a third loads");
-    constexpr int LDS = D + 8, QC = 16 * NW;
+    constexpr int LDS = D + 8, QC = 16 * NW, S = 3;   /* the walk reads two tiles, a third loads */
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
     const int w = threadIdx.x >> 5;
@@ -560,48 +560,32 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
     flash_acc<D> acc;
 #pragma unroll
     for (int i = 0; i < S - 1; i++) load(i);
-    if constexpr (PIPE) {
-        /* S of tile b + 1 (flash_qk) is issued beside the softmax and P V of tile b (flash_sv)
-         * in one basic block, so the tensor cores have independent work during the softmax.
-         * Tiles b (V) and b + 1 (K) are read, b + 2 loads into the stage of b - 1. */
-        auto on = [&](int b) { return b < nb && nqw > 0 && (int64_t)b * CU_KT <= pwmax; };
-        float sc[8][4], sn[8][4];
-        cp_async_wait<1>();
-        __syncthreads();
-        if (on(0)) flash_qk<D>(qf, Kb, sc);
-        for (int b = 0; b < nb; b++) {
-            cp_async_wait<0>();                              /* tile b + 1 landed */
-            __syncthreads();                                 /* everyone's; b - 1 done */
-            load(b + 2);
-            const int64_t j0 = (int64_t)b * CU_KT;
-            int lim[2];                                      /* key col valid iff col <= lim */
+    /* S of tile b + 1 (flash_qk) is issued beside the softmax and P V of tile b (flash_sv)
+     * in one basic block, so the tensor cores have independent work during the softmax.
+     * Tiles b (V) and b + 1 (K) are read, b + 2 loads into the stage of b - 1. */
+    auto on = [&](int b) { return b < nb && nqw > 0 && (int64_t)b * CU_KT <= pwmax; };
+    float sc[8][4], sn[8][4];
+    cp_async_wait<1>();
+    __syncthreads();
+    if (on(0)) flash_qk<D>(qf, Kb, sc);
+    for (int b = 0; b < nb; b++) {
+        cp_async_wait<0>();                              /* tile b + 1 landed */
+        __syncthreads();                                 /* everyone's; b - 1 done */
+        load(b + 2);
+        const int64_t j0 = (int64_t)b * CU_KT;
+        int lim[2];                                      /* key col valid iff col <= lim */
 #pragma unroll
-            for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
-            const bf16 *Vt = Vb + (b % 3) * CU_KT * LDS;
-            if (on(b + 1)) {                                 /* then on(b) too */
-                flash_qk<D>(qf, Kb + ((b + 1) % 3) * CU_KT * LDS, sn);
-                flash_sv<D>(sc, Vt, lim, sl, acc);
+        for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
+        const bf16 *Vt = Vb + (b % 3) * CU_KT * LDS;
+        if (on(b + 1)) {                                 /* then on(b) too */
+            flash_qk<D>(qf, Kb + ((b + 1) % 3) * CU_KT * LDS, sn);
+            flash_sv<D>(sc, Vt, lim, sl, acc);
 #pragma unroll
-                for (int j = 0; j < 8; j++)
+            for (int j = 0; j < 8; j++)
 #pragma unroll
-                    for (int e = 0; e < 4; e++) sc[j][e] = sn[j][e];
-            } else if (on(b)) {
-                flash_sv<D>(sc, Vt, lim, sl, acc);
-            }
-        }
-    } else {
-        for (int b = 0; b < nb; b++) {
-            cp_async_wait<S - 2>();                          /* tile b landed (this thread's) */
-            __syncthreads();                                 /* ... everyone's; b - 1 done */
-            load(b + S - 1);
-            const int64_t j0 = (int64_t)b * CU_KT;
-            if (nqw > 0 && j0 <= pwmax) {
-                int lim[2];                                  /* key col valid iff col <= lim */
-#pragma unroll
-                for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(prow[hf] - j0) : -1;
-                const int st = b % S;
-                flash_block<D>(qf, Kb + st * CU_KT * LDS, Vb + st * CU_KT * LDS, lim, sl, acc);
-            }
+                for (int e = 0; e < 4; e++) sc[j][e] = sn[j][e];
+        } else if (on(b)) {
+            flash_sv<D>(sc, Vt, lim, sl, acc);
         }
     }
     cp_async_wait<0>();
@@ -1164,52 +1148,27 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
 }
 
 /* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
- * 64/G queries x G heads a CTA), q4 / q8 (dense_kernel with 4 / 8 warps: 64 / 128 queries of one
- * head a CTA, 2 K/V stages), q4s3 / q8s3 (the same with 3 stages), q4p / q8p (3 stages, S of
- * the next tile beside the softmax of this one); otherwise DATTN_DEFAULT = q8p (the fastest at
- * 32K on the H100: docs/CUDA.md "Dense prefill attention 2"). Read at every launch
- * (tests set it). d = 64 always takes flash_kernel. Returns 100 pipelined + warps x 10 + stages,
- * 0 for old. */
-#define DATTN_DEFAULT 183
-static int dattn_variant(void)
+ * 64/G queries x G heads a CTA), otherwise dense_kernel (128 queries of one head a CTA, the next
+ * tile's S beside this one's softmax; docs/CUDA.md "Dense prefill attention 2": 12% faster at
+ * 32K on the H100). Read at every launch (tests set it). d = 64 always takes flash_kernel. */
+static bool dattn_new(void)
 {
     const char *s = getenv("SALA_CUDA_DATTN");
-    if (s && !strcmp(s, "old")) return 0;
-    if (s && !strcmp(s, "q4")) return 42;
-    if (s && !strcmp(s, "q8")) return 82;
-    if (s && !strcmp(s, "q4s3")) return 43;
-    if (s && !strcmp(s, "q8s3")) return 83;
-    if (s && !strcmp(s, "q4p")) return 143;
-    if (s && !strcmp(s, "q8p")) return 183;
-    return DATTN_DEFAULT;
+    return !(s && !strcmp(s, "old"));
 }
 
 static size_t dense_smem(int stages) { return (size_t)2 * stages * CU_KT * (128 + 8) * 2; }
 
-template <int NW, int S, bool PIPE = false>
-static void dense_go(cudaStream_t st, const attn_args *a, int lg, dim3 grid)
+/* dense_kernel for d = 128; false: not taken (another d, or more CTAs than a grid column
+ * holds), nothing launched. */
+static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
-    dense_kernel<128, NW, S, PIPE><<<grid, 32 * NW, dense_smem(S), st>>>(*a, lg);
-}
-
-/* dense_kernel for d = 128, variant v of dattn_variant; false: not taken (another d or
- * variant, or more CTAs than a grid column holds), nothing launched. */
-static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
-{
-    const int nw = v % 100 / 10;
-    if (a->d != 128 || (nw != 4 && nw != 8)) return false;
-    const int64_t nc = ((int64_t)a->n + 16 * nw - 1) / (16 * nw);
+    constexpr int NW = 8;
+    if (a->d != 128) return false;
+    const int64_t nc = ((int64_t)a->n + 16 * NW - 1) / (16 * NW);
     if (nc > 65535) return false;
     const dim3 grid(a->nh, (unsigned)nc);
-    switch (v) {
-    case 42: dense_go<4, 2>(st, a, lg, grid); break;
-    case 43: dense_go<4, 3>(st, a, lg, grid); break;
-    case 82: dense_go<8, 2>(st, a, lg, grid); break;
-    case 83: dense_go<8, 3>(st, a, lg, grid); break;
-    case 143: dense_go<4, 3, true>(st, a, lg, grid); break;
-    case 183: dense_go<8, 3, true>(st, a, lg, grid); break;
-    default: return false;
-    }
+    dense_kernel<128, NW><<<grid, 32 * NW, dense_smem(3), st>>>(*a, lg);
     *err = cudaGetLastError();
     return true;
 }
@@ -1380,8 +1339,7 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
-        const int v = dattn_variant();
-        if (v && dense_launch(st, a, lg, v, &err)) return err;
+        if (dattn_new() && dense_launch(st, a, lg, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
@@ -1441,11 +1399,6 @@ template <int D, bool SPARSE> static cudaError_t sd_init(void)
                                 (int)sd_smem(D, SD_MAXBPW));
 }
 
-template <int NW, int S, bool PIPE = false> static cudaError_t dense_init(void)
-{
-    return cudaFuncSetAttribute(dense_kernel<128, NW, S, PIPE>,
-                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)dense_smem(S));
-}
 
 template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
 {
@@ -1471,10 +1424,9 @@ cudaError_t cu_attn_init(void)
     err = cudaFuncSetAttribute(flash_kernel<128, true>,
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
-    const cudaError_t dn[] = {dense_init<4, 2>(), dense_init<4, 3>(),       dense_init<8, 2>(),
-                              dense_init<8, 3>(), dense_init<4, 3, true>(), dense_init<8, 3, true>()};
-    for (cudaError_t x : dn)
-        if (x != cudaSuccess) return x;
+    err = cudaFuncSetAttribute(dense_kernel<128, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                               (int)dense_smem(3));
+    if (err != cudaSuccess) return err;
     int dev = 0, optin = 0;
     if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
         (err = cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev)) !=
