@@ -157,8 +157,8 @@ static __device__ __forceinline__ int flash_lim(int64_t d)
     return d < -1 ? -1 : (d > CU_KT ? CU_KT : (int)d);
 }
 
-/* flash_block (= flash_qk, then flash_sv): one key tile of 64 for the warp's m16 tile: S = Q Kᵀ (Q fragments from qf(ks, q)), masked to
- * col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
+/* flash_block (= flash_qk, then flash_sv): one key tile of 64 for the warp's m16 tile: S = Q Kᵀ
+ * (Q fragments from qf(ks, q)), masked to col <= lim[hf] for rows rq + 8 hf (lim < 0: the row takes nothing from this tile), online
  * softmax in the exp2 domain (sl = scale·log2 e), o = o·corr + P V with P in bf16. Kt, Vt: padded
  * (64, D + 8) shared tiles, or with SW unpadded 128B-swizzled tiles as TMA writes them
  * (SWIZZLE_128B, boxes of 64 columns x 64 rows, 1 KB aligned: D / 64 boxes of 64 rows x 128
@@ -1398,7 +1398,6 @@ template <int D, bool SPARSE> static cudaError_t sd_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 (int)sd_smem(D, SD_MAXBPW));
 }
-
 
 template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
 {
