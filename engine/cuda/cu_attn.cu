@@ -322,6 +322,22 @@ static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, i
     }
 }
 
+/* Block b's K and V rows of kv group g (rows past `last`, the last position any query of the
+ * caller may read, zero-filled) -> the padded shared tiles Kt, Vt by cp.async; threads tid = 0 ..
+ * nthr-1 take part. The caller commits or arrives. */
+template <int D>
+static __device__ __forceinline__ void kv_tiles_async(const attn_args &a, int g, int b,
+                                                      int64_t last, bf16 *Kt, bf16 *Vt, int nthr,
+                                                      int tid)
+{
+    const size_t krow = (size_t)a.nkv * D;
+    const int64_t j0 = (int64_t)b * CU_KT, left = last - j0 + 1;
+    const int nk = (int)(left < CU_KT ? left : CU_KT);
+    const size_t off = (size_t)j0 * krow + (size_t)g * D;
+    tile_async<D>(Kt, a.K + off, krow, nk, nthr, tid);
+    tile_async<D>(Vt, a.V + off, krow, nk, nthr, tid);
+}
+
 /* One query's selection list (ascending block ids, -1 padded) walked by a lane: head is the
  * first entry > the block last taken, NONE once the list ends (at a -1 or a block past the query's
  * own block qb; nothing when lst is NULL). Repeats are skipped, as in the CPU twin. */
@@ -375,7 +391,6 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
     const int cta = SPARSE ? (int)blockIdx.x : (int)(gridDim.x - 1 - blockIdx.x);   /* long first */
     const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
     const int nq = tend - tq0 < QC ? tend - tq0 : QC;
-    const size_t krow = (size_t)a.nkv * D;
     const float sl = a.scale * 1.4426950408889634f;
     const int64_t pmax = a.p0 + tq0 + nq - 1;
 
@@ -423,10 +438,8 @@ static __global__ void __launch_bounds__(128) flash_kernel(attn_args a, int lg)
         return b;
     };
     auto load = [&](int b, int buf) {
-        const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
-        const int nk = (int)(left < CU_KT ? left : CU_KT);
-        tile_async<D>(Kb + buf * CU_KT * LDS, a.K + j0 * krow + (size_t)g * D, krow, nk, 128);
-        tile_async<D>(Vb + buf * CU_KT * LDS, a.V + j0 * krow + (size_t)g * D, krow, nk, 128);
+        kv_tiles_async<D>(a, g, b, pmax, Kb + buf * CU_KT * LDS, Vb + buf * CU_KT * LDS, 128,
+                          (int)threadIdx.x);
         cp_async_commit();
     };
 
@@ -520,10 +533,12 @@ template <int D, bool QREG> struct ring_q {
  * at or past its first key; causal limits are per row (flash_block lim). Grid (nh, CTAs): the
  * heads vary fastest, so the first wave is every head's longest CTA and the heads of one group
  * run side by side (their K/V tiles shared in L2). Key j is used iff j <= p. */
+#define DN_STAGES 3                 /* dense_kernel: the walk reads two K/V tiles, a third loads */
+
 template <int D, int NW>
 static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int lg)
 {
-    constexpr int LDS = D + 8, QC = 16 * NW, S = 3;   /* the walk reads two tiles, a third loads */
+    constexpr int LDS = D + 8, QC = 16 * NW, S = DN_STAGES;
     extern __shared__ __align__(128) unsigned char smraw[];
     bf16 *Kb = (bf16 *)smraw, *Vb = Kb + S * CU_KT * LDS;
     const int w = threadIdx.x >> 5;
@@ -531,7 +546,6 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
     const int cta = (int)(gridDim.y - 1 - blockIdx.y);              /* long first */
     const int tq0 = a.t0 + cta * QC, tend = a.t0 + a.n;
     const int nq = tend - tq0 < QC ? tend - tq0 : QC;
-    const size_t krow = (size_t)a.nkv * D;
     const float sl = a.scale * 1.4426950408889634f;
     const int64_t pmax = a.p0 + tq0 + nq - 1;
 
@@ -547,13 +561,9 @@ static __global__ void __launch_bounds__(32 * NW) dense_kernel(attn_args a, int 
 
     /* tile b into stage b % S when b < nb; a cp.async group either way (the wait counts) */
     auto load = [&](int b) {
-        if (b < nb) {
-            const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
-            const int nk = (int)(left < CU_KT ? left : CU_KT);
-            bf16 *Kt = Kb + (b % S) * CU_KT * LDS, *Vt = Vb + (b % S) * CU_KT * LDS;
-            tile_async<D>(Kt, a.K + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
-            tile_async<D>(Vt, a.V + j0 * krow + (size_t)g * D, krow, nk, 32 * NW);
-        }
+        if (b < nb)
+            kv_tiles_async<D>(a, g, b, pmax, Kb + (b % S) * CU_KT * LDS,
+                              Vb + (b % S) * CU_KT * LDS, 32 * NW, (int)threadIdx.x);
         cp_async_commit();
     };
 
@@ -630,7 +640,6 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
     const int tq0 = a.t0 + blockIdx.x * NQ, tend = a.t0 + a.n;
     const int nq = tend - tq0 < NQ ? tend - tq0 : NQ;
-    const size_t krow = (size_t)a.nkv * D;
     const int64_t pmax = a.p0 + tq0 + nq - 1;
 
     if (threadIdx.x == 0) {
@@ -665,12 +674,8 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
                 mbar_arrive(fb);
             }
             if (b != NONE) {
-                const int64_t j0 = (int64_t)b * CU_KT, left = pmax - j0 + 1;
-                const int nk = (int)(left < CU_KT ? left : CU_KT);
-                const size_t off = (size_t)j0 * krow + (size_t)g * D;
                 bf16 *Kt = ring + (size_t)s * 2 * TILE;
-                tile_async<D>(Kt, a.K + off, krow, nk, 32, lane);
-                tile_async<D>(Kt + TILE, a.V + off, krow, nk, 32, lane);
+                kv_tiles_async<D>(a, g, b, pmax, Kt, Kt + TILE, 32, lane);
             }
             cp_async_mbar_arrive(fb);                       /* the 32 data arrivals */
             if (b == NONE) break;
@@ -964,7 +969,6 @@ static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args 
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
     const int bpc = SD_W * bpw, e0 = s * bpc;
     const int64_t p = a.p0 + t, qb = p / CU_KT;
-    const size_t krow = (size_t)a.nkv * D;
 
     if (SPARSE) {                                           /* the ids this range uses */
         const int32_t *lst = a.sel + ((size_t)t * a.nkv + g) * a.K_sel;
@@ -1017,16 +1021,13 @@ static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args 
     const int nb = nblk;
     for (int i = w; i < nb; i += SD_W) {
         const int b = blk[i];
-        const int64_t j0 = (int64_t)b * CU_KT, left = p - j0 + 1;
-        const int nk = (int)(left < CU_KT ? left : CU_KT);
-        tile_async<D>(Kt, a.K + j0 * krow + (size_t)g * D, krow, nk, 32, lane);
-        tile_async<D>(Vt, a.V + j0 * krow + (size_t)g * D, krow, nk, 32, lane);
+        kv_tiles_async<D>(a, g, b, p, Kt, Vt, 32, lane);
         cp_async_commit();
         cp_async_wait<0>();
         __syncwarp();
         int lim[2];
 #pragma unroll
-        for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(p - j0) : -1;
+        for (int hf = 0; hf < 2; hf++) lim[hf] = rv[hf] ? flash_lim(p - (int64_t)b * CU_KT) : -1;
         flash_block<D>(qf, Kt, Vt, lim, sl, acc);
         __syncwarp();                                       /* slot free for the next block */
     }
@@ -1157,7 +1158,7 @@ static bool dattn_new(void)
     return !(s && !strcmp(s, "old"));
 }
 
-static size_t dense_smem(int stages) { return (size_t)2 * stages * CU_KT * (128 + 8) * 2; }
+static constexpr size_t dense_smem() { return (size_t)2 * DN_STAGES * CU_KT * (128 + 8) * 2; }
 
 /* dense_kernel for d = 128; false: not taken (another d, or more CTAs than a grid column
  * holds), nothing launched. */
@@ -1168,7 +1169,7 @@ static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_
     const int64_t nc = ((int64_t)a->n + 16 * NW - 1) / (16 * NW);
     if (nc > 65535) return false;
     const dim3 grid(a->nh, (unsigned)nc);
-    dense_kernel<128, NW><<<grid, 32 * NW, dense_smem(3), st>>>(*a, lg);
+    dense_kernel<128, NW><<<grid, 32 * NW, dense_smem(), st>>>(*a, lg);
     *err = cudaGetLastError();
     return true;
 }
@@ -1424,7 +1425,7 @@ cudaError_t cu_attn_init(void)
                                cudaFuncAttributeMaxDynamicSharedMemorySize, (int)flash_smem(128));
     if (err != cudaSuccess) return err;
     err = cudaFuncSetAttribute(dense_kernel<128, 8>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                               (int)dense_smem(3));
+                               (int)dense_smem());
     if (err != cudaSuccess) return err;
     int dev = 0, optin = 0;
     if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
