@@ -10,12 +10,25 @@
  * resident at once: programmatic dependent launch, side streams).
  *
  * One measurement at a time per process (CUPTI's buffer callbacks are process-wide); the sums
- * are guarded by a mutex because CUPTI may deliver buffers on its own thread. */
+ * are guarded by a mutex because CUPTI may deliver buffers on its own thread.
+ *
+ * With SALA_KPROF_NAMES=<file> set, each stop also appends one line per kernel name to that file
+ * (seconds, launches, category, mangled name; `c++filt` reads the names): the per-kernel table
+ * behind the category sums, for finding where "other" or one op's time goes. */
 #include "engine/cuda/cu_int.h"
 
 #include <cupti.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <stdio.h>
+
+/* One kernel name's row of the SALA_KPROF_NAMES table. */
+struct kp_name {
+    char *name;
+    double sec;
+    int64_t n;
+    int cat;
+};
 
 typedef CUptiResult (*reg_fn)(CUpti_BuffersCallbackRequestFunc, CUpti_BuffersCallbackCompleteFunc);
 typedef CUptiResult (*kind_fn)(CUpti_ActivityKind);
@@ -35,8 +48,61 @@ static struct {
     uint64_t (*iv)[2];   /* kernel intervals [start, end), ns on the device clock */
     size_t niv, civ;
     bool iv_lost;        /* an interval could not be kept: no overlap figure */
+    kp_name *nm;         /* SALA_KPROF_NAMES rows */
+    size_t nnm, cnm;
+    bool names;          /* SALA_KPROF_NAMES was set at the start */
 } kp = {NULL, NULL, NULL, NULL, NULL, NULL, PTHREAD_MUTEX_INITIALIZER, {0}, 0, false,
-        NULL, 0, 0, false};
+        NULL, 0, 0, false, NULL, 0, 0, false};
+
+/* Adds one kernel's seconds to its name's row (kp.mu held; names are few: a linear search).
+ * A name that cannot be kept is dropped from the table, not from the category sums. */
+static void kp_name_add(const char *n, double sec, int cat)
+{
+    if (!n) return;
+    for (size_t i = 0; i < kp.nnm; i++)
+        if (!strcmp(kp.nm[i].name, n)) {
+            kp.nm[i].sec += sec;
+            kp.nm[i].n++;
+            return;
+        }
+    if (kp.nnm == kp.cnm) {
+        const size_t c = kp.cnm ? 2 * kp.cnm : 64;
+        void *p = realloc(kp.nm, c * sizeof(kp.nm[0]));
+        if (!p) return;
+        kp.nm = (kp_name *)p;
+        kp.cnm = c;
+    }
+    char *d = strdup(n);
+    if (!d) return;
+    kp.nm[kp.nnm++] = {d, sec, 1, cat};
+}
+
+static int kp_cmp_name(const void *a, const void *b)
+{
+    const double x = ((const kp_name *)a)->sec, y = ((const kp_name *)b)->sec;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+/* Appends the name table to the file SALA_KPROF_NAMES names, longest first, and empties it
+ * (kp.mu held). A file that cannot be opened loses the table only. */
+static void kp_names_flush(void)
+{
+    const char *path = getenv("SALA_KPROF_NAMES");
+    FILE *f = path && *path && kp.nnm ? fopen(path, "a") : NULL;
+    if (f) {
+        static const char *cat[OP_N] = {"gemm", "lightning", "stage1", "attn", "dense_attn",
+                                        "other", "topk", "idle", "overlap"};
+        qsort(kp.nm, kp.nnm, sizeof(kp.nm[0]), kp_cmp_name);
+        fprintf(f, "# kernel profile: seconds, launches, category, name\n");
+        for (size_t i = 0; i < kp.nnm; i++)
+            fprintf(f, "%.6f\t%lld\t%s\t%s\n", kp.nm[i].sec, (long long)kp.nm[i].n,
+                    kp.nm[i].cat >= 0 && kp.nm[i].cat < OP_N ? cat[kp.nm[i].cat] : "?",
+                    kp.nm[i].name);
+        fclose(f);
+    }
+    for (size_t i = 0; i < kp.nnm; i++) free(kp.nm[i].name);
+    kp.nnm = 0;
+}
 
 /* Appends [s, e) to kp.iv (kp.mu held). */
 static void kp_keep(uint64_t s, uint64_t e)
@@ -126,8 +192,10 @@ static void CUPTIAPI kp_complete(CUcontext, uint32_t, uint8_t *buf, size_t, size
             continue;
         const CUpti_ActivityKernel10 *k = (const CUpti_ActivityKernel10 *)r;
         if (k->end > k->start) {
-            sec[kp_cat(k->name)] += (double)(k->end - k->start) * 1e-9;
+            const int c = kp_cat(k->name);
+            sec[c] += (double)(k->end - k->start) * 1e-9;
             kp_keep(k->start, k->end);
+            if (kp.names) kp_name_add(k->name, (double)(k->end - k->start) * 1e-9, c);
         }
         n++;
     }
@@ -164,6 +232,8 @@ int cu_kprof_start(sala_err *e)
     kp.kernels = 0;
     kp.niv = 0;
     kp.iv_lost = false;
+    const char *nf = getenv("SALA_KPROF_NAMES");
+    kp.names = nf && *nf;
     pthread_mutex_unlock(&kp.mu);
     if (kp.enable(CUPTI_ACTIVITY_KIND_CONCURRENT_KERNEL) != CUPTI_SUCCESS)
         return sala_errf(e, SALA_EUNSUP, "CUDA kernel profile: cuptiActivityEnable failed");
@@ -191,5 +261,6 @@ void cu_kprof_stop(double *sec, int64_t *kernels)
     }
     if (kernels) *kernels = kp.kernels;
     kp.niv = 0;
+    kp_names_flush();
     pthread_mutex_unlock(&kp.mu);
 }

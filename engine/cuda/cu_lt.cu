@@ -15,6 +15,7 @@
 #include "engine/cuda/cu_int.h"
 
 #include <cublasLt.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -136,6 +137,34 @@ template <class F> static float time_it(cu_model *m, cudaEvent_t a, cudaEvent_t 
     return ms / reps;
 }
 
+/* With SALA_CUDA_LT_LOG=<file>: one line a tuned shape appended to that file (the heuristic's
+ * candidates by index with their tile and stage ids and round-1 ms, round 2's sums for the kept
+ * ones, cublasGemmEx's ms and the choice), to see how far apart the candidates are. */
+static void entry_log(const lt_entry *x, const cublasLtMatmulHeuristicResult_t *res, int nres,
+                      const float *t1, const int *keep, int nkeep, const float *sl)
+{
+    const char *path = getenv("SALA_CUDA_LT_LOG");
+    FILE *f = path && *path ? fopen(path, "a") : NULL;
+    if (!f) return;
+    fprintf(f, "shape out %d in %d T %d out_type %s beta %d: ex %.4f ms, lt %.4f ms, %s\n", x->out,
+            x->in, x->T, x->yt == CUDA_R_32F ? "f32" : "bf16", x->beta1, x->ms_ex, x->ms_lt,
+            x->wins ? "lt" : "ex");
+    for (int i = 0; i < nres; i++) {
+        int tile = -1, stages = -1;
+        size_t w = 0;
+        cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
+                                             sizeof(tile), &w);
+        cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                             &stages, sizeof(stages), &w);
+        float r2 = -1;
+        for (int k = 0; k < nkeep; k++)
+            if (keep[k] == i) r2 = sl[k] / CU_LT_ROUNDS;
+        fprintf(f, "  cand %2d tile %3d stages %3d: round 1 %.4f ms, round 2 %.4f ms\n", i, tile,
+                stages, t1[i], r2);
+    }
+    fclose(f);
+}
+
 /* Tune entry x on operands W, xin; the timed calls write y (beta 0) or a scratch copy of the
  * output's size (beta 1: y holds the residual). An Lt failure leaves x->have_algo false. */
 static int entry_tune(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin, void *y,
@@ -225,6 +254,7 @@ static int entry_tune(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin, 
         x->have_algo = best >= 0;
         x->ms_lt = best < 0 ? -1 : best / CU_LT_ROUNDS;
         x->wins = x->have_algo && (x->ms_ex < 0 || x->ms_lt < CU_LT_MARGIN * x->ms_ex);
+        entry_log(x, res, nres, t1, keep, nkeep, sl);
     }
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
