@@ -1230,9 +1230,12 @@ static bool use_wmma(void)
  * warps: 168 registers, 5 slots), tma15o / tma11o (the same with slots reused out of order: an
  * element goes into any free slot, not only the one of the element ns before); the TMA forms
  * fall back to ring15 where no tensor map can be made; otherwise (1) the split kernels for few
- * queries, else tma15o (docs/CUDA.md "Sparse attention 9": 6-7% faster than tma15 at 32K and
- * 128K; tma15 was faster than ring15 at 32K, 128K and 1M, "Sparse attention 4"), else ring15
- * where no tensor map can be made. */
+ * queries, else tma11o for launches whose keys end at or below CU_SATTN_SHORT (dense picks:
+ * 3-5 users an element, the consumers' chains bind, and 11 consumers with 5 slots were 4-5%
+ * faster over a 32K prefill, calls o2 and o4), else tma15o (docs/CUDA.md "Sparse attention 9":
+ * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
+ * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made. */
+#define CU_SATTN_SHORT 32768
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1359,10 +1362,11 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
     const int lg = attn_lg(a);
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
-        const int v = sattn_variant();
+        int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
         if (v == 1 && split_launch<true>(st, a, lg, &err)) return err;
+        if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
             done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
                         : sr_launch<64, 7, true>(st, a, lg, &err);
@@ -1372,7 +1376,7 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 215)
             done = d128 ? su_launch<128, 15, false>(st, a, lg, &err)
                         : su_launch<64, 15, false>(st, a, lg, &err);
-        else if (v == 415 || v == 1)
+        else if (v == 415)
             done = d128 ? su_launch<128, 15, false, true>(st, a, lg, &err)
                         : su_launch<64, 15, false, true>(st, a, lg, &err);
         else if (v == 411)
@@ -1381,7 +1385,7 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 211)
             done = d128 ? su_launch<128, 11, false>(st, a, lg, &err)
                         : su_launch<64, 11, false>(st, a, lg, &err);
-        if (!done && (v == 15 || v == 1 || v == 215 || v == 211 || v == 415 || v == 411))
+        if (!done && (v == 15 || v == 215 || v == 211 || v == 415 || v == 411))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;

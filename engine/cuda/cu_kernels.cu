@@ -34,6 +34,10 @@ static bool al8(const void *p) { return ((uintptr_t)p & 7u) == 0; }
 /* float4 groups per thread (1, 2 or 4) and the CTA size (a multiple of 32, <= 1024) for a row of
  * n4 groups; 0 when n4 > 4096 (the scalar kernels then). */
 static int row_nv(int n4) { return n4 <= 1024 ? 1 : n4 <= 2048 ? 2 : n4 <= 4096 ? 4 : 0; }
+/* The float4 groups a thread of a row kernel takes over n rows: few rows (decode) as row_nv
+ * (the most threads a row, the shortest row); a prefill's rows 4 (a quarter of the threads a
+ * CTA, four times the CTAs an SM in flight: their loads, block sums and stores overlap) */
+static int rows_nv(int n4, int n) { return n <= CU_GEMV_T ? row_nv(n4) : n4 <= 4096 ? 4 : 0; }
 static int row_threads(int n4, int nv) { return ((n4 + nv - 1) / nv + 31) / 32 * 32; }
 
 static __device__ __forceinline__ uint2 pack4_bf16(float a, float b, float c, float d)
@@ -184,7 +188,7 @@ bool cu_row_pdl(int n) { return n <= CU_GEMV_T && !cu_env_is("SALA_CUDA_ROW_PDL"
 static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const float *a, float rs,
                          const float *w, float eps, float scale, int n, int D, bf16 *h)
 {
-    const int n4 = D / 4, nv = D % 4 ? 0 : row_nv(n4);
+    const int n4 = D / 4, nv = D % 4 ? 0 : rows_nv(n4, n);
     if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
     const bool pdl = cu_row_pdl(n);
     const dim3 g((unsigned)n), b((unsigned)row_threads(n4, nv));
@@ -746,7 +750,7 @@ template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
 {
     if (a->T <= 0) return cudaSuccess;
-    const int n4 = a->nh * a->d / 4, nv = row_nv(n4);
+    const int n4 = a->nh * a->d / 4, nv = rows_nv(n4, a->T);
     if (!cu_decode_old() && nv) {
         const dim3 g(a->T), b(row_threads(n4, nv));
         const bool pdl = cu_row_pdl(a->T);

@@ -1,14 +1,18 @@
 /* cu_lt.cu: the prefill GEMMs through cuBLASLt, with the algorithm of each shape chosen by timing
  * (issue 6, TTFT). On the first prefill GEMM of a shape (out, in, T, ldy, output type, beta,
  * operand alignment) the top CU_LT_CAND heuristic candidates of cublasLtMatmulAlgoGetHeuristic
- * (workspace up to the model's 64 MiB) are timed on the model's stream, then the three fastest
- * again in turn with cublasGemmEx(CUBLAS_GEMM_DEFAULT) (entry_tune); the shape keeps the fastest
- * Lt algorithm, and uses it only when it beats cublasGemmEx by more than 1% (CU_LT_MARGIN; ties
- * -> cublasGemmEx, the old path).
+ * (workspace up to the model's 64 MiB) are timed on the model's stream (round 1, the same call
+ * repeated); the CU_LT_KEEP fastest and cublasGemmEx(CUBLAS_GEMM_DEFAULT) then take turns on the
+ * shape's next real calls, CU_LT_SAMP each, timed by events around each call (the trial: the
+ * weights, the L2 contents and the clocks of the model's own steps, which repeated calls on one
+ * weight matrix do not reproduce; measured: isolated timing picked tiles 6% slower in the model).
+ * The shape keeps the Lt candidate of the least median time, and uses it only when it beats
+ * cublasGemmEx's median by more than 1% (CU_LT_MARGIN; ties -> cublasGemmEx, the old path).
+ * Until the trial's last event has completed, calls go through cublasGemmEx.
  *
  * Switch (read at every call): SALA_CUDA_LT=0 the old path (cublasGemmEx) everywhere; =force the
- * fastest Lt candidate even where cublasGemmEx won, an error where none ran (parity tests);
- * otherwise the timed choice.
+ * fastest round-1 candidate even where cublasGemmEx won, an error where none ran (parity
+ * tests); otherwise the timed choice. SALA_CUDA_LT_LOG=<file>: each decided shape's times.
  * Only full chunks (T == CU_CHUNK) are timed (cu_lt_gemm says why). Invariant: a cached entry's
  * descriptors describe exactly its key; a failing Lt call marks the entry unusable and the caller
  * falls back. */
@@ -22,9 +26,9 @@
 #define CU_LT_CAND 16
 #define CU_LT_SLOTS 64
 #define CU_LT_REPS 3                  /* round 1: every candidate */
-#define CU_LT_KEEP 3                  /* round 2: the fastest of round 1 and cublasGemmEx ... */
-#define CU_LT_REPS2 8                 /* ... CU_LT_REPS2 calls each, CU_LT_ROUNDS times in turn */
-#define CU_LT_ROUNDS 2
+#define CU_LT_KEEP 4                  /* the trial: the fastest of round 1 and cublasGemmEx ... */
+#define CU_LT_SAMP 3                  /* ... CU_LT_SAMP real calls each, in turn */
+#define CU_LT_TRIAL ((CU_LT_KEEP + 1) * CU_LT_SAMP)
 #define CU_LT_MARGIN 0.99f   /* Lt is used when its time < margin x cublasGemmEx's */
 
 typedef struct {
@@ -36,6 +40,13 @@ typedef struct {
     bool have_algo;                   /* a timed Lt candidate ran */
     bool wins;                        /* ... and beat cublasGemmEx */
     float ms_ex, ms_lt;               /* the tuning times (one call) */
+    /* the trial: candidate 0 = cublasGemmEx, 1.. = cand[0..ncand); call i of the trial runs
+     * candidate i % (ncand + 1) between ev[i][0] and ev[i][1]; trial = calls made, -1 decided */
+    cublasLtMatmulAlgo_t cand[CU_LT_KEEP];
+    float r1[CU_LT_KEEP];             /* their round-1 times */
+    bool bad[CU_LT_KEEP + 1];         /* a call of this candidate failed */
+    int ncand, trial;
+    cudaEvent_t ev[CU_LT_TRIAL][2];
 } lt_entry;
 
 struct cu_lt {
@@ -59,6 +70,9 @@ int cu_lt_new(cu_lt **out, sala_err *e)
 
 static void entry_clear(lt_entry *x)
 {
+    for (int i = 0; i < CU_LT_TRIAL; i++)
+        for (int j = 0; j < 2; j++)
+            if (x->ev[i][j]) cudaEventDestroy(x->ev[i][j]);
     if (x->op) cublasLtMatmulDescDestroy(x->op);
     if (x->la) cublasLtMatrixLayoutDestroy(x->la);
     if (x->lb) cublasLtMatrixLayoutDestroy(x->lb);
@@ -137,34 +151,6 @@ template <class F> static float time_it(cu_model *m, cudaEvent_t a, cudaEvent_t 
     return ms / reps;
 }
 
-/* With SALA_CUDA_LT_LOG=<file>: one line a tuned shape appended to that file (the heuristic's
- * candidates by index with their tile and stage ids and round-1 ms, round 2's sums for the kept
- * ones, cublasGemmEx's ms and the choice), to see how far apart the candidates are. */
-static void entry_log(const lt_entry *x, const cublasLtMatmulHeuristicResult_t *res, int nres,
-                      const float *t1, const int *keep, int nkeep, const float *sl)
-{
-    const char *path = getenv("SALA_CUDA_LT_LOG");
-    FILE *f = path && *path ? fopen(path, "a") : NULL;
-    if (!f) return;
-    fprintf(f, "shape out %d in %d T %d out_type %s beta %d: ex %.4f ms, lt %.4f ms, %s\n", x->out,
-            x->in, x->T, x->yt == CUDA_R_32F ? "f32" : "bf16", x->beta1, x->ms_ex, x->ms_lt,
-            x->wins ? "lt" : "ex");
-    for (int i = 0; i < nres; i++) {
-        int tile = -1, stages = -1;
-        size_t w = 0;
-        cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_TILE_ID, &tile,
-                                             sizeof(tile), &w);
-        cublasLtMatmulAlgoConfigGetAttribute(&res[i].algo, CUBLASLT_ALGO_CONFIG_STAGES_ID,
-                                             &stages, sizeof(stages), &w);
-        float r2 = -1;
-        for (int k = 0; k < nkeep; k++)
-            if (keep[k] == i) r2 = sl[k] / CU_LT_ROUNDS;
-        fprintf(f, "  cand %2d tile %3d stages %3d: round 1 %.4f ms, round 2 %.4f ms\n", i, tile,
-                stages, t1[i], r2);
-    }
-    fclose(f);
-}
-
 /* Tune entry x on operands W, xin; the timed calls write y (beta 0) or a scratch copy of the
  * output's size (beta 1: y holds the residual). An Lt failure leaves x->have_algo false. */
 static int entry_tune(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin, void *y,
@@ -211,15 +197,9 @@ static int entry_tune(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin, 
         goto done;
     }
     {
-        /* Round 1: every candidate, CU_LT_REPS calls. Round 2: cublasGemmEx and the CU_LT_KEEP
-         * fastest, CU_LT_REPS2 calls each, CU_LT_ROUNDS times in turn (clock drift and
-         * power throttling hit all of them alike); the sums decide. */
+        /* Round 1: every candidate, CU_LT_REPS calls; the CU_LT_KEEP fastest go to the trial */
         const float alpha = 1.0f, beta = x->beta1 ? 1.0f : 0.0f;
-        auto ex = [&] {
-            return gemm_ex(m, W, x->out, x->in, xin, x->T, alpha, beta, dst, x->ldy, x->yt);
-        };
         float t1[CU_LT_CAND];
-        int keep[CU_LT_KEEP], nkeep = 0;
         for (int i = 0; i < nres; i++) {
             t1[i] = -1;
             if (res[i].state != CUBLAS_STATUS_SUCCESS) continue;
@@ -227,34 +207,27 @@ static int entry_tune(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin, 
                 return lt_run(m, x, &res[i].algo, W, xin, alpha, beta, dst);
             });
         }
+        bool taken[CU_LT_CAND] = {false};
         for (int k = 0; k < CU_LT_KEEP; k++) {   /* the fastest of round 1, in order */
             int bi = -1;
-            for (int i = 0; i < nres; i++) {
-                bool taken = false;
-                for (int j = 0; j < nkeep; j++) taken |= keep[j] == i;
-                if (!taken && t1[i] >= 0 && (bi < 0 || t1[i] < t1[bi])) bi = i;
-            }
-            if (bi >= 0) keep[nkeep++] = bi;
+            for (int i = 0; i < nres; i++)
+                if (!taken[i] && t1[i] >= 0 && (bi < 0 || t1[i] < t1[bi])) bi = i;
+            if (bi < 0) break;
+            taken[bi] = true;
+            x->cand[x->ncand] = res[bi].algo;
+            x->r1[x->ncand++] = t1[bi];
         }
-        float sx = 0, sl[CU_LT_KEEP] = {0};
-        for (int r = 0; r < CU_LT_ROUNDS; r++) {
-            const float tx = time_it(m, a, b, CU_LT_REPS2, ex);
-            sx = tx < 0 || sx < 0 ? -1 : sx + tx;
-            for (int k = 0; k < nkeep; k++) {
-                const float tl = time_it(m, a, b, CU_LT_REPS2, [&] {
-                    return lt_run(m, x, &res[keep[k]].algo, W, xin, alpha, beta, dst);
-                });
-                sl[k] = tl < 0 || sl[k] < 0 ? -1 : sl[k] + tl;
-            }
-        }
-        x->ms_ex = sx < 0 ? -1 : sx / CU_LT_ROUNDS;
-        float best = -1;
-        for (int k = 0; k < nkeep; k++)
-            if (sl[k] >= 0 && (best < 0 || sl[k] < best)) best = sl[k], x->algo = res[keep[k]].algo;
-        x->have_algo = best >= 0;
-        x->ms_lt = best < 0 ? -1 : best / CU_LT_ROUNDS;
-        x->wins = x->have_algo && (x->ms_ex < 0 || x->ms_lt < CU_LT_MARGIN * x->ms_ex);
-        entry_log(x, res, nres, t1, keep, nkeep, sl);
+        x->have_algo = x->ncand > 0;
+        if (x->have_algo) x->algo = x->cand[0];   /* SALA_CUDA_LT=force: round 1's fastest */
+        x->ms_lt = x->have_algo ? x->r1[0] : -1;
+        x->trial = -1;                               /* decided (cublasGemmEx) unless ... */
+        for (int i = 0; i < CU_LT_TRIAL && x->have_algo; i++)
+            for (int j = 0; j < 2; j++)
+                if (cudaEventCreate(&x->ev[i][j]) != cudaSuccess) {
+                    cudaGetLastError();
+                    goto done;                       /* no trial: cublasGemmEx */
+                }
+        if (x->have_algo) x->trial = 0;              /* ... the trial can run */
     }
 done:
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
@@ -289,6 +262,8 @@ static lt_entry *entry_get(cu_model *m, const bf16 *W, int out, int in, const bf
     lt_entry *x = &lt->e[lt->n];
     memset(x, 0, sizeof(*x));
     x->out = out, x->in = in, x->T = T, x->ldy = ldy, x->yt = yt, x->beta1 = beta1, x->align = al;
+    x->trial = -1;   /* no trial unless entry_tune starts one */
+    x->ms_ex = x->ms_lt = -1;
     if ((*rc = entry_init(lt, x, e)) != SALA_OK) {
         entry_clear(x);
         return NULL;
@@ -296,6 +271,99 @@ static lt_entry *entry_get(cu_model *m, const bf16 *W, int out, int in, const bf
     lt->n++;
     if ((*rc = entry_tune(m, x, W, xin, y, e)) != SALA_OK) return NULL;
     return x;
+}
+
+/* Ends x's trial once its last event has completed (false: not yet): each candidate's median
+ * of CU_LT_SAMP calls; the fastest Lt candidate is kept, and used when it beats cublasGemmEx's
+ * median by more than CU_LT_MARGIN. SALA_CUDA_LT_LOG appends the times to that file. */
+static bool trial_end(lt_entry *x)
+{
+    if (cudaEventQuery(x->ev[CU_LT_TRIAL - 1][1]) != cudaSuccess) {
+        cudaGetLastError();   /* cudaErrorNotReady is not an error of the caller's */
+        return false;
+    }
+    const int nc = x->ncand + 1;
+    float med[CU_LT_KEEP + 1];
+    for (int k = 0; k < nc; k++) {
+        float t[CU_LT_SAMP];
+        int n = 0;
+        for (int i = k; i < nc * CU_LT_SAMP; i += nc) {
+            float ms = -1;
+            if (cudaEventElapsedTime(&ms, x->ev[i][0], x->ev[i][1]) != cudaSuccess) {
+                cudaGetLastError();
+                ms = -1;
+            }
+            if (ms >= 0) t[n++] = ms;
+        }
+        for (int i = 1; i < n; i++)   /* insertion sort: a few samples */
+            for (int j = i; j > 0 && t[j] < t[j - 1]; j--) {
+                const float u = t[j];
+                t[j] = t[j - 1], t[j - 1] = u;
+            }
+        med[k] = x->bad[k] || n < CU_LT_SAMP ? -1 : t[n / 2];
+    }
+    int best = -1;
+    for (int k = 1; k < nc; k++)
+        if (med[k] >= 0 && (best < 0 || med[k] < med[best])) best = k;
+    x->ms_ex = med[0];
+    x->have_algo = best > 0;
+    if (best > 0) x->algo = x->cand[best - 1], x->ms_lt = med[best];
+    x->wins = x->have_algo && (x->ms_ex < 0 || x->ms_lt < CU_LT_MARGIN * x->ms_ex);
+    x->trial = -1;
+    for (int i = 0; i < CU_LT_TRIAL; i++)
+        for (int j = 0; j < 2; j++) {
+            cudaEventDestroy(x->ev[i][j]);
+            x->ev[i][j] = NULL;
+        }
+    const char *path = getenv("SALA_CUDA_LT_LOG");
+    FILE *f = path && *path ? fopen(path, "a") : NULL;
+    if (f) {
+        fprintf(f, "shape out %d in %d T %d out_type %s beta %d: median of %d calls, ex %.4f ms",
+                x->out, x->in, x->T, x->yt == CUDA_R_32F ? "f32" : "bf16", x->beta1, CU_LT_SAMP,
+                med[0]);
+        for (int k = 1; k < nc; k++) {
+            int tile = -1, stages = -1;
+            size_t w = 0;
+            cublasLtMatmulAlgoConfigGetAttribute(&x->cand[k - 1], CUBLASLT_ALGO_CONFIG_TILE_ID,
+                                                 &tile, sizeof(tile), &w);
+            cublasLtMatmulAlgoConfigGetAttribute(&x->cand[k - 1], CUBLASLT_ALGO_CONFIG_STAGES_ID,
+                                                 &stages, sizeof(stages), &w);
+            fprintf(f, ", lt%d (tile %d, stages %d; round 1 %.4f) %.4f ms", k, tile, stages,
+                    x->r1[k - 1], med[k]);
+        }
+        fprintf(f, ": %s\n", x->wins ? "lt" : "ex");
+        fclose(f);
+    }
+    return true;
+}
+
+/* One call of x's trial (x->trial >= 0): the next candidate in turn, between its two events;
+ * after the trial's calls, cublasGemmEx until trial_end has decided. */
+static cublasStatus_t trial_call(cu_model *m, lt_entry *x, const bf16 *W, const bf16 *xin,
+                                 float alpha, float beta, void *y)
+{
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(m->st, &cap) != cudaSuccess) cudaGetLastError();
+    const int i = x->trial, nc = x->ncand + 1;
+    auto ex = [&] { return gemm_ex(m, W, x->out, x->in, xin, x->T, alpha, beta, y, x->ldy, x->yt); };
+    if (i >= CU_LT_TRIAL || cap != cudaStreamCaptureStatusNone) {
+        if (i >= CU_LT_TRIAL && trial_end(x) && x->have_algo && x->wins &&
+            lt_run(m, x, &x->algo, W, xin, alpha, beta, y) == CUBLAS_STATUS_SUCCESS)
+            return CUBLAS_STATUS_SUCCESS;
+        return ex();
+    }
+    const int k = i % nc;
+    cublasStatus_t r;
+    cudaEventRecord(x->ev[i][0], m->st);
+    r = k ? lt_run(m, x, &x->cand[k - 1], W, xin, alpha, beta, y) : ex();
+    cudaEventRecord(x->ev[i][1], m->st);
+    x->trial++;
+    if (r != CUBLAS_STATUS_SUCCESS && k) {   /* never again; this call through cublasGemmEx */
+        x->bad[k] = true;
+        cudaGetLastError();
+        return ex();
+    }
+    return r;
 }
 
 int cu_lt_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
@@ -311,6 +379,10 @@ int cu_lt_gemm(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T
         int rc = SALA_OK;
         lt_entry *le = entry_get(m, W, out, in, x, T, beta != 0.0f, y, ldy, yt, e, &rc);
         if (rc) return rc;
+        if (le && le->trial >= 0 && mode == CU_LT_TUNED) {
+            CUBLAS_CHECK(trial_call(m, le, W, x, alpha, beta, y));
+            return SALA_OK;
+        }
         if (le && le->have_algo && (le->wins || mode == CU_LT_FORCE)) {
             if (lt_run(m, le, &le->algo, W, x, alpha, beta, y) == CUBLAS_STATUS_SUCCESS)
                 return SALA_OK;
