@@ -106,6 +106,26 @@ static int dalloc(void **p, size_t bytes, size_t *acc, sala_err *e)
     return SALA_OK;
 }
 
+/* The addresses of s's step-scratch pointers: CU_SCR_DEV device allocations, then the pinned
+ * host ones (sel_host, hpin). */
+static void scratch_fields(cu_seq *s, void **f[CU_SCR_N])
+{
+    void **a[CU_SCR_N] = {
+        (void **)&s->tok, (void **)&s->rows, (void **)&s->x, (void **)&s->a, (void **)&s->proj,
+        (void **)&s->o, (void **)&s->gu, (void **)&s->h, (void **)&s->ob, (void **)&s->Qb,
+        (void **)&s->act, (void **)&s->hf, (void **)&s->Qh, (void **)&s->Qd, (void **)&s->Kh,
+        (void **)&s->Kw, (void **)&s->Vh, (void **)&s->Oh, (void **)&s->Sb, (void **)&s->Ab,
+        (void **)&s->logits, (void **)&s->sel, (void **)&s->score, (void **)&s->dstep,
+        (void **)&s->sel_host, (void **)&s->hpin};
+    memcpy(f, a, sizeof(a));
+}
+
+static void scratch_free_all(void *const p[CU_SCR_N])
+{
+    for (int i = 0; i < CU_SCR_N; i++)
+        if (i < CU_SCR_DEV) cudaFree(p[i]); else cudaFreeHost(p[i]);
+}
+
 static void cu_model_free(void *bm)
 {
     cu_model *m = (cu_model *)bm;
@@ -135,6 +155,8 @@ static void cu_model_free(void *bm)
     if (m->blas) cublasDestroy(m->blas);
     cu_lt_free(m->lt);
     if (m->st) cudaStreamDestroy(m->st);
+    scratch_free_all(m->spare);
+    pthread_mutex_destroy(&m->spare_mu);
     free(m);
 }
 
@@ -175,6 +197,7 @@ static int model_alloc(const eng_config *c, cu_model **out, sala_err *e)
         return sala_errf(e, SALA_EUNSUP, "CUDA backend not available: no GPU");
     cu_model *m = (cu_model *)calloc(1, sizeof(*m));
     if (!m) return sala_errf(e, SALA_ENOMEM, "out of memory");
+    pthread_mutex_init(&m->spare_mu, NULL);
     m->c = *c;
     m->la_compute = CUBLAS_COMPUTE_32F;
     int rc = SALA_ENOMEM;
@@ -470,20 +493,52 @@ static int cu_profile(void *bm, int enable, eng_profile *out)
 }
 
 /* ---- sequences ---- */
-static void seq_scratch_free(cu_seq *s)
+/* s loses its step scratch: with keep, it becomes the model's spare when larger than the spare
+ * (the smaller of the two is freed), so that the next sequence's first step does not allocate
+ * (a 16K-token step's scratch is ~20 cudaMalloc and two pinned buffers: ~7 ms before its first
+ * kernel, measured on the H100); without, it is freed. The caller has made sure no queued work
+ * still uses it, or queues the spare's next user on the same stream. */
+static void seq_scratch_drop(cu_seq *s, bool keep)
 {
-    void *ps[] = {s->tok, s->rows, s->x, s->a, s->proj, s->o, s->gu, s->h, s->ob, s->Qb, s->act,
-                  s->hf, s->Qh, s->Qd, s->Kh, s->Kw, s->Vh, s->Oh, s->Sb, s->Ab, s->logits,
-                  s->sel, s->score, s->dstep};
-    for (size_t i = 0; i < sizeof(ps) / sizeof(ps[0]); i++) cudaFree(ps[i]);
-    cudaFreeHost(s->sel_host);
-    cudaFreeHost(s->hpin);
-    s->tok = s->rows = s->sel = s->sel_host = s->dstep = s->hpin = NULL;
-    s->x = s->a = s->proj = s->o = s->gu = s->Qh = s->Qd = s->Kh = s->Kw = s->Vh = s->Oh = NULL;
-    s->Sb = s->Ab = s->logits = s->score = NULL;
-    s->h = s->ob = s->Qb = s->act = s->hf = NULL;
+    cu_model *m = s->m;
+    void **f[CU_SCR_N], *mine[CU_SCR_N];
+    scratch_fields(s, f);
+    for (int i = 0; i < CU_SCR_N; i++) mine[i] = *f[i], *f[i] = NULL;
+    if (keep && s->tmax > 0) {
+        pthread_mutex_lock(&m->spare_mu);
+        if (s->tmax > m->spare_tmax) {
+            void *old[CU_SCR_N];
+            memcpy(old, m->spare, sizeof(old));
+            memcpy(m->spare, mine, sizeof(mine));
+            m->spare_tmax = s->tmax;
+            m->spare_nbs = s->score_nbs;
+            memcpy(mine, old, sizeof(old));
+        }
+        pthread_mutex_unlock(&m->spare_mu);
+    }
+    scratch_free_all(mine);
     s->tmax = 0;
     s->score_nbs = 0;
+}
+
+/* s (no scratch) takes the model's spare when it holds at least T tokens; false: none. */
+static bool seq_scratch_take(cu_seq *s, int T)
+{
+    cu_model *m = s->m;
+    bool got = false;
+    pthread_mutex_lock(&m->spare_mu);
+    if (m->spare_tmax >= T) {
+        void **f[CU_SCR_N];
+        scratch_fields(s, f);
+        for (int i = 0; i < CU_SCR_N; i++) *f[i] = m->spare[i], m->spare[i] = NULL;
+        s->tmax = m->spare_tmax;
+        s->score_nbs = m->spare_nbs;
+        m->spare_tmax = 0;
+        m->spare_nbs = 0;
+        got = true;
+    }
+    pthread_mutex_unlock(&m->spare_mu);
+    return got;
 }
 
 static void state_unref(cu_state *st)
@@ -514,7 +569,8 @@ static void cu_seq_free(void *bs)
     cudaFree(s->S);
     ckpt_clear(s, 0);
     free(s->ckpt);
-    seq_scratch_free(s);
+    cudaStreamSynchronize(s->m->st);   /* the spare's next user may be on another stream */
+    seq_scratch_drop(s, true);
     cudaFree(s->pk_mark);
     cudaFree(s->pk_ids);
     cu_graph_free(s);
@@ -525,8 +581,8 @@ static void cu_seq_free(void *bs)
 int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
 {
     if (T <= s->tmax) return SALA_OK;
-    const int64_t keep_nbs = s->score_nbs;
-    seq_scratch_free(s);
+    seq_scratch_drop(s, true);
+    if (seq_scratch_take(s, T)) return SALA_OK;
     const eng_config *c = &s->m->c;
     const size_t D = c->hidden_size, I = c->intermediate_size, V = c->vocab_size;
     const size_t lnh = c->lightning_nh, lhd = c->lightning_head_dim;
@@ -575,10 +631,9 @@ int cu_seq_scratch(cu_seq *s, int T, sala_err *e)
         goto fail;
     }
     s->tmax = T;
-    (void)keep_nbs;
     return SALA_OK;
 fail:
-    seq_scratch_free(s);
+    seq_scratch_drop(s, false);
     return rc;
 }
 

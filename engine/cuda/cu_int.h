@@ -19,6 +19,7 @@
 #include <cuda.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -229,6 +230,10 @@ typedef struct {
     double sec[OP_N];
 } cu_prof;
 
+/* Allocations of a sequence's step scratch: 24 device buffers, then 2 pinned host ones. */
+#define CU_SCR_DEV 24
+#define CU_SCR_N (CU_SCR_DEV + 2)
+
 /* cuBLASLt state of a model (cu_lt.cu): the handle and the tuned shapes. */
 typedef struct cu_lt cu_lt;
 
@@ -257,6 +262,13 @@ typedef struct {
      * the next segment, and whether launches are skipped (the replayed segment made them) */
     int gmode, gseg;
     bool gskip;
+    /* the step scratch of a freed sequence, for the next one that needs no more than spare_tmax
+     * tokens (cu_backend.cu seq_scratch_drop / cu_seq_scratch): its CU_SCR_N allocations in
+     * scratch_fields' order, its score buffer's block count; guarded by spare_mu */
+    void *spare[CU_SCR_N];
+    int spare_tmax;
+    int64_t spare_nbs;
+    pthread_mutex_t spare_mu;
 } cu_model;
 
 enum { CU_G_OFF, CU_G_CAPTURE, CU_G_REPLAY };
