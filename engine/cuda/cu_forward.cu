@@ -705,6 +705,11 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
                          "without logits (n=%lld, nrows=%lld)", (long long)a->n,
                          (long long)a->nrows);
     cu_prof_mark(m, OP_OTHER);
+    if (a->n > CU_CHUNK) {   /* the score buffer for the whole call at once: a regrowth's
+                              * cudaFree would drain the device between two steps */
+        CU_TRY(cu_seq_scratch(s, CU_CHUNK, e));
+        CU_TRY(cu_seq_score_room(s, s->len + a->n, e));
+    }
     for (int64_t t0 = 0; t0 < a->n; t0 += CU_CHUNK) {
         const int T = (int)(a->n - t0 < CU_CHUNK ? a->n - t0 : CU_CHUNK);
         const int64_t r0 = r;
