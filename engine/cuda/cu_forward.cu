@@ -427,7 +427,6 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, cons
     la.Qh = s->Qh, la.Qd = s->Qd, la.Kh = s->Kh, la.Kw = s->Kw, la.Vh = s->Vh, la.Oh = s->Oh;
     la.Sb = s->Sb;
     la.Ab = s->Ab;
-    la.O16 = NULL;
     la.S = s->S + (size_t)L->kind_index * nh * d * d;
     return la;
 }
@@ -457,7 +456,6 @@ static int lightning_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0, cons
         GEMM(L->w_in, L->nin, D, s->h, T, s->proj, L->nin);           /* (T, q|k|v|z) */
     }
     la_args la = la_of(s, L, p16 ? NULL : s->proj, p16 ? pb : NULL, L->nin, T, p0);
-    if (p16) la.O16 = (bf16 *)s->Kw;   /* Kw is the cuBLAS path's; the bf16-proj one is not it */
     if (T == 1) {
         K(OP_LIGHTNING, k_la_prep(st, &la));
         K(OP_LIGHTNING, k_la_step(st, &la));

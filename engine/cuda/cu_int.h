@@ -134,10 +134,6 @@ typedef struct {
     float *Ab;                            /* (nh, Tp/C, C, C); the tensor-core path: the state
                                              walk's range states (nh, R, d, d), R d² <= Tp C */
     float *S;                             /* (nh, d, d) the layer's state */
-    bf16 *O16;                            /* not NULL (the bf16-proj prefill): the chunk kernel
-                                             writes bf16(scale O) (nh, Tp, d) here instead of Oh
-                                             (SALA-SPEC §3.5 step 6: o to bf16 before o_norm),
-                                             and k_la_out reads it */
 } la_args;
 /* Prep: Qh, Kh (and Qd, Kw, Vh when not NULL). For a decode step (T == Tp == 1, d 32, 64, 128
  * or 256) it does nothing: k_la_step then reads q/k/v from proj and does the prep itself. */

@@ -513,18 +513,6 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
                 mma_tf32(O[nt], af, __float_as_uint(b0[8 * nt]), __float_as_uint(b1[8 * nt]));
         }
     }
-    if (a.O16) {   /* bf16(scale O), half the bytes for k_la_out to read */
-        bf16 *Og = a.O16 + hrow * D;
-#pragma unroll
-        for (int nt = 0; nt < NT; nt++) {
-            const int col = 8 * nt + 2 * t;
-            *(__nv_bfloat162 *)(Og + (m0 + g) * D + col) =
-                __floats2bfloat162_rn(a.scale * O[nt][0], a.scale * O[nt][1]);
-            *(__nv_bfloat162 *)(Og + (m0 + g + 8) * D + col) =
-                __floats2bfloat162_rn(a.scale * O[nt][2], a.scale * O[nt][3]);
-        }
-        return;
-    }
     float *Og = a.Oh + hrow * D;
 #pragma unroll
     for (int nt = 0; nt < NT; nt++) {

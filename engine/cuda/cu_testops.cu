@@ -226,7 +226,6 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     bf16 *dout = P.get<bf16>((size_t)T * nd, &err);
     CUDA_CHECK(err);
     a.S = dS;
-    if (proj16) a.O16 = (bf16 *)a.Kw;   /* as the forward's bf16-proj prefill */
     if (T == 1 && cu_la_decode_fused(&a)) {   /* the graph form: p0 from device memory, a wrong
                                                  value in a.p0 */
         int64_t *dp = P.get<int64_t>(1, &err);
@@ -248,26 +247,18 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     }
     CUDA_CHECK(k_la_out(0, &a, dout));
     CUDA_CHECK(cudaMemcpy(S, dS, (size_t)nh * d * d * 4, cudaMemcpyDeviceToHost));
-    if (o_raw) {   /* Oh (nh, Tp, d) -> scale · O (T, nh d); O16: bf16(scale · O) */
-        const size_t no = (size_t)nh * Tp * d;
-        float *h = (float *)malloc(no * 4);
-        bf16 *h16 = a.O16 ? (bf16 *)malloc(no * 2) : NULL;
-        if (!h || (a.O16 && !h16)) {
-            free(h), free(h16);
-            return sala_errf(e, SALA_ENOMEM, "lightning op: out of memory");
-        }
-        if (a.O16 ? cudaMemcpy(h16, a.O16, no * 2, cudaMemcpyDeviceToHost) != cudaSuccess
-                  : cudaMemcpy(h, a.Oh, no * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
-            free(h), free(h16);
+    if (o_raw) {   /* Oh (nh, Tp, d) -> scale · O (T, nh d) */
+        float *h = (float *)malloc((size_t)nh * Tp * d * 4);
+        if (!h) return sala_errf(e, SALA_ENOMEM, "lightning op: out of memory");
+        if (cudaMemcpy(h, a.Oh, (size_t)nh * Tp * d * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
+            free(h);
             return sala_errf(e, SALA_EINTERNAL, "lightning op: copy of O failed");
         }
-        for (size_t i = 0; h16 && i < no; i++) h[i] = __bfloat162float(h16[i]);
-        const float sc = a.O16 ? 1.0f : a.scale;
         for (int t = 0; t < T; t++)
             for (int n = 0; n < nh; n++)
                 for (int j = 0; j < d; j++)
-                    o_raw[((size_t)t * nh + n) * d + j] = sc * h[((size_t)n * Tp + t) * d + j];
-        free(h), free(h16);
+                    o_raw[((size_t)t * nh + n) * d + j] = a.scale * h[((size_t)n * Tp + t) * d + j];
+        free(h);
     }
     return down_b(P, dout, (size_t)T * nd, out, e);
 }
