@@ -1148,14 +1148,21 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
-/* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
- * 64/G queries x G heads a CTA), otherwise dense_kernel (128 queries of one head a CTA, the next
- * tile's S beside this one's softmax; docs/CUDA.md "Dense prefill attention 2": 12% faster at
- * 32K on the H100). Read at every launch (tests set it). d = 64 always takes flash_kernel. */
-static bool dattn_new(void)
+/* Which dense prefill kernel (more than SD_MAXQ queries), SALA_CUDA_DATTN read at every launch
+ * (tests set it): old (flash_kernel, 64/G queries x G heads a CTA; 0), mma (dense_kernel: 128
+ * queries of one head a CTA, the next tile's S beside this one's softmax, docs/CUDA.md "Dense
+ * prefill attention 2"; 1), wg / wg64 / wgp / wgp64 (dense90_kernel on sm_90a, "Dense prefill
+ * attention 3"; the P V shape 128 / 64, + 1000 with ping-pong; dense_kernel where that image
+ * does not run). Default: mma. d = 64 always takes flash_kernel. */
+static int dattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_DATTN");
-    return !(s && !strcmp(s, "old"));
+    if (s && !strcmp(s, "old")) return 0;
+    if (s && !strcmp(s, "wg")) return 128;
+    if (s && !strcmp(s, "wg64")) return 64;
+    if (s && !strcmp(s, "wgp")) return 128 + 1000;
+    if (s && !strcmp(s, "wgp64")) return 64 + 1000;
+    return 1;
 }
 
 static constexpr size_t dense_smem() { return (size_t)2 * DN_STAGES * CU_KT * (128 + 8) * 2; }
@@ -1340,7 +1347,9 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
-        if (dattn_new() && dense_launch(st, a, lg, &err)) return err;
+        const int v = dattn_variant();
+        if (v > 1 && k_dense90(st, a, lg, v % 1000, v > 1000, &err)) return err;
+        if (v != 0 && dense_launch(st, a, lg, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;
