@@ -1149,20 +1149,19 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
 }
 
 /* Which dense prefill kernel (more than SD_MAXQ queries), SALA_CUDA_DATTN read at every launch
- * (tests set it): old (flash_kernel, 64/G queries x G heads a CTA; 0), mma (dense_kernel: 128
+ * (tests set it): old (flash_kernel, 64/G queries x G heads a CTA: -1), mma (dense_kernel: 128
  * queries of one head a CTA, the next tile's S beside this one's softmax, docs/CUDA.md "Dense
- * prefill attention 2"; 1), wg / wg64 / wgp / wgp64 (dense90_kernel on sm_90a, "Dense prefill
- * attention 3"; the P V shape 128 / 64, + 1000 with ping-pong; dense_kernel where that image
- * does not run). Default: mma. d = 64 always takes flash_kernel. */
+ * prefill attention 2": -2), otherwise dense90_kernel on sm_90a ("Dense prefill attention 3"; a
+ * CU_DW_* form: wgp ping-pong, wg3 3 stages, unset or wg the default; dense_kernel where that
+ * image does not run). d = 64 always takes flash_kernel. */
 static int dattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_DATTN");
-    if (s && !strcmp(s, "old")) return 0;
-    if (s && !strcmp(s, "wg")) return 128;
-    if (s && !strcmp(s, "wg64")) return 64;
-    if (s && !strcmp(s, "wgp")) return 128 + 1000;
-    if (s && !strcmp(s, "wgp64")) return 64 + 1000;
-    return 1;
+    if (s && !strcmp(s, "old")) return -1;
+    if (s && !strcmp(s, "mma")) return -2;
+    if (s && !strcmp(s, "wgp")) return CU_DW_PP;
+    if (s && !strcmp(s, "wg3")) return CU_DW_NS3;
+    return CU_DW_NS2;
 }
 
 static constexpr size_t dense_smem() { return (size_t)2 * DN_STAGES * CU_KT * (128 + 8) * 2; }
@@ -1348,8 +1347,8 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
         const int v = dattn_variant();
-        if (v > 1 && k_dense90(st, a, lg, v % 1000, v > 1000, &err)) return err;
-        if (v != 0 && dense_launch(st, a, lg, &err)) return err;
+        if (v >= 0 && k_dense90(st, a, lg, v, &err)) return err;
+        if (v != -1 && dense_launch(st, a, lg, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;

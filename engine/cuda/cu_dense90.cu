@@ -7,7 +7,7 @@
  * CTA (384 threads) = 128 consecutive queries tq0 .. tq0 + 127 of ONE q head h; warpgroup 0 is
  * the producer (thread 0 issues every TMA load), warpgroups 1 and 2 the consumers, 64 query rows
  * each (warp w of a consumer: rows 16 w .. 16 w + 15, the wgmma accumulator layout). Key tiles of
- * 128 rows 0 .. pmax / 128 (pmax: the CTA's last position) pass through a ring of DW_NS stages,
+ * 128 rows 0 .. pmax / 128 (pmax: the CTA's last position) pass through a ring of NS stages,
  * each a K and a V tile (32 KB each: two 64-column halves of (128 rows, 128 B), 128-byte
  * swizzle), with a full barrier per K and per V tile (TMA bytes) and one empty barrier (8
  * consumer warp arrivals). Q (64 rows a consumer, 16 KB) arrives once by TMA.
@@ -18,8 +18,7 @@
  * from registers, B = the V tile MN-major: transpose bit set, 16 keys a k step = 2 KB). The
  * S GEMM of tile b is issued before the P V GEMM of tile b - 1 and the softmax of tile b runs
  * while that P V is on the tensor cores (FA3's intra-warpgroup overlap); O is rescaled after
- * it completed. DW_VN = 64: the P V step as two m64n64k16 (one per 64-column half of V, whose
- * descriptor strides then agree under either reading of the MN-major fields).
+ * it completed. PP (ping-pong): the two consumers take turns at the tensor cores.
  * Rows past the launch's last query and keys past pmax are zero-filled by the tensor maps (never
  * stored / masked by j <= p). Key j is used iff j <= p. Grid (nh, CTAs), the heads fastest and
  * the longest CTAs first (as dense_kernel). Body compiled for sm_90a only
@@ -32,25 +31,15 @@
 #define DW_D 128                                /* head size */
 #define DW_BM 128                               /* queries a CTA (2 consumer warpgroups) */
 #define DW_BN 128                               /* keys a tile */
-#define DW_NS 2                                 /* ring stages */
 #define DW_TILE (DW_BN * DW_D * 2)              /* bytes of a K or V tile */
 #define DW_QB (DW_BM * DW_D * 2)                /* bytes of Q */
-#define DW_SMEM (1024 + DW_QB + 2 * DW_NS * DW_TILE + 128)
+/* shared memory of an ns-stage ring: alignment slack, Q, the ring, barriers */
+#define DW_SMEM(ns) (1024 + DW_QB + 2 * (ns) * DW_TILE + 128)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-#define DW_ACC32(d, o) \
-    "+f"(d[(o) + 0]), "+f"(d[(o) + 1]), "+f"(d[(o) + 2]), "+f"(d[(o) + 3]), \
-    "+f"(d[(o) + 4]), "+f"(d[(o) + 5]), "+f"(d[(o) + 6]), "+f"(d[(o) + 7]), \
-    "+f"(d[(o) + 8]), "+f"(d[(o) + 9]), "+f"(d[(o) + 10]), "+f"(d[(o) + 11]), \
-    "+f"(d[(o) + 12]), "+f"(d[(o) + 13]), "+f"(d[(o) + 14]), "+f"(d[(o) + 15]), \
-    "+f"(d[(o) + 16]), "+f"(d[(o) + 17]), "+f"(d[(o) + 18]), "+f"(d[(o) + 19]), \
-    "+f"(d[(o) + 20]), "+f"(d[(o) + 21]), "+f"(d[(o) + 22]), "+f"(d[(o) + 23]), \
-    "+f"(d[(o) + 24]), "+f"(d[(o) + 25]), "+f"(d[(o) + 26]), "+f"(d[(o) + 27]), \
-    "+f"(d[(o) + 28]), "+f"(d[(o) + 29]), "+f"(d[(o) + 30]), "+f"(d[(o) + 31])
-
 /* d += A (64 x 16 bf16, registers: the m16n8k16 A fragment of each warp's 16 rows) · B (16 x 128,
  * desc db, MN-major: transpose bit set) */
-static __device__ __forceinline__ void dw_pv128(float (&d)[64], const uint32_t (&a)[4], uint64_t db)
+static __device__ __forceinline__ void dw_pv(float (&d)[64], const uint32_t (&a)[4], uint64_t db)
 {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
@@ -61,27 +50,6 @@ static __device__ __forceinline__ void dw_pv128(float (&d)[64], const uint32_t (
                  "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
                  : WG_ACC64(d, 0)
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-}
-/* The same for 64 output columns: d[o .. o + 31] += A · B (16 x 64, desc db, MN-major) */
-static __device__ __forceinline__ void dw_pv64(float (&d)[64], int o, const uint32_t (&a)[4],
-                                               uint64_t db)
-{
-    if (o == 0)
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "
-                     "%31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                     : DW_ACC32(d, 0)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
-    else
-        asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
-                     "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                     "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                     "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, "
-                     "%31}, {%32, %33, %34, %35}, %36, p, 1, 1, 1;\n}\n"
-                     : DW_ACC32(d, 32)
-                     : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
 }
 /* MN-major descriptor, 128-byte swizzle: 8-row (k) groups SBO = 1024 bytes apart, 64-column
  * (n) blocks lbo bytes apart. */
@@ -156,7 +124,7 @@ static __device__ __forceinline__ void dw_pack(const float (&s)[64], uint32_t (&
 }
 #endif
 
-template <int VN, bool PP>
+template <int NS, bool PP>
 static __global__ void __launch_bounds__(384, 1)
     dense90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv, attn_args a, int lg)
@@ -164,9 +132,9 @@ static __global__ void __launch_bounds__(384, 1)
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     extern __shared__ __align__(1024) uint8_t dw_raw[];
     const uint32_t sb = (smem_u32(dw_raw) + 1023) & ~1023u;      /* Q, then the ring */
-    const uint32_t ring = sb + DW_QB, bars = ring + 2 * DW_NS * DW_TILE;
-    const uint32_t qbar = bars, kfull = bars + 8, vfull = kfull + 8 * DW_NS,
-                   empty = vfull + 8 * DW_NS;
+    const uint32_t ring = sb + DW_QB, bars = ring + 2 * NS * DW_TILE;
+    const uint32_t qbar = bars, kfull = bars + 8, vfull = kfull + 8 * NS,
+                   empty = vfull + 8 * NS;
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const int h = blockIdx.x, g = h >> lg;
     const int cta = (int)(gridDim.y - 1 - blockIdx.y);                /* long first */
@@ -176,7 +144,7 @@ static __global__ void __launch_bounds__(384, 1)
     const int nb = (int)(pmax / DW_BN) + 1;
     if (threadIdx.x == 0) {
         mbar_init(qbar, 1);
-        for (int s = 0; s < DW_NS; s++) {
+        for (int s = 0; s < NS; s++) {
             mbar_init(kfull + 8 * s, 1);
             mbar_init(vfull + 8 * s, 1);
             mbar_init(empty + 8 * s, 8);
@@ -192,9 +160,9 @@ static __global__ void __launch_bounds__(384, 1)
         for (int i = 0; i < 4; i++)              /* consumer i >> 1, column half i & 1 */
             tma_load_2d(sb + i * 8192, &tq, h * DW_D + (i & 1) * 64, tq0 + (i >> 1) * 64, qbar);
         for (int b = 0; b < nb; b++) {
-            const int s = b % DW_NS;
+            const int s = b % NS;
             const uint32_t kt = ring + s * 2 * DW_TILE, vt = kt + DW_TILE;
-            if (b >= DW_NS) mbar_wait(empty + 8 * s, (b / DW_NS - 1) & 1);
+            if (b >= NS) mbar_wait(empty + 8 * s, (b / NS - 1) & 1);
             mbar_arrive_tx(kfull + 8 * s, DW_TILE);
             tma_load_2d(kt, &tk, g * DW_D, b * DW_BN, kfull + 8 * s);
             tma_load_2d(kt + DW_TILE / 2, &tk, g * DW_D + 64, b * DW_BN, kfull + 8 * s);
@@ -220,9 +188,9 @@ static __global__ void __launch_bounds__(384, 1)
         __syncwarp();
         if (lane == 0) mbar_arrive(empty + 8 * s);
     };
-    /* S = Q Kᵀ of tile b (stage b % DW_NS), issued, committed */
+    /* S = Q Kᵀ of tile b (stage b % NS), issued, committed */
     auto issue_qk = [&](int b, float (&s)[64]) {
-        const uint32_t ka = dk + (b % DW_NS) * (2 * DW_TILE >> 4);
+        const uint32_t ka = dk + (b % NS) * (2 * DW_TILE >> 4);
 #pragma unroll
         for (int ks = 0; ks < 8; ks++)
             wg_mma(s, dhi | (dq + (ks >> 2) * 512 + (ks & 3) * 2),
@@ -231,16 +199,9 @@ static __global__ void __launch_bounds__(384, 1)
     };
     /* O += P V of tile b, issued, committed */
     auto issue_pv = [&](int b, float (&o)[64], const uint32_t (&pa)[8][4]) {
-        const uint32_t va = ring + (b % DW_NS) * 2 * DW_TILE + DW_TILE;
+        const uint32_t va = ring + (b % NS) * 2 * DW_TILE + DW_TILE;
 #pragma unroll
-        for (int kk = 0; kk < 8; kk++) {
-            if (VN == 128) {
-                dw_pv128(o, pa[kk], dw_vdesc(va + kk * 2048, DW_TILE / 2));
-            } else {
-                dw_pv64(o, 0, pa[kk], dw_vdesc(va + kk * 2048, 1024));
-                dw_pv64(o, 32, pa[kk], dw_vdesc(va + DW_TILE / 2 + kk * 2048, 1024));
-            }
-        }
+        for (int kk = 0; kk < 8; kk++) dw_pv(o, pa[kk], dw_vdesc(va + kk * 2048, DW_TILE / 2));
         wg_commit();
     };
     /* the last valid column of each row in tile b (-1 .. 127) */
@@ -275,9 +236,9 @@ static __global__ void __launch_bounds__(384, 1)
      * spin loop) between the two chains made ptxas serialize every wgmma (C7520). The masked
      * tiles (the last one or two) run in a loop of their own. */
     auto step = [&](int b, auto mask) {
-        const int sp = (b - 1) % DW_NS;
-        mbar_wait(kfull + 8 * (b % DW_NS), (b / DW_NS) & 1);
-        mbar_wait(vfull + 8 * sp, ((b - 1) / DW_NS) & 1);
+        const int sp = (b - 1) % NS;
+        mbar_wait(kfull + 8 * (b % NS), (b / NS) & 1);
+        mbar_wait(vfull + 8 * sp, ((b - 1) / NS) & 1);
         turn_wait();
         wg_fence();
         issue_qk(b, s);
@@ -315,8 +276,8 @@ static __global__ void __launch_bounds__(384, 1)
         const int bu = bm < nbw ? bm : nbw;
         for (int b = 1; b < bu; b++) step(b, dw_bool<false>());
         for (int b = bm > 1 ? bm : 1; b < nbw; b++) step(b, dw_bool<true>());
-        const int sl_ = (nbw - 1) % DW_NS;
-        mbar_wait(vfull + 8 * sl_, ((nbw - 1) / DW_NS) & 1);
+        const int sl_ = (nbw - 1) % NS;
+        mbar_wait(vfull + 8 * sl_, ((nbw - 1) / NS) & 1);
         turn_wait();
         wg_fence();
         issue_pv(nbw - 1, o, pa);
@@ -328,9 +289,9 @@ static __global__ void __launch_bounds__(384, 1)
     for (int b = nbw; b < nb; b++) {           /* tiles past this warpgroup's rows: free them */
         turn_wait();
         turn_pass();
-        mbar_wait(kfull + 8 * (b % DW_NS), (b / DW_NS) & 1);
-        mbar_wait(vfull + 8 * (b % DW_NS), (b / DW_NS) & 1);
-        release(b % DW_NS);
+        mbar_wait(kfull + 8 * (b % NS), (b / NS) & 1);
+        mbar_wait(vfull + 8 * (b % NS), (b / NS) & 1);
+        release(b % NS);
     }
     if (nbw == 0) {
         turn_wait();
@@ -361,16 +322,15 @@ cudaError_t cu_dense90_init(void)
     if (!cu_sm90a()) return cudaSuccess;
     const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
     cudaError_t err;
-    if ((err = cudaFuncSetAttribute(dense90_kernel<128, false>, dyn, DW_SMEM)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<64, false>, dyn, DW_SMEM)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<128, true>, dyn, DW_SMEM)) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<64, true>, dyn, DW_SMEM)) != cudaSuccess)
+    if ((err = cudaFuncSetAttribute(dense90_kernel<2, false>, dyn, DW_SMEM(2))) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(dense90_kernel<2, true>, dyn, DW_SMEM(2))) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(dense90_kernel<3, false>, dyn, DW_SMEM(3))) != cudaSuccess)
         return err;
     dw_ready = true;
     return cudaSuccess;
 }
 
-bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int vn, bool pp, cudaError_t *err)
+bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int form, cudaError_t *err)
 {
     if (!dw_ready || !cu_sm90a() || a->d != DW_D || a->n <= 0 || a->t0 < 0 || a->p0 < 0 ||
         ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V) % 16 != 0)
@@ -387,10 +347,10 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int vn, bool pp, cud
         !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
         return false;
     const dim3 grid(a->nh, (unsigned)nc);
-    if (vn == 64 && pp) dense90_kernel<64, true><<<grid, 384, DW_SMEM, st>>>(tq, tk, tv, *a, lg);
-    else if (vn == 64) dense90_kernel<64, false><<<grid, 384, DW_SMEM, st>>>(tq, tk, tv, *a, lg);
-    else if (pp) dense90_kernel<128, true><<<grid, 384, DW_SMEM, st>>>(tq, tk, tv, *a, lg);
-    else dense90_kernel<128, false><<<grid, 384, DW_SMEM, st>>>(tq, tk, tv, *a, lg);
+    if (form == CU_DW_PP) dense90_kernel<2, true><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
+    else if (form == CU_DW_NS3)
+        dense90_kernel<3, false><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
+    else dense90_kernel<2, false><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
     *err = cudaGetLastError();
     return true;
 }
