@@ -856,11 +856,10 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
                                              "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
- * default (d = 128 on sm_90a: dense90_kernel, 2 K/V stages; elsewhere dense_kernel), its
- * ping-pong and 3-stage forms, dense_kernel (128 queries of one head a CTA, mma.sync) and
- * flash_kernel (64/G queries x G heads a CTA). Cases of at most 16 queries take the split
- * kernels under all. */
-static const char *const dattn_variants[] = {"", "wgp", "wg3", "mma", "old"};
+ * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
+ * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
+ * G heads a CTA). Cases of at most 16 queries take the split kernels under all. */
+static const char *const dattn_variants[] = {"", "wg2", "mma", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */

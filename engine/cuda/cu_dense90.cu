@@ -7,7 +7,8 @@
  * CTA (384 threads) = 128 consecutive queries tq0 .. tq0 + 127 of ONE q head h; warpgroup 0 is
  * the producer (thread 0 issues every TMA load), warpgroups 1 and 2 the consumers, 64 query rows
  * each (warp w of a consumer: rows 16 w .. 16 w + 15, the wgmma accumulator layout). Key tiles of
- * 128 rows 0 .. pmax / 128 (pmax: the CTA's last position) pass through a ring of NS stages,
+ * 128 rows 0 .. pmax / 128 (pmax: the CTA's last position) pass through a ring of NS stages
+ * (3, 224 KB of shared memory with Q; 2 with SALA_CUDA_DATTN=wg2),
  * each a K and a V tile (32 KB each: two 64-column halves of (128 rows, 128 B), 128-byte
  * swizzle), with a full barrier per K and per V tile (TMA bytes) and one empty barrier (8
  * consumer warp arrivals). Q (64 rows a consumer, 16 KB) arrives once by TMA.
@@ -18,7 +19,7 @@
  * from registers, B = the V tile MN-major: transpose bit set, 16 keys a k step = 2 KB). The
  * S GEMM of tile b is issued before the P V GEMM of tile b - 1 and the softmax of tile b runs
  * while that P V is on the tensor cores (FA3's intra-warpgroup overlap); O is rescaled after
- * it completed. PP (ping-pong): the two consumers take turns at the tensor cores.
+ * it completed.
  * Rows past the launch's last query and keys past pmax are zero-filled by the tensor maps (never
  * stored / masked by j <= p). Key j is used iff j <= p. Grid (nh, CTAs), the heads fastest and
  * the longest CTAs first (as dense_kernel). Body compiled for sm_90a only
@@ -124,7 +125,7 @@ static __device__ __forceinline__ void dw_pack(const float (&s)[64], uint32_t (&
 }
 #endif
 
-template <int NS, bool PP>
+template <int NS>
 static __global__ void __launch_bounds__(384, 1)
     dense90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv, attn_args a, int lg)
@@ -217,19 +218,6 @@ static __global__ void __launch_bounds__(384, 1)
     float o[64], s[64], m[2], l[2], corr[2];
     uint32_t pa[8][4];
     int lim[2];
-    /* PP (ping-pong): the two consumers take turns at issuing their GEMMs (named barrier 1 + c:
-     * 128 threads sync, the other consumer's 128 arrive), so that one's softmax runs while the
-     * other's products are on the tensor cores. Every consumer takes nb + 1 turns (real or
-     * empty); consumer 1 opens with an arrival for consumer 0 and leaves out its last one. */
-    int turns = 0;
-    auto turn_wait = [&]() {
-        if (PP) asm volatile("bar.sync %0, 256;\n" ::"r"(1 + c) : "memory");
-    };
-    auto turn_pass = [&]() {
-        if (PP && (c == 0 || ++turns < nb + 1))
-            asm volatile("bar.arrive %0, 256;\n" ::"r"(2 - c) : "memory");
-    };
-    if (PP && c == 1) asm volatile("bar.arrive 1, 256;\n" ::: "memory");
     /* tile b >= 1: its S issued, the P V of tile b - 1 issued, S's softmax beside that P V, then
      * O rescaled and P of tile b packed. MASK: tile b reaches past the warpgroup's first row.
      * Both K of tile b and V of tile b - 1 are waited for before the fence: a barrier wait (a
@@ -239,11 +227,9 @@ static __global__ void __launch_bounds__(384, 1)
         const int sp = (b - 1) % NS;
         mbar_wait(kfull + 8 * (b % NS), (b / NS) & 1);
         mbar_wait(vfull + 8 * sp, ((b - 1) / NS) & 1);
-        turn_wait();
         wg_fence();
         issue_qk(b, s);
         issue_pv(b - 1, o, pa);
-        turn_pass();
         wg_wait<1>();                                        /* S of tile b */
         wg_keep(s);
         if (decltype(mask)::value) limits(b, lim);
@@ -264,10 +250,8 @@ static __global__ void __launch_bounds__(384, 1)
         for (int i = 0; i < 64; i++) o[i] = 0.0f;
         mbar_wait(qbar, 0);
         mbar_wait(kfull, 0);
-        turn_wait();
         wg_fence();
         issue_qk(0, s);
-        turn_pass();
         wg_wait<0>();
         wg_keep(s);
         limits(0, lim);
@@ -278,24 +262,16 @@ static __global__ void __launch_bounds__(384, 1)
         for (int b = bm > 1 ? bm : 1; b < nbw; b++) step(b, dw_bool<true>());
         const int sl_ = (nbw - 1) % NS;
         mbar_wait(vfull + 8 * sl_, ((nbw - 1) / NS) & 1);
-        turn_wait();
         wg_fence();
         issue_pv(nbw - 1, o, pa);
-        turn_pass();
         wg_wait<0>();
         wg_keep(o);
         release(sl_);
     }
     for (int b = nbw; b < nb; b++) {           /* tiles past this warpgroup's rows: free them */
-        turn_wait();
-        turn_pass();
         mbar_wait(kfull + 8 * (b % NS), (b / NS) & 1);
         mbar_wait(vfull + 8 * (b % NS), (b / NS) & 1);
         release(b % NS);
-    }
-    if (nbw == 0) {
-        turn_wait();
-        turn_pass();
     }
     if (nbw == 0) return;
 #pragma unroll
@@ -322,18 +298,17 @@ cudaError_t cu_dense90_init(void)
     if (!cu_sm90a()) return cudaSuccess;
     const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
     cudaError_t err;
-    if ((err = cudaFuncSetAttribute(dense90_kernel<2, false>, dyn, DW_SMEM(2))) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<2, true>, dyn, DW_SMEM(2))) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<3, false>, dyn, DW_SMEM(3))) != cudaSuccess)
+    if ((err = cudaFuncSetAttribute(dense90_kernel<2>, dyn, DW_SMEM(2))) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(dense90_kernel<3>, dyn, DW_SMEM(3))) != cudaSuccess)
         return err;
     dw_ready = true;
     return cudaSuccess;
 }
 
-bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int form, cudaError_t *err)
+bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err)
 {
-    if (!dw_ready || !cu_sm90a() || a->d != DW_D || a->n <= 0 || a->t0 < 0 || a->p0 < 0 ||
-        ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V) % 16 != 0)
+    if (!dw_ready || !cu_sm90a() || (ns != 2 && ns != 3) || a->d != DW_D || a->n <= 0 ||
+        a->t0 < 0 || a->p0 < 0 || ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V) % 16 != 0)
         return false;
     const int64_t qrows = (int64_t)a->t0 + a->n, krows = a->p0 + qrows;
     const int64_t nc = ((int64_t)a->n + DW_BM - 1) / DW_BM;
@@ -347,10 +322,8 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int form, cudaError_
         !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
         return false;
     const dim3 grid(a->nh, (unsigned)nc);
-    if (form == CU_DW_PP) dense90_kernel<2, true><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
-    else if (form == CU_DW_NS3)
-        dense90_kernel<3, false><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
-    else dense90_kernel<2, false><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
+    if (ns == 3) dense90_kernel<3><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
+    else dense90_kernel<2><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
     *err = cudaGetLastError();
     return true;
 }

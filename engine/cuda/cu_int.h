@@ -400,13 +400,11 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
 cudaError_t cu_gemm90_init(void);
 /* ---- dense causal prefill attention on wgmma (cu_dense90.cu, sm_90a; docs/CUDA.md "Dense
  * prefill attention 3") ---- */
-/* Its forms: 2 ring stages (the default), 2 stages with the consumers taking turns at the tensor
- * cores (ping-pong), 3 stages. */
-enum { CU_DW_NS2 = 0, CU_DW_PP = 1, CU_DW_NS3 = 2 };
-/* Launch the kernel for a dense attention of d = 128 (lg = log2 G) in form `form`. false: not
- * taken (no sm_90a image, another d, unaligned operands, no tensor map, a grid too tall),
- * nothing launched; else *err is the launch status. */
-bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int form, cudaError_t *err);
+/* Launch the kernel for a dense attention of d = 128 (lg = log2 G) with a K/V ring of ns stages
+ * (2 or 3; 3 the default: 7% faster in call dn3-2). false: not taken (no sm_90a image, another
+ * d, unaligned operands, no tensor map, a grid too tall), nothing launched; else *err is the
+ * launch status. */
+bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err);
 cudaError_t cu_dense90_init(void);
 /* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
 bool cu_sm90a(void);
