@@ -856,9 +856,10 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
                                              "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
- * default (dense_kernel: 128 queries of one head a CTA) and flash_kernel (64/G queries x G heads
- * a CTA). Cases of at most 16 queries take the split kernels under both. */
-static const char *const dattn_variants[] = {"", "old"};
+ * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
+ * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
+ * G heads a CTA). Cases of at most 16 queries take the split kernels under all. */
+static const char *const dattn_variants[] = {"", "wg2", "mma", "old"};
 
 /* Attention of T random queries at p0.. against the CPU twin; sparse: sel (T, nkv, K) (NULL:
  * rand_sel), run under every kernel variant. Tolerance: bf16 Q/K/V and P, fp32 softmax. */
@@ -930,6 +931,9 @@ static void t_attn_dense(void)
     /* prefill-like (dense_kernel: 24 CTAs of 128 / 47 of 64 queries a head, the last partial,
      * causal limits inside the diagonal tiles of every CTA), G = 16 */
     attn_case(false, 32, 2, 128, 0, 3000, 25);
+    /* after a cached prefix (p0 = 8 x 128 + 13): the wgmma kernel's first consumer of each CTA
+     * ends a tile before its second; the last CTA (60 queries) leaves the second idle */
+    attn_case(false, 32, 2, 128, 1037, 700, 26);
     /* few queries (the split kernels): one query near dense_len, a few, 16 queries (the
      * partials need 2 blocks a warp), G = 8 / d = 64 / G = 2, a query in block 0 */
     attn_case(false, 32, 2, 128, 8190, 1, 71);

@@ -3,7 +3,8 @@
  * engine/cpu/infllm.c infllm_attend):
  *   dense   a CTA takes 64 rows = (64/G queries) x (G q heads of one kv group) and walks the key
  *           tiles 0..p (flash-attention style online softmax); for prefill (d = 128, more than
- *           16 queries) dense_kernel: 128 consecutive queries of one q head a CTA;
+ *           16 queries) dense_kernel: 128 consecutive queries of one q head a CTA, or on
+ *           sm_90a the wgmma dense90_kernel (cu_dense90.cu) with the same CTA shape;
  *   sparse  a CTA takes one query's G heads (16 rows, G <= 16) and walks its selected blocks.
  * Scores and the softmax are fp32, Q/K/V and the probabilities bf16 on the tensor cores (WMMA);
  * the output accumulator is fp32 in shared memory. Key j is used iff j <= p (token causal mask). */
@@ -1148,14 +1149,19 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
-/* Which dense prefill kernel (more than SD_MAXQ queries): SALA_CUDA_DATTN=old (flash_kernel,
- * 64/G queries x G heads a CTA), otherwise dense_kernel (128 queries of one head a CTA, the next
- * tile's S beside this one's softmax; docs/CUDA.md "Dense prefill attention 2": 12% faster at
- * 32K on the H100). Read at every launch (tests set it). d = 64 always takes flash_kernel. */
-static bool dattn_new(void)
+/* Which dense prefill kernel (more than SD_MAXQ queries), SALA_CUDA_DATTN read at every launch
+ * (tests set it): old (flash_kernel, 64/G queries x G heads a CTA: -1), mma (dense_kernel: 128
+ * queries of one head a CTA, the next tile's S beside this one's softmax, docs/CUDA.md "Dense
+ * prefill attention 2": -2), otherwise dense90_kernel on sm_90a ("Dense prefill attention 3"):
+ * wg2 a 2-stage K/V ring (2), unset or anything else 3 stages (3); dense_kernel where that image
+ * does not run. d = 64 always takes flash_kernel. */
+static int dattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_DATTN");
-    return !(s && !strcmp(s, "old"));
+    if (s && !strcmp(s, "old")) return -1;
+    if (s && !strcmp(s, "mma")) return -2;
+    if (s && !strcmp(s, "wg2")) return 2;
+    return 3;
 }
 
 static constexpr size_t dense_smem() { return (size_t)2 * DN_STAGES * CU_KT * (128 + 8) * 2; }
@@ -1343,7 +1349,9 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     if (lg >= 0 && !use_wmma()) {
         cudaError_t err = cudaSuccess;
         if (split_launch<false>(st, a, lg, &err)) return err;
-        if (dattn_new() && dense_launch(st, a, lg, &err)) return err;
+        const int v = dattn_variant();
+        if (v >= 0 && k_dense90(st, a, lg, v, &err)) return err;
+        if (v != -1 && dense_launch(st, a, lg, &err)) return err;
         return flash_launch<false>(st, a, lg);
     }
     const int G = a->nh / a->nkv, MT = 4, qt = 64 / G;

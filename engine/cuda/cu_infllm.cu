@@ -930,18 +930,6 @@ static size_t score_w_smem(void)
            (size_t)4 * 128 * 2 * 4;
 }
 
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-/* d (+)= A (64 x 16, desc da) · B (16 x 128, desc db); acc = 0: d = A · B */
-static __device__ __forceinline__ void wg_mma(float (&d)[64], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-                 : WG_ACC64(d, 0)
-                 : "l"(da), "l"(db), "r"(acc));
-}
-#endif
-
 /* The trimmed form (branch s1x; its first form, s1w, is in docs/CUDA.md "Stage 1 on wgmma"):
  * tiles whose windows are all valid for all 8 queries (a CTA-uniform test on the first query,
  * whose window counts are the smallest) skip the masks (pass 1: 64 selects; pass 2: the compares
@@ -1753,6 +1741,7 @@ cudaError_t cu_kernels_init(void)
         return err;
     sc_w_ok = arch == 1;
     if ((err = cu_gemm90_init()) != cudaSuccess) return err;
+    if ((err = cu_dense90_init()) != cudaSuccess) return err;
     if (sc_w_ok &&
         (err = cudaFuncSetAttribute(score_w_kernel, dyn, (int)score_w_smem())) != cudaSuccess)
         return err;

@@ -410,6 +410,14 @@ bool cu_gu_fused_fits(const bf16 *W, int I, int in, const bf16 *x, int T, const 
 cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf16 *x, int T,
                         bf16 *act);
 cudaError_t cu_gemm90_init(void);
+/* ---- dense causal prefill attention on wgmma (cu_dense90.cu, sm_90a; docs/CUDA.md "Dense
+ * prefill attention 3") ---- */
+/* Launch the kernel for a dense attention of d = 128 (lg = log2 G) with a K/V ring of ns stages
+ * (2 or 3; 3 the default: 7% faster in call dn3-2). false: not taken (no sm_90a image, another
+ * d, unaligned operands, no tensor map, a grid too tall), nothing launched; else *err is the
+ * launch status. */
+bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err);
+cudaError_t cu_dense90_init(void);
 /* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
 bool cu_sm90a(void);
 /* A 2-D TMA map of a (rows, cols) row-major bf16 matrix, boxes of box_rows x box_cols (box_cols
