@@ -677,8 +677,9 @@ int cu_seq_cap_solid(cu_seq *s, int64_t need, int64_t len, sala_err *e)
         cap = need > 2 * s->cap ? need : 2 * s->cap;
         if (cap < 4096) cap = 4096;
     }
-    const int64_t hint = (c->max_position_embeddings > cap ? c->max_position_embeddings : cap) +
-                         CU_LOAD_HEADROOM;
+    int64_t hint = c->max_position_embeddings > cap ? c->max_position_embeddings : cap;
+    if (s->va_want > hint) hint = s->va_want;   /* a longer call: no remap (and drain) midway */
+    hint += CU_LOAD_HEADROOM;
     const size_t row = (size_t)(c->num_key_value_heads * c->head_dim) * 2;
     for (int i = 0; i < c->n_sparse; i++)
         for (int k = 0; k < 4; k++) {

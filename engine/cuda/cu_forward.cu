@@ -610,7 +610,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
     CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
     const float *res = fold ? NULL : s->a;   /* what the norms still add */
-    CU_TRY(cu_seq_cap(s, p0 + T, e));
+    CU_TRY(cu_seq_cap_solid(s, p0 + T, T > 1 ? p0 + T : 0, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
     CU_TRY(graph_setup(s, T, nout, fa, e));
@@ -705,6 +705,7 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e)
                          "without logits (n=%lld, nrows=%lld)", (long long)a->n,
                          (long long)a->nrows);
     cu_prof_mark(m, OP_OTHER);
+    s->va_want = s->len + a->n;
     if (a->n > CU_CHUNK) {   /* the score buffer for the whole call at once: a regrowth's
                               * cudaFree would drain the device between two steps */
         CU_TRY(cu_seq_scratch(s, CU_CHUNK, e));

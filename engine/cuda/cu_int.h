@@ -329,6 +329,8 @@ typedef struct {
 typedef struct {
     cu_model *m;
     int64_t len, cap;
+    int64_t va_want;                  /* tokens the current forward call will reach: the caches'
+                                         first address reservation covers them (cu_seq_cap) */
     cu_buf *cb;                       /* [4 n_sparse]: K, V, K1, K2 of sparse layer i at 4i+0..3 */
     bf16 **K, **V, **K1, **K2;        /* views of cb (refreshed when a buffer moves):
                                          (cap, nkv, hd), (nw(cap)+1, nkv, hd) */
@@ -366,8 +368,10 @@ int cu_forward(cu_seq *s, const eng_forward_args *a, sala_err *e);
 int cu_forward_batch(cu_seq *const *S, const eng_batch_args *a, sala_err *e);
 int cu_seq_scratch(cu_seq *s, int T, sala_err *e);
 int cu_seq_cap(cu_seq *s, int64_t need, sala_err *e);
-/* cu_seq_cap for an empty sequence about to receive a state of len tokens: the caches' part
- * below len is allocated as one chunk per buffer (VMM), so forks of it are cheap. */
+/* cu_seq_cap with the caches' new part below len tokens allocated as one chunk per buffer
+ * (VMM): a state about to be loaded (forks of it map it in one call), or a prefill step's rows
+ * (one chunk a buffer and step instead of one a 2 MB granule: the step's mapping calls are host
+ * time before its first kernel). */
 int cu_seq_cap_solid(cu_seq *s, int64_t need, int64_t len, sala_err *e);
 /* Before a step writes positions [p0, p0 + T): the K/V rows and the K1/K2 windows it will add
  * made private (copy-on-write of chunks shared with forks). */
