@@ -29,20 +29,13 @@
 #define GM_BM 128                          /* rows of x a CTA tile */
 #define GM_BN 128                          /* columns of act a CTA tile (256 rows of W) */
 #define GM_BK 64                           /* K step: 128 bytes a row, the swizzle span */
-#define GM_NS 3                            /* ring stages (GM_ACT: 4) */
+#define GM_NS 3                            /* ring stages */
 #define GM_GM 16                           /* row tiles a column-band group */
 #define GM_CL 2                            /* CTAs a cluster */
 #define GM_ROWB (GM_BK * 2)
 #define GM_STAGE (GM_BM * GM_ROWB + 2 * GM_BN * GM_ROWB)
 #define GM_STG (2 * 4 * 8192)              /* G then U: 4 boxes of 64 x 64 bf16 each */
-/* ACT form: the consumers compute the SwiGLU and stage act only (4 boxes, 32 KB), which leaves
- * room for a fourth stage */
-template <bool ACT> static constexpr __host__ __device__ int gm_ns() { return ACT ? 4 : GM_NS; }
-template <bool ACT> static constexpr __host__ __device__ int gm_stg() { return ACT ? GM_STG / 2 : GM_STG; }
-template <bool ACT> static constexpr int gm_smem()
-{
-    return 1024 + gm_ns<ACT>() * GM_STAGE + gm_stg<ACT>() + 256;
-}
+#define GM_SMEM (1024 + GM_NS * GM_STAGE + GM_STG + 256)
 
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 static __device__ __forceinline__ void tma_load_2d_mc(uint32_t dst, const void *map, int c0, int c1,
@@ -121,25 +114,23 @@ static __device__ __forceinline__ uint32_t gm_stg(int row, int col)
 }
 #endif
 
-template <bool ACT>
 static __global__ void __launch_bounds__(384, 1)
     gemm90_gu_kernel(const __grid_constant__ CUtensorMap ta, const __grid_constant__ CUtensorMap tb,
                      const __grid_constant__ CUtensorMap tc, int T, int I, int K)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
-    constexpr int NS = gm_ns<ACT>(), STG = gm_stg<ACT>();
     extern __shared__ __align__(1024) uint8_t gm_raw[];
     const uint32_t r0 = smem_u32(gm_raw), sb = (r0 + 1023) & ~1023u;
-    const uint32_t stg = sb + NS * GM_STAGE, bars = stg + STG;
-    const uint32_t sfull = bars + 16 * NS, sempty = sfull + 8;
+    const uint32_t stg = sb + GM_NS * GM_STAGE, bars = stg + GM_STG;
+    const uint32_t sfull = bars + 16 * GM_NS, sempty = sfull + 8;
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const int mt = (T + GM_BM - 1) / GM_BM, nt = I / GM_BN, nk = K / GM_BK;
     const int mc = (mt + GM_CL - 1) / GM_CL, ntile = mc * nt;
     const int rank = blockIdx.x % GM_CL, cid = blockIdx.x / GM_CL, ncl = gridDim.x / GM_CL;
     if (threadIdx.x == 0) {
-        for (int s = 0; s < NS; s++) {
+        for (int s = 0; s < GM_NS; s++) {
             mbar_init(bars + 8 * s, 1);                       /* full: the producer + tx */
-            mbar_init(bars + 8 * (NS + s), 8 * GM_CL);     /* empty: consumer warps */
+            mbar_init(bars + 8 * (GM_NS + s), 8 * GM_CL);     /* empty: consumer warps */
         }
         mbar_init(sfull, 256);
         mbar_init(sempty, 1);
@@ -154,9 +145,9 @@ static __global__ void __launch_bounds__(384, 1)
                 int m0, n0;
                 gm_tile(tile, mc, nt, rank, &m0, &n0);
                 for (int kt = 0; kt < nk; kt++, it++) {
-                    const int s = it % NS;
+                    const int s = it % GM_NS;
                     const uint32_t st = sb + s * GM_STAGE, full = bars + 8 * s;
-                    mbar_wait(bars + 8 * (NS + s), ((it / NS) & 1) ^ 1);
+                    mbar_wait(bars + 8 * (GM_NS + s), ((it / GM_NS) & 1) ^ 1);
                     mbar_arrive_tx(full, GM_STAGE);
                     tma_load_2d(st, &ta, kt * GM_BK, m0, full);
                     tma_load_2d_mc(st + GM_BM * GM_ROWB + rank * GM_BN * GM_ROWB, &tb, kt * GM_BK,
@@ -170,7 +161,7 @@ static __global__ void __launch_bounds__(384, 1)
                 int m0, n0;
                 gm_tile(tile, mc, nt, rank, &m0, &n0);
                 mbar_wait(sfull, n & 1);
-                for (int ch = e; !ACT && ch < GM_STG / 32; ch += 96) {   /* 16-byte chunks of G, U */
+                for (int ch = e; ch < GM_STG / 32; ch += 96) {   /* 16-byte chunks of G and U */
                     uint4 gv, uv, o;
                     asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
                                  : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
@@ -210,9 +201,9 @@ static __global__ void __launch_bounds__(384, 1)
         int it = 0, n = 0;
         for (int tile = cid; tile < ntile; tile += ncl, n++) {
             for (int kt = 0; kt < nk; kt++, it++) {
-                const int s = it % NS;
+                const int s = it % GM_NS;
                 const uint32_t st = sb + s * GM_STAGE;
-                mbar_wait(bars + 8 * s, (it / NS) & 1);
+                mbar_wait(bars + 8 * s, (it / GM_NS) & 1);
                 const uint64_t da = wg_desc(st + c * 64 * GM_ROWB);
                 const uint64_t db = wg_desc(st + GM_BM * GM_ROWB);
                 wg_fence();
@@ -224,13 +215,13 @@ static __global__ void __launch_bounds__(384, 1)
                     wg_wait<1>();
                     wg_keep(d);
                     __syncwarp();
-                    if (lane == 0) gm_release(bars + 8 * (NS + (it - 1) % NS), rank);
+                    if (lane == 0) gm_release(bars + 8 * (GM_NS + (it - 1) % GM_NS), rank);
                 }
             }
             wg_wait<0>();
             wg_keep(d);
             __syncwarp();
-            if (lane == 0) gm_release(bars + 8 * (NS + (it - 1) % NS), rank);
+            if (lane == 0) gm_release(bars + 8 * (GM_NS + (it - 1) % GM_NS), rank);
             mbar_wait(sempty, (n & 1) ^ 1);   /* the previous tile's store has read the staging */
             const int q = lane & 3;
 #pragma unroll
@@ -239,22 +230,13 @@ static __global__ void __launch_bounds__(384, 1)
                 for (int h = 0; h < 2; h++) {
                     const int row = c * 64 + warp * 16 + (lane >> 2) + 8 * h, col = 8 * j + 2 * q;
                     const uint32_t a = stg + gm_stg(row, col);
-                    const float *g = d + 4 * j + 2 * h, *u = g + 64;
-                    if (ACT) {   /* g and u rounded to bf16, as the staged form's epilogue reads them */
-                        const float2 gb = __bfloat1622float2(__floats2bfloat162_rn(g[0], g[1])),
-                                     ub = __bfloat1622float2(__floats2bfloat162_rn(u[0], u[1]));
-                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a),
-                                     "r"(pack_bf16(cu_silu_mul(gb.x, ub.x), cu_silu_mul(gb.y, ub.y)))
-                                     : "memory");
-                    } else {
-                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a), "r"(pack_bf16(g[0], g[1]))
-                                     : "memory");
-                        asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a + GM_STG / 2),
-                                     "r"(pack_bf16(u[0], u[1]))
-                                     : "memory");
-                    }
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a),
+                                 "r"(pack_bf16(d[4 * j + 2 * h], d[4 * j + 2 * h + 1]))
+                                 : "memory");
+                    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(a + GM_STG / 2),
+                                 "r"(pack_bf16(d[64 + 4 * j + 2 * h], d[64 + 4 * j + 2 * h + 1]))
+                                 : "memory");
                 }
-            if (ACT) proxy_fence();   /* act is read by the epilogue's TMA store (async proxy) */
             mbar_arrive(sfull);
         }
     }
@@ -292,11 +274,8 @@ cudaError_t cu_gemm90_init(void)
     if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
         (err = cudaDeviceGetAttribute(&gm_sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
         return err;
-    err = cudaFuncSetAttribute(gemm90_gu_kernel<false>,
-                               cudaFuncAttributeMaxDynamicSharedMemorySize, gm_smem<false>());
-    if (err != cudaSuccess) return err;
-    return cudaFuncSetAttribute(gemm90_gu_kernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                gm_smem<true>());
+    return cudaFuncSetAttribute(gemm90_gu_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                GM_SMEM);
 }
 
 cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf16 *x, int T,
@@ -313,8 +292,7 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
     cudaLaunchConfig_t cfg = {};
     cfg.gridDim = dim3((unsigned)(cl * GM_CL));
     cfg.blockDim = dim3(384);
-    const bool sw = cu_env_is("SALA_CUDA_GU_ACT", "1");   /* read at each call: A/B */
-    cfg.dynamicSmemBytes = sw ? gm_smem<true>() : gm_smem<false>();
+    cfg.dynamicSmemBytes = GM_SMEM;
     cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeClusterDimension;
@@ -323,6 +301,5 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
     at[0].val.clusterDim.z = 1;
     cfg.attrs = at;
     cfg.numAttrs = 1;
-    return sw ? cudaLaunchKernelEx(&cfg, gemm90_gu_kernel<true>, ta, tb, tc, T, I, in)
-              : cudaLaunchKernelEx(&cfg, gemm90_gu_kernel<false>, ta, tb, tc, T, I, in);
+    return cudaLaunchKernelEx(&cfg, gemm90_gu_kernel, ta, tb, tc, T, I, in);
 }
