@@ -850,11 +850,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else tma11o for keys up to 32K and
- * tma15o beyond), each ring size, the users-only TMA rings (15 and 11 consumer warps; both with
- * slots reused out of order; 11 with Q in registers) and the second version's kernel. */
+ * the default (the split kernels for at most 16 queries, else tma15o), each ring size, the
+ * users-only TMA rings (15 and 11 consumer warps; 15 with slots reused out of order) and the
+ * second version's kernel. */
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
-                                             "tma15o", "tma11o", "tma11oq", "old"};
+                                             "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -977,7 +977,7 @@ static void t_attn_sparse(void)
     attn_run(true, 4, 2, 64, 9001, 1, 24, model_sel(&r, 9001, 1, 2, 24, 8, -1), 83);
 }
 
-/* The users-only rings (tma15 / tma11, their out-of-order forms tma15o / tma11o and tma11oq: TMA into
+/* The users-only rings (tma15 / tma11 and their out-of-order forms tma15o / tma11o: TMA into
  * swizzled slots) against ring15
  * on many CTAs of model-shaped lists with random picks (each union block has few users, so consumers
  * skip most of the stream and the ring wraps often): same blocks, same order, same arithmetic
@@ -994,9 +994,9 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 6 };
+    enum { NV = 5 };
     float *o[NV];
-    const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o", "tma11oq"};
+    const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o"};
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);
         for (size_t j = 0; j < n; j++) o[i][j] = NAN;

@@ -1253,7 +1253,6 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "tma11")) return 211;
     if (s && !strcmp(s, "tma15o")) return 415;
     if (s && !strcmp(s, "tma11o")) return 411;
-    if (s && !strcmp(s, "tma11oq")) return 611;
     return 1;
 }
 
@@ -1391,13 +1390,10 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 411)
             done = d128 ? su_launch<128, 11, false, true>(st, a, lg, &err)
                         : su_launch<64, 11, false, true>(st, a, lg, &err);
-        else if (v == 611)
-            done = d128 ? su_launch<128, 11, true, true>(st, a, lg, &err)
-                        : su_launch<64, 11, true, true>(st, a, lg, &err);
         else if (v == 211)
             done = d128 ? su_launch<128, 11, false>(st, a, lg, &err)
                         : su_launch<64, 11, false>(st, a, lg, &err);
-        if (!done && (v == 15 || v == 215 || v == 211 || v == 415 || v == 411 || v == 611))
+        if (!done && (v == 15 || v == 215 || v == 211 || v == 415 || v == 411))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;
@@ -1422,9 +1418,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, int NC, bool OOO = false, bool QREG = false> static cudaError_t su_init(void)
+template <int D, int NC, bool OOO = false> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, QREG, OOO>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1457,7 +1453,6 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 11>(),        su_init<64, 11>(),
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
-                             su_init<128, 11, true, true>(), su_init<64, 11, true, true>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
