@@ -218,8 +218,7 @@ static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt
                 s[j][2 * hf + e] = v;
                 mx = fmaxf(mx, v);
             }
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = quad_max(mx);
         const float mn = fmaxf(mrow[hf], mx), mu = mn == -INFINITY ? 0.0f : mn;
         corr[hf] = exp2f(mrow[hf] - mu);
         mrow[hf] = mn;
@@ -309,9 +308,7 @@ static __device__ __forceinline__ void flash_store(const attn_args &a, int lg, i
     const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2, G = 1 << lg;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        float l = lrow[hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float l = quad_sum(lrow[hf]);
         if (!rv[hf]) continue;
         const int row = rq + 8 * hf, h = row & (G - 1);
         const float inv = l > 0.0f ? 1.0f / l : 0.0f;
@@ -1039,9 +1036,7 @@ static __global__ void __launch_bounds__(32 * SD_W) attn_split_kernel(attn_args 
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
         const int row = rq + 8 * hf;
-        float l = acc.lrow[hf];
-        l += __shfl_xor_sync(0xffffffffu, l, 1);
-        l += __shfl_xor_sync(0xffffffffu, l, 2);
+        const float l = quad_sum(acc.lrow[hf]);
         if (qd == 0) {
             cm[w * 16 + row] = acc.mrow[hf];
             cl[w * 16 + row] = l;

@@ -93,8 +93,7 @@ static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, con
 #pragma unroll
         for (int j = 0; j < 16; j++)
             mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+        mx = quad_max(mx);
         const float mn = FIRST ? mx * sl : fmaxf(m[hf], mx * sl);
         corr[hf] = FIRST ? 0.0f : exp2f(m[hf] - mn);
         m[hf] = mn;
@@ -276,9 +275,7 @@ static __global__ void __launch_bounds__(384, 1)
     if (nbw == 0) return;
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
-        float t = l[hf];
-        t += __shfl_xor_sync(0xffffffffu, t, 1);
-        t += __shfl_xor_sync(0xffffffffu, t, 2);
+        const float t = quad_sum(l[hf]);
         const int tr = tq0 + 64 * c + 16 * warp + rq + 8 * hf;
         if (tr >= tend) continue;
         const float inv = t > 0.0f ? 1.0f / t : 0.0f;
