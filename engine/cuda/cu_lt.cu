@@ -278,8 +278,10 @@ static lt_entry *entry_get(cu_model *m, const bf16 *W, int out, int in, const bf
  * median by more than CU_LT_MARGIN. SALA_CUDA_LT_LOG appends the times to that file. */
 static bool trial_end(lt_entry *x)
 {
-    if (cudaEventQuery(x->ev[CU_LT_TRIAL - 1][1]) != cudaSuccess) {
-        cudaGetLastError();   /* cudaErrorNotReady is not an error of the caller's */
+    const cudaError_t q = cudaEventQuery(x->ev[CU_LT_TRIAL - 1][1]);
+    if (q != cudaSuccess) {
+        if (q == cudaErrorNotReady) cudaGetLastError();   /* not the caller's error; any other
+                                                              stays for the caller to see */
         return false;
     }
     const int nc = x->ncand + 1;
