@@ -34,8 +34,6 @@
 #define DW_BN 128                               /* keys a tile */
 #define DW_TILE (DW_BN * DW_D * 2)              /* bytes of a K or V tile */
 #define DW_QB (DW_BM * DW_D * 2)                /* bytes of Q */
-#define DW_SELW 8                               /* SEL: bitmap words a row (256 blocks) */
-#define DW_SELMAX (DW_SELW * 32 * 64)           /* SEL: keys a launch may reach (16,384) */
 /* shared memory of an ns-stage ring: alignment slack, Q, the ring, barriers */
 #define DW_SMEM(ns) (1024 + DW_QB + 2 * (ns) * DW_TILE + 128)
 
@@ -188,44 +186,29 @@ static __global__ void __launch_bounds__(384, 1)
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) prow[hf] = pw0 + 16 * warp + rq + 8 * hf;
     const float sl = a.scale * 1.4426950408889634f;
-    /* SEL: each row's selected blocks (a.sel, ascending, -1 padded; keys below DW_SELMAX, so
-     * blocks < 32 DW_SELW) as a bitmap in registers, built once: the quad's 4 lanes read a
-     * quarter of the list each, then OR across the quad. sw[hf][0] holds the bits of the current
-     * 16 tiles (2 a tile) and the words move down as the tiles pass. */
-    uint32_t sw[2][DW_SELW];
-#pragma unroll
-    for (int hf = 0; hf < 2; hf++)
-#pragma unroll
-        for (int k = 0; k < DW_SELW; k++) sw[hf][k] = 0;
-    if (SEL) {
+    /* SEL: each row's ascending block list (a.sel, -1 padded), walked once as the tiles pass:
+     * sv[hf] is its next entry >= the current tile's first block (INT32_MAX: none left) */
+    const int32_t *sp[2] = {nullptr, nullptr};
+    int si[2] = {0, 0}, sv[2] = {INT32_MAX, INT32_MAX};
+    if (SEL)
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int t = tq0 + 64 * c + 16 * warp + rq + 8 * hf;
-            const int32_t *lst = a.sel + ((size_t)(t < tend ? t : tend - 1) * a.nkv + g) * a.K_sel;
-            for (int i = qd; t < tend && i < a.K_sel; i += 4) {
-                const int v = lst[i];
-#pragma unroll
-                for (int k = 0; k < DW_SELW; k++)
-                    sw[hf][k] |= v >= 0 && (v >> 5) == k ? 1u << (v & 31) : 0u;
-            }
-#pragma unroll
-            for (int k = 0; k < DW_SELW; k++) {
-                sw[hf][k] |= __shfl_xor_sync(0xffffffffu, sw[hf][k], 1);
-                sw[hf][k] |= __shfl_xor_sync(0xffffffffu, sw[hf][k], 2);
+            if (t < tend && a.K_sel > 0) {
+                sp[hf] = a.sel + ((size_t)t * a.nkv + g) * a.K_sel;
+                sv[hf] = sp[hf][0];
             }
         }
-    }
-    /* blk[hf]: bit k = block 2 b + k of tile b selected by the row (3 when not SEL); called for
-     * b = 0, 1, 2, ... in order */
+    /* blk[hf]: bit k = block 2 b + k of tile b selected by the row (3 when not SEL) */
     auto blocks = [&](int b, int (&blk)[2]) {
         if constexpr (SEL) {
 #pragma unroll
             for (int hf = 0; hf < 2; hf++) {
-                blk[hf] = (int)(sw[hf][0] >> (2 * (b & 15))) & 3;
-                if ((b & 15) == 15) {
-#pragma unroll
-                    for (int k = 0; k + 1 < DW_SELW; k++) sw[hf][k] = sw[hf][k + 1];
-                    sw[hf][DW_SELW - 1] = 0;
+                blk[hf] = 0;
+                for (int k = 0; k < 2; k++) {
+                    while (sv[hf] < 2 * b + k)
+                        sv[hf] = ++si[hf] < a.K_sel ? sp[hf][si[hf]] : INT32_MAX;
+                    if (sv[hf] == 2 * b + k) blk[hf] |= 1 << k;
                 }
             }
         } else {
@@ -359,7 +342,7 @@ cudaError_t cu_dense90_init(void)
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err)
 {
     if (!dw_ready || !cu_sm90a() || (ns != 2 && ns != 3 && ns != -3) || a->d != DW_D || a->n <= 0 ||
-        (ns < 0 && (!a->sel || a->K_sel <= 0 || a->p0 + a->t0 + a->n > DW_SELMAX)) ||
+        (ns < 0 && (!a->sel || a->K_sel <= 0)) ||
         a->t0 < 0 || a->p0 < 0 || ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V) % 16 != 0)
         return false;
     const int64_t qrows = (int64_t)a->t0 + a->n, krows = a->p0 + qrows;

@@ -420,9 +420,9 @@ cudaError_t cu_gemm90_init(void);
  * (2 or 3; 3 the default: 7% faster in call dn3-2); ns = -3: the block-sparse attention of a->sel
  * in the same kernel (3 stages), every key tile computed and each row's unselected 64-key blocks
  * masked (the dense work at ~3x the sparse ring's rate: cheaper where a query's 96 blocks are a
- * large share of its keys; keys up to 16,384: each row's blocks are a register bitmap). false:
- * not taken (no sm_90a image, another d, unaligned operands, no tensor map, a grid too tall; for
- * ns = -3 no selection or keys past 16,384), nothing launched; else *err is the launch status. */
+ * large share of its keys). false: not taken (no sm_90a image, another d, unaligned operands, no
+ * tensor map, a grid too tall, no selection for ns = -3), nothing launched; else *err is the
+ * launch status. */
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err);
 cudaError_t cu_dense90_init(void);
 /* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
