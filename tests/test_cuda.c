@@ -850,13 +850,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else the dense wgmma kernel with the
- * selection as a block mask for keys up to 16K, tma11o up to 32K, tma15o beyond), each ring
- * size, the users-only TMA rings (15 and 11 consumer warps; both with slots reused out of
- * order), the masked dense kernel for any launch (dsel; d = 128 on sm_90a, else ring15) and the
+ * the default (the split kernels for at most 16 queries, else tma15o), each ring size, the
+ * users-only TMA rings (15 and 11 consumer warps; 15 with slots reused out of order) and the
  * second version's kernel. */
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
-                                             "tma15o", "tma11o", "dsel", "old"};
+                                             "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x

@@ -1237,11 +1237,6 @@ static bool use_wmma(void)
  * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
  * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made. */
 #define CU_SATTN_SHORT 32768
-/* Launches whose keys end at or below this take the wgmma dense kernel with the selection as a
- * block mask (k_dense90, ns = -3): a query's 96 blocks are >= 37% of its keys there, and the
- * masked dense work runs at ~3x the ring's rate (crossover ~19.5K keys; docs/CUDA.md "Block-
- * sparse rows on the dense kernel"). SALA_CUDA_SATTN=dsel takes it for any launch. */
-#define CU_SATTN_DENSE 16384
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1253,7 +1248,6 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "tma11")) return 211;
     if (s && !strcmp(s, "tma15o")) return 415;
     if (s && !strcmp(s, "tma11o")) return 411;
-    if (s && !strcmp(s, "dsel")) return 700;
     return 1;
 }
 
@@ -1375,9 +1369,6 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         const bool d128 = a->d == 128;
         bool done = false;
         if (v == 1 && split_launch<true>(st, a, lg, &err)) return err;
-        if ((v == 700 || (v == 1 && a->p0 + a->t0 + a->n <= CU_SATTN_DENSE)) &&
-            k_dense90(st, a, lg, -3, &err))
-            return err;
         if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
             done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
@@ -1397,7 +1388,7 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         else if (v == 211)
             done = d128 ? su_launch<128, 11, false>(st, a, lg, &err)
                         : su_launch<64, 11, false>(st, a, lg, &err);
-        if (!done && (v == 15 || v == 215 || v == 211 || v == 415 || v == 411 || v == 700))
+        if (!done && (v == 15 || v == 215 || v == 211 || v == 415 || v == 411))
             done = d128 ? sr_launch<128, 15, false>(st, a, lg, &err)
                         : sr_launch<64, 15, false>(st, a, lg, &err);
         if (done) return err;

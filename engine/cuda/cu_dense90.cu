@@ -72,14 +72,11 @@ static __device__ __forceinline__ float dw_ex2(float x)
 /* One tile's online-softmax step on the S accumulators s (s[4 j + 2 hf + e]: row rq + 8 hf of
  * the warp, key column 8 j + 2 qd + e) in place: masked (lim[hf]: the last valid column of the
  * row, when mask), scaled by sl (log2 domain), s = 2^(s sl - m_new); m, l (thread-partial sum)
- * updated; corr = 2^(m_old - m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0).
- * SEL (block-sparse rows): also masked where bit j / 8 of blk[hf] is clear (the row did not
- * select that 64-key block), and a row with no key yet keeps m = -inf and its sums 0. */
-template <bool FIRST, bool SEL = false>
+ * updated; corr = 2^(m_old - m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0). */
+template <bool FIRST>
 static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, const int (&lim)[2],
                                                   float sl, float (&m)[2], float (&l)[2],
-                                                  float (&corr)[2], int qd,
-                                                  const int (&blk)[2] = {3, 3})
+                                                  float (&corr)[2], int qd)
 {
     if (mask) {
 #pragma unroll
@@ -88,8 +85,7 @@ static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, con
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
                 for (int e = 0; e < 2; e++)
-                    if (8 * j + 2 * qd + e > lim[hf] || (SEL && !((blk[hf] >> (j >> 3)) & 1)))
-                        s[4 * j + 2 * hf + e] = -INFINITY;
+                    if (8 * j + 2 * qd + e > lim[hf]) s[4 * j + 2 * hf + e] = -INFINITY;
     }
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
@@ -99,15 +95,14 @@ static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, con
             mx = fmaxf(mx, fmaxf(s[4 * j + 2 * hf], s[4 * j + 2 * hf + 1]));
         mx = quad_max(mx);
         const float mn = FIRST ? mx * sl : fmaxf(m[hf], mx * sl);
-        const float mu = SEL && mn == -INFINITY ? 0.0f : mn;   /* no key yet: 2^-inf = 0 */
-        corr[hf] = FIRST ? 0.0f : exp2f(m[hf] - mu);
+        corr[hf] = FIRST ? 0.0f : exp2f(m[hf] - mn);
         m[hf] = mn;
         float sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < 16; j++)
 #pragma unroll
             for (int e = 0; e < 2; e++) {
-                const float p = dw_ex2(fmaf(s[4 * j + 2 * hf + e], sl, -mu));
+                const float p = dw_ex2(fmaf(s[4 * j + 2 * hf + e], sl, -mn));
                 s[4 * j + 2 * hf + e] = p;
                 sum += p;
             }
@@ -129,7 +124,7 @@ static __device__ __forceinline__ void dw_pack(const float (&s)[64], uint32_t (&
 }
 #endif
 
-template <int NS, bool SEL = false>
+template <int NS>
 static __global__ void __launch_bounds__(384, 1)
     dense90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv, attn_args a, int lg)
@@ -186,35 +181,6 @@ static __global__ void __launch_bounds__(384, 1)
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) prow[hf] = pw0 + 16 * warp + rq + 8 * hf;
     const float sl = a.scale * 1.4426950408889634f;
-    /* SEL: each row's ascending block list (a.sel, -1 padded), walked once as the tiles pass:
-     * sv[hf] is its next entry >= the current tile's first block (INT32_MAX: none left) */
-    const int32_t *sp[2] = {nullptr, nullptr};
-    int si[2] = {0, 0}, sv[2] = {INT32_MAX, INT32_MAX};
-    if (SEL)
-#pragma unroll
-        for (int hf = 0; hf < 2; hf++) {
-            const int t = tq0 + 64 * c + 16 * warp + rq + 8 * hf;
-            if (t < tend && a.K_sel > 0) {
-                sp[hf] = a.sel + ((size_t)t * a.nkv + g) * a.K_sel;
-                sv[hf] = sp[hf][0];
-            }
-        }
-    /* blk[hf]: bit k = block 2 b + k of tile b selected by the row (3 when not SEL) */
-    auto blocks = [&](int b, int (&blk)[2]) {
-        if constexpr (SEL) {
-#pragma unroll
-            for (int hf = 0; hf < 2; hf++) {
-                blk[hf] = 0;
-                for (int k = 0; k < 2; k++) {
-                    while (sv[hf] < 2 * b + k)
-                        sv[hf] = ++si[hf] < a.K_sel ? sp[hf][si[hf]] : INT32_MAX;
-                    if (sv[hf] == 2 * b + k) blk[hf] |= 1 << k;
-                }
-            }
-        } else {
-            blk[0] = blk[1] = 3;
-        }
-    };
     const uint64_t dhi = wg_desc(0);                         /* descriptor fields but the start */
     const uint32_t dq = (uint32_t)wg_desc(sb + c * 16384), dk = (uint32_t)wg_desc(ring);
     /* release stage s: every warp of both consumers arrives once its wgmma reads are done */
@@ -250,7 +216,7 @@ static __global__ void __launch_bounds__(384, 1)
 
     float o[64], s[64], m[2], l[2], corr[2];
     uint32_t pa[8][4];
-    int lim[2], blk[2];
+    int lim[2];
     /* tile b >= 1: its S issued, the P V of tile b - 1 issued, S's softmax beside that P V, then
      * O rescaled and P of tile b packed. MASK: tile b reaches past the warpgroup's first row.
      * Both K of tile b and V of tile b - 1 are waited for before the fence: a barrier wait (a
@@ -266,8 +232,7 @@ static __global__ void __launch_bounds__(384, 1)
         wg_wait<1>();                                        /* S of tile b */
         wg_keep(s);
         if (decltype(mask)::value) limits(b, lim);
-        if (SEL) blocks(b, blk);
-        dw_softmax<false, SEL>(s, decltype(mask)::value, lim, sl, m, l, corr, qd, blk);
+        dw_softmax<false>(s, decltype(mask)::value, lim, sl, m, l, corr, qd);
         wg_wait<0>();                                        /* P V of tile b - 1 */
         wg_keep(o);
         release(sp);
@@ -289,12 +254,11 @@ static __global__ void __launch_bounds__(384, 1)
         wg_wait<0>();
         wg_keep(s);
         limits(0, lim);
-        blocks(0, blk);
-        dw_softmax<true, SEL>(s, true, lim, sl, m, l, corr, qd, blk);
+        dw_softmax<true>(s, true, lim, sl, m, l, corr, qd);
         dw_pack(s, pa);
-        const int bu = SEL ? 1 : bm < nbw ? bm : nbw;   /* SEL: every tile masked */
+        const int bu = bm < nbw ? bm : nbw;
         for (int b = 1; b < bu; b++) step(b, dw_bool<false>());
-        for (int b = SEL || bm <= 1 ? 1 : bm; b < nbw; b++) step(b, dw_bool<true>());
+        for (int b = bm > 1 ? bm : 1; b < nbw; b++) step(b, dw_bool<true>());
         const int sl_ = (nbw - 1) % NS;
         mbar_wait(vfull + 8 * sl_, ((nbw - 1) / NS) & 1);
         wg_fence();
@@ -332,8 +296,7 @@ cudaError_t cu_dense90_init(void)
     const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
     cudaError_t err;
     if ((err = cudaFuncSetAttribute(dense90_kernel<2>, dyn, DW_SMEM(2))) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<3>, dyn, DW_SMEM(3))) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<3, true>, dyn, DW_SMEM(3))) != cudaSuccess)
+        (err = cudaFuncSetAttribute(dense90_kernel<3>, dyn, DW_SMEM(3))) != cudaSuccess)
         return err;
     dw_ready = true;
     return cudaSuccess;
@@ -341,8 +304,7 @@ cudaError_t cu_dense90_init(void)
 
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err)
 {
-    if (!dw_ready || !cu_sm90a() || (ns != 2 && ns != 3 && ns != -3) || a->d != DW_D || a->n <= 0 ||
-        (ns < 0 && (!a->sel || a->K_sel <= 0)) ||
+    if (!dw_ready || !cu_sm90a() || (ns != 2 && ns != 3) || a->d != DW_D || a->n <= 0 ||
         a->t0 < 0 || a->p0 < 0 || ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V) % 16 != 0)
         return false;
     const int64_t qrows = (int64_t)a->t0 + a->n, krows = a->p0 + qrows;
@@ -357,8 +319,7 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t 
         !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
         return false;
     const dim3 grid(a->nh, (unsigned)nc);
-    if (ns == -3) dense90_kernel<3, true><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
-    else if (ns == 3) dense90_kernel<3><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
+    if (ns == 3) dense90_kernel<3><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
     else dense90_kernel<2><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
     *err = cudaGetLastError();
     return true;

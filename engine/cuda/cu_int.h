@@ -417,11 +417,8 @@ cudaError_t cu_gemm90_init(void);
 /* ---- dense causal prefill attention on wgmma (cu_dense90.cu, sm_90a; docs/CUDA.md "Dense
  * prefill attention 3") ---- */
 /* Launch the kernel for a dense attention of d = 128 (lg = log2 G) with a K/V ring of ns stages
- * (2 or 3; 3 the default: 7% faster in call dn3-2); ns = -3: the block-sparse attention of a->sel
- * in the same kernel (3 stages), every key tile computed and each row's unselected 64-key blocks
- * masked (the dense work at ~3x the sparse ring's rate: cheaper where a query's 96 blocks are a
- * large share of its keys). false: not taken (no sm_90a image, another d, unaligned operands, no
- * tensor map, a grid too tall, no selection for ns = -3), nothing launched; else *err is the
+ * (2 or 3; 3 the default: 7% faster in call dn3-2). false: not taken (no sm_90a image, another
+ * d, unaligned operands, no tensor map, a grid too tall), nothing launched; else *err is the
  * launch status. */
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err);
 cudaError_t cu_dense90_init(void);
