@@ -5,7 +5,8 @@
  * repeated); the CU_LT_KEEP fastest and cublasGemmEx(CUBLAS_GEMM_DEFAULT) then take turns on the
  * shape's next real calls, CU_LT_SAMP each, timed by events around each call (the trial: the
  * weights, the L2 contents and the clocks of the model's own steps, which repeated calls on one
- * weight matrix do not reproduce; measured: isolated timing picked tiles 6% slower in the model).
+ * weight matrix do not reproduce; measured: isolated timing picked tiles 4-10% slower in the
+ * model).
  * The shape keeps the Lt candidate of the least median time, and uses it only when it beats
  * cublasGemmEx's median by more than 1% (CU_LT_MARGIN; ties -> cublasGemmEx, the old path).
  * Until the trial's last event has completed, calls go through cublasGemmEx.
