@@ -850,9 +850,10 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else tma15o), each ring size, the
- * users-only TMA rings (15 and 11 consumer warps; 15 with slots reused out of order) and the
- * second version's kernel. */
+ * the default (the split kernels for at most 16 queries, else tma11o for keys up to 32K and
+ * tma15o beyond: the cases of both sides take both), each ring size, the users-only TMA rings
+ * (15 and 11 consumer warps, in order and with slots reused out of order) and the second
+ * version's kernel. */
 static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
                                              "tma15o", "tma11o", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the

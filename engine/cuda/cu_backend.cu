@@ -560,16 +560,16 @@ static void cu_seq_free(void *bs)
     cu_seq *s = (cu_seq *)bs;
     if (!s) return;
     const int ns = s->m->c.n_sparse;
-    if (s->cb) {
-        cudaStreamSynchronize(s->m->st);   /* no kernel of ours still reads what is unmapped */
+    /* no kernel of ours still reads what is unmapped, or the scratch handed to the model's
+     * spare (its next user may queue on another stream) */
+    cudaStreamSynchronize(s->m->st);
+    if (s->cb)
         for (int i = 0; i < 4 * ns; i++) cu_buf_free(s->m, &s->cb[i]);
-    }
     free(s->cb);
     free(s->K), free(s->V), free(s->K1), free(s->K2), free(s->n1), free(s->n2);
     cudaFree(s->S);
     ckpt_clear(s, 0);
     free(s->ckpt);
-    cudaStreamSynchronize(s->m->st);   /* the spare's next user may be on another stream */
     seq_scratch_drop(s, true);
     cudaFree(s->pk_mark);
     cudaFree(s->pk_ids);
