@@ -110,43 +110,52 @@ static float sigm(float x) { return 1.0f / (1.0f + expf(-x)); }
 
 /* ---- ops ---- */
 
-/* Residual add (a may be absent) + RMSNorm of T rows of D. */
-static void add_norm_case(int T, int D, bool with_a, uint64_t seed)
+/* Residual add (a may be absent) + RMSNorm of T rows of D; x16: the residual stream in bf16
+ * (the twin rounds x, and x after the add, to bf16). */
+static void add_norm_case(int T, int D, bool with_a, bool x16, uint64_t seed)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
-    float *x = randv(&r, (size_t)T * D, 3.0, false), *a = randv(&r, (size_t)T * D, 1.0, false);
+    float *x = randv(&r, (size_t)T * D, 3.0, x16), *a = randv(&r, (size_t)T * D, 1.0, false);
     float *w = randv(&r, D, 0.1, false), *xo = malloc((size_t)T * D * 4),
           *ho = malloc((size_t)T * D * 4), *hr = malloc((size_t)T * D * 4);
     for (int i = 0; i < D; i++) w[i] += 1.0f;
-    CU_ASSERT_EQUAL_FATAL(O->add_norm(x, with_a ? a : NULL, 0.7f, w, T, D, 1e-6f, xo, ho, &e),
-                          SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->add_norm(x, with_a ? a : NULL, 0.7f, w, T, D, 1e-6f, x16, xo, ho,
+                                      &e), SALA_OK);
     if (with_a)
-        for (size_t i = 0; i < (size_t)T * D; i++) x[i] += a[i] * 0.7f;
+        for (size_t i = 0; i < (size_t)T * D; i++) {
+            x[i] += a[i] * 0.7f;
+            if (x16) x[i] = bfr(x[i]);
+        }
     cpu_rmsnorm(hr, x, w, T, D, 1e-6f);
     char what[96];
     double rel, mr;
-    snprintf(what, sizeof(what), "residual add (fp32) T=%d D=%d%s", T, D, with_a ? "" : " no a");
+    snprintf(what, sizeof(what), "residual add (%s) T=%d D=%d%s", x16 ? "bf16" : "fp32", T, D,
+             with_a ? "" : " no a");
     diff(xo, x, (size_t)T * D, &rel, &mr);
     report(what, rel, mr, 1e-6, 1e-6);
-    snprintf(what, sizeof(what), "rmsnorm -> bf16 T=%d D=%d", T, D);
+    snprintf(what, sizeof(what), "rmsnorm -> bf16 T=%d D=%d%s", T, D, x16 ? " (x bf16)" : "");
     diff(ho, hr, (size_t)T * D, &rel, &mr);
     report(what, rel, mr, 4e-3, 8e-3);
     free(x), free(a), free(w), free(xo), free(ho), free(hr);
 }
 
 /* The vector kernel with 1, 2 and 4 float4 groups a thread (D 4096, 8192, 16384), a partial last
- * warp (D 1000), decode rows (T 1, 3), no residual; the scalar kernel (D % 4 != 0). */
+ * warp (D 1000), decode rows (T 1, 3), no residual; the scalar kernel (D % 4 != 0); each of
+ * them with the bf16 stream too (prefill's: no residual, rows of 4 groups a thread). */
 static void t_add_norm(void)
 {
-    add_norm_case(37, 4096, true, 1);
-    add_norm_case(1, 4096, true, 51);
-    add_norm_case(3, 4096, false, 52);
-    add_norm_case(1, 8192, true, 53);
-    add_norm_case(2, 16384, true, 54);
-    add_norm_case(2, 1000, true, 55);
-    add_norm_case(1, 4098, true, 56);
+    for (int k = 0; k < 2; k++) {
+        add_norm_case(37, 4096, true, k, 1);
+        add_norm_case(1, 4096, true, k, 51);
+        add_norm_case(3, 4096, false, k, 52);
+        add_norm_case(1, 8192, true, k, 53);
+        add_norm_case(2, 16384, true, k, 54);
+        add_norm_case(2, 1000, true, k, 55);
+        add_norm_case(1, 4098, true, k, 56);
+    }
+    add_norm_case(300, 4096, false, true, 57);   /* a prefill step's norm (4 groups a thread) */
 }
 
 static void t_gemm(void)
@@ -205,7 +214,7 @@ static void t_gemm_acc(void)
     float *W = randv(&r, (size_t)out * in, 0.05, true), *x = randv(&r, (size_t)T * in, 1.0, true);
     float *y = randv(&r, (size_t)T * out, 3.0, false), *yr = malloc((size_t)T * out * 4);
     memcpy(yr, y, (size_t)T * out * 4);
-    CU_ASSERT_EQUAL_FATAL(O->gemm_acc(W, out, in, x, T, alpha, y, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->gemm_acc(W, out, in, x, T, alpha, false, y, &e), SALA_OK);
     for (int t = 0; t < T; t++)
         for (int o = 0; o < out; o++)
             yr[(size_t)t * out + o] += (float)dot64(W + (size_t)o * in, x + (size_t)t * in, in) *
@@ -213,6 +222,26 @@ static void t_gemm_acc(void)
     double rel, mr;
     diff(y, yr, (size_t)T * out, &rel, &mr);
     report("gemm acc: y += a W x (fp32)", rel, mr, 1e-5, 1e-5);
+    /* into a bf16 y (prefill's residual stream): one rounding of y + a W x; a value may sit
+     * one bf16 step from the exact sum's rounding, no more */
+    float *y16 = randv(&r, (size_t)T * out, 3.0, true), *yr16 = malloc((size_t)T * out * 4);
+    for (int t = 0; t < T; t++)
+        for (int o = 0; o < out; o++)
+            yr16[(size_t)t * out + o] = (float)((double)y16[(size_t)t * out + o] +
+                dot64(W + (size_t)o * in, x + (size_t)t * in, in) * alpha);
+    CU_ASSERT_EQUAL_FATAL(O->gemm_acc(W, out, in, x, T, alpha, true, y16, &e), SALA_OK);
+    size_t far = 0, notbf = 0;
+    for (size_t i = 0; i < (size_t)T * out; i++) {
+        far += fabsf(y16[i] - yr16[i]) > fabsf(yr16[i]) * (1.0f / 128) + 1e-30f;
+        notbf += bfr(y16[i]) != y16[i];
+    }
+    diff(y16, yr16, (size_t)T * out, &rel, &mr);
+    fprintf(stderr, "\n  gemm acc into bf16 y: %zu values more than a bf16 step off, %zu not bf16",
+            far, notbf);
+    report("gemm acc: y += a W x (bf16 y)", rel, mr, 4e-3, 8e-3);
+    CU_ASSERT_EQUAL(far, 0);
+    CU_ASSERT_EQUAL(notbf, 0);
+    free(y16), free(yr16);
     free(W), free(x), free(y), free(yr);
 }
 
@@ -302,10 +331,19 @@ static void t_gemm_lt(void)
     report("gemm Lt T=520 4096x4096 -> fp32", rel, mr, 1e-5, 1e-5);
     float *y0 = randv(&r, (size_t)T * out, 3.0, false);
     memcpy(y, y0, (size_t)T * out * 4);
-    CU_ASSERT_EQUAL(O->gemm_acc(W, out, in, x, T, alpha, y, &e), SALA_OK);
+    CU_ASSERT_EQUAL(O->gemm_acc(W, out, in, x, T, alpha, false, y, &e), SALA_OK);
     for (size_t i = 0; i < (size_t)T * out; i++) yr[i] = y0[i] + alpha * yr[i];
     diff(y, yr, (size_t)T * out, &rel, &mr);
     report("gemm acc Lt T=520: y += a W x", rel, mr, 1e-5, 1e-5);
+    for (size_t i = 0; i < (size_t)T * out; i++) {   /* into bf16 y: one rounding of the sum */
+        const float prod = yr[i] - y0[i];
+        y0[i] = bfr(y0[i]);
+        yr[i] = y0[i] + prod;
+    }
+    memcpy(y, y0, (size_t)T * out * 4);
+    CU_ASSERT_EQUAL(O->gemm_acc(W, out, in, x, T, alpha, true, y, &e), SALA_OK);
+    diff(y, yr, (size_t)T * out, &rel, &mr);
+    report("gemm acc Lt T=520: y += a W x (bf16 y)", rel, mr, 4e-3, 8e-3);
     free(W), free(x), free(y), free(yr), free(tile), free(y0);
     mlp_gu_case(72, 2048, 4096, 65, NULL, 0);   /* bf16 output through Lt */
     unsetenv("SALA_CUDA_LT");
@@ -557,25 +595,27 @@ static void t_gate(void)
     gate_case(3, 250, 7, 61);       /* scalar kernel (odd offset) */
 }
 
-/* Final norm of the rows asked for (rows in any order) against cpu_rmsnorm · scale. */
-static void norm_rows_case(int xrows, int n, int D, uint64_t seed)
+/* Final norm of the rows asked for (rows in any order) against cpu_rmsnorm · scale; x16: x in
+ * bf16 (the twin reads the same rounded values). */
+static void norm_rows_case(int xrows, int n, int D, bool x16, uint64_t seed)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
-    float *x = randv(&r, (size_t)xrows * D, 2.0, false), *w = randv(&r, D, 0.1, false);
+    float *x = randv(&r, (size_t)xrows * D, 2.0, x16), *w = randv(&r, D, 0.1, false);
     for (int i = 0; i < D; i++) w[i] += 1.0f;
     int32_t *rows = malloc((size_t)n * 4);
     for (int i = 0; i < n; i++) rows[i] = (int32_t)((i * 7 + 3) % xrows);
     float *g = malloc((size_t)n * D * 4), *ref = malloc((size_t)n * D * 4);
-    CU_ASSERT_EQUAL_FATAL(O->norm_rows(x, xrows, rows, n, D, w, 1e-6f, 0.0625f, g, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->norm_rows(x, xrows, rows, n, D, w, 1e-6f, 0.0625f, x16, g, &e),
+                          SALA_OK);
     for (int i = 0; i < n; i++) {
         cpu_rmsnorm(ref + (size_t)i * D, x + (size_t)rows[i] * D, w, 1, D, 1e-6f);
         for (int j = 0; j < D; j++) ref[(size_t)i * D + j] *= 0.0625f;
     }
     char what[64];
     double rel, mr;
-    snprintf(what, sizeof(what), "norm_rows -> bf16 n=%d D=%d", n, D);
+    snprintf(what, sizeof(what), "norm_rows -> bf16 n=%d D=%d%s", n, D, x16 ? " (x bf16)" : "");
     diff(g, ref, (size_t)n * D, &rel, &mr);
     report(what, rel, mr, 4e-3, 8e-3);
     free(x), free(w), free(rows), free(g), free(ref);
@@ -583,9 +623,11 @@ static void norm_rows_case(int xrows, int n, int D, uint64_t seed)
 
 static void t_norm_rows(void)
 {
-    norm_rows_case(1, 1, 4096, 62);
-    norm_rows_case(20, 9, 4096, 63);
-    norm_rows_case(5, 3, 258, 64);   /* scalar kernel */
+    for (int k = 0; k < 2; k++) {
+        norm_rows_case(1, 1, 4096, k, 62);
+        norm_rows_case(20, 9, 4096, k, 63);
+        norm_rows_case(5, 3, 258, k, 64);   /* scalar kernel */
+    }
 }
 
 /* Sparse-layer q/k/v split into bf16 Qb and the cache rows p0.. (exact: a bf16 rounding). */
@@ -623,8 +665,9 @@ static void t_sparse_prep(void)
     sparse_prep_case(2, 3, 1, 5, 1, 67);        /* scalar kernel (odd d) */
 }
 
-/* Embedding rows of a bf16 table times the scale (exact up to the fp32 product). */
-static void embed_case(int T, int D, uint64_t seed)
+/* Embedding rows of a bf16 table times the scale (exact up to the fp32 product; x16: that
+ * product rounded to bf16). */
+static void embed_case(int T, int D, bool x16, uint64_t seed)
 {
     OPS();
     eng_rng r;
@@ -633,21 +676,25 @@ static void embed_case(int T, int D, uint64_t seed)
     float *E = randv(&r, (size_t)V * D, 1.0, true), *x = malloc((size_t)T * D * 4);
     int32_t *tok = malloc((size_t)T * 4);
     for (int t = 0; t < T; t++) tok[t] = (int32_t)((t * 13 + 5) % V);
-    CU_ASSERT_EQUAL_FATAL(O->embed(E, V, tok, T, D, 12.0f, x, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->embed(E, V, tok, T, D, 12.0f, x16, x, &e), SALA_OK);
     size_t bad = 0;
     for (int t = 0; t < T; t++)
-        for (int i = 0; i < D; i++)
-            bad += x[(size_t)t * D + i] != E[(size_t)tok[t] * D + i] * 12.0f;
-    fprintf(stderr, "\n  embed T=%d D=%d: %zu values differ", T, D, bad);
+        for (int i = 0; i < D; i++) {
+            const float want = E[(size_t)tok[t] * D + i] * 12.0f;
+            bad += x[(size_t)t * D + i] != (x16 ? bfr(want) : want);
+        }
+    fprintf(stderr, "\n  embed T=%d D=%d%s: %zu values differ", T, D, x16 ? " (bf16 x)" : "", bad);
     CU_ASSERT_EQUAL(bad, 0);
     free(E), free(x), free(tok);
 }
 
 static void t_embed(void)
 {
-    embed_case(1, 4096, 68);
-    embed_case(9, 256, 69);
-    embed_case(2, 130, 70);   /* scalar kernel */
+    for (int k = 0; k < 2; k++) {
+        embed_case(1, 4096, k, 68);
+        embed_case(9, 256, k, 69);
+        embed_case(2, 130, k, 70);   /* scalar kernel */
+    }
 }
 
 /* Lightning core over ncall calls of Ts[i] tokens from position p0 with a random initial state

@@ -62,6 +62,21 @@ int cu_gemm_bf16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int
     return gemm_any(m, W, out, in, x, T, 1.0f, 0.0f, y, ldy, CU_GEMV_BF16, e);
 }
 
+int cu_gemm_acc16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, int T, float alpha,
+                  bf16 *y, int ldy, sala_err *e)
+{
+    return cu_lt_gemm(m, W, out, in, x, T, alpha, 1.0f, y, ldy, CUDA_R_16BF, e);
+}
+
+/* x += alpha · W in (rows [0, T) of x from row r0 on), fp32 or bf16 as s->x16 says. */
+static int gemm_res(cu_seq *s, const bf16 *W, int out, int in, const bf16 *v, int r0, int T,
+                    float alpha, sala_err *e)
+{
+    const size_t o0 = (size_t)r0 * out;
+    if (s->x16) return cu_gemm_acc16(s->m, W, out, in, v, T, alpha, (bf16 *)s->x + o0, out, e);
+    return cu_gemm_acc(s->m, W, out, in, v, T, alpha, s->x + o0, out, e);
+}
+
 /* Few-row steps: the gate/up product and SwiGLU as one GEMV (form CU_GEMV_SWIGLU: the same bits
  * as the GEMV + k_swiglu) when the GEMV takes the operands; SALA_CUDA_FUSE=0 (read per step):
  * the two launches. *ga: the launch's arguments. */
@@ -88,7 +103,10 @@ static bool step_pinned(const cu_seq *s)
 
 /* Prefill steps (T > CU_FOLD_MIN tokens; decode keeps its own path):
  *   fold: o_proj and down accumulate rs · W o into the residual x in the GEMM (beta 1), so the
- *         norms read x only (SALA_CUDA_RES=old: outputs to a, then k_add_norm adds);
+ *         norms read x only (SALA_CUDA_RES=old: outputs to a, then k_add_norm adds); x is bf16
+ *         (s->x16; Hugging Face's residual stream, SALA-SPEC §3.1: the embedding and each
+ *         residual add rounded to bf16, the add in the GEMM's fp32 epilogue) unless
+ *         SALA_CUDA_RES=f32 (the fp32 stream of the CPU reference and of decode);
  *   gu16: the gate/up GEMM writes bf16, SwiGLU reads it (SALA_CUDA_GU=f32: fp32 + k_swiglu).
  * Both read at each step. */
 #define CU_FOLD_MIN 8
@@ -327,7 +345,7 @@ static int out_proj(cu_seq *s, const bf16 *W, int out, int in, const bf16 *o, in
     if (m->gskip || r0 == T) return SALA_OK;
     const bf16 *or0 = o + (size_t)r0 * in;
     cu_prof_mark(m, OP_GEMM);
-    if (rs) CU_TRY(cu_gemm_acc(m, W, out, in, or0, T - r0, *rs, s->x + (size_t)r0 * out, out, e));
+    if (rs) CU_TRY(gemm_res(s, W, out, in, or0, r0, T - r0, *rs, e));
     else CU_TRY(cu_gemm(m, W, out, in, or0, T - r0, s->a + (size_t)r0 * out, out, e));
     cu_prof_end(m);
     return SALA_OK;
@@ -559,10 +577,10 @@ static int step_out(cu_seq *s, float *logits, const eng_pick *pk, bool pin, sala
     return SALA_OK;
 }
 
-/* The MLP of layer L over n rows: h (n, D) -> down(SwiGLU(gate|up h)), added as rs · into x
- * (n, D) with fold (rs != NULL), else written to a (n, D). gu16 as in step_run. */
-static int mlp(cu_seq *s, const cu_layer *L, const bf16 *h, int n, bool gu16, const float *rs,
-               float *x, float *a, sala_err *e)
+/* The MLP of layer L over the n rows from r0: h (n, D) -> down(SwiGLU(gate|up h)), added as
+ * rs · into x's rows with fold (rs != NULL), else written to a (n, D). gu16 as in step_run. */
+static int mlp(cu_seq *s, const cu_layer *L, const bf16 *h, int r0, int n, bool gu16,
+               const float *rs, float *a, sala_err *e)
 {
     cu_model *m = s->m;
     const int D = (int)m->c.hidden_size, I = (int)m->c.intermediate_size;
@@ -584,7 +602,7 @@ static int mlp(cu_seq *s, const cu_layer *L, const bf16 *h, int n, bool gu16, co
     }
     if (rs) {
         cu_prof_mark(m, OP_GEMM);
-        CU_TRY(cu_gemm_acc(m, L->w_down, D, I, s->act, n, *rs, x, D, e));
+        CU_TRY(gemm_res(s, L->w_down, D, I, s->act, r0, n, *rs, e));
         cu_prof_end(m);
     } else {
         GEMM(L->w_down, D, I, s->act, n, a, D);
@@ -602,6 +620,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const int64_t p0 = s->len;
     cudaStream_t st = m->st;
     const bool fold = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_RES", "old");
+    const bool x16 = fold && !cu_env_is("SALA_CUDA_RES", "f32");
     const bool gu16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_GU", "f32");
     const float *frs = fold ? &rs : NULL;
     const int tail = (int)eng_tail_from(fa, T, rows, nout);   /* the last layer's rows */
@@ -610,6 +629,8 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
     CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
     const float *res = fold ? NULL : s->a;   /* what the norms still add */
+    s->x16 = x16;
+    bf16 *const xb = (bf16 *)s->x;   /* x16's view of the stream */
     CU_TRY(cu_seq_cap_solid(s, p0 + T, T > 1 ? p0 + T : 0, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));
@@ -628,22 +649,28 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     if (fa->pick && fa->pick->penalty != 1.0f && fa->pick->nrecent > 0)
         CU_TRY(pick_marks(s, fa->pick, e));   /* before the first segment: never captured */
     CU_TRY(seg_begin(s, e));
-    K(OP_OTHER, k_embed(st, m->embed, graph ? s->dstep : s->tok, T, D, (float)c->scale_emb, s->x));
+    if (x16) K(OP_OTHER, k_embed16(st, m->embed, s->tok, T, D, (float)c->scale_emb, xb));
+    else K(OP_OTHER, k_embed(st, m->embed, graph ? s->dstep : s->tok, T, D, (float)c->scale_emb,
+                             s->x));
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const double t0 = fa->layer_seconds ? sala_now_cu() : 0;
         const cu_layer *L = &m->L[l];
         const int r0 = l == c->num_hidden_layers - 1 ? tail : 0, n = T - r0;
         const size_t o0 = (size_t)r0 * D;
-        K(OP_OTHER, k_add_norm(st, s->x, l ? res : NULL, rs, L->in_norm, eps, T, D, s->h));
+        if (x16) K(OP_OTHER, k_add_norm16(st, xb, NULL, rs, L->in_norm, eps, T, D, s->h));
+        else K(OP_OTHER, k_add_norm(st, s->x, l ? res : NULL, rs, L->in_norm, eps, T, D, s->h));
         if (c->mixer[l] == ENG_MIXER_SPARSE)
             CU_TRY(sparse_mixer(s, l, p0, T, r0, fa, frs, e));
         else
             CU_TRY(lightning_mixer(s, l, p0, T, r0, frs, e));
         if (n > 0) {
-            K(OP_OTHER, k_add_norm(st, s->x + o0, res ? res + o0 : NULL, rs, L->post_norm, eps, n,
-                                   D, s->h + o0));
-            CU_TRY(mlp(s, L, s->h + o0, n, gu16 && n > CU_FOLD_MIN, frs, s->x + o0, s->a + o0,
-                       e));
+            if (x16)
+                K(OP_OTHER, k_add_norm16(st, xb + o0, NULL, rs, L->post_norm, eps, n, D,
+                                         s->h + o0));
+            else
+                K(OP_OTHER, k_add_norm(st, s->x + o0, res ? res + o0 : NULL, rs, L->post_norm,
+                                       eps, n, D, s->h + o0));
+            CU_TRY(mlp(s, L, s->h + o0, r0, n, gu16 && n > CU_FOLD_MIN, frs, s->a + o0, e));
         }
         if (fa->layer_seconds) {
             CUDA_CHECK(cudaStreamSynchronize(st));
@@ -668,7 +695,8 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         int32_t rr[CU_LOGIT_ROWS];
         for (int i = 0; i < n; i++) rr[i] = (int32_t)rows[r0 + i];
         CUDA_CHECK(cudaMemcpyAsync(s->rows, rr, (size_t)n * 4, cudaMemcpyHostToDevice, st));
-        K(OP_OTHER, k_norm_rows(st, s->x, s->rows, n, D, m->final_norm, eps, ls, s->hf));
+        if (x16) K(OP_OTHER, k_norm_rows16(st, xb, s->rows, n, D, m->final_norm, eps, ls, s->hf));
+        else K(OP_OTHER, k_norm_rows(st, s->x, s->rows, n, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, n, s->logits, V);
         if (fa->pick) {   /* n == 1 (cu_forward) */
             CU_TRY(step_out(s, NULL, fa->pick, step_pinned(s), e));

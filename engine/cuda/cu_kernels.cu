@@ -70,74 +70,119 @@ static __device__ float block_sum(float v)
     return tot;
 }
 
-static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, float scale, float *x)
+/* The residual stream x is fp32 (decode, the CPU reference's arithmetic) or bf16 (prefill steps
+ * by default: Hugging Face's residual stream, SALA-SPEC §3.1). X is its element type: as_f32
+ * reads one value, ld4 / st4 four (16- or 8-byte accesses), a store rounds to X. */
+static __device__ __forceinline__ float as_f32(float v) { return v; }
+static __device__ __forceinline__ float as_f32(bf16 v) { return __bfloat162float(v); }
+/* v as X holds it (rounded to bf16 for X = bf16); the pointer only picks the type */
+static __device__ __forceinline__ float rnd(const float *, float v) { return v; }
+static __device__ __forceinline__ float rnd(const bf16 *, float v)
+{
+    return __bfloat162float(__float2bfloat16(v));
+}
+static __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
+static __device__ __forceinline__ float4 ld4(const float *p, int i) { return ((const float4 *)p)[i]; }
+static __device__ __forceinline__ float4 ld4(const bf16 *p, int i)
+{
+    const uint2 u = ((const uint2 *)p)[i];
+    const float2 lo = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
+    const float2 hi = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
+    return make_float4(lo.x, lo.y, hi.x, hi.y);
+}
+static __device__ __forceinline__ void st4(float *p, int i, float4 v) { ((float4 *)p)[i] = v; }
+static __device__ __forceinline__ void st4(bf16 *p, int i, float4 v)
+{
+    ((uint2 *)p)[i] = pack4_bf16(v.x, v.y, v.z, v.w);
+}
+/* p aligned for ld4 / st4 of X */
+static bool al4x(const float *p) { return al16(p); }
+static bool al4x(const bf16 *p) { return al8(p); }
+
+template <typename X>
+static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, float scale, X *x)
 {
     const int t = blockIdx.x;
     const bf16 *er = E + (size_t)tok[t] * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        x[(size_t)t * D + i] = __bfloat162float(er[i]) * scale;
+        st1(x + (size_t)t * D + i, __bfloat162float(er[i]) * scale);
 }
 
-/* Four bf16 of E (8-byte loads) to a float4 of x per thread and step. */
+/* Four bf16 of E (8-byte loads) to four values of x per thread and step. */
+template <typename X>
 static __global__ void embed4_kernel(const bf16 *__restrict__ E, const int32_t *__restrict__ tok,
-                                     int D, float scale, float *__restrict__ x)
+                                     int D, float scale, X *__restrict__ x)
 {
     const int t = blockIdx.x, n4 = D / 4;
-    const uint2 *er = (const uint2 *)(E + (size_t)tok[t] * D);
-    float4 *xr = (float4 *)(x + (size_t)t * D);
     for (int i = threadIdx.x; i < n4; i += blockDim.x) {
-        const uint2 u = er[i];
-        const float2 lo = __bfloat1622float2(*(const __nv_bfloat162 *)&u.x);
-        const float2 hi = __bfloat1622float2(*(const __nv_bfloat162 *)&u.y);
-        xr[i] = make_float4(lo.x * scale, lo.y * scale, hi.x * scale, hi.y * scale);
+        const float4 u = ld4(E + (size_t)tok[t] * D, i);
+        st4(x + (size_t)t * D, i, make_float4(u.x * scale, u.y * scale, u.z * scale, u.w * scale));
     }
+}
+
+template <typename X>
+static cudaError_t embed_launch(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
+                                float scale, X *x)
+{
+    if (T <= 0) return cudaSuccess;
+    if (!cu_decode_old() && D % 4 == 0 && al8(E) && al4x(x)) {
+        const int n4 = D / 4, thr = n4 < 1024 ? (n4 + 31) / 32 * 32 : 1024;
+        embed4_kernel<X><<<T, thr, 0, st>>>(E, tok, D, scale, x);
+    } else {
+        embed_kernel<X><<<T, 256, 0, st>>>(E, tok, D, scale, x);
+    }
+    return cudaGetLastError();
 }
 
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x)
 {
-    if (T <= 0) return cudaSuccess;
-    if (!cu_decode_old() && D % 4 == 0 && al8(E) && al16(x)) {
-        const int n4 = D / 4, thr = n4 < 1024 ? (n4 + 31) / 32 * 32 : 1024;
-        embed4_kernel<<<T, thr, 0, st>>>(E, tok, D, scale, x);
-    } else {
-        embed_kernel<<<T, 256, 0, st>>>(E, tok, D, scale, x);
-    }
-    return cudaGetLastError();
+    return embed_launch(st, E, tok, T, D, scale, x);
 }
 
-static __global__ void add_norm_kernel(float *x, const float *a, float rs, const float *w,
-                                       float eps, int D, bf16 *h)
+cudaError_t k_embed16(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
+                      float scale, bf16 *x)
 {
-    float *xr = x + (size_t)blockIdx.x * D;
+    return embed_launch(st, E, tok, T, D, scale, x);
+}
+
+template <typename X>
+static __global__ void add_norm_kernel(X *x, const float *a, float rs, const float *w, float eps,
+                                       int D, bf16 *h)
+{
+    X *xr = x + (size_t)blockIdx.x * D;
     const float *ar = a ? a + (size_t)blockIdx.x * D : nullptr;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float v = xr[i];
-        if (ar) xr[i] = v = v + ar[i] * rs;
+        float v = as_f32(xr[i]);
+        if (ar) {
+            v = rnd(xr, v + ar[i] * rs);
+            st1(xr + i, v);
+        }
         ss += v * v;
     }
     if (!h) return;
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)D + eps);
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        h[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i]);
+        h[(size_t)blockIdx.x * D + i] = __float2bfloat16(as_f32(xr[i]) * inv * w[i]);
 }
 
-/* Row per CTA (row rows[blockIdx.x], or blockIdx.x when rows is NULL), NV float4 groups per
- * thread held in registers (x read once, written once): x += rs a when a != NULL (x is written
- * only then); h = bf16(rmsnorm(x) * w * scale) when h != NULL, w loaded before the sum so that
- * its latency overlaps the reduction. D % 4 == 0, D / 4 <= NV blockDim.x. The arithmetic of
- * add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares is reduced in
- * another order. Programmatic dependent launch (few rows, norm4_launch): w (never written by a
- * kernel) is loaded before griddepcontrol.wait, rows, x and a after it; the next kernel may
- * launch once this one has waited (a GEMV's first weight loads overlap the rest of it). Without
- * the launch attribute both instructions do nothing. */
-template <int NV>
+/* Row per CTA (row rows[blockIdx.x], or blockIdx.x when rows is NULL), NV groups of four values
+ * per thread held in registers (x read once, written once): x += rs a when a != NULL (x is
+ * written only then, rounded to X); h = bf16(rmsnorm(x) * w * scale) when h != NULL, w loaded
+ * before the sum so that its latency overlaps the reduction. D % 4 == 0, D / 4 <= NV blockDim.x.
+ * The arithmetic of add_norm_kernel (scale 1 is exact) and norm_rows_kernel; the sum of squares
+ * is reduced in another order. Programmatic dependent launch (few rows, norm4_launch): w (never
+ * written by a kernel) is loaded before griddepcontrol.wait, rows, x and a after it; the next
+ * kernel may launch once this one has waited (a GEMV's first weight loads overlap the rest of
+ * it). Without the launch attribute both instructions do nothing. */
+template <int NV, typename X>
 static __global__ void __launch_bounds__(1024)
-    norm4_kernel(float *__restrict__ x, const int32_t *__restrict__ rows,
-                 const float *__restrict__ a, float rs, const float *__restrict__ w, float eps,
-                 float scale, int D, bf16 *__restrict__ h)
+    norm4_kernel(X *__restrict__ x, const int32_t *__restrict__ rows, const float *__restrict__ a,
+                 float rs, const float *__restrict__ w, float eps, float scale, int D,
+                 bf16 *__restrict__ h)
 {
     const int n4 = D / 4;
     float4 v[NV], wv[NV];
@@ -148,21 +193,22 @@ static __global__ void __launch_bounds__(1024)
     }
     cu_pdl_enter();
     const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
-    float4 *xr = (float4 *)(x + row * D);
+    X *xr = x + row * D;
     const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
     float ss = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
         const int i = threadIdx.x + k * blockDim.x;
         if (i >= n4) continue;
-        float4 u = xr[i];
+        float4 u = ld4(xr, i);
         if (ar) {
             const float4 b = ar[i];
             u.x = u.x + b.x * rs;
             u.y = u.y + b.y * rs;
             u.z = u.z + b.z * rs;
             u.w = u.w + b.w * rs;
-            xr[i] = u;
+            u = make_float4(rnd(xr, u.x), rnd(xr, u.y), rnd(xr, u.z), rnd(xr, u.w));
+            st4(xr, i, u);
         }
         v[k] = u;
         ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
@@ -185,52 +231,77 @@ bool cu_row_pdl(int n) { return n <= CU_GEMV_T && !cu_env_is("SALA_CUDA_ROW_PDL"
 
 /* Launch norm4_kernel on n rows (programmatic dependent launch when cu_row_pdl(n)); false
  * (nothing launched) when the shape or the pointers do not fit it, or with SALA_CUDA_DECODE=old. */
-static bool norm4_launch(cudaStream_t st, float *x, const int32_t *rows, const float *a, float rs,
+template <typename X>
+static bool norm4_launch(cudaStream_t st, X *x, const int32_t *rows, const float *a, float rs,
                          const float *w, float eps, float scale, int n, int D, bf16 *h)
 {
     const int n4 = D / 4, nv = D % 4 ? 0 : rows_nv(n4, n);
-    if (cu_decode_old() || !nv || !al16(x) || !al16(a) || !al16(w) || !al8(h)) return false;
+    if (cu_decode_old() || !nv || !al4x(x) || !al16(a) || !al16(w) || !al8(h)) return false;
     const bool pdl = cu_row_pdl(n);
     const dim3 g((unsigned)n), b((unsigned)row_threads(n4, nv));
     /* a launch error stays for the caller's cudaGetLastError */
-    auto k = nv == 1 ? norm4_kernel<1> : nv == 2 ? norm4_kernel<2> : norm4_kernel<4>;
+    auto k = nv == 1 ? norm4_kernel<1, X> : nv == 2 ? norm4_kernel<2, X> : norm4_kernel<4, X>;
     (void)cu_launch_pdl(pdl, g, b, st, k, x, rows, a, rs, w, eps, scale, D, h);
     return true;
+}
+
+template <typename X>
+static cudaError_t add_norm_launch(cudaStream_t st, X *x, const float *a, float rs,
+                                   const float *w, float eps, int T, int D, bf16 *h)
+{
+    if (T <= 0) return cudaSuccess;
+    if (!norm4_launch(st, x, nullptr, a, rs, w, eps, 1.0f, T, D, h))
+        add_norm_kernel<X><<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
+    return cudaGetLastError();
 }
 
 cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
                        float eps, int T, int D, bf16 *h)
 {
-    if (T <= 0) return cudaSuccess;
-    if (!norm4_launch(st, x, nullptr, a, rs, w, eps, 1.0f, T, D, h))
-        add_norm_kernel<<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
-    return cudaGetLastError();
+    return add_norm_launch(st, x, a, rs, w, eps, T, D, h);
 }
 
-static __global__ void norm_rows_kernel(const float *x, const int32_t *rows, int D, const float *w,
+cudaError_t k_add_norm16(cudaStream_t st, bf16 *x, const float *a, float rs, const float *w,
+                         float eps, int T, int D, bf16 *h)
+{
+    return add_norm_launch(st, x, a, rs, w, eps, T, D, h);
+}
+
+template <typename X>
+static __global__ void norm_rows_kernel(const X *x, const int32_t *rows, int D, const float *w,
                                         float eps, float scale, bf16 *out)
 {
-    const float *xr = x + (size_t)rows[blockIdx.x] * D;
+    const X *xr = x + (size_t)rows[blockIdx.x] * D;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += xr[i] * xr[i];
+    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += as_f32(xr[i]) * as_f32(xr[i]);
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)D + eps);
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        out[(size_t)blockIdx.x * D + i] = __float2bfloat16(xr[i] * inv * w[i] * scale);
+        out[(size_t)blockIdx.x * D + i] = __float2bfloat16(as_f32(xr[i]) * inv * w[i] * scale);
+}
+
+template <typename X>
+static cudaError_t norm_rows_launch(cudaStream_t st, const X *x, const int32_t *rows, int n,
+                                    int D, const float *w, float eps, float scale, bf16 *out)
+{
+    if (n <= 0) return cudaSuccess;
+    /* x is read only (no residual) */
+    if (!norm4_launch(st, (X *)x, rows, nullptr, 0.0f, w, eps, scale, n, D, out))
+        norm_rows_kernel<X><<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
+    return cudaGetLastError();
 }
 
 cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
                         const float *w, float eps, float scale, bf16 *out)
 {
-    if (n <= 0) return cudaSuccess;
-    /* x is read only (no residual) */
-    if (!norm4_launch(st, (float *)x, rows, nullptr, 0.0f, w, eps, scale, n, D, out))
-        norm_rows_kernel<<<n, 256, 0, st>>>(x, rows, D, w, eps, scale, out);
-    return cudaGetLastError();
+    return norm_rows_launch(st, x, rows, n, D, w, eps, scale, out);
 }
 
-static __device__ __forceinline__ float as_f32(float v) { return v; }
-static __device__ __forceinline__ float as_f32(bf16 v) { return __bfloat162float(v); }
+cudaError_t k_norm_rows16(cudaStream_t st, const bf16 *x, const int32_t *rows, int n, int D,
+                          const float *w, float eps, float scale, bf16 *out)
+{
+    return norm_rows_launch(st, x, rows, n, D, w, eps, scale, out);
+}
 
 /* SwiGLU for any I and alignment: gu (T, gate|up) fp32 or bf16 -> out (T, I) bf16. */
 template <typename In>

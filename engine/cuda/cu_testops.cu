@@ -78,20 +78,40 @@ int down_b(Pool &P, const bf16 *d, size_t n, float *h, sala_err *e)
     return SALA_OK;
 }
 
+/* The residual stream's upload (x16: rounded to bf16) into *dx, or an empty one (h NULL). */
+int up_x(Pool &P, bool x16, const float *h, size_t n, void **dx, sala_err *e)
+{
+    if (!x16) return up_f(P, h, n, (float **)dx, e);
+    if (h) return up_b(P, h, n, (bf16 **)dx, e);
+    cudaError_t err = cudaSuccess;
+    *dx = P.get<bf16>(n, &err);
+    CUDA_CHECK(err);
+    return SALA_OK;
+}
+
+int down_x(Pool &P, bool x16, const void *dx, size_t n, float *h, sala_err *e)
+{
+    if (x16) return down_b(P, (const bf16 *)dx, n, h, e);
+    CUDA_CHECK(cudaMemcpy(h, dx, n * 4, cudaMemcpyDeviceToHost));
+    return SALA_OK;
+}
+
 int op_add_norm(const float *x, const float *a, float rs, const float *w, int T, int D, float eps,
-                float *x_out, float *h_out, sala_err *e)
+                bool x16, float *x_out, float *h_out, sala_err *e)
 {
     Pool P;
-    float *dx, *da = nullptr, *dw;
+    void *dx;
+    float *da = nullptr, *dw;
     bf16 *dh;
     cudaError_t err = cudaSuccess;
-    CU_TRY(up_f(P, x, (size_t)T * D, &dx, e));
+    CU_TRY(up_x(P, x16, x, (size_t)T * D, &dx, e));
     if (a) CU_TRY(up_f(P, a, (size_t)T * D, &da, e));
     CU_TRY(up_f(P, w, D, &dw, e));
     dh = P.get<bf16>((size_t)T * D, &err);
     CUDA_CHECK(err);
-    CUDA_CHECK(k_add_norm(0, dx, da, rs, dw, eps, T, D, dh));
-    CUDA_CHECK(cudaMemcpy(x_out, dx, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
+    if (x16) CUDA_CHECK(k_add_norm16(0, (bf16 *)dx, da, rs, dw, eps, T, D, dh));
+    else CUDA_CHECK(k_add_norm(0, (float *)dx, da, rs, dw, eps, T, D, dh));
+    CU_TRY(down_x(P, x16, dx, (size_t)T * D, x_out, e));
     return down_b(P, dh, (size_t)T * D, h_out, e);
 }
 
@@ -112,18 +132,19 @@ void gemm_shell_free(cu_model *m)
     cudaFree(m->blas_ws);
 }
 
-enum { GEMM_F32, GEMM_ACC, GEMM_BF16 };
+enum { GEMM_F32, GEMM_ACC, GEMM_BF16, GEMM_ACC16 };
 int gemm_call(cu_model *m, int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T,
               float alpha, void *dy, sala_err *e)
 {
     return kind == GEMM_F32 ? cu_gemm(m, dW, out, in, dx, T, (float *)dy, out, e)
            : kind == GEMM_ACC ? cu_gemm_acc(m, dW, out, in, dx, T, alpha, (float *)dy, out, e)
-                              : cu_gemm_bf16(m, dW, out, in, dx, T, (bf16 *)dy, out, e);
+           : kind == GEMM_ACC16 ? cu_gemm_acc16(m, dW, out, in, dx, T, alpha, (bf16 *)dy, out, e)
+                                : cu_gemm_bf16(m, dW, out, in, dx, T, (bf16 *)dy, out, e);
 }
 
 /* One GEMM of the forward pass on device operands, with a model shell of its own:
- * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_BF16
- * cu_gemm_bf16 (bf16 y); synchronized. Prefill shapes go through cu_lt_gemm's choice
+ * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_ACC16
+ * cu_gemm_acc16 (the same into bf16 y), GEMM_BF16 cu_gemm_bf16 (bf16 y); synchronized. Prefill shapes go through cu_lt_gemm's choice
  * (SALA_CUDA_LT). */
 int gemm_run(int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T, float alpha,
              void *dy, sala_err *e)
@@ -138,24 +159,25 @@ int gemm_run(int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T, f
     return SALA_OK;
 }
 
-/* y (T, out) fp32 = or += alpha · (the bf16 GEMM), y uploaded first when acc. */
-int gemm_f32(bool acc, const float *W, int out, int in, const float *x, int T, float alpha,
-             float *y, sala_err *e)
+/* y (T, out) = or += alpha · (the bf16 GEMM), y uploaded first when acc; y16: y is bf16 (acc
+ * only). */
+int gemm_f32(bool acc, bool y16, const float *W, int out, int in, const float *x, int T,
+             float alpha, float *y, sala_err *e)
 {
     Pool P;
     bf16 *dW, *dx;
-    float *dy;
+    void *dy;
     CU_TRY(up_b(P, W, (size_t)out * in, &dW, e));
     CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
-    CU_TRY(up_f(P, acc ? y : nullptr, (size_t)T * out, &dy, e));
-    CU_TRY(gemm_run(acc ? GEMM_ACC : GEMM_F32, dW, out, in, dx, T, alpha, dy, e));
-    CUDA_CHECK(cudaMemcpy(y, dy, (size_t)T * out * 4, cudaMemcpyDeviceToHost));
-    return SALA_OK;
+    CU_TRY(up_x(P, y16, acc ? y : nullptr, (size_t)T * out, &dy, e));
+    CU_TRY(gemm_run(!acc ? GEMM_F32 : y16 ? GEMM_ACC16 : GEMM_ACC, dW, out, in, dx, T, alpha, dy,
+                    e));
+    return down_x(P, y16, dy, (size_t)T * out, y, e);
 }
 
 int op_gemm(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e)
 {
-    return gemm_f32(false, W, out, in, x, T, 1.0f, y, e);
+    return gemm_f32(false, false, W, out, in, x, T, 1.0f, y, e);
 }
 
 int op_swiglu(const float *gu, int T, int I, float *out, sala_err *e)
@@ -353,18 +375,20 @@ int op_gate(const float *o, const float *proj, int ld, int zoff, int T, int W, f
 }
 
 int op_norm_rows(const float *x, int64_t xrows, const int32_t *rows, int n, int D, const float *w,
-                 float eps, float scale, float *out, sala_err *e)
+                 float eps, float scale, bool x16, float *out, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
-    float *dx, *dw;
-    CU_TRY(up_f(P, x, (size_t)xrows * D, &dx, e));
+    void *dx;
+    float *dw;
+    CU_TRY(up_x(P, x16, x, (size_t)xrows * D, &dx, e));
     CU_TRY(up_f(P, w, D, &dw, e));
     int32_t *drows = P.get<int32_t>((size_t)n, &err);
     bf16 *dout = P.get<bf16>((size_t)n * D, &err);
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemcpy(drows, rows, (size_t)n * 4, cudaMemcpyHostToDevice));
-    CUDA_CHECK(k_norm_rows(0, dx, drows, n, D, dw, eps, scale, dout));
+    if (x16) CUDA_CHECK(k_norm_rows16(0, (const bf16 *)dx, drows, n, D, dw, eps, scale, dout));
+    else CUDA_CHECK(k_norm_rows(0, (const float *)dx, drows, n, D, dw, eps, scale, dout));
     return down_b(P, dout, (size_t)n * D, out, e);
 }
 
@@ -392,27 +416,27 @@ int op_sparse_prep(const float *proj, int ld, int T, int nh, int nkv, int d, int
     return down_b(P, dv, L * nk, Vc, e);
 }
 
-int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale, float *x,
-             sala_err *e)
+int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale, bool x16,
+             float *x, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
     bf16 *dE;
-    float *dx;
+    void *dx;
     CU_TRY(up_b(P, E, (size_t)V * D, &dE, e));
-    CU_TRY(up_f(P, nullptr, (size_t)T * D, &dx, e));
+    CU_TRY(up_x(P, x16, nullptr, (size_t)T * D, &dx, e));
     int32_t *dtok = P.get<int32_t>((size_t)T, &err);
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemcpy(dtok, tok, (size_t)T * 4, cudaMemcpyHostToDevice));
-    CUDA_CHECK(k_embed(0, dE, dtok, T, D, scale, dx));
-    CUDA_CHECK(cudaMemcpy(x, dx, (size_t)T * D * 4, cudaMemcpyDeviceToHost));
-    return SALA_OK;
+    if (x16) CUDA_CHECK(k_embed16(0, dE, dtok, T, D, scale, (bf16 *)dx));
+    else CUDA_CHECK(k_embed(0, dE, dtok, T, D, scale, (float *)dx));
+    return down_x(P, x16, dx, (size_t)T * D, x, e);
 }
 
-int op_gemm_acc(const float *W, int out, int in, const float *x, int T, float alpha, float *y,
-                sala_err *e)
+int op_gemm_acc(const float *W, int out, int in, const float *x, int T, float alpha, bool y16,
+                float *y, sala_err *e)
 {
-    return gemm_f32(true, W, out, in, x, T, alpha, y, e);
+    return gemm_f32(true, y16, W, out, in, x, T, alpha, y, e);
 }
 
 int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, int *fused,

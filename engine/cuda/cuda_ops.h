@@ -14,9 +14,11 @@
 #include "engine/config.h"
 
 typedef struct {
-    /* x (T, D) += rs * a (a may be NULL) -> x_out; h_out = rmsnorm(x_out) * w as bf16 values */
+    /* x (T, D) += rs * a (a may be NULL) -> x_out; h_out = rmsnorm(x_out) * w as bf16 values.
+     * x16: the residual stream in bf16 (prefill's form): x goes up rounded to bf16, x_out is
+     * rounded to bf16 after the add (the same for x, norm_rows, embed and gemm_acc's y). */
     int (*add_norm)(const float *x, const float *a, float rs, const float *w, int T, int D,
-                    float eps, float *x_out, float *h_out, sala_err *e);
+                    float eps, bool x16, float *x_out, float *h_out, sala_err *e);
     /* y (T, out) = bf16(x) (T, in) · bf16(W) (out, in)ᵀ, fp32 accumulation */
     int (*gemm)(const float *W, int out, int in, const float *x, int T, float *y, sala_err *e);
     /* out (T, I) = bf16(silu(gu[:, :I]) * gu[:, I:]) */
@@ -51,7 +53,7 @@ typedef struct {
                 sala_err *e);
     /* out (n, D) = bf16(rmsnorm(x[rows[r]]) * w * scale) for x (rows of D) */
     int (*norm_rows)(const float *x, int64_t xrows, const int32_t *rows, int n, int D,
-                     const float *w, float eps, float scale, float *out, sala_err *e);
+                     const float *w, float eps, float scale, bool x16, float *out, sala_err *e);
     /* Sparse-layer split of proj (T, ld) = q (nh d) | k (nkv d) | v (nkv d) | ...: Qb (T, nh d)
      * and the cache rows p0 .. p0+T-1 of Kc, Vc (p0 + T, nkv d), all as bf16 values (cache rows
      * before p0 are 0) */
@@ -59,11 +61,11 @@ typedef struct {
                        float *Qb, float *Kc, float *Vc, sala_err *e);
     /* x (T, D) = bf16(E)[tok] * scale for E (V, D) */
     int (*embed)(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale,
-                 float *x, sala_err *e);
+                 bool x16, float *x, sala_err *e);
     /* Prefill forms of the MLP and output projections: y (T, out) += alpha · bf16(x) bf16(W)ᵀ
-     * (y in and out, fp32: the residual add folded into the GEMM) */
+     * (y in and out, fp32, or bf16 with y16: the residual add folded into the GEMM) */
     int (*gemm_acc)(const float *W, int out, int in, const float *x, int T, float alpha,
-                    float *y, sala_err *e);
+                    bool y16, float *y, sala_err *e);
     /* out (T, I) = bf16(silu(g) u) for gu = bf16(bf16(x) bf16(W)ᵀ) (T, 2I), W (2I, in): the
      * forward pass's choice for a prefill step: the fused sm_90a kernel where it fits (*fused =
      * 1; cu_gemm90.cu, SALA_CUDA_GU_FUSED), else the gate/up GEMM with bf16 output and the
