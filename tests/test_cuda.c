@@ -134,7 +134,9 @@ static void add_norm_case(int T, int D, bool with_a, bool x16, uint64_t seed)
     snprintf(what, sizeof(what), "residual add (%s) T=%d D=%d%s", x16 ? "bf16" : "fp32", T, D,
              with_a ? "" : " no a");
     diff(xo, x, (size_t)T * D, &rel, &mr);
-    report(what, rel, mr, 1e-6, 1e-6);
+    /* bf16: the device's add (a fused multiply-add) may round the other way at a bf16 tie; one
+     * bf16 step of the largest value is < 8e-3 of it, a few such values keep rel_l2 ~1e-7 */
+    report(what, rel, mr, x16 ? 1e-5 : 1e-6, x16 ? 8e-3 : 1e-6);
     snprintf(what, sizeof(what), "rmsnorm -> bf16 T=%d D=%d%s", T, D, x16 ? " (x bf16)" : "");
     diff(ho, hr, (size_t)T * D, &rel, &mr);
     report(what, rel, mr, 4e-3, 8e-3);
@@ -222,26 +224,31 @@ static void t_gemm_acc(void)
     double rel, mr;
     diff(y, yr, (size_t)T * out, &rel, &mr);
     report("gemm acc: y += a W x (fp32)", rel, mr, 1e-5, 1e-5);
-    /* into a bf16 y (prefill's residual stream): one rounding of y + a W x; a value may sit
-     * one bf16 step from the exact sum's rounding, no more */
-    float *y16 = randv(&r, (size_t)T * out, 3.0, true), *yr16 = malloc((size_t)T * out * 4);
+    /* into a bf16 y (prefill's residual stream): y + a W x rounded to bf16 (cuBLAS may round
+     * the product first, as Hugging Face's bf16 add does): each value within 2^-8 of the sum of
+     * the two terms' magnitudes of the exact sum (a cancelling sum keeps its terms' error) */
+    float *y16 = randv(&r, (size_t)T * out, 3.0, true), *yr16 = malloc((size_t)T * out * 4),
+          *mag = malloc((size_t)T * out * 4);
     for (int t = 0; t < T; t++)
-        for (int o = 0; o < out; o++)
-            yr16[(size_t)t * out + o] = (float)((double)y16[(size_t)t * out + o] +
-                dot64(W + (size_t)o * in, x + (size_t)t * in, in) * alpha);
+        for (int o = 0; o < out; o++) {
+            const size_t i = (size_t)t * out + o;
+            const double p = dot64(W + (size_t)o * in, x + (size_t)t * in, in) * alpha;
+            yr16[i] = (float)((double)y16[i] + p);
+            mag[i] = (float)(fabs((double)y16[i]) + fabs(p));
+        }
     CU_ASSERT_EQUAL_FATAL(O->gemm_acc(W, out, in, x, T, alpha, true, y16, &e), SALA_OK);
     size_t far = 0, notbf = 0;
     for (size_t i = 0; i < (size_t)T * out; i++) {
-        far += fabsf(y16[i] - yr16[i]) > fabsf(yr16[i]) * (1.0f / 128) + 1e-30f;
+        far += fabsf(y16[i] - yr16[i]) > mag[i] * (1.0f / 256) + 1e-30f;
         notbf += bfr(y16[i]) != y16[i];
     }
     diff(y16, yr16, (size_t)T * out, &rel, &mr);
-    fprintf(stderr, "\n  gemm acc into bf16 y: %zu values more than a bf16 step off, %zu not bf16",
-            far, notbf);
+    fprintf(stderr, "\n  gemm acc into bf16 y: %zu values off by more than 2^-8 |y| + |a W x|, %zu "
+            "not bf16", far, notbf);
     report("gemm acc: y += a W x (bf16 y)", rel, mr, 4e-3, 8e-3);
     CU_ASSERT_EQUAL(far, 0);
     CU_ASSERT_EQUAL(notbf, 0);
-    free(y16), free(yr16);
+    free(y16), free(yr16), free(mag);
     free(W), free(x), free(y), free(yr);
 }
 
