@@ -575,21 +575,22 @@ static void t_swiglu(void)
 
 /* Output gate of T rows of W read from proj (T, ld) at zoff; ld = zoff + W + 4 (the sparse and
  * lightning layouts end in the gate). */
-static void gate_case(int T, int W, int zoff, uint64_t seed)
+static void gate_case(int T, int W, int zoff, bool p16, uint64_t seed)
 {
     OPS();
     eng_rng r;
     eng_rng_seed(&r, seed);
     const int ld = zoff + W + 4;
-    float *o = randv(&r, (size_t)T * W, 1.0, false), *proj = randv(&r, (size_t)T * ld, 2.0, false);
+    float *o = randv(&r, (size_t)T * W, 1.0, false), *proj = randv(&r, (size_t)T * ld, 2.0, p16);
     float *g = malloc((size_t)T * W * 4), *ref = malloc((size_t)T * W * 4);
-    CU_ASSERT_EQUAL_FATAL(O->gate(o, proj, ld, zoff, T, W, g, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->gate(o, proj, ld, zoff, T, W, p16, g, &e), SALA_OK);
     for (int t = 0; t < T; t++)
         for (int j = 0; j < W; j++)
             ref[(size_t)t * W + j] = o[(size_t)t * W + j] * sigm(proj[(size_t)t * ld + zoff + j]);
     char what[64];
     double rel, mr;
-    snprintf(what, sizeof(what), "gate -> bf16 T=%d W=%d zoff=%d", T, W, zoff);
+    snprintf(what, sizeof(what), "gate -> bf16 T=%d W=%d zoff=%d%s", T, W, zoff,
+             p16 ? " (z bf16)" : "");
     diff(g, ref, (size_t)T * W, &rel, &mr);
     report(what, rel, mr, 4e-3, 8e-3);
     free(o), free(proj), free(g), free(ref);
@@ -597,9 +598,12 @@ static void gate_case(int T, int W, int zoff, uint64_t seed)
 
 static void t_gate(void)
 {
-    gate_case(1, 4096, 4608, 59);   /* decode, sparse-layer layout (q | k | v | gate) */
-    gate_case(5, 4096, 12288, 60);  /* lightning layout */
-    gate_case(3, 250, 7, 61);       /* scalar kernel (odd offset) */
+    for (int k = 0; k < 2; k++) {   /* z in fp32 (decode) and bf16 (a prefill step's product) */
+        gate_case(1, 4096, 4608, k, 59);   /* decode, sparse-layer layout (q | k | v | gate) */
+        gate_case(5, 4096, 12288, k, 60);  /* lightning layout */
+        gate_case(3, 250, 7, k, 61);       /* scalar kernel (odd offset) */
+    }
+    gate_case(300, 4096, 4608, true, 62);  /* a prefill step's sparse layer */
 }
 
 /* Final norm of the rows asked for (rows in any order) against cpu_rmsnorm · scale; x16: x in
@@ -637,8 +641,9 @@ static void t_norm_rows(void)
     }
 }
 
-/* Sparse-layer q/k/v split into bf16 Qb and the cache rows p0.. (exact: a bf16 rounding). */
-static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, uint64_t seed)
+/* Sparse-layer q/k/v split into bf16 Qb and the cache rows p0.. (exact: a bf16 rounding; p16:
+ * proj read as bf16, a prefill step's form: then a copy). */
+static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, bool p16, uint64_t seed)
 {
     OPS();
     eng_rng r;
@@ -647,7 +652,8 @@ static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, uint64_t
     const size_t L = (size_t)p0 + T;
     float *proj = randv(&r, (size_t)T * ld, 1.0, false);
     float *Q = malloc((size_t)T * nq * 4), *Kc = malloc(L * nk * 4), *Vc = malloc(L * nk * 4);
-    CU_ASSERT_EQUAL_FATAL(O->sparse_prep(proj, ld, T, nh, nkv, d, p0, Q, Kc, Vc, &e), SALA_OK);
+    CU_ASSERT_EQUAL_FATAL(O->sparse_prep(proj, ld, T, nh, nkv, d, p0, p16, Q, Kc, Vc, &e),
+                          SALA_OK);
     size_t bad = 0;
     for (int t = 0; t < T; t++) {
         const float *pr = proj + (size_t)t * ld;
@@ -658,18 +664,21 @@ static void sparse_prep_case(int T, int nh, int nkv, int d, int64_t p0, uint64_t
         }
     }
     for (size_t i = 0; i < (size_t)p0 * nk; i++) bad += Kc[i] != 0.0f || Vc[i] != 0.0f;
-    fprintf(stderr, "\n  sparse_prep T=%d nh=%d nkv=%d d=%d p0=%lld: %zu values differ", T, nh, nkv,
-            d, (long long)p0, bad);
+    fprintf(stderr, "\n  sparse_prep T=%d nh=%d nkv=%d d=%d p0=%lld%s: %zu values differ", T, nh,
+            nkv, d, (long long)p0, p16 ? " (bf16 proj)" : "", bad);
     CU_ASSERT_EQUAL(bad, 0);
     free(proj), free(Q), free(Kc), free(Vc);
 }
 
 static void t_sparse_prep(void)
 {
-    sparse_prep_case(1, 32, 2, 128, 70, 65);    /* decode, real heads (position read from device
-                                                   memory, the graph form: cu_testops) */
-    sparse_prep_case(7, 4, 2, 64, 3, 66);
-    sparse_prep_case(2, 3, 1, 5, 1, 67);        /* scalar kernel (odd d) */
+    sparse_prep_case(1, 32, 2, 128, 70, false, 65);   /* decode, real heads (position read from
+                                                         device memory, the graph form) */
+    for (int k = 0; k < 2; k++) {
+        sparse_prep_case(7, 4, 2, 64, 3, k, 66);
+        sparse_prep_case(2, 3, 1, 5, 1, k, 67);        /* scalar kernel (odd d) */
+    }
+    sparse_prep_case(300, 32, 2, 128, 5000, true, 68);   /* a prefill step's split */
 }
 
 /* Embedding rows of a bf16 table times the scale (exact up to the fp32 product; x16: that

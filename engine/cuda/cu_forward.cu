@@ -318,15 +318,19 @@ static sp_shape sp_shape_of(const cu_model *m, int layer)
 }
 
 /* T tokens of s at p0 into sparse layer z.li: q rows to Qb (T, nh, hd), k/v into s's cache,
- * then s's compressed keys K1/K2 up to p0 + T. */
-static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, int ld, int T,
-                         int64_t p0, bf16 *Qb, sala_err *e)
+ * then s's compressed keys K1/K2 up to p0 + T. proj16: proj holds bf16 values. */
+static int sparse_append(cu_seq *s, const sp_shape *z, const float *proj, bool proj16, int ld,
+                         int T, int64_t p0, bf16 *Qb, sala_err *e)
 {
     cu_model *m = s->m;
     const cudaStream_t st = m->st;
     const int li = z->li, k1 = z->k1, s1 = z->s1, row = z->nkv * z->hd;
-    K(OP_OTHER, k_sparse_prep(st, proj, ld, T, z->nh, z->nkv, z->hd, Qb, s->K[li], s->V[li], p0,
-                              step_pos(s)));
+    if (proj16)
+        K(OP_OTHER, k_sparse_prep(st, (const bf16 *)proj, ld, T, z->nh, z->nkv, z->hd, Qb,
+                                  s->K[li], s->V[li], p0, step_pos(s)));
+    else
+        K(OP_OTHER, k_sparse_prep(st, proj, ld, T, z->nh, z->nkv, z->hd, Qb, s->K[li], s->V[li],
+                                  p0, step_pos(s)));
     CU_TRY(seg_end(s, e));   /* a graph step: the rest of the layer's attention is dynamic */
     const int64_t w1 = nwin(p0 + T, k1, s1), w2 = nwin(p0 + T, 4 * k1, 4 * s1);
     K(OP_SCORE, k_compress(st, s->K[li], row, s->n1[li], w1, k1, s1, s->K1[li]));
@@ -367,13 +371,25 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
     cudaStream_t st = m->st;
 
     /* (T, q|k|v|gate); rows before r0 need only k|v (their q and gate columns are left as they
-     * were: sparse_prep copies them into Qb rows no query reads) */
-    if (r0 > 0)
-        GEMM(L->w_in + (size_t)L->nq * D, L->nk + L->nv, D, s->h, r0, s->proj + L->nq, L->nin);
-    if (r0 < T)
-        GEMM(L->w_in, L->nin, D, s->h + (size_t)r0 * D, T - r0, s->proj + (size_t)r0 * L->nin,
-             L->nin);
-    CU_TRY(sparse_append(s, &z, s->proj, L->nin, T, p0, s->Qb, e));
+     * were: sparse_prep copies them into Qb rows no query reads). Prefill steps: in bf16 (p16,
+     * as lightning_mixer; the split rounds q|k|v to bf16 either way, the gate reads z rounded as
+     * Hugging Face's bf16 model has it; SALA_CUDA_SP_PROJ=f32 at each step: fp32). */
+    const bool p16 = T > CU_FOLD_MIN && !cu_env_is("SALA_CUDA_SP_PROJ", "f32");
+    bf16 *pb = (bf16 *)s->proj;
+    const bf16 *wkv = L->w_in + (size_t)L->nq * D;
+    const size_t o0 = (size_t)r0 * L->nin;
+    if (p16) {   /* never a graph step (T > 1) */
+        cu_prof_mark(m, OP_GEMM);
+        if (r0 > 0) CU_TRY(cu_gemm_bf16(m, wkv, L->nk + L->nv, D, s->h, r0, pb + L->nq, L->nin, e));
+        if (r0 < T)
+            CU_TRY(cu_gemm_bf16(m, L->w_in, L->nin, D, s->h + (size_t)r0 * D, T - r0, pb + o0,
+                                L->nin, e));
+        cu_prof_end(m);
+    } else {
+        if (r0 > 0) GEMM(wkv, L->nk + L->nv, D, s->h, r0, s->proj + L->nq, L->nin);
+        if (r0 < T) GEMM(L->w_in, L->nin, D, s->h + (size_t)r0 * D, T - r0, s->proj + o0, L->nin);
+    }
+    CU_TRY(sparse_append(s, &z, s->proj, p16, L->nin, T, p0, s->Qb, e));
 
     int64_t split = sc->dense_len - 1 - p0;                            /* queries t < split: dense */
     if (split < 0) split = 0;
@@ -411,8 +427,13 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
     const int nq = nh * hd;
     CU_TRY(seg_begin(s, e));
     if (r0 == T) return SALA_OK;
-    K(OP_OTHER, k_gate(st, s->o + (size_t)r0 * nq, s->proj + (size_t)r0 * L->nin, L->nin,
-                       L->nq + L->nk + L->nv, T - r0, nq, s->ob + (size_t)r0 * nq));
+    const int zoff = L->nq + L->nk + L->nv;
+    if (p16)
+        K(OP_OTHER, k_gate(st, s->o + (size_t)r0 * nq, pb + (size_t)r0 * L->nin, L->nin, zoff,
+                           T - r0, nq, s->ob + (size_t)r0 * nq));
+    else
+        K(OP_OTHER, k_gate(st, s->o + (size_t)r0 * nq, s->proj + (size_t)r0 * L->nin, L->nin,
+                           zoff, T - r0, nq, s->ob + (size_t)r0 * nq));
     return out_proj(s, L->w_o, D, nq, s->ob, r0, T, fold, e);
 }
 
@@ -803,7 +824,7 @@ static int batch_sparse(cu_seq *const *S, int n, int layer, const eng_batch_args
         const float *proj = s0->proj + (size_t)b * L->nin;
         bf16 *Qb = s0->Qb + (size_t)b * nq;
         float *o = s0->o + (size_t)b * nq;
-        CU_TRY(sparse_append(s, &z, proj, L->nin, 1, p, Qb, e));
+        CU_TRY(sparse_append(s, &z, proj, false, L->nin, 1, p, Qb, e));
         attn_args aa = {Qb, s->K[li], s->V[li], o, s->sel, Kq, p, 0, 1, nh, nkv, hd,
                         (int)sc->block_size, scale, NULL, 0};
         const bool dense = p + 1 < sc->dense_len;

@@ -113,12 +113,18 @@ cudaError_t k_norm_rows16(cudaStream_t st, const bf16 *x, const int32_t *rows, i
 cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out);
 /* Prefill form: the same from gu (T, 2I) already in bf16 (the gate/up GEMM's bf16 output). */
 cudaError_t k_swiglu_bf16(cudaStream_t st, const bf16 *gu, int T, int I, bf16 *out);
-/* out (T, W) = bf16(o * sigmoid(z)) with z = proj[:, zoff : zoff+W] (row stride ld) */
+/* out (T, W) = bf16(o * sigmoid(z)) with z = proj[:, zoff : zoff+W] (row stride ld); proj fp32
+ * or bf16 (a prefill step's bf16 input product) */
 cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
                    int W, bf16 *out);
-/* Sparse layer: q -> Qb (T, nh, d) bf16; k, v -> Kc/Vc rows p0.. (cap, nkv, d) bf16. */
-/* p0d: when not NULL, p0 is read from device memory (a decode step replayed from a CUDA graph). */
+cudaError_t k_gate(cudaStream_t st, const float *o, const bf16 *proj, int ld, int zoff, int T,
+                   int W, bf16 *out);
+/* Sparse layer: q -> Qb (T, nh, d) bf16; k, v -> Kc/Vc rows p0.. (cap, nkv, d) bf16; proj fp32
+ * or bf16 (a copy then). p0d: when not NULL, p0 is read from device memory (a decode step
+ * replayed from a CUDA graph). */
 cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d);
+cudaError_t k_sparse_prep(cudaStream_t st, const bf16 *proj, int ld, int T, int nh, int nkv,
                           int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d);
 /* K1/K2 windows [from, to) of kernel k, stride s over the cache Kc (L, row): C (nw, row). */
 cudaError_t k_compress(cudaStream_t st, const bf16 *Kc, int row, int64_t from, int64_t to,

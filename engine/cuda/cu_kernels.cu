@@ -100,6 +100,33 @@ static __device__ __forceinline__ void st4(bf16 *p, int i, float4 v)
 static bool al4x(const float *p) { return al16(p); }
 static bool al4x(const bf16 *p) { return al8(p); }
 
+/* norm4_kernel's accesses: P groups of four values of X (P = 1: 16 bytes of fp32, 8 of bf16;
+ * P = 2, bf16 only: 16 bytes), the groups P j .. P j + P - 1 of the row. */
+template <int NV, typename X> static __host__ __device__ constexpr int norm4_per()
+{
+    return sizeof(X) == 2 && NV % 2 == 0 ? 2 : 1;
+}
+template <int P, typename X> static __device__ __forceinline__ void ldg(const X *r, int j, float4 (&u)[P])
+{
+    if constexpr (P == 1) {
+        u[0] = ld4(r, j);
+    } else {
+        const uint4 q = ((const uint4 *)r)[j];
+        u[0] = ld4((const bf16 *)&q, 0);
+        u[1] = ld4((const bf16 *)&q, 1);
+    }
+}
+template <int P, typename X> static __device__ __forceinline__ void stg(X *r, int j, const float4 (&u)[P])
+{
+    if constexpr (P == 1) {
+        st4(r, j, u[0]);
+    } else {
+        const uint2 lo = pack4_bf16(u[0].x, u[0].y, u[0].z, u[0].w),
+                    hi = pack4_bf16(u[1].x, u[1].y, u[1].z, u[1].w);
+        ((uint4 *)r)[j] = make_uint4(lo.x, lo.y, hi.x, hi.y);
+    }
+}
+
 template <typename X>
 static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, float scale, X *x)
 {
@@ -184,12 +211,15 @@ static __global__ void __launch_bounds__(1024)
                  float rs, const float *__restrict__ w, float eps, float scale, int D,
                  bf16 *__restrict__ h)
 {
+    constexpr int P = norm4_per<NV, X>();   /* groups of 4 an access of x */
     const int n4 = D / 4;
     float4 v[NV], wv[NV];
 #pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (h && i < n4) wv[k] = ((const float4 *)w)[i];
+    for (int k = 0; k < NV; k += P) {
+        const int j = threadIdx.x + k / P * blockDim.x;   /* groups P j .. P j + P - 1 */
+#pragma unroll
+        for (int p = 0; p < P; p++)
+            if (h && j * P < n4) wv[k + p] = ((const float4 *)w)[j * P + p];
     }
     cu_pdl_enter();
     const size_t row = rows ? (size_t)rows[blockIdx.x] : blockIdx.x;
@@ -197,33 +227,43 @@ static __global__ void __launch_bounds__(1024)
     const float4 *ar = a ? (const float4 *)(a + row * D) : nullptr;
     float ss = 0.0f;
 #pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= n4) continue;
-        float4 u = ld4(xr, i);
-        if (ar) {
-            const float4 b = ar[i];
-            u.x = u.x + b.x * rs;
-            u.y = u.y + b.y * rs;
-            u.z = u.z + b.z * rs;
-            u.w = u.w + b.w * rs;
-            u = make_float4(rnd(xr, u.x), rnd(xr, u.y), rnd(xr, u.z), rnd(xr, u.w));
-            st4(xr, i, u);
+    for (int k = 0; k < NV; k += P) {
+        const int j = threadIdx.x + k / P * blockDim.x;
+        if (j * P >= n4) continue;
+        float4 u[P];
+        ldg<P>(xr, j, u);
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            if (ar) {
+                const float4 b = ar[j * P + p];
+                u[p].x = u[p].x + b.x * rs;
+                u[p].y = u[p].y + b.y * rs;
+                u[p].z = u[p].z + b.z * rs;
+                u[p].w = u[p].w + b.w * rs;
+                u[p] = make_float4(rnd(xr, u[p].x), rnd(xr, u[p].y), rnd(xr, u[p].z),
+                                   rnd(xr, u[p].w));
+            }
+            v[k + p] = u[p];
+            ss += u[p].x * u[p].x + u[p].y * u[p].y + u[p].z * u[p].z + u[p].w * u[p].w;
         }
-        v[k] = u;
-        ss += u.x * u.x + u.y * u.y + u.z * u.z + u.w * u.w;
+        if (ar) stg<P>(xr, j, u);
     }
     if (!h) return;
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)D + eps);
-    uint2 *hr = (uint2 *)(h + (size_t)blockIdx.x * D);
+    bf16 *hr = h + (size_t)blockIdx.x * D;
 #pragma unroll
-    for (int k = 0; k < NV; k++) {
-        const int i = threadIdx.x + k * blockDim.x;
-        if (i >= n4) continue;
-        const float4 ww = wv[k];
-        hr[i] = pack4_bf16(v[k].x * inv * ww.x * scale, v[k].y * inv * ww.y * scale,
-                           v[k].z * inv * ww.z * scale, v[k].w * inv * ww.w * scale);
+    for (int k = 0; k < NV; k += P) {
+        const int j = threadIdx.x + k / P * blockDim.x;
+        if (j * P >= n4) continue;
+        float4 o[P];
+#pragma unroll
+        for (int p = 0; p < P; p++) {
+            const float4 ww = wv[k + p], vv = v[k + p];
+            o[p] = make_float4(vv.x * inv * ww.x * scale, vv.y * inv * ww.y * scale,
+                               vv.z * inv * ww.z * scale, vv.w * inv * ww.w * scale);
+        }
+        stg<P>(hr, j, o);
     }
 }
 
@@ -237,6 +277,7 @@ static bool norm4_launch(cudaStream_t st, X *x, const int32_t *rows, const float
 {
     const int n4 = D / 4, nv = D % 4 ? 0 : rows_nv(n4, n);
     if (cu_decode_old() || !nv || !al4x(x) || !al16(a) || !al16(w) || !al8(h)) return false;
+    if (sizeof(X) == 2 && nv % 2 == 0 && (n4 % 2 || !al16(x) || !al16(h))) return false;
     const bool pdl = cu_row_pdl(n);
     const dim3 g((unsigned)n), b((unsigned)row_threads(n4, nv));
     /* a launch error stays for the caller's cudaGetLastError */
@@ -373,60 +414,88 @@ cudaError_t k_swiglu_bf16(cudaStream_t st, const bf16 *gu, int T, int I, bf16 *o
     return cudaGetLastError();
 }
 
-static __global__ void gate_kernel(const float *o, const float *proj, int ld, int zoff, int T,
-                                   int W, bf16 *out)
+/* The gate and the sparse-layer split read proj (T, ld) as P: fp32 (decode, the fp32 product)
+ * or bf16 (prefill steps: the input GEMM's bf16 output, cu_forward.cu sparse_mixer). */
+template <typename P>
+static __global__ void gate_kernel(const float *o, const P *proj, int ld, int zoff, int T, int W,
+                                   bf16 *out)
 {
     const size_t n = (size_t)T * W;
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / W, j = i % W;
-        out[i] = __float2bfloat16(o[i] * sigm(proj[t * ld + zoff + j]));
+        out[i] = __float2bfloat16(o[i] * sigm(as_f32(proj[t * ld + zoff + j])));
     }
 }
 
-/* grid (column blocks of 256 float4 groups, T); W, ld, zoff multiples of 4. */
-static __global__ void gate4_kernel(const float *__restrict__ o, const float *__restrict__ proj,
+/* grid (column blocks of 256 groups of four, T); W, ld, zoff multiples of 4. */
+template <typename P>
+static __global__ void gate4_kernel(const float *__restrict__ o, const P *__restrict__ proj,
                                     int ld, int zoff, int W, bf16 *__restrict__ out)
 {
     cu_pdl_enter();
     const int t = blockIdx.y, j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= W / 4) return;
     const float4 v = ((const float4 *)(o + (size_t)t * W))[j];
-    const float4 z = ((const float4 *)(proj + (size_t)t * ld + zoff))[j];
+    const float4 z = ld4(proj + (size_t)t * ld + zoff, j);
     ((uint2 *)(out + (size_t)t * W))[j] =
         pack4_bf16(v.x * sigm(z.x), v.y * sigm(z.y), v.z * sigm(z.z), v.w * sigm(z.w));
+}
+
+template <typename P>
+static cudaError_t gate_launch(cudaStream_t st, const float *o, const P *proj, int ld, int zoff,
+                               int T, int W, bf16 *out)
+{
+    if (T <= 0) return cudaSuccess;
+    if (!cu_decode_old() && W % 4 == 0 && ld % 4 == 0 && zoff % 4 == 0 && T <= 65535 &&
+        al16(o) && al4x(proj) && al8(out))
+        return cu_launch_pdl(cu_row_pdl(T), dim3((W / 4 + 255) / 256, T), dim3(256), st,
+                             gate4_kernel<P>, o, proj, ld, zoff, W, out);
+    gate_kernel<P><<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
+    return cudaGetLastError();
 }
 
 cudaError_t k_gate(cudaStream_t st, const float *o, const float *proj, int ld, int zoff, int T,
                    int W, bf16 *out)
 {
-    if (T <= 0) return cudaSuccess;
-    if (!cu_decode_old() && W % 4 == 0 && ld % 4 == 0 && zoff % 4 == 0 && T <= 65535 &&
-        al16(o) && al16(proj) && al8(out))
-        return cu_launch_pdl(cu_row_pdl(T), dim3((W / 4 + 255) / 256, T), dim3(256), st,
-                             gate4_kernel, o, proj, ld, zoff, W, out);
-    gate_kernel<<<grid_for((size_t)T * W), 256, 0, st>>>(o, proj, ld, zoff, T, W, out);
-    return cudaGetLastError();
+    return gate_launch(st, o, proj, ld, zoff, T, W, out);
 }
 
-static __global__ void sparse_prep_kernel(const float *proj, int ld, int nh, int nkv, int d,
-                                          bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0,
-                                          const int64_t *p0d)
+cudaError_t k_gate(cudaStream_t st, const float *o, const bf16 *proj, int ld, int zoff, int T,
+                   int W, bf16 *out)
+{
+    return gate_launch(st, o, proj, ld, zoff, T, W, out);
+}
+
+template <typename P>
+static __global__ void sparse_prep_kernel(const P *proj, int ld, int nh, int nkv, int d, bf16 *Qb,
+                                          bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d)
 {
     const int t = blockIdx.x;
     if (p0d) p0 = *p0d;
-    const float *r = proj + (size_t)t * ld;
+    const P *r = proj + (size_t)t * ld;
     const int nq = nh * d, nk = nkv * d;
     for (int i = threadIdx.x; i < nq; i += blockDim.x)
-        Qb[(size_t)t * nq + i] = __float2bfloat16(r[i]);
+        Qb[(size_t)t * nq + i] = __float2bfloat16(as_f32(r[i]));
     for (int i = threadIdx.x; i < nk; i += blockDim.x) {
-        Kc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(r[nq + i]);
-        Vc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(r[nq + nk + i]);
+        Kc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(as_f32(r[nq + i]));
+        Vc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(as_f32(r[nq + nk + i]));
     }
 }
 
+static __device__ __forceinline__ __nv_bfloat162 ld2_bf16(const float *p)
+{
+    const float2 v = *(const float2 *)p;
+    return __floats2bfloat162_rn(v.x, v.y);
+}
+static __device__ __forceinline__ __nv_bfloat162 ld2_bf16(const bf16 *p)
+{
+    return *(const __nv_bfloat162 *)p;
+}
+
 /* grid (blocks of 256 pairs, T): a pair of q | k | v values per thread (nq, nk, ld even). */
-static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int ld, int nq, int nk,
+template <typename P>
+static __global__ void sparse_prep2_kernel(const P *__restrict__ proj, int ld, int nq, int nk,
                                            bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
                                            bf16 *__restrict__ Vc, int64_t p0,
                                            const int64_t *__restrict__ p0d)
@@ -435,28 +504,41 @@ static __global__ void sparse_prep2_kernel(const float *__restrict__ proj, int l
     const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= nq + 2 * nk) return;
     if (p0d) p0 = *p0d;
-    const float2 v = *(const float2 *)(proj + (size_t)t * ld + e);
-    const __nv_bfloat162 b = __floats2bfloat162_rn(v.x, v.y);
+    const __nv_bfloat162 b = ld2_bf16(proj + (size_t)t * ld + e);
     bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
               : e < nq + nk ? Kc + (size_t)(p0 + t) * nk + (e - nq)
                             : Vc + (size_t)(p0 + t) * nk + (e - nq - nk);
     *(__nv_bfloat162 *)dst = b;
 }
 
-cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
-                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d)
+template <typename P>
+static cudaError_t sparse_prep_launch(cudaStream_t st, const P *proj, int ld, int T, int nh,
+                                      int nkv, int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0,
+                                      const int64_t *p0d)
 {
     if (T <= 0) return cudaSuccess;
     const int nq = nh * d, nk = nkv * d;
-    if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 && al8(proj) &&
-        ((uintptr_t)Qb & 3u) == 0 && ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
+    if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 &&
+        ((uintptr_t)proj & (2 * sizeof(P) - 1)) == 0 && ((uintptr_t)Qb & 3u) == 0 &&
+        ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
         const int pairs = (nq + 2 * nk) / 2;
         return cu_launch_pdl(cu_row_pdl(T), dim3((pairs + 255) / 256, T), dim3(256), st,
-                             sparse_prep2_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
-    } else {
-        sparse_prep_kernel<<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
+                             sparse_prep2_kernel<P>, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
     }
+    sparse_prep_kernel<P><<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
     return cudaGetLastError();
+}
+
+cudaError_t k_sparse_prep(cudaStream_t st, const float *proj, int ld, int T, int nh, int nkv,
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d)
+{
+    return sparse_prep_launch(st, proj, ld, T, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
+}
+
+cudaError_t k_sparse_prep(cudaStream_t st, const bf16 *proj, int ld, int T, int nh, int nkv,
+                          int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0, const int64_t *p0d)
+{
+    return sparse_prep_launch(st, proj, ld, T, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
 }
 
 /* SALA-SPEC §3.6 step 1: C_i = mean(K[s*i .. s*i+k-1]) per element, fp32 sum, bf16 result. */

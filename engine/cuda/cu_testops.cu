@@ -360,17 +360,19 @@ int op_select(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const f
     return SALA_OK;
 }
 
-int op_gate(const float *o, const float *proj, int ld, int zoff, int T, int W, float *out,
-            sala_err *e)
+int op_gate(const float *o, const float *proj, int ld, int zoff, int T, int W, bool proj16,
+            float *out, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
-    float *dobuf, *dproj;
+    float *dobuf;
+    void *dproj;
     CU_TRY(up_f(P, o, (size_t)T * W, &dobuf, e));
-    CU_TRY(up_f(P, proj, (size_t)T * ld, &dproj, e));
+    CU_TRY(up_x(P, proj16, proj, (size_t)T * ld, &dproj, e));
     bf16 *dout = P.get<bf16>((size_t)T * W, &err);
     CUDA_CHECK(err);
-    CUDA_CHECK(k_gate(0, dobuf, dproj, ld, zoff, T, W, dout));
+    if (proj16) CUDA_CHECK(k_gate(0, dobuf, (const bf16 *)dproj, ld, zoff, T, W, dout));
+    else CUDA_CHECK(k_gate(0, dobuf, (const float *)dproj, ld, zoff, T, W, dout));
     return down_b(P, dout, (size_t)T * W, out, e);
 }
 
@@ -393,13 +395,13 @@ int op_norm_rows(const float *x, int64_t xrows, const int32_t *rows, int n, int 
 }
 
 int op_sparse_prep(const float *proj, int ld, int T, int nh, int nkv, int d, int64_t p0,
-                   float *Qb, float *Kc, float *Vc, sala_err *e)
+                   bool proj16, float *Qb, float *Kc, float *Vc, sala_err *e)
 {
     Pool P;
     cudaError_t err = cudaSuccess;
-    float *dproj;
+    void *dproj;
     const size_t nk = (size_t)nkv * d, L = (size_t)p0 + T;
-    CU_TRY(up_f(P, proj, (size_t)T * ld, &dproj, e));
+    CU_TRY(up_x(P, proj16, proj, (size_t)T * ld, &dproj, e));
     bf16 *dq = P.get<bf16>((size_t)T * nh * d, &err), *dk = P.get<bf16>(L * nk, &err),
          *dv = P.get<bf16>(L * nk, &err);
     CUDA_CHECK(err);
@@ -407,9 +409,12 @@ int op_sparse_prep(const float *proj, int ld, int T, int nh, int nkv, int d, int
         int64_t *dp = P.get<int64_t>(1, &err);
         CUDA_CHECK(err);
         CUDA_CHECK(cudaMemcpy(dp, &p0, 8, cudaMemcpyHostToDevice));
-        CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0 + 977, dp));
+        CUDA_CHECK(k_sparse_prep(0, (const float *)dproj, ld, T, nh, nkv, d, dq, dk, dv,
+                                 p0 + 977, dp));
+    } else if (proj16) {
+        CUDA_CHECK(k_sparse_prep(0, (const bf16 *)dproj, ld, T, nh, nkv, d, dq, dk, dv, p0, NULL));
     } else {
-        CUDA_CHECK(k_sparse_prep(0, dproj, ld, T, nh, nkv, d, dq, dk, dv, p0, NULL));
+        CUDA_CHECK(k_sparse_prep(0, (const float *)dproj, ld, T, nh, nkv, d, dq, dk, dv, p0, NULL));
     }
     CU_TRY(down_b(P, dq, (size_t)T * nh * d, Qb, e));
     CU_TRY(down_b(P, dk, L * nk, Kc, e));

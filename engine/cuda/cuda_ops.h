@@ -48,9 +48,10 @@ typedef struct {
     int (*select)(const float *Q, int64_t p0, int T, int nh, int nkv, int d, const float *K1,
                   int64_t n1, const float *K2, int64_t n2, const eng_sparse_config *sc,
                   int32_t *sel, sala_err *e);
-    /* out (T, W) = bf16(o * sigmoid(z)), z = proj[:, zoff : zoff + W] of proj (T, ld) */
-    int (*gate)(const float *o, const float *proj, int ld, int zoff, int T, int W, float *out,
-                sala_err *e);
+    /* out (T, W) = bf16(o * sigmoid(z)), z = proj[:, zoff : zoff + W] of proj (T, ld); proj16:
+     * proj goes up rounded to bf16 and is read so (a prefill step's form; sparse_prep too) */
+    int (*gate)(const float *o, const float *proj, int ld, int zoff, int T, int W, bool proj16,
+                float *out, sala_err *e);
     /* out (n, D) = bf16(rmsnorm(x[rows[r]]) * w * scale) for x (rows of D) */
     int (*norm_rows)(const float *x, int64_t xrows, const int32_t *rows, int n, int D,
                      const float *w, float eps, float scale, bool x16, float *out, sala_err *e);
@@ -58,7 +59,7 @@ typedef struct {
      * and the cache rows p0 .. p0+T-1 of Kc, Vc (p0 + T, nkv d), all as bf16 values (cache rows
      * before p0 are 0) */
     int (*sparse_prep)(const float *proj, int ld, int T, int nh, int nkv, int d, int64_t p0,
-                       float *Qb, float *Kc, float *Vc, sala_err *e);
+                       bool proj16, float *Qb, float *Kc, float *Vc, sala_err *e);
     /* x (T, D) = bf16(E)[tok] * scale for E (V, D) */
     int (*embed)(const float *E, int64_t V, const int32_t *tok, int T, int D, float scale,
                  bool x16, float *x, sala_err *e);
