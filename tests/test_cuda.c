@@ -212,11 +212,13 @@ static int cmp_float(const void *a, const void *b)
 }
 
 /* The GEMM accumulating into a bf16 y (prefill's residual stream): y = bf16(y + alpha W x).
- * Each value must lie within 2^-8 (|y| + |alpha W x|) of the exact sum (one rounding of the sum,
- * or two as Hugging Face's bf16 add does, stays inside; a cancelling sum keeps its terms'
- * error), and be a bf16 value. From y = 0, the median of got / (alpha W x) over the larger half
- * of the products must be 1 within 1e-3: alpha is applied in fp32 (a bf16 alpha would be off by
- * up to 2^-9, 2.3e-3 for 0.37). Wx (T, out): the CPU's W x. */
+ * cuBLAS's bf16 epilogue rounds alpha W x to bf16 before the add and the sum after it (call m3:
+ * values one bf16 step from the exact sum's rounding, 1.6% of them), the two roundings of
+ * Hugging Face's bf16 residual add: each value must lie within 2^-7 (|y| + |alpha W x|) of the
+ * exact sum (half a step of each rounding, a cancelling sum keeping its terms' error), and be a
+ * bf16 value. From y = 0, the median of got / (alpha W x) over the larger half of the products
+ * must be 1 within 1e-3: alpha is applied in fp32 (a bf16 alpha would be off by up to 2^-9, 2.3e-3
+ * for 0.37). Wx (T, out): the CPU's W x. */
 static void acc16_check(const char *what, const float *W, int out, int in, const float *x, int T,
                         float alpha, const float *Wx, eng_rng *r)
 {
@@ -239,14 +241,14 @@ static void acc16_check(const char *what, const float *W, int out, int in, const
     double wq = 0;
     for (size_t i = 0; i < n; i++) {
         const double q = fabs((double)y[i] - ref[i]) / ((double)mag[i] + 1e-30);
-        far += q > 1.0 / 256;
+        far += q > 1.0 / 128;
         notbf += bfr(y[i]) != y[i];
         if (q > wq) wq = q, worst = i;
     }
     double rel, mr;
     diff(y, ref, n, &rel, &mr);
-    fprintf(stderr, "\n  %s into bf16 y: %zu values off by more than 2^-8 (|y| + |a W x|), %zu not "
-            "bf16; worst %.2e of it: y %.6g + %.6g -> %.6g (exact %.6g)", what, far, notbf, wq * 256,
+    fprintf(stderr, "\n  %s into bf16 y: %zu values off by more than 2^-7 (|y| + |a W x|), %zu not "
+            "bf16; worst %.2f of it: y %.6g + %.6g -> %.6g (exact %.6g)", what, far, notbf, wq * 128,
             y0[worst], p[worst], y[worst], ref[worst]);
     report(what, rel, mr, 4e-3, 8e-3);
     CU_ASSERT_EQUAL(far, 0);
