@@ -756,8 +756,8 @@ static void t_embed(void)
  * projections) after every call: the state, the core output scale·O before o_norm (o_raw) and
  * the bf16 output after o_norm and the gate. blas: the cuBLAS path (SALA_CUDA_LA_BLAS=1) instead
  * of the tensor-core kernels. p16: the tensor-core prefill calls (T > 1) read q|k|v|z as bf16
- * (the forward's prefill form); the twin is given the same bf16-rounded proj, so the
- * tolerances do not change. Tolerances: state 1e-5 (fp32, or 3xTF32 on the tensor cores);
+ * and keep k after RoPE in bf16 (the forward's prefill form, HF's rounding); the twin is given
+ * the same bf16-rounded proj and rounds its k the same way, so the tolerances do not change. Tolerances: state 1e-5 (fp32, or 3xTF32 on the tensor cores);
  * o_raw 1e-5 for fp32 arithmetic (decode, cuBLAS), 2e-3 for the TF32 products (expected ~4e-4);
  * out 4e-3 / 8e-3 (bf16 rounding). */
 static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0, uint64_t seed,
@@ -809,6 +809,8 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         cpu_rmsnorm(k, k, kn, (int64_t)T * nh, d, 1e-6f);
         cpu_rope(q, T, nh, d, p, inv);
         cpu_rope(k, T, nh, d, p, inv);
+        if (h16)   /* the bf16 form rounds k after RoPE (Kh in bf16, HF's k) */
+            for (size_t i = 0; i < (size_t)T * nd; i++) k[i] = bfr(k[i]);
         cpu_lightning(T, nh, d, dec, (float)(1.0 / sqrt((double)d)), q, k, v, S0, o, scr);
         const char *path = T == 1 ? "step" : blas ? "cublas" : h16 ? "tc bf16-proj" : "tc";
         char what[160];

@@ -3,7 +3,10 @@
  *
  * Tensor cores (default for d = 64 and 128):
  *   la_prepk_kernel  k norm + RoPE into Kh (nh, Tp, d) and the rotation table (Tp, d) in Qd's
- *                    scratch; la_chunk_kernel normalizes and rotates Q from proj itself
+ *                    scratch; Kh of proj's type P: with bf16 proj k is rounded to bf16 after
+ *                    RoPE, as Hugging Face's layer has it (SALA-SPEC §3.4), which is what both
+ *                    products then read (bf16 is exact in TF32); la_chunk_kernel normalizes and
+ *                    rotates Q from proj itself
  *                    (SALA_CUDA_LA_PREP=old: k_la_prep writes Qh and Kh, the fourth version).
  *   la_state_kernel  per (head, 64x64 block of S, range of chunks): R ranges in parallel
  *                    (la_range_chunks; SALA_CUDA_LA_RANGES=1 is the single walk), ranges r > 0
@@ -116,7 +119,7 @@ static __device__ __forceinline__ uint32_t la_tf(bf16 x)
  * rows are indexed by t, conflict-free), then dn (65). */
 template <int BI, int BJ, typename P> static constexpr size_t la_state_smem()
 {
-    return (size_t)2 * CU_LA_C * (BI + 8) * sizeof(float) +
+    return (size_t)2 * CU_LA_C * (BI + 8) * sizeof(P) +
            (size_t)2 * CU_LA_C * (BJ + 8) * sizeof(P) + (size_t)(CU_LA_C + 4) * sizeof(float);
 }
 
@@ -135,9 +138,10 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
     constexpr int LK = BI + 8, LV = BJ + 8, MT = WM / 16, NT = WN / 8, WI = BI / WM;
     static_assert(WI * (BJ / WN) == 4, "4 warps");
     static_assert((2 * CU_LA_C * LV * sizeof(P)) % 16 == 0, "dn stays aligned");
+    static_assert((2 * CU_LA_C * LK * sizeof(P)) % 16 == 0, "Vs stays aligned");
     extern __shared__ __align__(16) float la_st[];
-    float *Ks = la_st;
-    P *Vs = (P *)(Ks + 2 * CU_LA_C * LK);
+    P *Ks = (P *)la_st;
+    P *Vs = Ks + 2 * CU_LA_C * LK;
     float *dn = (float *)(Vs + 2 * CU_LA_C * LV);
     const int d = a.d, nd = a.nh * d, nch = a.Tp / CU_LA_C, n = blockIdx.z % a.nh;
     const int r = blockIdx.z / a.nh, cb = r * cr, ce = cb + cr < nch ? cb + cr : nch;
@@ -146,7 +150,7 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
     const int lane = threadIdx.x & 31, w = threadIdx.x >> 5, g = lane >> 2, t = lane & 3;
     const int mi = (w % WI) * WM, nj = (w / WI) * WN;
     if (threadIdx.x <= CU_LA_C) dn[threadIdx.x] = a.dec[n * (CU_LA_C + 1) + threadIdx.x];
-    const float *Kg = a.Kh + (size_t)n * a.Tp * d + i0;              /* row t: + t d */
+    const P *Kg = (const P *)a.Kh + (size_t)n * a.Tp * d + i0;       /* row t: + t d */
     const P *Vg = la_src<P>(a) + 2 * (size_t)nd + (size_t)n * d + j0;   /* row t: + t ld */
     float *S = a.S + (size_t)n * d * d, *Sb = a.Sb + (size_t)n * nch * d * d;
     /* acc[m][q]: rows i0 + mi + 16m + g (+8), columns j0 + nj + 8q + 2t (+1) */
@@ -200,7 +204,7 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
                 }
                 v[0] *= lam, v[1] *= lam, v[2] *= lam, v[3] *= lam;
             }
-        const float *K = Ks + b * CU_LA_C * LK + mi + g;
+        const P *K = Ks + b * CU_LA_C * LK + mi + g;
         const P *V = Vs + b * CU_LA_C * LV + nj + g;
 #pragma unroll
         for (int ks = 0; ks < CU_LA_C / 8; ks++) {
@@ -211,10 +215,10 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
             uint32_t ah[MT][4], al[MT][4];
 #pragma unroll
             for (int m = 0; m < MT; m++) {
-                tf32_split(K[s0 * LK + 16 * m] * w0, ah[m][0], al[m][0]);
-                tf32_split(K[s0 * LK + 16 * m + 8] * w0, ah[m][1], al[m][1]);
-                tf32_split(K[s1 * LK + 16 * m] * w1, ah[m][2], al[m][2]);
-                tf32_split(K[s1 * LK + 16 * m + 8] * w1, ah[m][3], al[m][3]);
+                tf32_split(la_f(K[s0 * LK + 16 * m]) * w0, ah[m][0], al[m][0]);
+                tf32_split(la_f(K[s0 * LK + 16 * m + 8]) * w0, ah[m][1], al[m][1]);
+                tf32_split(la_f(K[s1 * LK + 16 * m]) * w1, ah[m][2], al[m][2]);
+                tf32_split(la_f(K[s1 * LK + 16 * m + 8]) * w1, ah[m][3], al[m][3]);
             }
 #pragma unroll
             for (int q = 0; q < NT; q++) {
@@ -288,8 +292,8 @@ static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int c
 
 /* ---- pass 2: the output of one chunk ---- */
 
-/* Shared layout (floats): Q (64, D+4) | slot 1 | slot 2 | dn (65). Slot 1 holds K (64, D+4),
- * later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). With bf16
+/* Shared layout (floats): Q (64, D+4) | slot 1 | slot 2 | dn (65). Slot 1 holds K (64, D+4)
+ * (bf16 Kh: (64, D+8) bf16), later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). With bf16
  * proj (P = bf16) slot 2 first holds V (64, D+8) bf16 and the raw q rows (64, D) bf16, from
  * which each warp writes its normalized, rotated rows into Q: 64 (2D + 8) bf16 = 64 (D + 4)
  * floats, the same bytes. */
@@ -311,10 +315,13 @@ template <int D> static constexpr size_t la_chunk_smem()
  * -> o. cv[k] = cos of angle l + 32k and cv[k + D/64] its sin (k < D/64): the lane's entries
  * of the rotation table row. la_prep_kernel's arithmetic, sums in its order; the partners i
  * and i + D/2 are in the same lane. */
-template <int D>
+static __device__ __forceinline__ void la_st1(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void la_st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
+
+template <int D, typename O>
 static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], const float *w,
                                                     float eps, const float (&cv)[D / 32],
-                                                    float *o)
+                                                    O *o)
 {
     constexpr int KV = D / 32, H = D / 2;
     const int lane = threadIdx.x & 31;
@@ -328,12 +335,13 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
         const int i = lane + 32 * k;
         const float lo = x[k] * inv * w[i], hi = x[k + KV / 2] * inv * w[i + H];
         const float c = cv[k], sn = cv[k + KV / 2];
-        o[i] = lo * c + hi * -sn;
-        o[i + H] = hi * c + lo * sn;
+        la_st1(o + i, lo * c + hi * -sn);
+        la_st1(o + i + H, hi * c + lo * sn);
     }
 }
 
-/* Prep of the tensor-core path (d = D): Kh rows (per-head RMSNorm + RoPE, zero past T) and the
+/* Prep of the tensor-core path (d = D): Kh rows of type P (per-head RMSNorm + RoPE, rounded to
+ * bf16 for P = bf16; zero past T) and the
  * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
  * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
  * as la_prep_kernel), then a head per warp. */
@@ -359,12 +367,12 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         cv[k + KV / 2] = rot[D / 2 + lane + 32 * k];
     }
     for (int n = w; n < a.nh; n += 8) {
-        float *o = a.Kh + ((size_t)n * a.Tp + t) * D;
+        P *o = (P *)a.Kh + ((size_t)n * a.Tp + t) * D;
         float x[KV];
         const P *r = la_src<P>(a) + (size_t)t * a.ld + nd + (size_t)n * D;
 #pragma unroll
         for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : la_f(r[lane + 32 * k]);
-        la_norm_rope<D>(x, a.kn, a.eps, cv, o);
+        la_norm_rope<D, P>(x, a.kn, a.eps, cv, o);
     }
 }
 
@@ -374,10 +382,11 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     constexpr bool H16 = sizeof(P) == 2;   /* bf16 proj: V and raw q rows bf16 in slot 2 */
     constexpr int LQ = D + 4, LS = D + 8, NT = D / 8, SLOT = la_slot<D>();
     constexpr int LV = H16 ? D + 8 : LQ;   /* bf16: ≡ 8 mod 32 halves, rows 2t conflict-free */
+    constexpr int LK = LV;                 /* K (Kh of type P) in slot 1 the same way */
     static_assert(!H16 || CU_LA_C * (2 * D + 8) <= 2 * SLOT, "V and raw q fit slot 2");
     extern __shared__ __align__(16) float la_sm[];
     float *Qs = la_sm, *s1 = Qs + CU_LA_C * LQ, *s2 = s1 + SLOT, *dn = s2 + SLOT;
-    P *Vs = (P *)s2;
+    P *Vs = (P *)s2, *Ks = (P *)s1;
     bf16 *Qr = (bf16 *)s2 + CU_LA_C * (D + 8);   /* raw q rows (64, D), bf16 only */
     const int c = blockIdx.x, n = blockIdx.y, nch = a.Tp / CU_LA_C, t0 = c * CU_LA_C;
     const int len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
@@ -392,7 +401,7 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     else
         rows_async(Qs, LQ, cs ? pr : a.Qh + hrow * D, cs ? (size_t)a.ld : (size_t)D, len,
                    CU_LA_C, D);
-    rows_async(s1, LQ, a.Kh + hrow * D, D, len, CU_LA_C, D);
+    rows_async(Ks, LK, (const P *)a.Kh + hrow * D, D, len, CU_LA_C, D);
     cp_async_commit();
     rows_async(Vs, LV, pr + 2 * (size_t)a.nh * D, a.ld, len, CU_LA_C, D);
     cp_async_commit();
@@ -420,7 +429,7 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
             for (int k = 0; k < KV; k++)
                 x[k] = H16 ? la_f(Qr[(m0 + rr) * D + lane + 32 * k])
                            : Qs[(m0 + rr) * LQ + lane + 32 * k];
-            la_norm_rope<D>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
+            la_norm_rope<D, float>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
         }
         __syncwarp();
     }
@@ -434,10 +443,10 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     for (int kk = 0; kk < NT; kk++) {
         const uint32_t af[4] = {tf32(q0[8 * kk]), tf32(q1[8 * kk]), tf32(q0[8 * kk + 4]),
                                 tf32(q1[8 * kk + 4])};
-        const float *kr = s1 + g * LQ + 8 * kk + t;
+        const P *kr = Ks + g * LK + 8 * kk + t;
 #pragma unroll
         for (int j = 0; j < 8; j++)
-            if (j < ntA) mma_tf32(A[j], af, tf32(kr[8 * j * LQ]), tf32(kr[8 * j * LQ + 4]));
+            if (j < ntA) mma_tf32(A[j], af, la_tf(kr[8 * j * LK]), la_tf(kr[8 * j * LK + 4]));
     }
     __syncthreads();   /* K read by every warp: slot 1 takes S_in rows [0, D/2) */
     rows_async(s1, LS, Sg, D, D / 2, D / 2, D);
