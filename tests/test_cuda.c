@@ -783,6 +783,7 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         for (int x = 0; x <= CPU_LA_CHUNK; x++)
             dec[n * (CPU_LA_CHUNK + 1) + x] = (float)exp(-(double)slope[n] * x);
     int64_t p = p0;
+    bool hk = false;
     for (int call = 0; call < ncall; call++) {
         const int T = Ts[call];
         float *proj = randv(&r, (size_t)T * 4 * nd, 1.0, false);
@@ -790,6 +791,7 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         const char *pv = getenv("SALA_CUDA_LA_PREP");
         const bool tc = T > 1 && !blas && (d == 64 || d == 128);
         const bool h16 = p16 && tc && !(pv && !strcmp(pv, "old"));
+        hk = hk || h16;   /* a bf16-k call so far: its rounding stays in the state */
         if (h16)   /* what the op uploads, and the twin's input */
             for (size_t i = 0; i < (size_t)T * 4 * nd; i++) proj[i] = bfr(proj[i]);
         if (blas) setenv("SALA_CUDA_LA_BLAS", "1", 1);
@@ -818,7 +820,12 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d p0=%lld: state", path, T, nh,
                  d, (long long)p);
         diff(Sg, S0, (size_t)nh * d * d, &rel, &mr);
-        report(what, rel, mr, 1e-5, 1e-5);
+        /* bf16 k: where the device's fp32 k and the twin's differ in the last bit (the norm's
+         * sum order; sincos at large positions) the bf16 rounding can go the other way, a
+         * bf16 step in a few k values (call m4: rel_l2 up to 4.7e-5, max/max 8.3e-4 at
+         * positions ~1e5-9e5, 3e-7 near 0); the state carries them to later calls */
+        if (h16 || hk) report(what, rel, mr, 1e-4, 2e-3);
+        else report(what, rel, mr, 1e-5, 1e-5);
         snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d: o_raw", path, T, nh, d);
         diff(rawg, o, (size_t)T * nd, &rel, &mr);
         report(what, rel, mr, tc ? 2e-3 : 1e-5, tc ? 2e-3 : 1e-5);
