@@ -248,8 +248,8 @@ static void acc16_check(const char *what, const float *W, int out, int in, const
     double rel, mr;
     diff(y, ref, n, &rel, &mr);
     fprintf(stderr, "\n  %s into bf16 y: %zu values off by more than 2^-7 (|y| + |a W x|), %zu not "
-            "bf16; worst %.2f of it: y %.6g + %.6g -> %.6g (exact %.6g)", what, far, notbf, wq * 128,
-            y0[worst], p[worst], y[worst], ref[worst]);
+            "bf16; worst %.2f of it: y %.6g + %.6g -> %.6g (exact %.6g)", what, far, notbf,
+            wq * 128, y0[worst], p[worst], y[worst], ref[worst]);
     report(what, rel, mr, 4e-3, 8e-3);
     CU_ASSERT_EQUAL(far, 0);
     CU_ASSERT_EQUAL(notbf, 0);

@@ -68,7 +68,8 @@ int cu_gemm_acc16(cu_model *m, const bf16 *W, int out, int in, const bf16 *x, in
     return cu_lt_gemm(m, W, out, in, x, T, alpha, 1.0f, y, ldy, CUDA_R_16BF, e);
 }
 
-/* x += alpha · W in (rows [0, T) of x from row r0 on), fp32 or bf16 as s->x16 says. */
+/* The residual fold of a prefill step: x[r0 + t] += alpha · W v[t] for t < T, x fp32 or bf16 as
+ * the step's s->x16 says. */
 static int gemm_res(cu_seq *s, const bf16 *W, int out, int in, const bf16 *v, int r0, int T,
                     float alpha, sala_err *e)
 {
@@ -380,7 +381,8 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
     const size_t o0 = (size_t)r0 * L->nin;
     if (p16) {   /* never a graph step (T > 1) */
         cu_prof_mark(m, OP_GEMM);
-        if (r0 > 0) CU_TRY(cu_gemm_bf16(m, wkv, L->nk + L->nv, D, s->h, r0, pb + L->nq, L->nin, e));
+        if (r0 > 0)
+            CU_TRY(cu_gemm_bf16(m, wkv, L->nk + L->nv, D, s->h, r0, pb + L->nq, L->nin, e));
         if (r0 < T)
             CU_TRY(cu_gemm_bf16(m, L->w_in, L->nin, D, s->h + (size_t)r0 * D, T - r0, pb + o0,
                                 L->nin, e));
@@ -650,8 +652,9 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     const int64_t cap0 = s->cap, nbs0 = s->score_nbs;
     CU_TRY(cu_seq_scratch(s, T, e));   /* may move s->a: res is taken after it */
     const float *res = fold ? NULL : s->a;   /* what the norms still add */
-    s->x16 = x16;
-    bf16 *const xb = (bf16 *)s->x;   /* x16's view of the stream */
+    s->x16 = x16;                    /* this step's (read by gemm_res) */
+    bf16 *const xb = (bf16 *)s->x;   /* x16's view of the stream (x16: T > CU_FOLD_MIN, never a
+                                        graph step: the tokens are in s->tok) */
     CU_TRY(cu_seq_cap_solid(s, p0 + T, T > 1 ? p0 + T : 0, e));
     CU_TRY(cu_seq_writable(s, p0, T, e));
     CU_TRY(cu_seq_score_room(s, p0 + T, e));

@@ -83,7 +83,10 @@ static __device__ __forceinline__ float rnd(const bf16 *, float v)
 }
 static __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
 static __device__ __forceinline__ void st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
-static __device__ __forceinline__ float4 ld4(const float *p, int i) { return ((const float4 *)p)[i]; }
+static __device__ __forceinline__ float4 ld4(const float *p, int i)
+{
+    return ((const float4 *)p)[i];
+}
 static __device__ __forceinline__ float4 ld4(const bf16 *p, int i)
 {
     const uint2 u = ((const uint2 *)p)[i];
@@ -106,7 +109,8 @@ template <int NV, typename X> static __host__ __device__ constexpr int norm4_per
 {
     return sizeof(X) == 2 && NV % 2 == 0 ? 2 : 1;
 }
-template <int P, typename X> static __device__ __forceinline__ void ldg(const X *r, int j, float4 (&u)[P])
+template <int P, typename X>
+static __device__ __forceinline__ void ldg(const X *r, int j, float4 (&u)[P])
 {
     if constexpr (P == 1) {
         u[0] = ld4(r, j);
@@ -116,7 +120,8 @@ template <int P, typename X> static __device__ __forceinline__ void ldg(const X 
         u[1] = ld4((const bf16 *)&q, 1);
     }
 }
-template <int P, typename X> static __device__ __forceinline__ void stg(X *r, int j, const float4 (&u)[P])
+template <int P, typename X>
+static __device__ __forceinline__ void stg(X *r, int j, const float4 (&u)[P])
 {
     if constexpr (P == 1) {
         st4(r, j, u[0]);

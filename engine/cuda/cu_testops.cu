@@ -144,8 +144,8 @@ int gemm_call(cu_model *m, int kind, const bf16 *dW, int out, int in, const bf16
 
 /* One GEMM of the forward pass on device operands, with a model shell of its own:
  * GEMM_F32 cu_gemm (fp32 y), GEMM_ACC cu_gemm_acc (fp32 y += alpha ...), GEMM_ACC16
- * cu_gemm_acc16 (the same into bf16 y), GEMM_BF16 cu_gemm_bf16 (bf16 y); synchronized. Prefill shapes go through cu_lt_gemm's choice
- * (SALA_CUDA_LT). */
+ * cu_gemm_acc16 (the same into bf16 y), GEMM_BF16 cu_gemm_bf16 (bf16 y); synchronized.
+ * Prefill shapes go through cu_lt_gemm's choice (SALA_CUDA_LT). */
 int gemm_run(int kind, const bf16 *dW, int out, int in, const bf16 *dx, int T, float alpha,
              void *dy, sala_err *e)
 {
