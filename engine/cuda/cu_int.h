@@ -452,6 +452,11 @@ static __device__ __forceinline__ float cu_silu_mul(float g, float u)
 {
     return g * (1.0f / (1.0f + expf(-g))) * u;
 }
+/* A value of an fp32 or bf16 array as fp32, and a store rounding to the array's type. */
+static __device__ __forceinline__ float cu_f32(float v) { return v; }
+static __device__ __forceinline__ float cu_f32(bf16 v) { return __bfloat162float(v); }
+static __device__ __forceinline__ void cu_st1(float *p, float v) { *p = v; }
+static __device__ __forceinline__ void cu_st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
 
 /* ---- few-row products on the FMA units (cu_gemv.cu, docs/CUDA.md "Decode GEMV 2") ---- */
 #define CU_GEMV_T 8                   /* the kernel takes T <= this */

@@ -71,18 +71,14 @@ static __device__ float block_sum(float v)
 }
 
 /* The residual stream x is fp32 (decode, the CPU reference's arithmetic) or bf16 (prefill steps
- * by default: Hugging Face's residual stream, SALA-SPEC §3.1). X is its element type: as_f32
- * reads one value, ld4 / st4 four (16- or 8-byte accesses), a store rounds to X. */
-static __device__ __forceinline__ float as_f32(float v) { return v; }
-static __device__ __forceinline__ float as_f32(bf16 v) { return __bfloat162float(v); }
+ * by default: Hugging Face's residual stream, SALA-SPEC §3.1). X is its element type: cu_f32
+ * reads one value, ld4 / st4 four (16- or 8-byte accesses), a store rounds to X (cu_st1). */
 /* v as X holds it (rounded to bf16 for X = bf16); the pointer only picks the type */
 static __device__ __forceinline__ float rnd(const float *, float v) { return v; }
 static __device__ __forceinline__ float rnd(const bf16 *, float v)
 {
     return __bfloat162float(__float2bfloat16(v));
 }
-static __device__ __forceinline__ void st1(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
 static __device__ __forceinline__ float4 ld4(const float *p, int i)
 {
     return ((const float4 *)p)[i];
@@ -138,7 +134,7 @@ static __global__ void embed_kernel(const bf16 *E, const int32_t *tok, int D, fl
     const int t = blockIdx.x;
     const bf16 *er = E + (size_t)tok[t] * D;
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        st1(x + (size_t)t * D + i, __bfloat162float(er[i]) * scale);
+        cu_st1(x + (size_t)t * D + i, __bfloat162float(er[i]) * scale);
 }
 
 /* Four bf16 of E (8-byte loads) to four values of x per thread and step. */
@@ -187,10 +183,10 @@ static __global__ void add_norm_kernel(X *x, const float *a, float rs, const flo
     const float *ar = a ? a + (size_t)blockIdx.x * D : nullptr;
     float ss = 0.0f;
     for (int i = threadIdx.x; i < D; i += blockDim.x) {
-        float v = as_f32(xr[i]);
+        float v = cu_f32(xr[i]);
         if (ar) {
             v = rnd(xr, v + ar[i] * rs);
-            st1(xr + i, v);
+            cu_st1(xr + i, v);
         }
         ss += v * v;
     }
@@ -198,7 +194,7 @@ static __global__ void add_norm_kernel(X *x, const float *a, float rs, const flo
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)D + eps);
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        h[(size_t)blockIdx.x * D + i] = __float2bfloat16(as_f32(xr[i]) * inv * w[i]);
+        h[(size_t)blockIdx.x * D + i] = __float2bfloat16(cu_f32(xr[i]) * inv * w[i]);
 }
 
 /* Row per CTA (row rows[blockIdx.x], or blockIdx.x when rows is NULL), NV groups of four values
@@ -319,11 +315,11 @@ static __global__ void norm_rows_kernel(const X *x, const int32_t *rows, int D, 
 {
     const X *xr = x + (size_t)rows[blockIdx.x] * D;
     float ss = 0.0f;
-    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += as_f32(xr[i]) * as_f32(xr[i]);
+    for (int i = threadIdx.x; i < D; i += blockDim.x) ss += cu_f32(xr[i]) * cu_f32(xr[i]);
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)D + eps);
     for (int i = threadIdx.x; i < D; i += blockDim.x)
-        out[(size_t)blockIdx.x * D + i] = __float2bfloat16(as_f32(xr[i]) * inv * w[i] * scale);
+        out[(size_t)blockIdx.x * D + i] = __float2bfloat16(cu_f32(xr[i]) * inv * w[i] * scale);
 }
 
 template <typename X>
@@ -357,7 +353,7 @@ static __global__ void swiglu_kernel(const In *gu, int T, int I, bf16 *out)
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / I, j = i % I;
-        const float g = as_f32(gu[t * 2 * I + j]), u = as_f32(gu[t * 2 * I + I + j]);
+        const float g = cu_f32(gu[t * 2 * I + j]), u = cu_f32(gu[t * 2 * I + I + j]);
         out[i] = __float2bfloat16(cu_silu_mul(g, u));
     }
 }
@@ -429,7 +425,7 @@ static __global__ void gate_kernel(const float *o, const P *proj, int ld, int zo
     for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n;
          i += (size_t)gridDim.x * blockDim.x) {
         const size_t t = i / W, j = i % W;
-        out[i] = __float2bfloat16(o[i] * sigm(as_f32(proj[t * ld + zoff + j])));
+        out[i] = __float2bfloat16(o[i] * sigm(cu_f32(proj[t * ld + zoff + j])));
     }
 }
 
@@ -481,10 +477,10 @@ static __global__ void sparse_prep_kernel(const P *proj, int ld, int nh, int nkv
     const P *r = proj + (size_t)t * ld;
     const int nq = nh * d, nk = nkv * d;
     for (int i = threadIdx.x; i < nq; i += blockDim.x)
-        Qb[(size_t)t * nq + i] = __float2bfloat16(as_f32(r[i]));
+        Qb[(size_t)t * nq + i] = __float2bfloat16(cu_f32(r[i]));
     for (int i = threadIdx.x; i < nk; i += blockDim.x) {
-        Kc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(as_f32(r[nq + i]));
-        Vc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(as_f32(r[nq + nk + i]));
+        Kc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(cu_f32(r[nq + i]));
+        Vc[(size_t)(p0 + t) * nk + i] = __float2bfloat16(cu_f32(r[nq + nk + i]));
     }
 }
 

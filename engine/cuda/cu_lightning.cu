@@ -92,8 +92,9 @@ static __device__ __forceinline__ void rows_async(P *dst, int ldd, const P *src,
     }
 }
 
-/* proj's element type P: fp32 (proj) or bf16 (proj16). la_f: the value as fp32 (exact);
- * la_tf: as a TF32 operand (fp32 rounded to nearest; bf16 exact, its 8 mantissa bits fit). */
+/* proj's element type P: fp32 (proj) or bf16 (proj16). cu_f32 (cu_int.h): the value as fp32
+ * (exact); la_tf: as a TF32 operand (fp32 rounded to nearest; bf16 exact, its 8 mantissa bits
+ * fit). */
 template <typename P> static __device__ __forceinline__ const P *la_src(const la_args &a);
 template <> __device__ __forceinline__ const float *la_src<float>(const la_args &a)
 {
@@ -103,8 +104,6 @@ template <> __device__ __forceinline__ const bf16 *la_src<bf16>(const la_args &a
 {
     return a.proj16;
 }
-static __device__ __forceinline__ float la_f(float x) { return x; }
-static __device__ __forceinline__ float la_f(bf16 x) { return __bfloat162float(x); }
 static __device__ __forceinline__ uint32_t la_tf(float x) { return tf32(x); }
 static __device__ __forceinline__ uint32_t la_tf(bf16 x)
 {
@@ -215,10 +214,10 @@ static __global__ void __launch_bounds__(128) la_state_kernel(la_args a, int cr)
             uint32_t ah[MT][4], al[MT][4];
 #pragma unroll
             for (int m = 0; m < MT; m++) {
-                tf32_split(la_f(K[s0 * LK + 16 * m]) * w0, ah[m][0], al[m][0]);
-                tf32_split(la_f(K[s0 * LK + 16 * m + 8]) * w0, ah[m][1], al[m][1]);
-                tf32_split(la_f(K[s1 * LK + 16 * m]) * w1, ah[m][2], al[m][2]);
-                tf32_split(la_f(K[s1 * LK + 16 * m + 8]) * w1, ah[m][3], al[m][3]);
+                tf32_split(cu_f32(K[s0 * LK + 16 * m]) * w0, ah[m][0], al[m][0]);
+                tf32_split(cu_f32(K[s0 * LK + 16 * m + 8]) * w0, ah[m][1], al[m][1]);
+                tf32_split(cu_f32(K[s1 * LK + 16 * m]) * w1, ah[m][2], al[m][2]);
+                tf32_split(cu_f32(K[s1 * LK + 16 * m + 8]) * w1, ah[m][3], al[m][3]);
             }
 #pragma unroll
             for (int q = 0; q < NT; q++) {
@@ -293,10 +292,10 @@ static __global__ void __launch_bounds__(256) la_combine_kernel(la_args a, int c
 /* ---- pass 2: the output of one chunk ---- */
 
 /* Shared layout (floats): Q (64, D+4) | slot 1 | slot 2 | dn (65). Slot 1 holds K (64, D+4)
- * (bf16 Kh: (64, D+8) bf16), later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in rows [D/2, D). With bf16
- * proj (P = bf16) slot 2 first holds V (64, D+8) bf16 and the raw q rows (64, D) bf16, from
- * which each warp writes its normalized, rotated rows into Q: 64 (2D + 8) bf16 = 64 (D + 4)
- * floats, the same bytes. */
+ * (bf16 Kh: (64, D+8) bf16), later S_in rows [0, D/2) (D/2, D+8); slot 2 holds V, later S_in
+ * rows [D/2, D). With bf16 proj (P = bf16) slot 2 first holds V (64, D+8) bf16 and the raw q
+ * rows (64, D) bf16, from which each warp writes its normalized, rotated rows into Q: 64 (2D +
+ * 8) bf16 = 64 (D + 4) floats, the same bytes. */
 template <int D> static constexpr __host__ __device__ int la_slot()
 {
     return CU_LA_C * (D + 4) > D / 2 * (D + 8) ? CU_LA_C * (D + 4) : D / 2 * (D + 8);
@@ -315,9 +314,6 @@ template <int D> static constexpr size_t la_chunk_smem()
  * -> o. cv[k] = cos of angle l + 32k and cv[k + D/64] its sin (k < D/64): the lane's entries
  * of the rotation table row. la_prep_kernel's arithmetic, sums in its order; the partners i
  * and i + D/2 are in the same lane. */
-static __device__ __forceinline__ void la_st1(float *p, float v) { *p = v; }
-static __device__ __forceinline__ void la_st1(bf16 *p, float v) { *p = __float2bfloat16(v); }
-
 template <int D, typename O>
 static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], const float *w,
                                                     float eps, const float (&cv)[D / 32],
@@ -335,8 +331,8 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
         const int i = lane + 32 * k;
         const float lo = x[k] * inv * w[i], hi = x[k + KV / 2] * inv * w[i + H];
         const float c = cv[k], sn = cv[k + KV / 2];
-        la_st1(o + i, lo * c + hi * -sn);
-        la_st1(o + i + H, hi * c + lo * sn);
+        cu_st1(o + i, lo * c + hi * -sn);
+        cu_st1(o + i + H, hi * c + lo * sn);
     }
 }
 
@@ -371,7 +367,7 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         float x[KV];
         const P *r = la_src<P>(a) + (size_t)t * a.ld + nd + (size_t)n * D;
 #pragma unroll
-        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : la_f(r[lane + 32 * k]);
+        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
         la_norm_rope<D, P>(x, a.kn, a.eps, cv, o);
     }
 }
@@ -427,7 +423,7 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
             float x[KV];
 #pragma unroll
             for (int k = 0; k < KV; k++)
-                x[k] = H16 ? la_f(Qr[(m0 + rr) * D + lane + 32 * k])
+                x[k] = H16 ? cu_f32(Qr[(m0 + rr) * D + lane + 32 * k])
                            : Qs[(m0 + rr) * LQ + lane + 32 * k];
             la_norm_rope<D, float>(x, a.qn, a.eps, cv[rr], Qs + (m0 + rr) * LQ);
         }
