@@ -673,7 +673,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
     if (fa->pick && fa->pick->penalty != 1.0f && fa->pick->nrecent > 0)
         CU_TRY(pick_marks(s, fa->pick, e));   /* before the first segment: never captured */
     CU_TRY(seg_begin(s, e));
-    if (x16) K(OP_OTHER, k_embed16(st, m->embed, s->tok, T, D, (float)c->scale_emb, xb));
+    if (x16) K(OP_OTHER, k_embed(st, m->embed, s->tok, T, D, (float)c->scale_emb, xb));
     else K(OP_OTHER, k_embed(st, m->embed, graph ? s->dstep : s->tok, T, D, (float)c->scale_emb,
                              s->x));
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -681,7 +681,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         const cu_layer *L = &m->L[l];
         const int r0 = l == c->num_hidden_layers - 1 ? tail : 0, n = T - r0;
         const size_t o0 = (size_t)r0 * D;
-        if (x16) K(OP_OTHER, k_add_norm16(st, xb, NULL, rs, L->in_norm, eps, T, D, s->h));
+        if (x16) K(OP_OTHER, k_add_norm(st, xb, NULL, rs, L->in_norm, eps, T, D, s->h));
         else K(OP_OTHER, k_add_norm(st, s->x, l ? res : NULL, rs, L->in_norm, eps, T, D, s->h));
         if (c->mixer[l] == ENG_MIXER_SPARSE)
             CU_TRY(sparse_mixer(s, l, p0, T, r0, fa, frs, e));
@@ -689,7 +689,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
             CU_TRY(lightning_mixer(s, l, p0, T, r0, frs, e));
         if (n > 0) {
             if (x16)
-                K(OP_OTHER, k_add_norm16(st, xb + o0, NULL, rs, L->post_norm, eps, n, D,
+                K(OP_OTHER, k_add_norm(st, xb + o0, NULL, rs, L->post_norm, eps, n, D,
                                          s->h + o0));
             else
                 K(OP_OTHER, k_add_norm(st, s->x + o0, res ? res + o0 : NULL, rs, L->post_norm,
@@ -719,7 +719,7 @@ static int step_run(cu_seq *s, const int32_t *tok, int T, const int64_t *rows, i
         int32_t rr[CU_LOGIT_ROWS];
         for (int i = 0; i < n; i++) rr[i] = (int32_t)rows[r0 + i];
         CUDA_CHECK(cudaMemcpyAsync(s->rows, rr, (size_t)n * 4, cudaMemcpyHostToDevice, st));
-        if (x16) K(OP_OTHER, k_norm_rows16(st, xb, s->rows, n, D, m->final_norm, eps, ls, s->hf));
+        if (x16) K(OP_OTHER, k_norm_rows(st, xb, s->rows, n, D, m->final_norm, eps, ls, s->hf));
         else K(OP_OTHER, k_norm_rows(st, s->x, s->rows, n, D, m->final_norm, eps, ls, s->hf));
         GEMM(m->lm_head, V, D, s->hf, n, s->logits, V);
         if (fa->pick) {   /* n == 1 (cu_forward) */

@@ -93,21 +93,21 @@ cudaError_t k_pick_mark(cudaStream_t st, const int32_t *ids, int64_t n, int V, i
 cudaError_t k_pick(cudaStream_t st, const float *logits, int V, float pen, const int32_t *mark,
                    int32_t stamp, int32_t *out);
 
-/* The residual stream x in fp32 (the name without 16) or bf16 (16: prefill steps, cu_seq.x16;
- * a bf16 x stores each value rounded to nearest even). */
+/* The residual stream x in fp32 or bf16 (the overloads on bf16: prefill steps, cu_seq.x16; a
+ * bf16 x stores each value rounded to nearest even). */
 cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D, float scale,
                     float *x);                                   /* x (T, D) = E[tok] * scale */
-cudaError_t k_embed16(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
+cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
                       float scale, bf16 *x);
 /* x (T, D) += rs * a (a may be NULL); then h = bf16(rmsnorm(x) * w) when h != NULL. */
 cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, const float *w,
                        float eps, int T, int D, bf16 *h);
-cudaError_t k_add_norm16(cudaStream_t st, bf16 *x, const float *a, float rs, const float *w,
+cudaError_t k_add_norm(cudaStream_t st, bf16 *x, const float *a, float rs, const float *w,
                          float eps, int T, int D, bf16 *h);
 /* out (n, D) = bf16(rmsnorm(x[rows[r]]) * w * scale) */
 cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, int n, int D,
                         const float *w, float eps, float scale, bf16 *out);
-cudaError_t k_norm_rows16(cudaStream_t st, const bf16 *x, const int32_t *rows, int n, int D,
+cudaError_t k_norm_rows(cudaStream_t st, const bf16 *x, const int32_t *rows, int n, int D,
                           const float *w, float eps, float scale, bf16 *out);
 /* out (T, I) = bf16(silu(gu[:, :I]) * gu[:, I:]) for gu (T, 2I) */
 cudaError_t k_swiglu(cudaStream_t st, const float *gu, int T, int I, bf16 *out);

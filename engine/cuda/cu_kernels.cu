@@ -169,7 +169,7 @@ cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, i
     return embed_launch(st, E, tok, T, D, scale, x);
 }
 
-cudaError_t k_embed16(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
+cudaError_t k_embed(cudaStream_t st, const bf16 *E, const int32_t *tok, int T, int D,
                       float scale, bf16 *x)
 {
     return embed_launch(st, E, tok, T, D, scale, x);
@@ -303,7 +303,7 @@ cudaError_t k_add_norm(cudaStream_t st, float *x, const float *a, float rs, cons
     return add_norm_launch(st, x, a, rs, w, eps, T, D, h);
 }
 
-cudaError_t k_add_norm16(cudaStream_t st, bf16 *x, const float *a, float rs, const float *w,
+cudaError_t k_add_norm(cudaStream_t st, bf16 *x, const float *a, float rs, const float *w,
                          float eps, int T, int D, bf16 *h)
 {
     return add_norm_launch(st, x, a, rs, w, eps, T, D, h);
@@ -339,7 +339,7 @@ cudaError_t k_norm_rows(cudaStream_t st, const float *x, const int32_t *rows, in
     return norm_rows_launch(st, x, rows, n, D, w, eps, scale, out);
 }
 
-cudaError_t k_norm_rows16(cudaStream_t st, const bf16 *x, const int32_t *rows, int n, int D,
+cudaError_t k_norm_rows(cudaStream_t st, const bf16 *x, const int32_t *rows, int n, int D,
                           const float *w, float eps, float scale, bf16 *out)
 {
     return norm_rows_launch(st, x, rows, n, D, w, eps, scale, out);

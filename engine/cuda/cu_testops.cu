@@ -109,7 +109,7 @@ int op_add_norm(const float *x, const float *a, float rs, const float *w, int T,
     CU_TRY(up_f(P, w, D, &dw, e));
     dh = P.get<bf16>((size_t)T * D, &err);
     CUDA_CHECK(err);
-    if (x16) CUDA_CHECK(k_add_norm16(0, (bf16 *)dx, da, rs, dw, eps, T, D, dh));
+    if (x16) CUDA_CHECK(k_add_norm(0, (bf16 *)dx, da, rs, dw, eps, T, D, dh));
     else CUDA_CHECK(k_add_norm(0, (float *)dx, da, rs, dw, eps, T, D, dh));
     CU_TRY(down_x(P, x16, dx, (size_t)T * D, x_out, e));
     return down_b(P, dh, (size_t)T * D, h_out, e);
@@ -389,7 +389,7 @@ int op_norm_rows(const float *x, int64_t xrows, const int32_t *rows, int n, int 
     bf16 *dout = P.get<bf16>((size_t)n * D, &err);
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemcpy(drows, rows, (size_t)n * 4, cudaMemcpyHostToDevice));
-    if (x16) CUDA_CHECK(k_norm_rows16(0, (const bf16 *)dx, drows, n, D, dw, eps, scale, dout));
+    if (x16) CUDA_CHECK(k_norm_rows(0, (const bf16 *)dx, drows, n, D, dw, eps, scale, dout));
     else CUDA_CHECK(k_norm_rows(0, (const float *)dx, drows, n, D, dw, eps, scale, dout));
     return down_b(P, dout, (size_t)n * D, out, e);
 }
@@ -433,7 +433,7 @@ int op_embed(const float *E, int64_t V, const int32_t *tok, int T, int D, float 
     int32_t *dtok = P.get<int32_t>((size_t)T, &err);
     CUDA_CHECK(err);
     CUDA_CHECK(cudaMemcpy(dtok, tok, (size_t)T * 4, cudaMemcpyHostToDevice));
-    if (x16) CUDA_CHECK(k_embed16(0, dE, dtok, T, D, scale, (bf16 *)dx));
+    if (x16) CUDA_CHECK(k_embed(0, dE, dtok, T, D, scale, (bf16 *)dx));
     else CUDA_CHECK(k_embed(0, dE, dtok, T, D, scale, (float *)dx));
     return down_x(P, x16, dx, (size_t)T * D, x, e);
 }
