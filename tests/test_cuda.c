@@ -963,14 +963,15 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else tma11o for keys up to 32K and
- * tma15o beyond: the cases of both sides take both), each ring size, the users-only TMA rings
- * (15 and 11 consumer warps, in order and with slots reused out of order), the band forms
- * (k_band90 for block 0 and the local window, then tma15o / tma11o over the picks, for queries
- * whose lists have the model's structure; any other query, d = 64 and few queries as without
- * band) and the second version's kernel. */
-static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
-                                             "tma15o", "tma11o", "band15", "band11", "old"};
+ * the default (the split kernels for at most 16 queries, else the band form: k_band90 for block
+ * 0 and the local window, then tma11o for keys up to 32K and tma15o beyond over the picks, for
+ * queries whose lists have the model's structure; any other query and d = 64 as without band:
+ * the cases of both sides take both), the default without band, each ring size, the users-only
+ * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
+ * forms on either ring, and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "noband", "ring7", "ring11", "ring15", "tma15",
+                                             "tma11", "tma15o", "tma11o", "band15", "band11",
+                                             "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -1101,7 +1102,9 @@ static void t_attn_sparse(void)
 
 /* The users-only rings (tma15 / tma11 and their out-of-order forms tma15o / tma11o: TMA into
  * swizzled slots) and the band forms (band15 / band11: the same blocks, the forced ones summed
- * first by k_band90, so equal up to rounding: 1e-5 rel_l2 / 1e-4 max) against ring15
+ * first by k_band90; P is rounded to bf16 against another running max, so they differ from
+ * ring15 by about each kernel's own distance from the CPU twin, ~1.5e-3 (call b1: 1.73e-3):
+ * bound 3e-3 rel_l2 / 1e-2 max, under the twin tolerance 8e-3) against ring15
  * on many CTAs of model-shaped lists with random picks (each union block has few users, so consumers
  * skip most of the stream and the ring wraps often): same blocks, same order, same arithmetic
  * per warp, so the outputs should be equal; tolerance 1e-6 rel_l2 / 1e-5 max (no CPU twin: the
@@ -1135,7 +1138,7 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
                  (long long)L, T);
         diff(o[i], o[0], n, &rel, &mr);
         const bool band = !strncmp(v[i], "band", 4);
-        report(what, rel, mr, band ? 1e-5 : 1e-6, band ? 1e-4 : 1e-5);
+        report(what, rel, mr, band ? 3e-3 : 1e-6, band ? 1e-2 : 1e-5);
         /* d = 128 on sm_90a (where this suite runs): the band form really ran, so the sums'
          * order differs from ring15's somewhere (d = 64 has no band form: equal) */
         if (band) CU_ASSERT(d == 128 ? rel > 0.0 : rel == 0.0);

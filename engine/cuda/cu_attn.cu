@@ -1286,7 +1286,10 @@ static bool use_wmma(void)
  * 3-5 users an element, the consumers' chains bind, and 11 consumers with 5 slots were 4-5%
  * faster over a 32K prefill, calls o2 and o4), else tma15o (docs/CUDA.md "Sparse attention 9":
  * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
- * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made. */
+ * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made.
+ * The default (and band) first takes the band form (band_launch; docs/CUDA.md "Sparse attention
+ * 11": 10% less sparse attention at 32K, 2-3% at 128K), band15 / band11 with the 15 / 11
+ * consumer ring; noband: the default without it (the choice above). */
 #define CU_SATTN_SHORT 32768
 static int sattn_variant(void)
 {
@@ -1299,7 +1302,8 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "tma11")) return 211;
     if (s && !strcmp(s, "tma15o")) return 415;
     if (s && !strcmp(s, "tma11o")) return 411;
-    if (s && !strcmp(s, "band")) return 2;
+    if (s && !strcmp(s, "band")) return 1;
+    if (s && !strcmp(s, "noband")) return 2;
     if (s && !strcmp(s, "band15")) return 1415;
     if (s && !strcmp(s, "band11")) return 1411;
     return 1;
@@ -1414,9 +1418,9 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
 static float *band_buf;
 static size_t band_cap;
 
-/* The band form (SALA_CUDA_SATTN=band / band15 / band11: k_band90, then the out-of-order ring
- * with BAND over the rest, 15 or 11 consumer warps, band: as the default picks them); false:
- * nothing launched (the caller goes on with the plain ring). */
+/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11: k_band90, then the
+ * out-of-order ring with BAND over the rest, 15 or 11 consumer warps, v = 1: as the default
+ * picks them); false: nothing launched (the caller goes on with the plain ring). */
 static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
 {
     if (a->d != 128 || a->block != CU_KT || a->K_sel < CU_BAND_LOCAL + 2) return false;
@@ -1437,7 +1441,7 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
         b.part = band_buf;
         b.part_cap = band_cap;
     }
-    if (v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1415;
+    if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1415;
     if (!k_band90(st, &b, lg, err)) return false;
     if (*err != cudaSuccess) return true;
     if (v == 1411 ? su_launch<128, 11, false, true, true>(st, &b, lg, err)
@@ -1450,8 +1454,8 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
  * map can be made) for the register shapes when its shared memory fits (K_sel up to a few
  * thousand); else, and with SALA_CUDA_SATTN=old, the second
  * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel.
- * SALA_CUDA_SATTN=band / band15 / band11: band_launch after the split kernels' turn, else as
- * the default / tma15o / tma11o. */
+ * The default and SALA_CUDA_SATTN=band15 / band11: band_launch after the split kernels' turn,
+ * else (no band form) as noband / tma15o / tma11o. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -1461,11 +1465,11 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        const bool band = v == 2 || v == 1415 || v == 1411;
-        if ((v == 1 || band) && split_launch<true>(st, a, lg, &err)) return err;
+        const bool band = v == 1 || v == 1415 || v == 1411;
+        if ((band || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
         if (band && band_launch(st, a, lg, v, &err)) return err;
-        if (band) v = v == 2 ? 1 : v - 1000;
-        if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
+        if (v > 1000) v -= 1000;
+        if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
             done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
                         : sr_launch<64, 7, true>(st, a, lg, &err);
