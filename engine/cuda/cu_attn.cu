@@ -829,7 +829,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     }
     if (BAND && threadIdx.x == 0) *bandq = 0;
     __syncthreads();
-    if (BAND) {                                             /* warp w tests queries w, w + NC + 1.. */
+    if (BAND) {                                   /* warp w tests queries w, w + NC + 1, .. */
         for (int q = w; q < nq; q += NC + 1)
             if (band_list(lists + q * a.K_sel, a.K_sel, (a.p0 + tq0 + q) / CU_KT) && lane == 0)
                 atomicOr(bandq, 1u << q);

@@ -80,12 +80,14 @@ static __device__ __forceinline__ float dw_ex2(float x)
 
 /* One tile's online-softmax step on the S accumulators s (s[4 j + 2 hf + e]: row rq + 8 hf of
  * the warp, key column 8 j + 2 qd + e) in place: masked (when mask: column c is out iff c >
- * lim[hf], the last valid column of the row, or z <= c < lo[hf]; dense: lo = 0), scaled by sl (log2 domain), s = 2^(s sl - m_new); m, l (thread-partial sum)
- * updated; corr = 2^(m_old - m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0). */
+ * lim[hf], the last valid column of the row, or z <= c < lo[hf]; dense: lo = 0), scaled by sl
+ * (log2 domain), s = 2^(s sl - m_new); m, l (thread-partial sum) updated; corr = 2^(m_old -
+ * m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0). */
 template <bool FIRST>
 static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, const int (&lim)[2],
-                                                  const int (&lo)[2], int z, float sl, float (&m)[2], float (&l)[2],
-                                                  float (&corr)[2], int qd)
+                                                  const int (&lo)[2], int z, float sl,
+                                                  float (&m)[2], float (&l)[2], float (&corr)[2],
+                                                  int qd)
 {
     if (mask) {
 #pragma unroll
@@ -323,7 +325,8 @@ static __global__ void __launch_bounds__(384, 1)
             float *dst = a.part + ((size_t)(tr - a.t0) * a.nh + h) * (DW_D + 2);
 #pragma unroll
             for (int j = 0; j < 16; j++)
-                *(float2 *)(dst + 8 * j + 2 * qd) = make_float2(o[4 * j + 2 * hf], o[4 * j + 2 * hf + 1]);
+                *(float2 *)(dst + 8 * j + 2 * qd) =
+                    make_float2(o[4 * j + 2 * hf], o[4 * j + 2 * hf + 1]);
             if (qd == 0) *(float2 *)(dst + DW_D) = make_float2(m[hf], t);
             continue;
         }
@@ -352,6 +355,18 @@ cudaError_t cu_dense90_init(void)
     return cudaSuccess;
 }
 
+/* The Q, K and V maps of a launch over qrows queries and krows keys; false: none could be made. */
+static bool dw_maps(const attn_args *a, int64_t qrows, int64_t krows, CUtensorMap *tq,
+                    CUtensorMap *tk, CUtensorMap *tv)
+{
+    memset(tq, 0, sizeof(*tq));
+    memset(tk, 0, sizeof(*tk));
+    memset(tv, 0, sizeof(*tv));
+    return cu_tmap_2d(tq, a->Q, qrows, (int64_t)a->nh * DW_D, 64, 64) &&
+           cu_tmap_2d(tk, a->K, krows, (int64_t)a->nkv * DW_D, DW_BN, 64) &&
+           cu_tmap_2d(tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64);
+}
+
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err)
 {
     if (!dw_ready || !cu_sm90a() || (ns != 2 && ns != 3) || a->d != DW_D || a->n <= 0 ||
@@ -361,13 +376,7 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t 
     const int64_t nc = ((int64_t)a->n + DW_BM - 1) / DW_BM;
     if (krows > INT32_MAX - DW_BN || nc > 65535) return false;
     CUtensorMap tq, tk, tv;
-    memset(&tq, 0, sizeof(tq));
-    memset(&tk, 0, sizeof(tk));
-    memset(&tv, 0, sizeof(tv));
-    if (!cu_tmap_2d(&tq, a->Q, qrows, (int64_t)a->nh * DW_D, 64, 64) ||
-        !cu_tmap_2d(&tk, a->K, krows, (int64_t)a->nkv * DW_D, DW_BN, 64) ||
-        !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
-        return false;
+    if (!dw_maps(a, qrows, krows, &tq, &tk, &tv)) return false;
     const dim3 grid(a->nh, (unsigned)nc);
     if (ns == 3) dense90_kernel<3><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
     else dense90_kernel<2><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
@@ -390,13 +399,7 @@ bool k_band90(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
         need > a->part_cap)
         return false;
     CUtensorMap tq, tk, tv;
-    memset(&tq, 0, sizeof(tq));
-    memset(&tk, 0, sizeof(tk));
-    memset(&tv, 0, sizeof(tv));
-    if (!cu_tmap_2d(&tq, a->Q, qrows, (int64_t)a->nh * DW_D, 64, 64) ||
-        !cu_tmap_2d(&tk, a->K, krows, (int64_t)a->nkv * DW_D, DW_BN, 64) ||
-        !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
-        return false;
+    if (!dw_maps(a, qrows, krows, &tq, &tk, &tv)) return false;
     const dim3 grid(a->nh, (unsigned)nc);
     dense90_kernel<3, true><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
     *err = cudaGetLastError();
