@@ -963,12 +963,15 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 }
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
- * the default (the split kernels for at most 16 queries, else tma11o for keys up to 32K and
- * tma15o beyond: the cases of both sides take both), each ring size, the users-only TMA rings
- * (15 and 11 consumer warps, in order and with slots reused out of order) and the second
- * version's kernel. */
-static const char *const sattn_variants[] = {"", "ring7", "ring11", "ring15", "tma15", "tma11",
-                                             "tma15o", "tma11o", "old"};
+ * the default (the split kernels for at most 16 queries, else the band form: k_band90 for block
+ * 0 and the local window, then tma11o for keys up to 32K and tma15o beyond over the picks, for
+ * queries whose lists have the model's structure; any other query and d = 64 as without band:
+ * the cases of both sides take both), the default without band, each ring size, the users-only
+ * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
+ * forms on either ring, and the second version's kernel. */
+static const char *const sattn_variants[] = {"", "noband", "ring7", "ring11", "ring15", "tma15",
+                                             "tma11", "tma15o", "tma11o", "band15", "band11",
+                                             "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -1065,12 +1068,18 @@ static void t_attn_sparse(void)
     /* real shape: K = 96 blocks at long positions, a partial last CTA, G = 4 */
     attn_case_k(true, 32, 2, 128, 40000, 37, 96, 23);
     attn_case_k(true, 8, 2, 64, 9000, 50, 96, 24);
+    eng_rng r;
+    eng_rng_seed(&r, 31);
+    /* the same real shape with the model's lists (the band forms take it: a first CTA that
+     * starts 64 rows before t0, a last one half full) and with a band CTA per 128 positions
+     * over 4 of them (p0 + T = 40512: the last 64 queries in a CTA of their own) */
+    attn_run(true, 32, 2, 128, 40000, 37, 96, model_sel(&r, 40000, 37, 2, 96, 32, -1), 37);
+    attn_run(true, 32, 2, 128, 40000 - 64, 576, 96, model_sel(&r, 40000 - 64, 576, 2, 96, 32, -1),
+             38);
     /* ring kernel (fourth version), model-shaped lists (block 0 + 33 local + 62 scored = 96):
      * 32/2 x 128 far past dense_len with partial query blocks and a partial last CTA for every
      * ring size (61 = 8 x 7 + 5 = 5 x 11 + 6 = 4 x 15 + 1), so the union stream wraps the ring
      * many times; queries whose block starts mid-list (qb + 1 <= K: every block, partial last) */
-    eng_rng r;
-    eng_rng_seed(&r, 31);
     attn_run(true, 32, 2, 128, 120000 - 17, 61, 96, model_sel(&r, 120000 - 17, 61, 2, 96, 32, -1),
              32);
     attn_run(true, 32, 2, 128, 6100, 150, 96, model_sel(&r, 6100, 150, 2, 96, 32, -1), 33);
@@ -1092,7 +1101,10 @@ static void t_attn_sparse(void)
 }
 
 /* The users-only rings (tma15 / tma11 and their out-of-order forms tma15o / tma11o: TMA into
- * swizzled slots) against ring15
+ * swizzled slots) and the band forms (band15 / band11: the same blocks, the forced ones summed
+ * first by k_band90; P is rounded to bf16 against another running max, so they differ from
+ * ring15 by about each kernel's own distance from the CPU twin, ~1.5e-3 (call b1: 1.73e-3):
+ * bound 3e-3 rel_l2 / 1e-2 max, under the twin tolerance 8e-3) against ring15
  * on many CTAs of model-shaped lists with random picks (each union block has few users, so consumers
  * skip most of the stream and the ring wraps often): same blocks, same order, same arithmetic
  * per warp, so the outputs should be equal; tolerance 1e-6 rel_l2 / 1e-5 max (no CPU twin: the
@@ -1108,9 +1120,10 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 5 };
+    enum { NV = 7 };
     float *o[NV];
-    const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o"};
+    const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o", "band15",
+                               "band11"};
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);
         for (size_t j = 0; j < n; j++) o[i][j] = NAN;
@@ -1124,7 +1137,11 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
         snprintf(what, sizeof(what), "%s vs ring15 nh=%d d=%d L=%lld T=%d", v[i], nh, d,
                  (long long)L, T);
         diff(o[i], o[0], n, &rel, &mr);
-        report(what, rel, mr, 1e-6, 1e-5);
+        const bool band = !strncmp(v[i], "band", 4);
+        report(what, rel, mr, band ? 3e-3 : 1e-6, band ? 1e-2 : 1e-5);
+        /* d = 128 on sm_90a (where this suite runs): the band form really ran, so the sums'
+         * order differs from ring15's somewhere (d = 64 has no band form: equal) */
+        if (band) CU_ASSERT(d == 128 ? rel > 0.0 : rel == 0.0);
     }
     for (int i = 0; i < NV; i++) free(o[i]);
     free(Q), free(Kc), free(Vc), free(sel);

@@ -762,10 +762,32 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * or `empty[s]` completed phase u - 1 (exact: phase u needs the producer's own arrival at issue
  * u). At issue it packs the slot and its `full` phase parity (u & 1) into tab_b[k] (block ids
  * < 2^28) before the release of `issued`, so a user reads them after its acquire of `issued` >
- * k; the parity wait is exact as above (issue u + 1 of the slot needs this user's arrival). */
+ * k; the parity wait is exact as above (issue u + 1 of the slot needs this user's arrival).
+ * BAND (docs/CUDA.md "Sparse attention 11"): k_band90 did the forced blocks of every query
+ * (block 0 and qb - CU_BAND_LOCAL .. qb) and left each row's state in a.part (n, nh, D + 2).
+ * A query whose list has that structure, [0, nr picks in 1 .. qb - CU_BAND_LOCAL - 1,
+ * qb - CU_BAND_LOCAL .. qb] with nr = K_sel - CU_BAND_LOCAL - 2 (no -1 among them), walks only
+ * its picks (entries 1 .. nr) and its rows start from the band state; any other query walks its
+ * whole list from (-inf, 0, 0), so a list without the structure never gives a wrong answer. */
 #define SU_HDR 256                                  /* bytes: full, empty (8 each), issued, pub */
 
-template <int D, int NC, bool QREG, bool OOO = false>
+/* Whether list l (K entries) of a query in block qb has the band structure (BAND above): the
+ * warp's lanes test its entries, every lane gets the answer. */
+static __device__ __forceinline__ bool band_list(const int32_t *l, int K, int64_t qb)
+{
+    const int nr = K - CU_BAND_LOCAL - 2;
+    bool ok = nr >= 0 && qb - CU_BAND_LOCAL >= 1;
+    for (int k = threadIdx.x & 31; ok && k < K; k += 32) {
+        const int64_t b = l[k];
+        const bool good = k == 0    ? b == 0
+                          : k <= nr ? b >= 1 && b < qb - CU_BAND_LOCAL
+                                    : b == qb - CU_BAND_LOCAL + (k - nr - 1);
+        if (!good) ok = false;
+    }
+    return __all_sync(0xffffffffu, ok);
+}
+
+template <int D, int NC, bool QREG, bool OOO = false, bool BAND = false>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
                        const __grid_constant__ CUtensorMap tk,
@@ -776,6 +798,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     extern __shared__ __align__(128) unsigned char smraw[];
     uint64_t *full = (uint64_t *)smraw, *empty = full + SR_MAXNS;
     int *issued = (int *)(empty + SR_MAXNS), *pub = issued + 1;
+    uint32_t *bandq = (uint32_t *)(pub + 1);        /* BAND: queries with the band structure */
     constexpr int DONE = 1 << 30, LEAD = 64;             /* pub: entries written (| DONE) */
     int32_t *lists = (int32_t *)(smraw + SU_HDR);
     int32_t *tab_b = (int32_t *)(smraw + SU_HDR + lst_bytes);
@@ -804,7 +827,14 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         const int q = idx / a.K_sel, k = idx % a.K_sel;
         lists[idx] = q < nq ? a.sel[((size_t)(tq0 + q) * a.nkv + g) * a.K_sel + k] : -1;
     }
+    if (BAND && threadIdx.x == 0) *bandq = 0;
     __syncthreads();
+    if (BAND) {                                   /* warp w tests queries w, w + NC + 1, .. */
+        for (int q = w; q < nq; q += NC + 1)
+            if (band_list(lists + q * a.K_sel, a.K_sel, (a.p0 + tq0 + q) / CU_KT) && lane == 0)
+                atomicOr(bandq, 1u << q);
+        __syncthreads();
+    }
 
     /* producer: element k (block b, query mask) into slot s (k % ns, or with OOO any free one:
      * then the slot and its full phase's parity par go into tab_b[k] beside b, for the users to
@@ -835,8 +865,9 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     bool rv[2];
     uint32_t *qs = (uint32_t *)(Qs + (size_t)w * KS * 32 + lane);   /* this lane's fragments */
     if (w == NC) {                                          /* producer */
-        sel_cursor cur(lane < nq ? lists + lane * a.K_sel : nullptr, a.K_sel,
-                       (a.p0 + tq0 + lane) / CU_KT);
+        const bool bl = BAND && ((*bandq >> lane) & 1);    /* its picks only */
+        sel_cursor cur(lane < nq ? lists + lane * a.K_sel + bl : nullptr,
+                       bl ? a.K_sel - CU_BAND_LOCAL - 2 : a.K_sel, (a.p0 + tq0 + lane) / CU_KT);
         int walked = 0;
         bool wdone = false;
         auto walk_one = [&]() {                             /* the next union entry */
@@ -896,6 +927,26 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     ring_q<D, QREG> qf;                                     /* m16 tile of queries w*QPT.. */
     qf.load(a, lg, g, tq0, w * QPT, nq, qs, prow, qwr, rv);
     flash_acc<D> acc;
+    if (BAND) {                            /* rows of band queries go on from the band state */
+        const uint32_t bq = *bandq;
+        const int qd = lane & 3, rq = lane >> 2;
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) {
+            const int qc = w * QPT + qwr[hf];
+            if (!rv[hf] || !((bq >> qc) & 1)) continue;
+            const int h = g * (1 << lg) + ((rq + 8 * hf) & ((1 << lg) - 1));
+            const float *src = a.part + ((size_t)(tq0 - a.t0 + qc) * a.nh + h) * (D + 2);
+#pragma unroll
+            for (int i = 0; i < D / 8; i++) {
+                const float2 v = *(const float2 *)(src + 8 * i + 2 * qd);
+                acc.o[i][2 * hf] = v.x;
+                acc.o[i][2 * hf + 1] = v.y;
+            }
+            const float2 ml = *(const float2 *)(src + D);
+            acc.mrow[hf] = ml.x;
+            acc.lrow[hf] = qd == 0 ? ml.y : 0.0f;
+        }
+    }
     const uint32_t wmask = qmask << (w * QPT);
     for (int base = 0;; base += 32) {
         /* entries base.. published (each lane acquires; the warp takes the least it saw) */
@@ -1235,7 +1286,10 @@ static bool use_wmma(void)
  * 3-5 users an element, the consumers' chains bind, and 11 consumers with 5 slots were 4-5%
  * faster over a 32K prefill, calls o2 and o4), else tma15o (docs/CUDA.md "Sparse attention 9":
  * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
- * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made. */
+ * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made.
+ * The default (and band) first takes the band form (band_launch; docs/CUDA.md "Sparse attention
+ * 11": 10% less sparse attention at 32K, 2-3% at 128K), band15 / band11 with the 15 / 11
+ * consumer ring; noband: the default without it (the choice above). */
 #define CU_SATTN_SHORT 32768
 static int sattn_variant(void)
 {
@@ -1248,6 +1302,10 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "tma11")) return 211;
     if (s && !strcmp(s, "tma15o")) return 415;
     if (s && !strcmp(s, "tma11o")) return 411;
+    if (s && !strcmp(s, "band")) return 1;
+    if (s && !strcmp(s, "noband")) return 2;
+    if (s && !strcmp(s, "band15")) return 1415;
+    if (s && !strcmp(s, "band11")) return 1411;
     return 1;
 }
 
@@ -1292,7 +1350,7 @@ static bool tmap_kv(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols
 /* Launch sparse_user_kernel; false (nothing launched) when its shared memory does not fit or
  * no tensor map could be made. Shared memory: header, lists + table (3 x NQ x K_sel ints),
  * Q fragments (!QREG), then ns slots (unpadded, 1 KB aligned). */
-template <int D, int NC, bool QREG, bool OOO = false>
+template <int D, int NC, bool QREG, bool OOO = false, bool BAND = false>
 static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
     const int QPT = 16 >> lg, ncw = NC < 32 / QPT ? NC : 32 / QPT, nq = ncw * QPT;
@@ -1312,7 +1370,7 @@ static bool su_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     if (rows > INT32_MAX || !tmap_kv(&tk, a->K, rows, cols) || !tmap_kv(&tv, a->V, rows, cols))
         return false;
     const dim3 grid((a->n + nq - 1) / nq, a->nkv);
-    sparse_user_kernel<D, NC, QREG, OOO><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
+    sparse_user_kernel<D, NC, QREG, OOO, BAND><<<grid, 32 * (NC + 1), fixed + ns * slot, st>>>(
         *a, lg, ncw, (int)ns, (int)lst, tk, tv);
     *err = cudaGetLastError();
     return true;
@@ -1355,10 +1413,49 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
+/* The band state of a launch without a->part: a buffer of this file's, grown as needed (its
+ * cudaFree waits for the device) and kept until the process ends. */
+static float *band_buf;
+static size_t band_cap;
+
+/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11: k_band90, then the
+ * out-of-order ring with BAND over the rest, 15 or 11 consumer warps, v = 1: as the default
+ * picks them); false: nothing launched (the caller goes on with the plain ring). */
+static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
+{
+    if (a->d != 128 || a->block != CU_KT || a->K_sel < CU_BAND_LOCAL + 2) return false;
+    attn_args b = *a;
+    size_t need;
+    if (__builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (128 + 2), &need)) return false;
+    if (!b.part || b.part_cap < need) {
+        if (band_cap < need) {
+            cudaFree(band_buf);
+            band_buf = nullptr;
+            band_cap = 0;
+            if ((*err = cudaMalloc(&band_buf, need * 4)) != cudaSuccess) {
+                band_buf = nullptr;
+                return true;
+            }
+            band_cap = need;
+        }
+        b.part = band_buf;
+        b.part_cap = band_cap;
+    }
+    if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1415;
+    if (!k_band90(st, &b, lg, err)) return false;
+    if (*err != cudaSuccess) return true;
+    if (v == 1411 ? su_launch<128, 11, false, true, true>(st, &b, lg, err)
+                  : su_launch<128, 15, false, true, true>(st, &b, lg, err))
+        return true;
+    return false;                 /* no ring: the caller's plain kernels take the whole lists */
+}
+
 /* Few queries (decode): the split kernels; else the TMA users-only ring (ring15 where no tensor
  * map can be made) for the register shapes when its shared memory fits (K_sel up to a few
  * thousand); else, and with SALA_CUDA_SATTN=old, the second
- * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel. */
+ * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel.
+ * The default and SALA_CUDA_SATTN=band15 / band11: band_launch after the split kernels' turn,
+ * else (no band form) as noband / tma15o / tma11o. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -1368,8 +1465,11 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        if (v == 1 && split_launch<true>(st, a, lg, &err)) return err;
-        if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
+        const bool band = v == 1 || v == 1415 || v == 1411;
+        if ((band || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
+        if (band && band_launch(st, a, lg, v, &err)) return err;
+        if (v > 1000) v -= 1000;
+        if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
             done = d128 ? sr_launch<128, 7, true>(st, a, lg, &err)
                         : sr_launch<64, 7, true>(st, a, lg, &err);
@@ -1413,9 +1513,9 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
-template <int D, int NC, bool OOO = false> static cudaError_t su_init(void)
+template <int D, int NC, bool OOO = false, bool BAND = false> static cudaError_t su_init(void)
 {
-    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO>,
+    return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO, BAND>,
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
@@ -1448,6 +1548,7 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 11>(),        su_init<64, 11>(),
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
+                             su_init<128, 15, true, true>(), su_init<128, 11, true, true>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)

@@ -23,7 +23,16 @@
  * Rows past the launch's last query and keys past pmax are zero-filled by the tensor maps (never
  * stored / masked by j <= p). Key j is used iff j <= p. Grid (nh, CTAs), the heads fastest and
  * the longest CTAs first (as dense_kernel). Body compiled for sm_90a only
- * (__CUDA_ARCH_FEAT_SM90_ALL); the host takes it only where cu_sm90a() says that image runs. */
+ * (__CUDA_ARCH_FEAT_SM90_ALL); the host takes it only where cu_sm90a() says that image runs.
+ *
+ * BAND (k_band90, docs/CUDA.md "Sparse attention 11"): the forced part of a sparse prefill
+ * query's selection (SALA-SPEC §3.6: block 0 and the local blocks qb - CU_BAND_LOCAL .. qb),
+ * keys {j < 64} ∪ [64 (qb - CU_BAND_LOCAL), p]. CTAs start at positions aligned to 128, so each
+ * consumer's 64 rows share one qb (rows outside [t0, t0 + n) are computed and not stored; Q rows
+ * before row 0 are zero-filled by the map). Key tiles: tile 0 (when the window starts past it),
+ * then the window's tiles; masked where a tile reaches below the warpgroup's window start or past
+ * its first row. Out: the unnormalized online-softmax state of each row, band (n, nh, d + 2):
+ * O (d), max (log2 domain, scaled), sum; the sparse ring goes on from it. */
 #include "engine/cuda/cu_int.h"
 #include "engine/cuda/cu_mma.cuh"
 
@@ -70,13 +79,15 @@ static __device__ __forceinline__ float dw_ex2(float x)
 }
 
 /* One tile's online-softmax step on the S accumulators s (s[4 j + 2 hf + e]: row rq + 8 hf of
- * the warp, key column 8 j + 2 qd + e) in place: masked (lim[hf]: the last valid column of the
- * row, when mask), scaled by sl (log2 domain), s = 2^(s sl - m_new); m, l (thread-partial sum)
- * updated; corr = 2^(m_old - m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0). */
+ * the warp, key column 8 j + 2 qd + e) in place: masked (when mask: column c is out iff c >
+ * lim[hf], the last valid column of the row, or z <= c < lo[hf]; dense: lo = 0), scaled by sl
+ * (log2 domain), s = 2^(s sl - m_new); m, l (thread-partial sum) updated; corr = 2^(m_old -
+ * m_new) returned for O. FIRST: no previous tile (m = -inf, l = 0). */
 template <bool FIRST>
 static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, const int (&lim)[2],
-                                                  float sl, float (&m)[2], float (&l)[2],
-                                                  float (&corr)[2], int qd)
+                                                  const int (&lo)[2], int z, float sl,
+                                                  float (&m)[2], float (&l)[2], float (&corr)[2],
+                                                  int qd)
 {
     if (mask) {
 #pragma unroll
@@ -85,7 +96,9 @@ static __device__ __forceinline__ void dw_softmax(float (&s)[64], bool mask, con
             for (int hf = 0; hf < 2; hf++)
 #pragma unroll
                 for (int e = 0; e < 2; e++)
-                    if (8 * j + 2 * qd + e > lim[hf]) s[4 * j + 2 * hf + e] = -INFINITY;
+                    if (8 * j + 2 * qd + e > lim[hf] ||
+                        (8 * j + 2 * qd + e >= z && 8 * j + 2 * qd + e < lo[hf]))
+                        s[4 * j + 2 * hf + e] = -INFINITY;
     }
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) {
@@ -124,7 +137,7 @@ static __device__ __forceinline__ void dw_pack(const float (&s)[64], uint32_t (&
 }
 #endif
 
-template <int NS>
+template <int NS, bool BAND = false>
 static __global__ void __launch_bounds__(384, 1)
     dense90_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
                    const __grid_constant__ CUtensorMap tv, attn_args a, int lg)
@@ -138,10 +151,22 @@ static __global__ void __launch_bounds__(384, 1)
     const int wg = threadIdx.x / 128, tid = threadIdx.x % 128;
     const int h = blockIdx.x, g = h >> lg;
     const int cta = (int)(gridDim.y - 1 - blockIdx.y);                /* long first */
-    const int tq0 = a.t0 + cta * DW_BM, tend = a.t0 + a.n;
+    const int tend = a.t0 + a.n;
+    /* BAND: the CTA's first row at a position aligned to 128 (tq0 may be below t0, even < 0) */
+    const int tq0 = BAND ? (int)((a.p0 + a.t0) / DW_BM * DW_BM + (int64_t)cta * DW_BM - a.p0)
+                         : a.t0 + cta * DW_BM;
     const int nq = tend - tq0 < DW_BM ? tend - tq0 : DW_BM;
     const int64_t pmax = a.p0 + tq0 + nq - 1;
-    const int nb = (int)(pmax / DW_BN) + 1;
+    /* key tiles: b -> tile kt(b) = b (dense); BAND: tile 0 first when the window's first tile
+     * lt (of the CTA's first row) is past it (sep), then lt .. pmax / DW_BN */
+    int lt = 0, sep = 0;
+    if (BAND) {
+        const int64_t qb0 = (a.p0 + tq0) / CU_KT - CU_BAND_LOCAL;
+        lt = (int)((qb0 > 0 ? qb0 : 0) * CU_KT / DW_BN);
+        sep = lt > 0;
+    }
+    auto ktile = [&](int b) { return BAND ? (sep && b == 0 ? 0 : lt + b - sep) : b; };
+    const int nb = (int)(pmax / DW_BN) + 1 - lt + sep;
     if (threadIdx.x == 0) {
         mbar_init(qbar, 1);
         for (int s = 0; s < NS; s++) {
@@ -164,11 +189,12 @@ static __global__ void __launch_bounds__(384, 1)
             const uint32_t kt = ring + s * 2 * DW_TILE, vt = kt + DW_TILE;
             if (b >= NS) mbar_wait(empty + 8 * s, (b / NS - 1) & 1);
             mbar_arrive_tx(kfull + 8 * s, DW_TILE);
-            tma_load_2d(kt, &tk, g * DW_D, b * DW_BN, kfull + 8 * s);
-            tma_load_2d(kt + DW_TILE / 2, &tk, g * DW_D + 64, b * DW_BN, kfull + 8 * s);
+            const int j0 = ktile(b) * DW_BN;
+            tma_load_2d(kt, &tk, g * DW_D, j0, kfull + 8 * s);
+            tma_load_2d(kt + DW_TILE / 2, &tk, g * DW_D + 64, j0, kfull + 8 * s);
             mbar_arrive_tx(vfull + 8 * s, DW_TILE);
-            tma_load_2d(vt, &tv, g * DW_D, b * DW_BN, vfull + 8 * s);
-            tma_load_2d(vt + DW_TILE / 2, &tv, g * DW_D + 64, b * DW_BN, vfull + 8 * s);
+            tma_load_2d(vt, &tv, g * DW_D, j0, vfull + 8 * s);
+            tma_load_2d(vt + DW_TILE / 2, &tv, g * DW_D + 64, j0, vfull + 8 * s);
         }
         return;
     }
@@ -176,7 +202,13 @@ static __global__ void __launch_bounds__(384, 1)
     const int c = wg - 1, warp = tid / 32, lane = tid % 32, qd = lane & 3, rq = lane >> 2;
     const int64_t pw0 = a.p0 + tq0 + 64 * c;                 /* the warpgroup's first position */
     const int64_t pw1 = pw0 + 63 < pmax ? pw0 + 63 : pmax;   /* its last valid one */
-    const int nbw = pw0 <= pmax ? (int)(pw1 / DW_BN) + 1 : 0;     /* tiles it computes */
+    const int nbw = pw0 <= pmax ? (int)(pw1 / DW_BN) + 1 - lt + sep : 0;  /* tiles it computes */
+    /* BAND: the warpgroup's window starts at key lw (its 64 rows share one qb) */
+    int64_t lw = 0;
+    if (BAND) {
+        const int64_t qbw = pw0 / CU_KT - CU_BAND_LOCAL;
+        lw = (qbw > 0 ? qbw : 0) * CU_KT;
+    }
     int64_t prow[2];
 #pragma unroll
     for (int hf = 0; hf < 2; hf++) prow[hf] = pw0 + 16 * warp + rq + 8 * hf;
@@ -204,13 +236,20 @@ static __global__ void __launch_bounds__(384, 1)
         for (int kk = 0; kk < 8; kk++) dw_pv(o, pa[kk], dw_vdesc(va + kk * 2048, DW_TILE / 2));
         wg_commit();
     };
-    /* the last valid column of each row in tile b (-1 .. 127) */
+    /* the last valid column of each row in tile b (-1 .. 127); BAND: columns z <= c < lo (below
+     * the window; z = 64 on tile 0: block 0 stays) out too (dense: lo = 0) */
+    int lo[2] = {0, 0}, z = 0;
     auto limits = [&](int b, int (&lim)[2]) {
-        const int64_t j0 = (int64_t)b * DW_BN;
+        const int64_t j0 = (int64_t)ktile(b) * DW_BN;
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int64_t d = prow[hf] - j0;
             lim[hf] = d < 0 ? -1 : (d > DW_BN - 1 ? DW_BN - 1 : (int)d);
+        }
+        if (BAND) {
+            const int64_t dl = lw - j0;
+            lo[0] = lo[1] = dl < 0 ? 0 : (dl > DW_BN ? DW_BN : (int)dl);
+            z = j0 == 0 ? CU_KT : 0;
         }
     };
 
@@ -232,7 +271,7 @@ static __global__ void __launch_bounds__(384, 1)
         wg_wait<1>();                                        /* S of tile b */
         wg_keep(s);
         if (decltype(mask)::value) limits(b, lim);
-        dw_softmax<false>(s, decltype(mask)::value, lim, sl, m, l, corr, qd);
+        dw_softmax<false>(s, decltype(mask)::value, lim, lo, z, sl, m, l, corr, qd);
         wg_wait<0>();                                        /* P V of tile b - 1 */
         wg_keep(o);
         release(sp);
@@ -243,8 +282,10 @@ static __global__ void __launch_bounds__(384, 1)
         dw_pack(s, pa);
     };
     if (nbw > 0) {
-        /* tiles from bm on hold a key past the warpgroup's first position pw0 */
-        const int bm = (int)((pw0 + 1) / DW_BN);
+        /* tiles from bm on hold a key past the warpgroup's first position pw0; BAND: tiles
+         * before bf start below its window */
+        const int bm = (int)((pw0 + 1) / DW_BN) - lt + sep;
+        const int bf = BAND ? sep + (int)((lw + DW_BN - 1) / DW_BN) - lt : 1;
 #pragma unroll
         for (int i = 0; i < 64; i++) o[i] = 0.0f;
         mbar_wait(qbar, 0);
@@ -254,11 +295,13 @@ static __global__ void __launch_bounds__(384, 1)
         wg_wait<0>();
         wg_keep(s);
         limits(0, lim);
-        dw_softmax<true>(s, true, lim, sl, m, l, corr, qd);
+        dw_softmax<true>(s, true, lim, lo, z, sl, m, l, corr, qd);
         dw_pack(s, pa);
-        const int bu = bm < nbw ? bm : nbw;
-        for (int b = 1; b < bu; b++) step(b, dw_bool<false>());
-        for (int b = bm > 1 ? bm : 1; b < nbw; b++) step(b, dw_bool<true>());
+        const int bu = bm < nbw ? bm : nbw, b1 = bf > 1 ? bf : 1;
+        if (BAND)
+            for (int b = 1; b < b1 && b < nbw; b++) step(b, dw_bool<true>());
+        for (int b = b1; b < bu; b++) step(b, dw_bool<false>());
+        for (int b = bm > b1 ? bm : b1; b < nbw; b++) step(b, dw_bool<true>());
         const int sl_ = (nbw - 1) % NS;
         mbar_wait(vfull + 8 * sl_, ((nbw - 1) / NS) & 1);
         wg_fence();
@@ -277,7 +320,16 @@ static __global__ void __launch_bounds__(384, 1)
     for (int hf = 0; hf < 2; hf++) {
         const float t = quad_sum(l[hf]);
         const int tr = tq0 + 64 * c + 16 * warp + rq + 8 * hf;
-        if (tr >= tend) continue;
+        if (tr >= tend || tr < a.t0) continue;
+        if (BAND) {                              /* the state: O unnormalized, max, sum */
+            float *dst = a.part + ((size_t)(tr - a.t0) * a.nh + h) * (DW_D + 2);
+#pragma unroll
+            for (int j = 0; j < 16; j++)
+                *(float2 *)(dst + 8 * j + 2 * qd) =
+                    make_float2(o[4 * j + 2 * hf], o[4 * j + 2 * hf + 1]);
+            if (qd == 0) *(float2 *)(dst + DW_D) = make_float2(m[hf], t);
+            continue;
+        }
         const float inv = t > 0.0f ? 1.0f / t : 0.0f;
         float *dst = a.O + ((size_t)tr * a.nh + h) * DW_D + 2 * qd;
 #pragma unroll
@@ -296,10 +348,23 @@ cudaError_t cu_dense90_init(void)
     const cudaFuncAttribute dyn = cudaFuncAttributeMaxDynamicSharedMemorySize;
     cudaError_t err;
     if ((err = cudaFuncSetAttribute(dense90_kernel<2>, dyn, DW_SMEM(2))) != cudaSuccess ||
-        (err = cudaFuncSetAttribute(dense90_kernel<3>, dyn, DW_SMEM(3))) != cudaSuccess)
+        (err = cudaFuncSetAttribute(dense90_kernel<3>, dyn, DW_SMEM(3))) != cudaSuccess ||
+        (err = cudaFuncSetAttribute(dense90_kernel<3, true>, dyn, DW_SMEM(3))) != cudaSuccess)
         return err;
     dw_ready = true;
     return cudaSuccess;
+}
+
+/* The Q, K and V maps of a launch over qrows queries and krows keys; false: none could be made. */
+static bool dw_maps(const attn_args *a, int64_t qrows, int64_t krows, CUtensorMap *tq,
+                    CUtensorMap *tk, CUtensorMap *tv)
+{
+    memset(tq, 0, sizeof(*tq));
+    memset(tk, 0, sizeof(*tk));
+    memset(tv, 0, sizeof(*tv));
+    return cu_tmap_2d(tq, a->Q, qrows, (int64_t)a->nh * DW_D, 64, 64) &&
+           cu_tmap_2d(tk, a->K, krows, (int64_t)a->nkv * DW_D, DW_BN, 64) &&
+           cu_tmap_2d(tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64);
 }
 
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err)
@@ -311,16 +376,32 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t 
     const int64_t nc = ((int64_t)a->n + DW_BM - 1) / DW_BM;
     if (krows > INT32_MAX - DW_BN || nc > 65535) return false;
     CUtensorMap tq, tk, tv;
-    memset(&tq, 0, sizeof(tq));
-    memset(&tk, 0, sizeof(tk));
-    memset(&tv, 0, sizeof(tv));
-    if (!cu_tmap_2d(&tq, a->Q, qrows, (int64_t)a->nh * DW_D, 64, 64) ||
-        !cu_tmap_2d(&tk, a->K, krows, (int64_t)a->nkv * DW_D, DW_BN, 64) ||
-        !cu_tmap_2d(&tv, a->V, krows, (int64_t)a->nkv * DW_D, DW_BN, 64))
-        return false;
+    if (!dw_maps(a, qrows, krows, &tq, &tk, &tv)) return false;
     const dim3 grid(a->nh, (unsigned)nc);
     if (ns == 3) dense90_kernel<3><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
     else dense90_kernel<2><<<grid, 384, DW_SMEM(2), st>>>(tq, tk, tv, *a, lg);
+    *err = cudaGetLastError();
+    return true;
+}
+
+bool k_band90(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
+{
+    if (!dw_ready || !cu_sm90a() || a->d != DW_D || a->block != CU_KT || a->n <= 0 ||
+        a->t0 < 0 || a->p0 < 0 || !a->part ||
+        ((uintptr_t)a->Q | (uintptr_t)a->K | (uintptr_t)a->V | (uintptr_t)a->part) % 16 != 0)
+        return false;
+    const int64_t qrows = (int64_t)a->t0 + a->n, krows = a->p0 + qrows;
+    const int64_t first = (a->p0 + a->t0) / DW_BM, last = (krows - 1) / DW_BM;
+    const int64_t nc = last - first + 1;
+    size_t need;
+    if (krows > INT32_MAX - DW_BN || nc > 65535 ||
+        __builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (DW_D + 2), &need) ||
+        need > a->part_cap)
+        return false;
+    CUtensorMap tq, tk, tv;
+    if (!dw_maps(a, qrows, krows, &tq, &tk, &tv)) return false;
+    const dim3 grid(a->nh, (unsigned)nc);
+    dense90_kernel<3, true><<<grid, 384, DW_SMEM(3), st>>>(tq, tk, tv, *a, lg);
     *err = cudaGetLastError();
     return true;
 }

@@ -185,8 +185,14 @@ typedef struct {
     int64_t p0; int t0, n;
     int nh, nkv, d, block;
     float scale;
-    float *part; size_t part_cap;         /* optional split scratch (NULL: the shared one) */
+    float *part; size_t part_cap;         /* optional split scratch (NULL: the shared one); a
+                                             band launch's state (n, nh, d + 2) (NULL: a
+                                             buffer of cu_attn.cu's own) */
 } attn_args;
+/* Local blocks before a query's own block that the top-K forces (window 2048 / block 64,
+ * SALA-SPEC §3.6): the band form of a sparse prefill launch (docs/CUDA.md "Sparse attention
+ * 11") takes block 0 and blocks qb - CU_BAND_LOCAL .. qb on the dense wgmma kernel. */
+#define CU_BAND_LOCAL 32
 /* Floats of split scratch a side stream's attention launches need (cu_model.side_part). */
 #define CU_ATTN_PART_FLOATS ((size_t)1 << 20)
 cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a);
@@ -439,6 +445,10 @@ cudaError_t cu_gemm90_init(void);
  * d, unaligned operands, no tensor map, a grid too tall), nothing launched; else *err is the
  * launch status. */
 bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t *err);
+/* The band form (sm_90a, d = 128, block 64): keys {j < 64} ∪ [64 (qb - CU_BAND_LOCAL), p] of
+ * every query -> the unnormalized state a->part (n, nh, d + 2): O, max (log2 domain), sum.
+ * false: nothing launched (no sm_90a image, other shapes, part_cap short, no tensor map). */
+bool k_band90(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err);
 cudaError_t cu_dense90_init(void);
 /* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
 bool cu_sm90a(void);
