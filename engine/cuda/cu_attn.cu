@@ -1287,10 +1287,13 @@ static bool use_wmma(void)
  * faster over a 32K prefill, calls o2 and o4), else tma15o (docs/CUDA.md "Sparse attention 9":
  * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
  * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made.
- * The default (and band) first takes the band form (band_launch; docs/CUDA.md "Sparse attention
- * 11": 10% less sparse attention at 32K, 2-3% at 128K), band15 / band11 with the 15 / 11
- * consumer ring; noband: the default without it (the choice above). */
+ * The default first takes the band form (band_launch; docs/CUDA.md "Sparse attention 11") for
+ * launches whose keys end at or below CU_SBAND_MAX (10-11% less sparse attention at 32K, 3-4%
+ * at 128K; at 1M 4.6% more, call v1: the ring there streams the random picks from HBM, and the
+ * band's work is added to it), band at any length, band15 / band11 with the 15 / 11 consumer
+ * ring; noband: the default without it (the choice above). */
 #define CU_SATTN_SHORT 32768
+#define CU_SBAND_MAX 131072
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1302,7 +1305,7 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "tma11")) return 211;
     if (s && !strcmp(s, "tma15o")) return 415;
     if (s && !strcmp(s, "tma11o")) return 411;
-    if (s && !strcmp(s, "band")) return 1;
+    if (s && !strcmp(s, "band")) return 3;
     if (s && !strcmp(s, "noband")) return 2;
     if (s && !strcmp(s, "band15")) return 1415;
     if (s && !strcmp(s, "band11")) return 1411;
@@ -1465,8 +1468,10 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        const bool band = v == 1 || v == 1415 || v == 1411;
-        if ((band || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
+        const bool band = v == 3 || v == 1415 || v == 1411 ||
+                          (v == 1 && a->p0 + a->t0 + a->n <= CU_SBAND_MAX);
+        if (v == 3) v = 1;
+        if ((band || v == 1 || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
         if (band && band_launch(st, a, lg, v, &err)) return err;
         if (v > 1000) v -= 1000;
         if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
