@@ -414,9 +414,12 @@ static int sparse_mixer(cu_seq *s, int layer, int64_t p0, int T, int r0,
         K(OP_TOPK, k_topk(st, &ta));
         aa.t0 = ts;
         aa.n = T - ts;
-        /* the band form's state (n, nh, hd + 2) in gu (T, 2I), free until the MLP */
-        aa.part = s->gu;
-        aa.part_cap = (size_t)T * 2 * (size_t)c->intermediate_size;
+        /* a prefill step's band form: its state (n, nh, hd + 2) in gu (T, 2I), free until the
+         * MLP (decode keeps the split kernels' own scratch) */
+        if (T > CU_FOLD_MIN) {
+            aa.part = s->gu;
+            aa.part_cap = (size_t)T * 2 * (size_t)c->intermediate_size;
+        }
         K(OP_SPARSE_ATTN, k_attn_sparse(st, &aa));
         if (fa->select_fn) {
             const size_t off = (size_t)ts * nkv * Kq, n = (size_t)(T - ts) * nkv * Kq;
