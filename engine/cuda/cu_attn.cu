@@ -993,7 +993,6 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
  * ranges of each (query, head) and divides. Same arithmetic per block as the other kernels; only
  * the order of the softmax sums changes. */
 #define SD_W 4
-#define SD_MAXQ 16                                           /* queries of a split launch, at most */
 #define SD_PART_CAP (1u << 21)                               /* floats (8 MiB) */
 #define SD_MAXBPW 64                                         /* blocks a warp, at most */
 static __device__ float sd_part[SD_PART_CAP];
@@ -1195,7 +1194,7 @@ template <bool SPARSE> static cudaError_t flash_launch(cudaStream_t st, const at
     return cudaGetLastError();
 }
 
-/* Which dense prefill kernel (more than SD_MAXQ queries), SALA_CUDA_DATTN read at every launch
+/* Which dense prefill kernel (more than CU_SPLIT_MAXQ queries), SALA_CUDA_DATTN read at every launch
  * (tests set it): old (flash_kernel, 64/G queries x G heads a CTA: -1), mma (dense_kernel: 128
  * queries of one head a CTA, the next tile's S beside this one's softmax, docs/CUDA.md "Dense
  * prefill attention 2": -2), otherwise dense90_kernel on sm_90a ("Dense prefill attention 3"):
@@ -1229,13 +1228,13 @@ static bool dense_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_
 /* Dynamic shared memory a block may opt in to (cu_attn_init); 0 before it ran. */
 static int sr_optin;
 
-/* The split kernels for a launch of at most SD_MAXQ queries (not with SALA_CUDA_DECODE=old):
+/* The split kernels for a launch of at most CU_SPLIT_MAXQ queries (not with SALA_CUDA_DECODE=old):
  * ranges of SD_W bpw entries, bpw doubled until the partials fit sd_part. false: not taken,
  * nothing launched. */
 template <bool SPARSE>
 static bool split_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
-    if (a->n > SD_MAXQ || sr_optin <= 0 || cu_decode_old()) return false;
+    if (a->n > CU_SPLIT_MAXQ || sr_optin <= 0 || cu_decode_old()) return false;
     const int64_t nent = SPARSE ? a->K_sel : (a->p0 + a->t0 + a->n - 1) / CU_KT + 1;
     if (nent <= 0) return false;
     const size_t tile = sd_tile(a->d);
@@ -1416,39 +1415,22 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
-/* The band state of a launch without a->part: a buffer of this file's, grown as needed (its
- * cudaFree waits for the device) and kept until the process ends. */
-static float *band_buf;
-static size_t band_cap;
-
 /* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11: k_band90, then the
  * out-of-order ring with BAND over the rest, 15 or 11 consumer warps, v = 1: as the default
- * picks them); false: nothing launched (the caller goes on with the plain ring). */
+ * picks them), its state in a->part; false: nothing launched (the caller goes on with the plain
+ * ring), also when a->part cannot hold the state. */
 static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
 {
     if (a->d != 128 || a->block != CU_KT || a->K_sel < CU_BAND_LOCAL + 2) return false;
-    attn_args b = *a;
     size_t need;
-    if (__builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (128 + 2), &need)) return false;
-    if (!b.part || b.part_cap < need) {
-        if (band_cap < need) {
-            cudaFree(band_buf);
-            band_buf = nullptr;
-            band_cap = 0;
-            if ((*err = cudaMalloc(&band_buf, need * 4)) != cudaSuccess) {
-                band_buf = nullptr;
-                return true;
-            }
-            band_cap = need;
-        }
-        b.part = band_buf;
-        b.part_cap = band_cap;
-    }
+    if (__builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (128 + 2), &need) || !a->part ||
+        a->part_cap < need)
+        return false;   /* no room for the band state: the plain ring */
     if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1415;
-    if (!k_band90(st, &b, lg, err)) return false;
+    if (!k_band90(st, a, lg, err)) return false;
     if (*err != cudaSuccess) return true;
-    if (v == 1411 ? su_launch<128, 11, false, true, true>(st, &b, lg, err)
-                  : su_launch<128, 15, false, true, true>(st, &b, lg, err))
+    if (v == 1411 ? su_launch<128, 11, false, true, true>(st, a, lg, err)
+                  : su_launch<128, 15, false, true, true>(st, a, lg, err))
         return true;
     return false;                 /* no ring: the caller's plain kernels take the whole lists */
 }

@@ -186,9 +186,12 @@ typedef struct {
     int nh, nkv, d, block;
     float scale;
     float *part; size_t part_cap;         /* optional split scratch (NULL: the shared one); a
-                                             band launch's state (n, nh, d + 2) (NULL: a
-                                             buffer of cu_attn.cu's own) */
+                                             band launch's state (n, nh, d + 2) (NULL or too
+                                             small: no band form) */
 } attn_args;
+/* Queries of a split launch (cu_attn.cu's few-query kernels), at most: longer sparse launches
+ * take the band form where a->part holds its state. */
+#define CU_SPLIT_MAXQ 16
 /* Local blocks before a query's own block that the top-K forces (window 2048 / block 64,
  * SALA-SPEC §3.6): the band form of a sparse prefill launch (docs/CUDA.md "Sparse attention
  * 11") takes block 0 and blocks qb - CU_BAND_LOCAL .. qb on the dense wgmma kernel. */

@@ -305,6 +305,12 @@ int op_attention(const float *Q, const float *K, const float *V, int64_t L, int6
     CUDA_CHECK(cu_kernels_init());
     attn_args a = {dQ, dK, dV, dO, dsel, Ksel, p0, 0, T, nh, nkv, d, CU_KT,
                    (float)(1.0 / sqrt((double)d)), NULL, 0};
+    if (sel && T > CU_SPLIT_MAXQ) {   /* the band form's state, as the forward's prefill gives
+                                         it (fewer queries: the split kernels' own scratch) */
+        a.part_cap = (size_t)T * nh * (d + 2);
+        a.part = P.get<float>(a.part_cap, &err);
+        CUDA_CHECK(err);
+    }
     CUDA_CHECK(sel ? k_attn_sparse(0, &a) : k_attn_dense(0, &a));
     CUDA_CHECK(cudaMemcpy(out, dO, (size_t)T * nh * d * 4, cudaMemcpyDeviceToHost));
     return SALA_OK;
