@@ -964,14 +964,15 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
  * the default (the split kernels for at most 16 queries, else the band form: k_band90 for block
- * 0 and the local window, then tma11o for keys up to 32K and tma15o beyond over the picks, for
- * queries whose lists have the model's structure; any other query and d = 64 as without band:
+ * 0 and the local window, then the 11 consumer ring for keys up to 32K and the per-warp streams
+ * beyond over the picks, for queries whose lists have the model's structure; any other query and d = 64 as without band:
  * the cases of both sides take both), the default without band, each ring size, the users-only
  * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
- * forms on either ring, and the second version's kernel. */
+ * forms on either ring and on the per-warp streams (12 warps x 4 pieces, 8 x 6; G = 16 only,
+ * other shapes as noband), and the second version's kernel. */
 static const char *const sattn_variants[] = {"", "noband", "ring7", "ring11", "ring15", "tma15",
                                              "tma11", "tma15o", "tma11o", "band15", "band11",
-                                             "old"};
+                                             "stream", "stream8", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -1120,10 +1121,10 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 7 };
+    enum { NV = 9, BAND15 = 5 };
     float *o[NV];
     const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o", "band15",
-                               "band11"};
+                               "band11", "stream", "stream8"};
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);
         for (size_t j = 0; j < n; j++) o[i][j] = NAN;
@@ -1137,11 +1138,20 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
         snprintf(what, sizeof(what), "%s vs ring15 nh=%d d=%d L=%lld T=%d", v[i], nh, d,
                  (long long)L, T);
         diff(o[i], o[0], n, &rel, &mr);
-        const bool band = !strncmp(v[i], "band", 4);
+        const bool stream = !strncmp(v[i], "stream", 6), band = stream || !strncmp(v[i], "band", 4);
         report(what, rel, mr, band ? 3e-3 : 1e-6, band ? 1e-2 : 1e-5);
         /* d = 128 on an sm_90a device: the band form really ran, so the sums' order differs
          * from ring15's somewhere (d = 64, or no sm_90a image: no band form, equal) */
         if (band) CU_ASSERT(d == 128 && O->sm90a() ? rel > 0.0 : rel == 0.0);
+        /* the streams walk band15's blocks in its order with its per-block arithmetic (at
+         * G = 16; elsewhere both fall back to the same ring): equal bit for bit */
+        if (stream) {
+            snprintf(what, sizeof(what), "%s vs band15 nh=%d d=%d L=%lld T=%d", v[i], nh, d,
+                     (long long)L, T);
+            CU_ASSERT(memcmp(o[i], o[BAND15], n * 4) == 0);
+            diff(o[i], o[BAND15], n, &rel, &mr);
+            report(what, rel, mr, 0.0, 0.0);
+        }
     }
     for (int i = 0; i < NV; i++) free(o[i]);
     free(Q), free(Kc), free(Vc), free(sel);

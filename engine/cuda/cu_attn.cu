@@ -196,14 +196,15 @@ static __device__ __forceinline__ void flash_qk(const QF &qf, const bf16 *Kt, fl
     }
 }
 
-/* The rest of flash_block for scores s of flash_qk: mask, online softmax, o = o·corr + P V. */
-template <int D, bool SW = false>
-static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt, const int lim[2],
-                                                float sl, flash_acc<D> &acc)
+/* The rest of flash_block for scores s of flash_qk, first half: mask to col <= lim[hf], online
+ * softmax (s becomes P, unrounded), o = o·corr. */
+template <int D>
+static __device__ __forceinline__ void flash_soft(float (&s)[8][4], const int lim[2], float sl,
+                                                  flash_acc<D> &acc)
 {
     float (&o)[D / 8][4] = acc.o;
     float *mrow = acc.mrow, *lrow = acc.lrow;
-    constexpr int LDS = D + 8, ND = D / 8;
+    constexpr int ND = D / 8;
     const int lane = threadIdx.x & 31, qd = lane & 3;
     float corr[2];
 #pragma unroll
@@ -240,26 +241,47 @@ static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt
         o[i][2] *= corr[1];
         o[i][3] *= corr[1];
     }
+}
+
+/* Second half, keys 16 kk .. 16 kk + 15: o += P V with P in bf16. Those 16 V rows start kko
+ * bytes past Vt in shared memory: padded tiles (row stride D + 8), or with SW 128B-swizzled
+ * rows of 128 bytes whose 64-column boxes lie bs bytes apart (8192 in a 64-row TMA tile, 2048 in
+ * a 16-row piece). */
+template <int D, bool SW = false>
+static __device__ __forceinline__ void flash_pv16(const float (&s)[8][4], int kk, const bf16 *Vt,
+                                                  uint32_t kko, uint32_t bs, flash_acc<D> &acc)
+{
+    constexpr int LDS = D + 8;
+    const int lane = threadIdx.x & 31;
     const int vrow = ((lane >> 3) & 1) * 8 + (lane & 7), vcol = (lane >> 4) & 1;
     const uint32_t vbase = SW ? smem_u32(Vt) + vrow * 128 : smem_u32(Vt + vrow * LDS + vcol * 8);
     const uint32_t vx = (uint32_t)((vcol ^ (lane & 7)) << 4);
+    uint32_t pa[4];
+    pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
+    pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
+    pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
 #pragma unroll
-    for (int kk = 0; kk < 4; kk++) {
-        uint32_t pa[4];
-        pa[0] = pack_bf16(s[2 * kk][0], s[2 * kk][1]);
-        pa[1] = pack_bf16(s[2 * kk][2], s[2 * kk][3]);
-        pa[2] = pack_bf16(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-        pa[3] = pack_bf16(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-        for (int dn = 0; dn < D / 16; dn++) {
-            uint32_t b[4];
-            ldsm_x4_t(b, vbase + (SW ? (uint32_t)((dn >> 2) * 8192 + kk * 2048) +
-                                           ((uint32_t)((2 * dn & 7) << 4) ^ vx)
-                                     : (uint32_t)((kk * 16 * LDS + dn * 16) * 2)));
-            mma_bf16(o[2 * dn], pa, b[0], b[1]);
-            mma_bf16(o[2 * dn + 1], pa, b[2], b[3]);
-        }
+    for (int dn = 0; dn < D / 16; dn++) {
+        uint32_t b[4];
+        ldsm_x4_t(b, vbase + (SW ? (uint32_t)((dn >> 2) * bs + kko) +
+                                       ((uint32_t)((2 * dn & 7) << 4) ^ vx)
+                                 : (uint32_t)(kko + dn * 32)));
+        mma_bf16(acc.o[2 * dn], pa, b[0], b[1]);
+        mma_bf16(acc.o[2 * dn + 1], pa, b[2], b[3]);
     }
+}
+
+/* Both halves over the whole tile Vt. */
+template <int D, bool SW = false>
+static __device__ __forceinline__ void flash_sv(float (&s)[8][4], const bf16 *Vt, const int lim[2],
+                                                float sl, flash_acc<D> &acc)
+{
+    flash_soft<D>(s, lim, sl, acc);
+#pragma unroll
+    for (int kk = 0; kk < 4; kk++)
+        flash_pv16<D, SW>(s, kk, Vt, (uint32_t)(SW ? kk * 2048 : kk * 16 * (D + 8) * 2), 8192,
+                          acc);
 }
 
 /* The whole tile (the contract above flash_qk). */
@@ -787,6 +809,27 @@ static __device__ __forceinline__ bool band_list(const int32_t *l, int K, int64_
     return __all_sync(0xffffffffu, ok);
 }
 
+/* Row rq + 8 hf of a warp's m16 tile (query q of the launch, its head of group g) from
+ * k_band90's unnormalised state in a.part (n, nh, D + 2: O, max in the log2 domain, sum): O in
+ * the accumulator layout, the max, the sum on the quad's first lane (the others' partial 0). */
+template <int D>
+static __device__ __forceinline__ void band_state(const attn_args &a, int lg, int g, int q, int hf,
+                                                  flash_acc<D> &acc)
+{
+    const int lane = threadIdx.x & 31, qd = lane & 3, rq = lane >> 2;
+    const int h = g * (1 << lg) + ((rq + 8 * hf) & ((1 << lg) - 1));
+    const float *src = a.part + ((size_t)q * a.nh + h) * (D + 2);
+#pragma unroll
+    for (int i = 0; i < D / 8; i++) {
+        const float2 v = *(const float2 *)(src + 8 * i + 2 * qd);
+        acc.o[i][2 * hf] = v.x;
+        acc.o[i][2 * hf + 1] = v.y;
+    }
+    const float2 ml = *(const float2 *)(src + D);
+    acc.mrow[hf] = ml.x;
+    acc.lrow[hf] = qd == 0 ? ml.y : 0.0f;
+}
+
 template <int D, int NC, bool QREG, bool OOO = false, bool BAND = false>
 static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     sparse_user_kernel(attn_args a, int lg, int ncw, int ns, int lst_bytes,
@@ -929,22 +972,11 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
     flash_acc<D> acc;
     if (BAND) {                            /* rows of band queries go on from the band state */
         const uint32_t bq = *bandq;
-        const int qd = lane & 3, rq = lane >> 2;
 #pragma unroll
         for (int hf = 0; hf < 2; hf++) {
             const int qc = w * QPT + qwr[hf];
             if (!rv[hf] || !((bq >> qc) & 1)) continue;
-            const int h = g * (1 << lg) + ((rq + 8 * hf) & ((1 << lg) - 1));
-            const float *src = a.part + ((size_t)(tq0 - a.t0 + qc) * a.nh + h) * (D + 2);
-#pragma unroll
-            for (int i = 0; i < D / 8; i++) {
-                const float2 v = *(const float2 *)(src + 8 * i + 2 * qd);
-                acc.o[i][2 * hf] = v.x;
-                acc.o[i][2 * hf + 1] = v.y;
-            }
-            const float2 ml = *(const float2 *)(src + D);
-            acc.mrow[hf] = ml.x;
-            acc.lrow[hf] = qd == 0 ? ml.y : 0.0f;
+            band_state<D>(a, lg, g, tq0 - a.t0 + qc, hf, acc);
         }
     }
     const uint32_t wmask = qmask << (w * QPT);
@@ -980,6 +1012,151 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
         }
     }
     flash_store<D>(a, lg, g, tq0, w * QPT, acc, qwr, rv);
+}
+
+/* ---- sparse attention 12: each warp streams its own query's blocks (docs/CUDA.md "Sparse
+ * attention 12"; SALA_CUDA_SATTN=stream / stream8) ----
+ * Past ~128K keys the model's random-looking picks give the ring about one user a loaded block
+ * (a CTA's 15 queries share almost none of their 62 picks), so its shared slots buy little
+ * sharing and bound how many (query, block) products an SM has in flight (4 slots of 32 KB).
+ * Here every warp owns one query (G = 16, D = 128: its 16 heads are the m16 tile) and a private
+ * ring of NS pieces in shared memory; a piece is 16 keys x 128 dims of K or of V (4 KB, two
+ * 64-column boxes of 16 rows x 128 bytes, 128B-swizzled as the TMA tiles: flash_qk16 /
+ * flash_pv16 with box stride 2048), filled by cp.async, one commit group a piece. A block is 8
+ * pieces, K 0..3 then V 0..3: S = Q Kᵀ piece by piece, flash_soft over the 64 keys, then P V
+ * piece by piece; piece k + NS is issued as soon as piece k is read, so NS pieces are always
+ * on their way. No CTA barrier after the lists; warps never wait for each other.
+ * Run after k_band90 (band_launch): a query whose list has the band structure (band_list)
+ * walks its picks (entries 1 .. K_sel - CU_BAND_LOCAL - 2) from its band state; any other query
+ * walks its whole list from (-inf, 0, 0) with causal limits, the entries the CPU twin takes
+ * (an id counts iff it is >= 0, above every id before it and at most qb). Rows past the cache's
+ * end come zero-filled. Per block the arithmetic is flash_block's; only the sums' order
+ * differs from the ring's (band first, then the picks in ascending order, as the band ring). */
+#define SS_PIECE 4096
+
+/* S[2 nc], S[2 nc + 1] += Q Kᵀ for the 16 keys of a swizzled piece at k16 (box stride bs). */
+template <int D, typename QF>
+static __device__ __forceinline__ void flash_qk16(const QF &qf, uint32_t k16, uint32_t bs,
+                                                  float (&s0)[4], float (&s1)[4])
+{
+    const int lane = threadIdx.x & 31;
+    const int krow = ((lane >> 4) & 1) * 8 + (lane & 7), kcol = (lane >> 3) & 1;
+    const uint32_t kbase = k16 + krow * 128, kx = (uint32_t)((kcol ^ (lane & 7)) << 4);
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ks++) {
+        uint32_t q[4], b[4];
+        qf(ks, q);
+        ldsm_x4(b, kbase + (uint32_t)(ks >> 2) * bs + ((uint32_t)((2 * ks & 7) << 4) ^ kx));
+        mma_bf16(s0, q, b[0], b[1]);
+        mma_bf16(s1, q, b[2], b[3]);
+    }
+}
+
+template <int NW, int NS>
+static __global__ void __launch_bounds__(32 * NW, 1) sparse_stream_kernel(attn_args a)
+{
+    constexpr int D = 128, lg = 4;
+    extern __shared__ __align__(128) unsigned char smraw[];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
+    const int t = a.t0 + blockIdx.x * NW + w;
+    if (t >= a.t0 + a.n) return;                            /* no barrier after this */
+    unsigned char *ring = smraw + (size_t)w * NS * SS_PIECE;
+    int32_t *blk = (int32_t *)(smraw + (size_t)NW * NS * SS_PIECE) + (size_t)w * a.K_sel;
+    const int64_t p = a.p0 + t, qb = p / CU_KT, nrows = a.p0 + a.t0 + a.n;
+    const int32_t *lst = a.sel + ((size_t)t * a.nkv + g) * a.K_sel;
+    const bool bl = band_list(lst, a.K_sel, qb);
+
+    /* the blocks to walk, compacted into blk[0 .. nb) */
+    int nb = 0;
+    {
+        const int k0 = bl ? 1 : 0, k1 = bl ? a.K_sel - CU_BAND_LOCAL - 1 : a.K_sel;
+        int last = -1;                                      /* max id before this chunk */
+        for (int base = k0; base < k1; base += 32) {
+            const int k = base + lane;
+            const int b = k < k1 ? lst[k] : -1;
+            int m = b;                                      /* inclusive prefix max */
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int v = __shfl_up_sync(0xffffffffu, m, o);
+                if (lane >= o) m = max(m, v);
+            }
+            int ex = __shfl_up_sync(0xffffffffu, m, 1);
+            ex = max(lane ? ex : -1, last);
+            const bool ok = k < k1 && b >= 0 && b > ex && (int64_t)b <= qb;
+            const uint32_t bal = __ballot_sync(0xffffffffu, ok);
+            if (ok) blk[nb + __popc(bal & ((1u << lane) - 1))] = b;
+            nb += __popc(bal);
+            last = __shfl_sync(0xffffffffu, m, 31);
+        }
+    }
+    __syncwarp();
+
+    ring_q<D, true> qf;
+    int64_t prow[2];
+    int qwr[2];
+    bool rv[2];
+    qf.load(a, lg, g, t, 0, 1, nullptr, prow, qwr, rv);
+    flash_acc<D> acc;
+    if (bl)
+#pragma unroll
+        for (int hf = 0; hf < 2; hf++) band_state<D>(a, lg, g, t - a.t0, hf, acc);
+
+    /* piece k of the stream (block k / 8; K rows 16 (k % 8) .. when k % 8 < 4, else V) into
+     * slot sl; an empty group past the end keeps the wait count exact */
+    const size_t krow = (size_t)a.nkv * D;
+    auto issue = [&](int kp, int sl) {
+        const int i = kp >> 3, e = kp & 7;
+        if (i < nb) {
+            const bf16 *src = (e < 4 ? a.K : a.V) + (size_t)g * D;
+            const int64_t r0 = (int64_t)blk[i] * CU_KT + 16 * (e & 3);
+            const uint32_t dst = smem_u32(ring + (size_t)sl * SS_PIECE);
+#pragma unroll
+            for (int j = 0; j < 8; j++) {
+                const int r = 2 * j + (lane >> 4), c = lane & 15;
+                const bool ok = r0 + r < nrows;
+                cp_async16(dst + (uint32_t)(c >> 3) * 2048 + r * 128 + (((c & 7) ^ (r & 7)) << 4),
+                           src + (size_t)(ok ? r0 + r : 0) * krow + c * 8, ok);
+            }
+        }
+        cp_async_commit();
+    };
+#pragma unroll
+    for (int kp = 0; kp < NS; kp++) issue(kp, kp);
+    const float sl2 = a.scale * 1.4426950408889634f;
+    int k = 0, slot = 0;
+    for (int i = 0; i < nb; i++) {
+        float s[8][4];
+#pragma unroll
+        for (int j = 0; j < 8; j++)
+#pragma unroll
+            for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
+#pragma unroll
+        for (int nc = 0; nc < 4; nc++) {
+            cp_async_wait<NS - 1>();
+            __syncwarp();
+            flash_qk16<D>(qf, smem_u32(ring + (size_t)slot * SS_PIECE), 2048, s[2 * nc],
+                          s[2 * nc + 1]);
+            __syncwarp();
+            issue(k + NS, slot);
+            k++;
+            slot = slot + 1 == NS ? 0 : slot + 1;
+        }
+        const int lim = flash_lim(p - (int64_t)blk[i] * CU_KT), lims[2] = {lim, lim};
+        flash_soft<D>(s, lims, sl2, acc);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) {
+            cp_async_wait<NS - 1>();
+            __syncwarp();
+            flash_pv16<D, true>(s, kk, (const bf16 *)(ring + (size_t)slot * SS_PIECE), 0, 2048,
+                                acc);
+            __syncwarp();
+            issue(k + NS, slot);
+            k++;
+            slot = slot + 1 == NS ? 0 : slot + 1;
+        }
+    }
+    cp_async_wait<0>();
+    flash_store<D>(a, lg, g, t, 0, acc, qwr, rv);
 }
 
 /* ---- split attention for few queries (decode; fifth version, docs/CUDA.md "Decode kernels") --
@@ -1286,13 +1463,15 @@ static bool use_wmma(void)
  * faster over a 32K prefill, calls o2 and o4), else tma15o (docs/CUDA.md "Sparse attention 9":
  * 6-7% faster than tma15 at 32K and 128K, and than tma11o at 128K; tma15 was faster than ring15
  * at 32K, 128K and 1M, "Sparse attention 4"), else ring15 where no tensor map can be made.
- * The default first takes the band form (band_launch; docs/CUDA.md "Sparse attention 11") for
- * launches whose keys end at or below CU_SBAND_MAX (10-11% less sparse attention at 32K, 3-4%
- * at 128K; at 1M 4.6% more, call v1: the ring there streams the random picks from HBM, and the
- * band's work is added to it), band at any length, band15 / band11 with the 15 / 11 consumer
- * ring; noband: the default without it (the choice above). */
+ * The default (and band) first takes the band form (band_launch; docs/CUDA.md "Sparse attention
+ * 11": 10-11% less sparse attention at 32K than tma11o): k_band90, then for launches whose keys
+ * end at or below CU_SATTN_SHORT the 11 consumer ring over the picks, beyond that the per-warp
+ * streams (sparse_stream_kernel, 12 warps x 4 pieces; docs/CUDA.md "Sparse attention 12": 19%
+ * less than the band ring at 128K, 27% at 256K, 6% less than tma15o at 1M, where the band ring
+ * had lost 4.6%); band15 / band11 force the 15 / 11 consumer ring, stream / stream8 the streams
+ * (12 x 4, 8 x 6) at any length (the band ring where the stream form does not apply: G != 16);
+ * noband: the default without band (the choice above). */
 #define CU_SATTN_SHORT 32768
-#define CU_SBAND_MAX 131072
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1308,6 +1487,8 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "noband")) return 2;
     if (s && !strcmp(s, "band15")) return 1415;
     if (s && !strcmp(s, "band11")) return 1411;
+    if (s && !strcmp(s, "stream")) return 1612;
+    if (s && !strcmp(s, "stream8")) return 1608;
     return 1;
 }
 
@@ -1415,10 +1596,24 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
-/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11: k_band90, then the
- * out-of-order ring with BAND over the rest, 15 or 11 consumer warps, v = 1: as the default
- * picks them), its state in a->part; false: nothing launched (the caller goes on with the plain
- * ring), also when a->part cannot hold the state. */
+/* Launch sparse_stream_kernel (after k_band90); false (nothing launched) for another shape or
+ * when its shared memory does not fit: NW warps x (NS pieces + a list). */
+template <int NW, int NS>
+static bool ss_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
+{
+    if (lg != 4 || a->d != 128 || a->K_sel <= 0) return false;
+    const size_t sm = (size_t)NW * NS * SS_PIECE + (size_t)NW * a->K_sel * 4;
+    if (sr_optin <= 0 || sm > (size_t)sr_optin) return false;
+    const dim3 grid((a->n + NW - 1) / NW, a->nkv);
+    sparse_stream_kernel<NW, NS><<<grid, 32 * NW, sm, st>>>(*a);
+    *err = cudaGetLastError();
+    return true;
+}
+
+/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11 / stream / stream8:
+ * k_band90, then over the rest the out-of-order ring with BAND, 15 or 11 consumer warps, or the
+ * per-warp streams; v = 1: as the default picks them), its state in a->part; false: nothing
+ * launched (the caller goes on with the plain ring), also when a->part cannot hold the state. */
 static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cudaError_t *err)
 {
     if (a->d != 128 || a->block != CU_KT || a->K_sel < CU_BAND_LOCAL + 2) return false;
@@ -1426,12 +1621,16 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
     if (__builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (128 + 2), &need) || !a->part ||
         a->part_cap < need)
         return false;   /* no room for the band state: the plain ring */
-    if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1415;
+    if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1612;
     if (!k_band90(st, a, lg, err)) return false;
     if (*err != cudaSuccess) return true;
-    if (v == 1411 ? su_launch<128, 11, false, true, true>(st, a, lg, err)
-                  : su_launch<128, 15, false, true, true>(st, a, lg, err))
+    if (v == 1612 ? ss_launch<12, 4>(st, a, lg, err)
+        : v == 1608 ? ss_launch<8, 6>(st, a, lg, err)
+        : v == 1411 ? su_launch<128, 11, false, true, true>(st, a, lg, err)
+                    : su_launch<128, 15, false, true, true>(st, a, lg, err))
         return true;
+    if ((v == 1612 || v == 1608) && su_launch<128, 15, false, true, true>(st, a, lg, err))
+        return true;                                /* no stream form: the band ring */
     return false;                 /* no ring: the caller's plain kernels take the whole lists */
 }
 
@@ -1439,8 +1638,8 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
  * map can be made) for the register shapes when its shared memory fits (K_sel up to a few
  * thousand); else, and with SALA_CUDA_SATTN=old, the second
  * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel.
- * The default and SALA_CUDA_SATTN=band15 / band11: band_launch after the split kernels' turn,
- * else (no band form) as noband / tma15o / tma11o. */
+ * The default and SALA_CUDA_SATTN=band / band15 / band11 / stream / stream8: band_launch after
+ * the split kernels' turn, else (no band form) as noband / tma15o / tma11o. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
     if (a->n <= 0) return cudaSuccess;
@@ -1450,11 +1649,11 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        const bool band = v == 3 || v == 1415 || v == 1411 ||
-                          (v == 1 && a->p0 + a->t0 + a->n <= CU_SBAND_MAX);
+        const bool band = v == 1 || v == 3 || v == 1415 || v == 1411 || v == 1612 || v == 1608;
         if (v == 3) v = 1;
         if ((band || v == 1 || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
         if (band && band_launch(st, a, lg, v, &err)) return err;
+        if (v == 1612 || v == 1608) v = 2;      /* no band form: as noband */
         if (v > 1000) v -= 1000;
         if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
@@ -1500,6 +1699,12 @@ template <int D, int NC, bool QREG> static cudaError_t sr_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
+template <int NW, int NS> static cudaError_t ss_init(void)
+{
+    return cudaFuncSetAttribute(sparse_stream_kernel<NW, NS>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
+}
+
 template <int D, int NC, bool OOO = false, bool BAND = false> static cudaError_t su_init(void)
 {
     return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO, BAND>,
@@ -1536,6 +1741,7 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              su_init<128, 15, true, true>(), su_init<128, 11, true, true>(),
+                             ss_init<12, 4>(), ss_init<8, 6>(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
