@@ -968,11 +968,12 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
  * beyond over the picks, for queries whose lists have the model's structure; any other query and d = 64 as without band:
  * the cases of both sides take both), the default without band, each ring size, the users-only
  * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
- * forms on either ring and on the per-warp streams (12 warps x 4 pieces, 8 x 6; G = 16 only,
- * other shapes as noband), and the second version's kernel. */
+ * forms on either ring and on the per-warp streams (12 warps x 4 pieces, 8 x 6, and the
+ * persistent grid of 12 x 4; G = 16 only, other shapes as noband), and the second version's
+ * kernel. */
 static const char *const sattn_variants[] = {"", "noband", "ring7", "ring11", "ring15", "tma15",
                                              "tma11", "tma15o", "tma11o", "band15", "band11",
-                                             "stream", "stream8", "old"};
+                                             "stream", "stream8", "streamp", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -1121,16 +1122,21 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 9, BAND15 = 5 };
+    enum { NV = 10, BAND15 = 5 };
     float *o[NV];
     const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o", "band15",
-                               "band11", "stream", "stream8"};
+                               "band11", "stream", "stream8", "streamp"};
+    long pers = 0;
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);
         for (size_t j = 0; j < n; j++) o[i][j] = NAN;
         setenv("SALA_CUDA_SATTN", v[i], 1);
+        const long before = O->attn_pers_launches();
         CU_ASSERT_EQUAL(O->attention(Q, Kc, Vc, L, p0, T, nh, nkv, d, sel, K, o[i], &e), SALA_OK);
+        if (!strcmp(v[i], "streamp")) pers = O->attn_pers_launches() - before;
     }
+    /* the persistent grid really ran where the stream form applies (G = 16, d = 128, sm_90a) */
+    CU_ASSERT_EQUAL(pers, nh / nkv == 16 && d == 128 && O->sm90a() ? 1 : 0);
     unsetenv("SALA_CUDA_SATTN");
     for (int i = 1; i < NV; i++) {
         char what[128];

@@ -13,6 +13,7 @@
 
 #include <cudaTypedefs.h>
 
+#include <atomic>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -1052,14 +1053,13 @@ static __device__ __forceinline__ void flash_qk16(const QF &qf, uint32_t k16, ui
     }
 }
 
+/* Query t of group g on the calling warp (w of NW) with its slice of the CTA's shared memory. */
 template <int NW, int NS>
-static __global__ void __launch_bounds__(32 * NW, 1) sparse_stream_kernel(attn_args a)
+static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t,
+                                                unsigned char *smraw)
 {
     constexpr int D = 128, lg = 4;
-    extern __shared__ __align__(128) unsigned char smraw[];
-    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31, g = blockIdx.y;
-    const int t = a.t0 + blockIdx.x * NW + w;
-    if (t >= a.t0 + a.n) return;                            /* no barrier after this */
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
     unsigned char *ring = smraw + (size_t)w * NS * SS_PIECE;
     int32_t *blk = (int32_t *)(smraw + (size_t)NW * NS * SS_PIECE) + (size_t)w * a.K_sel;
     const int64_t p = a.p0 + t, qb = p / CU_KT, nrows = a.p0 + a.t0 + a.n;
@@ -1157,6 +1157,48 @@ static __global__ void __launch_bounds__(32 * NW, 1) sparse_stream_kernel(attn_a
     }
     cp_async_wait<0>();
     flash_store<D>(a, lg, g, t, 0, acc, qwr, rv);
+}
+
+template <int NW, int NS>
+static __global__ void __launch_bounds__(32 * NW, 1) sparse_stream_kernel(attn_args a)
+{
+    extern __shared__ __align__(128) unsigned char smraw[];
+    const int t = a.t0 + blockIdx.x * NW + (threadIdx.x >> 5);
+    if (t >= a.t0 + a.n) return;                            /* no barrier after this */
+    ss_query<NW, NS>(a, blockIdx.y, t, smraw);
+}
+
+/* The persistent form (SALA_CUDA_SATTN=streamp; docs/CUDA.md "Sparse attention 12", part 2): a
+ * cooperative grid of as many CTAs as the SMs hold at once takes the launch's tiles (NW
+ * queries of one group, group-major) in generations: generation j is tiles j x gridDim.x + c.
+ * A warp starts generation j only once all but `slack` of generation j - 1's warps have counted
+ * themselves done in done[j - 1] (zeroed by the launcher), so the warps that run together start
+ * their ascending walks together and read the same region of the group's K/V at about the same
+ * time (the plain grid starts CTAs whenever another ends, and at 1M its warps read all over
+ * the 512 MB of a group: 15% L2 hits). Every CTA of a generation before the last has a tile,
+ * so each count reaches gridDim.x x NW; the grid is co-resident (cooperative launch), so the
+ * wait cannot deadlock. Only when a query's blocks are walked changes, not their order or
+ * arithmetic: the output equals the plain form's bit for bit. */
+template <int NW, int NS>
+static __global__ void __launch_bounds__(32 * NW, 1)
+    sparse_stream_pers_kernel(attn_args a, int *done, int slack)
+{
+    extern __shared__ __align__(128) unsigned char smraw[];
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int tpg = (a.n + NW - 1) / NW, ntiles = tpg * a.nkv, per = (int)gridDim.x * NW;
+    for (int j = 0;; j++) {
+        const int tile = j * (int)gridDim.x + (int)blockIdx.x;
+        if (tile >= ntiles) break;
+        if (j > 0) {
+            if (lane == 0)
+                while (*(volatile int *)(done + j - 1) < per - slack) __nanosleep(128);
+            __syncwarp();
+        }
+        const int t = a.t0 + (tile % tpg) * NW + w;
+        if (t < a.t0 + a.n) ss_query<NW, NS>(a, tile / tpg, t, smraw);
+        __syncwarp();
+        if (lane == 0) atomicAdd(done + j, 1);
+    }
 }
 
 /* ---- split attention for few queries (decode; fifth version, docs/CUDA.md "Decode kernels") --
@@ -1489,6 +1531,7 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "band11")) return 1411;
     if (s && !strcmp(s, "stream")) return 1612;
     if (s && !strcmp(s, "stream8")) return 1608;
+    if (s && !strcmp(s, "streamp")) return 1712;
     return 1;
 }
 
@@ -1610,6 +1653,56 @@ static bool ss_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     return true;
 }
 
+/* SMs of the device (cu_attn_init), for the persistent grid; launches it took. */
+static int sm_count;
+static std::atomic<long> ssp_count;
+
+long cu_attn_pers_launches(void) { return ssp_count.load(); }
+
+/* Launch sparse_stream_pers_kernel<12, 4> as a cooperative grid; its generation counts after
+ * the band state in a->part (the caller checked that state's room, `state` floats). false:
+ * nothing launched (another shape, no room, or the cooperative launch refused). */
+static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state,
+                       cudaError_t *err)
+{
+    constexpr int NW = 12, NS = 4;
+    if (lg != 4 || a->d != 128 || a->K_sel <= 0 || sm_count <= 0) return false;
+    const size_t sm = (size_t)NW * NS * SS_PIECE + (size_t)NW * a->K_sel * 4;
+    if (sr_optin <= 0 || sm > (size_t)sr_optin) return false;
+    int per = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sparse_stream_pers_kernel<NW, NS>,
+                                                      32 * NW, sm) != cudaSuccess || per <= 0) {
+        (void)cudaGetLastError();
+        return false;
+    }
+    const int64_t ntiles = (int64_t)((a->n + NW - 1) / NW) * a->nkv;
+    const int64_t grid = ntiles < (int64_t)per * sm_count ? ntiles : (int64_t)per * sm_count;
+    const int64_t ngen = (ntiles + grid - 1) / grid;
+    const size_t off = (state + 63) / 64 * 64;                 /* floats */
+    if (off + (size_t)ngen > a->part_cap) return false;
+    int *done = (int *)(a->part + off);
+    if ((*err = cudaMemsetAsync(done, 0, (size_t)ngen * 4, st)) != cudaSuccess) return true;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3((unsigned)grid);
+    cfg.blockDim = dim3(32 * NW);
+    cfg.dynamicSmemBytes = sm;
+    cfg.stream = st;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative;
+    at[0].val.cooperative = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    const int slack = (int)(grid * NW / 16);
+    if (cudaLaunchKernelEx(&cfg, sparse_stream_pers_kernel<NW, NS>, *a, done, slack) !=
+        cudaSuccess) {
+        (void)cudaGetLastError();                              /* refused: the plain grid */
+        return false;
+    }
+    ssp_count++;
+    *err = cudaSuccess;
+    return true;
+}
+
 /* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11 / stream / stream8:
  * k_band90, then over the rest the out-of-order ring with BAND, 15 or 11 consumer warps, or the
  * per-warp streams; v = 1: as the default picks them), its state in a->part; false: nothing
@@ -1624,6 +1717,8 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
     if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1612;
     if (!k_band90(st, a, lg, err)) return false;
     if (*err != cudaSuccess) return true;
+    if (v == 1712 && ssp_launch(st, a, lg, need, err)) return true;
+    if (v == 1712) v = 1612;                       /* no persistent grid: the plain streams */
     if (v == 1612 ? ss_launch<12, 4>(st, a, lg, err)
         : v == 1608 ? ss_launch<8, 6>(st, a, lg, err)
         : v == 1411 ? su_launch<128, 11, false, true, true>(st, a, lg, err)
@@ -1649,11 +1744,12 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        const bool band = v == 1 || v == 3 || v == 1415 || v == 1411 || v == 1612 || v == 1608;
+        const bool band = v == 1 || v == 3 || v == 1415 || v == 1411 || v == 1612 || v == 1608 ||
+                          v == 1712;
         if (v == 3) v = 1;
         if ((band || v == 1 || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
         if (band && band_launch(st, a, lg, v, &err)) return err;
-        if (v == 1612 || v == 1608) v = 2;      /* no band form: as noband */
+        if (v == 1612 || v == 1608 || v == 1712) v = 2;      /* no band form: as noband */
         if (v > 1000) v -= 1000;
         if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
@@ -1705,6 +1801,12 @@ template <int NW, int NS> static cudaError_t ss_init(void)
                                 cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
 }
 
+static cudaError_t ssp_init(void)
+{
+    return cudaFuncSetAttribute(sparse_stream_pers_kernel<12, 4>,
+                                cudaFuncAttributeMaxDynamicSharedMemorySize, sr_optin);
+}
+
 template <int D, int NC, bool OOO = false, bool BAND = false> static cudaError_t su_init(void)
 {
     return cudaFuncSetAttribute(sparse_user_kernel<D, NC, false, OOO, BAND>,
@@ -1732,6 +1834,9 @@ cudaError_t cu_attn_init(void)
             cudaSuccess)
         return err;
     sr_optin = optin;
+    if ((err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev)) !=
+        cudaSuccess)
+        return err;
     tmap_lookup();
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),
@@ -1741,7 +1846,7 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              su_init<128, 15, true, true>(), su_init<128, 11, true, true>(),
-                             ss_init<12, 4>(), ss_init<8, 6>(),
+                             ss_init<12, 4>(), ss_init<8, 6>(), ssp_init(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)

@@ -200,6 +200,8 @@ typedef struct {
 #define CU_ATTN_PART_FLOATS ((size_t)1 << 20)
 cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a);
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a);
+/* Sparse launches taken by the persistent streams' grid since the process began (tests). */
+long cu_attn_pers_launches(void);
 
 /* InfLLM-V2 stage 1 (SALA-SPEC §3.6 steps 2-3): block scores score (T, nkv, nbs) for queries
  * [t0, t0+n), blocks b <= qb. */

@@ -306,8 +306,9 @@ int op_attention(const float *Q, const float *K, const float *V, int64_t L, int6
     attn_args a = {dQ, dK, dV, dO, dsel, Ksel, p0, 0, T, nh, nkv, d, CU_KT,
                    (float)(1.0 / sqrt((double)d)), NULL, 0};
     if (sel && T > CU_SPLIT_MAXQ) {   /* the band form's state, as the forward's prefill gives
-                                         it (fewer queries: the split kernels' own scratch) */
-        a.part_cap = (size_t)T * nh * (d + 2);
+                                         it (fewer queries: the split kernels' own scratch), and
+                                         room for the persistent streams' counts after it */
+        a.part_cap = (size_t)T * nh * (d + 2) + 1024;
         a.part = P.get<float>(a.part_cap, &err);
         CUDA_CHECK(err);
     }
@@ -825,12 +826,14 @@ int op_topk(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int 
 
 int op_sm90a(void) { return cu_sm90a(); }
 
+long op_attn_pers_launches(void) { return cu_attn_pers_launches(); }
+
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
                            op_gemv_speed, op_score_diff, op_pick,  op_topk,
-                           op_sm90a};
+                           op_sm90a,     op_attn_pers_launches};
 
 }   // namespace
 

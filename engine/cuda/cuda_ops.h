@@ -114,6 +114,9 @@ typedef struct {
                 int init, int local, int32_t *sel, sala_err *e);
     /* 1: the backend's sm_90a image runs on this device (wgmma / TMA kernels), else 0 */
     int (*sm90a)(void);
+    /* Sparse attention launches that ran on the persistent streams' grid so far (a test's
+     * proof that SALA_CUDA_SATTN=streamp did not fall back to the plain grid). */
+    long (*attn_pers_launches)(void);
 } sala_cuda_ops;
 
 #endif
