@@ -965,7 +965,8 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
 /* The block-sparse kernels a sparse case runs under (SALA_CUDA_SATTN, read at every launch):
  * the default (the split kernels for at most 16 queries, else the band form: k_band90 for block
  * 0 and the local window, then the 11 consumer ring for keys up to 32K and the per-warp streams
- * beyond over the picks, for queries whose lists have the model's structure; any other query and d = 64 as without band:
+ * beyond over the picks (on the persistent grid past 256K), for queries whose lists have the
+ * model's structure; any other query and d = 64 as without band:
  * the cases of both sides take both), the default without band, each ring size, the users-only
  * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
  * forms on either ring and on the per-warp streams (12 warps x 4 pieces, 8 x 6, and the

@@ -1510,10 +1510,13 @@ static bool use_wmma(void)
  * end at or below CU_SATTN_SHORT the 11 consumer ring over the picks, beyond that the per-warp
  * streams (sparse_stream_kernel, 12 warps x 4 pieces; docs/CUDA.md "Sparse attention 12": 19%
  * less than the band ring at 128K, 27% at 256K, 6% less than tma15o at 1M, where the band ring
- * had lost 4.6%); band15 / band11 force the 15 / 11 consumer ring, stream / stream8 the streams
- * (12 x 4, 8 x 6) at any length (the band ring where the stream form does not apply: G != 16);
- * noband: the default without band (the choice above). */
+ * had lost 4.6%), on the persistent grid past CU_SPERS_MIN keys (equal at 256K, 19% less at 1M:
+ * the plain grid's warps read all over a group's K/V there, 15% L2 hits); band15 / band11 force
+ * the 15 / 11 consumer ring, stream / stream8 / streamp the streams (12 x 4, 8 x 6, persistent
+ * 12 x 4) at any length (the band ring where the stream form does not apply: G != 16); noband:
+ * the default without band (the choice above). */
 #define CU_SATTN_SHORT 32768
+#define CU_SPERS_MIN 262144
 static int sattn_variant(void)
 {
     const char *s = getenv("SALA_CUDA_SATTN");            /* read at every launch (tests set it) */
@@ -1714,7 +1717,10 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
     if (__builtin_mul_overflow((size_t)a->n, (size_t)a->nh * (128 + 2), &need) || !a->part ||
         a->part_cap < need)
         return false;   /* no room for the band state: the plain ring */
-    if (v == 1) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 1411 : 1612;
+    if (v == 1) {
+        const int64_t keys = a->p0 + a->t0 + a->n;
+        v = keys <= CU_SATTN_SHORT ? 1411 : keys <= CU_SPERS_MIN ? 1612 : 1712;
+    }
     if (!k_band90(st, a, lg, err)) return false;
     if (*err != cudaSuccess) return true;
     if (v == 1712 && ssp_launch(st, a, lg, need, err)) return true;
