@@ -1642,14 +1642,21 @@ cudaError_t k_attn_dense(cudaStream_t st, const attn_args *a)
     return cudaGetLastError();
 }
 
-/* Launch sparse_stream_kernel (after k_band90); false (nothing launched) for another shape or
- * when its shared memory does not fit: NW warps x (NS pieces + a list). */
+/* Shared memory of a streams CTA, NW warps x (NS pieces + a list); 0 where the stream form does
+ * not apply (G != 16, d != 128) or it does not fit. */
+static size_t ss_smem(const attn_args *a, int lg, int NW, int NS)
+{
+    if (lg != 4 || a->d != 128 || a->K_sel <= 0) return 0;
+    const size_t sm = (size_t)NW * NS * SS_PIECE + (size_t)NW * a->K_sel * 4;
+    return sr_optin > 0 && sm <= (size_t)sr_optin ? sm : 0;
+}
+
+/* Launch sparse_stream_kernel (after k_band90); false (nothing launched) where ss_smem is 0. */
 template <int NW, int NS>
 static bool ss_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err)
 {
-    if (lg != 4 || a->d != 128 || a->K_sel <= 0) return false;
-    const size_t sm = (size_t)NW * NS * SS_PIECE + (size_t)NW * a->K_sel * 4;
-    if (sr_optin <= 0 || sm > (size_t)sr_optin) return false;
+    const size_t sm = ss_smem(a, lg, NW, NS);
+    if (!sm) return false;
     const dim3 grid((a->n + NW - 1) / NW, a->nkv);
     sparse_stream_kernel<NW, NS><<<grid, 32 * NW, sm, st>>>(*a);
     *err = cudaGetLastError();
@@ -1669,9 +1676,8 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
                        cudaError_t *err)
 {
     constexpr int NW = 12, NS = 4;
-    if (lg != 4 || a->d != 128 || a->K_sel <= 0 || sm_count <= 0) return false;
-    const size_t sm = (size_t)NW * NS * SS_PIECE + (size_t)NW * a->K_sel * 4;
-    if (sr_optin <= 0 || sm > (size_t)sr_optin) return false;
+    const size_t sm = ss_smem(a, lg, NW, NS);
+    if (!sm || sm_count <= 0) return false;
     int per = 0;
     if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sparse_stream_pers_kernel<NW, NS>,
                                                       32 * NW, sm) != cudaSuccess || per <= 0) {
