@@ -525,7 +525,9 @@ int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
         return sala_errf(e, SALA_EUNSUP, "CUDA backend: %lld tokens exceed the top-k kernel's "
                          "%d blocks", (long long)end, 200 * 1024 / 4);
     if (nbs <= s->score_nbs) return SALA_OK;
-    int64_t want = nbs + nbs / 4 + 64;
+    /* headroom for the steps after: a quarter, at most 1,024 blocks (64K tokens of decode
+     * between two regrowths; a quarter of a 1M call was 0.375 GiB of the peak) */
+    int64_t want = nbs + (nbs / 4 < 1024 ? nbs / 4 : 1024) + 64;
     if (want > 200 * 1024 / 4) want = 200 * 1024 / 4;
     cudaFree(s->score);
     s->score = NULL;
