@@ -1691,19 +1691,12 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
     if (off + (size_t)ngen > a->part_cap) return false;
     int *done = (int *)(a->part + off);
     if ((*err = cudaMemsetAsync(done, 0, (size_t)ngen * 4, st)) != cudaSuccess) return true;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)grid);
-    cfg.blockDim = dim3(32 * NW);
-    cfg.dynamicSmemBytes = sm;
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative;
     at[0].val.cooperative = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
     const int slack = (int)(grid * NW / 16);
-    if (cudaLaunchKernelEx(&cfg, sparse_stream_pers_kernel<NW, NS>, *a, done, slack) !=
-        cudaSuccess) {
+    if (cu_launch_ex(at, 1, dim3((unsigned)grid), dim3(32 * NW), sm, st,
+                     sparse_stream_pers_kernel<NW, NS>, *a, done, slack) != cudaSuccess) {
         (void)cudaGetLastError();                              /* refused: the plain grid */
         return false;
     }

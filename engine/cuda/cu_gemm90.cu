@@ -289,17 +289,11 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
     const int sms = gm_sms;
     const int64_t pairs = (int64_t)((T + GM_BM - 1) / GM_BM + GM_CL - 1) / GM_CL * (I / GM_BN);
     const int64_t cl = sms / GM_CL < pairs ? sms / GM_CL : pairs;
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3((unsigned)(cl * GM_CL));
-    cfg.blockDim = dim3(384);
-    cfg.dynamicSmemBytes = GM_SMEM;
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeClusterDimension;
     at[0].val.clusterDim.x = GM_CL;
     at[0].val.clusterDim.y = 1;
     at[0].val.clusterDim.z = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = 1;
-    return cudaLaunchKernelEx(&cfg, gemm90_gu_kernel, ta, tb, tc, T, I, in);
+    return cu_launch_ex(at, 1, dim3((unsigned)(cl * GM_CL)), dim3(384), GM_SMEM, st,
+                        gemm90_gu_kernel, ta, tb, tc, T, I, in);
 }

@@ -518,21 +518,31 @@ __device__ __forceinline__ void cu_pdl_enter()
     asm volatile("griddepcontrol.wait;\n" ::: "memory");
     asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
 }
+/* k<<<grid, block, smem, st>>>(args) through cudaLaunchKernelEx with the launch attributes
+ * at[0 .. nat). */
+template <typename... P, typename... A>
+static cudaError_t cu_launch_ex(cudaLaunchAttribute *at, int nat, dim3 grid, dim3 block,
+                                size_t smem, cudaStream_t st, void (*k)(P...), A... args)
+{
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid;
+    cfg.blockDim = block;
+    cfg.dynamicSmemBytes = smem;
+    cfg.stream = st;
+    cfg.attrs = at;
+    cfg.numAttrs = (unsigned)nat;
+    return cudaLaunchKernelEx(&cfg, k, args...);
+}
+
 /* k<<<grid, block, 0, st>>>(args), with programmatic stream serialization when pdl. */
 template <typename... P, typename... A>
 static cudaError_t cu_launch_pdl(bool pdl, dim3 grid, dim3 block, cudaStream_t st,
                                  void (*k)(P...), A... args)
 {
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = grid;
-    cfg.blockDim = block;
-    cfg.stream = st;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     at[0].val.programmaticStreamSerializationAllowed = 1;
-    cfg.attrs = at;
-    cfg.numAttrs = pdl ? 1 : 0;
-    return cudaLaunchKernelEx(&cfg, k, args...);
+    return cu_launch_ex(at, pdl ? 1 : 0, grid, block, 0, st, k, args...);
 }
 
 /* ---- cuBLASLt GEMMs with the algorithm timed per shape (cu_lt.cu) ---- */
