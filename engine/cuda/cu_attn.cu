@@ -1663,6 +1663,15 @@ static bool ss_launch(cudaStream_t st, const attn_args *a, int lg, cudaError_t *
     return true;
 }
 
+/* The persistent grid's slack: a generation may start while 1/div of the last one's warps
+ * are still at work; SALA_CUDA_SSP_SLACK=div (1 .. 4096; read at each launch), default 16. */
+static int ssp_slack_div(void)
+{
+    const char *s = getenv("SALA_CUDA_SSP_SLACK");
+    const long v = s ? strtol(s, nullptr, 10) : 16;
+    return v >= 1 && v <= 4096 ? (int)v : 16;
+}
+
 /* SMs of the device (cu_attn_init), for the persistent grid; launches it took. */
 static int sm_count;
 static std::atomic<long> ssp_count;
@@ -1694,7 +1703,7 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative;
     at[0].val.cooperative = 1;
-    const int slack = (int)(grid * NW / 16);
+    const int slack = (int)(grid * NW / ssp_slack_div());
     if (cu_launch_ex(at, 1, dim3((unsigned)grid), dim3(32 * NW), sm, st,
                      sparse_stream_pers_kernel<NW, NS>, *a, done, slack) != cudaSuccess) {
         (void)cudaGetLastError();                              /* refused: the plain grid */
