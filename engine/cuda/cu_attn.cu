@@ -1016,10 +1016,11 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
 }
 
 /* ---- sparse attention 12: each warp streams its own query's blocks (docs/CUDA.md "Sparse
- * attention 12"; SALA_CUDA_SATTN=stream / stream8) ----
- * Past ~128K keys the model's random-looking picks give the ring about one user a loaded block
- * (a CTA's 15 queries share almost none of their 62 picks), so its shared slots buy little
- * sharing and bound how many (query, block) products an SM has in flight (4 slots of 32 KB).
+ * attention 12"; SALA_CUDA_SATTN=stream / stream8, the default past 32K keys) ----
+ * Past ~32K keys the benchmark's picks (random weights) give the ring few users a loaded block
+ * (about one past 128K: a CTA's 15 queries share almost none of their 62 picks), so its shared
+ * slots buy little sharing and bound how many (query, block) products an SM has in flight (4
+ * slots of 32 KB).
  * Here every warp owns one query (G = 16, D = 128: its 16 heads are the m16 tile) and a private
  * ring of NS pieces in shared memory; a piece is 16 keys x 128 dims of K or of V (4 KB, two
  * 64-column boxes of 16 rows x 128 bytes, 128B-swizzled as the TMA tiles: flash_qk16 /
