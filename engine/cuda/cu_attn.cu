@@ -1054,14 +1054,10 @@ static __device__ __forceinline__ void flash_qk16(const QF &qf, uint32_t k16, ui
     }
 }
 
-/* Query t of group g on the calling warp (w of NW) with its slice of the CTA's shared memory.
- * nseg > 1 (the persistent grid): the walk's range [1, qb - CU_BAND_LOCAL) is cut into nseg
- * equal segments and seg(s) is called (by the whole warp) when segment s < nseg - 1 is done,
- * before the first block of a later segment is computed; the blocks and their order do not
- * change. */
-template <int NW, int NS, typename SEG>
+/* Query t of group g on the calling warp (w of NW) with its slice of the CTA's shared memory. */
+template <int NW, int NS>
 static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t,
-                                                unsigned char *smraw, int nseg, const SEG &seg)
+                                                unsigned char *smraw)
 {
     constexpr int D = 128, lg = 4;
     const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
@@ -1128,11 +1124,8 @@ static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t
 #pragma unroll
     for (int kp = 0; kp < NS; kp++) issue(kp, kp);
     const float sl2 = a.scale * 1.4426950408889634f;
-    const int64_t span = qb - CU_BAND_LOCAL - 1;              /* segment s ends at 1 + span (s + 1) / nseg */
-    int sg = 0;
     int k = 0, slot = 0;
     for (int i = 0; i < nb; i++) {
-        while (sg < nseg - 1 && (int64_t)blk[i] >= 1 + span * (sg + 1) / nseg) seg(sg++);
         float s[8][4];
 #pragma unroll
         for (int j = 0; j < 8; j++)
@@ -1163,7 +1156,6 @@ static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t
             slot = slot + 1 == NS ? 0 : slot + 1;
         }
     }
-    while (sg < nseg - 1) seg(sg++);
     cp_async_wait<0>();
     flash_store<D>(a, lg, g, t, 0, acc, qwr, rv);
 }
@@ -1174,54 +1166,39 @@ static __global__ void __launch_bounds__(32 * NW, 1) sparse_stream_kernel(attn_a
     extern __shared__ __align__(128) unsigned char smraw[];
     const int t = a.t0 + blockIdx.x * NW + (threadIdx.x >> 5);
     if (t >= a.t0 + a.n) return;                            /* no barrier after this */
-    ss_query<NW, NS>(a, blockIdx.y, t, smraw, 1, [](int) {});
+    ss_query<NW, NS>(a, blockIdx.y, t, smraw);
 }
 
 /* The persistent form (SALA_CUDA_SATTN=streamp; docs/CUDA.md "Sparse attention 12", part 2): a
  * cooperative grid of as many CTAs as the SMs hold at once takes the launch's tiles (NW
  * queries of one group, group-major) in generations: generation j is tiles j x gridDim.x + c.
- * Each generation's walks are cut into nseg segments of the block range (ss_query). A warp
- * counts itself in done[j x nseg + s] when it has walked segment s of generation j (warps
- * without a query at once), and goes on to segment s + 1, or from the last segment to generation
- * j + 1, only once all but 1/div of that generation's warps have counted themselves there (done
- * zeroed by the launcher). So the warps that run together start their ascending walks together
- * and read the same region of the group's K/V at about the same time (the plain grid starts
- * CTAs whenever another ends, and at 1M its warps read all over the 512 MB of a group: 15% L2
- * hits). A generation's warps are those of its CTAs with a tile (all of them but in the last
- * one), each counts in every segment, and the grid is co-resident (cooperative launch), so the
- * waits cannot deadlock. Only when a query's blocks are walked changes, not their order or
+ * A warp starts generation j only once all but `slack` of generation j - 1's warps have counted
+ * themselves done in done[j - 1] (zeroed by the launcher), so the warps that run together start
+ * their ascending walks together and read the same region of the group's K/V at about the same
+ * time (the plain grid starts CTAs whenever another ends, and at 1M its warps read all over
+ * the 512 MB of a group: 15% L2 hits). Every CTA of a generation before the last has a tile,
+ * so each count reaches gridDim.x x NW; the grid is co-resident (cooperative launch), so the
+ * wait cannot deadlock. Only when a query's blocks are walked changes, not their order or
  * arithmetic: the output equals the plain form's bit for bit. */
 template <int NW, int NS>
 static __global__ void __launch_bounds__(32 * NW, 1)
-    sparse_stream_pers_kernel(attn_args a, int *done, int div, int nseg)
+    sparse_stream_pers_kernel(attn_args a, int *done, int slack)
 {
     extern __shared__ __align__(128) unsigned char smraw[];
-    const int lane = threadIdx.x & 31, G = (int)gridDim.x;
-    const int tpg = (a.n + NW - 1) / NW, ntiles = tpg * a.nkv;
-    auto arrive = [&](int c) {
-        __syncwarp();
-        if (lane == 0) atomicAdd(done + c, 1);
-    };
-    auto await = [&](int c, int n) {                /* n warps count in c; all but n / div */
-        if (lane == 0)
-            while (*(volatile int *)(done + c) < n - n / div) __nanosleep(128);
-        __syncwarp();
-    };
+    const int w = threadIdx.x >> 5, lane = threadIdx.x & 31;
+    const int tpg = (a.n + NW - 1) / NW, ntiles = tpg * a.nkv, per = (int)gridDim.x * NW;
     for (int j = 0;; j++) {
-        const int tile = j * G + (int)blockIdx.x;
+        const int tile = j * (int)gridDim.x + (int)blockIdx.x;
         if (tile >= ntiles) break;
-        const int left = ntiles - j * G, n = (left < G ? left : G) * NW;
-        if (j > 0) await((j - 1) * nseg + nseg - 1, G * NW);
-        const int t = a.t0 + (tile % tpg) * NW + (int)(threadIdx.x >> 5);
-        auto seg = [&](int s) {
-            arrive(j * nseg + s);
-            await(j * nseg + s, n);
-        };
-        if (t < a.t0 + a.n)
-            ss_query<NW, NS>(a, tile / tpg, t, smraw, nseg, seg);
-        else
-            for (int s = 0; s < nseg - 1; s++) seg(s);
-        arrive(j * nseg + nseg - 1);
+        if (j > 0) {
+            if (lane == 0)
+                while (*(volatile int *)(done + j - 1) < per - slack) __nanosleep(128);
+            __syncwarp();
+        }
+        const int t = a.t0 + (tile % tpg) * NW + w;
+        if (t < a.t0 + a.n) ss_query<NW, NS>(a, tile / tpg, t, smraw);
+        __syncwarp();
+        if (lane == 0) atomicAdd(done + j, 1);
     }
 }
 
@@ -1696,15 +1673,6 @@ static int ssp_slack_div(void)
     return v >= 1 && v <= 4096 ? (int)v : 16;
 }
 
-/* The persistent grid's segments a walk, SALA_CUDA_SSP_SEG=n (1 .. 8; read at each launch),
- * default 1. */
-static int ssp_nseg(void)
-{
-    const char *s = getenv("SALA_CUDA_SSP_SEG");
-    const long v = s ? strtol(s, nullptr, 10) : 1;
-    return v >= 1 && v <= 8 ? (int)v : 1;
-}
-
 /* SMs of the device (cu_attn_init), for the persistent grid; launches it took. */
 static int sm_count;
 static std::atomic<long> ssp_count;
@@ -1728,18 +1696,17 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
     }
     const int64_t ntiles = (int64_t)((a->n + NW - 1) / NW) * a->nkv;
     const int64_t grid = ntiles < (int64_t)per * sm_count ? ntiles : (int64_t)per * sm_count;
-    const int nseg = ssp_nseg();
-    const int64_t ncount = (ntiles + grid - 1) / grid * nseg;
+    const int64_t ngen = (ntiles + grid - 1) / grid;
     const size_t off = (state + 63) / 64 * 64;                 /* floats */
-    if (off + (size_t)ncount > a->part_cap) return false;
+    if (off + (size_t)ngen > a->part_cap) return false;
     int *done = (int *)(a->part + off);
-    if ((*err = cudaMemsetAsync(done, 0, (size_t)ncount * 4, st)) != cudaSuccess) return true;
+    if ((*err = cudaMemsetAsync(done, 0, (size_t)ngen * 4, st)) != cudaSuccess) return true;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative;
     at[0].val.cooperative = 1;
+    const int slack = (int)(grid * NW / ssp_slack_div());
     if (cu_launch_ex(at, 1, dim3((unsigned)grid), dim3(32 * NW), sm, st,
-                     sparse_stream_pers_kernel<NW, NS>, *a, done, ssp_slack_div(), nseg) !=
-        cudaSuccess) {
+                     sparse_stream_pers_kernel<NW, NS>, *a, done, slack) != cudaSuccess) {
         (void)cudaGetLastError();                              /* refused: the plain grid */
         return false;
     }
