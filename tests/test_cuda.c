@@ -969,12 +969,11 @@ static int32_t *model_sel(eng_rng *r, int64_t p0, int T, int nkv, int K, int loc
  * model's structure; any other query and d = 64 as without band:
  * the cases of both sides take both), the default without band, each ring size, the users-only
  * TMA rings (15 and 11 consumer warps, in order and with slots reused out of order), the band
- * forms on either ring and on the per-warp streams (12 warps x 4 pieces, 8 x 6, and the
- * persistent grid of 12 x 4; G = 16 only, other shapes as noband), and the second version's
- * kernel. */
+ * forms on either ring and on the per-warp streams (12 warps x 4 pieces, on the plain and the
+ * persistent grid; G = 16 only, other shapes as noband), and the second version's kernel. */
 static const char *const sattn_variants[] = {"", "noband", "ring7", "ring11", "ring15", "tma15",
                                              "tma11", "tma15o", "tma11o", "band15", "band11",
-                                             "stream", "stream8", "streamp", "old"};
+                                             "stream", "streamp", "old"};
 /* The dense prefill kernels a dense case runs under (SALA_CUDA_DATTN, read at every launch): the
  * default (d = 128 on sm_90a: dense90_kernel, 3 K/V stages; elsewhere dense_kernel), its 2-stage
  * form, dense_kernel (128 queries of one head a CTA, mma.sync) and flash_kernel (64/G queries x
@@ -1123,10 +1122,10 @@ static void ring_vs_user(int nh, int d, int64_t p0, int T, uint64_t seed)
           *Vc = randv(&r, (size_t)L * nkv * d, 1.0, true);
     int32_t *sel = model_sel(&r, p0, T, nkv, K, 32, -1);
     const size_t n = (size_t)T * nh * d;
-    enum { NV = 10, BAND15 = 5 };
+    enum { NV = 9, BAND15 = 5 };
     float *o[NV];
     const char *const v[NV] = {"ring15", "tma15", "tma11", "tma15o", "tma11o", "band15",
-                               "band11", "stream", "stream8", "streamp"};
+                               "band11", "stream", "streamp"};
     long pers = 0;
     for (int i = 0; i < NV; i++) {
         o[i] = malloc(n * 4);

@@ -1016,7 +1016,7 @@ static __global__ void __launch_bounds__(32 * (NC + 1), 1)
 }
 
 /* ---- sparse attention 12: each warp streams its own query's blocks (docs/CUDA.md "Sparse
- * attention 12"; SALA_CUDA_SATTN=stream / stream8, the default past 32K keys) ----
+ * attention 12"; SALA_CUDA_SATTN=stream, the default past 32K keys) ----
  * Past ~32K keys the benchmark's picks (random weights) give the ring few users a loaded block
  * (about one past 128K: a CTA's 15 queries share almost none of their 62 picks), so its shared
  * slots buy little sharing and bound how many (query, block) products an SM has in flight (4
@@ -1513,9 +1513,9 @@ static bool use_wmma(void)
  * less than the band ring at 128K, 27% at 256K, 6% less than tma15o at 1M, where the band ring
  * had lost 4.6%), on the persistent grid past CU_SPERS_MIN keys (equal at 256K, 19% less at 1M:
  * the plain grid's warps read all over a group's K/V there, 15% L2 hits); band15 / band11 force
- * the 15 / 11 consumer ring, stream / stream8 / streamp the streams (12 x 4, 8 x 6, persistent
- * 12 x 4) at any length (the band ring where the stream form does not apply: G != 16); noband:
- * the default without band (the choice above). */
+ * the 15 / 11 consumer ring, stream / streamp the streams (12 warps x 4 pieces, plain or
+ * persistent; 8 x 6 was 3-4% slower, call s2) at any length (the band ring where the stream
+ * form does not apply: G != 16); noband: the default without band (the choice above). */
 #define CU_SATTN_SHORT 32768
 #define CU_SPERS_MIN 262144
 static int sattn_variant(void)
@@ -1534,7 +1534,6 @@ static int sattn_variant(void)
     if (s && !strcmp(s, "band15")) return 1415;
     if (s && !strcmp(s, "band11")) return 1411;
     if (s && !strcmp(s, "stream")) return 1612;
-    if (s && !strcmp(s, "stream8")) return 1608;
     if (s && !strcmp(s, "streamp")) return 1712;
     return 1;
 }
@@ -1715,7 +1714,7 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
     return true;
 }
 
-/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11 / stream / stream8:
+/* The band form (the default, SALA_CUDA_SATTN=band / band15 / band11 / stream / streamp:
  * k_band90, then over the rest the out-of-order ring with BAND, 15 or 11 consumer warps, or the
  * per-warp streams; v = 1: as the default picks them), its state in a->part; false: nothing
  * launched (the caller goes on with the plain ring), also when a->part cannot hold the state. */
@@ -1735,11 +1734,10 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
     if (v == 1712 && ssp_launch(st, a, lg, need, err)) return true;
     if (v == 1712) v = 1612;                       /* no persistent grid: the plain streams */
     if (v == 1612 ? ss_launch<12, 4>(st, a, lg, err)
-        : v == 1608 ? ss_launch<8, 6>(st, a, lg, err)
         : v == 1411 ? su_launch<128, 11, false, true, true>(st, a, lg, err)
                     : su_launch<128, 15, false, true, true>(st, a, lg, err))
         return true;
-    if ((v == 1612 || v == 1608) && su_launch<128, 15, false, true, true>(st, a, lg, err))
+    if (v == 1612 && su_launch<128, 15, false, true, true>(st, a, lg, err))
         return true;                                /* no stream form: the band ring */
     return false;                 /* no ring: the caller's plain kernels take the whole lists */
 }
@@ -1748,7 +1746,7 @@ static bool band_launch(cudaStream_t st, const attn_args *a, int lg, int v, cuda
  * map can be made) for the register shapes when its shared memory fits (K_sel up to a few
  * thousand); else, and with SALA_CUDA_SATTN=old, the second
  * version's flash_kernel; SALA_CUDA_WMMA or other shapes: the first version's WMMA kernel.
- * The default and SALA_CUDA_SATTN=band / band15 / band11 / stream / stream8: band_launch after
+ * The default and SALA_CUDA_SATTN=band / band15 / band11 / stream / streamp: band_launch after
  * the split kernels' turn, else (no band form) as noband / tma15o / tma11o. */
 cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
 {
@@ -1759,12 +1757,11 @@ cudaError_t k_attn_sparse(cudaStream_t st, const attn_args *a)
         int v = sattn_variant();
         const bool d128 = a->d == 128;
         bool done = false;
-        const bool band = v == 1 || v == 3 || v == 1415 || v == 1411 || v == 1612 || v == 1608 ||
-                          v == 1712;
+        const bool band = v == 1 || v == 3 || v == 1415 || v == 1411 || v == 1612 || v == 1712;
         if (v == 3) v = 1;
         if ((band || v == 1 || v == 2) && split_launch<true>(st, a, lg, &err)) return err;
         if (band && band_launch(st, a, lg, v, &err)) return err;
-        if (v == 1612 || v == 1608 || v == 1712) v = 2;      /* no band form: as noband */
+        if (v == 1612 || v == 1712) v = 2;      /* no band form: as noband */
         if (v > 1000) v -= 1000;
         if (v == 1 || v == 2) v = a->p0 + a->t0 + a->n <= CU_SATTN_SHORT ? 411 : 415;
         if (v == 7)
@@ -1861,7 +1858,7 @@ cudaError_t cu_attn_init(void)
                              su_init<128, 15, true>(),  su_init<64, 15, true>(),
                              su_init<128, 11, true>(),  su_init<64, 11, true>(),
                              su_init<128, 15, true, true>(), su_init<128, 11, true, true>(),
-                             ss_init<12, 4>(), ss_init<8, 6>(), ssp_init(),
+                             ss_init<12, 4>(), ssp_init(),
                              sd_init<128, true>(),      sd_init<64, true>(),
                              sd_init<128, false>(),     sd_init<64, false>()};
     for (cudaError_t x : r)
