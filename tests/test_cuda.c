@@ -814,8 +814,13 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         cpu_rope(k, T, nh, d, p, inv);
         if (h16)   /* the bf16 form rounds k after RoPE (Kh in bf16, HF's k) */
             for (size_t i = 0; i < (size_t)T * nd; i++) k[i] = bfr(k[i]);
+        if (h16 && O->la_fused(d))   /* the fused kernel rounds q so too (HF's q) */
+            for (size_t i = 0; i < (size_t)T * nd; i++) q[i] = bfr(q[i]);
         cpu_lightning(T, nh, d, dec, (float)(1.0 / sqrt((double)d)), q, k, v, S0, o, scr);
-        const char *path = T == 1 ? "step" : blas ? "cublas" : h16 ? "tc bf16-proj" : "tc";
+        const char *path = T == 1    ? "step"
+                           : blas    ? "cublas"
+                           : h16     ? (O->la_fused(d) ? "fused" : "tc bf16-proj")
+                                     : "tc";
         char what[160];
         double rel, mr;
         snprintf(what, sizeof(what), "lightning %s T=%d nh=%d d=%d p0=%lld: state", path, T, nh,
@@ -881,6 +886,7 @@ static void t_lightning(void)
 static void t_lightning_ranges(void)
 {
     static const int calls[] = {700, 1, 333};
+    setenv("SALA_CUDA_LA_FUSED", "0", 1);   /* bf16 proj: the walk too, not the fused kernel */
     setenv("SALA_CUDA_LA_RANGES", "1", 1);
     lightning_case(1030, 8, 128, 5000, 7);
     setenv("SALA_CUDA_LA_PREP", "old", 1);   /* with the prep that writes Qh: the fourth version */
@@ -892,6 +898,7 @@ static void t_lightning_ranges(void)
     lightning_calls(calls, 3, 8, 64, 77777, 71, false, true);
     lightning_calls(calls, 3, 8, 64, 77777, 71, false, false);
     unsetenv("SALA_CUDA_LA_RANGES");
+    unsetenv("SALA_CUDA_LA_FUSED");
 }
 
 /* The state carried across calls (prefill, decode steps, more prefill) at the real head shape
@@ -901,6 +908,9 @@ static void t_lightning_calls(void)
     static const int real[] = {200, 1, 77, 130, 1, 64, 2};
     static const int small[] = {65, 128, 3};
     lightning_calls(real, 7, 32, 128, 900000, 9, false, true);
+    setenv("SALA_CUDA_LA_FUSED", "0", 1);   /* bf16 proj on the walk, its device-sized ranges */
+    lightning_calls(real, 7, 32, 128, 900000, 9, false, true);
+    unsetenv("SALA_CUDA_LA_FUSED");
     lightning_calls(real, 7, 32, 128, 900000, 9, false, false);
     lightning_calls(small, 3, 4, 64, 3, 10, false, true);
     lightning_calls(small, 3, 4, 64, 3, 10, false, false);

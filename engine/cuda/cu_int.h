@@ -170,6 +170,9 @@ int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
  * path with its own prep (d 64 or 128, neither SALA_CUDA_LA_BLAS nor SALA_CUDA_LA_PREP=old;
  * read at each call). */
 bool cu_la_proj16(int d);
+/* Whether such a bf16 prefill takes the fused kernel (cu_la_proj16, the sm_90a image runs, and
+ * SALA_CUDA_LA_FUSED is not 0; read at each call): q rounded to bf16 after RoPE as k. */
+bool cu_la_fused(int d);
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),
  * out O (T, nh, d) fp32 rows t. Dense: keys 0..p. Sparse: keys j <= p of the blocks of

@@ -341,7 +341,9 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
  * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
  * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
  * as la_prep_kernel), then a head per warp. */
-template <int D, typename P>
+/* QH (the fused form, P = bf16): also q into Qh (nh, Tp, D) bf16 the same way (q_norm), and no
+ * rotation table (cs unused). */
+template <int D, typename P, bool QH = false>
 static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
 {
     constexpr int KV = D / 32;
@@ -352,7 +354,7 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         float sv = 0.0f, cv = 0.0f;
         if (!pad) sincosf((float)(a.p0 + t) * a.inv_freq[j], &sv, &cv);
         rot[j] = cv, rot[D / 2 + j] = sv;
-        cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
+        if (!QH) cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
     }
     __syncthreads();
     const size_t nd = (size_t)a.nh * D;
@@ -370,6 +372,15 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
         la_norm_rope<D, P>(x, a.kn, a.eps, cv, o);
     }
+    if constexpr (QH)
+        for (int n = w; n < a.nh; n += 8) {
+            P *o = (P *)a.Qh + ((size_t)n * a.Tp + t) * D;
+            float x[KV];
+            const P *r = la_src<P>(a) + (size_t)t * a.ld + (size_t)n * D;
+#pragma unroll
+            for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
+            la_norm_rope<D, P>(x, a.qn, a.eps, cv, o);
+        }
 }
 
 template <int D, typename P>
@@ -527,6 +538,309 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     }
 }
 
+/* ---- the fused form (sm_90a, bf16 proj, d = 64 or 128): docs/CUDA.md "Lightning prefill 8" ----
+ *
+ * One CTA (one warpgroup, 128 threads) per (head n, 32 value columns j0 .. j0 + 31) walks all the
+ * chunks of the call in order with its columns of the fp32 state in wgmma accumulators, and
+ * writes the chunk's output columns itself: no S_in per chunk in memory, no ranges. Per chunk,
+ * every product on the tensor cores in bf16 (wgmma, fp32 accumulate):
+ *   scores  A (64 τ x 64 σ) = Qh Khᵀ            Qh, Kh: q and k normalized, rotated and rounded
+ *                                               to bf16 (HF's rounding, SALA-SPEC §3.4) by
+ *                                               la_prepk_kernel<QH>: exact operands
+ *   inter   O = λ^{τ+1} Qh S_in                 S_in in two bf16 planes hi + lo (16 bits)
+ *   intra   O += (mask_{σ<=τ} λ^{τ-σ} ⊙ A) V    A in two bf16 planes hi + lo, from registers
+ *   state   S = λ^{len} S + Khᵀ (w ⊙ V)         w_σ = λ^{len-1-σ}; w v in three bf16 planes (the
+ *                                               fp32 product exactly); Khᵀ read MN-major
+ * so the products are exact or carry 16 (O) / 24 (state) bits of their fp32 operands, against
+ * TF32's 11 (the walk's 3xTF32 22). Shared tiles are 128-byte-swizzled K-major panels of 64
+ * bf16 columns (rows 128 bytes apart, 8-row groups 1024): Q and K (64 rows, d/64 panels) and
+ * the raw V columns in two cp.async stages (the next chunk lands during this one), then Vᵀ and
+ * (w V)ᵀ (32 rows x 64 σ) staged by the threads, and S_inᵀ (32 rows x d, hi and lo planes)
+ * written from the state accumulators after each chunk. Body compiled for sm_90a only. */
+#define LF_JB 32                              /* value columns a CTA */
+template <int D> struct lf_lay {              /* byte offsets from the 1024-aligned base */
+    static constexpr int QB = D * 128;        /* Q or K: 64 rows x D bf16, D/64 panels of 8 KB */
+    static constexpr int VR = CU_LA_C * LF_JB * 2;   /* raw V rows (64, 32) bf16, unswizzled */
+    static constexpr int STG = 2 * QB + VR;   /* one stage: Q | K | V rows */
+    static constexpr int PL = LF_JB * 128;    /* a panel of 32 rows */
+    static constexpr int VT = 2 * STG;        /* Vᵀ (32 j x 64 σ) */
+    static constexpr int WV = VT + PL;        /* (w V)ᵀ: 3 planes */
+    static constexpr int ST = WV + 3 * PL;    /* S_inᵀ: 2 buffers of hi then lo, D/64 panels */
+    static constexpr int SIZE = 1024 + ST + 4 * (D / 64) * PL;
+    static_assert(STG % 1024 == 0 && PL % 1024 == 0, "panels stay 1024-aligned");
+};
+
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+/* Byte offset of 16-byte chunk c of row r in a 128-byte-swizzled panel. */
+static __device__ __forceinline__ uint32_t lf_sw(int r, int c)
+{
+    return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
+}
+/* MN-major descriptor, 128-byte swizzle: 8-row (k) groups 1024 bytes apart, 64-element (m/n)
+ * blocks lbo bytes apart. */
+static __device__ __forceinline__ uint64_t lf_mndesc(uint32_t addr, uint32_t lbo)
+{
+    return (uint64_t)((addr & 0x3ffffu) >> 4) | (uint64_t)(lbo >> 4) << 16 |
+           (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
+}
+#define LF_ACC16(d) \
+    "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
+    "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
+    "+f"(d[14]), "+f"(d[15])
+/* d (+)= A (64 x 16) · B (16 x 64), both from shared memory, K-major; acc = 0: d = A · B */
+static __device__ __forceinline__ void lf_mma64(float (&d)[32], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
+                 : LF_ACC16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+                   "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
+                   "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "l"(da), "l"(db), "r"(acc));
+}
+/* d (+)= A (64 x 16) · B (16 x 32) from shared memory; TA: A MN-major (transpose bit) */
+template <int TA>
+static __device__ __forceinline__ void lf_mma32(float (&d)[16], uint64_t da, uint64_t db, int acc)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "%16, %17, p, 1, 1, %19, 0;\n}\n"
+                 : LF_ACC16(d)
+                 : "l"(da), "l"(db), "r"(acc), "n"(TA));
+}
+/* d += A (64 x 16, registers: the m16n8k16 A fragment of each warp's 16 rows) · B (16 x 32) */
+static __device__ __forceinline__ void lf_mma32r(float (&d)[16], const uint32_t (&a)[4], uint64_t db)
+{
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
+                 "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
+                 : LF_ACC16(d)
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+}
+static __device__ __forceinline__ void lf_st32(uint32_t addr, uint32_t v)
+{
+    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+}
+/* The bf16 pair (x0 low, x1 high) of two fp32 values, rounded to nearest; x0, x1 become what
+ * the pair leaves of them (exact: the next plane's input). */
+static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
+{
+    const uint32_t h = pack_bf16(x0, x1);
+    x0 -= __uint_as_float(h << 16);
+    x1 -= __uint_as_float(h & 0xffff0000u);
+    return h;
+}
+static __device__ __forceinline__ uint32_t lf_ld16(uint32_t addr)
+{
+    unsigned short v;
+    asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
+    return v;
+}
+static __device__ __forceinline__ void lf_st16h(uint32_t addr, uint32_t v)   /* low 16 bits */
+{
+    asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"((unsigned short)v) : "memory");
+}
+#endif
+
+/* grid (D / LF_JB, nh), 256 threads: two warpgroups that meet once a chunk (one CTA barrier,
+ * after which chunk c's tiles are in shared memory and chunk c + 1's are requested).
+ *   warpgroup 0, the output: O = λ^{τ+1} Qh S_in (S_in: the S_inᵀ planes of buffer (c + 1) & 1)
+ *     and the scores issued, the scores masked, decayed and split, then (once warpgroup 1 has
+ *     staged Vᵀ: named barrier 3) O += A V, O stored;
+ *   warpgroup 1, the state: Vᵀ and (w V)ᵀ staged, S = λ^{len} S + Khᵀ (w V), S_inᵀ planes of
+ *     the new state into buffer c & 1 (read by warpgroup 0 in chunk c + 1).
+ * Warp w of a warpgroup holds rows 16 w + g (+8) of every m64 accumulator: the state
+ * s[m][4 q + 2 h + e] = S[i = 64 m + 16 w + g + 8 h][j0 + 8 q + 2 t + e]. */
+template <int D>
+static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
+{
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+    using L = lf_lay<D>;
+    constexpr int MT = D / 64, KS = D / 16;
+    extern __shared__ __align__(1024) uint8_t lf_raw[];
+    __shared__ float dn[CU_LA_C + 1];   /* λ^e */
+    const uint32_t base = (smem_u32(lf_raw) + 1023) & ~1023u;
+    const int n = blockIdx.y, j0 = blockIdx.x * LF_JB, nch = a.Tp / CU_LA_C;
+    const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w = (tid >> 5) & 3;
+    const int g = lane >> 2, t = lane & 3;
+    if (tid <= CU_LA_C) dn[tid] = a.dec[n * (CU_LA_C + 1) + tid];
+    const bf16 *Qg = (const bf16 *)a.Qh + (size_t)n * a.Tp * D;
+    const bf16 *Kg = (const bf16 *)a.Kh + (size_t)n * a.Tp * D;
+    const bf16 *Vg = a.proj16 + 2 * (size_t)a.nh * D + (size_t)n * D + j0;
+    /* chunk c's Q, K rows and V columns -> stage b (rows past the call zero), all threads */
+    auto load = [&](int c, int b) {
+        const int t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
+        const uint32_t sq = base + b * L::STG;
+#pragma unroll
+        for (int k = 0; k < CU_LA_C * (D / 8) / 256; k++) {
+            const int idx = tid + 256 * k, r = idx / (D / 8), c16 = idx % (D / 8);
+            const bool ok = r < len;
+            const size_t so = (size_t)(t0 + (ok ? r : 0)) * D + 8 * c16;
+            const uint32_t off = (c16 >> 3) * 8192 + lf_sw(r, c16 & 7);
+            cp_async16(sq + off, Qg + so, ok);
+            cp_async16(sq + L::QB + off, Kg + so, ok);
+        }
+        if (tid < CU_LA_C * (LF_JB / 8)) {
+            const int r = tid / (LF_JB / 8), c16 = tid % (LF_JB / 8);
+            const bool ok = r < len;
+            cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + 16 * c16,
+                       Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
+        }
+        cp_async_commit();
+    };
+    float *S = a.S + (size_t)n * D * D;
+    float s[MT][16];   /* warpgroup 1 */
+    /* S_inᵀ planes (row j, column i) of buffer q from the state accumulators */
+    auto put_state = [&](int q) {
+        const uint32_t st = base + L::ST + q * 2 * MT * L::PL;
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int x = 0; x < 16; x += 2) {
+                const int i = 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
+                const uint32_t o0 = st + m * L::PL + lf_sw(j, i >> 3) + (i & 7) * 2;
+                const uint32_t o1 = st + m * L::PL + lf_sw(j + 1, i >> 3) + (i & 7) * 2;
+                float x0 = s[m][x], x1 = s[m][x + 1];
+                const uint32_t h = lf_split(x0, x1), l = pack_bf16(x0, x1);
+                lf_st16h(o0, h), lf_st16h(o1, h >> 16);
+                lf_st16h(o0 + MT * L::PL, l), lf_st16h(o1 + MT * L::PL, l >> 16);
+            }
+        proxy_fence();
+    };
+    if (wg == 1) {
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int x = 0; x < 16; x += 2) {
+                const int i = 64 * m + 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
+                const float2 v = *(const float2 *)(S + (size_t)i * D + j0 + j);
+                s[m][x] = v.x, s[m][x + 1] = v.y;
+            }
+        put_state(1);   /* the state before chunk 0: buffer (0 + 1) & 1 */
+    }
+    load(0, 0);
+    const uint64_t dvt = wg_desc(base + L::VT);
+    float dec[32];   /* warpgroup 0: the mask and λ^{τ-σ} of its score accumulators */
+    for (int c = 0; c < nch; c++) {
+        const int b = c & 1, t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
+        cp_async_wait<0>();
+        proxy_fence();     /* this thread's copies -> the async proxy (wgmma) */
+        __syncthreads();   /* chunk c landed; chunk c - 1 done by both warpgroups (stage b ^ 1,
+                              Vᵀ, (w V)ᵀ and buffer (c + 1) & 1's readers); dn written */
+        if (c + 1 < nch) load(c + 1, b ^ 1);
+        const uint32_t sq = base + b * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
+        if (wg == 1) {
+            /* Vᵀ and the three planes of (w V)ᵀ: lane = column j, warp w the σ pairs w + 4 k */
+#pragma unroll
+            for (int k = 0; k < CU_LA_C / 8; k++) {
+                const int s0 = 2 * (w + 4 * k);
+                const uint32_t off = lf_sw(lane, s0 >> 3) + (s0 & 7) * 2;
+                const uint32_t u0 = lf_ld16(vr + (s0 * LF_JB + lane) * 2);
+                const uint32_t u1 = lf_ld16(vr + ((s0 + 1) * LF_JB + lane) * 2);
+                lf_st32(base + L::VT + off, u0 | u1 << 16);
+                float x0 = (s0 < len ? dn[len - 1 - s0] : 0.0f) * __uint_as_float(u0 << 16);
+                float x1 = (s0 + 1 < len ? dn[len - 2 - s0] : 0.0f) * __uint_as_float(u1 << 16);
+#pragma unroll
+                for (int p = 0; p < 3; p++) lf_st32(base + L::WV + p * L::PL + off, lf_split(x0, x1));
+            }
+            proxy_fence();
+            asm volatile("bar.arrive 3, 256;\n" ::: "memory");   /* Vᵀ -> warpgroup 0 */
+            asm volatile("bar.sync 1, 128;\n" ::: "memory");     /* (w V)ᵀ complete */
+            const float lam = dn[len];
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int x = 0; x < 16; x++) s[m][x] *= lam;
+            const uint64_t dw = wg_desc(base + L::WV), da = lf_mndesc(sk, 8192);
+            wg_fence();
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int p = 0; p < 3; p++)
+#pragma unroll
+                    for (int kk = 0; kk < CU_LA_C / 16; kk++)
+                        lf_mma32<1>(s[m], da + ((m * 8192 + kk * 2048) >> 4),
+                                    dw + ((p * L::PL + kk * 32) >> 4), 1);
+            wg_commit();
+            wg_wait<0>();
+#pragma unroll
+            for (int m = 0; m < MT; m++) wg_keep(s[m]);
+            put_state(b);
+            continue;
+        }
+        /* warpgroup 0 */
+        if (c == 0)
+#pragma unroll
+            for (int x = 0; x < 32; x++) {
+                const int tau = 16 * w + g + 8 * ((x >> 1) & 1), sg = 8 * (x >> 2) + 2 * t + (x & 1);
+                dec[x] = sg <= tau ? dn[tau - sg] : 0.0f;
+            }
+        float sc[32], o[16];
+        const uint64_t dq = wg_desc(sq), dk = wg_desc(sk);
+        const uint64_t ds = wg_desc(base + L::ST + (b ^ 1) * 2 * MT * L::PL);
+        wg_fence();
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+            lf_mma64(sc, dq + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4),
+                     dk + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4), ks);
+        wg_commit();
+#pragma unroll
+        for (int p = 0; p < 2; p++)
+#pragma unroll
+            for (int ks = 0; ks < KS; ks++)
+                lf_mma32<0>(o, dq + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4),
+                            ds + ((p * MT * L::PL + (ks >> 2) * L::PL + (ks & 3) * 32) >> 4),
+                            p | ks);
+        wg_commit();
+        wg_wait<1>();      /* scores */
+        wg_keep(sc);
+        uint32_t ph[4][4], pl[4][4];
+#pragma unroll
+        for (int x = 0; x < 32; x += 2) {
+            /* accumulator pair x -> A fragment (k step x / 8, register (x % 8) / 2) */
+            float v0 = sc[x] * dec[x], v1 = sc[x + 1] * dec[x + 1];
+            ph[x >> 3][(x & 7) >> 1] = lf_split(v0, v1);
+            pl[x >> 3][(x & 7) >> 1] = pack_bf16(v0, v1);
+        }
+        wg_wait<0>();      /* the inter product */
+        wg_keep(o);
+        {
+            const float f0 = dn[16 * w + g + 1], f1 = dn[16 * w + g + 9];
+#pragma unroll
+            for (int x = 0; x < 16; x++) o[x] *= (x & 2) ? f1 : f0;
+        }
+        asm volatile("bar.sync 3, 256;\n" ::: "memory");   /* Vᵀ staged by warpgroup 1 */
+        wg_fence();
+#pragma unroll
+        for (int kk = 0; kk < CU_LA_C / 16; kk++) {
+            lf_mma32r(o, ph[kk], dvt + ((kk * 32) >> 4));
+            lf_mma32r(o, pl[kk], dvt + ((kk * 32) >> 4));
+        }
+        wg_commit();
+        wg_wait<0>();
+        wg_keep(o);
+        float *Og = a.Oh + ((size_t)n * a.Tp + t0) * D + j0;
+#pragma unroll
+        for (int x = 0; x < 16; x += 2) {
+            const int tau = 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
+            *(float2 *)(Og + (size_t)tau * D + j) = make_float2(o[x], o[x + 1]);
+        }
+    }
+    if (wg == 1)
+#pragma unroll
+        for (int m = 0; m < MT; m++)
+#pragma unroll
+            for (int x = 0; x < 16; x += 2) {
+                const int i = 64 * m + 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
+                *(float2 *)(S + (size_t)i * D + j0 + j) = make_float2(s[m][x], s[m][x + 1]);
+            }
+#endif
+}
+
 /* Pass 1 tiling: 64 x 64 blocks of 32 x 32 warp tiles, d/64 x d/64 x nh CTAs (32 x 32 blocks of
  * 16 x 16 warp tiles, 4x the CTAs and twice the operand splits per product, measured 4% slower
  * overall at 128K: docs/BENCHMARKS.md run L3). */
@@ -643,12 +957,31 @@ bool cu_la_proj16(int d)
            !cu_env_is("SALA_CUDA_LA_PREP", "old");
 }
 
+bool cu_la_fused(int d)
+{
+    return cu_la_proj16(d) && cu_sm90a() && !cu_env_is("SALA_CUDA_LA_FUSED", "0");
+}
+
+/* The fused form: la_prepk_kernel<QH> (Qh and Kh in bf16), then la_fused_kernel. */
+template <int D> static cudaError_t la_fused(cudaStream_t st, const la_args *t)
+{
+    static const cudaError_t ready =   /* once per process (one device) */
+        cudaFuncSetAttribute(la_fused_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                             lf_lay<D>::SIZE);
+    if (ready != cudaSuccess) return ready;
+    la_prepk_kernel<D, bf16, true><<<t->Tp, 256, 0, st>>>(*t, NULL);
+    la_fused_kernel<D><<<dim3(D / LF_JB, t->nh), 256, lf_lay<D>::SIZE, st>>>(*t);
+    return cudaGetLastError();
+}
+
 /* The tensor-core prefill with its own prep (la_prepk_kernel: Kh and the rotation table). */
 template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_args *a)
 {
     float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
     la_args t = *a;
     t.Qd = t.Kw = t.Vh = NULL;
+    if (sizeof(P) == 2 && cu_la_fused(a->d))
+        return a->d == 128 ? la_fused<128>(st, &t) : la_fused<64>(st, &t);
     if (a->d == 128)
         la_prepk_kernel<128, P><<<a->Tp, 256, 0, st>>>(t, cs);
     else

@@ -198,6 +198,7 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
 {
     Pool P;
     cudaError_t err = cudaSuccess;
+    CUDA_CHECK(cu_kernels_init());   /* the sm_90a probe (cu_la_fused), as at load */
     la_args a;
     memset(&a, 0, sizeof(a));
     const int nd = nh * d;
@@ -456,6 +457,7 @@ int op_mlp_gu(const float *W, int I, int in, const float *x, int T, float *out, 
 {
     Pool P;
     cudaError_t err = cudaSuccess;
+    CUDA_CHECK(cu_kernels_init());   /* the sm_90a probe and gemm90's SM count, as at load */
     bf16 *dW, *dx;
     CU_TRY(up_b(P, W, (size_t)2 * I * in, &dW, e));
     CU_TRY(up_b(P, x, (size_t)T * in, &dx, e));
@@ -824,16 +826,19 @@ int op_topk(const float *score, int nbs, int64_t p0, int T, int nkv, int K, int 
     return SALA_OK;
 }
 
-int op_sm90a(void) { return cu_sm90a(); }
+/* After the kernels' setup, whose probe decides it (a test may ask before any op ran). */
+int op_sm90a(void) { return cu_kernels_init() == cudaSuccess && cu_sm90a(); }
 
 long op_attn_pers_launches(void) { return cu_attn_pers_launches(); }
+
+int op_la_fused(int d) { return op_sm90a() && cu_la_fused(d); }
 
 const sala_cuda_ops ops = {op_add_norm,  op_gemm,    op_swiglu,      op_lightning,
                            op_attention, op_compress, op_select,     op_gate,
                            op_norm_rows, op_sparse_prep, op_embed,   op_gemm_acc,
                            op_mlp_gu,    op_gemm_speed, op_select_speed, op_gemv,
                            op_gemv_speed, op_score_diff, op_pick,  op_topk,
-                           op_sm90a,     op_attn_pers_launches};
+                           op_sm90a,     op_attn_pers_launches, op_la_fused};
 
 }   // namespace
 

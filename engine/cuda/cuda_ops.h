@@ -117,6 +117,9 @@ typedef struct {
     /* Sparse attention launches that ran on the persistent streams' grid so far (a test's
      * proof that SALA_CUDA_SATTN=streamp did not fall back to the plain grid). */
     long (*attn_pers_launches)(void);
+    /* 1: a bf16-proj lightning prefill of head size d takes the fused kernel (cu_la_fused),
+     * which rounds q to bf16 after RoPE as it does k */
+    int (*la_fused)(int d);
 } sala_cuda_ops;
 
 #endif
