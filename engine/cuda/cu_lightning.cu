@@ -540,23 +540,24 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
 
 /* ---- the fused form (sm_90a, bf16 proj, d = 64 or 128): docs/CUDA.md "Lightning prefill 8" ----
  *
- * One CTA (one warpgroup, 128 threads) per (head n, 32 value columns j0 .. j0 + 31) walks all the
- * chunks of the call in order with its columns of the fp32 state in wgmma accumulators, and
- * writes the chunk's output columns itself: no S_in per chunk in memory, no ranges. Per chunk,
- * every product on the tensor cores in bf16 (wgmma, fp32 accumulate):
+ * One CTA (two warpgroups) per (head n, 32 value columns j0 .. j0 + 31) walks all the chunks of
+ * the call in order with its columns of the fp32 state in wgmma accumulators, and writes the
+ * chunk's output columns itself: no S_in per chunk in memory, no ranges. Per chunk, every
+ * product on the tensor cores in bf16 (wgmma, fp32 accumulate):
  *   scores  A (64 τ x 64 σ) = Qh Khᵀ            Qh, Kh: q and k normalized, rotated and rounded
  *                                               to bf16 (HF's rounding, SALA-SPEC §3.4) by
  *                                               la_prepk_kernel<QH>: exact operands
  *   inter   O = λ^{τ+1} Qh S_in                 S_in in two bf16 planes hi + lo (16 bits)
  *   intra   O += (mask_{σ<=τ} λ^{τ-σ} ⊙ A) V    A in two bf16 planes hi + lo, from registers
  *   state   S = λ^{len} S + Khᵀ (w ⊙ V)         w_σ = λ^{len-1-σ}; w v in three bf16 planes (the
- *                                               fp32 product exactly); Khᵀ read MN-major
+ *                                               fp32 product exactly)
  * so the products are exact or carry 16 (O) / 24 (state) bits of their fp32 operands, against
- * TF32's 11 (the walk's 3xTF32 22). Shared tiles are 128-byte-swizzled K-major panels of 64
- * bf16 columns (rows 128 bytes apart, 8-row groups 1024): Q and K (64 rows, d/64 panels) and
- * the raw V columns in two cp.async stages (the next chunk lands during this one), then Vᵀ and
- * (w V)ᵀ (32 rows x 64 σ) staged by the threads, and S_inᵀ (32 rows x d, hi and lo planes)
- * written from the state accumulators after each chunk. Body compiled for sm_90a only. */
+ * TF32's 11 (the walk's 3xTF32 22). Qh and Khᵀ are register A operands (ldmatrix, .trans for
+ * Khᵀ); the B operands are 128-byte-swizzled K-major panels of 64 bf16 columns (rows 128 bytes
+ * apart, 8-row groups 1024): K (64 rows, d/64 panels, in two cp.async stages with Q and the raw
+ * V columns: the next chunk lands during this one), Vᵀ and (w V)ᵀ (32 rows x 64 σ, staged by
+ * ldmatrix.trans + stmatrix) and S_inᵀ (32 rows x d, hi and lo planes, stmatrix.trans from the
+ * state accumulators after each chunk). Body compiled for sm_90a only. */
 #define LF_JB 32                              /* value columns a CTA */
 template <int D> struct lf_lay {              /* byte offsets from the 1024-aligned base */
     static constexpr int QB = D * 128;        /* Q or K: 64 rows x D bf16, D/64 panels of 8 KB */
@@ -576,54 +577,48 @@ static __device__ __forceinline__ uint32_t lf_sw(int r, int c)
 {
     return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
 }
-/* MN-major descriptor, 128-byte swizzle: 8-row (k) groups 1024 bytes apart, 64-element (m/n)
- * blocks lbo bytes apart. */
-static __device__ __forceinline__ uint64_t lf_mndesc(uint32_t addr, uint32_t lbo)
-{
-    return (uint64_t)((addr & 0x3ffffu) >> 4) | (uint64_t)(lbo >> 4) << 16 |
-           (uint64_t)(1024 >> 4) << 32 | (uint64_t)1 << 62;
-}
 #define LF_ACC16(d) \
     "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
     "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
     "+f"(d[14]), "+f"(d[15])
-/* d (+)= A (64 x 16) · B (16 x 64), both from shared memory, K-major; acc = 0: d = A · B */
-static __device__ __forceinline__ void lf_mma64(float (&d)[32], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
-                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
-                 "%32, %33, p, 1, 1, 0, 0;\n}\n"
-                 : LF_ACC16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
-                   "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
-                   "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-                 : "l"(da), "l"(db), "r"(acc));
-}
-/* d (+)= A (64 x 16) · B (16 x 32) from shared memory; TA: A MN-major (transpose bit) */
-template <int TA>
-static __device__ __forceinline__ void lf_mma32(float (&d)[16], uint64_t da, uint64_t db, int acc)
-{
-    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
-                 "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
-                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
-                 "%16, %17, p, 1, 1, %19, 0;\n}\n"
-                 : LF_ACC16(d)
-                 : "l"(da), "l"(db), "r"(acc), "n"(TA));
-}
-/* d += A (64 x 16, registers: the m16n8k16 A fragment of each warp's 16 rows) · B (16 x 32) */
-static __device__ __forceinline__ void lf_mma32r(float (&d)[16], const uint32_t (&a)[4], uint64_t db)
+/* d (+)= A (64 x 16, registers: the m16n8k16 A fragment of each warp's 16 rows) · B (16 x 32,
+ * K-major); acc = 0: d = A · B */
+static __device__ __forceinline__ void lf_mma32r(float (&d)[16], const uint32_t (&a)[4], uint64_t db,
+                                                 int acc)
 {
     asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %21, 0;\n"
                  "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 "
                  "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "
                  "{%16, %17, %18, %19}, %20, p, 1, 1, 0;\n}\n"
                  : LF_ACC16(d)
-                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(1));
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
 }
-static __device__ __forceinline__ void lf_st32(uint32_t addr, uint32_t v)
+/* d (+)= A (64 x 16, registers) · B (16 x 64, K-major) */
+static __device__ __forceinline__ void lf_mma64r(float (&d)[32], const uint32_t (&a)[4], uint64_t db,
+                                                 int acc)
 {
-    asm volatile("st.shared.b32 [%0], %1;\n" ::"r"(addr), "r"(v) : "memory");
+    asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %37, 0;\n"
+                 "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+                 "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, "
+                 "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+                 "{%32, %33, %34, %35}, %36, p, 1, 1, 0;\n}\n"
+                 : LF_ACC16(d), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]),
+                   "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]),
+                   "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(db), "r"(acc));
+}
+/* Four 8 x 8 b16 matrices from registers to shared rows (lanes 8 m .. 8 m + 7: matrix m's row
+ * addresses); T: transposed (the fragment's columns become the stored rows). */
+template <bool T>
+static __device__ __forceinline__ void lf_stsm(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2,
+                                               uint32_t r3)
+{
+    if (T)
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.trans.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                     ::"r"(addr), "r"(r0), "r"(r1), "r"(r2), "r"(r3) : "memory");
+    else
+        asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n"
+                     ::"r"(addr), "r"(r0), "r"(r1), "r"(r2), "r"(r3) : "memory");
 }
 /* The bf16 pair (x0 low, x1 high) of two fp32 values, rounded to nearest; x0, x1 become what
  * the pair leaves of them (exact: the next plane's input). */
@@ -634,27 +629,19 @@ static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
     x1 -= __uint_as_float(h & 0xffff0000u);
     return h;
 }
-static __device__ __forceinline__ uint32_t lf_ld16(uint32_t addr)
-{
-    unsigned short v;
-    asm volatile("ld.shared.u16 %0, [%1];\n" : "=h"(v) : "r"(addr));
-    return v;
-}
-static __device__ __forceinline__ void lf_st16h(uint32_t addr, uint32_t v)   /* low 16 bits */
-{
-    asm volatile("st.shared.b16 [%0], %1;\n" ::"r"(addr), "h"((unsigned short)v) : "memory");
-}
 #endif
 
 /* grid (D / LF_JB, nh), 256 threads: two warpgroups that meet once a chunk (one CTA barrier,
  * after which chunk c's tiles are in shared memory and chunk c + 1's are requested).
- *   warpgroup 0, the output: O = λ^{τ+1} Qh S_in (S_in: the S_inᵀ planes of buffer (c + 1) & 1)
- *     and the scores issued, the scores masked, decayed and split, then (once warpgroup 1 has
- *     staged Vᵀ: named barrier 3) O += A V, O stored;
- *   warpgroup 1, the state: Vᵀ and (w V)ᵀ staged, S = λ^{len} S + Khᵀ (w V), S_inᵀ planes of
- *     the new state into buffer c & 1 (read by warpgroup 0 in chunk c + 1).
+ *   warpgroup 0, the output: Qh's A fragments by ldmatrix; O = λ^{τ+1} Qh S_in (the S_inᵀ
+ *     planes of buffer (c + 1) & 1) and the scores issued, the scores masked, decayed and
+ *     split, then (once warpgroup 1 has staged Vᵀ: named barrier 3) O += A V, O stored;
+ *   warpgroup 1, the state: Vᵀ and (w V)ᵀ staged (ldmatrix.trans of the raw rows, stmatrix),
+ *     Khᵀ's A fragments by ldmatrix.trans, S = λ^{len} S + Khᵀ (w V), the S_inᵀ planes of the
+ *     new state into buffer c & 1 by stmatrix.trans (read by warpgroup 0 in chunk c + 1).
  * Warp w of a warpgroup holds rows 16 w + g (+8) of every m64 accumulator: the state
- * s[m][4 q + 2 h + e] = S[i = 64 m + 16 w + g + 8 h][j0 + 8 q + 2 t + e]. */
+ * s[m][4 q + 2 h + e] = S[i = 64 m + 16 w + g + 8 h][j0 + 8 q + 2 t + e]. The raw V rows (64
+ * bytes) keep 16-byte chunk c of row r at c ^ ((r >> 1) & 3): ldmatrix rows conflict-free. */
 template <int D>
 static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
 {
@@ -666,7 +653,7 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
     const uint32_t base = (smem_u32(lf_raw) + 1023) & ~1023u;
     const int n = blockIdx.y, j0 = blockIdx.x * LF_JB, nch = a.Tp / CU_LA_C;
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w = (tid >> 5) & 3;
-    const int g = lane >> 2, t = lane & 3;
+    const int g = lane >> 2, t = lane & 3, lm = lane >> 3, lr = lane & 7;
     if (tid <= CU_LA_C) dn[tid] = a.dec[n * (CU_LA_C + 1) + tid];
     const bf16 *Qg = (const bf16 *)a.Qh + (size_t)n * a.Tp * D;
     const bf16 *Kg = (const bf16 *)a.Kh + (size_t)n * a.Tp * D;
@@ -684,30 +671,36 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
             cp_async16(sq + off, Qg + so, ok);
             cp_async16(sq + L::QB + off, Kg + so, ok);
         }
-        if (tid < CU_LA_C * (LF_JB / 8)) {
-            const int r = tid / (LF_JB / 8), c16 = tid % (LF_JB / 8);
+        {   /* 64 rows x 4 chunks: one a thread */
+            const int r = tid >> 2, c16 = tid & 3;
             const bool ok = r < len;
-            cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + 16 * c16,
+            cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + ((c16 ^ ((r >> 1) & 3)) << 4),
                        Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
         }
         cp_async_commit();
     };
+    static_assert(CU_LA_C * (LF_JB / 8) == 256, "one V chunk a thread");
     float *S = a.S + (size_t)n * D * D;
     float s[MT][16];   /* warpgroup 1 */
-    /* S_inᵀ planes (row j, column i) of buffer q from the state accumulators */
+    /* S_inᵀ planes (row j, column i) of buffer q from the state accumulators: per m tile,
+     * plane and row half h, one stmatrix.trans of the 4 column blocks (matrix lm: rows j = 8 lm
+     * + lr, the 8 columns i = 64 m + 16 w + 8 h ..) */
     auto put_state = [&](int q) {
         const uint32_t st = base + L::ST + q * 2 * MT * L::PL;
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int x = 0; x < 16; x += 2) {
-                const int i = 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
-                const uint32_t o0 = st + m * L::PL + lf_sw(j, i >> 3) + (i & 7) * 2;
-                const uint32_t o1 = st + m * L::PL + lf_sw(j + 1, i >> 3) + (i & 7) * 2;
-                float x0 = s[m][x], x1 = s[m][x + 1];
-                const uint32_t h = lf_split(x0, x1), l = pack_bf16(x0, x1);
-                lf_st16h(o0, h), lf_st16h(o1, h >> 16);
-                lf_st16h(o0 + MT * L::PL, l), lf_st16h(o1 + MT * L::PL, l >> 16);
+            for (int h = 0; h < 2; h++) {
+                uint32_t hi[4], lo[4];
+#pragma unroll
+                for (int qq = 0; qq < 4; qq++) {
+                    float x0 = s[m][4 * qq + 2 * h], x1 = s[m][4 * qq + 2 * h + 1];
+                    hi[qq] = lf_split(x0, x1);
+                    lo[qq] = pack_bf16(x0, x1);
+                }
+                const uint32_t ad = st + m * L::PL + lf_sw(8 * lm + lr, 2 * w + h);
+                lf_stsm<true>(ad, hi[0], hi[1], hi[2], hi[3]);
+                lf_stsm<true>(ad + MT * L::PL, lo[0], lo[1], lo[2], lo[3]);
             }
         proxy_fence();
     };
@@ -734,37 +727,55 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
         if (c + 1 < nch) load(c + 1, b ^ 1);
         const uint32_t sq = base + b * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
         if (wg == 1) {
-            /* Vᵀ and the three planes of (w V)ᵀ: lane = column j, warp w the σ pairs w + 4 k */
+            /* Vᵀ and the three planes of (w V)ᵀ: warp w the columns j 8 w .. 8 w + 7, two
+             * ldmatrix.trans of 4 blocks of 8 σ each (block 4 hh + lm) */
 #pragma unroll
-            for (int k = 0; k < CU_LA_C / 8; k++) {
-                const int s0 = 2 * (w + 4 * k);
-                const uint32_t off = lf_sw(lane, s0 >> 3) + (s0 & 7) * 2;
-                const uint32_t u0 = lf_ld16(vr + (s0 * LF_JB + lane) * 2);
-                const uint32_t u1 = lf_ld16(vr + ((s0 + 1) * LF_JB + lane) * 2);
-                lf_st32(base + L::VT + off, u0 | u1 << 16);
-                float x0 = (s0 < len ? dn[len - 1 - s0] : 0.0f) * __uint_as_float(u0 << 16);
-                float x1 = (s0 + 1 < len ? dn[len - 2 - s0] : 0.0f) * __uint_as_float(u1 << 16);
+            for (int hh = 0; hh < 2; hh++) {
+                uint32_t v[4];
+                const int sr = 8 * (4 * hh + lm) + lr;   /* this lane's source row σ */
+                ldsm_x4_t(v, vr + sr * (LF_JB * 2) + ((w ^ ((sr >> 1) & 3)) << 4));
+                uint32_t pw[3][4];
 #pragma unroll
-                for (int p = 0; p < 3; p++) lf_st32(base + L::WV + p * L::PL + off, lf_split(x0, x1));
+                for (int mi = 0; mi < 4; mi++) {   /* v[mi]: σ 8 (4 hh + mi) + 2 t, +1; j 8 w + g */
+                    const int s0 = 8 * (4 * hh + mi) + 2 * t;
+                    float x0 = (s0 < len ? dn[len - 1 - s0] : 0.0f) * __uint_as_float(v[mi] << 16);
+                    float x1 = (s0 + 1 < len ? dn[len - 2 - s0] : 0.0f) *
+                               __uint_as_float(v[mi] & 0xffff0000u);
+#pragma unroll
+                    for (int p = 0; p < 3; p++) pw[p][mi] = lf_split(x0, x1);
+                }
+                const uint32_t ad = lf_sw(8 * w + lr, 4 * hh + lm);   /* rows j, chunk = σ block */
+                lf_stsm<false>(base + L::VT + ad, v[0], v[1], v[2], v[3]);
+#pragma unroll
+                for (int p = 0; p < 3; p++)
+                    lf_stsm<false>(base + L::WV + p * L::PL + ad, pw[p][0], pw[p][1], pw[p][2],
+                                   pw[p][3]);
             }
             proxy_fence();
             asm volatile("bar.arrive 3, 256;\n" ::: "memory");   /* Vᵀ -> warpgroup 0 */
+            /* Khᵀ A fragments: (m tile, k step kk) from the σ rows 16 kk .. of panel m */
+            uint32_t ka[MT][4][4];
+#pragma unroll
+            for (int m = 0; m < MT; m++)
+#pragma unroll
+                for (int kk = 0; kk < 4; kk++)
+                    ldsm_x4_t(ka[m][kk], sk + m * 8192 +
+                                             lf_sw(16 * kk + lr + 8 * (lm >> 1), 2 * w + (lm & 1)));
             asm volatile("bar.sync 1, 128;\n" ::: "memory");     /* (w V)ᵀ complete */
             const float lam = dn[len];
 #pragma unroll
             for (int m = 0; m < MT; m++)
 #pragma unroll
                 for (int x = 0; x < 16; x++) s[m][x] *= lam;
-            const uint64_t dw = wg_desc(base + L::WV), da = lf_mndesc(sk, 8192);
+            const uint64_t dw = wg_desc(base + L::WV);
             wg_fence();
 #pragma unroll
             for (int m = 0; m < MT; m++)
 #pragma unroll
                 for (int p = 0; p < 3; p++)
 #pragma unroll
-                    for (int kk = 0; kk < CU_LA_C / 16; kk++)
-                        lf_mma32<1>(s[m], da + ((m * 8192 + kk * 2048) >> 4),
-                                    dw + ((p * L::PL + kk * 32) >> 4), 1);
+                    for (int kk = 0; kk < 4; kk++)
+                        lf_mma32r(s[m], ka[m][kk], dw + ((p * L::PL + kk * 32) >> 4), 1);
             wg_commit();
             wg_wait<0>();
 #pragma unroll
@@ -779,22 +790,27 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
                 const int tau = 16 * w + g + 8 * ((x >> 1) & 1), sg = 8 * (x >> 2) + 2 * t + (x & 1);
                 dec[x] = sg <= tau ? dn[tau - sg] : 0.0f;
             }
+        /* Qh A fragments, k step ks: rows 16 w + lr (+8: lm odd), k chunk 2 (ks % 4) + lm / 2 */
+        uint32_t qa[KS][4];
+#pragma unroll
+        for (int ks = 0; ks < KS; ks++)
+            ldsm_x4(qa[ks], sq + (ks >> 2) * 8192 +
+                                lf_sw(16 * w + lr + 8 * (lm & 1), 2 * (ks & 3) + (lm >> 1)));
         float sc[32], o[16];
-        const uint64_t dq = wg_desc(sq), dk = wg_desc(sk);
+        const uint64_t dk = wg_desc(sk);
         const uint64_t ds = wg_desc(base + L::ST + (b ^ 1) * 2 * MT * L::PL);
         wg_fence();
 #pragma unroll
         for (int ks = 0; ks < KS; ks++)
-            lf_mma64(sc, dq + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4),
-                     dk + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4), ks);
+            lf_mma64r(sc, qa[ks], dk + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4), ks);
         wg_commit();
 #pragma unroll
         for (int p = 0; p < 2; p++)
 #pragma unroll
             for (int ks = 0; ks < KS; ks++)
-                lf_mma32<0>(o, dq + (((ks >> 2) * 8192 + (ks & 3) * 32) >> 4),
-                            ds + ((p * MT * L::PL + (ks >> 2) * L::PL + (ks & 3) * 32) >> 4),
-                            p | ks);
+                lf_mma32r(o, qa[ks],
+                          ds + ((p * MT * L::PL + (ks >> 2) * L::PL + (ks & 3) * 32) >> 4),
+                          p | ks);
         wg_commit();
         wg_wait<1>();      /* scores */
         wg_keep(sc);
@@ -817,8 +833,8 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
         wg_fence();
 #pragma unroll
         for (int kk = 0; kk < CU_LA_C / 16; kk++) {
-            lf_mma32r(o, ph[kk], dvt + ((kk * 32) >> 4));
-            lf_mma32r(o, pl[kk], dvt + ((kk * 32) >> 4));
+            lf_mma32r(o, ph[kk], dvt + ((kk * 32) >> 4), 1);
+            lf_mma32r(o, pl[kk], dvt + ((kk * 32) >> 4), 1);
         }
         wg_commit();
         wg_wait<0>();
