@@ -577,6 +577,11 @@ static __device__ __forceinline__ uint32_t lf_sw(int r, int c)
 {
     return (uint32_t)(r * 128 + ((c ^ (r & 7)) << 4));
 }
+/* Keeps the compiler from computing register A fragments after the wgmma fence. */
+static __device__ __forceinline__ void lf_keep(uint32_t (&a)[4])
+{
+    asm volatile("" : "+r"(a[0]), "+r"(a[1]), "+r"(a[2]), "+r"(a[3])::"memory");
+}
 #define LF_ACC16(d) \
     "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
     "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), \
@@ -643,43 +648,53 @@ static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
  * s[m][4 q + 2 h + e] = S[i = 64 m + 16 w + g + 8 h][j0 + 8 q + 2 t + e]. The raw V rows (64
  * bytes) keep 16-byte chunk c of row r at c ^ ((r >> 1) & 3): ldmatrix rows conflict-free. */
 template <int D>
-static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
+static __global__ void __launch_bounds__(256, 1)
+    la_fused_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
+                    la_args a)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using L = lf_lay<D>;
     constexpr int MT = D / 64, KS = D / 16;
     extern __shared__ __align__(1024) uint8_t lf_raw[];
     __shared__ float dn[CU_LA_C + 1];   /* λ^e */
-    const uint32_t base = (smem_u32(lf_raw) + 1023) & ~1023u;
+    __shared__ __align__(8) uint64_t full[2];   /* Q, K of stage b landed (TMA) */
+    const uint32_t base = (smem_u32(lf_raw) + 1023) & ~1023u, fb = smem_u32(full);
     const int n = blockIdx.y, j0 = blockIdx.x * LF_JB, nch = a.Tp / CU_LA_C;
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w = (tid >> 5) & 3;
     const int g = lane >> 2, t = lane & 3, lm = lane >> 3, lr = lane & 7;
     if (tid <= CU_LA_C) dn[tid] = a.dec[n * (CU_LA_C + 1) + tid];
-    const bf16 *Qg = (const bf16 *)a.Qh + (size_t)n * a.Tp * D;
-    const bf16 *Kg = (const bf16 *)a.Kh + (size_t)n * a.Tp * D;
+    if (tid == 0) {
+        mbar_init(fb, 1);
+        mbar_init(fb + 8, 1);
+        mbar_init_fence();
+    }
     const bf16 *Vg = a.proj16 + 2 * (size_t)a.nh * D + (size_t)n * D + j0;
-    /* chunk c's Q, K rows and V columns -> stage b (rows past the call zero), all threads */
+    /* chunk c -> stage b: Q and K rows by TMA (thread 0; rows past the call are zero in Qh and
+     * Kh), the V columns by warpgroup 0's cp.async (rows past the call zero-filled; read by
+     * warpgroup 1's ldmatrix only, so no proxy fence) */
     auto load = [&](int c, int b) {
         const int t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
         const uint32_t sq = base + b * L::STG;
+        if (tid == 0) {
+            mbar_arrive_tx(fb + 8 * b, 2 * L::QB);
 #pragma unroll
-        for (int k = 0; k < CU_LA_C * (D / 8) / 256; k++) {
-            const int idx = tid + 256 * k, r = idx / (D / 8), c16 = idx % (D / 8);
-            const bool ok = r < len;
-            const size_t so = (size_t)(t0 + (ok ? r : 0)) * D + 8 * c16;
-            const uint32_t off = (c16 >> 3) * 8192 + lf_sw(r, c16 & 7);
-            cp_async16(sq + off, Qg + so, ok);
-            cp_async16(sq + L::QB + off, Kg + so, ok);
+            for (int p = 0; p < D / 64; p++) {
+                tma_load_2d(sq + p * 8192, &tq, 64 * p, n * a.Tp + t0, fb + 8 * b);
+                tma_load_2d(sq + L::QB + p * 8192, &tk, 64 * p, n * a.Tp + t0, fb + 8 * b);
+            }
         }
-        {   /* 64 rows x 4 chunks: one a thread */
-            const int r = tid >> 2, c16 = tid & 3;
-            const bool ok = r < len;
-            cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + ((c16 ^ ((r >> 1) & 3)) << 4),
-                       Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
+        if (wg == 0) {
+#pragma unroll
+            for (int k = 0; k < 2; k++) {   /* 64 rows x 4 chunks */
+                const int idx = tid + 128 * k, r = idx >> 2, c16 = idx & 3;
+                const bool ok = r < len;
+                cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + ((c16 ^ ((r >> 1) & 3)) << 4),
+                           Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
+            }
+            cp_async_commit();
         }
-        cp_async_commit();
     };
-    static_assert(CU_LA_C * (LF_JB / 8) == 256, "one V chunk a thread");
+    static_assert(CU_LA_C * (LF_JB / 8) == 256, "two V chunks a thread of warpgroup 0");
     float *S = a.S + (size_t)n * D * D;
     float s[MT][16];   /* warpgroup 1 */
     /* S_inᵀ planes (row j, column i) of buffer q from the state accumulators: per m tile,
@@ -715,18 +730,30 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
             }
         put_state(1);   /* the state before chunk 0: buffer (0 + 1) & 1 */
     }
+    __syncthreads();   /* the barriers initialized */
     load(0, 0);
     const uint64_t dvt = wg_desc(base + L::VT);
-    float dec[32];   /* warpgroup 0: the mask and λ^{τ-σ} of its score accumulators */
+    float dec[32];     /* warpgroup 0: the mask and λ^{τ-σ} of its score accumulators, */
+    float f0 = 0.0f, f1 = 0.0f;   /* and λ^{τ+1} of its two rows */
+    float wv[2][4][2]; /* warpgroup 1: w_σ of a full chunk for its σ pairs */
     for (int c = 0; c < nch; c++) {
         const int b = c & 1, t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
-        cp_async_wait<0>();
-        proxy_fence();     /* this thread's copies -> the async proxy (wgmma) */
-        __syncthreads();   /* chunk c landed; chunk c - 1 done by both warpgroups (stage b ^ 1,
-                              Vᵀ, (w V)ᵀ and buffer (c + 1) & 1's readers); dn written */
+        if (wg == 0) cp_async_wait<0>();
+        __syncthreads();   /* chunk c's V rows landed; chunk c - 1 done by both warpgroups
+                              (stage b ^ 1, Vᵀ, (w V)ᵀ and buffer (c + 1) & 1's readers); dn */
         if (c + 1 < nch) load(c + 1, b ^ 1);
+        mbar_wait(fb + 8 * b, (c >> 1) & 1);   /* chunk c's Q and K */
         const uint32_t sq = base + b * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
         if (wg == 1) {
+            if (c == 0)
+#pragma unroll
+                for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+                    for (int mi = 0; mi < 4; mi++) {
+                        const int s0 = 8 * (4 * hh + mi) + 2 * t;
+                        wv[hh][mi][0] = dn[CU_LA_C - 1 - s0], wv[hh][mi][1] = dn[CU_LA_C - 2 - s0];
+                    }
+            const float lam = dn[len];
             /* Vᵀ and the three planes of (w V)ᵀ: warp w the columns j 8 w .. 8 w + 7, two
              * ldmatrix.trans of 4 blocks of 8 σ each (block 4 hh + lm) */
 #pragma unroll
@@ -738,9 +765,13 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
 #pragma unroll
                 for (int mi = 0; mi < 4; mi++) {   /* v[mi]: σ 8 (4 hh + mi) + 2 t, +1; j 8 w + g */
                     const int s0 = 8 * (4 * hh + mi) + 2 * t;
-                    float x0 = (s0 < len ? dn[len - 1 - s0] : 0.0f) * __uint_as_float(v[mi] << 16);
-                    float x1 = (s0 + 1 < len ? dn[len - 2 - s0] : 0.0f) *
-                               __uint_as_float(v[mi] & 0xffff0000u);
+                    float w0 = wv[hh][mi][0], w1 = wv[hh][mi][1];
+                    if (len < CU_LA_C) {   /* the call's last, partial chunk */
+                        w0 = s0 < len ? dn[len - 1 - s0] : 0.0f;
+                        w1 = s0 + 1 < len ? dn[len - 2 - s0] : 0.0f;
+                    }
+                    float x0 = w0 * __uint_as_float(v[mi] << 16);
+                    float x1 = w1 * __uint_as_float(v[mi] & 0xffff0000u);
 #pragma unroll
                     for (int p = 0; p < 3; p++) pw[p][mi] = lf_split(x0, x1);
                 }
@@ -761,12 +792,17 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
                 for (int kk = 0; kk < 4; kk++)
                     ldsm_x4_t(ka[m][kk], sk + m * 8192 +
                                              lf_sw(16 * kk + lr + 8 * (lm >> 1), 2 * w + (lm & 1)));
-            asm volatile("bar.sync 1, 128;\n" ::: "memory");     /* (w V)ᵀ complete */
-            const float lam = dn[len];
 #pragma unroll
             for (int m = 0; m < MT; m++)
 #pragma unroll
+                for (int kk = 0; kk < 4; kk++) lf_keep(ka[m][kk]);
+            asm volatile("bar.sync 1, 128;\n" ::: "memory");     /* (w V)ᵀ complete */
+#pragma unroll
+            for (int m = 0; m < MT; m++) {
+#pragma unroll
                 for (int x = 0; x < 16; x++) s[m][x] *= lam;
+                wg_keep(s[m]);   /* scaled before the fence */
+            }
             const uint64_t dw = wg_desc(base + L::WV);
             wg_fence();
 #pragma unroll
@@ -784,12 +820,14 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
             continue;
         }
         /* warpgroup 0 */
-        if (c == 0)
+        if (c == 0) {
+            f0 = dn[16 * w + g + 1], f1 = dn[16 * w + g + 9];
 #pragma unroll
             for (int x = 0; x < 32; x++) {
                 const int tau = 16 * w + g + 8 * ((x >> 1) & 1), sg = 8 * (x >> 2) + 2 * t + (x & 1);
                 dec[x] = sg <= tau ? dn[tau - sg] : 0.0f;
             }
+        }
         /* Qh A fragments, k step ks: rows 16 w + lr (+8: lm odd), k chunk 2 (ks % 4) + lm / 2 */
         uint32_t qa[KS][4];
 #pragma unroll
@@ -824,11 +862,11 @@ static __global__ void __launch_bounds__(256, 1) la_fused_kernel(la_args a)
         }
         wg_wait<0>();      /* the inter product */
         wg_keep(o);
-        {
-            const float f0 = dn[16 * w + g + 1], f1 = dn[16 * w + g + 9];
 #pragma unroll
-            for (int x = 0; x < 16; x++) o[x] *= (x & 2) ? f1 : f0;
-        }
+        for (int x = 0; x < 16; x++) o[x] *= (x & 2) ? f1 : f0;
+        wg_keep(o);
+#pragma unroll
+        for (int kk = 0; kk < 4; kk++) lf_keep(ph[kk]), lf_keep(pl[kk]);
         asm volatile("bar.sync 3, 256;\n" ::: "memory");   /* Vᵀ staged by warpgroup 1 */
         wg_fence();
 #pragma unroll
@@ -985,8 +1023,12 @@ template <int D> static cudaError_t la_fused(cudaStream_t st, const la_args *t)
         cudaFuncSetAttribute(la_fused_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                              lf_lay<D>::SIZE);
     if (ready != cudaSuccess) return ready;
+    CUtensorMap tq, tk;   /* Qh, Kh as (nh Tp, D) bf16: boxes of 64 rows x 64 columns */
+    if (!cu_tmap_2d(&tq, (const bf16 *)t->Qh, (int64_t)t->nh * t->Tp, D, 64, 64) ||
+        !cu_tmap_2d(&tk, (const bf16 *)t->Kh, (int64_t)t->nh * t->Tp, D, 64, 64))
+        return cudaErrorInvalidValue;
     la_prepk_kernel<D, bf16, true><<<t->Tp, 256, 0, st>>>(*t, NULL);
-    la_fused_kernel<D><<<dim3(D / LF_JB, t->nh), 256, lf_lay<D>::SIZE, st>>>(*t);
+    la_fused_kernel<D><<<dim3(D / LF_JB, t->nh), 256, lf_lay<D>::SIZE, st>>>(tq, tk, *t);
     return cudaGetLastError();
 }
 
