@@ -759,8 +759,9 @@ static void t_embed(void)
  * and keep k after RoPE in bf16 (the forward's prefill form, HF's rounding); the twin is given
  * the same bf16-rounded proj and rounds its k the same way. Tolerances: state 1e-5 (fp32, or
  * 3xTF32 on the tensor cores; 1e-4 / 2e-3 once a call has rounded k to bf16, see below);
- * o_raw 1e-5 for fp32 arithmetic (decode, cuBLAS), 2e-3 for the TF32 products (expected ~4e-4);
- * out 4e-3 / 8e-3 (bf16 rounding). */
+ * o_raw 1e-5 for fp32 arithmetic (decode, cuBLAS), 2e-3 for the TF32 products (expected ~4e-4),
+ * 4e-3 / 8e-3 for the fused kernel (O left rounded to bf16, as HF has it before o_norm; with q
+ * rounded after RoPE as the twin is then given it); out 4e-3 / 8e-3 (bf16 rounding). */
 static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0, uint64_t seed,
                             bool blas, bool p16)
 {
@@ -836,7 +837,9 @@ static void lightning_calls(const int *Ts, int ncall, int nh, int d, int64_t p0,
         diff(rawg, o, (size_t)T * nd, &rel, &mr);
         /* a decode step after a bf16-k call reads the state with its few bf16 steps (call f1:
          * 1.5e-5 / 2.4e-5 against 1e-5): the state's bound */
-        report(what, rel, mr, tc ? 2e-3 : hk ? 1e-4 : 1e-5, tc || hk ? 2e-3 : 1e-5);
+        /* the fused kernel leaves bf16(scale O), HF's rounding before o_norm: out's bounds */
+        if (tc && h16 && O->la_fused(d)) report(what, rel, mr, 4e-3, 8e-3);
+        else report(what, rel, mr, tc ? 2e-3 : hk ? 1e-4 : 1e-5, tc || hk ? 2e-3 : 1e-5);
         cpu_rmsnorm(o, o, on, T, nd, 1e-6f);
         for (int t = 0; t < T; t++)
             for (int i = 0; i < nd; i++)

@@ -455,6 +455,7 @@ static la_args la_of(const cu_seq *s, const cu_layer *L, const float *proj, cons
     const eng_config *c = &m->c;
     const int nh = (int)c->lightning_nh, d = (int)c->lightning_head_dim;
     la_args la;
+    memset(&la, 0, sizeof(la));
     la.proj = proj;
     la.proj16 = proj16;
     la.ld = ld;

@@ -148,6 +148,8 @@ typedef struct {
     float *Ab;                            /* (nh, Tp/C, C, C); the tensor-core path: the state
                                              walk's range states (nh, R, d, d), R d² <= Tp C */
     float *S;                             /* (nh, d, d) the layer's state */
+    int o16;                              /* set by cu_lightning_prefill: Oh holds bf16(scale O)
+                                             (nh, Tp, d) (the fused kernel), else fp32 O */
 } la_args;
 /* Prep: Qh, Kh (and Qd, Kw, Vh when not NULL). For a decode step (T == Tp == 1, d 32, 64, 128
  * or 256) it does nothing: k_la_step then reads q/k/v from proj and does the prep itself. */
@@ -157,14 +159,14 @@ cudaError_t k_la_scan(cudaStream_t st, const la_args *a);
 cudaError_t k_la_step(cudaStream_t st, const la_args *a);   /* T == 1 recurrence -> Oh, S */
 /* Whether a T == 1 step of a takes the fused decode kernel (prep inside, p0d honoured). */
 bool cu_la_decode_fused(const la_args *a);
-/* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)) */
+/* out (T, nh*d) = bf16(rmsnorm(scale*O) * on * sigmoid(z)); O as a->o16 says */
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
 /* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128;
  * their prep writes Kh and a rotation table in Qd, their state walk's range states go to Ab),
  * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
  * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
  * Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
-int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
+int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 /* Whether a chunked prefill of head size d can read q|k|v|z as bf16 (proj16): the tensor-core
  * path with its own prep (d 64 or 128, neither SALA_CUDA_LA_BLAS nor SALA_CUDA_LA_PREP=old;

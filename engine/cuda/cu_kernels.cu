@@ -840,27 +840,38 @@ static __device__ __forceinline__ float4 la_z4(const la_args &a, int t, int i)
 
 /* Row t per block: scale O (nh, Tp, d) -> rmsnorm over the nh d features -> · on · sigmoid(z),
  * four features at a time (d % 4 == 0: float4 loads, 8-byte bf16 stores). */
+/* scale O at (head n, row t, columns j .. j + 3): from bf16(scale O) when o16, else fp32 O */
+static __device__ __forceinline__ float4 la_o4(const la_args &a, int n, int t, int j)
+{
+    const size_t o = ((size_t)n * a.Tp + t) * a.d + j;
+    if (a.o16) {
+        const uint2 u = *(const uint2 *)((const bf16 *)a.Oh + o);
+        return make_float4(__uint_as_float(u.x << 16), __uint_as_float(u.x & 0xffff0000u),
+                           __uint_as_float(u.y << 16), __uint_as_float(u.y & 0xffff0000u));
+    }
+    const float4 v = *(const float4 *)(a.Oh + o);
+    return make_float4(a.scale * v.x, a.scale * v.y, a.scale * v.z, a.scale * v.w);
+}
+
 static __global__ void la_out_kernel(la_args a, bf16 *out)
 {
     const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
     float ss = 0.0f;
     for (int g = threadIdx.x; g < n4; g += blockDim.x) {
         const int i = 4 * g, n = i / a.d, j = i % a.d;
-        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
-        const float v0 = a.scale * o.x, v1 = a.scale * o.y, v2 = a.scale * o.z,
-                    v3 = a.scale * o.w;
-        ss += v0 * v0 + v1 * v1 + v2 * v2 + v3 * v3;
+        const float4 o = la_o4(a, n, t, j);
+        ss += o.x * o.x + o.y * o.y + o.z * o.z + o.w * o.w;
     }
     ss = block_sum(ss);
     const float inv = 1.0f / sqrtf(ss / (float)nd + a.eps);
     for (int g = threadIdx.x; g < n4; g += blockDim.x) {
         const int i = 4 * g, n = i / a.d, j = i % a.d;
-        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
+        const float4 o = la_o4(a, n, t, j);
         const float4 zz = la_z4(a, t, i), w = *(const float4 *)(a.on + i);
-        __nv_bfloat162 lo = __floats2bfloat162_rn(a.scale * o.x * inv * w.x * sigm(zz.x),
-                                                  a.scale * o.y * inv * w.y * sigm(zz.y));
-        __nv_bfloat162 hi = __floats2bfloat162_rn(a.scale * o.z * inv * w.z * sigm(zz.z),
-                                                  a.scale * o.w * inv * w.w * sigm(zz.w));
+        __nv_bfloat162 lo = __floats2bfloat162_rn(o.x * inv * w.x * sigm(zz.x),
+                                                  o.y * inv * w.y * sigm(zz.y));
+        __nv_bfloat162 hi = __floats2bfloat162_rn(o.z * inv * w.z * sigm(zz.z),
+                                                  o.w * inv * w.w * sigm(zz.w));
         uint2 pk;
         pk.x = *(uint32_t *)&lo;
         pk.y = *(uint32_t *)&hi;
@@ -883,8 +894,7 @@ template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(
         const int i = 4 * g, n = i / a.d, j = i % a.d;
         zv[k] = la_z4(a, t, i);                             /* in flight during the sum */
         wv[k] = *(const float4 *)(a.on + i);
-        const float4 o = *(const float4 *)(a.Oh + ((size_t)n * a.Tp + t) * a.d + j);
-        v[k] = make_float4(a.scale * o.x, a.scale * o.y, a.scale * o.z, a.scale * o.w);
+        v[k] = la_o4(a, n, t, j);
         ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
     }
     ss = block_sum(ss);

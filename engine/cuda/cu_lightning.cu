@@ -37,7 +37,9 @@
  *   O = Qd_c S_in(c);  A = Q_c K_cᵀ masked and decayed λ^{τ-σ} (σ <= τ);  O += A V_c.
  * Row-major (rows, d) blocks are column-major (d, rows) matrices to cuBLAS.
  *
- * Both leave the unscaled output in Oh (nh, Tp, d) for k_la_out and the new state in S. */
+ * Both leave the unscaled output in Oh (nh, Tp, d) for k_la_out and the new state in S; the
+ * fused form (below) leaves bf16(scale O) there (HF rounds o to bf16 before o_norm) and sets
+ * o16. */
 #include "engine/cuda/cu_int.h"
 #include "engine/cuda/cu_mma.cuh"
 
@@ -877,11 +879,11 @@ static __global__ void __launch_bounds__(256, 1)
         wg_commit();
         wg_wait<0>();
         wg_keep(o);
-        float *Og = a.Oh + ((size_t)n * a.Tp + t0) * D + j0;
+        bf16 *Og = (bf16 *)a.Oh + ((size_t)n * a.Tp + t0) * D + j0;   /* bf16(scale O) */
 #pragma unroll
         for (int x = 0; x < 16; x += 2) {
             const int tau = 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
-            *(float2 *)(Og + (size_t)tau * D + j) = make_float2(o[x], o[x + 1]);
+            *(uint32_t *)(Og + (size_t)tau * D + j) = pack_bf16(a.scale * o[x], a.scale * o[x + 1]);
         }
     }
     if (wg == 1)
@@ -1048,9 +1050,10 @@ template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_a
     return err == cudaSuccess ? la_tc<P>(st, &t, cs) : err;
 }
 
-int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, const la_args *a,
+int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, la_args *a,
                          cublasComputeType_t ct, sala_err *e)
 {
+    a->o16 = a->proj16 && cu_la_fused(a->d);
     if (a->proj16) {
         if (!cu_la_proj16(a->d))
             return sala_errf(e, SALA_EINVAL, "lightning prefill: bf16 q|k|v|z with head size %d "

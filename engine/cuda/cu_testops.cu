@@ -270,17 +270,25 @@ int op_lightning(int T, int nh, int d, int64_t p0, double theta, float eps, cons
     }
     CUDA_CHECK(k_la_out(0, &a, dout));
     CUDA_CHECK(cudaMemcpy(S, dS, (size_t)nh * d * d * 4, cudaMemcpyDeviceToHost));
-    if (o_raw) {   /* Oh (nh, Tp, d) -> scale · O (T, nh d) */
-        float *h = (float *)malloc((size_t)nh * Tp * d * 4);
+    if (o_raw) {   /* Oh (nh, Tp, d) -> scale · O (T, nh d); o16: bf16(scale O) already */
+        const size_t no = (size_t)nh * Tp * d;
+        float *h = (float *)malloc(no * 4);
         if (!h) return sala_errf(e, SALA_ENOMEM, "lightning op: out of memory");
-        if (cudaMemcpy(h, a.Oh, (size_t)nh * Tp * d * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
+        if (a.o16) {
+            const int rc = down_b(P, (const bf16 *)a.Oh, no, h, e);
+            if (rc) {
+                free(h);
+                return rc;
+            }
+        } else if (cudaMemcpy(h, a.Oh, no * 4, cudaMemcpyDeviceToHost) != cudaSuccess) {
             free(h);
             return sala_errf(e, SALA_EINTERNAL, "lightning op: copy of O failed");
         }
+        const float sc = a.o16 ? 1.0f : a.scale;
         for (int t = 0; t < T; t++)
             for (int n = 0; n < nh; n++)
                 for (int j = 0; j < d; j++)
-                    o_raw[((size_t)t * nh + n) * d + j] = a.scale * h[((size_t)n * Tp + t) * d + j];
+                    o_raw[((size_t)t * nh + n) * d + j] = sc * h[((size_t)n * Tp + t) * d + j];
         free(h);
     }
     return down_b(P, dout, (size_t)T * nd, out, e);
