@@ -1,5 +1,10 @@
 /* cu_lightning.cu: the chunked lightning prefill (T > 1; SALA-SPEC §3.5, the chunked form of
- * engine/cpu/lightning.c). Two implementations of the same arithmetic, chunk C = CU_LA_C = 64:
+ * engine/cpu/lightning.c). Three implementations of the same arithmetic, chunk C = CU_LA_C = 64:
+ *
+ * Fused (default for bf16 proj, d = 64 and 128, on the sm_90a image; cu_la_fused,
+ * SALA_CUDA_LA_FUSED=0 turns it off): la_prepk_kernel<QH> writes Qh and Kh in bf16, then one
+ * la_fused_kernel walks the chunks per (head, 32 value columns) with the state in wgmma
+ * accumulators and writes bf16(scale O) (la_args.o16); described above the kernel below.
  *
  * Tensor cores (default for d = 64 and 128):
  *   la_prepk_kernel  k norm + RoPE into Kh (nh, Tp, d) and the rotation table (Tp, d) in Qd's
