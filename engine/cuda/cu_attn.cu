@@ -1554,6 +1554,8 @@ static void tmap_lookup(void)
         (void)cudaGetLastError();
 }
 
+bool cu_tmap_ready(void) { return tmap_enc != NULL; }
+
 bool cu_tmap_2d(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols, int box_rows,
                 int box_cols)
 {

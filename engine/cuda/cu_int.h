@@ -172,8 +172,9 @@ int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, la_args *a,
  * path with its own prep (d 64 or 128, neither SALA_CUDA_LA_BLAS nor SALA_CUDA_LA_PREP=old;
  * read at each call). */
 bool cu_la_proj16(int d);
-/* Whether such a bf16 prefill takes the fused kernel (cu_la_proj16, the sm_90a image runs, and
- * SALA_CUDA_LA_FUSED is not 0; read at each call): q rounded to bf16 after RoPE as k. */
+/* Whether such a bf16 prefill takes the fused kernel (cu_la_proj16, the sm_90a image runs,
+ * tensor maps can be made, and SALA_CUDA_LA_FUSED is not 0; read at each call): q rounded to
+ * bf16 after RoPE as k, O left as bf16(scale O). */
 bool cu_la_fused(int d);
 
 /* Attention over the bf16 cache (WMMA). Queries t in [t0, t0+n) of Qb (row t = position p0+t),
@@ -467,6 +468,8 @@ bool cu_sm90a(void);
  * false: no driver entry point (cu_attn_init looks it up) or the encode failed. */
 bool cu_tmap_2d(CUtensorMap *m, const bf16 *base, int64_t rows, int64_t cols, int box_rows,
                 int box_cols);
+/* Whether tensor maps can be made at all (the driver's encoder was found). */
+bool cu_tmap_ready(void);
 /* SwiGLU of one (gate, up) pair in fp32: the arithmetic of every SwiGLU kernel. */
 static __device__ __forceinline__ float cu_silu_mul(float g, float u)
 {

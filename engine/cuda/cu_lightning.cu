@@ -1020,7 +1020,8 @@ bool cu_la_proj16(int d)
 
 bool cu_la_fused(int d)
 {
-    return cu_la_proj16(d) && cu_sm90a() && !cu_env_is("SALA_CUDA_LA_FUSED", "0");
+    return cu_la_proj16(d) && cu_sm90a() && cu_tmap_ready() &&
+           !cu_env_is("SALA_CUDA_LA_FUSED", "0");
 }
 
 /* The fused form: la_prepk_kernel<QH> (Qh and Kh in bf16), then la_fused_kernel. */
