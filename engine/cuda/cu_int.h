@@ -164,8 +164,9 @@ cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out);
 /* Chunked prefill (T > 1, cu_lightning.cu): prep, then the tensor-core kernels (d 64 or 128;
  * their prep writes Kh and a rotation table in Qd, their state walk's range states go to Ab),
  * or with SALA_CUDA_LA_BLAS=1 (and other d) the cuBLAS products with compute ct
- * (CUBLAS_COMPUTE_32F or _TF32). Leaves the unscaled output in Oh and the new state in S;
- * Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
+ * (CUBLAS_COMPUTE_32F or _TF32), or on the sm_90a image the fused kernel (cu_la_fused). Leaves
+ * the unscaled output in Oh (the fused kernel: bf16(scale O), a->o16 set) and the new state in
+ * S; Kw and Vh are used by the cuBLAS path only (and Qd there as Qh λ^{τ+1}). */
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, la_args *a,
                          cublasComputeType_t ct, sala_err *e);
 /* Whether a chunked prefill of head size d can read q|k|v|z as bf16 (proj16): the tensor-core

@@ -838,8 +838,6 @@ static __device__ __forceinline__ float4 la_z4(const la_args &a, int t, int i)
     return *(const float4 *)(a.proj + o);
 }
 
-/* Row t per block: scale O (nh, Tp, d) -> rmsnorm over the nh d features -> · on · sigmoid(z),
- * four features at a time (d % 4 == 0: float4 loads, 8-byte bf16 stores). */
 /* scale O at (head n, row t, columns j .. j + 3): from bf16(scale O) when o16, else fp32 O */
 static __device__ __forceinline__ float4 la_o4(const la_args &a, int n, int t, int j)
 {
@@ -853,6 +851,8 @@ static __device__ __forceinline__ float4 la_o4(const la_args &a, int n, int t, i
     return make_float4(a.scale * v.x, a.scale * v.y, a.scale * v.z, a.scale * v.w);
 }
 
+/* Row t per block: scale O (nh, Tp, d) -> rmsnorm over the nh d features -> · on · sigmoid(z),
+ * four features at a time (d % 4 == 0: float4 loads, 8-byte bf16 stores). */
 static __global__ void la_out_kernel(la_args a, bf16 *out)
 {
     const int t = blockIdx.x, nd = a.nh * a.d, n4 = nd / 4;
