@@ -347,9 +347,8 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
  * bf16 for P = bf16; zero past T) and the
  * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
  * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
- * as la_prep_kernel), then a head per warp. */
-/* QH (the fused form, P = bf16): also q into Qh (nh, Tp, D) bf16 the same way (q_norm), and no
- * rotation table (cs unused). */
+ * as la_prep_kernel), then a head per warp. QH (the fused form, P = bf16): q into Qh (nh, Tp,
+ * D) the same way (q_norm) as well, and no rotation table (cs unused). */
 template <int D, typename P, bool QH = false>
 static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
 {
@@ -371,22 +370,16 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         cv[k] = rot[lane + 32 * k];
         cv[k + KV / 2] = rot[D / 2 + lane + 32 * k];
     }
-    for (int n = w; n < a.nh; n += 8) {
-        P *o = (P *)a.Kh + ((size_t)n * a.Tp + t) * D;
-        float x[KV];
-        const P *r = la_src<P>(a) + (size_t)t * a.ld + nd + (size_t)n * D;
+    /* k (pass 0: proj columns nd.., k_norm, Kh), then with QH q (columns 0.., q_norm, Qh) */
 #pragma unroll
-        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
-        la_norm_rope<D, P>(x, a.kn, a.eps, cv, o);
-    }
-    if constexpr (QH)
+    for (int pass = 0; pass < (QH ? 2 : 1); pass++)
         for (int n = w; n < a.nh; n += 8) {
-            P *o = (P *)a.Qh + ((size_t)n * a.Tp + t) * D;
+            P *o = (P *)(pass ? a.Qh : a.Kh) + ((size_t)n * a.Tp + t) * D;
             float x[KV];
-            const P *r = la_src<P>(a) + (size_t)t * a.ld + (size_t)n * D;
+            const P *r = la_src<P>(a) + (size_t)t * a.ld + (pass ? 0 : nd) + (size_t)n * D;
 #pragma unroll
             for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
-            la_norm_rope<D, P>(x, a.qn, a.eps, cv, o);
+            la_norm_rope<D, P>(x, pass ? a.qn : a.kn, a.eps, cv, o);
         }
 }
 
@@ -1046,7 +1039,7 @@ template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_a
     float *cs = a->Qd;   /* (Tp, d) rotation table in the cuBLAS path's Qd scratch */
     la_args t = *a;
     t.Qd = t.Kw = t.Vh = NULL;
-    if (sizeof(P) == 2 && cu_la_fused(a->d))
+    if (a->o16)   /* cu_lightning_prefill chose the fused form */
         return a->d == 128 ? la_fused<128>(st, &t) : la_fused<64>(st, &t);
     if (a->d == 128)
         la_prepk_kernel<128, P><<<a->Tp, 256, 0, st>>>(t, cs);
