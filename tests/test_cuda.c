@@ -861,6 +861,11 @@ static void lightning_case(int T, int nh, int d, int64_t p0, uint64_t seed)
 
 static void t_lightning(void)
 {
+    OPS();
+    /* on the sm_90a image the bf16 prefill cases below must run the fused kernel (the forward's
+     * default), not fall back to the two-pass form unnoticed */
+    if (O->sm90a()) CU_ASSERT(O->la_fused(64) && O->la_fused(128));
+    (void)e;
     lightning_case(1, 4, 64, 1234, 4);        /* decode step */
     lightning_case(150, 4, 64, 37, 5);        /* chunks of 64 + a partial chunk */
     lightning_case(300, 32, 128, 100000, 6);  /* real head shape, large positions */

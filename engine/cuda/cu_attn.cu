@@ -1688,12 +1688,20 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
 {
     constexpr int NW = 12, NS = 4;
     const size_t sm = ss_smem(a, lg, NW, NS);
-    if (!sm || sm_count <= 0) return false;
-    int per = 0;
-    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sparse_stream_pers_kernel<NW, NS>,
-                                                      32 * NW, sm) != cudaSuccess || per <= 0) {
-        (void)cudaGetLastError();
-        return false;
+    if (!sm || sm_count <= 0 || sm >= ((size_t)1 << 32)) return false;
+    /* CTAs an SM at this shared memory size: asked once a size (the model's launches share
+     * one), kept as (size << 32 | count) */
+    static std::atomic<uint64_t> occ{0};
+    uint64_t o = occ.load();
+    int per = (o >> 32) == sm ? (int)(o & 0xffffffffu) : 0;
+    if (!per) {
+        if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, sparse_stream_pers_kernel<NW, NS>,
+                                                          32 * NW, sm) != cudaSuccess ||
+            per <= 0) {
+            (void)cudaGetLastError();
+            return false;
+        }
+        occ.store((uint64_t)sm << 32 | (uint32_t)per);
     }
     const int64_t ntiles = (int64_t)((a->n + NW - 1) / NW) * a->nkv;
     const int64_t grid = ntiles < (int64_t)per * sm_count ? ntiles : (int64_t)per * sm_count;

@@ -695,8 +695,12 @@ static __global__ void __launch_bounds__(256, 1)
         }
     };
     static_assert(CU_LA_C * (LF_JB / 8) == 256, "two V chunks a thread of warpgroup 0");
-    float *S = a.S + (size_t)n * D * D;
     float s[MT][16];   /* warpgroup 1 */
+    /* the layer state's element under accumulator x of m tile m (x even: x + 1 beside it) */
+    auto sg_at = [&](int m, int x) {
+        return a.S + (size_t)n * D * D + (size_t)(64 * m + 16 * w + g + 8 * ((x >> 1) & 1)) * D +
+               j0 + 8 * (x >> 2) + 2 * t;
+    };
     /* S_inᵀ planes (row j, column i) of buffer q from the state accumulators: per m tile,
      * plane and row half h, one stmatrix.trans of the 4 column blocks (matrix lm: rows j = 8 lm
      * + lr, the 8 columns i = 64 m + 16 w + 8 h ..) */
@@ -724,18 +728,33 @@ static __global__ void __launch_bounds__(256, 1)
         for (int m = 0; m < MT; m++)
 #pragma unroll
             for (int x = 0; x < 16; x += 2) {
-                const int i = 64 * m + 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
-                const float2 v = *(const float2 *)(S + (size_t)i * D + j0 + j);
+                const float2 v = *(const float2 *)sg_at(m, x);
                 s[m][x] = v.x, s[m][x + 1] = v.y;
             }
         put_state(1);   /* the state before chunk 0: buffer (0 + 1) & 1 */
     }
-    __syncthreads();   /* the barriers initialized */
+    __syncthreads();   /* the barriers initialized, dn written */
     load(0, 0);
     const uint64_t dvt = wg_desc(base + L::VT);
     float dec[32];     /* warpgroup 0: the mask and λ^{τ-σ} of its score accumulators, */
     float f0 = 0.0f, f1 = 0.0f;   /* and λ^{τ+1} of its two rows */
     float wv[2][4][2]; /* warpgroup 1: w_σ of a full chunk for its σ pairs */
+    if (wg == 0) {
+        f0 = dn[16 * w + g + 1], f1 = dn[16 * w + g + 9];
+#pragma unroll
+        for (int x = 0; x < 32; x++) {
+            const int tau = 16 * w + g + 8 * ((x >> 1) & 1), sg = 8 * (x >> 2) + 2 * t + (x & 1);
+            dec[x] = sg <= tau ? dn[tau - sg] : 0.0f;
+        }
+    } else {
+#pragma unroll
+        for (int hh = 0; hh < 2; hh++)
+#pragma unroll
+            for (int mi = 0; mi < 4; mi++) {
+                const int s0 = 8 * (4 * hh + mi) + 2 * t;
+                wv[hh][mi][0] = dn[CU_LA_C - 1 - s0], wv[hh][mi][1] = dn[CU_LA_C - 2 - s0];
+            }
+    }
     for (int c = 0; c < nch; c++) {
         const int b = c & 1, t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
         if (wg == 0) cp_async_wait<0>();
@@ -745,14 +764,6 @@ static __global__ void __launch_bounds__(256, 1)
         mbar_wait(fb + 8 * b, (c >> 1) & 1);   /* chunk c's Q and K */
         const uint32_t sq = base + b * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
         if (wg == 1) {
-            if (c == 0)
-#pragma unroll
-                for (int hh = 0; hh < 2; hh++)
-#pragma unroll
-                    for (int mi = 0; mi < 4; mi++) {
-                        const int s0 = 8 * (4 * hh + mi) + 2 * t;
-                        wv[hh][mi][0] = dn[CU_LA_C - 1 - s0], wv[hh][mi][1] = dn[CU_LA_C - 2 - s0];
-                    }
             const float lam = dn[len];
             /* Vᵀ and the three planes of (w V)ᵀ: warp w the columns j 8 w .. 8 w + 7, two
              * ldmatrix.trans of 4 blocks of 8 σ each (block 4 hh + lm) */
@@ -820,14 +831,6 @@ static __global__ void __launch_bounds__(256, 1)
             continue;
         }
         /* warpgroup 0 */
-        if (c == 0) {
-            f0 = dn[16 * w + g + 1], f1 = dn[16 * w + g + 9];
-#pragma unroll
-            for (int x = 0; x < 32; x++) {
-                const int tau = 16 * w + g + 8 * ((x >> 1) & 1), sg = 8 * (x >> 2) + 2 * t + (x & 1);
-                dec[x] = sg <= tau ? dn[tau - sg] : 0.0f;
-            }
-        }
         /* Qh A fragments, k step ks: rows 16 w + lr (+8: lm odd), k chunk 2 (ks % 4) + lm / 2 */
         uint32_t qa[KS][4];
 #pragma unroll
@@ -888,10 +891,8 @@ static __global__ void __launch_bounds__(256, 1)
 #pragma unroll
         for (int m = 0; m < MT; m++)
 #pragma unroll
-            for (int x = 0; x < 16; x += 2) {
-                const int i = 64 * m + 16 * w + g + 8 * ((x >> 1) & 1), j = 8 * (x >> 2) + 2 * t;
-                *(float2 *)(S + (size_t)i * D + j0 + j) = make_float2(s[m][x], s[m][x + 1]);
-            }
+            for (int x = 0; x < 16; x += 2)
+                *(float2 *)sg_at(m, x) = make_float2(s[m][x], s[m][x + 1]);
 #endif
 }
 
