@@ -2,9 +2,10 @@
  * engine/cpu/lightning.c). Three implementations of the same arithmetic, chunk C = CU_LA_C = 64:
  *
  * Fused (default for bf16 proj, d = 64 and 128, on the sm_90a image; cu_la_fused,
- * SALA_CUDA_LA_FUSED=0 turns it off): la_prepk_kernel<QH> writes Qh and Kh in bf16, then one
+ * SALA_CUDA_LA_FUSED=0 turns it off): la_rot_kernel writes the rotation table, then one
  * la_fused_kernel walks the chunks per (head, 32 value columns) with the state in wgmma
- * accumulators and writes bf16(scale O) (la_args.o16); described above the kernel below.
+ * accumulators, its prep warpgroups making Qh and Kh in bf16 a few chunks ahead, and writes
+ * bf16(scale O) (la_args.o16); described above the kernel below.
  *
  * Tensor cores (default for d = 64 and 128):
  *   la_prepk_kernel  k norm + RoPE into Kh (nh, Tp, d) and the rotation table (Tp, d) in Qd's
@@ -344,12 +345,10 @@ static __device__ __forceinline__ void la_norm_rope(const float (&x)[D / 32], co
 }
 
 /* Prep of the tensor-core path (d = D): Kh rows of type P (per-head RMSNorm + RoPE, rounded to
- * bf16 for P = bf16; zero past T) and the
- * rotation table cs (Tp, D) (zero past T) from which la_chunk_kernel normalizes and rotates Q
- * itself (Q is never written). Grid Tp, 8 warps: the angles of the row once (accurate sincosf,
- * as la_prep_kernel), then a head per warp. QH (the fused form, P = bf16): q into Qh (nh, Tp,
- * D) the same way (q_norm) as well, and no rotation table (cs unused). */
-template <int D, typename P, bool QH = false>
+ * bf16 for P = bf16; zero past T) and the rotation table cs (Tp, D) (zero past T) from which
+ * la_chunk_kernel normalizes and rotates Q itself (Q is never written). Grid Tp, 8 warps: the
+ * angles of the row once (accurate sincosf, as la_prep_kernel), then a head per warp. */
+template <int D, typename P>
 static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *cs)
 {
     constexpr int KV = D / 32;
@@ -360,7 +359,7 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         float sv = 0.0f, cv = 0.0f;
         if (!pad) sincosf((float)(a.p0 + t) * a.inv_freq[j], &sv, &cv);
         rot[j] = cv, rot[D / 2 + j] = sv;
-        if (!QH) cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
+        cs[(size_t)t * D + j] = cv, cs[(size_t)t * D + D / 2 + j] = sv;
     }
     __syncthreads();
     const size_t nd = (size_t)a.nh * D;
@@ -370,17 +369,14 @@ static __global__ void __launch_bounds__(256) la_prepk_kernel(la_args a, float *
         cv[k] = rot[lane + 32 * k];
         cv[k + KV / 2] = rot[D / 2 + lane + 32 * k];
     }
-    /* k (pass 0: proj columns nd.., k_norm, Kh), then with QH q (columns 0.., q_norm, Qh) */
+    for (int n = w; n < a.nh; n += 8) {   /* k: proj columns nd.., k_norm, Kh */
+        P *o = (P *)a.Kh + ((size_t)n * a.Tp + t) * D;
+        float x[KV];
+        const P *r = la_src<P>(a) + (size_t)t * a.ld + nd + (size_t)n * D;
 #pragma unroll
-    for (int pass = 0; pass < (QH ? 2 : 1); pass++)
-        for (int n = w; n < a.nh; n += 8) {
-            P *o = (P *)(pass ? a.Qh : a.Kh) + ((size_t)n * a.Tp + t) * D;
-            float x[KV];
-            const P *r = la_src<P>(a) + (size_t)t * a.ld + (pass ? 0 : nd) + (size_t)n * D;
-#pragma unroll
-            for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
-            la_norm_rope<D, P>(x, pass ? a.qn : a.kn, a.eps, cv, o);
-        }
+        for (int k = 0; k < KV; k++) x[k] = pad ? 0.0f : cu_f32(r[lane + 32 * k]);
+        la_norm_rope<D, P>(x, a.kn, a.eps, cv, o);
+    }
 }
 
 template <int D, typename P>
@@ -540,13 +536,13 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
 
 /* ---- the fused form (sm_90a, bf16 proj, d = 64 or 128): docs/CUDA.md "Lightning prefill 8" ----
  *
- * One CTA (two warpgroups) per (head n, 32 value columns j0 .. j0 + 31) walks all the chunks of
+ * One CTA (three warpgroups) per (head n, 32 value columns j0 .. j0 + 31) walks all the chunks of
  * the call in order with its columns of the fp32 state in wgmma accumulators, and writes the
  * chunk's output columns itself: no S_in per chunk in memory, no ranges. Per chunk, every
  * product on the tensor cores in bf16 (wgmma, fp32 accumulate):
  *   scores  A (64 τ x 64 σ) = Qh Khᵀ            Qh, Kh: q and k normalized, rotated and rounded
  *                                               to bf16 (HF's rounding, SALA-SPEC §3.4) by
- *                                               la_prepk_kernel<QH>: exact operands
+ *                                               the prep warpgroups: exact operands
  *   inter   O = λ^{τ+1} Qh S_in                 S_in in two bf16 planes hi + lo (16 bits)
  *   intra   O += (mask_{σ<=τ} λ^{τ-σ} ⊙ A) V    A in two bf16 planes hi + lo, from registers
  *   state   S = λ^{len} S + Khᵀ (w ⊙ V)         w_σ = λ^{len-1-σ}; w v in three bf16 planes (the
@@ -554,20 +550,26 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
  * so the products are exact or carry 16 (O) / 24 (state) bits of their fp32 operands, against
  * TF32's 11 (the walk's 3xTF32 22). Qh and Khᵀ are register A operands (ldmatrix, .trans for
  * Khᵀ); the B operands are 128-byte-swizzled K-major panels of 64 bf16 columns (rows 128 bytes
- * apart, 8-row groups 1024): K (64 rows, d/64 panels, in two cp.async stages with Q and the raw
- * V columns: the next chunk lands during this one), Vᵀ and (w V)ᵀ (32 rows x 64 σ, staged by
+ * apart, 8-row groups 1024): K (64 rows, d/64 panels, in LF_NS stages with Q and the raw V
+ * columns: Q and K are requested two chunks ahead, V one), Vᵀ and (w V)ᵀ (32 rows x 64 σ, staged by
  * ldmatrix.trans + stmatrix) and S_inᵀ (32 rows x d, hi and lo planes, stmatrix.trans from the
  * state accumulators after each chunk). Body compiled for sm_90a only. */
 #define LF_JB 32                              /* value columns a CTA */
+#define LF_NS 3                               /* stages of Q | K | V rows */
+#define LF_PA 8                               /* chunks the prep runs ahead */
 template <int D> struct lf_lay {              /* byte offsets from the 1024-aligned base */
     static constexpr int QB = D * 128;        /* Q or K: 64 rows x D bf16, D/64 panels of 8 KB */
     static constexpr int VR = CU_LA_C * LF_JB * 2;   /* raw V rows (64, 32) bf16, unswizzled */
     static constexpr int STG = 2 * QB + VR;   /* one stage: Q | K | V rows */
     static constexpr int PL = LF_JB * 128;    /* a panel of 32 rows */
-    static constexpr int VT = 2 * STG;        /* Vᵀ (32 j x 64 σ) */
+    static constexpr int VT = LF_NS * STG;    /* Vᵀ (32 j x 64 σ) */
     static constexpr int WV = VT + PL;        /* (w V)ᵀ: 3 planes */
     static constexpr int ST = WV + 3 * PL;    /* S_inᵀ: 2 buffers of hi then lo, D/64 panels */
-    static constexpr int SIZE = 1024 + ST + 4 * (D / 64) * PL;
+    static constexpr int RW = CU_LA_C * LF_JB / D;   /* tokens a CTA prepares a chunk */
+    static constexpr int RAW = 2 * (D / 64) * RW * 128;   /* their raw q, k panels */
+    static constexpr int PIN = RAW + RW * D * 4;   /* + their rotation-table rows */
+    static constexpr int PI = ST + 4 * (D / 64) * PL;   /* 2 prep input buffers */
+    static constexpr int SIZE = 1024 + PI + 2 * PIN;
     static_assert(STG % 1024 == 0 && PL % 1024 == 0, "panels stay 1024-aligned");
 };
 
@@ -634,10 +636,138 @@ static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
     x1 -= __uint_as_float(h & 0xffff0000u);
     return h;
 }
+static __device__ __forceinline__ void lds_u4(uint32_t addr, uint32_t (&v)[4])
+{
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                 : "r"(addr)
+                 : "memory");
+}
+static __device__ __forceinline__ void lds_f4(uint32_t addr, float *v)
+{
+    asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=f"(v[0]), "=f"(v[1]), "=f"(v[2]), "=f"(v[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
+/* Warpgroup 2 of la_fused_kernel (below), the prep: CTA x of head n makes the RW rows of Qh and
+ * Kh of tokens 64 c + x RW .. of every chunk c (per-head RMSNorm and RoPE, rounded to bf16:
+ * la_prepk_kernel's arithmetic, the sum of squares in another order), writes them to global
+ * memory and counts them in ready[n nch + c]; the head's CTAs then read the whole chunk by TMA.
+ * Its inputs (the raw rows by TMA, the rotation-table rows of la_rot_kernel in one bulk copy)
+ * arrive on barrier pb + 8 (c & 1) one chunk ahead; chunk c is made during chunk c - LF_PA
+ * (before the first chunk barrier for c < LF_PA). Lanes u of D / 16 hold columns 8 u .. and D / 2 + 8 u ..: one
+ * 16-byte chunk of a swizzled raw row each. */
+template <int D>
+static __device__ __forceinline__ void lf_prep(const CUtensorMap *tp, const la_args &a,
+                                               const float *cs, int *ready, uint32_t base,
+                                               uint32_t fb, int n, int x, int nch)
+{
+    using L = lf_lay<D>;
+    constexpr int LPR = D / 16, RPW = 32 / LPR, H = D / 2, RW = L::RW;
+    static_assert(4 * RPW == RW, "one row a lane group of the prep warpgroup");
+    const int pt = threadIdx.x - 256, lane = pt & 31, pw = pt >> 5;
+    const int u = lane % LPR, r = pw * RPW + lane / LPR, nd = a.nh * D;
+    const uint32_t pb = fb + 8 * LF_NS;   /* the input buffers' barriers */
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 136;\n");   /* 136 x 128 + 184 x 256 */
+    float wt[2][2][8];   /* [q, k][half][i]: q_norm, k_norm at column h H + 8 u + i */
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) {
+            wt[0][h][i] = a.qn[h * H + 8 * u + i];
+            wt[1][h][i] = a.kn[h * H + 8 * u + i];
+        }
+    auto input = [&](int c) {   /* thread 0 of the warpgroup */
+        const uint32_t ib = base + L::PI + (c & 1) * L::PIN, bar = pb + 8 * (c & 1);
+        const int row = c * CU_LA_C + x * RW;
+        mbar_arrive_tx(bar, L::PIN);
+#pragma unroll
+        for (int p = 0; p < D / 64; p++) {
+            tma_load_2d(ib + p * RW * 128, tp, n * D + 64 * p, row, bar);
+            tma_load_2d(ib + (D / 64 + p) * RW * 128, tp, nd + n * D + 64 * p, row, bar);
+        }
+        asm volatile("cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes "
+                     "[%0], [%1], %2, [%3];\n" ::"r"(ib + L::RAW),
+                     "l"(cs + (size_t)row * D), "r"(RW * D * 4), "r"(bar)
+                     : "memory");
+    };
+    auto prep = [&](int c) {
+        const uint32_t ib = base + L::PI + (c & 1) * L::PIN, tr = ib + L::RAW + r * D * 4;
+        mbar_wait(pb + 8 * (c & 1), (c >> 1) & 1);
+        float cv[8], sv[8];
+        lds_f4(tr + (u << 4), cv);
+        lds_f4(tr + ((LPR + u) << 4), cv + 4);
+        lds_f4(tr + H * 4 + (u << 4), sv);
+        lds_f4(tr + H * 4 + ((LPR + u) << 4), sv + 4);
+        const size_t orow = ((size_t)n * a.Tp + c * CU_LA_C + x * RW + r) * D;
+#pragma unroll
+        for (int xx = 0; xx < 2; xx++) {   /* q, then k */
+            const int cl = 8 * u, ch = H + 8 * u;
+            const uint32_t px = ib + xx * (D / 64) * RW * 128;
+            uint32_t vl[4], vh[4];
+            lds_u4(px + (cl >> 6) * RW * 128 + lf_sw(r, (cl & 63) >> 3), vl);
+            lds_u4(px + (ch >> 6) * RW * 128 + lf_sw(r, (ch & 63) >> 3), vh);
+            float lo[8], hi[8], sq[8];
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                lo[2 * k] = __uint_as_float(vl[k] << 16);
+                lo[2 * k + 1] = __uint_as_float(vl[k] & 0xffff0000u);
+                hi[2 * k] = __uint_as_float(vh[k] << 16);
+                hi[2 * k + 1] = __uint_as_float(vh[k] & 0xffff0000u);
+            }
+#pragma unroll
+            for (int i = 0; i < 8; i++) sq[i] = lo[i] * lo[i] + hi[i] * hi[i];
+            float ss = ((sq[0] + sq[1]) + (sq[2] + sq[3])) + ((sq[4] + sq[5]) + (sq[6] + sq[7]));
+#pragma unroll
+            for (int m = LPR / 2; m > 0; m >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, m);
+            const float inv = 1.0f / sqrtf(ss / (float)D + a.eps);
+#pragma unroll
+            for (int k = 0; k < 4; k++) {
+                float o[2][2];
+#pragma unroll
+                for (int e = 0; e < 2; e++) {
+                    const int i = 2 * k + e;
+                    const float l = lo[i] * inv * wt[xx][0][i], h = hi[i] * inv * wt[xx][1][i];
+                    o[0][e] = l * cv[i] + h * -sv[i];
+                    o[1][e] = h * cv[i] + l * sv[i];
+                }
+                vl[k] = pack_bf16(o[0][0], o[0][1]);
+                vh[k] = pack_bf16(o[1][0], o[1][1]);
+            }
+            bf16 *og = (bf16 *)(xx ? a.Kh : a.Qh) + orow;
+            *(uint4 *)(og + cl) = make_uint4(vl[0], vl[1], vl[2], vl[3]);
+            *(uint4 *)(og + ch) = make_uint4(vh[0], vh[1], vh[2], vh[3]);
+        }
+        asm volatile("bar.sync 2, 128;\n" ::: "memory");   /* rows written, buffer read */
+        if (pt == 0) {
+            __threadfence();
+            atomicAdd(ready + (size_t)n * nch + c, 1);
+        }
+    };
+    __syncthreads();   /* the kernel's first CTA barrier: the mbarriers initialized */
+    if (pt == 0) {
+        input(0);
+        if (nch > 1) input(1);
+    }
+    for (int c = 0; c < LF_PA && c < nch; c++) {
+        prep(c);
+        if (pt == 0 && c + 2 <= LF_PA && c + 2 < nch) input(c + 2);   /* later: the loop's */
+    }
+    for (int c = 0; c < nch; c++) {
+        __syncthreads();   /* the consumers' chunk barrier */
+        if (pt == 0 && c + LF_PA + 1 < nch) input(c + LF_PA + 1);
+        if (c + LF_PA < nch) prep(c + LF_PA);
+    }
+}
 #endif
 
-/* grid (D / LF_JB, nh), 256 threads: two warpgroups that meet once a chunk (one CTA barrier,
- * after which chunk c's tiles are in shared memory and chunk c + 1's are requested).
+/* grid (D / LF_JB, nh), 384 threads, all CTAs resident at once (a cooperative launch: a CTA
+ * waits for rows its head's other CTAs prepare): three warpgroups that meet once a chunk (one
+ * CTA barrier, after which chunk c's tiles are in shared memory, chunk c + 2's Q and K (warp
+ * 0, once ready counts them) and chunk c + 1's V are requested).
+ *   warpgroup 2, the prep (lf_prep): its share of chunk c + LF_PA's Qh and Kh rows;
  *   warpgroup 0, the output: Qh's A fragments by ldmatrix; O = λ^{τ+1} Qh S_in (the S_inᵀ
  *     planes of buffer (c + 1) & 1) and the scores issued, the scores masked, decayed and
  *     split, then (once warpgroup 1 has staged Vᵀ: named barrier 3) O += A V, O stored;
@@ -648,50 +778,69 @@ static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
  * s[m][4 q + 2 h + e] = S[i = 64 m + 16 w + g + 8 h][j0 + 8 q + 2 t + e]. The raw V rows (64
  * bytes) keep 16-byte chunk c of row r at c ^ ((r >> 1) & 3): ldmatrix rows conflict-free. */
 template <int D>
-static __global__ void __launch_bounds__(256, 1)
+static __global__ void __launch_bounds__(384, 1)
     la_fused_kernel(const __grid_constant__ CUtensorMap tq, const __grid_constant__ CUtensorMap tk,
-                    la_args a)
+                    const __grid_constant__ CUtensorMap tp, la_args a, const float *cs,
+                    int *ready)
 {
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
     using L = lf_lay<D>;
     constexpr int MT = D / 64, KS = D / 16;
     extern __shared__ __align__(1024) uint8_t lf_raw[];
     __shared__ float dn[CU_LA_C + 1];   /* λ^e */
-    __shared__ __align__(8) uint64_t full[2];   /* Q, K of stage b landed (TMA) */
+    __shared__ __align__(8) uint64_t full[LF_NS + 2];   /* Q, K of stage s landed (TMA); the
+                                                           prep's 2 input buffers */
     const uint32_t base = (smem_u32(lf_raw) + 1023) & ~1023u, fb = smem_u32(full);
     const int n = blockIdx.y, j0 = blockIdx.x * LF_JB, nch = a.Tp / CU_LA_C;
     const int tid = threadIdx.x, wg = tid >> 7, lane = tid & 31, w = (tid >> 5) & 3;
     const int g = lane >> 2, t = lane & 3, lm = lane >> 3, lr = lane & 7;
     if (tid <= CU_LA_C) dn[tid] = a.dec[n * (CU_LA_C + 1) + tid];
     if (tid == 0) {
-        mbar_init(fb, 1);
-        mbar_init(fb + 8, 1);
+        for (int q = 0; q < LF_NS + 2; q++) mbar_init(fb + 8 * q, 1);
         mbar_init_fence();
     }
     const bf16 *Vg = a.proj16 + 2 * (size_t)a.nh * D + (size_t)n * D + j0;
-    /* chunk c -> stage b: Q and K rows by TMA (thread 0; rows past the call are zero in Qh and
-     * Kh), the V columns by warpgroup 0's cp.async (rows past the call zero-filled; read by
-     * warpgroup 1's ldmatrix only, so no proxy fence) */
-    auto load = [&](int c, int b) {
+    /* the V columns of chunk c -> stage c % LF_NS by warpgroup 0's cp.async (rows past the
+     * call zero-filled; read by warpgroup 1's ldmatrix only, so no proxy fence) */
+    auto load_v = [&](int c) {
         const int t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
-        const uint32_t sq = base + b * L::STG;
-        if (tid == 0) {
-            mbar_arrive_tx(fb + 8 * b, 2 * L::QB);
+        const uint32_t vr = base + (c % LF_NS) * L::STG + 2 * L::QB;
 #pragma unroll
-            for (int p = 0; p < D / 64; p++) {
-                tma_load_2d(sq + p * 8192, &tq, 64 * p, n * a.Tp + t0, fb + 8 * b);
-                tma_load_2d(sq + L::QB + p * 8192, &tk, 64 * p, n * a.Tp + t0, fb + 8 * b);
-            }
+        for (int k = 0; k < 2; k++) {   /* 64 rows x 4 chunks */
+            const int idx = tid + 128 * k, r = idx >> 2, c16 = idx & 3;
+            const bool ok = r < len;
+            cp_async16(vr + r * (LF_JB * 2) + ((c16 ^ ((r >> 1) & 3)) << 4),
+                       Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
         }
-        if (wg == 0) {
+        cp_async_commit();
+    };
+    if (wg == 2) {
+        lf_prep<D>(&tp, a, cs, ready, base, fb, n, blockIdx.x, nch);
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 184;\n");
+    /* Q and K of chunk c by TMA into stage c % LF_NS (warp 0, two chunks ahead), once the
+     * head's D / LF_JB CTAs have counted their rows of it in ready[n nch + c] (the prep runs
+     * LF_PA chunks ahead: the warp reads 32 counts at once and keeps how far they are
+     * complete, so that a wait reads global memory once in several chunks) */
+    int known = 0;
+    auto load_qk = [&](int c) {
+        while (known <= c) {
+            const int i = known + lane;
+            const bool ok = i >= nch || ld_acquire_gpu(ready + (size_t)n * nch + i) >= D / LF_JB;
+            const unsigned m = __ballot_sync(0xffffffffu, ok);
+            known += m == 0xffffffffu ? 32 : __ffs(~m) - 1;
+            if (known <= c) __nanosleep(128);
+        }
+        __syncwarp();   /* the lanes' acquire loads before lane 0's proxy fence */
+        if (lane) return;
+        asm volatile("fence.proxy.async.global;\n" ::: "memory");
+        const uint32_t sq = base + (c % LF_NS) * L::STG, bar = fb + 8 * (c % LF_NS);
+        mbar_arrive_tx(bar, 2 * L::QB);
 #pragma unroll
-            for (int k = 0; k < 2; k++) {   /* 64 rows x 4 chunks */
-                const int idx = tid + 128 * k, r = idx >> 2, c16 = idx & 3;
-                const bool ok = r < len;
-                cp_async16(sq + 2 * L::QB + r * (LF_JB * 2) + ((c16 ^ ((r >> 1) & 3)) << 4),
-                           Vg + (size_t)(t0 + (ok ? r : 0)) * a.ld + 8 * c16, ok);
-            }
-            cp_async_commit();
+        for (int p = 0; p < D / 64; p++) {
+            tma_load_2d(sq + p * 8192, &tq, 64 * p, n * a.Tp + c * CU_LA_C, bar);
+            tma_load_2d(sq + L::QB + p * 8192, &tk, 64 * p, n * a.Tp + c * CU_LA_C, bar);
         }
     };
     static_assert(CU_LA_C * (LF_JB / 8) == 256, "two V chunks a thread of warpgroup 0");
@@ -734,7 +883,11 @@ static __global__ void __launch_bounds__(256, 1)
         put_state(1);   /* the state before chunk 0: buffer (0 + 1) & 1 */
     }
     __syncthreads();   /* the barriers initialized, dn written */
-    load(0, 0);
+    if (tid < 32) {
+        load_qk(0);
+        if (nch > 1) load_qk(1);
+    }
+    if (wg == 0) load_v(0);
     const uint64_t dvt = wg_desc(base + L::VT);
     float dec[32];     /* warpgroup 0: the mask and λ^{τ-σ} of its score accumulators, */
     float f0 = 0.0f, f1 = 0.0f;   /* and λ^{τ+1} of its two rows */
@@ -759,10 +912,12 @@ static __global__ void __launch_bounds__(256, 1)
         const int b = c & 1, t0 = c * CU_LA_C, len = a.T - t0 < CU_LA_C ? a.T - t0 : CU_LA_C;
         if (wg == 0) cp_async_wait<0>();
         __syncthreads();   /* chunk c's V rows landed; chunk c - 1 done by both warpgroups
-                              (stage b ^ 1, Vᵀ, (w V)ᵀ and buffer (c + 1) & 1's readers); dn */
-        if (c + 1 < nch) load(c + 1, b ^ 1);
-        mbar_wait(fb + 8 * b, (c >> 1) & 1);   /* chunk c's Q and K */
-        const uint32_t sq = base + b * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
+                              (stage (c + 2) % LF_NS, Vᵀ, (w V)ᵀ and buffer (c + 1) & 1's
+                              readers); dn */
+        if (tid < 32 && c + 2 < nch) load_qk(c + 2);
+        if (wg == 0 && c + 1 < nch) load_v(c + 1);
+        mbar_wait(fb + 8 * (c % LF_NS), (c / LF_NS) & 1);   /* chunk c's Q and K */
+        const uint32_t sq = base + (c % LF_NS) * L::STG, sk = sq + L::QB, vr = sq + 2 * L::QB;
         if (wg == 1) {
             const float lam = dn[len];
             /* Vᵀ and the three planes of (w V)ᵀ: warp w the columns j 8 w .. 8 w + 7, two
@@ -1018,20 +1173,59 @@ bool cu_la_fused(int d)
            !cu_env_is("SALA_CUDA_LA_FUSED", "0");
 }
 
-/* The fused form: la_prepk_kernel<QH> (Qh and Kh in bf16), then la_fused_kernel. */
-template <int D> static cudaError_t la_fused(cudaStream_t st, const la_args *t)
+/* The rotation table cs (Tp, D) of rows t: cos then sin of (p0 + t) inv_freq[j], j < D / 2
+ * (la_prepk_kernel's angles; zero past T), float4 2 u + h of each half stored at h D / 16 + u
+ * (lf_prep's lanes read it without bank conflicts). */
+template <int D> static __global__ void la_rot_kernel(la_args a, float *cs)
 {
-    static const cudaError_t ready =   /* once per process (one device) */
-        cudaFuncSetAttribute(la_fused_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                             lf_lay<D>::SIZE);
-    if (ready != cudaSuccess) return ready;
-    CUtensorMap tq, tk;   /* Qh, Kh as (nh Tp, D) bf16: boxes of 64 rows x 64 columns */
+    const int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x;
+    const int t = (int)(i / (D / 2)), j = (int)(i % (D / 2));
+    if (t >= a.Tp) return;
+    float sv = 0.0f, cv = 0.0f;
+    if (t < a.T) sincosf((float)(a.p0 + t) * a.inv_freq[j], &sv, &cv);
+    const int q = j / 4, at = ((q & 1) * (D / 16) + (q >> 1)) * 4 + j % 4;
+    cs[(size_t)t * D + at] = cv, cs[(size_t)t * D + D / 2 + at] = sv;
+}
+
+/* Whether nh heads of size D fit the fused kernel's cooperative grid (all CTAs resident). */
+template <int D> static bool lf_fits(int nh)
+{
+    static const int slots = [] {   /* once per process (one device) */
+        int dev = 0, sms = 0, per = 0;
+        if (cudaFuncSetAttribute(la_fused_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 lf_lay<D>::SIZE) != cudaSuccess ||
+            cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_fused_kernel<D>, 384,
+                                                          lf_lay<D>::SIZE) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return 0;
+        }
+        return sms * per;
+    }();
+    return (int64_t)nh * (D / LF_JB) <= slots;
+}
+
+/* The fused form: la_rot_kernel (the table in cs), the counts zeroed, then la_fused_kernel
+ * (cooperative: its prep warpgroups share each head's rows). */
+template <int D> static cudaError_t la_fused(cudaStream_t st, const la_args *t, float *cs,
+                                             int *ready)
+{
+    CUtensorMap tq, tk, tp;   /* Qh, Kh as (nh Tp, D) bf16: boxes of 64 rows x 64 columns; */
     if (!cu_tmap_2d(&tq, (const bf16 *)t->Qh, (int64_t)t->nh * t->Tp, D, 64, 64) ||
-        !cu_tmap_2d(&tk, (const bf16 *)t->Kh, (int64_t)t->nh * t->Tp, D, 64, 64))
+        !cu_tmap_2d(&tk, (const bf16 *)t->Kh, (int64_t)t->nh * t->Tp, D, 64, 64) ||
+        /* q|k|v|z (T, ld) bf16: boxes of a CTA's RW rows x 64 columns, zero past T */
+        !cu_tmap_2d(&tp, t->proj16, t->T, t->ld, lf_lay<D>::RW, 64))
         return cudaErrorInvalidValue;
-    la_prepk_kernel<D, bf16, true><<<t->Tp, 256, 0, st>>>(*t, NULL);
-    la_fused_kernel<D><<<dim3(D / LF_JB, t->nh), 256, lf_lay<D>::SIZE, st>>>(tq, tk, *t);
-    return cudaGetLastError();
+    const int64_t nr = (int64_t)t->Tp * (D / 2);
+    la_rot_kernel<D><<<(unsigned)((nr + 255) / 256), 256, 0, st>>>(*t, cs);
+    cudaError_t err = cudaMemsetAsync(ready, 0, (size_t)t->nh * (t->Tp / CU_LA_C) * sizeof(int), st);
+    if (err != cudaSuccess) return err;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeCooperative;
+    at[0].val.cooperative = 1;
+    return cu_launch_ex(at, 1, dim3(D / LF_JB, t->nh), dim3(384), lf_lay<D>::SIZE, st,
+                        la_fused_kernel<D>, tq, tk, tp, *t, (const float *)cs, ready);
 }
 
 /* The tensor-core prefill with its own prep (la_prepk_kernel: Kh and the rotation table). */
@@ -1041,7 +1235,8 @@ template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_a
     la_args t = *a;
     t.Qd = t.Kw = t.Vh = NULL;
     if (a->o16)   /* cu_lightning_prefill chose the fused form */
-        return a->d == 128 ? la_fused<128>(st, &t) : la_fused<64>(st, &t);
+        return a->d == 128 ? la_fused<128>(st, &t, cs, (int *)a->Kw)
+                           : la_fused<64>(st, &t, cs, (int *)a->Kw);
     if (a->d == 128)
         la_prepk_kernel<128, P><<<a->Tp, 256, 0, st>>>(t, cs);
     else
@@ -1053,7 +1248,8 @@ template <typename P> static cudaError_t la_tc_prepk(cudaStream_t st, const la_a
 int cu_lightning_prefill(cublasHandle_t h, cudaStream_t st, la_args *a,
                          cublasComputeType_t ct, sala_err *e)
 {
-    a->o16 = a->proj16 && cu_la_fused(a->d);
+    a->o16 = a->proj16 && cu_la_fused(a->d) &&
+             (a->d == 128 ? lf_fits<128>(a->nh) : lf_fits<64>(a->nh));
     if (a->proj16) {
         if (!cu_la_proj16(a->d))
             return sala_errf(e, SALA_EINVAL, "lightning prefill: bf16 q|k|v|z with head size %d "

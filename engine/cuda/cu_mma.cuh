@@ -130,6 +130,13 @@ static __device__ __forceinline__ int ld_acquire_cta(uint32_t addr)
     asm volatile("ld.acquire.cta.shared::cta.b32 %0, [%1];\n" : "=r"(v) : "r"(addr) : "memory");
     return v;
 }
+/* Acquire load of a global int (GPU scope): a count written by another kernel. */
+static __device__ __forceinline__ int ld_acquire_gpu(const int *p)
+{
+    int v;
+    asm volatile("ld.acquire.gpu.global.b32 %0, [%1];\n" : "=r"(v) : "l"(p) : "memory");
+    return v;
+}
 /* An arrival on bar once every cp.async this thread issued so far has landed; .noinc: the
  * barrier's init count must include these arrivals. */
 static __device__ __forceinline__ void cp_async_mbar_arrive(uint32_t bar)
