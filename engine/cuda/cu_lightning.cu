@@ -534,7 +534,7 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
     }
 }
 
-/* ---- the fused form (sm_90a, bf16 proj, d = 64 or 128): docs/CUDA.md "Lightning prefill 8" ----
+/* ---- the fused form (sm_90a, bf16 proj, d = 64 or 128): docs/CUDA.md "Lightning prefill 8, 9" ---
  *
  * One CTA (three warpgroups) per (head n, 32 value columns j0 .. j0 + 31) walks all the chunks of
  * the call in order with its columns of the fp32 state in wgmma accumulators, and writes the
@@ -551,9 +551,10 @@ static __global__ void __launch_bounds__(128, 2) la_chunk_kernel(la_args a, int 
  * TF32's 11 (the walk's 3xTF32 22). Qh and Khᵀ are register A operands (ldmatrix, .trans for
  * Khᵀ); the B operands are 128-byte-swizzled K-major panels of 64 bf16 columns (rows 128 bytes
  * apart, 8-row groups 1024): K (64 rows, d/64 panels, in LF_NS stages with Q and the raw V
- * columns: Q and K are requested two chunks ahead, V one), Vᵀ and (w V)ᵀ (32 rows x 64 σ, staged by
- * ldmatrix.trans + stmatrix) and S_inᵀ (32 rows x d, hi and lo planes, stmatrix.trans from the
- * state accumulators after each chunk). Body compiled for sm_90a only. */
+ * columns: Q and K are requested two chunks ahead, V one), Vᵀ and (w V)ᵀ (32 rows x 64 σ,
+ * staged by ldmatrix.trans + stmatrix) and S_inᵀ (32 rows x d, hi and lo planes,
+ * stmatrix.trans from the state accumulators after each chunk). Body compiled for sm_90a
+ * only. */
 #define LF_JB 32                              /* value columns a CTA */
 #define LF_NS 3                               /* stages of Q | K | V rows */
 #define LF_PA 8                               /* chunks the prep runs ahead */
@@ -657,8 +658,8 @@ static __device__ __forceinline__ void lds_f4(uint32_t addr, float *v)
  * memory and counts them in ready[n nch + c]; the head's CTAs then read the whole chunk by TMA.
  * Its inputs (the raw rows by TMA, the rotation-table rows of la_rot_kernel in one bulk copy)
  * arrive on barrier pb + 8 (c & 1) one chunk ahead; chunk c is made during chunk c - LF_PA
- * (before the first chunk barrier for c < LF_PA). Lanes u of D / 16 hold columns 8 u .. and D / 2 + 8 u ..: one
- * 16-byte chunk of a swizzled raw row each. */
+ * (before the first chunk barrier for c < LF_PA). Lanes u of D / 16 hold columns 8 u .. and
+ * D / 2 + 8 u ..: one 16-byte chunk of a swizzled raw row each. */
 template <int D>
 static __device__ __forceinline__ void lf_prep(const CUtensorMap *tp, const la_args &a,
                                                const float *cs, int *ready, uint32_t base,
@@ -1219,7 +1220,9 @@ template <int D> static cudaError_t la_fused(cudaStream_t st, const la_args *t, 
         return cudaErrorInvalidValue;
     const int64_t nr = (int64_t)t->Tp * (D / 2);
     la_rot_kernel<D><<<(unsigned)((nr + 255) / 256), 256, 0, st>>>(*t, cs);
-    cudaError_t err = cudaMemsetAsync(ready, 0, (size_t)t->nh * (t->Tp / CU_LA_C) * sizeof(int), st);
+    const size_t nready = (size_t)t->nh * (t->Tp / CU_LA_C);
+    cudaError_t err = cudaGetLastError();
+    if (err == cudaSuccess) err = cudaMemsetAsync(ready, 0, nready * sizeof(int), st);
     if (err != cudaSuccess) return err;
     cudaLaunchAttribute at[1];
     at[0].id = cudaLaunchAttributeCooperative;
