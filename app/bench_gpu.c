@@ -2,7 +2,8 @@
  * weights made on the GPU (no weight file): time to first token per prompt length (one prefill
  * call of L random tokens, logits of the last row), decode tokens/s after some of the lengths,
  * peak GPU memory and the per-op device time of each prefill; then, in the same run on the same
- * GPU, the dense-8B PyTorch peer (bench/peer_dense8b.py) and the TTFT ratio. Prints a table and
+ * GPU, the dense-8B PyTorch peer (bench/peer_dense8b.py) and the TTFT ratio, and the sparse
+ * layers alone against one layer of PyTorch SDPA (bench/peer_sdpa_layer.py). Prints a table and
  * one JSON line per measurement. Uses the backend table directly (engine/backend.h) because the
  * model has no directory. With --context, the cached-context benchmark instead (app/bench_ctx.c:
  * prefill, save, reopen, fork, question, batch of questions). */
@@ -283,9 +284,48 @@ static void print_profile(const eng_profile *p, double ttft)
     printf("; device sum %.3fs of %.3fs wall\n", sum, ttft);
 }
 
+/* Sparse layers whose mixer ran over the whole prompt: all but a sparse last layer, which takes
+ * only the rows the logits need (eng_tail_from) unless SALA_TAIL=full. */
+static int full_sparse_layers(const eng_config *c)
+{
+    const char *v = getenv("SALA_TAIL");
+    const bool tail = !(v && !strcmp(v, "full")) &&
+                      c->mixer[c->num_hidden_layers - 1] == ENG_MIXER_SPARSE;
+    return c->n_sparse - (tail ? 1 : 0);
+}
+
+/* Runs "python3 SCRIPT --lengths PL..." and for each JSON line with "tokens" and field `key`
+ * stores the value at the matching length in out[] (lines echoed). */
+static void run_peer(const char *script, const int64_t *PL, int npl, const char *key,
+                     double *out)
+{
+    char cmd[4096], line[4096], pat[64];
+    snprintf(cmd, sizeof(cmd), "python3 '%s' --lengths ", script);
+    for (int i = 0; i < npl; i++)
+        snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), "%s%lld", i ? "," : "",
+                 (long long)PL[i]);
+    snprintf(pat, sizeof(pat), "\"%s\": ", key);
+    FILE *p = popen(cmd, "r");
+    if (!p) {
+        app_errorf("cannot run %s", cmd);
+        return;
+    }
+    while (fgets(line, sizeof(line), p)) {
+        fputs(line, stdout);
+        long long tk;
+        double s;
+        const char *q = strstr(line, "\"tokens\": ");
+        const char *u = strstr(line, pat);
+        if (q && u && sscanf(q + 10, "%lld", &tk) == 1 && sscanf(u + strlen(pat), "%lf", &s) == 1)
+            for (int i = 0; i < npl; i++)
+                if (PL[i] == tk) out[i] = s;
+    }
+    pclose(p);
+}
+
 int bench_gpu(int argc, char **argv)
 {
-    const char *weights = NULL, *lens = "8K,32K,128K,256K,1M", *peer = NULL;
+    const char *weights = NULL, *lens = "8K,32K,128K,256K,1M", *peer = NULL, *sdpa = NULL;
     const char *peer_lens = "8K,32K,64K,128K";
     const char *ctxs = NULL, *batch_at = "256K", *sattn = NULL;
     int steps = 32;
@@ -298,7 +338,7 @@ int bench_gpu(int argc, char **argv)
         {"answer", required_argument, 0, 'a'}, {"batch-at", required_argument, 0, 'b'},
         {"state-dir", required_argument, 0, 's'}, {"keep", no_argument, 0, 'k'},
         {"batch-width", required_argument, 0, 'W'}, {"sattn", required_argument, 0, 'S'},
-        {0, 0, 0, 0}};
+        {"peer-sdpa", required_argument, 0, 'D'}, {0, 0, 0, 0}};
     int ch;
     optind = 1;
     while ((ch = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -317,6 +357,7 @@ int bench_gpu(int argc, char **argv)
         case 'k': co.keep = true; break;
         case 'W': co.width = atoi(optarg); break;
         case 'S': sattn = optarg; break;
+        case 'D': sdpa = optarg; break;
         default: goto usage;
         }
     }
@@ -352,7 +393,8 @@ int bench_gpu(int argc, char **argv)
     bench b = {0};
     int rc = SALA_OK;
     int32_t *tok = NULL;
-    double ttft[32] = {0}, tps[32] = {0}, peak[32] = {0}, pt[32] = {0};
+    double ttft[32] = {0}, tps[32] = {0}, peak[32] = {0}, pt[32] = {0}, sd[32] = {0},
+           sl[32] = {0};
     b.be = eng_backend_get("cuda", &e);
     if (!b.be) {
         app_errorf("%s", e.msg);
@@ -362,29 +404,10 @@ int bench_gpu(int argc, char **argv)
         app_errorf("the cuda backend has no benchmark support");
         return EXIT_INTERNAL;
     }
-    if (peer) {   /* the peer in the same run, first, before our weights take the memory */
-        char cmd[4096], line[4096];
-        snprintf(cmd, sizeof(cmd), "python3 '%s' --lengths ", peer);
-        for (int i = 0; i < npl; i++)
-            snprintf(cmd + strlen(cmd), sizeof(cmd) - strlen(cmd), "%s%lld", i ? "," : "",
-                     (long long)PL[i]);
-        FILE *p = popen(cmd, "r");
-        if (!p) {
-            app_errorf("cannot run %s", cmd);
-        } else {
-            while (fgets(line, sizeof(line), p)) {
-                fputs(line, stdout);
-                long long tk;
-                double s;
-                const char *q = strstr(line, "\"tokens\": ");
-                const char *u = strstr(line, "\"ttft_s\": ");
-                if (q && u && sscanf(q + 10, "%lld", &tk) == 1 && sscanf(u + 10, "%lf", &s) == 1)
-                    for (int i = 0; i < npl; i++)
-                        if (PL[i] == tk) pt[i] = s;
-            }
-            pclose(p);
-        }
-    }
+    /* the peers in the same run, first, before our weights take the memory */
+    if (peer) run_peer(peer, PL, npl, "ttft_s", pt);
+    if (sdpa) run_peer(sdpa, PL, npl, "ms", sd);
+    const int nfull = full_sparse_layers(&cfg);
     double t0 = sala_now();
     if ((rc = b.be->model_random(&cfg, 1, &b.bm, &e))) goto fail;
     eng_profile prof;
@@ -430,7 +453,15 @@ int bench_gpu(int argc, char **argv)
         if (!rc) {
             b.be->profile(b.bm, 0, &prof);
             const double pk = prof.mem_peak / 1073741824.0;
-            if (v == 0) ttft[i] = tt, peak[i] = pk;
+            /* the sparse layers' attention over the whole prompt: the dense kernel's queries
+             * (positions below dense_len), the sparse ones', stage 1 and top-K */
+            double sp = 0;
+            for (int k = 0; k < prof.nops; k++)
+                if (!strcmp(prof.op_name[k], "sparse_attn") ||
+                    !strcmp(prof.op_name[k], "dense_attn") ||
+                    !strcmp(prof.op_name[k], "sparse_scoring") || !strcmp(prof.op_name[k], "topk"))
+                    sp += prof.op_seconds[k];
+            if (v == 0) ttft[i] = tt, peak[i] = pk, sl[i] = nfull > 0 ? 1e3 * sp / nfull : 0;
             printf("  prefill %8lld tokens%s%s: TTFT %8.3f s  (%.0f tok/s)  peak %.1f GiB\n",
                    (long long)L[i], nsv ? " sattn " : "", nsv ? sv[v] : "", tt, L[i] / tt, pk);
             print_profile(&prof, tt);
@@ -468,6 +499,21 @@ int bench_gpu(int argc, char **argv)
         if (ps > 0) printf("%.3f | %.2fx |\n", ps, ps / ttft[i]);
         else printf("- | - |\n");
     }
+    if (sdpa) {   /* one sparse layer over the prompt against one layer of dense SDPA (the
+                   profile's op times; with SALA_KPROF_NAMES its kernel categories put the dense
+                   kernel under sparse_attn: the same sum) */
+        printf("\n| tokens | sala sparse layer ms (%d full layers) | SDPA dense layer ms | "
+               "SDPA/sala |\n|---|---|---|---|\n", nfull);
+        for (int i = 0; i < nl; i++) {
+            double ds = 0;
+            for (int k = 0; k < npl; k++)
+                if (PL[k] == L[i]) ds = sd[k];
+            if (ds <= 0 || sl[i] <= 0) continue;
+            printf("| %lld | %.3f | %.3f | %.2fx |\n", (long long)L[i], sl[i], ds, ds / sl[i]);
+            printf("{\"bench\":\"sala_gpu_sparse_layer\",\"tokens\":%lld,\"sala_ms\":%.4f,"
+                   "\"sdpa_ms\":%.4f,\"full_layers\":%d}\n", (long long)L[i], sl[i], ds, nfull);
+        }
+    }
     free(tok);
     free(b.logits);
     eng_sampler_free(b.smp);
@@ -483,6 +529,7 @@ usage:
     fputs("usage: sala bench gpu --random-weights full|tiny [--lengths 8K,32K,128K,256K,1M]\n"
           "                      [--decode N] [--peer bench/peer_dense8b.py] "
           "[--peer-lengths 8K,32K,64K,128K]\n"
+          "                      [--peer-sdpa bench/peer_sdpa_layer.py]\n"
           "       sala bench gpu --random-weights full|tiny --context 1M,256K [--questions 32]\n"
           "                      [--question-tokens 50] [--answer 32] [--batch-at 256K]\n"
           "                      [--batch-width W] [--state-dir /tmp] [--keep]\n"

@@ -27,8 +27,10 @@ const char cmd_bench_usage[] =
     "      time of one real-width layer of each kind (random bf16 weights written to DIR).\n"
     "  gpu --random-weights full|tiny [--lengths 8K,32K,128K,256K,1M] [--decode N]\n"
     "      [--peer bench/peer_dense8b.py] [--peer-lengths 8K,32K,64K,128K]\n"
+    "      [--peer-sdpa bench/peer_sdpa_layer.py]\n"
     "      CUDA engine: TTFT per length, decode tokens/s, peak GPU memory, per-op time, and\n"
-    "      the dense-8B PyTorch peer in the same run (needs a GPU).\n";
+    "      the dense-8B PyTorch peer in the same run (needs a GPU); --peer-sdpa: one sparse\n"
+    "      layer (attention, stage 1, top-K) against one layer of PyTorch SDPA.\n";
 
 static int cmp_double(const void *a, const void *b)
 {
