@@ -162,15 +162,12 @@ static __global__ void __launch_bounds__(384, 1)
                 gm_tile(tile, mc, nt, rank, &m0, &n0);
                 mbar_wait(sfull, n & 1);
                 for (int ch = e; ch < GM_STG / 32; ch += 96) {   /* 16-byte chunks of G and U */
-                    uint4 gv, uv, o;
-                    asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
-                                 : "=r"(gv.x), "=r"(gv.y), "=r"(gv.z), "=r"(gv.w)
-                                 : "r"(stg + ch * 16));
-                    asm volatile("ld.shared.v4.b32 {%0,%1,%2,%3}, [%4];\n"
-                                 : "=r"(uv.x), "=r"(uv.y), "=r"(uv.z), "=r"(uv.w)
-                                 : "r"(stg + GM_STG / 2 + ch * 16));
-                    const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)&gv,
-                                         *u2 = (const __nv_bfloat162 *)&uv;
+                    uint32_t gv[4], uv[4];
+                    uint4 o;
+                    lds_u4(stg + ch * 16, gv);
+                    lds_u4(stg + GM_STG / 2 + ch * 16, uv);
+                    const __nv_bfloat162 *g2 = (const __nv_bfloat162 *)gv,
+                                         *u2 = (const __nv_bfloat162 *)uv;
                     uint32_t *o2 = (uint32_t *)&o;
 #pragma unroll
                     for (int k = 0; k < 4; k++) {

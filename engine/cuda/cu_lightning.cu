@@ -637,13 +637,6 @@ static __device__ __forceinline__ uint32_t lf_split(float &x0, float &x1)
     x1 -= __uint_as_float(h & 0xffff0000u);
     return h;
 }
-static __device__ __forceinline__ void lds_u4(uint32_t addr, uint32_t (&v)[4])
-{
-    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
-                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
-                 : "r"(addr)
-                 : "memory");
-}
 static __device__ __forceinline__ void lds_f4(uint32_t addr, float *v)
 {
     asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];\n"

@@ -186,6 +186,15 @@ static __device__ __forceinline__ void tile_async(bf16 *dst, const bf16 *src, si
     tile_async<D>(dst, src, ld, nrows, nthr, (int)threadIdx.x);
 }
 
+/* 16 bytes of shared memory at addr -> v (one ld.shared.v4). */
+static __device__ __forceinline__ void lds_u4(uint32_t addr, uint32_t (&v)[4])
+{
+    asm volatile("ld.shared.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(v[0]), "=r"(v[1]), "=r"(v[2]), "=r"(v[3])
+                 : "r"(addr)
+                 : "memory");
+}
+
 /* ---- wgmma (sm_90a only: callers guard with __CUDA_ARCH_FEAT_SM90_ALL) ---- */
 #if defined(__CUDA_ARCH_FEAT_SM90_ALL)
 /* Shared-memory matrix descriptor: K-major, 128-byte swizzle, 8-row groups 1024 bytes apart. */
