@@ -6,7 +6,9 @@ scaled_dot_product_attention (FlashAttention / cuDNN on Hopper). Random bf16 q, 
 GPU. Prints one JSON line per length: the median of the timed runs in milliseconds.
 
 usage: python3 bench/peer_sdpa_layer.py [--lengths 8192,16384,32768,65536] [--runs 5]
-Compare with `sala bench gpu --lengths ...`: (sparse_attn + sparse_scoring + topk) / 8 layers."""
+`sala bench gpu --peer-sdpa bench/peer_sdpa_layer.py` runs it at the peer lengths and prints
+beside it one sparse layer of ours: (dense_attn + sparse_attn + sparse_scoring + topk) over the
+sparse layers that attend over the whole prompt (7: the last layer takes only the last row)."""
 import argparse, json
 import torch
 import torch.nn.functional as F
