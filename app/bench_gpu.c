@@ -284,12 +284,13 @@ static void print_profile(const eng_profile *p, double ttft)
     printf("; device sum %.3fs of %.3fs wall\n", sum, ttft);
 }
 
-/* Sparse layers whose mixer ran over the whole prompt: all but a sparse last layer, which takes
- * only the rows the logits need (eng_tail_from) unless SALA_TAIL=full. */
+/* Sparse layers whose mixer ran over the whole prompt: all but a sparse last layer when the
+ * backends' tail rule (eng_tail_from, for the bench's one wanted row) starts it past row 0. */
 static int full_sparse_layers(const eng_config *c)
 {
-    const char *v = getenv("SALA_TAIL");
-    const bool tail = !(v && !strcmp(v, "full")) &&
+    const eng_forward_args fa = {0};
+    const int64_t last = 1;
+    const bool tail = eng_tail_from(&fa, 2, &last, 1) > 0 &&
                       c->mixer[c->num_hidden_layers - 1] == ENG_MIXER_SPARSE;
     return c->n_sparse - (tail ? 1 : 0);
 }
