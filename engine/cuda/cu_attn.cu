@@ -1124,7 +1124,8 @@ static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t
 #pragma unroll
     for (int kp = 0; kp < NS; kp++) issue(kp, kp);
     const float sl2 = a.scale * 1.4426950408889634f;
-    int k = 0, slot = 0;
+    /* piece 8 i + j of block i sits in slot (8 i + j) % NS: with NS dividing 8 a constant of the
+     * unrolled j, so the loop carries i alone (a running piece count and slot were spilled) */
     for (int i = 0; i < nb; i++) {
         float s[8][4];
 #pragma unroll
@@ -1133,27 +1134,25 @@ static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t
             for (int e = 0; e < 4; e++) s[j][e] = 0.0f;
 #pragma unroll
         for (int nc = 0; nc < 4; nc++) {
+            const int kp = 8 * i + nc, slot = kp % NS;
             cp_async_wait<NS - 1>();
             __syncwarp();
             flash_qk16<D>(qf, smem_u32(ring + (size_t)slot * SS_PIECE), 2048, s[2 * nc],
                           s[2 * nc + 1]);
             __syncwarp();
-            issue(k + NS, slot);
-            k++;
-            slot = slot + 1 == NS ? 0 : slot + 1;
+            issue(kp + NS, slot);
         }
         const int lim = flash_lim(p - (int64_t)blk[i] * CU_KT), lims[2] = {lim, lim};
         flash_soft<D>(s, lims, sl2, acc);
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
+            const int kp = 8 * i + 4 + kk, slot = kp % NS;
             cp_async_wait<NS - 1>();
             __syncwarp();
             flash_pv16<D, true>(s, kk, (const bf16 *)(ring + (size_t)slot * SS_PIECE), 0, 2048,
                                 acc);
             __syncwarp();
-            issue(k + NS, slot);
-            k++;
-            slot = slot + 1 == NS ? 0 : slot + 1;
+            issue(kp + NS, slot);
         }
     }
     cp_async_wait<0>();
