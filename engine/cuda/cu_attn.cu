@@ -1125,7 +1125,7 @@ static __device__ __forceinline__ void ss_query(const attn_args &a, int g, int t
     for (int kp = 0; kp < NS; kp++) issue(kp, kp);
     const float sl2 = a.scale * 1.4426950408889634f;
     /* piece 8 i + j of block i sits in slot (8 i + j) % NS: with NS dividing 8 a constant of the
-     * unrolled j, so the loop carries i alone (a running piece count and slot were spilled) */
+     * unrolled j, so the loop carries i alone */
     for (int i = 0; i < nb; i++) {
         float s[8][4];
 #pragma unroll
