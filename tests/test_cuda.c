@@ -157,7 +157,14 @@ static void t_add_norm(void)
         add_norm_case(2, 1000, true, k, 55);
         add_norm_case(1, 4098, true, k, 56);
     }
-    add_norm_case(300, 4096, false, true, 57);   /* a prefill step's norm (4 groups a thread) */
+    /* a prefill step's norm: rows_kernel (2 / 1 / 1 chunks a thread), then the CTA-a-row form
+     * (norm4, 4 groups a thread) it replaced, kept under SALA_CUDA_ROWS=old */
+    add_norm_case(300, 4096, false, true, 57);
+    add_norm_case(300, 2048, false, true, 58);
+    add_norm_case(45, 1024, false, true, 59);
+    setenv("SALA_CUDA_ROWS", "old", 1);
+    add_norm_case(300, 4096, false, true, 57);
+    unsetenv("SALA_CUDA_ROWS");
 }
 
 static void t_gemm(void)
@@ -716,7 +723,11 @@ static void t_sparse_prep(void)
         sparse_prep_case(7, 4, 2, 64, 3, k, 66);
         sparse_prep_case(2, 3, 1, 5, 1, k, 67);        /* scalar kernel (odd d) */
     }
-    sparse_prep_case(300, 32, 2, 128, 5000, true, 68);   /* a prefill step's split */
+    sparse_prep_case(300, 32, 2, 128, 5000, true, 68);   /* a prefill step's split (16 bytes a
+                                                            thread) */
+    setenv("SALA_CUDA_ROWS", "old", 1);                  /* its pairs form */
+    sparse_prep_case(300, 32, 2, 128, 5000, true, 69);
+    unsetenv("SALA_CUDA_ROWS");
 }
 
 /* Embedding rows of a bf16 table times the scale (exact up to the fp32 product; x16: that
@@ -872,6 +883,11 @@ static void t_lightning(void)
     lightning_case(1030, 8, 128, 5000, 7);    /* 17 chunks, partial last */
     lightning_case(37, 4, 128, 0, 8);         /* one partial chunk */
     lightning_case(1100, 32, 128, 120000, 12); /* real heads, 4 per prep warp, angles > 1e5 */
+    /* the output norm + gate of prefill rows: rows_kernel above (nh d = 4096 and 1024; 256 takes
+     * la_out4), la_out4 under SALA_CUDA_ROWS=old */
+    setenv("SALA_CUDA_ROWS", "old", 1);
+    lightning_case(300, 32, 128, 100000, 6);
+    unsetenv("SALA_CUDA_ROWS");
     /* fp32 proj (SALA_CUDA_LA_PROJ=f32 in the forward): the same cases */
     static const int f32[][4] = {{150, 4, 64, 37}, {300, 32, 128, 100000}, {1030, 8, 128, 5000},
                                  {37, 4, 128, 0}, {1100, 32, 128, 120000}};

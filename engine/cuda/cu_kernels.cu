@@ -8,7 +8,8 @@
  * 4096-wide row is one float4 per thread, kept in registers between the sum and the scaling (a
  * decode step has one row: the old 256-thread loops were a chain of dependent memory latencies);
  * the element-wise kernels (swiglu, gate, sparse_prep) run a grid (column blocks, rows) of
- * float4 / pairs. SALA_CUDA_DECODE=old (read once) selects the earlier launches for comparison;
+ * float4 / pairs. A prefill step's norm and lightning output take rows_kernel (a persistent grid,
+ * 16-byte accesses, a row ahead) and its q|k|v split 16 bytes a thread. SALA_CUDA_DECODE=old (read once) selects the earlier launches for comparison;
  * shapes or pointers the vector forms do not fit (odd widths, unaligned) take them too. */
 #include "engine/cuda/cu_int.h"
 
@@ -287,11 +288,145 @@ static bool norm4_launch(cudaStream_t st, X *x, const int32_t *rows, const float
     return true;
 }
 
+/* ---- prefill rows (sixteenth session) ----
+ * The rows of a prefill step (T > CU_GEMV_T; 16,384 a step) of bf16 values, D = 8 n8: a grid of
+ * at most 3 CTAs an SM (rows_ctas) of n8 / CP threads (64-256), each CTA taking rows b,
+ * b + gridDim.x, ..; thread i holds the 16-byte chunks i + k n8 / CP (k < CP) of every row its
+ * CTA takes and its weights for those columns in registers (loaded once a CTA, not once a row:
+ * 16 KB a row at D = 4096, as many bytes as the row); the next row's chunks are requested before
+ * the current row's sum, so loads stay in flight across its barrier and stores; one CTA barrier a
+ * row (the warps' partial sums in a two-row shared array, summed by every thread in the same
+ * order). Against norm4 / la_out4 (a CTA a row, 8-byte accesses, weights from L2 every row) at
+ * 128K (docs/BENCHMARKS.md, sixteenth session): the norm 0.056 -> 0.045 s, the lightning output
+ * 0.042 -> 0.030 s. (A warp a row, 16 chunks a lane, was measured too: the norm the same, the
+ * lightning output 9% slower than la_out4, its sigmoids and loads not overlapping at 12 warps an
+ * SM.) Same arithmetic per value as the old kernels; the sum of squares in another order.
+ * R: a row's inputs (R::NIN chunks a column chunk) and its output. SALA_CUDA_ROWS=old (read at
+ * each launch): the old kernels. */
+static bool rows_on(void) { return !cu_decode_old() && !cu_env_is("SALA_CUDA_ROWS", "old"); }
+
+/* CTAs for T rows: one a row, at most 3 an SM */
+static int rows_ctas(int T)
+{
+    static int sms;
+    if (sms <= 0) {
+        int dev = 0;
+        if (cudaGetDevice(&dev) != cudaSuccess ||
+            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+            sms <= 0)
+            sms = 1;
+    }
+    return T < 3 * sms ? T : 3 * sms;
+}
+
+static __device__ __forceinline__ void bf8(const uint4 u, float (&f)[8])
+{
+    const uint32_t v[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+        f[2 * i] = __uint_as_float(v[i] << 16);
+        f[2 * i + 1] = __uint_as_float(v[i] & 0xffff0000u);
+    }
+}
+
+static __device__ __forceinline__ uint4 pack8_bf16(const float (&f)[8])
+{
+    const uint2 lo = pack4_bf16(f[0], f[1], f[2], f[3]), hi = pack4_bf16(f[4], f[5], f[6], f[7]);
+    return make_uint4(lo.x, lo.y, hi.x, hi.y);
+}
+
+/* h = bf16(rmsnorm(x) · w · scale), x read only (norm4_kernel's arithmetic without a) */
+struct norm_rows_op {
+    static constexpr int NIN = 1;
+    const bf16 *x;
+    bf16 *h;
+    float scale;
+    int D;
+    __device__ void load(int t, int c, uint4 (&in)[NIN]) const
+    {
+        in[0] = ((const uint4 *)(x + (size_t)t * D))[c];
+    }
+    __device__ void store(int t, int c, const uint4 (&in)[NIN], float inv,
+                          const float (&w)[8]) const
+    {
+        float f[8];
+        bf8(in[0], f);
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = f[i] * inv * w[i] * scale;
+        ((uint4 *)(h + (size_t)t * D))[c] = pack8_bf16(f);
+    }
+};
+
+template <int CP, typename R>
+static __global__ void __launch_bounds__(256, 3)
+    rows_kernel(R r, const float *__restrict__ w, float eps, int T)
+{
+    __shared__ float red[2][8];
+    const int nt = blockDim.x, lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
+    float wv[CP][8];
+#pragma unroll
+    for (int k = 0; k < CP; k++) {
+        const int c = threadIdx.x + k * nt;
+        const float4 a = ((const float4 *)w)[2 * c], b = ((const float4 *)w)[2 * c + 1];
+        wv[k][0] = a.x, wv[k][1] = a.y, wv[k][2] = a.z, wv[k][3] = a.w;
+        wv[k][4] = b.x, wv[k][5] = b.y, wv[k][6] = b.z, wv[k][7] = b.w;
+    }
+    uint4 cur[CP][R::NIN], nxt[CP][R::NIN];
+    int t = blockIdx.x;
+    if (t < T)
+#pragma unroll
+        for (int k = 0; k < CP; k++) r.load(t, threadIdx.x + k * nt, cur[k]);
+    for (int it = 0; t < T; t += gridDim.x, it++) {
+        const int tn = t + gridDim.x;
+        if (tn < T)
+#pragma unroll
+            for (int k = 0; k < CP; k++) r.load(tn, threadIdx.x + k * nt, nxt[k]);
+        float ss = 0.0f;
+#pragma unroll
+        for (int k = 0; k < CP; k++) {
+            float f[8];
+            bf8(cur[k][0], f);
+#pragma unroll
+            for (int i = 0; i < 8; i++) ss += f[i] * f[i];
+        }
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        if (lane == 0) red[it & 1][wid] = ss;
+        __syncthreads();   /* row it's sums written; row it - 1's read (they were read before) */
+        float tot = 0.0f;
+        for (int i = 0; i < (nt >> 5); i++) tot += red[it & 1][i];
+        const float inv = 1.0f / sqrtf(tot / (float)(8 * CP * nt) + eps);
+#pragma unroll
+        for (int k = 0; k < CP; k++) r.store(t, threadIdx.x + k * nt, cur[k], inv, wv[k]);
+#pragma unroll
+        for (int k = 0; k < CP; k++)
+#pragma unroll
+            for (int q = 0; q < R::NIN; q++) cur[k][q] = nxt[k][q];
+    }
+}
+
+/* rows_kernel over T prefill rows of n8 chunks when it fits (n8 = 512: 2 chunks a thread; 64-256
+ * and a multiple of 32: one); false: nothing launched */
+template <typename R>
+static bool rows_launch(cudaStream_t st, const R &r, const float *w, float eps, int T, int n8)
+{
+    const int cp = n8 == 512 ? 2 : n8 % 32 == 0 && n8 >= 64 && n8 <= 256 ? 1 : 0;
+    if (T <= CU_GEMV_T || !cp || !rows_on() || !al16(w)) return false;
+    if (cp == 2) rows_kernel<2, R><<<rows_ctas(T), n8 / 2, 0, st>>>(r, w, eps, T);
+    else rows_kernel<1, R><<<rows_ctas(T), n8, 0, st>>>(r, w, eps, T);
+    return true;
+}
+
 template <typename X>
 static cudaError_t add_norm_launch(cudaStream_t st, X *x, const float *a, float rs,
                                    const float *w, float eps, int T, int D, bf16 *h)
 {
     if (T <= 0) return cudaSuccess;
+    if constexpr (sizeof(X) == 2)
+        if (!a && D % 8 == 0 && al16(x) && al16(h)) {   /* a prefill step's norm */
+            const norm_rows_op r = {x, h, 1.0f, D};
+            if (rows_launch(st, r, w, eps, T, D / 8)) return cudaGetLastError();
+        }
     if (!norm4_launch(st, x, nullptr, a, rs, w, eps, 1.0f, T, D, h))
         add_norm_kernel<X><<<T, 256, 0, st>>>(x, a, rs, w, eps, D, h);
     return cudaGetLastError();
@@ -512,6 +647,24 @@ static __global__ void sparse_prep2_kernel(const P *__restrict__ proj, int ld, i
     *(__nv_bfloat162 *)dst = b;
 }
 
+/* sparse_prep2_kernel on bf16 proj, 8 values (16 bytes) a thread (nq, nk, ld multiples of 8,
+ * the pointers 16-byte aligned): a prefill step's split, 2-byte pairs were half the bandwidth */
+static __global__ void sparse_prep8_kernel(const bf16 *__restrict__ proj, int ld, int nq, int nk,
+                                           bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
+                                           bf16 *__restrict__ Vc, int64_t p0,
+                                           const int64_t *__restrict__ p0d)
+{
+    cu_pdl_enter();
+    const int t = blockIdx.y, e = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
+    if (e >= nq + 2 * nk) return;
+    if (p0d) p0 = *p0d;
+    const uint4 b = *(const uint4 *)(proj + (size_t)t * ld + e);
+    bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
+              : e < nq + nk ? Kc + (size_t)(p0 + t) * nk + (e - nq)
+                            : Vc + (size_t)(p0 + t) * nk + (e - nq - nk);
+    *(uint4 *)dst = b;
+}
+
 template <typename P>
 static cudaError_t sparse_prep_launch(cudaStream_t st, const P *proj, int ld, int T, int nh,
                                       int nkv, int d, bf16 *Qb, bf16 *Kc, bf16 *Vc, int64_t p0,
@@ -519,6 +672,13 @@ static cudaError_t sparse_prep_launch(cudaStream_t st, const P *proj, int ld, in
 {
     if (T <= 0) return cudaSuccess;
     const int nq = nh * d, nk = nkv * d;
+    if constexpr (sizeof(P) == 2)
+        if (T > CU_GEMV_T && rows_on() && nq % 8 == 0 && nk % 8 == 0 && ld % 8 == 0 && T <= 65535 &&
+            al16(proj) && al16(Qb) && al16(Kc) && al16(Vc)) {
+            const int n8 = (nq + 2 * nk) / 8;
+            return cu_launch_pdl(false, dim3((n8 + 127) / 128, T), dim3(128), st,
+                                 sparse_prep8_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
+        }
     if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 &&
         ((uintptr_t)proj & (2 * sizeof(P) - 1)) == 0 && ((uintptr_t)Qb & 3u) == 0 &&
         ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
@@ -911,9 +1071,41 @@ template <int NV> static __global__ void __launch_bounds__(1024) la_out4_kernel(
     }
 }
 
+/* la_out4_kernel's arithmetic over prefill rows (rows_kernel): bf16(scale O) from Oh (o16), z
+ * from proj16 */
+struct la_out_op {
+    static constexpr int NIN = 2;   /* bf16(scale O), z */
+    const bf16 *Oh, *z;
+    bf16 *out;
+    int d, Tp, ld, D;
+    __device__ void load(int t, int c, uint4 (&in)[NIN]) const
+    {
+        const int i = 8 * c, n = i / d, j = i - n * d;
+        in[0] = *(const uint4 *)(Oh + ((size_t)n * Tp + t) * d + j);
+        in[1] = *(const uint4 *)(z + (size_t)t * ld + i);
+    }
+    __device__ void store(int t, int c, const uint4 (&in)[NIN], float inv,
+                          const float (&w)[8]) const
+    {
+        float f[8], zz[8];
+        bf8(in[0], f);
+        bf8(in[1], zz);
+#pragma unroll
+        for (int i = 0; i < 8; i++) f[i] = f[i] * inv * w[i] * sigm(zz[i]);
+        ((uint4 *)(out + (size_t)t * D))[c] = pack8_bf16(f);
+    }
+};
+
 cudaError_t k_la_out(cudaStream_t st, const la_args *a, bf16 *out)
 {
     if (a->T <= 0) return cudaSuccess;
+    if (a->o16 && a->proj16 && a->d % 8 == 0 && a->ld % 8 == 0 && al16(a->Oh) &&
+        al16(a->proj16) && al16(out)) {   /* a prefill step's (the fused kernel's bf16 O) */
+        const int nd = a->nh * a->d;
+        const la_out_op r = {(const bf16 *)a->Oh, a->proj16 + 3 * (size_t)nd, out, a->d, a->Tp,
+                             a->ld, nd};
+        if (rows_launch(st, r, a->on, a->eps, a->T, nd / 8)) return cudaGetLastError();
+    }
     const int n4 = a->nh * a->d / 4, nv = rows_nv(n4, a->T);
     if (!cu_decode_old() && nv) {
         const dim3 g(a->T), b(row_threads(n4, nv));
