@@ -629,40 +629,26 @@ static __device__ __forceinline__ __nv_bfloat162 ld2_bf16(const bf16 *p)
     return *(const __nv_bfloat162 *)p;
 }
 
-/* grid (blocks of 256 pairs, T): a pair of q | k | v values per thread (nq, nk, ld even). */
-template <typename P>
+/* grid (blocks of threads, T): V values of q | k | v a thread: V = 2, a pair (nq, nk, ld even);
+ * V = 8 (P bf16 only), 16 bytes (nq, nk, ld multiples of 8, the pointers 16-byte aligned: a
+ * prefill step's split, where pairs got half the bandwidth). */
+template <int V, typename P>
 static __global__ void sparse_prep2_kernel(const P *__restrict__ proj, int ld, int nq, int nk,
                                            bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
                                            bf16 *__restrict__ Vc, int64_t p0,
                                            const int64_t *__restrict__ p0d)
 {
     cu_pdl_enter();
-    const int t = blockIdx.y, e = 2 * (blockIdx.x * blockDim.x + threadIdx.x);
+    const int t = blockIdx.y, e = V * (blockIdx.x * blockDim.x + threadIdx.x);
     if (e >= nq + 2 * nk) return;
     if (p0d) p0 = *p0d;
-    const __nv_bfloat162 b = ld2_bf16(proj + (size_t)t * ld + e);
     bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
               : e < nq + nk ? Kc + (size_t)(p0 + t) * nk + (e - nq)
                             : Vc + (size_t)(p0 + t) * nk + (e - nq - nk);
-    *(__nv_bfloat162 *)dst = b;
-}
-
-/* sparse_prep2_kernel on bf16 proj, 8 values (16 bytes) a thread (nq, nk, ld multiples of 8,
- * the pointers 16-byte aligned): a prefill step's split, 2-byte pairs were half the bandwidth */
-static __global__ void sparse_prep8_kernel(const bf16 *__restrict__ proj, int ld, int nq, int nk,
-                                           bf16 *__restrict__ Qb, bf16 *__restrict__ Kc,
-                                           bf16 *__restrict__ Vc, int64_t p0,
-                                           const int64_t *__restrict__ p0d)
-{
-    cu_pdl_enter();
-    const int t = blockIdx.y, e = 8 * (blockIdx.x * blockDim.x + threadIdx.x);
-    if (e >= nq + 2 * nk) return;
-    if (p0d) p0 = *p0d;
-    const uint4 b = *(const uint4 *)(proj + (size_t)t * ld + e);
-    bf16 *dst = e < nq ? Qb + (size_t)t * nq + e
-              : e < nq + nk ? Kc + (size_t)(p0 + t) * nk + (e - nq)
-                            : Vc + (size_t)(p0 + t) * nk + (e - nq - nk);
-    *(uint4 *)dst = b;
+    if constexpr (V == 8)
+        *(uint4 *)dst = *(const uint4 *)(proj + (size_t)t * ld + e);
+    else
+        *(__nv_bfloat162 *)dst = ld2_bf16(proj + (size_t)t * ld + e);
 }
 
 template <typename P>
@@ -677,14 +663,15 @@ static cudaError_t sparse_prep_launch(cudaStream_t st, const P *proj, int ld, in
             al16(proj) && al16(Qb) && al16(Kc) && al16(Vc)) {
             const int n8 = (nq + 2 * nk) / 8;
             return cu_launch_pdl(false, dim3((n8 + 127) / 128, T), dim3(128), st,
-                                 sparse_prep8_kernel, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
+                                 sparse_prep2_kernel<8, P>, proj, ld, nq, nk, Qb, Kc, Vc, p0,
+                                 p0d);
         }
     if (!cu_decode_old() && d % 2 == 0 && ld % 2 == 0 && T <= 65535 &&
         ((uintptr_t)proj & (2 * sizeof(P) - 1)) == 0 && ((uintptr_t)Qb & 3u) == 0 &&
         ((uintptr_t)Kc & 3u) == 0 && ((uintptr_t)Vc & 3u) == 0) {
         const int pairs = (nq + 2 * nk) / 2;
         return cu_launch_pdl(cu_row_pdl(T), dim3((pairs + 255) / 256, T), dim3(256), st,
-                             sparse_prep2_kernel<P>, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
+                             sparse_prep2_kernel<2, P>, proj, ld, nq, nk, Qb, Kc, Vc, p0, p0d);
     }
     sparse_prep_kernel<P><<<T, 256, 0, st>>>(proj, ld, nh, nkv, d, Qb, Kc, Vc, p0, p0d);
     return cudaGetLastError();
