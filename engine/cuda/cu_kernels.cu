@@ -9,8 +9,9 @@
  * decode step has one row: the old 256-thread loops were a chain of dependent memory latencies);
  * the element-wise kernels (swiglu, gate, sparse_prep) run a grid (column blocks, rows) of
  * float4 / pairs. A prefill step's norm and lightning output take rows_kernel (a persistent grid,
- * 16-byte accesses, a row ahead) and its q|k|v split 16 bytes a thread. SALA_CUDA_DECODE=old (read once) selects the earlier launches for comparison;
- * shapes or pointers the vector forms do not fit (odd widths, unaligned) take them too. */
+ * 16-byte accesses, a row ahead) and its q|k|v split 16 bytes a thread. SALA_CUDA_DECODE=old
+ * (read once) selects the earlier launches for comparison; shapes or pointers the vector forms do
+ * not fit (odd widths, unaligned) take them too. */
 #include "engine/cuda/cu_int.h"
 
 #include <math.h>
@@ -299,8 +300,8 @@ static bool norm4_launch(cudaStream_t st, X *x, const int32_t *rows, const float
  * order). Against norm4 / la_out4 (a CTA a row, 8-byte accesses, weights from L2 every row) at
  * 128K (docs/BENCHMARKS.md, sixteenth session): the norm 0.056 -> 0.045 s, the lightning output
  * 0.042 -> 0.030 s. (A warp a row, 16 chunks a lane, was measured too: the norm the same, the
- * lightning output 9% slower than la_out4, its sigmoids and loads not overlapping at 12 warps an
- * SM.) Same arithmetic per value as the old kernels; the sum of squares in another order.
+ * lightning output 8-9% slower than la_out4, its sigmoids and loads not overlapping at 12 warps
+ * an SM.) Same arithmetic per value as the old kernels; the sum of squares in another order.
  * R: a row's inputs (R::NIN chunks a column chunk) and its output. SALA_CUDA_ROWS=old (read at
  * each launch): the old kernels. */
 static bool rows_on(void) { return !cu_decode_old() && !cu_env_is("SALA_CUDA_ROWS", "old"); }
@@ -392,7 +393,9 @@ static __global__ void __launch_bounds__(256, 3)
 #pragma unroll
         for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
         if (lane == 0) red[it & 1][wid] = ss;
-        __syncthreads();   /* row it's sums written; row it - 1's read (they were read before) */
+        __syncthreads();   /* this row's sums written; red[it & 1] is written again at row
+                              it + 2, after every thread has read it and passed row it + 1's
+                              barrier */
         float tot = 0.0f;
         for (int i = 0; i < (nt >> 5); i++) tot += red[it & 1][i];
         const float inv = 1.0f / sqrtf(tot / (float)(8 * CP * nt) + eps);
