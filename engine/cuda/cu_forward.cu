@@ -529,6 +529,8 @@ int cu_seq_score_room(cu_seq *s, int64_t end, sala_err *e)
     /* headroom for the steps after: a quarter, at most 1,024 blocks (64K tokens of decode
      * between two regrowths; a quarter of a 1M call was 0.375 GiB of the peak) */
     int64_t want = nbs + (nbs / 4 < 1024 ? nbs / 4 : 1024) + 64;
+    want = (want + 3) & ~(int64_t)3;   /* rows 16-byte aligned: top-K's float4 loads (a prompt
+                                          of any length; the benchmark's round ones always were) */
     if (want > 200 * 1024 / 4) want = 200 * 1024 / 4;
     cudaFree(s->score);
     s->score = NULL;
