@@ -300,8 +300,8 @@ static bool norm4_launch(cudaStream_t st, X *x, const int32_t *rows, const float
  * order). Against norm4 / la_out4 (a CTA a row, 8-byte accesses, weights from L2 every row) at
  * 128K (docs/BENCHMARKS.md, sixteenth session): the norm 0.056 -> 0.045 s, the lightning output
  * 0.042 -> 0.030 s. (A warp a row, 16 chunks a lane, was measured too: the norm the same, the
- * lightning output 8-9% slower than la_out4, its sigmoids and loads not overlapping at 12 warps
- * an SM.) Same arithmetic per value as the old kernels; the sum of squares in another order.
+ * lightning output 8-9% slower than la_out4: likely its sigmoids and loads not overlapping at
+ * 12 warps an SM.) Same arithmetic per value as the old kernels; the sum of squares in another order.
  * R: a row's inputs (R::NIN chunks a column chunk) and its output. SALA_CUDA_ROWS=old (read at
  * each launch): the old kernels. */
 static bool rows_on(void) { return !cu_decode_old() && !cu_env_is("SALA_CUDA_ROWS", "old"); }
