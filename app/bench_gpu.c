@@ -500,6 +500,12 @@ int bench_gpu(int argc, char **argv)
         if (ps > 0) printf("%.3f | %.2fx |\n", ps, ps / ttft[i]);
         else printf("- | - |\n");
     }
+    for (int k = 0; k < npl; k++) {   /* the peer's lengths sala did not run: its time alone */
+        bool ours = false;
+        for (int i = 0; i < nl; i++) ours = ours || L[i] == PL[k];
+        if (!ours && pt[k] > 0)
+            printf("| %lld | - | - | - | %.3f | - |\n", (long long)PL[k], pt[k]);
+    }
     if (sdpa) {   /* one sparse layer over the prompt against one layer of dense SDPA (the
                    profile's op times; with SALA_KPROF_NAMES its kernel categories put the dense
                    kernel under sparse_attn: the same sum) */

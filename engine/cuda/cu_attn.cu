@@ -1673,8 +1673,7 @@ static int ssp_slack_div(void)
     return v >= 1 && v <= 4096 ? (int)v : 16;
 }
 
-/* SMs of the device (cu_attn_init), for the persistent grid; launches it took. */
-static int sm_count;
+/* Launches the persistent grid took. */
 static std::atomic<long> ssp_count;
 
 long cu_attn_pers_launches(void) { return ssp_count.load(); }
@@ -1687,6 +1686,7 @@ static bool ssp_launch(cudaStream_t st, const attn_args *a, int lg, size_t state
 {
     constexpr int NW = 12, NS = 4;
     const size_t sm = ss_smem(a, lg, NW, NS);
+    const int sm_count = cu_sms();   /* for the persistent grid */
     if (!sm || sm_count <= 0 || sm >= ((size_t)1 << 32)) return false;
     /* CTAs an SM at this shared memory size: asked once a size (the model's launches share
      * one), kept as (size << 32 | count) */
@@ -1855,9 +1855,6 @@ cudaError_t cu_attn_init(void)
             cudaSuccess)
         return err;
     sr_optin = optin;
-    if ((err = cudaDeviceGetAttribute(&sm_count, cudaDevAttrMultiProcessorCount, dev)) !=
-        cudaSuccess)
-        return err;
     tmap_lookup();
     const cudaError_t r[] = {sr_init<128, 7, true>(),   sr_init<64, 7, true>(),
                              sr_init<128, 11, false>(), sr_init<64, 11, false>(),

@@ -241,8 +241,6 @@ static __global__ void __launch_bounds__(384, 1)
 #endif
 }
 
-static int gm_sms;   /* SMs of the device (cu_gemm90_init) */
-
 int cu_gu_fused_min(void)
 {
     const char *v = getenv("SALA_CUDA_GU_FUSED");
@@ -257,7 +255,7 @@ int cu_gu_fused_min(void)
 
 bool cu_gu_fused_fits(const bf16 *W, int I, int in, const bf16 *x, int T, const bf16 *act)
 {
-    return cu_sm90a() && gm_sms >= GM_CL && T >= cu_gu_fused_min() && I > 0 && in > 0 &&
+    return cu_sm90a() && cu_sms() >= GM_CL && T >= cu_gu_fused_min() && I > 0 && in > 0 &&
            I % GM_BN == 0 && in % GM_BK == 0 && I <= INT32_MAX / 2 &&
            ((int64_t)T / GM_BM + 1) * (I / GM_BN) <= INT32_MAX &&   /* the kernel's int tile ids */
            ((uintptr_t)W | (uintptr_t)x | (uintptr_t)act) % 16 == 0;
@@ -266,11 +264,6 @@ bool cu_gu_fused_fits(const bf16 *W, int I, int in, const bf16 *x, int T, const 
 cudaError_t cu_gemm90_init(void)
 {
     if (!cu_sm90a()) return cudaSuccess;
-    int dev = 0;
-    cudaError_t err;
-    if ((err = cudaGetDevice(&dev)) != cudaSuccess ||
-        (err = cudaDeviceGetAttribute(&gm_sms, cudaDevAttrMultiProcessorCount, dev)) != cudaSuccess)
-        return err;
     return cudaFuncSetAttribute(gemm90_gu_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                 GM_SMEM);
 }
@@ -283,7 +276,7 @@ cudaError_t k_gu_swiglu(cudaStream_t st, const bf16 *W, int I, int in, const bf1
         !cu_tmap_2d(&tb, W, (int64_t)2 * I, in, GM_BN, GM_BK) ||
         !cu_tmap_2d(&tc, act, T, I, 64, 64))
         return cudaErrorInvalidValue;
-    const int sms = gm_sms;
+    const int sms = cu_sms();
     const int64_t pairs = (int64_t)((T + GM_BM - 1) / GM_BM + GM_CL - 1) / GM_CL * (I / GM_BN);
     const int64_t cl = sms / GM_CL < pairs ? sms / GM_CL : pairs;
     cudaLaunchAttribute at[1];

@@ -462,6 +462,8 @@ bool k_dense90(cudaStream_t st, const attn_args *a, int lg, int ns, cudaError_t 
  * false: nothing launched (no sm_90a image, other shapes, part_cap short, no tensor map). */
 bool k_band90(cudaStream_t st, const attn_args *a, int lg, cudaError_t *err);
 cudaError_t cu_dense90_init(void);
+/* SMs of the current device (asked once, then kept; 0 when the runtime cannot tell). */
+int cu_sms(void);
 /* Whether the sm_90a image of the backend runs on this device (set by cu_kernels_init). */
 bool cu_sm90a(void);
 /* A 2-D TMA map of a (rows, cols) row-major bf16 matrix, boxes of box_rows x box_cols (box_cols

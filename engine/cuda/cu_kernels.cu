@@ -19,6 +19,20 @@
 #include <stdlib.h>
 #include <string.h>
 
+int cu_sms(void)
+{
+    static int sms;   /* one device a process */
+    if (sms <= 0) {
+        int dev = 0, n = 0;
+        if (cudaGetDevice(&dev) == cudaSuccess &&
+            cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev) == cudaSuccess)
+            sms = n;
+        else
+            (void)cudaGetLastError();
+    }
+    return sms > 0 ? sms : 0;
+}
+
 bool cu_decode_old(void)
 {
     static int v = -1;
@@ -309,14 +323,7 @@ static bool rows_on(void) { return !cu_decode_old() && !cu_env_is("SALA_CUDA_ROW
 /* CTAs for T rows: one a row, at most 3 an SM */
 static int rows_ctas(int T)
 {
-    static int sms;
-    if (sms <= 0) {
-        int dev = 0;
-        if (cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-            sms <= 0)
-            sms = 1;
-    }
+    const int sms = cu_sms() > 0 ? cu_sms() : 1;
     return T < 3 * sms ? T : 3 * sms;
 }
 

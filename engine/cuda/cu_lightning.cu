@@ -1076,13 +1076,11 @@ static cudaError_t la_setup(void)
 /* State-walk CTAs the device holds at once: SMs x resident la_state_kernel CTAs per SM. */
 template <typename P> static int la_state_slots(void)
 {
-    int dev = 0, sms = 0, per = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-        cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64, P>, 128,
+    int per = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_state_kernel<LA_STATE64, P>, 128,
                                                       la_state_smem<64, 64, P>()) != cudaSuccess)
         return 0;
-    return sms * per;
+    return cu_sms() * per;
 }
 
 /* Chunks per range of the state walk: the R = ceil(nch / cr) ranges run in parallel (their
@@ -1185,17 +1183,15 @@ template <int D> static __global__ void la_rot_kernel(la_args a, float *cs)
 template <int D> static bool lf_fits(int nh)
 {
     static const int slots = [] {   /* once per process (one device) */
-        int dev = 0, sms = 0, per = 0;
+        int per = 0;
         if (cudaFuncSetAttribute(la_fused_kernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                  lf_lay<D>::SIZE) != cudaSuccess ||
-            cudaGetDevice(&dev) != cudaSuccess ||
-            cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
             cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per, la_fused_kernel<D>, 384,
                                                           lf_lay<D>::SIZE) != cudaSuccess) {
             (void)cudaGetLastError();
             return 0;
         }
-        return sms * per;
+        return cu_sms() * per;
     }();
     return (int64_t)nh * (D / LF_JB) <= slots;
 }
